@@ -1,0 +1,55 @@
+# plumb — top-level entry points. `make run` and `make test` work on a fresh Debian machine:
+# both set up what they need (scripts/setup.sh) before building.
+BUILD      ?= build
+SAN_BUILD  ?= build-san
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+PY         := .venv/bin/python
+MODEL      := models/gemma-3-270m-q4_k_m.gguf
+FUZZ_SECONDS ?= 30
+
+.PHONY: all setup build sanitize fuzz fuzz-smoke model run test unit-test e2e-test clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+sanitize: setup
+	@cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON >/dev/null
+	@cmake --build $(SAN_BUILD) -j $(JOBS)
+
+fuzz: setup
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf
+
+# A bounded libFuzzer run of the GGUF reader from the committed seed corpus.
+fuzz-smoke: fuzz
+	@rm -rf fuzz/corpus-work && mkdir -p fuzz/corpus-work
+	@$(FUZZ_BUILD)/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+	    -print_final_stats=1 fuzz/corpus-work fuzz/corpus 2>&1 | tail -n 12
+	@echo "fuzz-smoke: no crash in $(FUZZ_SECONDS) s"
+
+model: setup
+	@bash scripts/get-model.sh
+
+run: build model
+	@$(BUILD)/plumb inspect $(MODEL)
+
+unit-test: build sanitize
+	@echo "== unit tests (release)" && $(BUILD)/plumb_unit_tests
+	@echo "== unit tests (ASan+UBSan)" && $(SAN_BUILD)/plumb_unit_tests
+
+e2e-test: build sanitize
+	@echo "== end-to-end tests (pytest)"
+	@PLUMB_BIN=$(BUILD)/plumb PLUMB_SAN_BIN=$(SAN_BUILD)/plumb PLUMB_LIB=$(BUILD)/libplumb.so \
+	    $(PY) -m pytest -q tests/e2e
+
+test: unit-test e2e-test fuzz-smoke
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) fuzz/corpus-work

@@ -1,0 +1,483 @@
+/* plumb.h — the public interface of libplumb, a local LLM inference engine.
+ *
+ * This is the only header the plumb command, the server and outside users include.
+ * Conventions:
+ *   - functions are named plumb_<module>_<verb>;
+ *   - every fallible call returns a plumb_status: PLUMB_OK (0) or a negative code; details
+ *     (which file, field or offset) are in plumb_last_error() on the calling thread;
+ *   - objects are opaque (plumb_x_t) with a create/open and a free; whoever creates frees;
+ *   - pointers handed out by an object are borrowed and stay valid until that object is freed.
+ * The library never exits the process and never aborts on bad input.
+ */
+#ifndef PLUMB_H
+#define PLUMB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PLUMB_VERSION_STRING "0.1.0"
+
+#if defined(__GNUC__)
+#define PLUMB_API __attribute__((visibility("default")))
+#else
+#define PLUMB_API
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* Status codes                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+/* X(name, value, message): one table gives every status its name and message. */
+#define PLUMB_STATUS_LIST(X)                                                    \
+    X(PLUMB_OK, 0, "success")                                                   \
+    X(PLUMB_E_INVALID_ARG, -1, "invalid argument")                              \
+    X(PLUMB_E_NOMEM, -2, "out of memory")                                       \
+    X(PLUMB_E_IO, -3, "input/output error")                                     \
+    X(PLUMB_E_FORMAT, -4, "malformed file")                                     \
+    X(PLUMB_E_UNSUPPORTED, -5, "unsupported feature")                           \
+    X(PLUMB_E_NOT_FOUND, -6, "not found")                                       \
+    X(PLUMB_E_TYPE, -7, "type mismatch")                                        \
+    X(PLUMB_E_RANGE, -8, "value out of range")
+
+typedef enum plumb_status {
+#define PLUMB_STATUS_ENUM_(name, value, msg) name = value,
+    PLUMB_STATUS_LIST(PLUMB_STATUS_ENUM_)
+#undef PLUMB_STATUS_ENUM_
+} plumb_status;
+
+/* "PLUMB_E_FORMAT" for PLUMB_E_FORMAT; "PLUMB_E_UNKNOWN" for a value not in the table. */
+PLUMB_API const char *plumb_status_name(plumb_status st);
+/* A short human message for the code ("malformed file"). Never NULL. */
+PLUMB_API const char *plumb_status_message(plumb_status st);
+/* The detail of the last failure on this thread ("model.gguf: offset 24: ..."), or "". The
+ * string is owned by the library and valid until the next failing call on this thread. */
+PLUMB_API const char *plumb_last_error(void);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Version and CPU features                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+PLUMB_API const char *plumb_version(void);
+
+typedef struct plumb_cpu_features {
+    bool sse3, ssse3, sse41, sse42, avx, f16c, fma, avx2, bmi2;
+    bool avx512f, avx512bw, avx512vl, avx512dq, avx512vnni, avx512bf16, avx512fp16, avx512vbmi;
+    bool avxvnni, amx_tile, amx_int8;
+    char vendor[13];
+    char brand[49];
+} plumb_cpu_features;
+
+/* Features of the CPU running this process, detected once with cpuid (all false when not
+ * on x86). The returned pointer is static. */
+PLUMB_API const plumb_cpu_features *plumb_cpu_get(void);
+/* Space-separated list of present features ("AVX2 FMA AVX512F ..."), written into buf
+ * (always NUL-terminated when size > 0). Returns buf. */
+PLUMB_API char *plumb_cpu_describe(char *buf, size_t size);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tensor types                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Ids as stored in GGUF files. */
+typedef enum plumb_type {
+    PLUMB_TYPE_F32 = 0,
+    PLUMB_TYPE_F16 = 1,
+    PLUMB_TYPE_Q4_0 = 2,
+    PLUMB_TYPE_Q4_1 = 3,
+    PLUMB_TYPE_Q5_0 = 6,
+    PLUMB_TYPE_Q5_1 = 7,
+    PLUMB_TYPE_Q8_0 = 8,
+    PLUMB_TYPE_Q2_K = 10,
+    PLUMB_TYPE_Q3_K = 11,
+    PLUMB_TYPE_Q4_K = 12,
+    PLUMB_TYPE_Q5_K = 13,
+    PLUMB_TYPE_Q6_K = 14,
+    PLUMB_TYPE_Q8_K = 15,
+    PLUMB_TYPE_BF16 = 30,
+    PLUMB_TYPE_COUNT = 31 /* one past the largest id; not every id below it is a type */
+} plumb_type;
+
+/* true when id names a type plumb knows (has traits for). */
+PLUMB_API bool plumb_type_is_known(int id);
+/* "Q4_K"; NULL for an unknown id. */
+PLUMB_API const char *plumb_type_name(int id);
+/* The type whose name is `name` (case-insensitive), or -1. */
+PLUMB_API int plumb_type_from_name(const char *name);
+/* Elements per block (1 for F32/F16/BF16); 0 for an unknown id. */
+PLUMB_API int64_t plumb_type_block_size(int id);
+/* Bytes per block; 0 for an unknown id. */
+PLUMB_API size_t plumb_type_block_bytes(int id);
+/* Bytes of a row of n elements into *out. PLUMB_E_RANGE when n is negative, not a multiple
+ * of the block size, or the size overflows; PLUMB_E_UNSUPPORTED for an unknown id. */
+PLUMB_API plumb_status plumb_type_row_bytes(int id, int64_t n, uint64_t *out);
+
+/* Dequantize n elements (a multiple of the block size) from src into dst (scalar reference). */
+PLUMB_API plumb_status plumb_dequantize_row(int id, const void *src, float *dst, int64_t n);
+/* Quantize n elements (a multiple of the block size) from src into dst, which holds
+ * plumb_type_row_bytes(id, n) bytes (scalar reference). */
+PLUMB_API plumb_status plumb_quantize_row(int id, const float *src, void *dst, int64_t n);
+
+/* IEEE half and bfloat16 conversions (round to nearest even; subnormals, inf and NaN kept). */
+PLUMB_API float plumb_fp16_to_fp32(uint16_t h);
+PLUMB_API uint16_t plumb_fp32_to_fp16(float f);
+PLUMB_API float plumb_bf16_to_fp32(uint16_t h);
+PLUMB_API uint16_t plumb_fp32_to_bf16(float f);
+
+/* ---------------------------------------------------------------------------------------- */
+/* GGUF files                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Metadata value types as stored in GGUF. */
+typedef enum plumb_gguf_type {
+    PLUMB_GGUF_U8 = 0,
+    PLUMB_GGUF_I8 = 1,
+    PLUMB_GGUF_U16 = 2,
+    PLUMB_GGUF_I16 = 3,
+    PLUMB_GGUF_U32 = 4,
+    PLUMB_GGUF_I32 = 5,
+    PLUMB_GGUF_F32 = 6,
+    PLUMB_GGUF_BOOL = 7,
+    PLUMB_GGUF_STRING = 8,
+    PLUMB_GGUF_ARRAY = 9,
+    PLUMB_GGUF_U64 = 10,
+    PLUMB_GGUF_I64 = 11,
+    PLUMB_GGUF_F64 = 12,
+    PLUMB_GGUF_TYPE_COUNT = 13
+} plumb_gguf_type;
+
+/* "u32", "string", ...; "?" for an unknown value. */
+PLUMB_API const char *plumb_gguf_type_name(int type);
+
+/* A string inside a GGUF file: not NUL-terminated; borrowed from the file. */
+typedef struct plumb_str {
+    const char *ptr;
+    uint64_t len;
+} plumb_str;
+
+typedef struct plumb_gguf plumb_gguf_t;
+
+#define PLUMB_GGUF_MAX_DIMS 4
+#define PLUMB_GGUF_DEFAULT_ALIGNMENT 32
+
+typedef struct plumb_gguf_tensor_info {
+    const char *name; /* NUL-terminated, borrowed */
+    int n_dims;
+    int64_t ne[PLUMB_GGUF_MAX_DIMS]; /* ne[0] fastest; unused dims are 1 */
+    int type;                        /* a plumb_type id */
+    uint64_t offset;                 /* from the start of the data section */
+    uint64_t nbytes;
+    const void *data; /* into the mapping, borrowed */
+} plumb_gguf_tensor_info;
+
+/* Open and validate a GGUF file (v2 or v3) by mapping it read-only. Every count, size,
+ * offset and type is checked; a bad file gives PLUMB_E_FORMAT (or _UNSUPPORTED for a
+ * version or type plumb does not read) and a plumb_last_error() naming the file, the
+ * offset or field, and what is wrong. On success *out owns the mapping. */
+PLUMB_API plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out);
+/* As plumb_gguf_open over bytes in memory. `data` is borrowed and must outlive the object;
+ * `name` is used in messages. */
+PLUMB_API plumb_status plumb_gguf_open_memory(const void *data, size_t size, const char *name,
+                                              plumb_gguf_t **out);
+PLUMB_API void plumb_gguf_free(plumb_gguf_t *g);
+
+PLUMB_API uint32_t plumb_gguf_version(const plumb_gguf_t *g);
+PLUMB_API uint64_t plumb_gguf_file_size(const plumb_gguf_t *g);
+PLUMB_API uint64_t plumb_gguf_alignment(const plumb_gguf_t *g);
+PLUMB_API uint64_t plumb_gguf_data_offset(const plumb_gguf_t *g);
+
+/* Metadata entries, in file order. */
+PLUMB_API int64_t plumb_gguf_kv_count(const plumb_gguf_t *g);
+/* Index of `key`, or -1. */
+PLUMB_API int64_t plumb_gguf_find_key(const plumb_gguf_t *g, const char *key);
+PLUMB_API const char *plumb_gguf_kv_key(const plumb_gguf_t *g, int64_t i);
+PLUMB_API plumb_gguf_type plumb_gguf_kv_type(const plumb_gguf_t *g, int64_t i);
+/* For an array entry: its element type and length (0 and PLUMB_GGUF_TYPE_COUNT otherwise). */
+PLUMB_API plumb_gguf_type plumb_gguf_kv_array_type(const plumb_gguf_t *g, int64_t i);
+PLUMB_API uint64_t plumb_gguf_kv_array_len(const plumb_gguf_t *g, int64_t i);
+
+/* Scalar values of entry i (or array element j of entry i with the _arr_ forms).
+ * _int accepts every integer type (and bool), _float every float and integer type.
+ * PLUMB_E_TYPE when the stored type does not fit, PLUMB_E_RANGE for an index past the end. */
+PLUMB_API plumb_status plumb_gguf_kv_int(const plumb_gguf_t *g, int64_t i, int64_t *out);
+PLUMB_API plumb_status plumb_gguf_kv_uint(const plumb_gguf_t *g, int64_t i, uint64_t *out);
+PLUMB_API plumb_status plumb_gguf_kv_float(const plumb_gguf_t *g, int64_t i, double *out);
+PLUMB_API plumb_status plumb_gguf_kv_bool(const plumb_gguf_t *g, int64_t i, bool *out);
+PLUMB_API plumb_status plumb_gguf_kv_str(const plumb_gguf_t *g, int64_t i, plumb_str *out);
+PLUMB_API plumb_status plumb_gguf_arr_int(const plumb_gguf_t *g, int64_t i, uint64_t j, int64_t *out);
+PLUMB_API plumb_status plumb_gguf_arr_uint(const plumb_gguf_t *g, int64_t i, uint64_t j, uint64_t *out);
+PLUMB_API plumb_status plumb_gguf_arr_float(const plumb_gguf_t *g, int64_t i, uint64_t j, double *out);
+PLUMB_API plumb_status plumb_gguf_arr_bool(const plumb_gguf_t *g, int64_t i, uint64_t j, bool *out);
+PLUMB_API plumb_status plumb_gguf_arr_str(const plumb_gguf_t *g, int64_t i, uint64_t j, plumb_str *out);
+/* Raw little-endian bytes of a numeric array's elements (unaligned; borrowed). */
+PLUMB_API plumb_status plumb_gguf_arr_data(const plumb_gguf_t *g, int64_t i, const void **out);
+
+/* Typed getters by key: PLUMB_E_NOT_FOUND when the key is absent, PLUMB_E_TYPE when its
+ * type does not fit, PLUMB_E_RANGE when the value does not fit the output. get_count accepts
+ * any non-negative integer type, as counts in GGUF files are stored in many widths. */
+PLUMB_API plumb_status plumb_gguf_get_u32(const plumb_gguf_t *g, const char *key, uint32_t *out);
+PLUMB_API plumb_status plumb_gguf_get_i64(const plumb_gguf_t *g, const char *key, int64_t *out);
+PLUMB_API plumb_status plumb_gguf_get_count(const plumb_gguf_t *g, const char *key, uint64_t *out);
+PLUMB_API plumb_status plumb_gguf_get_f32(const plumb_gguf_t *g, const char *key, float *out);
+PLUMB_API plumb_status plumb_gguf_get_bool(const plumb_gguf_t *g, const char *key, bool *out);
+PLUMB_API plumb_status plumb_gguf_get_str(const plumb_gguf_t *g, const char *key, plumb_str *out);
+
+/* Tensors, in file order. */
+PLUMB_API int64_t plumb_gguf_tensor_count(const plumb_gguf_t *g);
+PLUMB_API int64_t plumb_gguf_find_tensor(const plumb_gguf_t *g, const char *name);
+PLUMB_API plumb_status plumb_gguf_tensor(const plumb_gguf_t *g, int64_t i, plumb_gguf_tensor_info *out);
+
+/* GGUF writer: collects metadata and tensors, then writes a v3 file. Keys and values are
+ * copied; tensor data is borrowed until plumb_gguf_writer_write returns. Adding a key or a
+ * tensor name twice is PLUMB_E_INVALID_ARG. */
+typedef struct plumb_gguf_writer plumb_gguf_writer_t;
+
+PLUMB_API plumb_status plumb_gguf_writer_create(plumb_gguf_writer_t **out);
+PLUMB_API void plumb_gguf_writer_free(plumb_gguf_writer_t *w);
+/* A scalar of any non-string, non-array type; `value` points at that type's C value
+ * (bool as one byte 0/1). */
+PLUMB_API plumb_status plumb_gguf_writer_set(plumb_gguf_writer_t *w, const char *key,
+                                             plumb_gguf_type type, const void *value);
+PLUMB_API plumb_status plumb_gguf_writer_set_str(plumb_gguf_writer_t *w, const char *key,
+                                                 const char *value, size_t len);
+/* An array of n scalars of elem_type stored contiguously at `data`. */
+PLUMB_API plumb_status plumb_gguf_writer_set_arr(plumb_gguf_writer_t *w, const char *key,
+                                                 plumb_gguf_type elem_type, const void *data,
+                                                 uint64_t n);
+PLUMB_API plumb_status plumb_gguf_writer_set_arr_str(plumb_gguf_writer_t *w, const char *key,
+                                                     const plumb_str *items, uint64_t n);
+/* Sets general.alignment too. Must be a power of two. */
+PLUMB_API plumb_status plumb_gguf_writer_set_alignment(plumb_gguf_writer_t *w, uint32_t alignment);
+PLUMB_API plumb_status plumb_gguf_writer_add_tensor(plumb_gguf_writer_t *w, const char *name,
+                                                    int type, int n_dims, const int64_t *ne,
+                                                    const void *data);
+PLUMB_API plumb_status plumb_gguf_writer_write(plumb_gguf_writer_t *w, const char *path);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Vocabulary and tokenizers                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A model's vocabulary and tokenizer, read from the tokenizer.ggml.* keys of a GGUF file.
+ * Token ids are int32_t; -1 means "none". A vocabulary is immutable once created, so one
+ * may be used from many threads at once. */
+typedef struct plumb_vocab plumb_vocab_t;
+
+typedef enum plumb_vocab_type {
+    PLUMB_VOCAB_SPM = 1, /* tokenizer.ggml.model "llama": SentencePiece, scores, byte fallback */
+    PLUMB_VOCAB_BPE = 2, /* tokenizer.ggml.model "gpt2": byte-level BPE with merges */
+} plumb_vocab_type;
+
+/* Reads the vocabulary of g: model, pre, tokens, scores, token_type, merges, the
+ * bos/eos/unknown/padding/eot/eom token ids, add_bos_token, add_eos_token and
+ * add_space_prefix (defaults as llama.cpp's: SPM adds BOS and a space prefix; BPE adds BOS
+ * only for the llama3 pre-tokenizer). Every count, id and type is checked: missing or bad
+ * data is PLUMB_E_FORMAT, a model or pre-tokenizer plumb does not implement is
+ * PLUMB_E_UNSUPPORTED; plumb_last_error() names the key. What is needed is copied: g may be
+ * freed afterwards. On success *out is owned by the caller (plumb_vocab_free). */
+PLUMB_API plumb_status plumb_vocab_create(const plumb_gguf_t *g, plumb_vocab_t **out);
+PLUMB_API void plumb_vocab_free(plumb_vocab_t *v);
+
+PLUMB_API plumb_vocab_type plumb_vocab_get_type(const plumb_vocab_t *v);
+PLUMB_API int32_t plumb_vocab_n_tokens(const plumb_vocab_t *v);
+/* Special token ids, -1 when the vocabulary has none. eot is the file's eot_token_id, or
+ * else the token whose text is <end_of_turn>, <|eot_id|>, <|im_end|>, ... */
+PLUMB_API int32_t plumb_vocab_bos(const plumb_vocab_t *v);
+PLUMB_API int32_t plumb_vocab_eos(const plumb_vocab_t *v);
+PLUMB_API int32_t plumb_vocab_eot(const plumb_vocab_t *v);
+/* Whether plumb_tokenize(add_special = true) prepends BOS / appends EOS for this model. */
+PLUMB_API bool plumb_vocab_add_bos(const plumb_vocab_t *v);
+PLUMB_API bool plumb_vocab_add_eos(const plumb_vocab_t *v);
+/* true when generating id ends generation: EOS, the eot/eom ids, and the tokens whose text
+ * is <end_of_turn>, <|eot_id|>, <|im_end|>, <|endoftext|>, <|end_of_text|> or <|eom_id|>.
+ * false for an id out of range. */
+PLUMB_API bool plumb_vocab_is_eog(const plumb_vocab_t *v, int32_t id);
+/* true for control tokens (<bos>, <start_of_turn>, ...; every end-of-generation token is one);
+ * false for an id out of range. */
+PLUMB_API bool plumb_vocab_is_control(const plumb_vocab_t *v, int32_t id);
+/* The stored text of token id (SPM texts keep U+2581 for spaces, BPE texts are byte-level
+ * code points); borrowed from v. PLUMB_E_RANGE for an id out of range. */
+PLUMB_API plumb_status plumb_vocab_token_text(const plumb_vocab_t *v, int32_t id, plumb_str *out);
+/* The id of the token whose stored text is text[0..len) exactly, or -1. */
+PLUMB_API int32_t plumb_vocab_find(const plumb_vocab_t *v, const char *text, size_t len);
+
+/* Tokenizes text[0..len) (any bytes) into ids[0..cap) as llama.cpp's llama_tokenize does.
+ * add_special: prepend BOS / append EOS when the model asks for them. parse_special: texts
+ * such as "<start_of_turn>" become that control token (user-defined tokens are matched as
+ * whole texts either way). *n_out receives the number of ids. When cap is too small the
+ * first cap ids are written, *n_out is the number needed and the result is PLUMB_E_RANGE.
+ * PLUMB_E_INVALID_ARG for NULL arguments or text over 256 MiB; PLUMB_E_NOMEM. */
+PLUMB_API plumb_status plumb_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
+                                      bool parse_special, int32_t *ids, size_t cap, size_t *n_out);
+
+/* The bytes token id stands for, written to buf[0..cap) (not NUL-terminated). SPM: U+2581
+ * becomes a space and <0xXX> byte tokens give that raw byte; BPE: byte-level code points
+ * become the bytes they stand for. Control and unknown tokens give nothing unless special
+ * (then their text); unused tokens give nothing. Returns the number of bytes written, or
+ * minus the number needed when cap is too small (nothing written); 0 for an id out of range.
+ * A piece may be part of a UTF-8 character: stream text with plumb_detok_push. */
+PLUMB_API int plumb_token_to_piece(const plumb_vocab_t *v, int32_t id, char *buf, size_t cap, bool special);
+
+/* Streaming detokenizer state: the bytes of a UTF-8 character not yet complete. Zero it
+ * (plumb_detok d = {0};) before the first token. */
+typedef struct plumb_detok {
+    uint8_t pending[8];
+    size_t n_pending;
+} plumb_detok;
+
+/* Adds token id's piece (special = false) and writes to out the text that is now complete:
+ * always valid UTF-8, never half a character (an incomplete character at the end waits in d
+ * for the next token; invalid bytes become U+FFFD). Returns the number of bytes written.
+ * When cap is too small nothing is written, d is unchanged and the return value is larger
+ * than cap: call again with a buffer of at least that many bytes. */
+PLUMB_API size_t plumb_detok_push(const plumb_vocab_t *v, plumb_detok *d, int32_t id, char *out, size_t cap);
+/* Ends the stream: an incomplete character still waiting is written to out as U+FFFD (3
+ * bytes) and d is reset. Returns the bytes written (0 or 3); when cap < 3 and something is
+ * waiting, writes nothing, leaves d unchanged and returns 3. */
+PLUMB_API size_t plumb_detok_flush(plumb_detok *d, char *out, size_t cap);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* Models, contexts and decoding                                                            */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct plumb_model plumb_model_t;
+typedef struct plumb_context plumb_context_t;
+typedef struct plumb_vocab plumb_vocab_t;
+
+typedef struct plumb_model_info {
+    const char *arch; /* "llama", "gemma3" */
+    const char *name; /* general.name or "" */
+    int64_t n_params;
+    uint64_t file_size;
+    int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+} plumb_model_info;
+
+/* Loads a model: maps the GGUF file, checks the architecture, every hyperparameter and the
+ * presence, type and shape of every weight, and loads the vocabulary. Weights stay in the
+ * mapping as stored (quantized). An unsupported architecture is PLUMB_E_UNSUPPORTED with a
+ * message listing the supported ones; a missing or misshapen tensor is PLUMB_E_FORMAT
+ * naming it. */
+PLUMB_API plumb_status plumb_model_load(const char *path, plumb_model_t **out);
+PLUMB_API void plumb_model_free(plumb_model_t *m);
+PLUMB_API void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *out);
+/* Borrowed from the model. */
+PLUMB_API const plumb_vocab_t *plumb_model_vocab(const plumb_model_t *m);
+PLUMB_API const plumb_gguf_t *plumb_model_gguf(const plumb_model_t *m);
+/* The Jinja chat template stored in the file (tokenizer.chat_template); PLUMB_E_NOT_FOUND
+ * when there is none. Borrowed. */
+PLUMB_API plumb_status plumb_model_chat_template(const plumb_model_t *m, plumb_str *out);
+/* Comma-separated names of the supported architectures. */
+PLUMB_API const char *plumb_model_supported_archs(void);
+
+typedef struct plumb_context_params {
+    int32_t n_ctx;     /* positions per sequence; 0: min(model context, 4096) */
+    int32_t n_batch;   /* tokens computed in one forward pass; a larger batch is split */
+    int32_t n_threads; /* compute threads; 0: one per online CPU */
+    int32_t n_seq;     /* independent sequences (server slots) sharing the context */
+} plumb_context_params;
+
+PLUMB_API plumb_context_params plumb_context_default_params(void);
+/* Creates a context: KV cache for n_seq sequences of n_ctx positions, compute buffers and
+ * threads. The model must outlive the context. */
+PLUMB_API plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *p, plumb_context_t **out);
+PLUMB_API void plumb_context_free(plumb_context_t *c);
+PLUMB_API int32_t plumb_context_n_ctx(const plumb_context_t *c);
+PLUMB_API int32_t plumb_context_n_batch(const plumb_context_t *c);
+
+/* A batch of tokens: token i goes at position pos[i] of sequence seq[i] (NULL: all 0);
+ * logits[i] asks for its next-token logits (NULL: only the last token's). */
+typedef struct plumb_batch {
+    int32_t n_tokens;
+    const int32_t *tokens;
+    const int32_t *pos;
+    const int32_t *seq;
+    const bool *logits;
+} plumb_batch;
+
+/* Runs the model over the batch (split into forward passes of n_batch tokens), writing the
+ * tokens' keys and values into the cache. Checks every token id, sequence id and position:
+ * a sequence's positions must continue from its current length (or overwrite earlier
+ * ones); a position at or past n_ctx is PLUMB_E_RANGE ("context full"). On failure the
+ * cache of the affected sequences is unspecified beyond their previous length. */
+PLUMB_API plumb_status plumb_decode(plumb_context_t *c, const plumb_batch *b);
+/* Logits of the j-th token that asked for them in the last decode, [n_vocab] floats, or
+ * NULL when j is out of range. Valid until the next decode. */
+PLUMB_API const float *plumb_get_logits(const plumb_context_t *c, int32_t j);
+PLUMB_API int32_t plumb_n_logits(const plumb_context_t *c);
+/* Current length (next position) of sequence seq. */
+PLUMB_API int32_t plumb_seq_len(const plumb_context_t *c, int32_t seq);
+/* Forgets positions >= len of sequence seq (len 0 clears it). */
+PLUMB_API plumb_status plumb_seq_truncate(plumb_context_t *c, int32_t seq, int32_t len);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sampling                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct plumb_sampler_params {
+    float temperature;       /* <= 0: greedy (argmax, ties to the lowest id) */
+    int32_t top_k;           /* keep the k most likely; <= 0: off */
+    float top_p;             /* nucleus: smallest set with mass >= top_p; >= 1: off */
+    float min_p;             /* drop tokens below min_p * p(max); <= 0: off */
+    float repeat_penalty;    /* llama.cpp-style: logit / p if > 0 else * p, for the last
+                                repeat_last_n tokens; 1: off */
+    int32_t repeat_last_n;   /* history window for all penalties; 0: off, -1: whole history */
+    float presence_penalty;  /* subtract once for any token in the window (OpenAI); 0: off */
+    float frequency_penalty; /* subtract count * f for tokens in the window (OpenAI); 0: off */
+    uint64_t seed;           /* same seed, same logits: same choices */
+} plumb_sampler_params;
+
+typedef struct plumb_sampler plumb_sampler_t;
+
+/* temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, penalties off (repeat_last_n 64),
+ * seed 0xC0FFEE. */
+PLUMB_API plumb_sampler_params plumb_sampler_default_params(void);
+/* All buffers are sized for n_vocab here; sampling allocates nothing. */
+PLUMB_API plumb_status plumb_sampler_create(const plumb_sampler_params *p, int32_t n_vocab, plumb_sampler_t **out);
+PLUMB_API void plumb_sampler_free(plumb_sampler_t *s);
+/* Picks the next token from logits [n_vocab] (not modified): penalties from the accepted
+ * history, then temperature, top-k, top-p, min-p, and a draw from the seeded generator. */
+PLUMB_API int32_t plumb_sampler_sample(plumb_sampler_t *s, const float *logits);
+/* Adds a token to the history the penalties look at (prompt tokens too, if wanted). */
+PLUMB_API void plumb_sampler_accept(plumb_sampler_t *s, int32_t token);
+/* Clears the history and reseeds the generator with the original seed. */
+PLUMB_API void plumb_sampler_reset(plumb_sampler_t *s);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Chat formats                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef enum plumb_chat_format {
+    PLUMB_CHAT_UNKNOWN = -1,
+    PLUMB_CHAT_GEMMA = 0,
+    PLUMB_CHAT_LLAMA3 = 1,
+    PLUMB_CHAT_CHATML = 2,
+} plumb_chat_format;
+
+typedef struct plumb_chat_message {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} plumb_chat_message;
+
+/* Recognizes a built-in format from a GGUF's Jinja chat template text (PLUMB_CHAT_UNKNOWN
+ * when none fits). */
+PLUMB_API plumb_chat_format plumb_chat_format_detect(const char *tmpl, size_t len);
+/* "gemma", "llama3", "chatml" <-> the enum (PLUMB_CHAT_UNKNOWN for other names). */
+PLUMB_API plumb_chat_format plumb_chat_format_from_name(const char *name);
+PLUMB_API const char *plumb_chat_format_name(plumb_chat_format f);
+/* Formats a conversation as the model was trained to see it, with the BOS text when
+ * add_bos, and the opening of the assistant's turn when add_generation_prompt. *out is a
+ * NUL-terminated string the caller frees with free(). Unknown roles or a role the format
+ * cannot express give PLUMB_E_INVALID_ARG. */
+PLUMB_API plumb_status plumb_chat_apply(plumb_chat_format f, const plumb_chat_message *msgs, size_t n_msgs,
+                                        bool add_bos, bool add_generation_prompt, char **out, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PLUMB_H */

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""make-golden.py — regenerates plumb's reference data from llama.cpp (through
+llama-cpp-python built from source) and writes:
+
+  tests/e2e/data/golden_gemma3.json
+      * tokenization of TOKEN_CASES with the real model (add_bos/special both on and both off
+        for every string, the two mixed settings for the strings with markup);
+      * for each of PROMPTS: the prompt's ids, the top-10 next-token (id, logit) after it, and
+        the greedy continuation (argmax, no penalties) of up to 64 tokens, stopping after an
+        end-of-generation token, with the top 5 (id, logit) at every step.
+  tests/e2e/data/golden_bpe.json
+      * tokenization of BPE_CASES with the synthetic BPE vocabularies that
+        tests/e2e/make_bpe_vocab.py writes (deterministically; here into a temporary folder),
+        one per pre-tokenizer.
+
+How to rebuild the reference:
+  python3 scripts/make-golden.py
+      creates .venv-ref (once) with `pip install --no-binary llama-cpp-python
+      llama-cpp-python==VERSION numpy gguf==0.19.0` — llama.cpp is compiled from source, which
+      takes several minutes — then runs itself inside it;
+  python3 scripts/make-golden.py --python /path/to/python
+      runs with an interpreter that already has llama_cpp, numpy and gguf.
+  Options: --model PATH (default models/gemma-3-270m-q4_k_m.gguf; `make model` fetches it),
+  --only gemma|bpe.
+The model is run with Llama(n_ctx=2048, n_threads=2, logits_all=False) and llama.cpp's extra
+weight buffers (AMX, repacking) off; token texts that are not valid UTF-8 are stored as hex
+("text_hex") instead of "text".
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+REF_VENV = os.path.join(ROOT, ".venv-ref")
+CHILD_FLAG = "PLUMB_GOLDEN_CHILD"
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+COMMON_CASES = [
+    "Hello world", "hello world!", " Hello", "  leading two spaces", "trailing spaces   ",
+    "\tTab\tseparated\t\tvalues", "line1\nline2\n\nline4\n\n\n", "CRLF\r\nline\r\n",
+    "it's I'm you've they'll we'd she's DON'T I'LL We'Re",
+    "12345 1234567 3.14159 1,234,567.89 0x1F 1e-9", "٣٤٥ ½ ² Ⅻ",
+    "naïve café résumé Übermaß Straße", "Привет, мир! Γειά σου κόσμε", "日本語のテキスト、東京",
+    "中文文本，北京欢迎你。", "한국어 텍스트", "مرحبا بالعالم", "नमस्ते दुनिया", "สวัสดีชาวโลก",
+    "🤖 🎉 👍🏽 👨‍👩‍👧‍👦 🇫🇷 ❤️", "\U0001F600\U0001F601",
+    "def f(x):\n    return x**2  # comment\n", "int main(void) { return 0; }",
+    '{"a": [1, 2.5, null], "b": "c"}', "Hello Hello Hello", "1234 12345 123456", "", " ", "   ",
+    "\n", "\n\n", "a  b   c    d", "x \n y", "!!!???...,,,;;;",
+    "$5.99 100% (parenthesized) [bracketed] {braced}", "email@example.com https://x.org/p?q=1",
+    "word" * 50, "ab" * 200, "mixed123abc456def", "UPPER lower Title MiXeD",
+    "\u00a0nbsp\u2003emspace\u3000ideographic", "zero\u200bwidth\u200djoiner", "combining e\u0301 a\u0308",
+]
+
+RAW_CASES = [b"\xff\xfe invalid", b"a\x80b", b"\xc3", b"\xe2\x82", b"ok\xed\xa0\x80surrogate",
+             b"\xc0\x80overlong", b"nul\x00byte"]
+
+GEMMA_CASES = COMMON_CASES + [
+    "<start_of_turn>user\nHi!<end_of_turn>\n<start_of_turn>model\n",
+    "<bos><start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>",
+    "<bos>", "<bos><bos>", "<eos>", "text<end_of_turn>more", "<start_of_turn", "<<bos>>",
+    "<end_of_turn><end_of_turn>", "<unused0><unused12>", "[multimodal]", "<start_of_image>",
+    "<table><tr><td>x</td></tr></table>", "\n" * 40, " " * 40, "\t" * 20 + "x",
+    "Supercalifragilisticexpialidocious" * 4, "pneumonoultramicroscopicsilicovolcanoconiosis",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+BPE_CASES = COMMON_CASES + [
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>",
+    "<|im_start|>system\nYou are<|im_end|>\n", "a<tool_call>b", "<|endoftext|>", "<|eot_id",
+    "tokenization is unreachable", " tokenization", "supercalifragilistic", "1234",
+]
+
+GEMMA_CHAT = "<bos><start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n"
+
+PROMPTS = [
+    {"name": "capital", "text": "The capital of France is", "add_bos": True},
+    {"name": "story", "text": "Once upon a time, in a small village by the sea,", "add_bos": True},
+    {"name": "code", "text": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+     "add_bos": True},
+    {"name": "count", "text": "1, 2, 3, 4, 5,", "add_bos": True},
+    {"name": "french", "text": "La capitale de l'Italie est", "add_bos": True},
+    {"name": "chat_capital", "text": GEMMA_CHAT.format(user="What is the capital of Japan?"),
+     "add_bos": False},
+    {"name": "chat_system_haiku",
+     "text": GEMMA_CHAT.format(user="You are a helpful assistant.\n\nWrite a haiku about the sea."),
+     "add_bos": False},
+    {"name": "chat_multi_turn",
+     "text": "<bos><start_of_turn>user\nHi!<end_of_turn>\n<start_of_turn>model\nHello! How can I help you "
+             "today?<end_of_turn>\n<start_of_turn>user\nList three colors.<end_of_turn>\n"
+             "<start_of_turn>model\n",
+     "add_bos": False},
+]
+
+N_GREEDY = 64
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def text_fields(raw):
+    try:
+        return {"text": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"text_hex": raw.hex()}
+
+
+def has_markup(raw):
+    return b"<" in raw or b"[" in raw
+
+
+def tokenize_cases(llm, cases, raw_cases):
+    out = []
+    for item in [c.encode("utf-8") for c in cases] + raw_cases:
+        settings = [(True, True), (False, False)]
+        if has_markup(item):
+            settings += [(True, False), (False, True)]
+        for add_bos, special in settings:
+            ids = llm.tokenize(item, add_bos=add_bos, special=special)
+            out.append({**text_fields(item), "add_bos": add_bos, "special": special, "ids": list(ids)})
+    return out
+
+
+def version_info():
+    import llama_cpp
+    libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    libs = sorted(f for f in os.listdir(libdir) if f.count(".so.") == 1 and f.split(".so.")[1].count(".") == 2) \
+        if os.path.isdir(libdir) else []
+    return {
+        "llama_cpp_python": llama_cpp.__version__,
+        "libraries": libs,
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+    }
+
+
+def plain_cpu_kernels():
+    """Turns off llama.cpp's extra CPU weight buffers (AMX tiles, repacked layouts): the
+    reference then runs the generic quantized kernels, which any x86-64 machine can execute
+    (AMX faults where the kernel does not grant tile state, as in some VMs)."""
+    import llama_cpp.llama_cpp as C
+    default = C.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    C.llama_model_default_params = params
+
+
+def make_gemma(model_path):
+    import llama_cpp
+    import numpy as np
+
+    plain_cpu_kernels()
+    llm = llama_cpp.Llama(model_path=model_path, n_ctx=2048, n_threads=2, logits_all=False, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    result = {
+        "generator": "scripts/make-golden.py",
+        "reference": version_info(),
+        "model": os.path.basename(model_path),
+        "settings": {"n_ctx": 2048, "n_threads": 2, "use_extra_bufts": False,
+                     "greedy": "argmax, ties to the lowest id",
+                     "max_new_tokens": N_GREEDY},
+        "tokenize": tokenize_cases(llm, GEMMA_CASES, RAW_CASES),
+        "prompts": [],
+    }
+
+    def last_logits():
+        # Llama.eval no longer keeps logits unless logits_all: read the context's last row.
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
+
+    def top(logits, k):
+        order = np.argsort(-logits, kind="stable")[:k]
+        return [[int(i), float(logits[i])] for i in order]
+
+    for p in PROMPTS:
+        ids = llm.tokenize(p["text"].encode("utf-8"), add_bos=p["add_bos"], special=True)
+        llm.reset()
+        llm.eval(ids)
+        logits = last_logits()
+        entry = {"name": p["name"], "text": p["text"], "add_bos": p["add_bos"], "special": True,
+                 "prompt_ids": list(ids), "top10": top(logits, 10), "greedy_ids": [], "steps": []}
+        stop = "length"
+        for _ in range(N_GREEDY):
+            tok = int(np.argmax(logits))
+            entry["steps"].append({"top5": top(logits, 5)})
+            entry["greedy_ids"].append(tok)
+            if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                stop = "eog"
+                break
+            llm.eval([tok])
+            logits = last_logits()
+        entry["stop"] = stop
+        entry["greedy_text"] = llm.detokenize(entry["greedy_ids"]).decode("utf-8", "replace")
+        result["prompts"].append(entry)
+    return result
+
+
+def make_bpe():
+    import llama_cpp
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import make_bpe_vocab
+
+    result = {"generator": "scripts/make-golden.py", "reference": version_info(),
+              "vocab_generator": "tests/e2e/make_bpe_vocab.py", "vocabs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pre, path in make_bpe_vocab.build_all(tmp).items():
+            llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+            result["vocabs"][pre] = {"file": os.path.basename(path), "n_tokens": llm.n_vocab(),
+                                     "tokenize": tokenize_cases(llm, BPE_CASES, RAW_CASES)}
+            del llm
+    return result
+
+
+def write_json(name, data):
+    path = os.path.join(ROOT, "tests", "e2e", "data", name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"make-golden: wrote {os.path.relpath(path, ROOT)}")
+
+
+# ---- interpreter selection ---------------------------------------------------------------------
+
+
+def ensure_ref_venv():
+    py = os.path.join(REF_VENV, "bin", "python")
+    if not os.path.exists(py):
+        print(f"make-golden: creating {REF_VENV} (builds llama.cpp from source; this takes minutes)")
+        subprocess.check_call([sys.executable, "-m", "venv", REF_VENV])
+    probe = subprocess.run([py, "-c", "import llama_cpp, numpy, gguf; print(llama_cpp.__version__)"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stdout.strip() != LLAMA_CPP_PYTHON_VERSION:
+        subprocess.check_call([py, "-m", "pip", "install", "--no-binary", "llama-cpp-python",
+                               f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "numpy", "gguf==0.19.0"])
+    return py
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--python", help="interpreter with llama_cpp, numpy and gguf (default: .venv-ref)")
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"))
+    ap.add_argument("--only", choices=["gemma", "bpe"])
+    args = ap.parse_args()
+
+    if not os.environ.get(CHILD_FLAG):
+        py = args.python or ensure_ref_venv()
+        env = dict(os.environ, **{CHILD_FLAG: "1"})
+        argv = [py, os.path.abspath(__file__), "--model", args.model] + (["--only", args.only] if args.only else [])
+        sys.exit(subprocess.call(argv, env=env))
+
+    if args.only in (None, "gemma"):
+        if not os.path.exists(args.model):
+            sys.exit(f"make-golden: {args.model} not found (run `make model`)")
+        write_json("golden_gemma3.json", make_gemma(args.model))
+    if args.only in (None, "bpe"):
+        write_json("golden_bpe.json", make_bpe())
+
+
+if __name__ == "__main__":
+    main()

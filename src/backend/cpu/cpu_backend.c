@@ -1,0 +1,229 @@
+/* cpu_backend.c — the CPU backend: a persistent pool of compute threads that run a whole
+ * graph together, each node split by (ith, nth) with a spin barrier between nodes, and the
+ * scheduler that hands graphs to backends.
+ *
+ * Workers wait for a new graph by spinning briefly, then sleep on a condition variable, so
+ * an idle engine uses no CPU while back-to-back decodes pay no wake-up latency.
+ */
+#include "backend/cpu/cpu_internal.h"
+
+#include "core/error.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+#define SPIN_BEFORE_SLEEP 200000
+
+typedef struct cpu_pool {
+    int n_threads;
+    pthread_t *threads;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    atomic_int generation; /* bumped for every job */
+    atomic_int n_done;     /* workers finished with the current job */
+    atomic_int stop;
+    atomic_int barrier_count;
+    atomic_int barrier_phase;
+    void (*job)(void *arg, int ith, int nth);
+    void *job_arg;
+} cpu_pool;
+
+typedef struct worker_arg {
+    cpu_pool *pool;
+    int ith;
+} worker_arg;
+
+void plumb__cpu_barrier(plumb_cpu_ctx *c) {
+    cpu_pool *p = c->pool;
+    if (p->n_threads == 1) return;
+    int phase = atomic_load_explicit(&p->barrier_phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&p->barrier_count, 1, memory_order_acq_rel) == p->n_threads - 1) {
+        atomic_store_explicit(&p->barrier_count, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->barrier_phase, 1, memory_order_release);
+        return;
+    }
+    for (unsigned spins = 0; atomic_load_explicit(&p->barrier_phase, memory_order_acquire) == phase; spins++) {
+        if (spins < 100000) CPU_RELAX();
+        else sched_yield();
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker_arg *w = arg;
+    cpu_pool *p = w->pool;
+    int seen = 0;
+    for (;;) {
+        int gen;
+        unsigned spins = 0;
+        while ((gen = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
+               !atomic_load_explicit(&p->stop, memory_order_acquire)) {
+            if (++spins < SPIN_BEFORE_SLEEP) {
+                CPU_RELAX();
+                continue;
+            }
+            pthread_mutex_lock(&p->mutex);
+            while (atomic_load(&p->generation) == seen && !atomic_load(&p->stop)) pthread_cond_wait(&p->cond, &p->mutex);
+            pthread_mutex_unlock(&p->mutex);
+        }
+        if (atomic_load(&p->stop)) break;
+        seen = gen;
+        p->job(p->job_arg, w->ith, p->n_threads);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel);
+    }
+    free(w);
+    return NULL;
+}
+
+static void pool_run(cpu_pool *p, void (*job)(void *, int, int), void *arg) {
+    if (p->n_threads == 1) {
+        job(arg, 0, 1);
+        return;
+    }
+    p->job = job;
+    p->job_arg = arg;
+    atomic_store(&p->n_done, 0);
+    pthread_mutex_lock(&p->mutex);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mutex);
+    job(arg, 0, p->n_threads);
+    while (atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n_threads - 1) CPU_RELAX();
+}
+
+static void pool_free(cpu_pool *p) {
+    if (!p) return;
+    if (p->threads) {
+        pthread_mutex_lock(&p->mutex);
+        atomic_store(&p->stop, 1);
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mutex);
+        for (int i = 1; i < p->n_threads; i++)
+            if (p->threads[i]) pthread_join(p->threads[i], NULL);
+    }
+    pthread_mutex_destroy(&p->mutex);
+    pthread_cond_destroy(&p->cond);
+    free(p->threads);
+    free(p);
+}
+
+static plumb_status pool_create(int n_threads, cpu_pool **out) {
+    cpu_pool *p = calloc(1, sizeof *p);
+    if (!p) return plumb__fail(PLUMB_E_NOMEM, "out of memory for the thread pool");
+    p->n_threads = n_threads;
+    pthread_mutex_init(&p->mutex, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    if (!p->threads) {
+        pool_free(p);
+        return plumb__fail(PLUMB_E_NOMEM, "out of memory for the thread pool");
+    }
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *w = malloc(sizeof *w);
+        if (w) {
+            w->pool = p;
+            w->ith = i;
+        }
+        if (!w || pthread_create(&p->threads[i], NULL, worker_main, w) != 0) {
+            free(w);
+            p->threads[i] = 0;
+            p->n_threads = i; /* join only what started */
+            pool_free(p);
+            return plumb__fail(PLUMB_E_NOMEM, "cannot start compute thread %d", i);
+        }
+    }
+    *out = p;
+    return PLUMB_OK;
+}
+
+/* ---- graph compute ------------------------------------------------------------------------ */
+
+typedef struct graph_job {
+    plumb_cpu_ctx *c;
+    plumb_graph *g;
+} graph_job;
+
+static void run_graph(void *arg, int ith, int nth) {
+    graph_job *j = arg;
+    for (int32_t i = 0; i < j->g->n_nodes; i++) {
+        plumb_tensor *n = j->g->nodes[i];
+        if (n->op == PLUMB_OP_VIEW || n->op == PLUMB_OP_NONE) continue;
+        plumb__cpu_compute_node(j->c, n, ith, nth);
+        plumb__cpu_barrier(j->c);
+    }
+}
+
+static bool cpu_supports_op(plumb_backend *b, const plumb_tensor *node) {
+    (void)b;
+    return node->op < PLUMB_OP_COUNT;
+}
+
+static plumb_status cpu_graph_compute(plumb_backend *b, plumb_graph *g) {
+    plumb_cpu_ctx *c = b->ctx;
+    plumb_status st = plumb__cpu_reserve_work(c, g);
+    if (st) return st;
+    graph_job j = {c, g};
+    pool_run(c->pool, run_graph, &j);
+    return PLUMB_OK;
+}
+
+static void cpu_free(plumb_backend *b) {
+    plumb_cpu_ctx *c = b->ctx;
+    pool_free(c->pool);
+    free(c->work);
+    free(c);
+    free(b);
+}
+
+static const plumb_backend_iface cpu_iface = {
+    .name = "CPU",
+    .supports_op = cpu_supports_op,
+    .graph_compute = cpu_graph_compute,
+    .free = cpu_free,
+};
+
+plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out) {
+    if (n_threads < 1 || n_threads > 512) return plumb__fail(PLUMB_E_INVALID_ARG, "thread count %d out of range (1-512)", n_threads);
+    plumb_backend *b = calloc(1, sizeof *b);
+    plumb_cpu_ctx *c = calloc(1, sizeof *c);
+    if (!b || !c) {
+        free(b);
+        free(c);
+        return plumb__fail(PLUMB_E_NOMEM, "out of memory for the CPU backend");
+    }
+    c->n_threads = n_threads;
+    c->kernels = plumb__kernels_get();
+    plumb_status st = pool_create(n_threads, &c->pool);
+    if (st) {
+        free(b);
+        free(c);
+        return st;
+    }
+    b->iface = &cpu_iface;
+    b->ctx = c;
+    *out = b;
+    return PLUMB_OK;
+}
+
+void plumb_backend_free(plumb_backend *b) {
+    if (b) b->iface->free(b);
+}
+
+plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g) {
+    for (int i = 0; i < s->n_backends; i++) {
+        plumb_backend *b = s->backends[i];
+        bool all = true;
+        for (int32_t k = 0; k < g->n_nodes && all; k++) all = b->iface->supports_op(b, g->nodes[k]);
+        if (all) return b->iface->graph_compute(b, g);
+    }
+    return plumb__fail(PLUMB_E_UNSUPPORTED, "no backend supports every op of this graph");
+}

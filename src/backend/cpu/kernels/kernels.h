@@ -1,0 +1,61 @@
+/* kernels.h — CPU kernels behind the matmul: activation quantizers and the dot products of
+ * a weight row of each type with a quantized activation row.
+ *
+ * A weight type w has an activation ("vec dot") type: the legacy 4/5/8-bit formats dot
+ * with Q8_0 (or Q8_1 for the ones with a min), the K formats with Q8_K, float formats with
+ * F32. Activations are quantized once per op and reused by every weight row. Integer
+ * products inside a block are exact; each block's result is added in a fixed order, so a
+ * row's result does not depend on how many rows are computed with it.
+ *
+ * generic.c holds the portable reference; per-ISA variants (x86_avx2.c, x86_avx512.c) are
+ * chosen at run time by plumb__kernels_get() and tested against the reference.
+ */
+#ifndef PLUMB_CPU_KERNELS_H
+#define PLUMB_CPU_KERNELS_H
+
+#include "plumb.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Activation block formats (not GGUF types). */
+#define PLUMB_ACT_F32 0
+#define PLUMB_ACT_Q8_0 1 /* f16 d, int8 qs[32]                      (34 bytes / 32) */
+#define PLUMB_ACT_Q8_1 2 /* f16 d, f16 s = d * sum(qs), int8 qs[32]  (36 bytes / 32) */
+#define PLUMB_ACT_Q8_K 3 /* f32 d, int8 qs[256], int16 bsums[16]     (292 bytes / 256) */
+
+typedef struct plumb_q8_1_block {
+    uint16_t d, s;
+    int8_t qs[32];
+} plumb_q8_1_block;
+
+/* y = sum over k of w[k] * x[k] for one weight row of n elements. */
+typedef float (*plumb_vec_dot_fn)(int64_t n, const void *w, const void *x);
+/* Quantizes n floats into the activation format. */
+typedef void (*plumb_act_quantize_fn)(const float *x, void *out, int64_t n);
+
+typedef struct plumb_kernel_set {
+    const char *name; /* "generic", "avx2", "avx512" */
+    plumb_vec_dot_fn vec_dot[PLUMB_TYPE_COUNT];
+    plumb_act_quantize_fn act_quantize[4];
+} plumb_kernel_set;
+
+/* Activation format that weight type `type` dots with; -1 for an unknown type. */
+int plumb__act_type(int type);
+/* Bytes of an activation row of n elements in format act. */
+size_t plumb__act_row_size(int act, int64_t n);
+
+/* The portable reference set. */
+const plumb_kernel_set *plumb__kernels_generic(void);
+/* The AVX2 set (types without an AVX2 kernel use the generic ones), or NULL when this
+ * build has none. Only for CPUs with AVX2, FMA and F16C. */
+const plumb_kernel_set *plumb__kernels_avx2(void);
+/* The best set for this CPU (or the one named by the PLUMB_KERNELS environment variable:
+ * generic, avx2, avx512). */
+const plumb_kernel_set *plumb__kernels_get(void);
+
+/* f16 -> f32 through a 64K-entry table (built on first use by plumb__kernels_get). */
+extern float plumb__f16_table[65536];
+void plumb__f16_table_init(void);
+
+#endif

@@ -1,0 +1,182 @@
+/* x86_avx2.c — AVX2 dot products for the weight types of common GGUF files (Q4_0, Q5_0,
+ * Q8_0 with Q8_0 activations; Q4_K, Q6_K with Q8_K activations). Compiled with -mavx2 -mfma
+ * -mf16c and used only when cpuid reports those features; every function is tested against
+ * generic.c. Integer sums inside a block are exact (no int16 saturation is possible with
+ * these ranges); block results are accumulated in a fixed order per row. */
+#include "backend/cpu/kernels/kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+#include <immintrin.h>
+#include <string.h>
+
+static inline float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Sum of products of 32 signed bytes, as 8 int32 lanes. */
+static inline __m256i dot_s8(__m256i x, __m256i y) {
+    const __m256i ax = _mm256_sign_epi8(x, x), sy = _mm256_sign_epi8(y, x);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+}
+
+/* 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles. */
+static inline __m256i unpack_nibbles(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(t, 4), m), _mm_and_si128(t, m));
+}
+
+/* 32 bits -> 32 bytes, 0xFF where the bit is set. */
+static inline __m256i bits_to_bytes(const uint8_t *p) {
+    uint32_t x;
+    memcpy(&x, p, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)x), _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+static float dot_q8_0(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, a += 34, b += 34) {
+        const __m256i p = dot_s8(_mm256_loadu_si256((const __m256i *)(a + 2)), _mm256_loadu_si256((const __m256i *)(b + 2)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * h2f(b)), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum(acc);
+}
+
+static float dot_q4_0(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < n / 32; i++, a += 18, b += 34) {
+        const __m256i q = _mm256_sub_epi8(unpack_nibbles(a + 2), eight);
+        const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(b + 2)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * h2f(b)), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum(acc);
+}
+
+static float dot_q5_0(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i minus16 = _mm256_set1_epi8((char)0xF0);
+    for (int64_t i = 0; i < n / 32; i++, a += 22, b += 34) {
+        /* value = nibble + 16 * bit - 16: where the bit is clear, add -16 (0xF0 as int8) */
+        const __m256i q = _mm256_or_si256(unpack_nibbles(a + 6), _mm256_andnot_si256(bits_to_bytes(a + 2), minus16));
+        const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(b + 2)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * h2f(b)), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum(acc);
+}
+
+static inline void scale_min_k4(const uint8_t *sc, int s, int *scale, int *min) {
+    if (s < 4) {
+        *scale = sc[s] & 63;
+        *min = sc[s + 4] & 63;
+    } else {
+        *scale = (sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4);
+        *min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
+    }
+}
+
+static float dot_q4_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float acc_min = 0.0f;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
+        float dy;
+        memcpy(&dy, b, 4);
+        const uint8_t *qs = a + 16;
+        const int8_t *y = (const int8_t *)(b + 4);
+        int16_t bsums[16];
+        memcpy(bsums, b + 260, sizeof bsums);
+        __m256i sumi = _mm256_setzero_si256();
+        int mins = 0;
+        for (int c = 0; c < 4; c++) {
+            int sc0, mn0, sc1, mn1;
+            scale_min_k4(a + 4, 2 * c, &sc0, &mn0);
+            scale_min_k4(a + 4, 2 * c + 1, &sc1, &mn1);
+            mins += mn0 * (bsums[4 * c] + bsums[4 * c + 1]) + mn1 * (bsums[4 * c + 2] + bsums[4 * c + 3]);
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
+            const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc0)));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc1)));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
+        acc_min += dy * h2f(a + 2) * (float)mins;
+    }
+    return hsum(acc) - acc_min;
+}
+
+static float dot_q6_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
+        float dy;
+        memcpy(&dy, b, 4);
+        const int8_t *y = (const int8_t *)(b + 4);
+        const int8_t *sc = (const int8_t *)(a + 192);
+        int16_t bsums[16];
+        memcpy(bsums, b + 260, sizeof bsums);
+        int offset = 0; /* the -32 of every weight, through the activation block sums */
+        for (int g = 0; g < 16; g++) offset += sc[g] * bsums[g];
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *L = a + 64 * h, *H = a + 128 + 32 * h;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)L), l1 = _mm256_loadu_si256((const __m256i *)(L + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)H);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+            for (int k = 0; k < 4; k++) {
+                const int g = 8 * h + 2 * k; /* two 16-element groups per 32 values */
+                const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k)));
+                const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        /* sum of (q - 32) y = sum q y - 32 sum y */
+        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * offset, 0, 0, 0, 0, 0, 0, 0));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a + 208)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum(acc);
+}
+
+const plumb_kernel_set *plumb__kernels_avx2(void) {
+    static plumb_kernel_set set;
+    static int init;
+    if (!init) {
+        set = *plumb__kernels_generic();
+        set.name = "avx2";
+        set.vec_dot[PLUMB_TYPE_Q4_0] = dot_q4_0;
+        set.vec_dot[PLUMB_TYPE_Q5_0] = dot_q5_0;
+        set.vec_dot[PLUMB_TYPE_Q8_0] = dot_q8_0;
+        set.vec_dot[PLUMB_TYPE_Q4_K] = dot_q4_k;
+        set.vec_dot[PLUMB_TYPE_Q6_K] = dot_q6_k;
+        init = 1;
+    }
+    return &set;
+}
+
+#else
+const plumb_kernel_set *plumb__kernels_avx2(void) { return NULL; }
+#endif

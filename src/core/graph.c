@@ -1,0 +1,242 @@
+/* graph.c — graph building and the memory planner that places op outputs in one pool,
+ * reusing the memory of values whose last reader has run. */
+#include "core/graph.h"
+
+#include "core/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_ALIGN 64
+
+size_t plumb_row_size(int type, int64_t ne0) {
+    if (type == PLUMB_TYPE_I32) return (size_t)ne0 * 4;
+    uint64_t n = 0;
+    if (plumb_type_row_bytes(type, ne0, &n) != PLUMB_OK) return 0;
+    return (size_t)n;
+}
+
+int64_t plumb_tensor_nelements(const plumb_tensor *t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
+
+size_t plumb_tensor_nbytes(const plumb_tensor *t) { return t->nb[1] * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]); }
+
+plumb_status plumb_graph_init(plumb_graph *g, int32_t max_tensors) {
+    memset(g, 0, sizeof *g);
+    g->tensors = calloc((size_t)max_tensors, sizeof *g->tensors);
+    g->nodes = calloc((size_t)max_tensors, sizeof *g->nodes);
+    g->attn = calloc((size_t)max_tensors, sizeof *g->attn);
+    if (!g->tensors || !g->nodes || !g->attn) {
+        plumb_graph_free(g);
+        return plumb__fail(PLUMB_E_NOMEM, "out of memory for a graph of %d tensors", max_tensors);
+    }
+    g->cap_tensors = g->cap_nodes = g->cap_attn = max_tensors;
+    return PLUMB_OK;
+}
+
+void plumb_graph_free(plumb_graph *g) {
+    free(g->tensors);
+    free(g->nodes);
+    free(g->attn);
+    free(g->pool);
+    memset(g, 0, sizeof *g);
+}
+
+void plumb_graph_reset(plumb_graph *g) {
+    g->n_tensors = 0;
+    g->n_nodes = 0;
+    g->n_attn = 0;
+}
+
+static plumb_tensor *new_tensor(plumb_graph *g, int type, int n_dims, const int64_t *ne) {
+    PLUMB_ASSERT(g->n_tensors < g->cap_tensors); /* graphs are sized for the model up front */
+    plumb_tensor *t = &g->tensors[g->n_tensors++];
+    memset(t, 0, sizeof *t);
+    t->type = type;
+    for (int d = 0; d < 4; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
+    t->nb[0] = type == PLUMB_TYPE_I32 ? 4 : (size_t)(plumb_type_block_bytes(type) / (size_t)plumb_type_block_size(type));
+    t->nb[1] = plumb_row_size(type, t->ne[0]);
+    t->nb[2] = t->nb[1] * (size_t)t->ne[1];
+    t->nb[3] = t->nb[2] * (size_t)t->ne[2];
+    t->id = -1;
+    t->last_use = -1;
+    return t;
+}
+
+plumb_tensor *plumb_graph_leaf(plumb_graph *g, int type, int n_dims, const int64_t *ne, void *data) {
+    plumb_tensor *t = new_tensor(g, type, n_dims, ne);
+    t->data = data;
+    return t;
+}
+
+static plumb_tensor *add_node(plumb_graph *g, plumb_tensor *t) {
+    PLUMB_ASSERT(g->n_nodes < g->cap_nodes);
+    t->id = g->n_nodes;
+    g->nodes[g->n_nodes++] = t;
+    return t;
+}
+
+plumb_tensor *plumb_graph_op(plumb_graph *g, plumb_op op, int n_dims, const int64_t *ne, plumb_tensor *a,
+                             plumb_tensor *b, plumb_tensor *c) {
+    plumb_tensor *t = new_tensor(g, PLUMB_TYPE_F32, n_dims, ne);
+    t->op = op;
+    t->src[0] = a;
+    t->src[1] = b;
+    t->src[2] = c;
+    return add_node(g, t);
+}
+
+plumb_tensor *plumb_graph_view(plumb_graph *g, plumb_tensor *src, int n_dims, const int64_t *ne) {
+    plumb_tensor *t = new_tensor(g, src->type, n_dims, ne);
+    PLUMB_ASSERT(plumb_tensor_nelements(t) == plumb_tensor_nelements(src));
+    t->op = PLUMB_OP_VIEW;
+    t->src[0] = src;
+    if (src->op == PLUMB_OP_NONE) { /* a view of a leaf is itself a leaf */
+        t->op = PLUMB_OP_NONE;
+        t->data = src->data;
+        return t;
+    }
+    return add_node(g, t);
+}
+
+plumb_attn_params *plumb_graph_attn_params(plumb_graph *g) {
+    PLUMB_ASSERT(g->n_attn < g->cap_attn);
+    plumb_attn_params *p = &g->attn[g->n_attn++];
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+/* ---- planner ----------------------------------------------------------------------------- */
+
+typedef struct block {
+    size_t off, size;
+} block;
+
+typedef struct allocator {
+    block *free; /* sorted by offset, coalesced */
+    int n_free, cap_free;
+    size_t top; /* high-water mark */
+} allocator;
+
+static size_t alloc_block(allocator *a, size_t size) {
+    int best = -1;
+    for (int i = 0; i < a->n_free; i++) /* best fit */
+        if (a->free[i].size >= size && (best < 0 || a->free[i].size < a->free[best].size)) best = i;
+    if (best >= 0) {
+        size_t off = a->free[best].off;
+        a->free[best].off += size;
+        a->free[best].size -= size;
+        if (a->free[best].size == 0) {
+            memmove(&a->free[best], &a->free[best + 1], (size_t)(a->n_free - best - 1) * sizeof(block));
+            a->n_free--;
+        }
+        return off;
+    }
+    /* grow at the top, absorbing a free block that ends at the top */
+    if (a->n_free && a->free[a->n_free - 1].off + a->free[a->n_free - 1].size == a->top) {
+        size_t off = a->free[a->n_free - 1].off;
+        a->n_free--;
+        a->top = off + size;
+        return off;
+    }
+    size_t off = a->top;
+    a->top += size;
+    return off;
+}
+
+static void free_block(allocator *a, size_t off, size_t size) {
+    int i = 0;
+    while (i < a->n_free && a->free[i].off < off) i++;
+    PLUMB_ASSERT(a->n_free < a->cap_free);
+    memmove(&a->free[i + 1], &a->free[i], (size_t)(a->n_free - i) * sizeof(block));
+    a->free[i] = (block){off, size};
+    a->n_free++;
+    if (i + 1 < a->n_free && a->free[i].off + a->free[i].size == a->free[i + 1].off) { /* merge next */
+        a->free[i].size += a->free[i + 1].size;
+        memmove(&a->free[i + 1], &a->free[i + 2], (size_t)(a->n_free - i - 2) * sizeof(block));
+        a->n_free--;
+    }
+    if (i > 0 && a->free[i - 1].off + a->free[i - 1].size == a->free[i].off) { /* merge previous */
+        a->free[i - 1].size += a->free[i].size;
+        memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n_free - i - 1) * sizeof(block));
+        a->n_free--;
+    }
+}
+
+static plumb_tensor *root_of(plumb_tensor *t) {
+    while (t->op == PLUMB_OP_VIEW) t = t->src[0];
+    return t;
+}
+
+static size_t aligned_size(const plumb_tensor *t) {
+    return (plumb_tensor_nbytes(t) + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
+}
+
+plumb_status plumb_graph_plan(plumb_graph *g) {
+    for (int32_t i = 0; i < g->n_nodes; i++) g->nodes[i]->last_use = i;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        plumb_tensor *n = g->nodes[i];
+        for (int s = 0; s < PLUMB_MAX_SRC; s++) {
+            if (!n->src[s]) continue;
+            plumb_tensor *r = root_of(n->src[s]);
+            if (r->id >= 0 && r->last_use < i) r->last_use = i;
+        }
+        if (n->op == PLUMB_OP_VIEW) { /* a view keeps its root alive as long as itself */
+            plumb_tensor *r = root_of(n);
+            if (n->is_output) r->is_output = true;
+        }
+    }
+    /* propagate view lifetimes to roots (views are read later than they are made) */
+    for (int32_t i = g->n_nodes - 1; i >= 0; i--) {
+        plumb_tensor *n = g->nodes[i];
+        if (n->op != PLUMB_OP_VIEW) continue;
+        plumb_tensor *r = root_of(n);
+        if (r->last_use < n->last_use) r->last_use = n->last_use;
+    }
+    allocator a = {0};
+    a.cap_free = g->n_nodes + 2;
+    a.free = malloc((size_t)a.cap_free * sizeof *a.free);
+    size_t *offs = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *offs);
+    /* by_last[i]: nodes whose memory is released after node i */
+    int32_t *order = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *order);
+    int32_t *head = malloc((size_t)(g->n_nodes + 1) * sizeof *head);
+    if (!a.free || !offs || !order || !head) {
+        free(a.free), free(offs), free(order), free(head);
+        return plumb__fail(PLUMB_E_NOMEM, "out of memory planning a graph");
+    }
+    for (int32_t i = 0; i <= g->n_nodes; i++) head[i] = -1;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        plumb_tensor *n = g->nodes[i];
+        if (n->op == PLUMB_OP_VIEW || n->is_output) continue;
+        order[i] = head[n->last_use];
+        head[n->last_use] = i;
+    }
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        plumb_tensor *n = g->nodes[i];
+        if (n->op != PLUMB_OP_VIEW) offs[i] = alloc_block(&a, aligned_size(n));
+        for (int32_t j = head[i]; j >= 0; j = order[j]) free_block(&a, offs[j], aligned_size(g->nodes[j]));
+    }
+    g->pool_need = a.top;
+    free(a.free);
+    free(order);
+    free(head);
+    if (g->pool_need > g->pool_size) {
+        free(g->pool);
+        size_t size = (g->pool_need + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
+        g->pool = aligned_alloc(POOL_ALIGN, size ? size : POOL_ALIGN);
+        g->pool_size = g->pool ? size : 0;
+        if (!g->pool) {
+            free(offs);
+            return plumb__fail(PLUMB_E_NOMEM, "out of memory for %zu bytes of activations", size);
+        }
+    }
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        plumb_tensor *n = g->nodes[i];
+        if (n->op != PLUMB_OP_VIEW) n->data = g->pool + offs[i];
+    }
+    for (int32_t i = 0; i < g->n_nodes; i++) { /* views after their roots have data */
+        plumb_tensor *n = g->nodes[i];
+        if (n->op == PLUMB_OP_VIEW) n->data = root_of(n)->data;
+    }
+    free(offs);
+    return PLUMB_OK;
+}

@@ -1,0 +1,60 @@
+/* gguf_internal.h — the parsed form of a GGUF file shared by the reader and its accessors.
+ * Values are not copied: each entry records where its value lies in the mapping. */
+#ifndef PLUMB_GGUF_INTERNAL_H
+#define PLUMB_GGUF_INTERNAL_H
+
+#include "plumb.h"
+
+#include <inttypes.h>
+
+typedef struct plumb__gguf_kv {
+    char *key;          /* NUL-terminated copy (owned by the file's string list) */
+    uint32_t type;      /* plumb_gguf_type */
+    uint64_t value_off; /* offset of the value in the file */
+    uint32_t arr_type;  /* arrays: element type; PLUMB_GGUF_TYPE_COUNT otherwise */
+    uint64_t arr_len;   /* arrays: element count */
+    uint64_t arr_off;   /* arrays: offset of the first element */
+    uint64_t *str_offs; /* string arrays: offset of each element's length prefix [arr_len] */
+} plumb__gguf_kv;
+
+typedef struct plumb__gguf_tensor {
+    char *name; /* NUL-terminated copy (owned by the file's string list) */
+    int n_dims;
+    int64_t ne[PLUMB_GGUF_MAX_DIMS];
+    int type;
+    uint64_t offset; /* relative to the data section */
+    uint64_t nbytes;
+} plumb__gguf_tensor;
+
+/* Open-addressing hash of entry indexes by name; slots hold -1 when empty. */
+typedef struct plumb__gguf_index {
+    int64_t *slots;
+    uint64_t cap; /* power of two, at least twice the entries */
+} plumb__gguf_index;
+
+struct plumb_gguf {
+    char *name; /* path or caller's name, for messages */
+    const uint8_t *data;
+    uint64_t size;
+    bool mapped;
+    uint32_t version;
+    uint64_t alignment;
+    uint64_t data_offset;
+    plumb__gguf_kv *kvs;
+    int64_t n_kv;
+    size_t cap_kv;
+    plumb__gguf_tensor *tensors;
+    int64_t n_tensors;
+    size_t cap_tensors;
+    char **strings; /* every owned name */
+    size_t n_strings, cap_strings;
+    plumb__gguf_index kv_index, tensor_index;
+};
+
+size_t plumb__gguf_value_size(int type);
+uint64_t plumb__gguf_hash(const char *s);
+/* Index of the entry whose name (a char* at names + i*stride) equals name, or -1. */
+int64_t plumb__gguf_index_find(const plumb__gguf_index *ix, const char *const *names, size_t stride,
+                               const char *name);
+
+#endif

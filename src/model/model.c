@@ -1,0 +1,202 @@
+/* model.c — model loading: the architecture registry, weight lookup with shape checks,
+ * hyperparameter getters, and graph pieces shared by the architectures. */
+#include "model/model.h"
+
+#include "backend/cpu/kernels/kernels.h"
+#include "core/error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const plumb_arch *const archs[] = {&plumb__arch_llama, &plumb__arch_gemma3};
+
+const char *plumb_model_supported_archs(void) { return "llama, gemma3"; }
+
+plumb_status plumb__model_u32(const plumb_model_t *m, const char *suffix, bool required, int32_t *out) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch->name, suffix);
+    uint64_t v;
+    plumb_status st = plumb_gguf_get_count(m->gguf, key, &v);
+    if (st == PLUMB_E_NOT_FOUND && !required) return PLUMB_OK;
+    if (st) return plumb__fail(st == PLUMB_E_NOT_FOUND ? PLUMB_E_FORMAT : st, "%s", plumb_last_error());
+    if (v > INT32_MAX) return plumb__fail(PLUMB_E_FORMAT, "%s: %s = %llu is out of range", m->name, key, (unsigned long long)v);
+    *out = (int32_t)v;
+    return PLUMB_OK;
+}
+
+plumb_status plumb__model_f32(const plumb_model_t *m, const char *suffix, bool required, float *out) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", m->arch->name, suffix);
+    float v;
+    plumb_status st = plumb_gguf_get_f32(m->gguf, key, &v);
+    if (st == PLUMB_E_NOT_FOUND && !required) return PLUMB_OK;
+    if (st) return plumb__fail(st == PLUMB_E_NOT_FOUND ? PLUMB_E_FORMAT : st, "%s", plumb_last_error());
+    if (!isfinite(v)) return plumb__fail(PLUMB_E_FORMAT, "%s: %s is not a finite number", m->name, key);
+    *out = v;
+    return PLUMB_OK;
+}
+
+plumb_status plumb__model_tensor(plumb_model_t *m, const char *name, int n_dims, const int64_t *ne, bool optional,
+                                 plumb_tensor **out) {
+    *out = NULL;
+    int64_t i = plumb_gguf_find_tensor(m->gguf, name);
+    if (i < 0) {
+        if (optional) return PLUMB_OK;
+        return plumb__fail(PLUMB_E_FORMAT, "%s: the model is missing tensor '%s' (architecture %s)", m->name, name,
+                           m->arch->name);
+    }
+    plumb_gguf_tensor_info info;
+    plumb_gguf_tensor(m->gguf, i, &info);
+    bool ok = info.n_dims <= n_dims || n_dims == 0;
+    for (int d = 0; ok && d < n_dims; d++) ok = ne[d] <= 0 || info.ne[d] == ne[d];
+    for (int d = n_dims; ok && d < PLUMB_GGUF_MAX_DIMS; d++) ok = info.ne[d] == 1;
+    if (!ok) {
+        char want[96] = "", got[96] = "";
+        size_t a = 0, b = 0;
+        for (int d = 0; d < n_dims; d++) a += (size_t)snprintf(want + a, sizeof want - a, "%s%lld", d ? " x " : "", (long long)ne[d]);
+        for (int d = 0; d < info.n_dims; d++) b += (size_t)snprintf(got + b, sizeof got - b, "%s%lld", d ? " x " : "", (long long)info.ne[d]);
+        return plumb__fail(PLUMB_E_FORMAT, "%s: tensor '%s' has shape [%s], expected [%s]", m->name, name, got, want);
+    }
+    if (plumb__act_type(info.type) < 0)
+        return plumb__fail(PLUMB_E_UNSUPPORTED, "%s: tensor '%s' has type %s, which plumb cannot compute with", m->name, name,
+                           plumb_type_name(info.type));
+    PLUMB_ASSERT(m->n_weights < m->cap_weights);
+    plumb_tensor *t = &m->weights[m->n_weights++];
+    memset(t, 0, sizeof *t);
+    t->type = info.type;
+    for (int d = 0; d < 4; d++) t->ne[d] = info.ne[d];
+    t->nb[0] = plumb_type_block_bytes(info.type) / (size_t)plumb_type_block_size(info.type);
+    t->nb[1] = plumb_row_size(info.type, info.ne[0]);
+    t->nb[2] = t->nb[1] * (size_t)t->ne[1];
+    t->nb[3] = t->nb[2] * (size_t)t->ne[2];
+    t->data = (void *)info.data;
+    t->name = info.name;
+    t->id = -1;
+    *out = t;
+    return PLUMB_OK;
+}
+
+plumb_status plumb__model_layer_tensor(plumb_model_t *m, int il, const char *suffix, int n_dims, const int64_t *ne,
+                                       bool optional, plumb_tensor **out) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s", il, suffix);
+    return plumb__model_tensor(m, name, n_dims, ne, optional, out);
+}
+
+plumb_status plumb_model_load(const char *path, plumb_model_t **out) {
+    if (!path || !out) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_model_load: NULL argument");
+    *out = NULL;
+    plumb_model_t *m = calloc(1, sizeof *m);
+    if (!m) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
+    snprintf(m->name, sizeof m->name, "%s", path);
+    plumb_status st = plumb_gguf_open(path, &m->gguf);
+    if (st) {
+        free(m);
+        return st;
+    }
+    plumb_str arch;
+    if (plumb_gguf_get_str(m->gguf, "general.architecture", &arch) != PLUMB_OK) {
+        st = plumb__fail(PLUMB_E_FORMAT, "%s: no general.architecture string: not a model file?", path);
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (strlen(archs[i]->name) == arch.len && memcmp(archs[i]->name, arch.ptr, arch.len) == 0) m->arch = archs[i];
+    if (!m->arch) {
+        st = plumb__fail(PLUMB_E_UNSUPPORTED, "%s: architecture '%.*s' is not supported (supported: %s)", path,
+                         (int)(arch.len > 64 ? 64 : arch.len), arch.ptr, plumb_model_supported_archs());
+        goto fail;
+    }
+    m->cap_weights = (int32_t)plumb_gguf_tensor_count(m->gguf) + 1;
+    m->weights = calloc((size_t)m->cap_weights, sizeof *m->weights);
+    if (!m->weights) {
+        st = plumb__fail(PLUMB_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((st = plumb_vocab_create(m->gguf, &m->vocab))) goto fail;
+    if ((st = m->arch->load(m))) goto fail;
+    if (m->hp.n_vocab != plumb_vocab_n_tokens(m->vocab)) {
+        st = plumb__fail(PLUMB_E_FORMAT, "%s: the embedding has %d rows but the vocabulary %d tokens", path, m->hp.n_vocab,
+                         plumb_vocab_n_tokens(m->vocab));
+        goto fail;
+    }
+    *out = m;
+    return PLUMB_OK;
+fail:
+    plumb_model_free(m);
+    return st;
+}
+
+void plumb_model_free(plumb_model_t *m) {
+    if (!m) return;
+    plumb_vocab_free(m->vocab);
+    free(m->layers);
+    free(m->weights);
+    plumb_gguf_free(m->gguf);
+    free(m);
+}
+
+void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *o) {
+    memset(o, 0, sizeof *o);
+    o->arch = m->arch->name;
+    o->name = "";
+    static _Thread_local char name[256];
+    plumb_str s;
+    if (plumb_gguf_get_str(m->gguf, "general.name", &s) == PLUMB_OK) {
+        snprintf(name, sizeof name, "%.*s", (int)(s.len > 255 ? 255 : s.len), s.ptr);
+        o->name = name;
+    }
+    for (int64_t i = 0; i < plumb_gguf_tensor_count(m->gguf); i++) {
+        plumb_gguf_tensor_info t;
+        plumb_gguf_tensor(m->gguf, i, &t);
+        o->n_params += t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3];
+    }
+    o->file_size = plumb_gguf_file_size(m->gguf);
+    o->n_vocab = m->hp.n_vocab;
+    o->n_ctx_train = m->hp.n_ctx_train;
+    o->n_embd = m->hp.n_embd;
+    o->n_layer = m->hp.n_layer;
+    o->n_head = m->hp.n_head;
+    o->n_head_kv = m->hp.n_head_kv;
+    o->head_dim = m->hp.head_dim;
+    o->n_ff = m->hp.n_ff;
+}
+
+const plumb_vocab_t *plumb_model_vocab(const plumb_model_t *m) { return m->vocab; }
+const plumb_gguf_t *plumb_model_gguf(const plumb_model_t *m) { return m->gguf; }
+
+plumb_status plumb_model_chat_template(const plumb_model_t *m, plumb_str *out) {
+    return plumb_gguf_get_str(m->gguf, "tokenizer.chat_template", out);
+}
+
+/* ---- shared graph pieces -------------------------------------------------------------------- */
+
+plumb_tensor *plumb__build_norm(plumb_graph *g, plumb_tensor *x, plumb_tensor *w, float eps) {
+    plumb_tensor *t = plumb_graph_op(g, PLUMB_OP_RMS_NORM, 4, x->ne, x, w, NULL);
+    t->fparams[0] = eps;
+    return t;
+}
+
+plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor *x, plumb_tensor *bias) {
+    int64_t ne[2] = {w->ne[1], x->ne[1] * x->ne[2] * x->ne[3]};
+    plumb_tensor *y = plumb_graph_op(g, PLUMB_OP_MUL_MAT, 2, ne, w, x, NULL);
+    if (bias) y = plumb_graph_op(g, PLUMB_OP_ADD, 2, ne, y, bias, NULL);
+    return y;
+}
+
+plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
+                                  plumb_tensor *x) {
+    if (in->out_ids) { /* keep only the rows whose logits are needed */
+        int64_t ne[2] = {x->ne[0], in->n_out};
+        x = plumb_graph_op(g, PLUMB_OP_GET_ROWS, 2, ne, x, in->out_ids, NULL);
+    }
+    x = plumb__build_norm(g, x, m->output_norm, m->hp.eps);
+    plumb_tensor *logits = plumb__build_matmul(g, m->output ? m->output : m->token_embd, x, NULL);
+    if (m->hp.final_softcap > 0.0f) {
+        logits = plumb_graph_op(g, PLUMB_OP_SOFTCAP, 2, logits->ne, logits, NULL, NULL);
+        logits->fparams[0] = m->hp.final_softcap;
+    }
+    logits->is_output = true;
+    return logits;
+}

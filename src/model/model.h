@@ -1,0 +1,81 @@
+/* model.h — a loaded model: hyperparameters, weights (leaf tensors over the file's
+ * mapping), vocabulary, and the architecture whose builder turns a batch into a graph.
+ * One file per architecture (llama.c, gemma3.c) fills the registry in model.c. */
+#ifndef PLUMB_MODEL_H
+#define PLUMB_MODEL_H
+
+#include "core/graph.h"
+
+#define PLUMB_MAX_LAYERS 512
+
+typedef struct plumb_hparams {
+    int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_rot, n_ff;
+    float eps;
+    float rope_base, rope_freq_scale;         /* global (full-attention) layers */
+    float rope_base_swa, rope_freq_scale_swa; /* sliding-window layers */
+    int32_t n_swa;                            /* window, 0 = none */
+    int32_t swa_period;                       /* layer il slides when il % period < period - 1 */
+    float attn_scale;                         /* applied to q before attention */
+    float embd_scale;                         /* applied to the token embedding (1 = none) */
+    float final_softcap;                      /* 0 = none */
+    int rope_mode;
+} plumb_hparams;
+
+typedef struct plumb_layer_weights {
+    plumb_tensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
+    plumb_tensor *q_norm, *k_norm, *post_attn_norm;
+    plumb_tensor *ffn_norm, *ffn_gate, *ffn_up, *ffn_down, *post_ffn_norm;
+} plumb_layer_weights;
+
+typedef struct plumb_graph_inputs {
+    plumb_tensor *tokens;  /* I32 [T] */
+    plumb_tensor *pos;     /* I32 [T] */
+    plumb_tensor *out_ids; /* I32 [n_out] rows whose logits are needed, or NULL for all */
+    const int32_t *seq;    /* [T] */
+    int32_t n_tokens, n_out;
+    plumb_kv_cache *kv;
+} plumb_graph_inputs;
+
+typedef struct plumb_arch {
+    const char *name;
+    /* reads hyperparameters and looks up weights; messages name the key or tensor */
+    plumb_status (*load)(plumb_model_t *m);
+    /* appends the forward pass of a batch to g; returns the final hidden state [n_embd, T]
+     * (plumb__build_output turns the rows that need them into logits) */
+    plumb_tensor *(*build)(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
+} plumb_arch;
+
+struct plumb_model {
+    plumb_gguf_t *gguf;
+    const plumb_arch *arch;
+    plumb_vocab_t *vocab;
+    plumb_hparams hp;
+    plumb_tensor *weights; /* [n_weights] leaves over the mapping */
+    int32_t n_weights, cap_weights;
+    plumb_tensor *token_embd, *output_norm, *output, *rope_freqs;
+    plumb_layer_weights *layers; /* [n_layer] */
+    char name[128];
+};
+
+/* Looks up tensor `name` and checks its dims (ne[d] for d < n_dims; ne[d] <= 0 skips the
+ * check of that dim). A missing tensor is an error unless optional, when *out is NULL. */
+plumb_status plumb__model_tensor(plumb_model_t *m, const char *name, int n_dims, const int64_t *ne, bool optional,
+                                 plumb_tensor **out);
+/* Formats "blk.%d.<suffix>" and calls plumb__model_tensor. */
+plumb_status plumb__model_layer_tensor(plumb_model_t *m, int il, const char *suffix, int n_dims, const int64_t *ne,
+                                       bool optional, plumb_tensor **out);
+/* Reads "<arch>.<suffix>" as a count / float; missing: *out keeps the default unless
+ * required. */
+plumb_status plumb__model_u32(const plumb_model_t *m, const char *suffix, bool required, int32_t *out);
+plumb_status plumb__model_f32(const plumb_model_t *m, const char *suffix, bool required, float *out);
+
+/* Shared graph pieces */
+plumb_tensor *plumb__build_norm(plumb_graph *g, plumb_tensor *x, plumb_tensor *w, float eps);
+plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor *x, plumb_tensor *bias);
+plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
+                                  plumb_tensor *x);
+
+extern const plumb_arch plumb__arch_llama;
+extern const plumb_arch plumb__arch_gemma3;
+
+#endif

@@ -1,0 +1,209 @@
+/* context.c — a model's running state: the KV cache of every sequence, the per-batch graph
+ * and its activation pool, the input buffers, the backends, and the decode loop that checks
+ * a batch, splits it into forward passes and collects the requested logits.
+ * Buffers are sized when the context is created (the activation pool on the first batch of
+ * each new size), so decoding allocates nothing per token. */
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/kv_cache.h"
+#include "model/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct plumb_context {
+    plumb_model_t *model;
+    plumb_context_params params;
+    plumb_kv_cache kv;
+    int32_t *seq_len; /* [n_seq] next position of each sequence */
+    plumb_backend *cpu;
+    plumb_sched sched;
+    plumb_graph graph;
+    int32_t *in_tokens, *in_pos, *in_seq, *in_out_ids; /* [n_batch] */
+    float *logits;                                     /* [cap_logits][n_vocab] */
+    int32_t n_logits, cap_logits;
+};
+
+plumb_context_params plumb_context_default_params(void) {
+    plumb_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_seq = 1};
+    return p;
+}
+
+int32_t plumb_context_n_ctx(const plumb_context_t *c) { return c->params.n_ctx; }
+int32_t plumb_context_n_batch(const plumb_context_t *c) { return c->params.n_batch; }
+
+void plumb_context_free(plumb_context_t *c) {
+    if (!c) return;
+    if (c->kv.k)
+        for (int l = 0; l < c->kv.n_layer; l++) free(c->kv.k[l]);
+    if (c->kv.v)
+        for (int l = 0; l < c->kv.n_layer; l++) free(c->kv.v[l]);
+    free(c->kv.k);
+    free(c->kv.v);
+    free(c->seq_len);
+    plumb_backend_free(c->cpu);
+    plumb_graph_free(&c->graph);
+    free(c->in_tokens);
+    free(c->in_pos);
+    free(c->in_seq);
+    free(c->in_out_ids);
+    free(c->logits);
+    free(c);
+}
+
+plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *pp, plumb_context_t **out) {
+    if (!m || !out) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_context_create: NULL argument");
+    *out = NULL;
+    plumb_context_params p = pp ? *pp : plumb_context_default_params();
+    const plumb_hparams *hp = &m->hp;
+    if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (p.n_batch <= 0) p.n_batch = 512;
+    if (p.n_seq <= 0) p.n_seq = 1;
+    if (p.n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_threads = n > 0 && n < 512 ? (int32_t)n : 1;
+    }
+    if (p.n_ctx > (1 << 24) || p.n_seq > 256 || p.n_batch > 65536)
+        return plumb__fail(PLUMB_E_INVALID_ARG, "context too large (ctx %d, batch %d, sequences %d)", p.n_ctx, p.n_batch, p.n_seq);
+    plumb_context_t *c = calloc(1, sizeof *c);
+    if (!c) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
+    c->model = m;
+    c->params = p;
+    plumb_status st;
+    c->kv.n_layer = hp->n_layer;
+    c->kv.n_seq = p.n_seq;
+    c->kv.n_ctx = p.n_ctx;
+    c->kv.n_head = hp->n_head;
+    c->kv.n_head_kv = hp->n_head_kv;
+    c->kv.head_dim = hp->head_dim;
+    c->kv.k = calloc((size_t)hp->n_layer, sizeof *c->kv.k);
+    c->kv.v = calloc((size_t)hp->n_layer, sizeof *c->kv.v);
+    c->seq_len = calloc((size_t)p.n_seq, sizeof *c->seq_len);
+    if (!c->kv.k || !c->kv.v || !c->seq_len) goto nomem;
+    const size_t kv_elems = (size_t)p.n_seq * (size_t)p.n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    for (int l = 0; l < hp->n_layer; l++) {
+        c->kv.k[l] = calloc(kv_elems, sizeof(uint16_t));
+        c->kv.v[l] = calloc(kv_elems, sizeof(uint16_t));
+        if (!c->kv.k[l] || !c->kv.v[l]) goto nomem;
+    }
+    c->in_tokens = malloc((size_t)p.n_batch * sizeof(int32_t));
+    c->in_pos = malloc((size_t)p.n_batch * sizeof(int32_t));
+    c->in_seq = malloc((size_t)p.n_batch * sizeof(int32_t));
+    c->in_out_ids = malloc((size_t)p.n_batch * sizeof(int32_t));
+    if (!c->in_tokens || !c->in_pos || !c->in_seq || !c->in_out_ids) goto nomem;
+    if ((st = plumb_graph_init(&c->graph, 64 * hp->n_layer + 64))) goto fail;
+    if ((st = plumb_backend_cpu_create(p.n_threads, &c->cpu))) goto fail;
+    c->sched.backends[0] = c->cpu;
+    c->sched.n_backends = 1;
+    *out = c;
+    return PLUMB_OK;
+nomem:
+    st = plumb__fail(PLUMB_E_NOMEM, "out of memory for a context of %d positions x %d sequences", p.n_ctx, p.n_seq);
+fail:
+    plumb_context_free(c);
+    return st;
+}
+
+/* Checks a batch against the vocabulary, the sequences and the cache; fills seq_len_after. */
+static plumb_status check_batch(const plumb_context_t *c, const plumb_batch *b, int32_t *lens, int32_t *n_out) {
+    const int32_t n_vocab = c->model->hp.n_vocab;
+    *n_out = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        const int32_t tok = b->tokens[i], s = b->seq ? b->seq[i] : 0;
+        if (tok < 0 || tok >= n_vocab)
+            return plumb__fail(PLUMB_E_INVALID_ARG, "token %d of the batch is id %d, outside the vocabulary (0-%d)", i, tok,
+                               n_vocab - 1);
+        if (s < 0 || s >= c->params.n_seq)
+            return plumb__fail(PLUMB_E_INVALID_ARG, "token %d: sequence %d does not exist (the context has %d)", i, s,
+                               c->params.n_seq);
+        const int32_t pos = b->pos ? b->pos[i] : lens[s];
+        if (pos < 0 || pos > lens[s])
+            return plumb__fail(PLUMB_E_INVALID_ARG, "token %d: position %d of sequence %d does not continue it (length %d)",
+                               i, pos, s, lens[s]);
+        if (pos >= c->params.n_ctx)
+            return plumb__fail(PLUMB_E_RANGE, "context full: position %d needs more than the %d positions of the context",
+                               pos, c->params.n_ctx);
+        lens[s] = pos + 1;
+        if (b->logits ? b->logits[i] : i == b->n_tokens - 1) (*n_out)++;
+    }
+    return PLUMB_OK;
+}
+
+static plumb_status ensure_logits(plumb_context_t *c, int32_t n) {
+    if (n <= c->cap_logits) return PLUMB_OK;
+    float *grown = realloc(c->logits, (size_t)n * (size_t)c->model->hp.n_vocab * sizeof(float));
+    if (!grown) return plumb__fail(PLUMB_E_NOMEM, "out of memory for %d rows of logits", n);
+    c->logits = grown;
+    c->cap_logits = n;
+    return PLUMB_OK;
+}
+
+plumb_status plumb_decode(plumb_context_t *c, const plumb_batch *b) {
+    if (!c || !b || b->n_tokens <= 0 || !b->tokens)
+        return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_decode: empty batch or NULL argument");
+    const int32_t n_seq = c->params.n_seq;
+    int32_t lens_stack[256];
+    memcpy(lens_stack, c->seq_len, (size_t)n_seq * sizeof(int32_t));
+    int32_t n_out;
+    plumb_status st = check_batch(c, b, lens_stack, &n_out);
+    if (st) return st;
+    if ((st = ensure_logits(c, n_out))) return st;
+    c->n_logits = 0;
+    const plumb_model_t *m = c->model;
+    const int64_t n_vocab = m->hp.n_vocab;
+    for (int32_t start = 0; start < b->n_tokens; start += c->params.n_batch) {
+        const int32_t T = b->n_tokens - start < c->params.n_batch ? b->n_tokens - start : c->params.n_batch;
+        int32_t chunk_out = 0;
+        for (int32_t i = 0; i < T; i++) {
+            const int32_t k = start + i, s = b->seq ? b->seq[k] : 0;
+            c->in_tokens[i] = b->tokens[k];
+            c->in_seq[i] = s;
+            c->in_pos[i] = b->pos ? b->pos[k] : c->seq_len[s];
+            c->seq_len[s] = c->in_pos[i] + 1;
+            if (b->logits ? b->logits[k] : k == b->n_tokens - 1) c->in_out_ids[chunk_out++] = i;
+        }
+        plumb_graph *g = &c->graph;
+        plumb_graph_reset(g);
+        int64_t ne_t[1] = {T}, ne_o[1] = {chunk_out};
+        plumb_graph_inputs in = {
+            .tokens = plumb_graph_leaf(g, PLUMB_TYPE_I32, 1, ne_t, c->in_tokens),
+            .pos = plumb_graph_leaf(g, PLUMB_TYPE_I32, 1, ne_t, c->in_pos),
+            .out_ids = chunk_out > 0 && chunk_out < T ? plumb_graph_leaf(g, PLUMB_TYPE_I32, 1, ne_o, c->in_out_ids) : NULL,
+            .seq = c->in_seq,
+            .n_tokens = T,
+            .n_out = chunk_out,
+            .kv = &c->kv,
+        };
+        plumb_tensor *x = m->arch->build(m, g, &in);
+        plumb_tensor *logits = NULL;
+        if (chunk_out > 0) logits = plumb__build_output(m, g, &in, x);
+        else x->is_output = true; /* only the KV cache is wanted */
+        if ((st = plumb_graph_plan(g))) return st;
+        if ((st = plumb_sched_compute(&c->sched, g))) return st;
+        if (chunk_out > 0) {
+            memcpy(c->logits + (size_t)c->n_logits * (size_t)n_vocab, logits->data,
+                   (size_t)chunk_out * (size_t)n_vocab * sizeof(float));
+            c->n_logits += chunk_out;
+        }
+    }
+    return PLUMB_OK;
+}
+
+const float *plumb_get_logits(const plumb_context_t *c, int32_t j) {
+    if (!c || j < 0 || j >= c->n_logits) return NULL;
+    return c->logits + (size_t)j * (size_t)c->model->hp.n_vocab;
+}
+
+int32_t plumb_n_logits(const plumb_context_t *c) { return c ? c->n_logits : 0; }
+
+int32_t plumb_seq_len(const plumb_context_t *c, int32_t seq) {
+    return (c && seq >= 0 && seq < c->params.n_seq) ? c->seq_len[seq] : 0;
+}
+
+plumb_status plumb_seq_truncate(plumb_context_t *c, int32_t seq, int32_t len) {
+    if (!c || seq < 0 || seq >= c->params.n_seq) return plumb__fail(PLUMB_E_INVALID_ARG, "sequence %d does not exist", seq);
+    if (len < 0) return plumb__fail(PLUMB_E_INVALID_ARG, "negative length %d", len);
+    if (len < c->seq_len[seq]) c->seq_len[seq] = len;
+    return PLUMB_OK;
+}

@@ -1,0 +1,173 @@
+/* special.c — splits input text at the texts of special tokens (control, user-defined and
+ * unknown tokens) before the SPM or BPE tokenizer sees it.
+ *
+ * llama.cpp's rule: take the special tokens longest text first; for each, claim every
+ * occurrence (left to right, not overlapping) that lies wholly in text not yet claimed.
+ * Scanning the text once per special token would cost (number of specials) x (text length);
+ * here every position instead gets its longest matching special as a candidate in a heap
+ * ordered by (length descending, position ascending), which visits the candidates in the
+ * same order. A candidate whose span is already partly claimed falls back to the longest
+ * shorter special at its position that still fits. Because every claim made before a
+ * candidate is at least as long as it, the span [p, p+L) is free exactly when its first
+ * and last bytes are, which keeps each check O(1). (Specials of equal length that overlap
+ * each other are taken left to right; llama.cpp's order for that case is unspecified.) */
+#include "tokenizer/tokenizer.h"
+
+#include "core/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct cand {
+    uint32_t len, pos;
+    int32_t id;
+} cand;
+
+/* Heap order: longer first, then leftmost. */
+static bool before(const cand *a, const cand *b) { return a->len > b->len || (a->len == b->len && a->pos < b->pos); }
+
+static void heap_push(cand *h, size_t *n, cand c) {
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(&c, &h[parent])) break;
+        h[i] = h[parent];
+        i = parent;
+    }
+    h[i] = c;
+}
+
+static cand heap_pop(cand *h, size_t *n) {
+    cand top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        const cand *b = &last;
+        if (l < *n && before(&h[l], b)) best = l, b = &h[l];
+        if (l + 1 < *n && before(&h[l + 1], b)) best = l + 1;
+        if (best == i) break;
+        h[i] = h[best];
+        i = best;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+static uint8_t special_byte(const plumb_vocab_t *v, int32_t k, size_t d) {
+    return (uint8_t)v->text[v->off[v->special[k]] + d];
+}
+
+static uint32_t special_len(const plumb_vocab_t *v, int32_t k) {
+    int32_t id = v->special[k];
+    return v->off[id + 1] - v->off[id] - 1;
+}
+
+/* The longest special token, of at most maxlen bytes, whose text starts text[p..]; its
+ * length (0 when none) and id. With parse_special false only user-defined tokens count. */
+static uint32_t longest_at(const plumb_vocab_t *v, const uint8_t *text, size_t p, size_t maxlen, bool parse_special,
+                           int32_t *id) {
+    int32_t lo = v->first[text[p]], hi = v->first[text[p] + 1];
+    uint32_t best = 0;
+    for (size_t d = 1; lo < hi; d++) {
+        /* [lo, hi) are the specials starting with text[p .. p+d); the shortest sorts first. */
+        if (special_len(v, lo) == d) {
+            int32_t tid = v->special[lo];
+            if (parse_special || !(v->attr[tid] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN))) {
+                best = (uint32_t)d;
+                *id = tid;
+            }
+            lo++;
+        }
+        if (lo >= hi || d >= maxlen) break;
+        uint8_t c = text[p + d];
+        int32_t a = lo, b = hi; /* first entry with byte d >= c */
+        while (a < b) {
+            int32_t m = a + (b - a) / 2;
+            if (special_byte(v, m, d) < c) a = m + 1;
+            else b = m;
+        }
+        int32_t e = a, f = hi; /* first entry with byte d > c */
+        while (e < f) {
+            int32_t m = e + (f - e) / 2;
+            if (special_byte(v, m, d) <= c) e = m + 1;
+            else f = m;
+        }
+        lo = a, hi = e;
+    }
+    return best;
+}
+
+static int cmp_claim(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, size_t len, bool parse_special,
+                                      tok_frag **frags, size_t *n_frags) {
+    *frags = NULL;
+    *n_frags = 0;
+    if (len == 0) return PLUMB_OK;
+    const uint8_t *t = (const uint8_t *)text;
+
+    uint8_t *claimed = NULL;
+    cand *heap = NULL, *claims = NULL;
+    size_t n_heap = 0, n_claims = 0, n_cand = 0;
+    plumb_status st = PLUMB_OK;
+
+    /* First pass: count positions that start some special, to size the arrays. */
+    if (v->n_special > 0) {
+        for (size_t p = 0; p < len; p++)
+            if (v->first[t[p]] != v->first[t[p] + 1]) n_cand++;
+    }
+    if (n_cand > 0) {
+        claimed = calloc(len, 1);
+        heap = malloc(n_cand * sizeof *heap);
+        claims = malloc(n_cand * sizeof *claims);
+        if (!claimed || !heap || !claims) {
+            st = plumb__fail(PLUMB_E_NOMEM, "tokenize: out of memory");
+            goto done;
+        }
+        for (size_t p = 0; p < len; p++) {
+            if (v->first[t[p]] == v->first[t[p] + 1]) continue;
+            int32_t id = -1;
+            uint32_t l = longest_at(v, t, p, len - p, parse_special, &id);
+            if (l) heap_push(heap, &n_heap, (cand){l, (uint32_t)p, id});
+        }
+        while (n_heap > 0) {
+            cand c = heap_pop(heap, &n_heap);
+            if (claimed[c.pos]) continue; /* nothing starting here can fit any more */
+            if (!claimed[c.pos + c.len - 1]) {
+                memset(claimed + c.pos, 1, c.len);
+                claims[n_claims++] = c;
+                continue;
+            }
+            size_t q = c.pos + 1;
+            while (!claimed[q]) q++;
+            int32_t id = -1;
+            uint32_t l = longest_at(v, t, c.pos, q - c.pos, parse_special, &id);
+            if (l) heap_push(heap, &n_heap, (cand){l, c.pos, id});
+        }
+        qsort(claims, n_claims, sizeof *claims, cmp_claim);
+    }
+
+    /* Fragments: the raw text between claims, and the claims. */
+    tok_frag *f = malloc((2 * n_claims + 1) * sizeof *f);
+    if (!f) {
+        st = plumb__fail(PLUMB_E_NOMEM, "tokenize: out of memory");
+        goto done;
+    }
+    size_t nf = 0, at = 0;
+    for (size_t i = 0; i < n_claims; i++) {
+        if (claims[i].pos > at) f[nf++] = (tok_frag){at, claims[i].pos - at, -1};
+        f[nf++] = (tok_frag){claims[i].pos, claims[i].len, claims[i].id};
+        at = claims[i].pos + claims[i].len;
+    }
+    if (at < len) f[nf++] = (tok_frag){at, len - at, -1};
+    *frags = f;
+    *n_frags = nf;
+done:
+    free(claimed);
+    free(heap);
+    free(claims);
+    return st;
+}

@@ -1,0 +1,268 @@
+/* test_ops.c — the CPU backend's ops and kernels against plain reference computations:
+ * the quantized dot product of every weight type (vs dequantize + float dot, within the
+ * activation-quantization error), matmul batch invariance, RMS norm, RoPE (both modes),
+ * masked attention with grouped KV heads and a sliding window, and the memory planner
+ * (a graph computed with reused buffers equals the same ops computed one by one). */
+#include "test.h"
+
+#include "backend/backend.h"
+#include "backend/cpu/kernels/kernels.h"
+#include "core/graph.h"
+#include "core/kv_cache.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static const int all_types[] = {PLUMB_TYPE_F32,  PLUMB_TYPE_F16,  PLUMB_TYPE_BF16, PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q4_1,
+                                PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q5_1, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q2_K, PLUMB_TYPE_Q3_K,
+                                PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q5_K, PLUMB_TYPE_Q6_K, PLUMB_TYPE_Q8_K};
+
+/* Dot of a quantized row with quantized activations equals the float dot of the
+ * dequantized row with the activations, up to the activations' 8-bit rounding: each
+ * activation moves by at most d/2 = amax/254 of its block, so the error is bounded by
+ * sum|w| * amax(x) / 254 (plus float rounding). */
+TEST(vec_dot_every_type_matches_dequantized_reference) {
+    const plumb_kernel_set *ks = plumb__kernels_get();
+    for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+        int type = all_types[ti];
+        for (int64_t n = 256; n <= 1024; n += 768) {
+            float *w = malloc((size_t)n * 4), *x = malloc((size_t)n * 4), *wd = malloc((size_t)n * 4);
+            uint64_t wb;
+            plumb_type_row_bytes(type, n, &wb);
+            void *wq = malloc(wb);
+            int act = plumb__act_type(type);
+            void *xq = malloc(plumb__act_row_size(act, n));
+            for (int rep = 0; rep < 20; rep++) {
+                float xs = rep % 3 == 0 ? 1e-3f : (rep % 3 == 1 ? 1.0f : 30.0f);
+                for (int64_t i = 0; i < n; i++) {
+                    w[i] = frand();
+                    x[i] = frand() * xs;
+                }
+                CHECK_STATUS(plumb_quantize_row(type, w, wq, n), PLUMB_OK);
+                CHECK_STATUS(plumb_dequantize_row(type, wq, wd, n), PLUMB_OK);
+                ks->act_quantize[act](x, xq, n);
+                double ref = 0.0, sumw = 0.0, amax = 0.0;
+                for (int64_t i = 0; i < n; i++) {
+                    ref += (double)wd[i] * x[i];
+                    sumw += fabs(wd[i]);
+                    amax = fmax(amax, fabs(x[i]));
+                }
+                float got = ks->vec_dot[type](n, wq, xq);
+                double bound = act == PLUMB_ACT_F32 ? 1e-5 * sumw * amax + 1e-6 : sumw * amax / 254.0 * 1.01 + 1e-4 * sumw * amax;
+                if (!(fabs(got - ref) <= bound))
+                    plumb_test_fail(__FILE__, __LINE__, "type %s n %lld: dot %.9g vs ref %.9g (bound %.3g)",
+                                    plumb_type_name(type), (long long)n, got, ref, bound);
+            }
+            free(w), free(x), free(wd), free(wq), free(xq);
+        }
+    }
+}
+
+typedef struct fixture {
+    plumb_backend *cpu;
+    plumb_sched sched;
+    plumb_graph g;
+} fixture;
+
+static void fixture_init(fixture *f, int threads) {
+    CHECK_STATUS(plumb_backend_cpu_create(threads, &f->cpu), PLUMB_OK);
+    f->sched.backends[0] = f->cpu;
+    f->sched.n_backends = 1;
+    CHECK_STATUS(plumb_graph_init(&f->g, 256), PLUMB_OK);
+}
+
+static void fixture_run(fixture *f) {
+    CHECK_STATUS(plumb_graph_plan(&f->g), PLUMB_OK);
+    CHECK_STATUS(plumb_sched_compute(&f->sched, &f->g), PLUMB_OK);
+}
+
+static void fixture_free(fixture *f) {
+    plumb_graph_free(&f->g);
+    plumb_backend_free(f->cpu);
+}
+
+/* A row's matmul result must not depend on how many rows are computed with it. */
+TEST(matmul_is_batch_invariant_and_thread_invariant) {
+    const int64_t K = 512, N = 67, T = 13;
+    uint64_t wb;
+    plumb_type_row_bytes(PLUMB_TYPE_Q4_K, K * N, &wb);
+    uint8_t *wq = malloc(wb);
+    float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * T) * 4);
+    for (int64_t i = 0; i < K * N; i++) wf[i] = frand();
+    for (int64_t i = 0; i < K * T; i++) x[i] = frand();
+    plumb_quantize_row(PLUMB_TYPE_Q4_K, wf, wq, K * N);
+    float full[67 * 13];
+    for (int threads = 1; threads <= 3; threads++) {
+        for (int64_t t0 = 0; t0 < T; t0 += (threads == 1 ? T : 1)) {
+            int64_t tn = threads == 1 ? T : 1;
+            fixture f;
+            fixture_init(&f, threads);
+            int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn}, ne_o[2] = {N, tn};
+            plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
+            plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x + t0 * K);
+            plumb_tensor *y = plumb_graph_op(&f.g, PLUMB_OP_MUL_MAT, 2, ne_o, w, xt, NULL);
+            y->is_output = true;
+            fixture_run(&f);
+            for (int64_t t = 0; t < tn; t++)
+                for (int64_t n = 0; n < N; n++) {
+                    float v = ((float *)y->data)[t * N + n];
+                    if (threads == 1) full[(t0 + t) * N + n] = v;
+                    else if (memcmp(&v, &full[(t0 + t) * N + n], 4) != 0)
+                        plumb_test_fail(__FILE__, __LINE__, "row %lld token %lld differs alone with %d threads",
+                                        (long long)n, (long long)(t0 + t), threads);
+                }
+            fixture_free(&f);
+        }
+    }
+    free(wq), free(wf), free(x);
+}
+
+TEST(rms_norm_rope_and_planner_reuse) {
+    const int64_t hd = 8, nh = 3, T = 5;
+    float x[8 * 3 * 5], w[8];
+    int32_t pos[5] = {0, 1, 7, 100, 4096};
+    for (int i = 0; i < 8 * 3 * 5; i++) x[i] = frand() * 3;
+    for (int i = 0; i < 8; i++) w[i] = 1 + frand();
+    for (int mode = 0; mode < 2; mode++) {
+        fixture f;
+        fixture_init(&f, 2);
+        int64_t ne[3] = {hd, nh, T}, ne_p[1] = {T}, ne_w[1] = {hd};
+        plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne, x);
+        plumb_tensor *pt = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 1, ne_p, pos);
+        plumb_tensor *wt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 1, ne_w, w);
+        /* a chain long enough for the planner to reuse buffers */
+        plumb_tensor *a = plumb_graph_op(&f.g, PLUMB_OP_RMS_NORM, 3, ne, xt, wt, NULL);
+        a->fparams[0] = 1e-6f;
+        plumb_tensor *b = plumb_graph_op(&f.g, PLUMB_OP_SCALE, 3, ne, a, NULL, NULL);
+        b->fparams[0] = 2.0f;
+        plumb_tensor *c = plumb_graph_op(&f.g, PLUMB_OP_ROPE, 3, ne, b, pt, NULL);
+        c->iparams[0] = mode;
+        c->iparams[1] = 6; /* partial rotation: dims 6, 7 pass through */
+        c->fparams[0] = 10000.0f;
+        c->fparams[1] = 0.5f;
+        plumb_tensor *d = plumb_graph_op(&f.g, PLUMB_OP_SCALE, 3, ne, c, NULL, NULL);
+        d->fparams[0] = 1.0f;
+        plumb_tensor *e = plumb_graph_op(&f.g, PLUMB_OP_ADD, 3, ne, d, xt, NULL);
+        e->is_output = true;
+        fixture_run(&f);
+        CHECK(f.g.pool_need < 5 * plumb_tensor_nbytes(e)); /* buffers were reused */
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t h = 0; h < nh; h++) {
+                const float *xr = x + (t * nh + h) * hd;
+                double ss = 0;
+                for (int i = 0; i < hd; i++) ss += xr[i] * xr[i];
+                float sc = 1.0f / sqrtf((float)(ss / hd) + 1e-6f);
+                float nrm[8];
+                for (int i = 0; i < hd; i++) nrm[i] = 2.0f * xr[i] * sc * w[i];
+                float ref[8];
+                memcpy(ref, nrm, sizeof ref);
+                for (int i = 0; i < 3; i++) {
+                    double theta = 0.5 * pos[t] * pow(10000.0, -2.0 * i / 6.0);
+                    int ia = mode ? i : 2 * i, ib = mode ? i + 3 : 2 * i + 1;
+                    ref[ia] = (float)(nrm[ia] * cos(theta) - nrm[ib] * sin(theta));
+                    ref[ib] = (float)(nrm[ia] * sin(theta) + nrm[ib] * cos(theta));
+                }
+                for (int i = 0; i < hd; i++)
+                    CHECK_NEAR(((float *)e->data)[(t * nh + h) * hd + i], ref[i] + xr[i], 2e-3 * (1 + fabs(ref[i])));
+            }
+        fixture_free(&f);
+    }
+}
+
+/* Attention over a cache of two sequences with GQA (4 query heads on 2 KV heads) and a
+ * sliding window, against a direct double-precision computation. */
+TEST(attention_gqa_causal_and_sliding_window) {
+    const int hd = 16, nh = 4, nkv = 2, T = 9, n_ctx = 16;
+    for (int swa = 0; swa <= 3; swa += 3) {
+        plumb_kv_cache kv = {.n_layer = 1, .n_seq = 2, .n_ctx = n_ctx, .n_head = nh, .n_head_kv = nkv, .head_dim = hd};
+        uint16_t *kc = calloc((size_t)(2 * n_ctx * nkv * hd), 2), *vc = calloc((size_t)(2 * n_ctx * nkv * hd), 2);
+        kv.k = &kc;
+        kv.v = &vc;
+        float q[9 * 4 * 16], k[9 * 2 * 16], v[9 * 2 * 16];
+        int32_t pos[9] = {0, 1, 2, 3, 4, 5, 0, 1, 2}, seq[9] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
+        for (int i = 0; i < T * nh * hd; i++) q[i] = frand();
+        for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
+        fixture f;
+        fixture_init(&f, 2);
+        int64_t ne_q[3] = {hd, nh, T}, ne_k[3] = {hd, nkv, T}, ne_o[2] = {hd * nh, T};
+        plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q);
+        plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k);
+        plumb_tensor *vt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, v);
+        plumb_tensor *o = plumb_graph_op(&f.g, PLUMB_OP_ATTN, 2, ne_o, qt, kt, vt);
+        plumb_attn_params *p = plumb_graph_attn_params(&f.g);
+        *p = (plumb_attn_params){.kv = &kv, .layer = 0, .n_swa = swa, .pos = pos, .seq = seq};
+        o->pparams = p;
+        o->fparams[0] = 0.25f;
+        o->is_output = true;
+        fixture_run(&f);
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < nh; h++) {
+                int hk = h / (nh / nkv);
+                double sc[16], mx = -1e300, sum = 0, out[16] = {0};
+                int lo = swa && pos[t] - swa + 1 > 0 ? pos[t] - swa + 1 : 0;
+                for (int j = lo; j <= pos[t]; j++) {
+                    int tj = -1; /* the batch token holding (seq[t], j) */
+                    for (int u = 0; u < T; u++)
+                        if (seq[u] == seq[t] && pos[u] == j) tj = u;
+                    double s = 0;
+                    for (int d = 0; d < hd; d++) s += q[(t * nh + h) * hd + d] * k[(tj * nkv + hk) * hd + d];
+                    sc[j] = s * 0.25;
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = lo; j <= pos[t]; j++) sum += exp(sc[j] - mx);
+                for (int j = lo; j <= pos[t]; j++) {
+                    int tj = -1;
+                    for (int u = 0; u < T; u++)
+                        if (seq[u] == seq[t] && pos[u] == j) tj = u;
+                    for (int d = 0; d < hd; d++) out[d] += exp(sc[j] - mx) / sum * v[(tj * nkv + hk) * hd + d];
+                }
+                for (int d = 0; d < hd; d++) CHECK_NEAR(((float *)o->data)[t * nh * hd + h * hd + d], out[d], 3e-3);
+            }
+        fixture_free(&f);
+        free(kc), free(vc);
+    }
+}
+
+/* Every SIMD kernel set against the generic reference, type by type, on odd row lengths:
+ * the same integer block sums, so only float accumulation order may differ. */
+TEST(simd_kernels_match_generic) {
+    plumb__kernels_get(); /* builds the f16 table */
+    const plumb_kernel_set *ref = plumb__kernels_generic();
+    const plumb_kernel_set *sets[] = {plumb__kernels_avx2()};
+    const plumb_cpu_features *f = plumb_cpu_get();
+    if (!(f->avx2 && f->fma && f->f16c)) sets[0] = NULL; /* this CPU cannot run them */
+    for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
+        if (!sets[si]) continue;
+        for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+            int type = all_types[ti];
+            for (int64_t n = 256; n <= 256 * 9; n += 256 * 4) {
+                float *w = malloc((size_t)n * 4), *x = malloc((size_t)n * 4);
+                uint64_t wb;
+                plumb_type_row_bytes(type, n, &wb);
+                void *wq = malloc(wb);
+                int act = plumb__act_type(type);
+                void *xq = malloc(plumb__act_row_size(act, n));
+                for (int rep = 0; rep < 16; rep++) {
+                    for (int64_t i = 0; i < n; i++) w[i] = frand() * (rep + 1), x[i] = frand() * (rep % 4 + 1);
+                    if (rep == 15) memset(w, 0, (size_t)n * 4); /* zero blocks */
+                    plumb_quantize_row(type, w, wq, n);
+                    ref->act_quantize[act](x, xq, n);
+                    float a = ref->vec_dot[type](n, wq, xq), b = sets[si]->vec_dot[type](n, wq, xq);
+                    if (!(fabsf(a - b) <= 1e-5f * (fabsf(a) + 1.0f) * (float)(n / 256)))
+                        plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld: %.9g vs generic %.9g", sets[si]->name,
+                                        plumb_type_name(type), (long long)n, b, a);
+                }
+                free(w), free(x), free(wq), free(xq);
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+/* cli.h — shared pieces of the plumb command: one entry point per subcommand and small
+ * helpers for messages and text output. No engine logic lives in tools/plumb/. */
+#ifndef PLUMB_CLI_H
+#define PLUMB_CLI_H
+
+#include "plumb.h"
+
+#include <stdio.h>
+
+int cmd_inspect(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+
+/* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
+void cli_error(const char *cmd, plumb_status st, const char *msg);
+
+/* Writes s[0..len) to f as a double-quoted string with C-style escapes for control bytes,
+ * quotes and backslashes; invalid UTF-8 bytes are written as \xNN. At most max_bytes of s
+ * are written (then "..."); max_bytes 0 means all. */
+void cli_print_quoted(FILE *f, const char *s, uint64_t len, uint64_t max_bytes);
+
+/* Copies s[0..len) into a new NUL-terminated string that is valid UTF-8: NUL bytes and
+ * invalid sequences become U+FFFD. The caller frees. NULL when out of memory. */
+char *cli_utf8_sanitize(const char *s, uint64_t len);
+
+#endif

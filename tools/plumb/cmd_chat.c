@@ -1,0 +1,156 @@
+/* cmd_chat.c — `plumb chat -m MODEL [--system TEXT]`: an interactive multi-turn chat. Each
+ * line on stdin is a user message; the reply streams to stdout. The whole conversation is
+ * formatted with the model's chat format each turn, and the KV cache keeps the tokens it
+ * shares with the previous turn, so earlier turns are not processed again. Works with
+ * stdin from a pipe (no prompt is printed then). */
+#include "cli.h"
+#include "options.h"
+#include "session.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct reply {
+    char *text;
+    size_t len, cap;
+} reply;
+
+static void emit_reply(void *user, const char *text, size_t len) {
+    reply *r = user;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    if (r->len + len + 1 > r->cap) {
+        size_t cap = (r->len + len + 1) * 2;
+        char *grown = realloc(r->text, cap);
+        if (!grown) return; /* the reply shown stays complete; history keeps what fit */
+        r->text = grown;
+        r->cap = cap;
+    }
+    memcpy(r->text + r->len, text, len);
+    r->len += len;
+    r->text[r->len] = '\0';
+}
+
+/* --chat-format, else the file's template, else the turn markers the vocabulary has (some
+ * GGUF files carry no template). */
+static plumb_chat_format pick_format(const session *s, const char *name) {
+    if (name) return plumb_chat_format_from_name(name);
+    plumb_str t;
+    if (plumb_model_chat_template(s->model, &t) == PLUMB_OK) {
+        plumb_chat_format f = plumb_chat_format_detect(t.ptr, (size_t)t.len);
+        if (f != PLUMB_CHAT_UNKNOWN) return f;
+    }
+    static const struct {
+        const char *marker;
+        plumb_chat_format format;
+    } markers[] = {{"<start_of_turn>", PLUMB_CHAT_GEMMA}, {"<|start_header_id|>", PLUMB_CHAT_LLAMA3},
+                   {"<|im_start|>", PLUMB_CHAT_CHATML}};
+    for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)
+        if (plumb_vocab_find(s->vocab, markers[i].marker, strlen(markers[i].marker)) >= 0) return markers[i].format;
+    return PLUMB_CHAT_UNKNOWN;
+}
+
+int cmd_chat(int argc, char **argv) {
+    gen_options o;
+    gen_options_init(&o);
+    o.n_predict = -1;
+    bool stats = false;
+    for (int i = 1; i < argc; i++) {
+        int r = gen_options_parse(&o, "chat", argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (!strcmp(argv[i], "--stats")) stats = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: plumb chat -m MODEL [--system TEXT] [options]\n"
+                   "  one user message per line on stdin; end with EOF (Ctrl-D)\n"
+                   "      --system TEXT         system prompt\n      --stats               timing line after each reply\n%s",
+                   gen_options_usage);
+            return 0;
+        } else {
+            fprintf(stderr, "plumb chat: unknown option '%s' (see plumb chat --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!o.model) {
+        fprintf(stderr, "plumb chat: usage: plumb chat -m MODEL [--system TEXT] (see --help)\n");
+        return 2;
+    }
+    session s;
+    int rc = 1;
+    size_t n_msgs = 0, cap_msgs = 16;
+    plumb_chat_message *msgs = calloc(cap_msgs, sizeof *msgs);
+    char *line = NULL;
+    size_t line_cap = 0;
+    plumb_status st = session_open(&s, o.model, &o.ctx, &o.sampling);
+    if (st || !msgs) {
+        cli_error("chat", st ? st : PLUMB_E_NOMEM, NULL);
+        goto out;
+    }
+    plumb_chat_format fmt = pick_format(&s, o.chat_format);
+    if (fmt == PLUMB_CHAT_UNKNOWN) {
+        fprintf(stderr, "plumb chat: %s; choose one with --chat-format gemma|llama3|chatml\n",
+                o.chat_format ? "unknown chat format" : "the model's chat template is not one plumb recognizes");
+        goto out;
+    }
+    if (o.system) msgs[n_msgs++] = (plumb_chat_message){"system", strdup(o.system)};
+    const bool tty = isatty(STDIN_FILENO);
+    for (;;) {
+        if (tty) {
+            fputs("> ", stdout);
+            fflush(stdout);
+        }
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0) break;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
+        if (got == 0) continue;
+        if (n_msgs + 2 > cap_msgs) {
+            plumb_chat_message *grown = realloc(msgs, (cap_msgs *= 2) * sizeof *msgs);
+            if (!grown) break;
+            msgs = grown;
+        }
+        msgs[n_msgs++] = (plumb_chat_message){"user", strdup(line)};
+        char *text = NULL;
+        size_t text_len;
+        if ((st = plumb_chat_apply(fmt, msgs, n_msgs, true, true, &text, &text_len))) {
+            cli_error("chat", st, NULL);
+            goto out;
+        }
+        int32_t *ids = NULL;
+        size_t n = 0;
+        st = session_tokenize(&s, text, false, &ids, &n); /* the formatted text carries its BOS */
+        free(text);
+        if (!st && n >= (size_t)s.cap) st = PLUMB_E_RANGE;
+        if (!st) st = session_feed(&s, ids, n);
+        free(ids);
+        if (st == PLUMB_E_RANGE) {
+            fprintf(stderr, "plumb chat: the conversation no longer fits the context of %d tokens\n", s.cap);
+            goto out;
+        }
+        if (st) {
+            cli_error("chat", st, NULL);
+            goto out;
+        }
+        reply r = {0};
+        session_stop why = session_generate(&s, o.n_predict, o.stops, o.n_stops, emit_reply, &r, &st);
+        fputc('\n', stdout);
+        fflush(stdout);
+        msgs[n_msgs++] = (plumb_chat_message){"assistant", r.text ? r.text : strdup("")};
+        if (why == SESSION_STOP_ERROR) {
+            cli_error("chat", st, NULL);
+            goto out;
+        }
+        if (why == SESSION_STOP_CONTEXT) {
+            fprintf(stderr, "plumb chat: context full (%d tokens): conversation ended\n", s.cap);
+            break;
+        }
+        if (stats) print_stats(&s);
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < n_msgs; i++) free((char *)msgs[i].content);
+    free(msgs);
+    free(line);
+    session_close(&s);
+    return rc;
+}

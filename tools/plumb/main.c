@@ -1,0 +1,39 @@
+/* main.c — the plumb command: dispatches to one subcommand per file. */
+#include "cli.h"
+
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: plumb <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run -m MODEL -p PROMPT        generate text from a prompt (see run --help)\n"
+            "  chat -m MODEL [--system TEXT] interactive chat, one message per line on stdin\n"
+            "  inspect MODEL.gguf [--json]   show a GGUF file's metadata and tensors\n"
+            "  tokenize -m MODEL TEXT|-      show TEXT's tokens ([--ids] [--no-bos] [--no-special])\n"
+            "  info                          show version and CPU features\n"
+            "  --version                     same as info\n"
+            "  help                          this text\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "chat") == 0) return cmd_chat(argc - 1, argv + 1);
+    if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "info") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
+        return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "plumb: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

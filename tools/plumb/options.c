@@ -1,0 +1,109 @@
+/* options.c — parsing of the options shared by `plumb run` and `plumb chat`. */
+#include "options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char gen_options_usage[] =
+    "  -m, --model FILE          GGUF model (required)\n"
+    "  -n, --n-predict N         tokens to generate (default 256; -1: until end of generation)\n"
+    "  -t, --threads N           compute threads (default: all online CPUs)\n"
+    "  -c, --ctx-size N          context positions (default: min(model, 4096))\n"
+    "  -b, --batch-size N        prompt tokens per forward pass (default 512)\n"
+    "      --temp T              temperature (default 0.8; 0 = greedy)\n"
+    "      --top-k N             (default 40; 0 = off)\n"
+    "      --top-p P             (default 0.95; 1 = off)\n"
+    "      --min-p P             (default 0.05; 0 = off)\n"
+    "      --repeat-penalty F    (default 1 = off)\n"
+    "      --repeat-last-n N     penalty window (default 64)\n"
+    "      --presence-penalty F  (default 0)\n"
+    "      --frequency-penalty F (default 0)\n"
+    "  -s, --seed N              sampling seed (same seed, same output)\n"
+    "      --stop TEXT           stop when TEXT appears (repeatable)\n"
+    "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n";
+
+void gen_options_init(gen_options *o) {
+    memset(o, 0, sizeof *o);
+    o->ctx = plumb_context_default_params();
+    o->sampling = plumb_sampler_default_params();
+    o->n_predict = 256;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_float(const char *s, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool is(const char *a, const char *s1, const char *s2) { return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0); }
+
+int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    static const struct {
+        const char *l, *s;
+    } valued[] = {{"--model", "-m"},      {"--n-predict", "-n"},       {"--threads", "-t"},        {"--ctx-size", "-c"},
+                  {"--batch-size", "-b"}, {"--temp", NULL},            {"--top-k", NULL},          {"--top-p", NULL},
+                  {"--min-p", NULL},      {"--repeat-penalty", NULL},  {"--repeat-last-n", NULL},  {"--presence-penalty", NULL},
+                  {"--frequency-penalty", NULL}, {"--seed", "-s"},     {"--stop", NULL},           {"--chat-format", NULL},
+                  {"--system", NULL}};
+    int k = -1;
+    for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
+        if (is(a, valued[j].l, valued[j].s)) k = (int)j;
+    if (k < 0) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "plumb %s: %s needs a value\n", cmd, a);
+        return -1;
+    }
+    const char *v = argv[++*i];
+    long n;
+    float f;
+    bool ok = true;
+    switch (k) {
+    case 0: o->model = v; break;
+    case 1: ok = parse_long(v, -1, 1 << 24, &n) && (o->n_predict = (int32_t)n, true); break;
+    case 2: ok = parse_long(v, 1, 512, &n) && (o->ctx.n_threads = (int32_t)n, true); break;
+    case 3: ok = parse_long(v, 0, 1 << 24, &n) && (o->ctx.n_ctx = (int32_t)n, true); break;
+    case 4: ok = parse_long(v, 1, 65536, &n) && (o->ctx.n_batch = (int32_t)n, true); break;
+    case 5: ok = parse_float(v, &f) && f >= 0 && (o->sampling.temperature = f, true); break;
+    case 6: ok = parse_long(v, 0, 1 << 30, &n) && (o->sampling.top_k = (int32_t)n, true); break;
+    case 7: ok = parse_float(v, &f) && f > 0 && f <= 1 && (o->sampling.top_p = f, true); break;
+    case 8: ok = parse_float(v, &f) && f >= 0 && f <= 1 && (o->sampling.min_p = f, true); break;
+    case 9: ok = parse_float(v, &f) && f > 0 && (o->sampling.repeat_penalty = f, true); break;
+    case 10: ok = parse_long(v, -1, 1 << 24, &n) && (o->sampling.repeat_last_n = (int32_t)n, true); break;
+    case 11: ok = parse_float(v, &f) && (o->sampling.presence_penalty = f, true); break;
+    case 12: ok = parse_float(v, &f) && (o->sampling.frequency_penalty = f, true); break;
+    case 13: {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        ok = !errno && end != v && !*end && (o->sampling.seed = s, true);
+        break;
+    }
+    case 14:
+        if (o->n_stops >= MAX_STOPS || !*v) ok = false;
+        else o->stops[o->n_stops++] = (char *)v;
+        break;
+    case 15: o->chat_format = v; break;
+    case 16: o->system = v; break;
+    }
+    if (!ok) {
+        fprintf(stderr, "plumb %s: bad value '%s' for %s\n", cmd, v, a);
+        return -1;
+    }
+    return 1;
+}

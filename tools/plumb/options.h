@@ -1,0 +1,28 @@
+/* options.h — options shared by the generating subcommands (run, chat): model path,
+ * context and sampling settings, stop strings. */
+#ifndef PLUMB_CLI_OPTIONS_H
+#define PLUMB_CLI_OPTIONS_H
+
+#include "plumb.h"
+
+#define MAX_STOPS 16
+
+typedef struct gen_options {
+    const char *model;
+    plumb_context_params ctx;
+    plumb_sampler_params sampling;
+    int32_t n_predict;
+    char *stops[MAX_STOPS];
+    int n_stops;
+    const char *chat_format; /* NULL: from the model's template */
+    const char *system;
+} gen_options;
+
+void gen_options_init(gen_options *o);
+/* Consumes argv[*i] (and its value) when it is a shared option: 1 when consumed, 0 when
+ * not ours, -1 after printing an error for a bad value. */
+int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i);
+/* Usage lines of the shared options. */
+extern const char gen_options_usage[];
+
+#endif
