@@ -37,8 +37,12 @@ fuzz-smoke: fuzz
 model: setup
 	@bash scripts/get-model.sh
 
+PROMPT ?= The three most useful things to know about the ocean are
+N ?= 96
+
+# Set up, build, fetch the default model and generate a short text with it.
 run: build model
-	@$(BUILD)/plumb inspect $(MODEL)
+	@$(BUILD)/plumb run -m $(MODEL) -p "$(PROMPT)" -n $(N) --temp 0.7 --seed 42
 
 unit-test: build sanitize
 	@echo "== unit tests (release)" && $(BUILD)/plumb_unit_tests

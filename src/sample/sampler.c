@@ -19,12 +19,10 @@
 
 /* Longest finite penalty window; longer ones are refused (use -1 for the whole history). */
 #define PLUMB_SAMPLER_MAX_WINDOW (1 << 20)
-/* Largest vocabulary a sampler accepts (buffers are ~28 bytes per entry). */
+/* Largest vocabulary a sampler accepts (buffers take ~36 bytes per entry: 9.4 MB for 262144). */
 #define PLUMB_SAMPLER_MAX_VOCAB (1 << 26)
 /* top_k at or below this uses a bounded heap; above it a quickselect. */
-#ifndef PLUMB_SAMPLER_HEAP_K
 #define PLUMB_SAMPLER_HEAP_K 512
-#endif
 /* Floats per chunk in the skipping scans (select_heap, the argmax search). */
 #define PLUMB_SAMPLER_CHUNK 16
 /* Tokens per block of partial sums for the full-vocabulary draw. */
@@ -232,11 +230,6 @@ static inline bool cand_before(const cand *a, const cand *b) {
     return a->v > b->v || (a->v == b->v && a->id < b->id);
 }
 
-static int cand_cmp(const void *pa, const void *pb) {
-    const cand *a = pa, *b = pb;
-    return cand_before(a, b) ? -1 : cand_before(b, a) ? 1 : 0;
-}
-
 static inline void cand_swap(cand *a, cand *b) {
     cand t = *a;
     *a = *b;
@@ -255,6 +248,16 @@ static void heap_sift_down(cand *h, int32_t n, int32_t i) {
         i = c;
     }
     h[i] = x;
+}
+
+/* Sorts a[0..n) best first, in place (heapsort: no allocation, O(n log n) at worst). The
+ * fallback of the quickselects when a run goes too deep. */
+static void sort_cands(cand *a, int32_t n) {
+    for (int32_t i = n / 2 - 1; i >= 0; i--) heap_sift_down(a, n, i);
+    for (int32_t end = n - 1; end > 0; end--) { /* the root is the worst: move it to the back */
+        cand_swap(&a[0], &a[end]);
+        heap_sift_down(a, end, 0);
+    }
 }
 
 /* The largest of the PLUMB_SAMPLER_CHUNK floats at x (written so that it vectorizes). */
@@ -319,7 +322,7 @@ static void select_quick(cand *a, int32_t n, int32_t k) {
     int32_t lo = 0, hi = n - 1; /* the k-th boundary lies within [lo, hi] */
     for (int depth = 0; hi > lo; depth++) {
         if (depth > 64) {
-            qsort(a + lo, (size_t)(hi - lo + 1), sizeof *a, cand_cmp);
+            sort_cands(a + lo, hi - lo + 1);
             return;
         }
         int32_t i, j;
@@ -338,7 +341,7 @@ static int32_t select_nucleus(cand *a, int32_t n, double target) {
     double need = target;       /* weight still to take, > 0 */
     for (int depth = 0; hi > lo; depth++) {
         if (depth > 64) {
-            qsort(a + lo, (size_t)(hi - lo + 1), sizeof *a, cand_cmp);
+            sort_cands(a + lo, hi - lo + 1);
             for (int32_t k = lo; k <= hi; k++) {
                 need -= a[k].w;
                 if (need <= 0.0) return k + 1;

@@ -55,7 +55,6 @@ struct plumb_vocab {
     int32_t *special;
     int32_t n_special;
     int32_t first[257];
-    uint32_t max_special_len;
 
     /* SPM byte fallback: the token for each byte (<0xXX>, else the one-byte text), or -1. */
     int32_t byte_token[256];

@@ -284,11 +284,9 @@ static plumb_status build_specials(plumb_vocab_t *v) {
     qsort(e, (size_t)n, sizeof *e, cmp_special);
     /* Keep one entry per distinct text (the lowest id). */
     v->n_special = 0;
-    v->max_special_len = 0;
     for (int32_t i = 0; i < n; i++) {
         if (i > 0 && e[i].len == e[i - 1].len && memcmp(e[i].p, e[i - 1].p, e[i].len) == 0) continue;
         v->special[v->n_special++] = e[i].id;
-        if (e[i].len > v->max_special_len) v->max_special_len = e[i].len;
     }
     free(e);
     int32_t j = 0;

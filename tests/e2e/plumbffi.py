@@ -24,6 +24,7 @@ def lib():
         L.plumb_get_logits.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         L.plumb_get_logits.restype = ctypes.POINTER(ctypes.c_float)
         L.plumb_last_error.restype = ctypes.c_char_p
+        L.plumb_seq_truncate.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]
         _lib = L
     return _lib
 

@@ -13,25 +13,20 @@ the numpy implementation of the GGUF tensor types.
   bound derived in tests/unit/test_quant.c, and the squared error is no worse than that of
   the plain round-to-nearest encoding's bound.
 
-The library is PLUMB_LIB, default build/libplumb.so under the repository root.
+The library is PLUMB_LIB, default build/libplumb.so under the repository root (the
+plumb_lib fixture of conftest.py).
 """
 
 import ctypes
-import os
-import pathlib
 
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-from gguf import quants  # noqa: E402
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
+from gguf import quants  # the oracle: a pinned test requirement (tests/requirements.txt)
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 # gguf-py's numpy code warns on the infinite/NaN scales and huge values these tests feed it
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-LIB_PATH = os.environ.get("PLUMB_LIB", str(ROOT / "build" / "libplumb.so"))
 
 PLUMB_OK = 0
 PLUMB_E_INVALID_ARG = -1
@@ -69,10 +64,10 @@ NONFINITE_F16 = np.array([0x7C00, 0xFC00, 0x7E00, 0xFE00, 0x7C01, 0x7FFF], dtype
 
 
 @pytest.fixture(scope="module")
-def lib():
-    if not os.path.exists(LIB_PATH):
-        pytest.fail(f"{LIB_PATH} not found: build libplumb or set PLUMB_LIB")
-    L = ctypes.CDLL(LIB_PATH)
+def lib(plumb_lib):
+    """libplumb through ctypes; plumb_lib (conftest.py) resolves PLUMB_LIB, default
+    build/libplumb.so under the repository root, and fails when it is missing."""
+    L = ctypes.CDLL(str(plumb_lib))
     L.plumb_dequantize_row.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     L.plumb_dequantize_row.restype = ctypes.c_int
     L.plumb_quantize_row.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
@@ -383,6 +378,26 @@ def test_quantize_q8_k(lib):
     err = np.abs(y.astype(np.float64) - x)
     # q = round(x * 127 / amax): |err| <= d/2 plus float rounding
     assert (err <= d.astype(np.float64) * (0.5 + 2.0**-16) + amax * 2.0**-22).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Traits and argument checks through the C ABI
+# ---------------------------------------------------------------------------------------------
+
+def test_traits_match_gguf(lib):
+    lib.plumb_type_block_size.argtypes = [ctypes.c_int]
+    lib.plumb_type_block_size.restype = ctypes.c_int64
+    lib.plumb_type_block_bytes.argtypes = [ctypes.c_int]
+    lib.plumb_type_block_bytes.restype = ctypes.c_size_t
+    lib.plumb_type_name.argtypes = [ctypes.c_int]
+    lib.plumb_type_name.restype = ctypes.c_char_p
+    for name, (tid, bs, bb, _) in TYPES.items():
+        qt = GGMLQuantizationType[name]
+        assert int(qt) == tid
+        assert GGML_QUANT_SIZES[qt] == (bs, bb)
+        assert lib.plumb_type_block_size(tid) == bs
+        assert lib.plumb_type_block_bytes(tid) == bb
+        assert lib.plumb_type_name(tid) == name.encode()
 
 
 # ---------------------------------------------------------------------------------------------

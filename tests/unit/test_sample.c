@@ -304,7 +304,7 @@ TEST(sample_distribution_top_k_heap) {
 }
 
 TEST(sample_distribution_top_k_quickselect) {
-    enum { N = 2000, K = 600 };
+    enum { N = 1000, K = 600 };
     static float logits[N];
     static bool keep[N];
     static double expect[N];
@@ -318,7 +318,7 @@ TEST(sample_distribution_top_k_quickselect) {
     plumb_sampler_params p = plain(1.0f, 6);
     p.top_k = K;
     softmax_ref(logits, N, 1.0f, keep, expect);
-    check_distribution(&p, logits, N, expect, 60000, "top-k (quickselect)");
+    check_distribution(&p, logits, N, expect, 30000, "top-k (quickselect)");
 }
 
 TEST(sample_top_k_ties_lowest_ids) {
@@ -333,7 +333,7 @@ TEST(sample_top_k_ties_lowest_ids) {
         plumb_sampler_t *s = make(&p, N);
         if (!s) return;
         int32_t hi = -1;
-        for (int i = 0; i < 20000; i++) {
+        for (int i = 0; i < 5000; i++) {
             int32_t t = plumb_sampler_sample(s, logits);
             if (t > hi) hi = t;
         }
@@ -367,26 +367,24 @@ TEST(sample_top_p_excludes) {
 }
 
 TEST(sample_top_p_large_vocab) {
-    /* token 0 at logit 0, the other 99999 at -10: p0 ~ 0.18 and top_p 0.5 needs ~7100
-     * tokens of the flat tail, which lie below the first probability threshold the sampler
-     * tries; ties keep the lowest ids */
-    enum { N = 100000 };
+    /* token 0 at logit 0, the other 19999 tied at -8: p0 ~ 0.13, and top_p 0.5 needs ~8500
+     * tokens of the flat tail, all in one exponent bucket, so the nucleus ends inside a
+     * bucket of ties; ties keep the lowest ids */
+    enum { N = 20000 };
     static float logits[N];
-    static double expect[N];
     logits[0] = 0.0f;
-    for (int i = 1; i < N; i++) logits[i] = -10.0f;
-    double e = exp(-10.0), z = 1.0 + (N - 1) * e, target = 0.5 * z, acc = 1.0;
+    for (int i = 1; i < N; i++) logits[i] = -8.0f;
+    double e = exp(-8.0), z = 1.0 + (N - 1) * e, target = 0.5 * z, acc = 1.0;
     int m = 1; /* tokens kept: the smallest prefix with acc >= target */
     while (acc < target) {
         acc += e;
         m++;
     }
-    for (int i = 0; i < N; i++) expect[i] = i < m ? (i == 0 ? 1.0 : e) / acc : 0.0;
     plumb_sampler_params p = plain(1.0f, 31);
     p.top_p = 0.5f;
     plumb_sampler_t *s = make(&p, N);
     if (!s) return;
-    int n0 = 0, hi = 0, draws = 3000;
+    int n0 = 0, hi = 0, draws = 2000;
     for (int i = 0; i < draws; i++) {
         int32_t t = plumb_sampler_sample(s, logits);
         if (t == 0) n0++;
@@ -394,38 +392,80 @@ TEST(sample_top_p_large_vocab) {
     }
     plumb_sampler_free(s);
     CHECK(hi < m + 1); /* +1: the cumulative sum may round across the boundary token */
-    CHECK(hi > m - 200);
-    /* token 0: binomial, sd = sqrt(n p (1-p)) ~ 85; 6 sd */
-    double p0 = expect[0];
+    CHECK(hi > m - 100);
+    /* token 0: binomial, 6 standard deviations */
+    double p0 = 1.0 / acc;
     CHECK_NEAR(n0, draws * p0, 6.0 * sqrt(draws * p0 * (1 - p0)));
 }
 
 TEST(sample_min_p_excludes) {
-    const float logits[5] = {-2.0f, 0.0f, -4.0f, -1.0f, -3.0f};
-    /* T=1: weights relative to the max e^0, e^-1, e^-2, e^-3, e^-4 = 1, .37, .14, .05, .02:
-     * min_p 0.1 keeps ids 1, 3, 0 */
-    static const bool keep[5] = {true, true, false, true, false};
-    double expect[5];
-    softmax_ref(logits, 5, 1.0, keep, expect);
+    /* weights relative to the max 1, .5, .2, .105, .095, .05 (shuffled ids): min_p 0.1 keeps
+     * the first four, and the boundary is 5% either side */
+    const float logits[6] = {logf(0.095f), logf(0.2f), 0.0f, logf(0.05f), logf(0.105f), logf(0.5f)};
+    static const bool keep[6] = {false, true, true, false, true, true};
+    double expect[6];
+    softmax_ref(logits, 6, 1.0, keep, expect);
     for (int with_k = 0; with_k < 2; with_k++) {
         plumb_sampler_params p = plain(1.0f, 41 + with_k);
         p.min_p = 0.1f;
-        p.top_k = with_k ? 4 : 0;
-        check_distribution(&p, logits, 5, expect, 10000, with_k ? "min-p after top-k" : "min-p");
+        p.top_k = with_k ? 5 : 0;
+        check_distribution(&p, logits, 6, expect, 20000, with_k ? "min-p after top-k" : "min-p");
     }
-    /* T=2 is applied first: weights e^-x/2 = 1, .61, .37, .22, .14 all pass min_p 0.1 */
+    /* T=2 is applied first: weights become their square roots, all above 0.2 */
     plumb_sampler_params p = plain(2.0f, 43);
-    p.min_p = 0.1f;
-    softmax_ref(logits, 5, 2.0, NULL, expect);
-    check_distribution(&p, logits, 5, expect, 20000, "min-p at T=2");
-    /* min_p with top_p: top_p 0.9 alone would keep ids 1, 3, 0 (0.64+0.24=0.87, +0.09);
-     * min_p 0.3 then keeps 1 and 3 */
+    p.min_p = 0.2f;
+    softmax_ref(logits, 6, 2.0, NULL, expect);
+    check_distribution(&p, logits, 6, expect, 20000, "min-p at T=2");
+    /* min_p with top_p: probabilities .513, .256, .103, .054, .049, .026: top_p 0.9 alone
+     * keeps four (.872 < .9 <= .926); min_p 0.15 then keeps three */
     p = plain(1.0f, 44);
     p.top_p = 0.9f;
-    p.min_p = 0.3f;
-    static const bool keep2[5] = {false, true, false, true, false};
-    softmax_ref(logits, 5, 1.0, keep2, expect);
-    check_distribution(&p, logits, 5, expect, 10000, "top-p + min-p");
+    p.min_p = 0.15f;
+    static const bool keep2[6] = {false, true, true, false, false, true};
+    softmax_ref(logits, 6, 1.0, keep2, expect);
+    check_distribution(&p, logits, 6, expect, 10000, "top-p + min-p");
+    p.min_p = 0.01f; /* now top-p decides: four */
+    softmax_ref(logits, 6, 1.0, keep, expect);
+    check_distribution(&p, logits, 6, expect, 10000, "top-p + weak min-p");
+}
+
+TEST(sample_top_p_nucleus_many) {
+    /* many distinct logits, the nucleus computed here by sorting: by the top-k path
+     * (selection + weighted quickselect) and the whole-vocabulary path (exponent buckets) */
+    enum { N = 300 };
+    static float logits[N];
+    static int order[N];
+    static double expect[N];
+    for (int set = 0; set < 12; set++) {
+        for (int i = 0; i < N; i++) logits[i] = (float)(tuniform() * 5.0);
+        for (int i = 0; i < N; i++) order[i] = i;
+        for (int i = 1; i < N; i++) /* insertion sort by logit, descending */
+            for (int j = i; j > 0 && logits[order[j]] > logits[order[j - 1]]; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        const float top_p = 0.3f + 0.05f * (float)set;
+        const int k = set % 2 ? 200 : 0;
+        const int pool = k ? k : N;
+        double z = 0.0, acc = 0.0, zk = 0.0;
+        for (int i = 0; i < pool; i++) z += exp(logits[order[i]] - logits[order[0]]);
+        int kept = pool;
+        for (int i = 0; i < pool; i++) {
+            acc += exp(logits[order[i]] - logits[order[0]]) / z;
+            if (acc >= top_p) {
+                kept = i + 1;
+                break;
+            }
+        }
+        for (int i = 0; i < N; i++) expect[i] = 0.0;
+        for (int i = 0; i < kept; i++) zk += (expect[order[i]] = exp(logits[order[i]] - logits[order[0]]));
+        for (int i = 0; i < kept; i++) expect[order[i]] /= zk;
+        plumb_sampler_params p = plain(1.0f, 60 + set);
+        p.top_p = top_p;
+        p.top_k = k;
+        check_distribution(&p, logits, N, expect, 8000, k ? "top-p many (top-k path)" : "top-p many (vocab path)");
+    }
 }
 
 TEST(sample_defaults_distribution) {
@@ -462,7 +502,7 @@ TEST(sample_defaults_distribution) {
     for (int i = 0; i < kept; i++)
         if (w[i] >= 0.05) expect[order[i]] = w[i] / zk;
     plumb_sampler_params p = plumb_sampler_default_params();
-    check_distribution(&p, logits, N, expect, 200000, "default chain");
+    check_distribution(&p, logits, N, expect, 50000, "default chain");
 }
 
 /* ---- penalties ----------------------------------------------------------------------- */

@@ -123,8 +123,13 @@ session_stop session_generate(session *s, int32_t n_max, char *const *stops, int
             why = SESSION_STOP_EOG;
             break;
         }
-        char piece[256];
+        char piece[1024];
         size_t np = plumb_detok_push(s->vocab, &dt, tok, piece, sizeof piece);
+        if (np > sizeof piece) { /* a token text longer than any real vocabulary has */
+            *err = PLUMB_E_RANGE;
+            why = SESSION_STOP_ERROR;
+            break;
+        }
         if (held_len + np + 1 > held_cap) {
             char *grown = realloc(held, (held_cap = (held_len + np + 1) * 2));
             if (!grown) {

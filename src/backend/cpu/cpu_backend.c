@@ -22,7 +22,7 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-#define SPIN_BEFORE_SLEEP 200000
+#define SPIN_BEFORE_SLEEP 20000
 
 typedef struct cpu_pool {
     int n_threads;
@@ -53,7 +53,7 @@ void plumb__cpu_barrier(plumb_cpu_ctx *c) {
         return;
     }
     for (unsigned spins = 0; atomic_load_explicit(&p->barrier_phase, memory_order_acquire) == phase; spins++) {
-        if (spins < 100000) CPU_RELAX();
+        if (spins < 2000) CPU_RELAX(); /* then yield: another process may own our core */
         else sched_yield();
     }
 }

@@ -24,7 +24,9 @@ static int64_t n_rows(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->n
 
 static size_t attn_scratch_per_thread(const plumb_tensor *n) {
     const plumb_attn_params *p = n->pparams;
-    return ((size_t)p->kv->n_ctx + (size_t)p->kv->head_dim + 16) * sizeof(float);
+    /* scores [n_ctx], then double sums [hd], then q in F16 precision [hd] */
+    size_t bytes = ((size_t)p->kv->n_ctx + 4 * (size_t)p->kv->head_dim + 16) * sizeof(float);
+    return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
@@ -104,6 +106,15 @@ static inline float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+/* GELU through F16, as the reference engine computes it: the input rounded to F16, the
+ * result rounded to F16 (outside [-10, 10] GELU is 0 or x) */
+static inline float gelu_tanh_f16(float x) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    const float xh = plumb__f16_table[plumb__fp32_to_fp16(x)];
+    return plumb__f16_table[plumb__fp32_to_fp16(gelu_tanh(xh))];
+}
+
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
 static void op_unary(plumb_tensor *n, int ith, int nth) {
@@ -127,7 +138,7 @@ static void op_unary(plumb_tensor *n, int ith, int nth) {
         for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i]) * y[i];
         break;
     case PLUMB_OP_GELU_MUL:
-        for (int64_t i = lo; i < hi; i++) o[i] = gelu_tanh(x[i]) * y[i];
+        for (int64_t i = lo; i < hi; i++) o[i] = gelu_tanh_f16(x[i]) * y[i];
         break;
     case PLUMB_OP_SOFTCAP:
         for (int64_t i = lo; i < hi; i++) o[i] = f * tanhf(x[i] / f);
@@ -227,21 +238,29 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     plumb__cpu_barrier(c);
     /* phase 2: each (token, head) attends over its sequence's positions [lo, pos] */
     float *scores = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
-    float *acc = scores + kv->n_ctx;
+    double *accd = (double *)(scores + kv->n_ctx + (kv->n_ctx & 1)); /* [hd], 8-byte aligned */
+
+    float *acc = (float *)(accd + kv->head_dim);
     const int64_t group = n_head / n_kv;
     split(T * n_head, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
         const int64_t t = r / n_head, h = r % n_head, hk = h / group;
         const int32_t pos = p->pos[t];
         const int32_t first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
-        const float *qv = (const float *)q->data + r * hd;
+        /* The F16 cache sets the numerics, as in the reference engine: q is rounded to F16
+         * for its dot products with the keys, the probabilities are rounded to F16 before
+         * they weight the values, and each product is summed in double precision in
+         * position order, so a result does not depend on the batch it was computed in. */
+        float *qv = acc;
+        for (int64_t d = 0; d < hd; d++)
+            qv[d] = plumb__f16_table[plumb__fp32_to_fp16(((const float *)q->data)[r * hd + d])];
         const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
         float mx = -INFINITY;
         for (int32_t j = first; j <= pos; j++) {
             const uint16_t *kr = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            float s = 0.0f;
-            for (int64_t d = 0; d < hd; d++) s += qv[d] * plumb__f16_table[kr[d]];
-            s *= scale;
+            double sd = 0.0;
+            for (int64_t d = 0; d < hd; d++) sd += (double)(qv[d] * plumb__f16_table[kr[d]]);
+            const float s = (float)sd * scale;
             scores[j - first] = s;
             mx = fmaxf(mx, s);
         }
@@ -252,13 +271,14 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             sum += e;
         }
         const float inv = (float)(1.0 / sum);
-        for (int64_t d = 0; d < hd; d++) acc[d] = 0.0f;
+        for (int64_t d = 0; d < hd; d++) accd[d] = 0.0;
         for (int32_t j = first; j <= pos; j++) {
             const uint16_t *vr = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            const float w = scores[j - first] * inv;
-            for (int64_t d = 0; d < hd; d++) acc[d] += w * plumb__f16_table[vr[d]];
+            const float w = plumb__f16_table[plumb__fp32_to_fp16(scores[j - first] * inv)];
+            for (int64_t d = 0; d < hd; d++) accd[d] += (double)(w * plumb__f16_table[vr[d]]);
         }
-        memcpy((float *)n->data + t * (n_head * hd) + h * hd, acc, (size_t)hd * sizeof(float));
+        float *o = (float *)n->data + t * (n_head * hd) + h * hd;
+        for (int64_t d = 0; d < hd; d++) o[d] = (float)accd[d];
     }
 }
 

@@ -68,6 +68,14 @@ size_t plumb__act_row_size(int act, int64_t n) {
 
 /* ---- activation quantizers ------------------------------------------------------------ */
 
+/* Round to nearest, ties to even, for |v| < 2^22. */
+static inline int nearest_int(float v) {
+    float f = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 static void act_f32(const float *x, void *out, int64_t n) { memcpy(out, x, (size_t)n * 4); }
 
 PLUMB_CLONES static void act_q8_0(const float *x, void *out, int64_t n) {
@@ -75,10 +83,11 @@ PLUMB_CLONES static void act_q8_0(const float *x, void *out, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++, x += 32, o += 34) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        /* scale 127/amax and ties to even: the reference engine's activation rounding */
+        const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         uint16_t dh = plumb__fp32_to_fp16(d);
         memcpy(o, &dh, 2);
-        for (int j = 0; j < 32; j++) o[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+        for (int j = 0; j < 32; j++) o[2 + j] = (uint8_t)(int8_t)nearest_int(x[j] * id);
     }
 }
 
@@ -87,23 +96,15 @@ PLUMB_CLONES static void act_q8_1(const float *x, void *out, int64_t n) {
     for (int64_t b = 0; b < n / 32; b++, x += 32, o++) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            o->qs[j] = (int8_t)roundf(x[j] * id);
+            o->qs[j] = (int8_t)nearest_int(x[j] * id);
             sum += o->qs[j];
         }
         o->d = plumb__fp32_to_fp16(d);
         o->s = plumb__fp32_to_fp16((float)sum * d);
     }
-}
-
-/* Round to nearest, ties to even, for |v| < 2^22. */
-static inline int nearest_int(float v) {
-    float f = v + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &f, 4);
-    return (i & 0x007fffff) - 0x00400000;
 }
 
 PLUMB_CLONES static void act_q8_k(const float *x, void *out, int64_t n) {

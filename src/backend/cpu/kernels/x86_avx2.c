@@ -93,7 +93,7 @@ static inline void scale_min_k4(const uint8_t *sc, int s, int *scale, int *min) 
 static float dot_q4_k(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0.0f;
+    __m128 acc_m = _mm_setzero_ps(); /* mins, four lanes of sub-block pairs */
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
         float dy;
@@ -102,39 +102,37 @@ static float dot_q4_k(int64_t n, const void *w, const void *x) {
         const int8_t *y = (const int8_t *)(b + 4);
         int16_t bsums[16];
         memcpy(bsums, b + 260, sizeof bsums);
+        int sc[8], mn[8];
+        for (int s = 0; s < 8; s++) scale_min_k4(a + 4, s, &sc[s], &mn[s]);
+        int prod[4];
+        for (int k = 0; k < 4; k++)
+            prod[k] = mn[2 * k] * (bsums[4 * k] + bsums[4 * k + 1]) + mn[2 * k + 1] * (bsums[4 * k + 2] + bsums[4 * k + 3]);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)prod)), acc_m);
         __m256i sumi = _mm256_setzero_si256();
-        int mins = 0;
         for (int c = 0; c < 4; c++) {
-            int sc0, mn0, sc1, mn1;
-            scale_min_k4(a + 4, 2 * c, &sc0, &mn0);
-            scale_min_k4(a + 4, 2 * c + 1, &sc1, &mn1);
-            mins += mn0 * (bsums[4 * c] + bsums[4 * c + 1]) + mn1 * (bsums[4 * c + 2] + bsums[4 * c + 3]);
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
             const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc0)));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc1)));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc[2 * c])));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc[2 * c + 1])));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
-        acc_min += dy * h2f(a + 2) * (float)mins;
     }
-    return hsum(acc) - acc_min;
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    return hsum(acc) + _mm_cvtss_f32(acc_m);
 }
 
 static float dot_q6_k(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), m32 = _mm256_set1_epi8(32);
     for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
         float dy;
         memcpy(&dy, b, 4);
         const int8_t *y = (const int8_t *)(b + 4);
         const int8_t *sc = (const int8_t *)(a + 192);
-        int16_t bsums[16];
-        memcpy(bsums, b + 260, sizeof bsums);
-        int offset = 0; /* the -32 of every weight, through the activation block sums */
-        for (int g = 0; g < 16; g++) offset += sc[g] * bsums[g];
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const uint8_t *L = a + 64 * h, *H = a + 128 + 32 * h;
@@ -149,13 +147,13 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
             for (int k = 0; k < 4; k++) {
                 const int g = 8 * h + 2 * k; /* two 16-element groups per 32 values */
-                const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k)));
+                /* (q - 32) y as q y - 32 y, in int16 pairs */
+                const __m256i yk = _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k));
+                const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[k], yk), _mm256_maddubs_epi16(m32, yk));
                 const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
             }
         }
-        /* sum of (q - 32) y = sum q y - 32 sum y */
-        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * offset, 0, 0, 0, 0, 0, 0, 0));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a + 208)), _mm256_cvtepi32_ps(sumi), acc);
     }
     return hsum(acc);
