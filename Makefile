@@ -25,14 +25,19 @@ sanitize: setup
 
 fuzz: setup
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab
 
-# A bounded libFuzzer run of the GGUF reader from the committed seed corpus.
+# Bounded libFuzzer runs of the GGUF reader and of the vocabulary loader + tokenizers, from
+# the committed seed corpora. A crash fails the target (libFuzzer exits non-zero).
 fuzz-smoke: fuzz
-	@rm -rf fuzz/corpus-work && mkdir -p fuzz/corpus-work
-	@$(FUZZ_BUILD)/fuzz_gguf -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
-	    -print_final_stats=1 fuzz/corpus-work fuzz/corpus 2>&1 | tail -n 12
-	@echo "fuzz-smoke: no crash in $(FUZZ_SECONDS) s"
+	@for h in gguf vocab; do \
+	    rm -rf fuzz/corpus-work/$$h && mkdir -p fuzz/corpus-work/$$h && \
+	    $(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 \
+	        -print_final_stats=1 fuzz/corpus-work/$$h fuzz/corpus > fuzz/corpus-work/$$h.log 2>&1 || \
+	        { tail -n 40 fuzz/corpus-work/$$h.log; echo "fuzz-smoke: fuzz_$$h found a crash"; exit 1; }; \
+	    grep -E "Done [0-9]+ runs" fuzz/corpus-work/$$h.log; \
+	    echo "fuzz-smoke: fuzz_$$h ran $(FUZZ_SECONDS) s without a crash"; \
+	done
 
 model: setup
 	@bash scripts/get-model.sh

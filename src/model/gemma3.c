@@ -20,26 +20,13 @@ static plumb_status gemma3_load(plumb_model_t *m) {
     hp->rope_freq_scale_swa = 1.0f;
     hp->swa_period = 6;
     hp->n_ctx_train = 32768;
-    if ((st = plumb__model_u32(m, "context_length", false, &hp->n_ctx_train))) return st;
-    if ((st = plumb__model_u32(m, "embedding_length", true, &hp->n_embd))) return st;
-    if ((st = plumb__model_u32(m, "block_count", true, &hp->n_layer))) return st;
-    if ((st = plumb__model_u32(m, "feed_forward_length", true, &hp->n_ff))) return st;
-    if ((st = plumb__model_u32(m, "attention.head_count", true, &hp->n_head))) return st;
-    hp->n_head_kv = hp->n_head;
-    if ((st = plumb__model_u32(m, "attention.head_count_kv", false, &hp->n_head_kv))) return st;
-    if ((st = plumb__model_f32(m, "attention.layer_norm_rms_epsilon", false, &hp->eps))) return st;
-    if ((st = plumb__model_f32(m, "rope.freq_base", false, &hp->rope_base))) return st;
+    if ((st = plumb__model_common_hparams(m))) return st;
     if ((st = plumb__model_u32(m, "attention.sliding_window", false, &hp->n_swa))) return st;
     if ((st = plumb__model_f32(m, "final_logit_softcapping", false, &hp->final_softcap))) return st;
     float factor = 0.0f;
     if ((st = plumb__model_f32(m, "rope.scaling.factor", false, &factor))) return st;
     if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
-    if (hp->n_head <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_layer > PLUMB_MAX_LAYERS || hp->n_ff <= 0 ||
-        hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv != 0 || hp->n_ctx_train <= 0 || hp->n_swa < 0)
-        return plumb__fail(PLUMB_E_FORMAT, "%s: inconsistent gemma3 hyperparameters (embd %d, layers %d, heads %d/%d, ff %d)",
-                           m->name, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
-    hp->head_dim = hp->n_embd / hp->n_head;
-    if ((st = plumb__model_u32(m, "attention.key_length", false, &hp->head_dim))) return st;
+    if (hp->n_swa < 0) return plumb__fail(PLUMB_E_FORMAT, "%s: negative sliding window", m->name);
     int32_t vlen = hp->head_dim;
     if ((st = plumb__model_u32(m, "attention.value_length", false, &vlen))) return st;
     if (hp->head_dim <= 0 || hp->head_dim % 2 || vlen != hp->head_dim)
@@ -49,7 +36,7 @@ static plumb_status gemma3_load(plumb_model_t *m) {
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     hp->embd_scale = sqrtf((float)hp->n_embd);
 
-    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t E = hp->n_embd;
     int64_t ne[2] = {E, -1}, ne_e[1] = {E}, ne_hd[1] = {hp->head_dim};
     if ((st = plumb__model_tensor(m, "token_embd.weight", 2, ne, false, &m->token_embd))) return st;
     hp->n_vocab = (int32_t)m->token_embd->ne[1];
@@ -60,19 +47,10 @@ static plumb_status gemma3_load(plumb_model_t *m) {
     if (!m->layers) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
     for (int il = 0; il < hp->n_layer; il++) {
         plumb_layer_weights *L = &m->layers[il];
-        int64_t q[2] = {E, Q}, kv[2] = {E, KV}, o[2] = {Q, E}, up[2] = {E, hp->n_ff}, down[2] = {hp->n_ff, E};
-        if ((st = plumb__model_layer_tensor(m, il, "attn_norm.weight", 1, ne_e, false, &L->attn_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_q.weight", 2, q, false, &L->wq)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_k.weight", 2, kv, false, &L->wk)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_v.weight", 2, kv, false, &L->wv)) ||
+        if ((st = plumb__model_common_layer(m, il, L)) ||
             (st = plumb__model_layer_tensor(m, il, "attn_q_norm.weight", 1, ne_hd, false, &L->q_norm)) ||
             (st = plumb__model_layer_tensor(m, il, "attn_k_norm.weight", 1, ne_hd, false, &L->k_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_output.weight", 2, o, false, &L->wo)) ||
             (st = plumb__model_layer_tensor(m, il, "post_attention_norm.weight", 1, ne_e, false, &L->post_attn_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_norm.weight", 1, ne_e, false, &L->ffn_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_gate.weight", 2, up, false, &L->ffn_gate)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_up.weight", 2, up, false, &L->ffn_up)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_down.weight", 2, down, false, &L->ffn_down)) ||
             (st = plumb__model_layer_tensor(m, il, "post_ffw_norm.weight", 1, ne_e, false, &L->post_ffn_norm)))
             return st;
     }

@@ -17,21 +17,9 @@ static plumb_status llama_load(plumb_model_t *m) {
     hp->rope_freq_scale = 1.0f;
     hp->eps = 1e-5f;
     hp->n_ctx_train = 2048;
-    if ((st = plumb__model_u32(m, "context_length", false, &hp->n_ctx_train))) return st;
-    if ((st = plumb__model_u32(m, "embedding_length", true, &hp->n_embd))) return st;
-    if ((st = plumb__model_u32(m, "block_count", true, &hp->n_layer))) return st;
-    if ((st = plumb__model_u32(m, "feed_forward_length", true, &hp->n_ff))) return st;
-    if ((st = plumb__model_u32(m, "attention.head_count", true, &hp->n_head))) return st;
-    hp->n_head_kv = hp->n_head;
-    if ((st = plumb__model_u32(m, "attention.head_count_kv", false, &hp->n_head_kv))) return st;
-    if ((st = plumb__model_f32(m, "attention.layer_norm_rms_epsilon", false, &hp->eps))) return st;
-    if ((st = plumb__model_f32(m, "rope.freq_base", false, &hp->rope_base))) return st;
-    if (hp->n_head <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_layer > PLUMB_MAX_LAYERS || hp->n_ff <= 0 ||
-        hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv != 0 || hp->n_embd % hp->n_head != 0 || hp->n_ctx_train <= 0)
-        return plumb__fail(PLUMB_E_FORMAT, "%s: inconsistent llama hyperparameters (embd %d, layers %d, heads %d/%d, ff %d)",
-                           m->name, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
-    hp->head_dim = hp->n_embd / hp->n_head;
-    if ((st = plumb__model_u32(m, "attention.key_length", false, &hp->head_dim))) return st;
+    if ((st = plumb__model_common_hparams(m))) return st;
+    if (hp->n_embd % hp->n_head != 0)
+        return plumb__fail(PLUMB_E_FORMAT, "%s: embedding %d is not a multiple of %d heads", m->name, hp->n_embd, hp->n_head);
     hp->n_rot = hp->head_dim;
     if ((st = plumb__model_u32(m, "rope.dimension_count", false, &hp->n_rot))) return st;
     if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->n_rot <= 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
@@ -64,21 +52,12 @@ static plumb_status llama_load(plumb_model_t *m) {
     if (!m->layers) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
     for (int il = 0; il < hp->n_layer; il++) {
         plumb_layer_weights *L = &m->layers[il];
-        int64_t q[2] = {E, Q}, kv[2] = {E, KV}, o[2] = {Q, E}, up[2] = {E, hp->n_ff}, down[2] = {hp->n_ff, E};
         int64_t bq[1] = {Q}, bkv[1] = {KV};
-        if ((st = plumb__model_layer_tensor(m, il, "attn_norm.weight", 1, ne_e, false, &L->attn_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_q.weight", 2, q, false, &L->wq)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_k.weight", 2, kv, false, &L->wk)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_v.weight", 2, kv, false, &L->wv)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_output.weight", 2, o, false, &L->wo)) ||
+        if ((st = plumb__model_common_layer(m, il, L)) ||
             (st = plumb__model_layer_tensor(m, il, "attn_q.bias", 1, bq, true, &L->bq)) ||
             (st = plumb__model_layer_tensor(m, il, "attn_k.bias", 1, bkv, true, &L->bk)) ||
             (st = plumb__model_layer_tensor(m, il, "attn_v.bias", 1, bkv, true, &L->bv)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_output.bias", 1, ne_e, true, &L->bo)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_norm.weight", 1, ne_e, false, &L->ffn_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_gate.weight", 2, up, false, &L->ffn_gate)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_up.weight", 2, up, false, &L->ffn_up)) ||
-            (st = plumb__model_layer_tensor(m, il, "ffn_down.weight", 2, down, false, &L->ffn_down)))
+            (st = plumb__model_layer_tensor(m, il, "attn_output.bias", 1, ne_e, true, &L->bo)))
             return st;
     }
     return PLUMB_OK;

@@ -38,6 +38,46 @@ plumb_status plumb__model_f32(const plumb_model_t *m, const char *suffix, bool r
     return PLUMB_OK;
 }
 
+plumb_status plumb__model_common_hparams(plumb_model_t *m) {
+    plumb_hparams *hp = &m->hp;
+    plumb_status st;
+    if ((st = plumb__model_u32(m, "context_length", false, &hp->n_ctx_train)) ||
+        (st = plumb__model_u32(m, "embedding_length", true, &hp->n_embd)) ||
+        (st = plumb__model_u32(m, "block_count", true, &hp->n_layer)) ||
+        (st = plumb__model_u32(m, "feed_forward_length", true, &hp->n_ff)) ||
+        (st = plumb__model_u32(m, "attention.head_count", true, &hp->n_head)))
+        return st;
+    hp->n_head_kv = hp->n_head;
+    if ((st = plumb__model_u32(m, "attention.head_count_kv", false, &hp->n_head_kv)) ||
+        (st = plumb__model_f32(m, "attention.layer_norm_rms_epsilon", false, &hp->eps)) ||
+        (st = plumb__model_f32(m, "rope.freq_base", false, &hp->rope_base)))
+        return st;
+    if (hp->n_head <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_layer > PLUMB_MAX_LAYERS || hp->n_ff <= 0 ||
+        hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv != 0 || hp->n_ctx_train <= 0)
+        return plumb__fail(PLUMB_E_FORMAT, "%s: inconsistent %s hyperparameters (embd %d, layers %d, heads %d/%d, ff %d)",
+                           m->name, m->arch->name, hp->n_embd, hp->n_layer, hp->n_head, hp->n_head_kv, hp->n_ff);
+    hp->head_dim = hp->n_embd / hp->n_head;
+    return plumb__model_u32(m, "attention.key_length", false, &hp->head_dim);
+}
+
+plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_weights *L) {
+    const plumb_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t e[1] = {E}, q[2] = {E, Q}, kv[2] = {E, KV}, o[2] = {Q, E}, up[2] = {E, hp->n_ff}, down[2] = {hp->n_ff, E};
+    plumb_status st;
+    if ((st = plumb__model_layer_tensor(m, il, "attn_norm.weight", 1, e, false, &L->attn_norm)) ||
+        (st = plumb__model_layer_tensor(m, il, "attn_q.weight", 2, q, false, &L->wq)) ||
+        (st = plumb__model_layer_tensor(m, il, "attn_k.weight", 2, kv, false, &L->wk)) ||
+        (st = plumb__model_layer_tensor(m, il, "attn_v.weight", 2, kv, false, &L->wv)) ||
+        (st = plumb__model_layer_tensor(m, il, "attn_output.weight", 2, o, false, &L->wo)) ||
+        (st = plumb__model_layer_tensor(m, il, "ffn_norm.weight", 1, e, false, &L->ffn_norm)) ||
+        (st = plumb__model_layer_tensor(m, il, "ffn_gate.weight", 2, up, false, &L->ffn_gate)) ||
+        (st = plumb__model_layer_tensor(m, il, "ffn_up.weight", 2, up, false, &L->ffn_up)) ||
+        (st = plumb__model_layer_tensor(m, il, "ffn_down.weight", 2, down, false, &L->ffn_down)))
+        return st;
+    return PLUMB_OK;
+}
+
 plumb_status plumb__model_tensor(plumb_model_t *m, const char *name, int n_dims, const int64_t *ne, bool optional,
                                  plumb_tensor **out) {
     *out = NULL;

@@ -69,6 +69,12 @@ plumb_status plumb__model_layer_tensor(plumb_model_t *m, int il, const char *suf
 plumb_status plumb__model_u32(const plumb_model_t *m, const char *suffix, bool required, int32_t *out);
 plumb_status plumb__model_f32(const plumb_model_t *m, const char *suffix, bool required, float *out);
 
+/* Reads the hyperparameters every architecture has (context, sizes, heads, norm epsilon,
+ * rope base, head size) over the defaults the caller set, and checks them. */
+plumb_status plumb__model_common_hparams(plumb_model_t *m);
+/* Looks up layer il's attention and FFN weights and norms that every architecture has. */
+plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_weights *L);
+
 /* Shared graph pieces */
 plumb_tensor *plumb__build_norm(plumb_graph *g, plumb_tensor *x, plumb_tensor *w, float eps);
 plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor *x, plumb_tensor *bias);

@@ -159,35 +159,10 @@ typedef struct bigram {
     uint32_t size;
 } bigram;
 
-static bool before(const bigram *a, const bigram *b) {
+/* Heap order: lowest rank first, then leftmost. */
+static bool before(const void *pa, const void *pb) {
+    const bigram *a = pa, *b = pb;
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(bigram *h, size_t *n, bigram c) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&c, &h[parent])) break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = c;
-}
-
-static bigram heap_pop(bigram *h, size_t *n) {
-    bigram top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        const bigram *b = &last;
-        if (l < *n && before(&h[l], b)) best = l, b = &h[l];
-        if (l + 1 < *n && before(&h[l + 1], b)) best = l + 1;
-        if (best == i) break;
-        h[i] = h[best];
-        i = best;
-    }
-    if (*n) h[i] = last;
-    return top;
 }
 
 typedef struct bpe_state {
@@ -205,7 +180,7 @@ static void add_bigram(bpe_state *s, int32_t left, int32_t right) {
     int32_t rank = plumb__tok_merge_rank(s->v, (const char *)s->word + l->start, l->n, (const char *)s->word + r->start,
                                          r->n);
     if (rank < 0) return;
-    heap_push(s->heap, &s->n_heap, (bigram){rank, left, right, l->n + r->n});
+    tok_heap_push(s->heap, &s->n_heap, sizeof(bigram), before, &(bigram){rank, left, right, l->n + r->n});
 }
 
 static void emit_symbol(bpe_state *s, uint32_t start, uint32_t n) {
@@ -242,7 +217,8 @@ static void merge_word(bpe_state *s, uint32_t len) {
     s->n_heap = 0;
     for (int32_t i = 1; i < n; i++) add_bigram(s, i - 1, i);
     while (s->n_heap > 0) {
-        bigram b = heap_pop(s->heap, &s->n_heap);
+        bigram b;
+        tok_heap_pop(s->heap, &s->n_heap, sizeof b, before, &b);
         sym *l = &s->syms[b.left], *r = &s->syms[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
         l->n += r->n;

@@ -24,33 +24,9 @@ typedef struct cand {
 } cand;
 
 /* Heap order: longer first, then leftmost. */
-static bool before(const cand *a, const cand *b) { return a->len > b->len || (a->len == b->len && a->pos < b->pos); }
-
-static void heap_push(cand *h, size_t *n, cand c) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&c, &h[parent])) break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = c;
-}
-
-static cand heap_pop(cand *h, size_t *n) {
-    cand top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        const cand *b = &last;
-        if (l < *n && before(&h[l], b)) best = l, b = &h[l];
-        if (l + 1 < *n && before(&h[l + 1], b)) best = l + 1;
-        if (best == i) break;
-        h[i] = h[best];
-        i = best;
-    }
-    if (*n) h[i] = last;
-    return top;
+static bool before(const void *pa, const void *pb) {
+    const cand *a = pa, *b = pb;
+    return a->len > b->len || (a->len == b->len && a->pos < b->pos);
 }
 
 static uint8_t special_byte(const plumb_vocab_t *v, int32_t k, size_t d) {
@@ -131,10 +107,11 @@ plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, 
             if (v->first[t[p]] == v->first[t[p] + 1]) continue;
             int32_t id = -1;
             uint32_t l = longest_at(v, t, p, len - p, parse_special, &id);
-            if (l) heap_push(heap, &n_heap, (cand){l, (uint32_t)p, id});
+            if (l) tok_heap_push(heap, &n_heap, sizeof(cand), before, &(cand){l, (uint32_t)p, id});
         }
         while (n_heap > 0) {
-            cand c = heap_pop(heap, &n_heap);
+            cand c;
+            tok_heap_pop(heap, &n_heap, sizeof c, before, &c);
             if (claimed[c.pos]) continue; /* nothing starting here can fit any more */
             if (!claimed[c.pos + c.len - 1]) {
                 memset(claimed + c.pos, 1, c.len);
@@ -145,7 +122,7 @@ plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, 
             while (!claimed[q]) q++;
             int32_t id = -1;
             uint32_t l = longest_at(v, t, c.pos, q - c.pos, parse_special, &id);
-            if (l) heap_push(heap, &n_heap, (cand){l, c.pos, id});
+            if (l) tok_heap_push(heap, &n_heap, sizeof(cand), before, &(cand){l, c.pos, id});
         }
         qsort(claims, n_claims, sizeof *claims, cmp_claim);
     }

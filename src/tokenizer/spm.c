@@ -20,35 +20,9 @@ typedef struct bigram {
 } bigram;
 
 /* Heap order: higher score first, then leftmost. */
-static bool before(const bigram *a, const bigram *b) {
+static bool before(const void *pa, const void *pb) {
+    const bigram *a = pa, *b = pb;
     return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(bigram *h, size_t *n, bigram c) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&c, &h[parent])) break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = c;
-}
-
-static bigram heap_pop(bigram *h, size_t *n) {
-    bigram top = h[0], last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        const bigram *b = &last;
-        if (l < *n && before(&h[l], b)) best = l, b = &h[l];
-        if (l + 1 < *n && before(&h[l + 1], b)) best = l + 1;
-        if (best == i) break;
-        h[i] = h[best];
-        i = best;
-    }
-    if (*n) h[i] = last;
-    return top;
 }
 
 typedef struct spm_state {
@@ -76,7 +50,7 @@ static void try_bigram(spm_state *s, int32_t left, int32_t right) {
         s->heap = h;
         s->cap_heap = cap;
     }
-    heap_push(s->heap, &s->n_heap, (bigram){s->v->score[id], left, right, size});
+    tok_heap_push(s->heap, &s->n_heap, sizeof(bigram), before, &(bigram){s->v->score[id], left, right, size});
 }
 
 plumb_status plumb__spm_tokenize(const plumb_vocab_t *v, const char *text, size_t len, tok_out *out) {
@@ -98,7 +72,8 @@ plumb_status plumb__spm_tokenize(const plumb_vocab_t *v, const char *text, size_
     for (int32_t i = 1; i < n; i++) try_bigram(&s, i - 1, i);
 
     while (s.n_heap > 0) {
-        bigram b = heap_pop(s.heap, &s.n_heap);
+        bigram b;
+        tok_heap_pop(s.heap, &s.n_heap, sizeof b, before, &b);
         sym *l = &s.syms[b.left], *r = &s.syms[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
         l->n += r->n;

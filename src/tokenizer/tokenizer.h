@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Token attributes (one byte per token), from tokenizer.ggml.token_type plus what the loader
  * infers from token texts (end-of-generation tokens are forced to control). */
@@ -101,6 +102,45 @@ typedef struct tok_out {
 static inline void tok_emit(tok_out *o, int32_t id) {
     if (o->n < o->cap) o->ids[o->n] = id;
     o->n++;
+}
+
+/* A binary heap of elements of `size` bytes in heap[0..*n), with room for every push the
+ * caller makes; pop takes out the first by before(a, b), "a comes out before b". The SPM and
+ * BPE merge queues and the special-token candidates share it. Inline, and given the size
+ * and comparator at each call, so that the compiler folds them in as constants. */
+typedef bool (*tok_heap_before)(const void *a, const void *b);
+
+static inline void tok_heap_push(void *heap, size_t *n, size_t size, tok_heap_before before, const void *elem) {
+    char *h = heap;
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(elem, h + parent * size)) break;
+        memcpy(h + i * size, h + parent * size, size);
+        i = parent;
+    }
+    memcpy(h + i * size, elem, size);
+}
+
+/* Removes the first element (*n must be > 0) into *top. */
+static inline void tok_heap_pop(void *heap, size_t *n, size_t size, tok_heap_before before, void *top) {
+    char *h = heap;
+    memcpy(top, h, size);
+    size_t m = --(*n);
+    /* The last element sifts down from the root; its slot (index m) is now outside the heap,
+     * so it stays put until copied into the hole where it settles. */
+    const char *last = h + m * size;
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        const char *b = last;
+        if (l < m && before(h + l * size, b)) best = l, b = h + l * size;
+        if (l + 1 < m && before(h + (l + 1) * size, b)) best = l + 1;
+        if (best == i) break;
+        memcpy(h + i * size, h + best * size, size);
+        i = best;
+    }
+    if (m) memcpy(h + i * size, last, size);
 }
 
 /* A piece of the input after special-token splitting: raw text or one special token. */

@@ -76,6 +76,23 @@ def tokenizer_like() -> Gguf:
     return g
 
 
+def bpe_vocab() -> Gguf:
+    """A byte-level BPE vocabulary (printable ASCII only, to stay small) with merges and
+    special tokens, for the tokenizer fuzzer."""
+    g = arch("llama")
+    toks = ["<|begin_of_text|>", "<|eot_id|>"] + [chr(c) for c in range(33, 127)] + ["\u0120", "\u010a"]
+    toks += ["he", "ll", "hell", "hello", "\u0120w", "or", "\u0120wor"]
+    g.kv("tokenizer.ggml.model", STRING, "gpt2")
+    g.kv("tokenizer.ggml.pre", STRING, "llama-bpe")
+    g.kv("tokenizer.ggml.tokens", ARRAY, toks, elem_type=STRING)
+    g.kv("tokenizer.ggml.token_type", ARRAY, [3, 3] + [1] * (len(toks) - 2), elem_type=I32)
+    g.kv("tokenizer.ggml.merges", ARRAY, ["h e", "l l", "he ll", "hell o", "\u0120 w", "o r", "\u0120w or"],
+         elem_type=STRING)
+    g.kv("tokenizer.ggml.bos_token_id", U32, 0)
+    g.kv("tokenizer.ggml.eos_token_id", U32, 1)
+    return g
+
+
 def aligned(a: int) -> Gguf:
     g = arch()
     g.set_alignment(a)
@@ -99,6 +116,7 @@ def seeds() -> dict[str, bytes]:
         "ok-every-array": every_array(),
         "ok-every-tensor-type": every_tensor_type(),
         "ok-tokenizer-like": tokenizer_like(),
+        "ok-vocab-bpe": bpe_vocab(),
         "ok-align-1": aligned(1),
         "ok-align-128": aligned(128),
         "ok-version-2": with_fault(gc.small_valid, lambda g: setattr(g, "version", 2)),

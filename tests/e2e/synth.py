@@ -74,7 +74,7 @@ def _vocab(w, n_vocab, bpe=False):
 
 def write_model(path, arch, *, n_vocab=300, n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=96,
                 head_dim=None, qtype=QT.F32, tied=True, rope_freqs=False, rope_scale=None,
-                n_swa=0, softcap=None, bpe=False, seed=0):
+                n_swa=0, softcap=None, bpe=False, seed=0, drop=()):
     """Writes a random-weight model and returns its hyperparameters and float weights."""
     rng = np.random.default_rng(seed)
     hd = head_dim or n_embd // n_head
@@ -109,6 +109,8 @@ def write_model(path, arch, *, n_vocab=300, n_embd=64, n_layer=2, n_head=4, n_he
 
     def add(name, shape, scale, qt=None, offset=0.0):
         # shape in gguf order (ne0 first); numpy arrays are reversed
+        if name in drop:
+            return
         a = (rng.standard_normal(shape[::-1]) * scale + offset).astype(np.float32)
         t = qt if qt is not None else QT.F32
         if t in (QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K) and shape[0] % 256:

@@ -124,3 +124,10 @@ def test_missing_tensor_and_unknown_architecture(tmp_path):
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
     with pytest.raises(plumbffi.PlumbError, match=r"architecture 'mamba' is not supported \(supported: llama, gemma3\)"):
         plumbffi.Model(path)
+
+
+def test_missing_or_misshapen_tensor_is_named(tmp_path):
+    path = str(tmp_path / "missing.gguf")
+    synth.write_model(path, "gemma3", drop=("blk.1.attn_k_norm.weight",))
+    with pytest.raises(plumbffi.PlumbError, match=r"missing tensor 'blk.1.attn_k_norm.weight' \(architecture gemma3\)"):
+        plumbffi.Model(path)
