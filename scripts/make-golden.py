@@ -15,7 +15,7 @@ llama-cpp-python built from source) and writes:
 
 How to rebuild the reference:
   python3 scripts/make-golden.py
-      creates .venv-ref (once) with `pip install --no-binary llama-cpp-python
+      creates .venv-ref (once) with `CMAKE_ARGS=<REF_CMAKE_ARGS> pip install --no-binary llama-cpp-python
       llama-cpp-python==VERSION numpy gguf==0.19.0` — llama.cpp is compiled from source, which
       takes several minutes — then runs itself inside it;
   python3 scripts/make-golden.py --python /path/to/python
@@ -36,6 +36,15 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 REF_VENV = os.path.join(ROOT, ".venv-ref")
+# llama.cpp's own CPU kernels for x86-64 with AVX-512, without the llamafile GEMM (whose
+# results depend on the batch size, so the reference's prompt and token-by-token logits
+# would disagree with each other) and without AMX (it faults where the OS does not grant
+# tile state). Built this way, the reference gives the same logits for a prompt evaluated
+# as one batch or token by token.
+REF_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+                  "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON "
+                  "-DGGML_LLAMAFILE=OFF -DGGML_OPENMP=OFF "
+                  "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF")
 CHILD_FLAG = "PLUMB_GOLDEN_CHILD"
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -162,7 +171,7 @@ def make_gemma(model_path):
         "generator": "scripts/make-golden.py",
         "reference": version_info(),
         "model": os.path.basename(model_path),
-        "settings": {"n_ctx": 2048, "n_threads": 2, "use_extra_bufts": False,
+        "settings": {"n_ctx": 2048, "n_threads": 2, "use_extra_bufts": False, "cmake_args": REF_CMAKE_ARGS,
                      "greedy": "argmax, ties to the lowest id",
                      "max_new_tokens": N_GREEDY},
         "tokenize": tokenize_cases(llm, GEMMA_CASES, RAW_CASES),
@@ -237,8 +246,9 @@ def ensure_ref_venv():
     probe = subprocess.run([py, "-c", "import llama_cpp, numpy, gguf; print(llama_cpp.__version__)"],
                            capture_output=True, text=True)
     if probe.returncode != 0 or probe.stdout.strip() != LLAMA_CPP_PYTHON_VERSION:
-        subprocess.check_call([py, "-m", "pip", "install", "--no-binary", "llama-cpp-python",
-                               f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "numpy", "gguf==0.19.0"])
+        env = dict(os.environ, CMAKE_ARGS=REF_CMAKE_ARGS)
+        subprocess.check_call([py, "-m", "pip", "install", "--no-cache-dir", "--no-binary", "llama-cpp-python",
+                               f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "numpy", "gguf==0.19.0"], env=env)
     return py
 
 

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ATTN_PAD 32 /* attention positions are grouped in blocks of 32 (masked ones contribute 0) */
+
 static inline void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     *lo = n * ith / nth;
     *hi = n * (ith + 1) / nth;
@@ -24,8 +26,8 @@ static int64_t n_rows(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->n
 
 static size_t attn_scratch_per_thread(const plumb_tensor *n) {
     const plumb_attn_params *p = n->pparams;
-    /* scores [n_ctx], then double sums [hd], then q in F16 precision [hd] */
-    size_t bytes = ((size_t)p->kv->n_ctx + 4 * (size_t)p->kv->head_dim + 16) * sizeof(float);
+    /* scores [n_ctx], value lanes [hd][64], q and a key [hd] */
+    size_t bytes = ((size_t)p->kv->n_ctx + 66 * (size_t)p->kv->head_dim + 16) * sizeof(float);
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
@@ -101,9 +103,11 @@ static void op_binary(plumb_tensor *n, int ith, int nth) {
     }
 }
 
+/* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), evaluated as sqrt(2/pi) x (1 + 0.044715 x^2)
+ * in this order: the reference engine's order, whose F16 table GELU results must match */
 static inline float gelu_tanh(float x) {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    const float k = 0.79788456080286535587989211986876f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(k * x * (1.0f + 0.044715f * x * x)));
 }
 
 /* GELU through F16, as the reference engine computes it: the input rounded to F16, the
@@ -216,6 +220,93 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
     }
 }
 
+
+/* ---- attention numerics --------------------------------------------------------------------
+ * The KV cache is F16 and attention follows the reference engine's F16 path exactly, so that
+ * logits agree bit for bit: the F16 dot product keeps 4 x 16 FMA lanes over 64-element steps,
+ * folds them in a fixed tree, and adds the tail in double; softmax exponentials use a
+ * polynomial expf (range reduction by ln 2, degree-5 polynomial, exact scaling) summed 16 at
+ * a time over the positions padded to 32. Everything is per (token, head), in a fixed order,
+ * so results do not depend on the batch. */
+
+
+static float sum16(const float *a) { /* fixed tree: halves, quarters, then pairs */
+    float t8[8], t4[4];
+    for (int i = 0; i < 8; i++) t8[i] = a[8 + i] + a[i];
+    for (int i = 0; i < 4; i++) t4[i] = t8[4 + i] + t8[i];
+    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+}
+
+/* The attention helpers are also compiled for FMA-capable CPUs: fmaf is exact either way,
+ * so both versions give the same bits; the FMA one is just fast. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ATTN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ATTN_CLONES
+#endif
+
+/* Dot product of two rows of F16-valued floats. */
+ATTN_CLONES static float dot_f16_values(const float *x, const float *y, int64_t n) {
+    float acc[4][16];
+    memset(acc, 0, sizeof acc);
+    const int64_t body = n & ~(int64_t)63;
+    for (int64_t i = 0; i < body; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) acc[j][l] = fmaf(x[i + 16 * j + l], y[i + 16 * j + l], acc[j][l]);
+    for (int l = 0; l < 16; l++) {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+    }
+    for (int l = 0; l < 16; l++) acc[0][l] += acc[1][l];
+    double s = sum16(acc[0]);
+    for (int64_t i = body; i < n; i++) s += (double)(x[i] * y[i]);
+    return (float)s;
+}
+
+/* e^x for x <= 0 (softmax arguments): x = n ln2 + b, e^b by a polynomial, times 2^n. */
+ATTN_CLONES static float exp_poly(float x) {
+    const float shift = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shift);
+    const float n = z - shift;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    if (fabsf(n) > 192.0f) return n > 0.0f ? INFINITY : 0.0f;
+    const float u = b * b;
+    const float p = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                         fmaf(0x1.ffffecp-1f, b, 1.0f));
+    return ldexpf(p, (int)n);
+}
+
+
+/* out[d] = sum over positions j of w_j v_j[d], with w_j = F16(scores[j] * inv), summed for each
+ * d exactly as dot_f16_values(w, v[.][d], padded) would (padding positions are zero), but
+ * walking the cache row by row. lanes: [hd][64] scratch. */
+ATTN_CLONES static void pv_accumulate(const uint16_t *vc, size_t seq_base, size_t kv_dim, int64_t off, int64_t hd,
+                                      int32_t first, int32_t pos, int32_t padded, const float *scores, float inv,
+                                      float *lanes, float *out) {
+    const int32_t body = padded & ~63;
+    memset(lanes, 0, (size_t)hd * 64 * sizeof(float));
+    for (int32_t j = first; j <= pos && j < body; j++) {
+        const float w = plumb__f16_table[plumb__fp32_to_fp16(scores[j - first] * inv)];
+        const uint16_t *vr = vc + (seq_base + (size_t)j) * kv_dim + off;
+        const int lane = j & 63; /* accumulator (j / 16) % 4, lane j % 16 */
+        for (int64_t d = 0; d < hd; d++) lanes[d * 64 + lane] = fmaf(w, plumb__f16_table[vr[d]], lanes[d * 64 + lane]);
+    }
+    for (int64_t d = 0; d < hd; d++) {
+        float *a = lanes + d * 64; /* a[16 j + l] is accumulator j, lane l */
+        for (int l = 0; l < 16; l++) {
+            a[l] += a[32 + l];
+            a[16 + l] += a[48 + l];
+        }
+        for (int l = 0; l < 16; l++) a[l] += a[16 + l];
+        double s = sum16(a);
+        for (int32_t j = body > first ? body : first; j <= pos; j++) {
+            const float w = plumb__f16_table[plumb__fp32_to_fp16(scores[j - first] * inv)];
+            s += (double)(w * plumb__f16_table[vc[(seq_base + (size_t)j) * kv_dim + (size_t)(off + d)]]);
+        }
+        out[d] = (float)s;
+    }
+}
+
 static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_attn_params *p = n->pparams;
     const plumb_kv_cache *kv = p->kv;
@@ -238,9 +329,8 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     plumb__cpu_barrier(c);
     /* phase 2: each (token, head) attends over its sequence's positions [lo, pos] */
     float *scores = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
-    double *accd = (double *)(scores + kv->n_ctx + (kv->n_ctx & 1)); /* [hd], 8-byte aligned */
-
-    float *acc = (float *)(accd + kv->head_dim);
+    float *lanes = scores + kv->n_ctx; /* [hd][64] */
+    float *qv = lanes + 64 * kv->head_dim, *kf = qv + kv->head_dim;
     const int64_t group = n_head / n_kv;
     split(T * n_head, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
@@ -251,34 +341,34 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
          * for its dot products with the keys, the probabilities are rounded to F16 before
          * they weight the values, and each product is summed in double precision in
          * position order, so a result does not depend on the batch it was computed in. */
-        float *qv = acc;
         for (int64_t d = 0; d < hd; d++)
             qv[d] = plumb__f16_table[plumb__fp32_to_fp16(((const float *)q->data)[r * hd + d])];
         const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
         float mx = -INFINITY;
         for (int32_t j = first; j <= pos; j++) {
             const uint16_t *kr = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            double sd = 0.0;
-            for (int64_t d = 0; d < hd; d++) sd += (double)(qv[d] * plumb__f16_table[kr[d]]);
-            const float s = (float)sd * scale;
+            for (int64_t d = 0; d < hd; d++) kf[d] = plumb__f16_table[kr[d]];
+            const float s = dot_f16_values(qv, kf, hd) * scale;
             scores[j - first] = s;
             mx = fmaxf(mx, s);
         }
+        /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
         double sum = 0.0;
-        for (int32_t j = first; j <= pos; j++) {
-            const float e = expf(scores[j - first] - mx);
-            scores[j - first] = e;
-            sum += e;
+        const int32_t padded = (pos + ATTN_PAD) / ATTN_PAD * ATTN_PAD;
+        for (int32_t c0 = 0; c0 < padded; c0 += 16) {
+            float block[16];
+            for (int l = 0; l < 16; l++) {
+                const int32_t j = c0 + l;
+                block[l] = 0.0f;
+                if (j >= first && j <= pos) block[l] = scores[j - first] = exp_poly(scores[j - first] - mx);
+            }
+            sum += (double)sum16(block);
         }
         const float inv = (float)(1.0 / sum);
-        for (int64_t d = 0; d < hd; d++) accd[d] = 0.0;
-        for (int32_t j = first; j <= pos; j++) {
-            const uint16_t *vr = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            const float w = plumb__f16_table[plumb__fp32_to_fp16(scores[j - first] * inv)];
-            for (int64_t d = 0; d < hd; d++) accd[d] += (double)(w * plumb__f16_table[vr[d]]);
-        }
+        /* values: each output dimension is an F16 dot product over the padded positions,
+         * accumulated position by position into the same lanes dot_f16_values uses */
         float *o = (float *)n->data + t * (n_head * hd) + h * hd;
-        for (int64_t d = 0; d < hd; d++) o[d] = (float)accd[d];
+        pv_accumulate(vc, seq_base, (size_t)kv_dim, hk * hd, hd, first, pos, padded, scores, inv, lanes, o);
     }
 }
 
