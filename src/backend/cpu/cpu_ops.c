@@ -337,10 +337,9 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         const int64_t t = r / n_head, h = r % n_head, hk = h / group;
         const int32_t pos = p->pos[t];
         const int32_t first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
-        /* The F16 cache sets the numerics, as in the reference engine: q is rounded to F16
-         * for its dot products with the keys, the probabilities are rounded to F16 before
-         * they weight the values, and each product is summed in double precision in
-         * position order, so a result does not depend on the batch it was computed in. */
+        /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
+         * rounded likewise before they weight the values); every sum follows the fixed
+         * orders described above, per (token, head), whatever the batch. */
         for (int64_t d = 0; d < hd; d++)
             qv[d] = plumb__f16_table[plumb__fp32_to_fp16(((const float *)q->data)[r * hd + d])];
         const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
