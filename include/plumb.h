@@ -346,7 +346,6 @@ PLUMB_API size_t plumb_detok_flush(plumb_detok *d, char *out, size_t cap);
 
 typedef struct plumb_model plumb_model_t;
 typedef struct plumb_context plumb_context_t;
-typedef struct plumb_vocab plumb_vocab_t;
 
 typedef struct plumb_model_info {
     const char *arch; /* "llama", "gemma3" */

@@ -196,7 +196,7 @@ static plumb_status parse_scalar(cursor *c, int type, const char *key) {
     return PLUMB_OK;
 }
 
-static plumb_status parse_value(plumb_gguf_t *g, cursor *c, plumb__gguf_kv *kv) {
+static plumb_status parse_value(cursor *c, plumb__gguf_kv *kv) {
     uint64_t at = c->pos;
     plumb_status st;
     kv->value_off = c->pos;
@@ -228,7 +228,6 @@ static plumb_status parse_value(plumb_gguf_t *g, cursor *c, plumb__gguf_kv *kv) 
             kv->str_offs[j] = c->pos;
             if ((st = rd_str(c, &off, &len, "an array string"))) return st;
         }
-        (void)g;
         return PLUMB_OK;
     }
     size_t sz = value_sizes[et];
@@ -258,7 +257,6 @@ static plumb_status parse_kvs(plumb_gguf_t *g, cursor *c, uint64_t n_kv) {
         plumb__gguf_kv *kv = &g->kvs[g->n_kv];
         memset(kv, 0, sizeof *kv);
         kv->arr_type = PLUMB_GGUF_TYPE_COUNT;
-        uint64_t at = c->pos;
         char what[64];
         snprintf(what, sizeof what, "metadata key %" PRIu64, i);
         if ((st = parse_name(g, c, what, 65535, &kv->key))) return st;
@@ -268,8 +266,7 @@ static plumb_status parse_kvs(plumb_gguf_t *g, cursor *c, uint64_t n_kv) {
         if (type >= PLUMB_GGUF_TYPE_COUNT)
             return bad(c, c->pos - 4, "key '%s': unknown value type %u", kv->key, type);
         kv->type = type;
-        if ((st = parse_value(g, c, kv))) return st;
-        (void)at;
+        if ((st = parse_value(c, kv))) return st;
     }
     if ((st = index_build(&g->kv_index, g->n_kv))) return st;
     for (int64_t i = 0; i < g->n_kv; i++) {
