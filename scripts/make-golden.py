@@ -22,8 +22,8 @@ How to rebuild the reference:
       runs with an interpreter that already has llama_cpp, numpy and gguf.
   Options: --model PATH (default models/gemma-3-270m-q4_k_m.gguf; `make model` fetches it),
   --only gemma|bpe.
-The model is run with Llama(n_ctx=2048, n_threads=2, logits_all=False) and llama.cpp's extra
-weight buffers (AMX, repacking) off; token texts that are not valid UTF-8 are stored as hex
+The model is run with Llama(n_ctx=2048, n_threads=2, logits_all=False), llama.cpp's extra
+weight buffers (AMX, repacking) off and its tiled batch GEMM off (GGML_CPU_TILED_MM=0); token texts that are not valid UTF-8 are stored as hex
 ("text_hex") instead of "text".
 """
 import argparse
@@ -46,6 +46,11 @@ REF_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON 
                   "-DGGML_LLAMAFILE=OFF -DGGML_OPENMP=OFF "
                   "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF")
 CHILD_FLAG = "PLUMB_GOLDEN_CHILD"
+# The reference also has a tiled K-quant matrix product that it takes for batches of 8 rows or
+# more; it rounds differently from its one-row kernels, so a prompt's logits would depend on
+# how the prompt is batched (by up to 9% of the largest logit on this model). Switched off,
+# the reference is batch-invariant, as plumb is, and every logit comes from its stock kernels.
+REF_ENV = {"GGML_CPU_TILED_MM": "0"}
 
 # ---- inputs ------------------------------------------------------------------------------------
 
@@ -161,6 +166,7 @@ def plain_cpu_kernels():
 
 
 def make_gemma(model_path):
+    os.environ.update(REF_ENV)  # read by the reference on its first matrix product
     import llama_cpp
     import numpy as np
 
@@ -172,6 +178,7 @@ def make_gemma(model_path):
         "reference": version_info(),
         "model": os.path.basename(model_path),
         "settings": {"n_ctx": 2048, "n_threads": 2, "use_extra_bufts": False, "cmake_args": REF_CMAKE_ARGS,
+                     "environment": REF_ENV,
                      "greedy": "argmax, ties to the lowest id",
                      "max_new_tokens": N_GREEDY},
         "tokenize": tokenize_cases(llm, GEMMA_CASES, RAW_CASES),
@@ -261,7 +268,7 @@ def main():
 
     if not os.environ.get(CHILD_FLAG):
         py = args.python or ensure_ref_venv()
-        env = dict(os.environ, **{CHILD_FLAG: "1"})
+        env = dict(os.environ, **{CHILD_FLAG: "1"}, **REF_ENV)
         argv = [py, os.path.abspath(__file__), "--model", args.model] + (["--only", args.only] if args.only else [])
         sys.exit(subprocess.call(argv, env=env))
 
