@@ -25,15 +25,17 @@ sanitize: setup
 
 fuzz: setup
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request
 
-# Bounded libFuzzer runs of the GGUF reader and of the vocabulary loader + tokenizers, from
-# the committed seed corpora. A crash fails the target (libFuzzer exits non-zero).
+# Bounded libFuzzer runs of the GGUF reader, of the vocabulary loader + tokenizers and of the
+# server's request parsing, from the committed seed corpora (fuzz/corpus-<name> when there is
+# one, else fuzz/corpus). A crash fails the target (libFuzzer exits non-zero).
 fuzz-smoke: fuzz
-	@for h in gguf vocab; do \
+	@for h in gguf vocab request; do \
+	    seeds=fuzz/corpus-$$h; [ -d $$seeds ] || seeds=fuzz/corpus; \
 	    rm -rf fuzz/corpus-work/$$h && mkdir -p fuzz/corpus-work/$$h && \
 	    $(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 \
-	        -print_final_stats=1 fuzz/corpus-work/$$h fuzz/corpus > fuzz/corpus-work/$$h.log 2>&1 || \
+	        -print_final_stats=1 fuzz/corpus-work/$$h $$seeds > fuzz/corpus-work/$$h.log 2>&1 || \
 	        { tail -n 40 fuzz/corpus-work/$$h.log; echo "fuzz-smoke: fuzz_$$h found a crash"; exit 1; }; \
 	    grep -E "Done [0-9]+ runs" fuzz/corpus-work/$$h.log; \
 	    echo "fuzz-smoke: fuzz_$$h ran $(FUZZ_SECONDS) s without a crash"; \

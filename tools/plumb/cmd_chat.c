@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "options.h"
 #include "session.h"
+#include "server/gen.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,25 +31,6 @@ static void emit_reply(void *user, const char *text, size_t len) {
     memcpy(r->text + r->len, text, len);
     r->len += len;
     r->text[r->len] = '\0';
-}
-
-/* --chat-format, else the file's template, else the turn markers the vocabulary has (some
- * GGUF files carry no template). */
-static plumb_chat_format pick_format(const session *s, const char *name) {
-    if (name) return plumb_chat_format_from_name(name);
-    plumb_str t;
-    if (plumb_model_chat_template(s->model, &t) == PLUMB_OK) {
-        plumb_chat_format f = plumb_chat_format_detect(t.ptr, (size_t)t.len);
-        if (f != PLUMB_CHAT_UNKNOWN) return f;
-    }
-    static const struct {
-        const char *marker;
-        plumb_chat_format format;
-    } markers[] = {{"<start_of_turn>", PLUMB_CHAT_GEMMA}, {"<|start_header_id|>", PLUMB_CHAT_LLAMA3},
-                   {"<|im_start|>", PLUMB_CHAT_CHATML}};
-    for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)
-        if (plumb_vocab_find(s->vocab, markers[i].marker, strlen(markers[i].marker)) >= 0) return markers[i].format;
-    return PLUMB_CHAT_UNKNOWN;
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -87,7 +69,7 @@ int cmd_chat(int argc, char **argv) {
         cli_error("chat", st ? st : PLUMB_E_NOMEM, NULL);
         goto out;
     }
-    plumb_chat_format fmt = pick_format(&s, o.chat_format);
+    plumb_chat_format fmt = plumb_gen_chat_format(s.model, o.chat_format);
     if (fmt == PLUMB_CHAT_UNKNOWN) {
         fprintf(stderr, "plumb chat: %s; choose one with --chat-format gemma|llama3|chatml\n",
                 o.chat_format ? "unknown chat format" : "the model's chat template is not one plumb recognizes");

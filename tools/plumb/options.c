@@ -32,7 +32,7 @@ void gen_options_init(gen_options *o) {
     o->n_predict = 256;
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out) {
+bool options_parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -75,16 +75,16 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     bool ok = true;
     switch (k) {
     case 0: o->model = v; break;
-    case 1: ok = parse_long(v, -1, 1 << 24, &n) && (o->n_predict = (int32_t)n, true); break;
-    case 2: ok = parse_long(v, 1, 512, &n) && (o->ctx.n_threads = (int32_t)n, true); break;
-    case 3: ok = parse_long(v, 0, 1 << 24, &n) && (o->ctx.n_ctx = (int32_t)n, true); break;
-    case 4: ok = parse_long(v, 1, 65536, &n) && (o->ctx.n_batch = (int32_t)n, true); break;
+    case 1: ok = options_parse_long(v, -1, 1 << 24, &n) && (o->n_predict = (int32_t)n, true); break;
+    case 2: ok = options_parse_long(v, 1, 512, &n) && (o->ctx.n_threads = (int32_t)n, true); break;
+    case 3: ok = options_parse_long(v, 0, 1 << 24, &n) && (o->ctx.n_ctx = (int32_t)n, true); break;
+    case 4: ok = options_parse_long(v, 1, 65536, &n) && (o->ctx.n_batch = (int32_t)n, true); break;
     case 5: ok = parse_float(v, &f) && f >= 0 && (o->sampling.temperature = f, true); break;
-    case 6: ok = parse_long(v, 0, 1 << 30, &n) && (o->sampling.top_k = (int32_t)n, true); break;
+    case 6: ok = options_parse_long(v, 0, 1 << 30, &n) && (o->sampling.top_k = (int32_t)n, true); break;
     case 7: ok = parse_float(v, &f) && f > 0 && f <= 1 && (o->sampling.top_p = f, true); break;
     case 8: ok = parse_float(v, &f) && f >= 0 && f <= 1 && (o->sampling.min_p = f, true); break;
     case 9: ok = parse_float(v, &f) && f > 0 && (o->sampling.repeat_penalty = f, true); break;
-    case 10: ok = parse_long(v, -1, 1 << 24, &n) && (o->sampling.repeat_last_n = (int32_t)n, true); break;
+    case 10: ok = options_parse_long(v, -1, 1 << 24, &n) && (o->sampling.repeat_last_n = (int32_t)n, true); break;
     case 11: ok = parse_float(v, &f) && (o->sampling.presence_penalty = f, true); break;
     case 12: ok = parse_float(v, &f) && (o->sampling.frequency_penalty = f, true); break;
     case 13: {

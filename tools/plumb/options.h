@@ -22,6 +22,8 @@ void gen_options_init(gen_options *o);
 /* Consumes argv[*i] (and its value) when it is a shared option: 1 when consumed, 0 when
  * not ours, -1 after printing an error for a bad value. */
 int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i);
+/* Parses s as a whole decimal integer in [lo, hi] into *out; false otherwise. */
+bool options_parse_long(const char *s, long lo, long hi, long *out);
 /* Usage lines of the shared options. */
 extern const char gen_options_usage[];
 

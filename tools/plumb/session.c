@@ -1,8 +1,11 @@
 /* session.c — the generation loop shared by `plumb run` and `plumb chat`: a model and a
  * context, the tokens held in the KV cache (so a new prompt reuses the longest common
  * prefix), prompt feeding in batches, and token-by-token generation with streaming output
- * that never splits a UTF-8 character and holds back text that may start a stop string. */
+ * through the text stream of server/gen.h (never half a UTF-8 character, nothing of a stop
+ * string). */
 #include "session.h"
+
+#include "server/gen.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -50,24 +53,12 @@ void session_close(session *s) {
 }
 
 plumb_status session_tokenize(const session *s, const char *text, bool add_special, int32_t **ids, size_t *n) {
-    size_t len = strlen(text), cap = len + 8;
-    *ids = malloc(cap * sizeof **ids);
-    if (!*ids) return PLUMB_E_NOMEM;
-    plumb_status st = plumb_tokenize(s->vocab, text, len, add_special, true, *ids, cap, n);
-    if (st == PLUMB_E_RANGE) { /* more tokens than bytes can only come from added specials */
-        int32_t *grown = realloc(*ids, *n * sizeof **ids);
-        if (!grown) return PLUMB_E_NOMEM;
-        *ids = grown;
-        st = plumb_tokenize(s->vocab, text, len, add_special, true, *ids, *n, n);
-    }
-    return st;
+    return plumb_gen_tokenize(s->vocab, text, strlen(text), add_special, ids, n);
 }
 
 plumb_status session_feed(session *s, const int32_t *ids, size_t n) {
     /* reuse the cached prefix that matches */
-    size_t keep = 0;
-    while (keep < n && keep < (size_t)s->n_tokens && s->tokens[keep] == ids[keep]) keep++;
-    if (keep == n && n > 0) keep = n - 1; /* the last token must be decoded again for its logits */
+    size_t keep = plumb_gen_reuse_len(s->tokens, (size_t)s->n_tokens, ids, n);
     plumb_seq_truncate(s->ctx, 0, (int32_t)keep);
     s->n_tokens = (int32_t)keep;
     if (n > (size_t)s->cap) return PLUMB_E_RANGE;
@@ -87,78 +78,28 @@ plumb_status session_feed(session *s, const int32_t *ids, size_t n) {
     return PLUMB_OK;
 }
 
-/* Length of the longest suffix of text[0..len) that is a proper prefix of some stop string. */
-static size_t stop_prefix_len(const char *text, size_t len, char *const *stops, int n_stops) {
-    size_t best = 0;
-    for (int k = 0; k < n_stops; k++) {
-        size_t sl = strlen(stops[k]);
-        for (size_t l = sl > 1 ? sl - 1 : 0; l > best; l--)
-            if (l <= len && memcmp(text + len - l, stops[k], l) == 0) {
-                best = l;
-                break;
-            }
-    }
-    return best;
-}
-
 session_stop session_generate(session *s, int32_t n_max, char *const *stops, int n_stops, session_emit_fn emit,
                               void *user, plumb_status *err) {
-    *err = PLUMB_OK;
-    plumb_detok dt;
-    memset(&dt, 0, sizeof dt);
-    size_t held_cap = 4096, held_len = 0; /* generated text not yet emitted (stop-string look-behind) */
-    char *held = malloc(held_cap);
-    if (!held) {
-        *err = PLUMB_E_NOMEM;
-        return SESSION_STOP_ERROR;
-    }
+    plumb_gen_stream gs;
+    if ((*err = plumb_gen_stream_init(&gs, s->vocab, stops, n_stops))) return SESSION_STOP_ERROR;
     session_stop why = SESSION_STOP_LENGTH;
+    const char *text;
+    size_t len;
     double t0 = session_now();
     for (int32_t i = 0; n_max < 0 || i < n_max; i++) {
         const float *logits = plumb_get_logits(s->ctx, plumb_n_logits(s->ctx) - 1);
         int32_t tok = plumb_sampler_sample(s->sampler, logits);
         plumb_sampler_accept(s->sampler, tok);
         s->gen_tokens++;
-        if (plumb_vocab_is_eog(s->vocab, tok)) {
-            why = SESSION_STOP_EOG;
-            break;
-        }
-        char piece[1024];
-        size_t np = plumb_detok_push(s->vocab, &dt, tok, piece, sizeof piece);
-        if (np > sizeof piece) { /* a token text longer than any real vocabulary has */
-            *err = PLUMB_E_RANGE;
+        plumb_gen_event ev = plumb_gen_stream_push(&gs, tok, &text, &len, err);
+        if (len) emit(user, text, len);
+        if (*err) {
             why = SESSION_STOP_ERROR;
             break;
         }
-        if (held_len + np + 1 > held_cap) {
-            char *grown = realloc(held, (held_cap = (held_len + np + 1) * 2));
-            if (!grown) {
-                *err = PLUMB_E_NOMEM;
-                why = SESSION_STOP_ERROR;
-                break;
-            }
-            held = grown;
-        }
-        memcpy(held + held_len, piece, np);
-        held_len += np;
-        held[held_len] = '\0';
-        bool stopped = false;
-        for (int k = 0; k < n_stops && !stopped; k++) {
-            char *at = strstr(held, stops[k]);
-            if (at) {
-                held_len = (size_t)(at - held);
-                stopped = true;
-            }
-        }
-        if (stopped) {
-            why = SESSION_STOP_STRING;
+        if (ev != PLUMB_GEN_MORE) {
+            why = ev == PLUMB_GEN_EOG ? SESSION_STOP_EOG : SESSION_STOP_STRING;
             break;
-        }
-        size_t keep = stop_prefix_len(held, held_len, stops, n_stops);
-        if (held_len > keep) {
-            emit(user, held, held_len - keep);
-            memmove(held, held + held_len - keep, keep);
-            held_len = keep;
         }
         if (s->n_tokens >= s->cap) {
             why = SESSION_STOP_CONTEXT;
@@ -173,11 +114,9 @@ session_stop session_generate(session *s, int32_t n_max, char *const *stops, int
         }
         s->tokens[s->n_tokens++] = tok;
     }
-    if (held_len) emit(user, held, held_len);
-    char tail[16];
-    size_t nt = plumb_detok_flush(&dt, tail, sizeof tail);
-    if (nt && why != SESSION_STOP_STRING) emit(user, tail, nt);
-    free(held);
+    plumb_gen_stream_finish(&gs, why == SESSION_STOP_STRING, &text, &len);
+    if (len) emit(user, text, len);
+    plumb_gen_stream_free(&gs);
     s->gen_seconds += session_now() - t0;
     return why;
 }

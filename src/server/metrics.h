@@ -1,0 +1,43 @@
+/* metrics.h — the server's counters, gauges and latency histograms, rendered as Prometheus
+ * text for GET /metrics. Thread-safe: every call takes the metrics' own lock. */
+#ifndef PLUMB_SERVER_METRICS_H
+#define PLUMB_SERVER_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PLUMB_SRV_HIST_BUCKETS 12
+#define PLUMB_SRV_STATUS_KINDS 16
+
+typedef struct plumb_srv_histogram {
+    const double *bounds; /* [n] upper bounds, ascending; +Inf is implicit */
+    int n;
+    uint64_t counts[PLUMB_SRV_HIST_BUCKETS + 1]; /* per bucket (not cumulative), last: +Inf */
+    double sum;
+    uint64_t count;
+} plumb_srv_histogram;
+
+typedef struct plumb_srv_metrics {
+    pthread_mutex_t mu;
+    int status_codes[PLUMB_SRV_STATUS_KINDS]; /* HTTP statuses seen, in order of first use */
+    uint64_t status_counts[PLUMB_SRV_STATUS_KINDS];
+    uint64_t prompt_tokens, prompt_tokens_cached, generated_tokens;
+    int64_t queue_depth, slots_busy, slots_total;
+    plumb_srv_histogram ttft, itl;
+} plumb_srv_metrics;
+
+void plumb_srv_metrics_init(plumb_srv_metrics *m, int n_slots);
+void plumb_srv_metrics_destroy(plumb_srv_metrics *m);
+/* One HTTP response with this status. */
+void plumb_srv_metrics_request(plumb_srv_metrics *m, int status);
+/* A request's prompt: n tokens, of which cached were already in the slot's KV cache. */
+void plumb_srv_metrics_prompt(plumb_srv_metrics *m, int64_t n, int64_t cached);
+/* A generated token; ttft >= 0 for a request's first token (seconds since it arrived), else
+ * itl >= 0: seconds since the request's previous token. */
+void plumb_srv_metrics_token(plumb_srv_metrics *m, double ttft, double itl);
+void plumb_srv_metrics_gauges(plumb_srv_metrics *m, int64_t queue_depth, int64_t slots_busy);
+/* The Prometheus text exposition, malloc'd and NUL-terminated (NULL when out of memory). */
+char *plumb_srv_metrics_render(plumb_srv_metrics *m);
+
+#endif

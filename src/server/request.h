@@ -1,0 +1,56 @@
+/* request.h — parsing and validation of the JSON bodies the server accepts: OpenAI chat
+ * completions and completions, /tokenize and /detokenize. Pure functions over bytes (no
+ * model, no I/O), so they can be fuzzed alone. Every failure names the offending field. */
+#ifndef PLUMB_SERVER_REQUEST_H
+#define PLUMB_SERVER_REQUEST_H
+
+#include "plumb.h"
+
+#define PLUMB_SRV_MAX_STOPS 16
+#define PLUMB_SRV_MAX_STOP_LEN 256
+#define PLUMB_SRV_MAX_MESSAGES 4096
+#define PLUMB_SRV_MAX_IDS (1 << 20)
+
+typedef enum plumb_srv_kind {
+    PLUMB_SRV_CHAT,       /* POST /v1/chat/completions */
+    PLUMB_SRV_COMPLETION, /* POST /v1/completions */
+} plumb_srv_kind;
+
+/* A validated generation request. Strings and arrays are owned (plumb_srv_request_free). */
+typedef struct plumb_srv_request {
+    plumb_srv_kind kind;
+    plumb_chat_message *msgs; /* chat: [n_msgs], roles "system", "user" or "assistant" */
+    size_t n_msgs;
+    char *prompt;       /* completion: prompt text, or NULL when given as token ids */
+    int32_t *ids;       /* completion: prompt token ids [n_ids] (range-checked by the caller) */
+    size_t n_ids;
+    int32_t max_tokens; /* -1: not given */
+    plumb_sampler_params sampling;
+    bool seed_given;
+    char *stops[PLUMB_SRV_MAX_STOPS];
+    int n_stops;
+    bool stream, include_usage;
+} plumb_srv_request;
+
+/* A failure: the message for the client, and the field it is about ("" for the body). */
+typedef struct plumb_srv_error {
+    char message[256];
+    char param[64];
+} plumb_srv_error;
+
+/* Parses body[0..len) (need not be NUL-terminated) as a request of `kind`. max_tokens over
+ * max_tokens_cap is refused. PLUMB_E_INVALID_ARG with *err filled for a bad body,
+ * PLUMB_E_NOMEM; on failure *out holds nothing to free. */
+plumb_status plumb_srv_request_parse(const char *body, size_t len, plumb_srv_kind kind, int32_t max_tokens_cap,
+                                     plumb_srv_request *out, plumb_srv_error *err);
+void plumb_srv_request_free(plumb_srv_request *r);
+
+/* /tokenize: {"content": string, "add_special": bool (default false)}. *content is malloc'd
+ * (bytes [0..*content_len), NUL-terminated). */
+plumb_status plumb_srv_parse_tokenize(const char *body, size_t len, char **content, size_t *content_len,
+                                      bool *add_special, plumb_srv_error *err);
+/* /detokenize: {"tokens": [int, ...]}. *ids is malloc'd (may be NULL when *n is 0). */
+plumb_status plumb_srv_parse_detokenize(const char *body, size_t len, int32_t **ids, size_t *n,
+                                        plumb_srv_error *err);
+
+#endif

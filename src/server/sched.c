@@ -1,0 +1,568 @@
+/* sched.c — the slot scheduler (see sched.h). Locking: one mutex `mu` guards the queue, the
+ * job pointers of the slots and every job's output; the scheduler thread holds it only for
+ * bookkeeping, never during plumb_decode or sampling. Slot fields other than `job` belong to
+ * the scheduler thread alone. */
+#include "sched.h"
+
+#include "gen.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct plumb_srv_job {
+    /* input, fixed at create */
+    int32_t *prompt; /* [n_prompt] */
+    int32_t n_prompt;
+    int32_t max_tokens; /* -1: until a stop or the context is full */
+    plumb_sampler_params sampling;
+    char *stops[PLUMB_SRV_MAX_STOPS];
+    int n_stops;
+    double t_arrival, deadline; /* monotonic seconds */
+    /* shared, under mu */
+    int refs;
+    bool cancelled;
+    char *text; /* everything generated so far, [text_cap] */
+    size_t text_len, text_cap;
+    plumb_srv_progress progress;
+    pthread_cond_t cv; /* signalled when text grows or the job ends */
+};
+
+typedef enum slot_state { SLOT_IDLE, SLOT_PREFILL, SLOT_GEN } slot_state;
+
+typedef struct slot {
+    int32_t id;          /* its sequence in the context */
+    plumb_srv_job *job;  /* NULL when idle (written under mu) */
+    slot_state state;
+    int32_t *cache;      /* tokens in the KV cache of the sequence, [n_ctx] */
+    int32_t n_cache;
+    int32_t n_fed;       /* prompt tokens in the cache */
+    int32_t last_tok;    /* sampled, to be decoded next step */
+    int32_t logit_at;    /* which logits row of the last decode is this slot's; -1: none */
+    int32_t batch_n;     /* tokens of this slot in the last decode */
+    plumb_sampler_t *sampler;
+    plumb_gen_stream stream;
+    double t_last_token;
+    uint64_t last_used;
+} slot;
+
+struct plumb_srv_sched {
+    plumb_srv_sched_params p;
+    plumb_srv_metrics *metrics;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;  /* signalled on submit, cancel and stop */
+    pthread_cond_t ready_cv; /* signalled when loading ends */
+    plumb_srv_state state;
+    char load_error[512];
+    bool stopping;
+    plumb_srv_job **queue; /* FIFO, [queue_cap] */
+    int32_t n_queue, queue_cap;
+    /* scheduler thread's own */
+    plumb_model_t *model;
+    plumb_context_t *ctx;
+    plumb_chat_format chat_format;
+    int32_t n_ctx, n_batch, n_vocab;
+    slot *slots;
+    int32_t *b_tokens, *b_pos, *b_seq; /* [n_batch] each, in one allocation from b_tokens */
+    bool *b_logits;
+    uint64_t use_clock;
+    int32_t rr; /* next slot to prefill first (round robin) */
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Absolute CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline_in(int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static void cond_init_monotonic(pthread_cond_t *cv) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------- */
+
+static void job_destroy(plumb_srv_job *j) {
+    free(j->prompt);
+    for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
+    free(j->text);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const plumb_srv_request *r,
+                                  double timeout_s, plumb_srv_job **out) {
+    *out = NULL;
+    if (n_prompt == 0 || n_prompt > INT32_MAX) return PLUMB_E_INVALID_ARG;
+    plumb_srv_job *j = calloc(1, sizeof *j);
+    if (!j) return PLUMB_E_NOMEM;
+    cond_init_monotonic(&j->cv);
+    j->refs = 1;
+    j->prompt = malloc(n_prompt * sizeof *prompt);
+    j->text_cap = 256;
+    j->text = malloc(j->text_cap);
+    if (!j->prompt || !j->text) {
+        job_destroy(j);
+        return PLUMB_E_NOMEM;
+    }
+    memcpy(j->prompt, prompt, n_prompt * sizeof *prompt);
+    j->n_prompt = (int32_t)n_prompt;
+    j->max_tokens = r->max_tokens;
+    j->sampling = r->sampling;
+    for (int i = 0; i < r->n_stops; i++) {
+        if (!(j->stops[i] = strdup(r->stops[i]))) {
+            job_destroy(j);
+            return PLUMB_E_NOMEM;
+        }
+        j->n_stops++;
+    }
+    j->t_arrival = now_s();
+    j->deadline = j->t_arrival + timeout_s;
+    j->progress.n_prompt = j->n_prompt;
+    *out = j;
+    return PLUMB_OK;
+}
+
+static void job_unref_locked(plumb_srv_job *j) {
+    if (--j->refs == 0) job_destroy(j);
+}
+
+void plumb_srv_job_release(plumb_srv_sched *s, plumb_srv_job *job) {
+    pthread_mutex_lock(&s->mu);
+    job_unref_locked(job);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void plumb_srv_job_cancel(plumb_srv_sched *s, plumb_srv_job *job) {
+    pthread_mutex_lock(&s->mu);
+    if (!job->progress.done) {
+        job->cancelled = true;
+        pthread_cond_signal(&s->work_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+plumb_status plumb_srv_job_poll(plumb_srv_sched *s, plumb_srv_job *job, size_t from, int wait_ms, char **text,
+                                size_t *len, plumb_srv_progress *progress) {
+    *text = NULL;
+    *len = 0;
+    pthread_mutex_lock(&s->mu);
+    if (wait_ms > 0 && job->text_len <= from && !job->progress.done) {
+        struct timespec until = deadline_in(wait_ms);
+        while (job->text_len <= from && !job->progress.done)
+            if (pthread_cond_timedwait(&job->cv, &s->mu, &until) == ETIMEDOUT) break;
+    }
+    plumb_status st = PLUMB_OK;
+    if (job->text_len > from) {
+        *len = job->text_len - from;
+        if ((*text = malloc(*len + 1))) {
+            memcpy(*text, job->text + from, *len);
+            (*text)[*len] = '\0';
+        } else {
+            *len = 0;
+            st = PLUMB_E_NOMEM;
+        }
+    }
+    *progress = job->progress;
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* Under mu. */
+static bool job_append(plumb_srv_job *j, const char *t, size_t n) {
+    if (!n) return true;
+    if (!plumb_gen_append(&j->text, &j->text_len, &j->text_cap, t, n)) return false;
+    pthread_cond_broadcast(&j->cv);
+    return true;
+}
+
+/* Under mu: the job ends (finish_reason, or an error when status != 0). */
+static void job_end(plumb_srv_job *j, const char *finish_reason, int status, const char *message) {
+    if (j->progress.done) return;
+    j->progress.done = true;
+    j->progress.finish_reason = status ? NULL : finish_reason;
+    j->progress.error_status = status;
+    if (status) snprintf(j->progress.error_message, sizeof j->progress.error_message, "%s", message);
+    pthread_cond_broadcast(&j->cv);
+}
+
+/* ---- submit ----------------------------------------------------------------------------- */
+
+static int32_t idle_slots_locked(const plumb_srv_sched *s) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) n += s->slots[i].job == NULL;
+    return n;
+}
+
+static void update_gauges_locked(plumb_srv_sched *s) {
+    plumb_srv_metrics_gauges(s->metrics, s->n_queue, s->p.n_parallel - idle_slots_locked(s));
+}
+
+plumb_status plumb_srv_sched_submit(plumb_srv_sched *s, plumb_srv_job *job) {
+    pthread_mutex_lock(&s->mu);
+    plumb_status st = PLUMB_OK;
+    if (s->state != PLUMB_SRV_READY || s->stopping) st = PLUMB_E_UNSUPPORTED;
+    else if (s->n_queue >= s->queue_cap || s->n_queue >= s->p.queue_size + idle_slots_locked(s)) st = PLUMB_E_RANGE;
+    else {
+        job->refs++;
+        s->queue[s->n_queue++] = job;
+        update_gauges_locked(s);
+        pthread_cond_signal(&s->work_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* ---- the scheduler thread ------------------------------------------------------------------ */
+
+/* Under mu: the slot's job ends; the slot keeps its KV cache for a later prompt. */
+static void slot_finish(plumb_srv_sched *s, slot *sl, const char *finish_reason, bool at_stop, int status,
+                        const char *message) {
+    plumb_srv_job *j = sl->job;
+    if (!status) {
+        const char *t;
+        size_t n;
+        plumb_gen_stream_finish(&sl->stream, at_stop, &t, &n);
+        if (!job_append(j, t, n)) status = 500, message = "out of memory";
+    }
+    job_end(j, finish_reason, status, message);
+    plumb_gen_stream_free(&sl->stream);
+    plumb_sampler_free(sl->sampler);
+    sl->sampler = NULL;
+    sl->job = NULL;
+    sl->state = SLOT_IDLE;
+    sl->last_used = ++s->use_clock;
+    job_unref_locked(j);
+}
+
+/* Under mu: moves queued jobs into idle slots, each to the slot whose cache shares the
+ * longest prefix with its prompt (the least recently used one among equals). */
+static void assign_locked(plumb_srv_sched *s) {
+    while (s->n_queue > 0) {
+        plumb_srv_job *j = s->queue[0];
+        slot *best = NULL;
+        size_t best_keep = 0;
+        for (int32_t i = 0; i < s->p.n_parallel; i++) {
+            slot *sl = &s->slots[i];
+            if (sl->job) continue;
+            size_t keep = plumb_gen_reuse_len(sl->cache, (size_t)sl->n_cache, j->prompt, (size_t)j->n_prompt);
+            if (!best || keep > best_keep || (keep == best_keep && sl->last_used < best->last_used)) {
+                best = sl;
+                best_keep = keep;
+            }
+        }
+        if (!best) return;
+        memmove(s->queue, s->queue + 1, (size_t)(--s->n_queue) * sizeof *s->queue);
+        plumb_seq_truncate(s->ctx, best->id, (int32_t)best_keep);
+        best->n_cache = best->n_fed = (int32_t)best_keep;
+        best->job = j;
+        best->state = SLOT_PREFILL;
+        best->logit_at = -1;
+        j->progress.n_cached = (int32_t)best_keep;
+        plumb_status st = plumb_sampler_create(&j->sampling, s->n_vocab, &best->sampler);
+        if (!st) st = plumb_gen_stream_init(&best->stream, plumb_model_vocab(s->model), j->stops, j->n_stops);
+        if (st) {
+            job_end(j, NULL, 500, "cannot start the job: out of memory");
+            plumb_sampler_free(best->sampler);
+            best->sampler = NULL;
+            best->job = NULL;
+            best->state = SLOT_IDLE;
+            job_unref_locked(j);
+            continue;
+        }
+        plumb_srv_metrics_prompt(s->metrics, j->n_prompt, (int64_t)best_keep);
+    }
+}
+
+/* Under mu: ends queued and running jobs that were cancelled or ran out of time. */
+static void expire_locked(plumb_srv_sched *s, double now) {
+    int32_t w = 0;
+    for (int32_t i = 0; i < s->n_queue; i++) {
+        plumb_srv_job *j = s->queue[i];
+        if (j->cancelled || now > j->deadline) {
+            job_end(j, NULL, j->cancelled ? 499 : 504, j->cancelled ? "cancelled" : "the request timed out");
+            job_unref_locked(j);
+        } else {
+            s->queue[w++] = j;
+        }
+    }
+    s->n_queue = w;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->job) continue;
+        if (sl->job->cancelled) slot_finish(s, sl, NULL, false, 499, "cancelled");
+        else if (now > sl->job->deadline) slot_finish(s, sl, NULL, false, 504, "the request timed out");
+    }
+}
+
+static bool any_active(const plumb_srv_sched *s) {
+    for (int32_t i = 0; i < s->p.n_parallel; i++)
+        if (s->slots[i].job) return true;
+    return false;
+}
+
+/* Fills the batch: one token of every generating slot, then prompt chunks (at most
+ * prefill_chunk tokens in all while slots generate, else up to n_batch). Returns its size. */
+static int32_t build_batch(plumb_srv_sched *s) {
+    int32_t n = 0, n_logits = 0;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) {
+        slot *sl = &s->slots[i];
+        sl->logit_at = -1;
+        sl->batch_n = 0;
+        if (sl->state != SLOT_GEN) continue;
+        s->b_tokens[n] = sl->last_tok;
+        s->b_pos[n] = sl->n_cache;
+        s->b_seq[n] = sl->id;
+        s->b_logits[n] = true;
+        sl->logit_at = n_logits++;
+        sl->batch_n = 1;
+        n++;
+    }
+    int32_t budget = s->n_batch - n;
+    if (n > 0 && budget > s->p.prefill_chunk) budget = s->p.prefill_chunk;
+    for (int32_t k = 0; k < s->p.n_parallel && budget > 0; k++) {
+        slot *sl = &s->slots[(s->rr + k) % s->p.n_parallel];
+        if (sl->state != SLOT_PREFILL) continue;
+        const plumb_srv_job *j = sl->job;
+        int32_t m = j->n_prompt - sl->n_fed;
+        if (m > budget) m = budget;
+        for (int32_t t = 0; t < m; t++) {
+            int32_t at = sl->n_fed + t;
+            s->b_tokens[n] = j->prompt[at];
+            s->b_pos[n] = at;
+            s->b_seq[n] = sl->id;
+            s->b_logits[n] = at == j->n_prompt - 1;
+            n++;
+        }
+        if (sl->n_fed + m == j->n_prompt) sl->logit_at = n_logits++;
+        sl->batch_n = m;
+        budget -= m;
+    }
+    s->rr = (s->rr + 1) % s->p.n_parallel;
+    return n;
+}
+
+/* After a successful decode: samples each slot that has logits and hands its text to the
+ * job. The job pointer stays valid: only this thread clears it. */
+static void after_decode(plumb_srv_sched *s) {
+    for (int32_t i = 0; i < s->p.n_parallel; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->job || !sl->batch_n) continue;
+        plumb_srv_job *j = sl->job;
+        if (sl->state == SLOT_GEN) sl->cache[sl->n_cache++] = sl->last_tok;
+        else {
+            memcpy(sl->cache + sl->n_fed, j->prompt + sl->n_fed, (size_t)sl->batch_n * sizeof *sl->cache);
+            sl->n_fed += sl->batch_n;
+            sl->n_cache = sl->n_fed;
+        }
+        if (sl->logit_at < 0) continue;
+        const float *logits = plumb_get_logits(s->ctx, sl->logit_at);
+        int32_t tok = plumb_sampler_sample(sl->sampler, logits);
+        plumb_sampler_accept(sl->sampler, tok);
+        const char *t;
+        size_t n;
+        plumb_status err;
+        plumb_gen_event ev = plumb_gen_stream_push(&sl->stream, tok, &t, &n, &err);
+        double now = now_s();
+        pthread_mutex_lock(&s->mu);
+        bool first = sl->state == SLOT_PREFILL;
+        if (ev != PLUMB_GEN_EOG) {
+            j->progress.n_gen++;
+            plumb_srv_metrics_token(s->metrics, first ? now - j->t_arrival : -1, first ? -1 : now - sl->t_last_token);
+        }
+        sl->t_last_token = now;
+        if (err || !job_append(j, t, n)) slot_finish(s, sl, NULL, false, 500, "generation failed: out of memory");
+        else if (ev != PLUMB_GEN_MORE) slot_finish(s, sl, "stop", ev == PLUMB_GEN_STOP, 0, NULL);
+        else if (j->max_tokens >= 0 && j->progress.n_gen >= j->max_tokens) slot_finish(s, sl, "length", false, 0, NULL);
+        else if (sl->n_cache >= s->n_ctx) slot_finish(s, sl, "length", false, 0, NULL);
+        else {
+            sl->last_tok = tok;
+            sl->state = SLOT_GEN;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static plumb_status load(plumb_srv_sched *s) {
+    plumb_status st = plumb_model_load(s->p.model_path, &s->model);
+    if (st) return st;
+    plumb_context_params cp = plumb_context_default_params();
+    cp.n_ctx = s->p.n_ctx;
+    cp.n_threads = s->p.n_threads;
+    cp.n_seq = s->p.n_parallel;
+    if (s->p.n_batch > 0) cp.n_batch = s->p.n_batch;
+    if ((st = plumb_context_create(s->model, &cp, &s->ctx))) return st;
+    plumb_model_info info;
+    plumb_model_get_info(s->model, &info);
+    s->n_vocab = info.n_vocab;
+    s->n_ctx = plumb_context_n_ctx(s->ctx);
+    s->n_batch = plumb_context_n_batch(s->ctx);
+    if (s->p.prefill_chunk <= 0 || s->p.prefill_chunk > s->n_batch) s->p.prefill_chunk = s->n_batch;
+    s->chat_format = plumb_gen_chat_format(s->model, s->p.chat_format);
+    s->slots = calloc((size_t)s->p.n_parallel, sizeof *s->slots);
+    s->b_tokens = malloc(3 * (size_t)s->n_batch * sizeof *s->b_tokens); /* tokens, positions, sequences */
+    s->b_logits = malloc((size_t)s->n_batch * sizeof *s->b_logits);
+    if (!s->slots || !s->b_tokens || !s->b_logits) return PLUMB_E_NOMEM;
+    s->b_pos = s->b_tokens + s->n_batch;
+    s->b_seq = s->b_pos + s->n_batch;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) {
+        s->slots[i].id = i;
+        if (!(s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof(int32_t)))) return PLUMB_E_NOMEM;
+    }
+    return PLUMB_OK;
+}
+
+static void *sched_main(void *arg) {
+    plumb_srv_sched *s = arg;
+    plumb_status st = load(s);
+    pthread_mutex_lock(&s->mu);
+    if (st) {
+        const char *d = plumb_last_error();
+        snprintf(s->load_error, sizeof s->load_error, "%s", d && *d ? d : plumb_status_message(st));
+        s->state = PLUMB_SRV_FAILED;
+    } else {
+        s->state = PLUMB_SRV_READY;
+    }
+    pthread_cond_broadcast(&s->ready_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (st) return NULL;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        for (;;) {
+            expire_locked(s, now_s());
+            if (s->stopping) break;
+            assign_locked(s);
+            update_gauges_locked(s);
+            if (any_active(s)) break;
+            struct timespec until = deadline_in(200); /* wake to check deadlines */
+            pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
+        }
+        if (s->stopping) {
+            for (int32_t i = 0; i < s->n_queue; i++) {
+                job_end(s->queue[i], NULL, 503, "the server is shutting down");
+                job_unref_locked(s->queue[i]);
+            }
+            s->n_queue = 0;
+            for (int32_t i = 0; i < s->p.n_parallel; i++)
+                if (s->slots[i].job) slot_finish(s, &s->slots[i], NULL, false, 503, "the server is shutting down");
+            update_gauges_locked(s);
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+        int32_t n = build_batch(s);
+        plumb_batch b = {.n_tokens = n, .tokens = s->b_tokens, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits};
+        st = plumb_decode(s->ctx, &b);
+        if (st == PLUMB_OK) {
+            after_decode(s);
+            continue;
+        }
+        /* a failed decode leaves the caches of its sequences unspecified: start them over */
+        char msg[160];
+        snprintf(msg, sizeof msg, "decode failed: %s", plumb_last_error());
+        pthread_mutex_lock(&s->mu);
+        for (int32_t i = 0; i < s->p.n_parallel; i++) {
+            slot *sl = &s->slots[i];
+            if (!sl->job || !sl->batch_n) continue;
+            slot_finish(s, sl, NULL, false, 500, msg);
+            plumb_seq_truncate(s->ctx, sl->id, 0);
+            sl->n_cache = 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+plumb_status plumb_srv_sched_create(const plumb_srv_sched_params *p, plumb_srv_metrics *metrics,
+                                    plumb_srv_sched **out) {
+    *out = NULL;
+    if (!p->model_path || p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0) return PLUMB_E_INVALID_ARG;
+    plumb_srv_sched *s = calloc(1, sizeof *s);
+    if (!s) return PLUMB_E_NOMEM;
+    s->p = *p;
+    s->metrics = metrics;
+    s->queue_cap = p->queue_size + p->n_parallel;
+    s->queue = calloc((size_t)s->queue_cap, sizeof *s->queue);
+    if (!s->queue) {
+        free(s);
+        return PLUMB_E_NOMEM;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    cond_init_monotonic(&s->work_cv);
+    cond_init_monotonic(&s->ready_cv);
+    s->state = PLUMB_SRV_LOADING;
+    if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
+        plumb_srv_sched_free(s);
+        return PLUMB_E_NOMEM;
+    }
+    s->thread_started = true;
+    *out = s;
+    return PLUMB_OK;
+}
+
+void plumb_srv_sched_stop(plumb_srv_sched *s) {
+    if (!s || !s->thread_started) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    s->thread_started = false;
+}
+
+void plumb_srv_sched_free(plumb_srv_sched *s) {
+    if (!s) return;
+    plumb_srv_sched_stop(s);
+    if (s->slots)
+        for (int32_t i = 0; i < s->p.n_parallel; i++) free(s->slots[i].cache);
+    free(s->slots);
+    free(s->b_tokens);
+    free(s->b_logits);
+    free(s->queue);
+    plumb_context_free(s->ctx);
+    plumb_model_free(s->model);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->ready_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+plumb_srv_state plumb_srv_sched_state(plumb_srv_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    plumb_srv_state st = s->state;
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **message) {
+    pthread_mutex_lock(&s->mu);
+    while (s->state == PLUMB_SRV_LOADING) pthread_cond_wait(&s->ready_cv, &s->mu);
+    plumb_srv_state st = s->state;
+    pthread_mutex_unlock(&s->mu);
+    if (message) *message = s->load_error;
+    return st;
+}
+
+const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s) { return s->model; }
+int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s) { return s->n_ctx; }
+plumb_chat_format plumb_srv_sched_chat_format(plumb_srv_sched *s) { return s->chat_format; }

@@ -1,0 +1,76 @@
+/* sched.h — the slot scheduler of the server (continuous batching). One thread owns the
+ * model and the context (n_seq = slots) and is the only one that calls the engine: it loads
+ * the model, moves queued jobs into free slots (the slot whose KV cache shares the longest
+ * prefix with the prompt, so a multi-turn chat is not processed again), and runs decode
+ * steps in which every generating slot advances one token and prompts are prefilled in
+ * chunks, all in one plumb_decode call. Connection threads submit jobs and read their text
+ * as it grows. */
+#ifndef PLUMB_SERVER_SCHED_H
+#define PLUMB_SERVER_SCHED_H
+
+#include "metrics.h"
+#include "plumb.h"
+#include "request.h"
+
+typedef struct plumb_srv_sched plumb_srv_sched;
+
+typedef struct plumb_srv_sched_params {
+    const char *model_path;
+    int32_t n_parallel;    /* slots */
+    int32_t n_ctx;         /* positions per slot; 0: min(model, 4096) */
+    int32_t n_threads;     /* 0: all online CPUs */
+    int32_t n_batch;       /* tokens per decode step at most */
+    int32_t prefill_chunk; /* prompt tokens per step while other slots generate */
+    int32_t queue_size;    /* jobs that may wait for a slot */
+    const char *chat_format; /* NULL: from the model */
+} plumb_srv_sched_params;
+
+typedef enum plumb_srv_state { PLUMB_SRV_LOADING, PLUMB_SRV_READY, PLUMB_SRV_FAILED } plumb_srv_state;
+
+/* A generation job: created by a connection, shared with the scheduler (reference counted). */
+typedef struct plumb_srv_job plumb_srv_job;
+
+/* What a job has produced so far. */
+typedef struct plumb_srv_progress {
+    bool done;
+    const char *finish_reason; /* "stop" or "length" once done without error */
+    int error_status;          /* HTTP status of a failure (500, 503, 504), 0 when none */
+    char error_message[160];
+    int32_t n_prompt, n_cached, n_gen;
+} plumb_srv_progress;
+
+/* Starts the scheduler thread, which loads the model. */
+plumb_status plumb_srv_sched_create(const plumb_srv_sched_params *p, plumb_srv_metrics *metrics,
+                                    plumb_srv_sched **out);
+/* Stops the thread: jobs still queued or running end with a 503 error, later submits are
+ * refused; jobs can still be polled and released. Idempotent. */
+void plumb_srv_sched_stop(plumb_srv_sched *s);
+/* Stops (if needed) and frees all; no job may be in use any more. */
+void plumb_srv_sched_free(plumb_srv_sched *s);
+plumb_srv_state plumb_srv_sched_state(plumb_srv_sched *s);
+/* Blocks until the model is loaded or failed to load; on failure *message (owned by s)
+ * says why. */
+plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **message);
+/* Once READY: the model (borrowed), the positions of a slot, the chat format. */
+const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s);
+int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s);
+plumb_chat_format plumb_srv_sched_chat_format(plumb_srv_sched *s);
+
+/* A job for prompt[0..n_prompt) (copied) with the request's limits, sampling and stop strings
+ * (copied). timeout_s bounds the job's whole life. One reference, the caller's. */
+plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const plumb_srv_request *r,
+                                  double timeout_s, plumb_srv_job **out);
+/* Queues the job (the scheduler takes its own reference). PLUMB_E_RANGE when the queue is
+ * full, PLUMB_E_UNSUPPORTED when the scheduler is not accepting work. */
+plumb_status plumb_srv_sched_submit(plumb_srv_sched *s, plumb_srv_job *job);
+/* Asks the scheduler to end the job now (its client went away); its slot is freed at the
+ * next step. */
+void plumb_srv_job_cancel(plumb_srv_sched *s, plumb_srv_job *job);
+/* Drops the caller's reference. */
+void plumb_srv_job_release(plumb_srv_sched *s, plumb_srv_job *job);
+/* Waits up to wait_ms for text past byte `from` or for the end of the job, then copies
+ * the text past `from` (malloc'd, NULL when none) and the job's progress. */
+plumb_status plumb_srv_job_poll(plumb_srv_sched *s, plumb_srv_job *job, size_t from, int wait_ms, char **text,
+                                size_t *len, plumb_srv_progress *progress);
+
+#endif

@@ -1,0 +1,49 @@
+/* server.h — plumb's OpenAI-compatible HTTP server (libplumb_server): POST
+ * /v1/chat/completions and /v1/completions (streamed as server-sent events or whole),
+ * GET /v1/models, /health, /metrics, POST /tokenize and /detokenize, and the chat page at /.
+ * HTTP is libmicrohttpd (a thread per connection), JSON is cJSON; generation runs on the slot
+ * scheduler (sched.h), the only thread that calls the engine. */
+#ifndef PLUMB_SERVER_H
+#define PLUMB_SERVER_H
+
+#include "plumb.h"
+
+typedef struct plumb_server plumb_server_t;
+
+typedef struct plumb_server_params {
+    const char *model_path;  /* GGUF model (required) */
+    const char *host;        /* address to bind (default "127.0.0.1") */
+    int port;                /* 0: any free port (see plumb_server_port) */
+    const char *api_key;     /* non-NULL: requests under /v1/ need an Authorization: Bearer <api_key> header */
+    const char *alias;       /* model id reported by the API (default: the file's name) */
+    const char *chat_format; /* NULL: from the model */
+    int32_t n_parallel;      /* slots: requests generated together (default 4) */
+    int32_t n_ctx;           /* positions per slot (0: min(model, 4096)) */
+    int32_t n_threads;       /* compute threads (0: all online CPUs) */
+    int32_t n_batch;         /* tokens per decode step at most (default 512) */
+    int32_t prefill_chunk;   /* prompt tokens per step while others generate (default 64) */
+    int32_t queue_size;      /* requests that may wait for a slot (default 16) */
+    int32_t max_connections; /* open connections at most (default 128) */
+    size_t max_body;         /* request body bytes at most (default 1 MiB) */
+    size_t max_header;       /* request line and header bytes at most (default 16 KiB) */
+    double timeout_s;        /* a request's whole life at most (default 600) */
+    bool log_requests;       /* one line per request on stderr */
+} plumb_server_params;
+
+plumb_server_params plumb_server_default_params(void);
+/* Binds and starts serving (GET /health answers 503 while the model loads in the
+ * background). PLUMB_E_IO when the address cannot be bound, PLUMB_E_INVALID_ARG for bad
+ * parameters; plumb_last_error() says why. On success *out is the caller's to free. */
+plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **out);
+/* The port the server listens on. */
+int plumb_server_port(const plumb_server_t *s);
+/* Blocks until the model is loaded (PLUMB_OK) or failed to load (PLUMB_E_FORMAT and the
+ * reason in *message, owned by s). */
+plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message);
+/* Stops accepting connections, lets the requests in flight finish (at most grace_s seconds),
+ * then stops serving. */
+void plumb_server_shutdown(plumb_server_t *s, double grace_s);
+/* Shuts down (without grace) if still running and frees everything. */
+void plumb_server_free(plumb_server_t *s);
+
+#endif

@@ -1,0 +1,498 @@
+"""End-to-end tests of `plumb serve` on the real model: the official `openai` client for chat,
+streaming, completions and errors; greedy replies under continuous batching equal the same
+request run alone; a matrix of malformed requests; client disconnects free their slot; a full
+queue answers 503; Bearer auth; graceful SIGTERM; and a smoke run of the sanitizer build.
+Servers bind 127.0.0.1 on a port the kernel picks (--port 0) and every wait is bounded.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import SAN_ENV, SAN_MARKERS
+
+
+class Server:
+    """A running `plumb serve` with its port and collected stderr."""
+
+    def __init__(self, binary: Path, model: Path, *args, ready_timeout: float = 60.0, wait_ready: bool = True,
+                 env: dict | None = None):
+        argv = [str(binary), "serve", "-m", str(model), "--port", "0", "-t", "2", *[str(a) for a in args]]
+        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     env=dict(os.environ, **SAN_ENV, **(env or {})))
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + ready_timeout
+        while not self._listening.wait(0.05) and self.proc.poll() is None and time.monotonic() < deadline:
+            pass
+        if not self._listening.is_set():
+            self.kill()
+            pytest.fail("plumb serve did not start listening:\n" + self.stderr)
+        m = re.search(r"listening on http://[^:]+:(\d+)", "\n".join(self.lines))
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+        if wait_ready:
+            deadline = time.monotonic() + ready_timeout
+            while self.get("/health")[0] != 200:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.kill()
+                    pytest.fail("plumb serve did not become ready:\n" + self.stderr)
+                time.sleep(0.05)
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if "listening on" in line:
+                self._listening.set()
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    def request(self, method: str, path: str, body=None, headers=None, timeout: float = 60.0):
+        """(status, headers dict, body bytes); body may be bytes, str or a JSON-able object."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if body is not None and not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    def get(self, path: str):
+        try:
+            s, _, b = self.request("GET", path, timeout=10)
+            return s, b
+        except OSError:
+            return 0, b""
+
+    def post(self, path: str, body, headers=None, timeout: float = 120.0):
+        s, h, b = self.request("POST", path, body, headers, timeout)
+        return s, h, (json.loads(b) if b.startswith(b"{") else b)
+
+    def client(self, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", "none"), max_retries=0,
+                             timeout=120.0, **kw)
+
+    def metrics(self) -> dict[str, float]:
+        s, b = self.get("/metrics")
+        assert s == 200
+        out = {}
+        for line in b.decode().splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail("plumb serve did not exit within %.0f s of SIGTERM:\n%s" % (timeout, self.stderr))
+        self._reader.join(5)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(plumb_bin, real_model):
+    s = Server(plumb_bin, real_model, "--parallel", "4", "-c", "1024", "--alias", "gemma-test")
+    yield s
+    assert s.stop() == 0, s.stderr
+
+
+def stream_raw(port: int, path: str, body: dict, timeout: float = 120.0):
+    """Streams a request by hand: (list of decoded events, the raw text)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200, r.read()
+    assert r.getheader("Content-Type").startswith("text/event-stream")
+    raw = r.read().decode()
+    c.close()
+    events = [e[len("data: "):] for e in raw.split("\n\n") if e]
+    return events, raw
+
+
+# ---- the openai client ------------------------------------------------------------------------
+
+def test_models_and_health(server):
+    assert server.get("/health") == (200, b'{"status":"ok"}')
+    models = server.client().models.list()
+    assert [m.id for m in models.data] == ["gemma-test"]
+
+
+def test_chat_completion(server):
+    r = server.client().chat.completions.create(
+        model="gemma-test", messages=[{"role": "user", "content": "Name a color."}], max_tokens=8, temperature=0)
+    assert r.object == "chat.completion"
+    ch = r.choices[0]
+    assert ch.message.role == "assistant" and isinstance(ch.message.content, str) and ch.message.content
+    assert ch.finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens <= 8 and r.usage.prompt_tokens > 5
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_stream_matches_whole(server):
+    c = server.client()
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to five."}]
+    whole = c.chat.completions.create(model="x", messages=msgs, max_tokens=12, temperature=0)
+    chunks = list(c.chat.completions.create(model="x", messages=msgs, max_tokens=12, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == whole.choices[0].message.content
+    finals = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_completion_equals_plumb_run(server, plumb_bin, real_model, run):
+    prompt = "The capital of France is"
+    r = server.client().completions.create(model="x", prompt=prompt, max_tokens=10, temperature=0)
+    cli = run(plumb_bin, "run", "-m", real_model, "-p", prompt, "-n", "10", "--temp", "0", "--no-stats", "-t", "2")
+    assert cli.rc == 0, cli.describe()
+    assert r.choices[0].text == cli.stdout[:-1]  # the CLI ends with a newline
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 10
+
+
+def test_completion_stream_and_token_prompt(server):
+    c = server.client()
+    ids = server.post("/tokenize", {"content": "Once upon a time", "add_special": True})[2]
+    whole = c.completions.create(model="x", prompt="Once upon a time", max_tokens=8, temperature=0)
+    by_ids = c.completions.create(model="x", prompt=ids["tokens"], max_tokens=8, temperature=0)
+    assert by_ids.choices[0].text == whole.choices[0].text
+    text = "".join(ch.choices[0].text for ch in c.completions.create(model="x", prompt="Once upon a time",
+                                                                       max_tokens=8, temperature=0, stream=True))
+    assert text == whole.choices[0].text
+
+
+def test_stop_strings(server):
+    c = server.client()
+    base = c.completions.create(model="x", prompt="1, 2, 3, 4,", max_tokens=12, temperature=0).choices[0].text
+    assert " 6" in base, base
+    r = c.completions.create(model="x", prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[" 6", "zzz"])
+    assert r.choices[0].text == base[:base.index(" 6")]
+    assert r.choices[0].finish_reason == "stop"
+    s = "".join(ch.choices[0].text for ch in c.completions.create(model="x", prompt="1, 2, 3, 4,", max_tokens=12,
+                                                                    temperature=0, stop=" 6", stream=True))
+    assert s == r.choices[0].text
+
+
+def test_sampling_fields_and_seed(server):
+    c = server.client()
+    kw = dict(model="x", prompt="My favourite animal is", max_tokens=10, temperature=1.0, top_p=0.9, seed=1234,
+              presence_penalty=0.5, frequency_penalty=0.5, extra_body={"top_k": 20, "min_p": 0.05})
+    a, b = c.completions.create(**kw), c.completions.create(**kw)
+    assert a.choices[0].text == b.choices[0].text  # same seed, same text
+
+
+def test_openai_errors(server):
+    c = server.client()
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], temperature=5)
+    assert e.value.status_code == 400 and "temperature" in str(e.value)
+    assert e.value.body["param"] == "temperature" and e.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="x", prompt="word " * 2000, max_tokens=4)
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="x", messages=[{"role": "assistant", "content": "hi"}])
+    assert e.value.body["param"] == "messages"
+    with pytest.raises(openai.NotFoundError):
+        c.embeddings.create(model="x", input="hi")
+
+
+def test_multi_turn_reuses_prefix(server):
+    c = server.client()
+    msgs = [{"role": "user", "content": "Tell me about the sea in one sentence."}]
+    r1 = c.chat.completions.create(model="x", messages=msgs, max_tokens=16, temperature=0)
+    msgs += [{"role": "assistant", "content": r1.choices[0].message.content},
+             {"role": "user", "content": "And about the mountains?"}]
+    r2 = c.chat.completions.create(model="x", messages=msgs, max_tokens=8, temperature=0)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    assert cached >= r1.usage.prompt_tokens, (cached, r1.usage)
+
+
+def test_tokenize_detokenize(server, plumb_bin, real_model, run):
+    text = "Hello world, ünïcödé 🙂"
+    s, _, j = server.post("/tokenize", {"content": text})
+    assert s == 200
+    cli = run(plumb_bin, "tokenize", "-m", real_model, "--ids", "--no-bos", text)
+    assert cli.rc == 0, cli.describe()
+    assert j["tokens"] == [int(x) for x in re.findall(r"-?\d+", cli.stdout)]
+    s, _, d = server.post("/detokenize", {"tokens": j["tokens"]})
+    assert s == 200 and d["content"] == text
+
+
+def test_page_is_served(server):
+    s, h, b = server.request("GET", "/")
+    assert s == 200 and h["content-type"].startswith("text/html")
+    assert b"/v1/chat/completions" in b and b"<script" in b
+    assert b"http://" not in b and b"https://" not in b  # nothing external
+
+
+# ---- continuous batching -------------------------------------------------------------------------
+
+PROMPTS = ["The sun rises in the", "A recipe for bread:", "def fibonacci(n):", "Paris is known for",
+           "The quick brown fox", "In 1492, Columbus", "Water boils at", "My favourite book is"]
+
+
+def test_eight_streams_on_four_slots_match_alone(server):
+    body = lambda p: {"prompt": p, "max_tokens": 12, "temperature": 0, "stream": True}
+
+    def text_of(events):
+        assert events[-1] == "[DONE]"
+        return "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+
+    alone = [text_of(stream_raw(server.port, "/v1/completions", body(p))[0]) for p in PROMPTS]
+    results: list = [None] * len(PROMPTS)
+
+    def worker(i):
+        try:
+            results[i] = text_of(stream_raw(server.port, "/v1/completions", body(PROMPTS[i]))[0])
+        except Exception as e:  # noqa: BLE001 - reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a stream did not finish"
+    assert results == alone
+
+
+def test_long_prompt_prefill_is_chunked_and_exact(server, plumb_bin, real_model, run):
+    """A prompt longer than two prefill chunks, fed while another stream runs, gives the same
+    greedy text as `plumb run` alone (the prompt is new to the server, so nothing is reused)."""
+    long_prompt = " ".join(f"entry {i}," for i in range(30))
+    cli = run(plumb_bin, "run", "-m", real_model, "-p", long_prompt, "-n", "6", "--temp", "0", "--no-stats", "-t", "2")
+    assert cli.rc == 0, cli.describe()
+    bg = threading.Thread(target=stream_raw, args=(server.port, "/v1/completions",
+                                                    {"prompt": "Once", "max_tokens": 30, "temperature": 0, "stream": True}))
+    bg.start()
+    wait_for(lambda: server.metrics()["plumb_slots_busy"] >= 1, 10, "the background stream")
+    s, _, j = server.post("/v1/completions", {"prompt": long_prompt, "max_tokens": 6, "temperature": 0})
+    bg.join(120)
+    assert s == 200 and j["choices"][0]["text"] == cli.stdout[:-1]
+    assert j["usage"]["prompt_tokens"] > 128 and j["usage"]["prompt_tokens_details"]["cached_tokens"] <= 1
+
+
+def wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_disconnect_frees_slot(server):
+    wait_for(lambda: server.metrics()["plumb_slots_busy"] == 0, 30, "idle slots")
+    before = server.metrics()["plumb_generated_tokens_total"]
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 800, "temperature": 0, "stream": True})
+    sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += sock.recv(4096)
+    assert server.metrics()["plumb_slots_busy"] == 1
+    sock.close()
+    t0 = time.monotonic()
+    wait_for(lambda: server.metrics()["plumb_slots_busy"] == 0, 5, "the slot to be freed after the disconnect")
+    freed_after = time.monotonic() - t0
+    generated = server.metrics()["plumb_generated_tokens_total"] - before
+    assert generated < 200, f"{generated} tokens were generated for a client that left"
+    assert freed_after < 2.0
+
+
+# ---- malformed input -----------------------------------------------------------------------------
+
+CHAT = "/v1/chat/completions"
+COMP = "/v1/completions"
+OK_MSGS = [{"role": "user", "content": "hi"}]
+MALFORMED = [
+    # (name, path, raw body or object, status, param the error names)
+    ("not json", CHAT, b"{not json", 400, None),
+    ("empty body", CHAT, b"", 400, None),
+    ("json array", CHAT, b"[1,2]", 400, None),
+    ("trailing data", CHAT, b'{"messages": []} x', 400, None),
+    ("truncated", COMP, b'{"prompt": "abc', 400, None),
+    ("messages missing", CHAT, {}, 400, "messages"),
+    ("messages not array", CHAT, {"messages": "hi"}, 400, "messages"),
+    ("messages empty", CHAT, {"messages": []}, 400, "messages"),
+    ("message not object", CHAT, {"messages": [1]}, 400, "messages[0]"),
+    ("role missing", CHAT, {"messages": [{"content": "hi"}]}, 400, "messages[0].role"),
+    ("role unknown", CHAT, {"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages[0].role"),
+    ("content number", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content"),
+    ("content image part", CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     400, "messages[0].content"),
+    ("bad role order", CHAT, {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, 400,
+     "messages"),
+    ("prompt missing", COMP, {}, 400, "prompt"),
+    ("prompt number", COMP, {"prompt": 5}, 400, "prompt"),
+    ("prompt several", COMP, {"prompt": ["a", "b"]}, 400, "prompt"),
+    ("prompt bad id", COMP, {"prompt": [1, -3]}, 400, "prompt"),
+    ("prompt id past vocab", COMP, {"prompt": [2, 99999999]}, 400, "prompt"),
+    ("temperature string", CHAT, {"messages": OK_MSGS, "temperature": "hot"}, 400, "temperature"),
+    ("temperature too high", CHAT, {"messages": OK_MSGS, "temperature": 9}, 400, "temperature"),
+    ("top_p range", CHAT, {"messages": OK_MSGS, "top_p": 1.5}, 400, "top_p"),
+    ("top_k float", CHAT, {"messages": OK_MSGS, "top_k": 2.5}, 400, "top_k"),
+    ("min_p negative", CHAT, {"messages": OK_MSGS, "min_p": -0.1}, 400, "min_p"),
+    ("max_tokens zero", CHAT, {"messages": OK_MSGS, "max_tokens": 0}, 400, "max_tokens"),
+    ("max_tokens huge", CHAT, {"messages": OK_MSGS, "max_tokens": 10 ** 9}, 400, "max_tokens"),
+    ("max_completion_tokens string", CHAT, {"messages": OK_MSGS, "max_completion_tokens": "5"}, 400,
+     "max_completion_tokens"),
+    ("seed float", CHAT, {"messages": OK_MSGS, "seed": 1.5}, 400, "seed"),
+    ("stop number", CHAT, {"messages": OK_MSGS, "stop": 3}, 400, "stop"),
+    ("stop list of numbers", CHAT, {"messages": OK_MSGS, "stop": ["a", 3]}, 400, "stop"),
+    ("too many stops", CHAT, {"messages": OK_MSGS, "stop": ["s%d" % i for i in range(40)]}, 400, "stop"),
+    ("stream string", CHAT, {"messages": OK_MSGS, "stream": "yes"}, 400, "stream"),
+    ("stream_options array", CHAT, {"messages": OK_MSGS, "stream_options": []}, 400, "stream_options"),
+    ("include_usage number", CHAT, {"messages": OK_MSGS, "stream": True, "stream_options": {"include_usage": 1}}, 400,
+     "stream_options.include_usage"),
+    ("presence_penalty range", CHAT, {"messages": OK_MSGS, "presence_penalty": 3}, 400, "presence_penalty"),
+    ("frequency_penalty string", CHAT, {"messages": OK_MSGS, "frequency_penalty": "x"}, 400, "frequency_penalty"),
+    ("n two", CHAT, {"messages": OK_MSGS, "n": 2}, 400, "n"),
+    ("model number", CHAT, {"messages": OK_MSGS, "model": 7}, 400, "model"),
+    ("logprobs", CHAT, {"messages": OK_MSGS, "logprobs": True}, 400, "logprobs"),
+    ("tokenize content missing", "/tokenize", {}, 400, "content"),
+    ("detokenize not ids", "/detokenize", {"tokens": ["a"]}, 400, "tokens"),
+    ("detokenize past vocab", "/detokenize", {"tokens": [1 << 30]}, 400, "tokens"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,param", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed(server, name, path, body, status, param):
+    s, h, j = server.post(path, body, {"Content-Type": "application/json"})
+    assert s == status, (s, j)
+    assert h["content-type"] == "application/json"
+    err = j["error"]
+    assert err["type"] == "invalid_request_error" and err["message"]
+    assert err["param"] == param, err
+
+
+def test_http_level_errors(server):
+    assert server.request("GET", "/nope")[0] == 404
+    s, _, b = server.request("GET", CHAT)
+    assert s == 405 and json.loads(b)["error"]["message"]
+    # a body over the cap is refused from its Content-Length, before it is read
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST {COMP} HTTP/1.1\r\nHost: x\r\nContent-Length: {2 << 20}\r\n\r\n".encode() + b"x" * 1000)
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert '"code":"body_too_large"' in head
+    # an oversized header block is refused before any handler runs
+    s, _, _ = server.request("GET", "/health", headers={"X-Big": "a" * 40000})
+    assert s in (413, 431)
+    assert server.get("/health")[0] == 200  # still serving
+
+
+# ---- servers with other settings ----------------------------------------------------------------
+
+def test_queue_full_gives_503(plumb_bin, real_model):
+    s = Server(plumb_bin, real_model, "--parallel", "1", "--queue", "0", "-c", "512")
+    try:
+        holder = threading.Thread(target=stream_raw, args=(s.port, COMP, {"prompt": "Once", "max_tokens": 40,
+                                                                           "temperature": 0, "stream": True}))
+        holder.start()
+        wait_for(lambda: s.metrics()["plumb_slots_busy"] == 1, 10, "the slot to be busy")
+        busy_before = s.metrics().get('plumb_requests_total{code="503"}', 0)  # /health said 503 while loading
+        st, h, j = s.post(COMP, {"prompt": "Hi", "max_tokens": 2})
+        assert st == 503 and h["retry-after"] == "1" and j["error"]["code"] == "server_busy"
+        with pytest.raises(openai.InternalServerError):
+            s.client().completions.create(model="x", prompt="Hi", max_tokens=2)
+        holder.join(60)
+        assert s.metrics()['plumb_requests_total{code="503"}'] == busy_before + 2
+    finally:
+        assert s.stop() == 0, s.stderr
+
+
+def test_api_key(plumb_bin, real_model):
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "256", "--api-key", "sekret")
+    try:
+        assert s.request("GET", "/v1/models")[0] == 401
+        assert s.request("GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert s.request("GET", "/v1/models", headers={"Authorization": "Bearer sekret"})[0] == 200
+        with pytest.raises(openai.AuthenticationError):
+            s.client(api_key="wrong").completions.create(model="x", prompt="Hi", max_tokens=1)
+        r = s.client(api_key="sekret").completions.create(model="x", prompt="Hi", max_tokens=2, temperature=0)
+        assert r.usage.completion_tokens >= 1
+        assert s.get("/health")[0] == 200 and s.get("/metrics")[0] == 200  # open without a key
+    finally:
+        assert s.stop() == 0, s.stderr
+
+
+def test_unloadable_model_exits_1(plumb_bin):
+    """A model that cannot be loaded ends the server with exit 1 and a message."""
+    s = Server(plumb_bin, Path("/nonexistent/model.gguf"), wait_ready=False)
+    rc = s.proc.wait(30)
+    s._reader.join(5)
+    assert rc == 1 and "cannot load the model" in s.stderr
+
+
+def test_sigterm_finishes_in_flight(plumb_bin, real_model):
+    s = Server(plumb_bin, real_model, "--parallel", "2", "-c", "256")
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=stream_raw(s.port, COMP, {"prompt": "Once", "max_tokens": 25,
+                                                                                 "temperature": 0, "stream": True})))
+    t.start()
+    wait_for(lambda: s.metrics()["plumb_generated_tokens_total"] >= 2, 30, "generation to start")
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    with pytest.raises(OSError):  # no longer accepting
+        socket.create_connection(("127.0.0.1", s.port), timeout=2).recv(1)
+    t.join(60)
+    assert s.stop() == 0, s.stderr
+    events, _ = out["r"]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+
+
+def test_sanitizer_build_serves_cleanly(plumb_san_bin, real_model):
+    s = Server(plumb_san_bin, real_model, "--parallel", "2", "-c", "256", ready_timeout=120)
+    try:
+        c = s.client()
+        r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+                                      temperature=0)
+        assert r.choices[0].message.content is not None
+        events, _ = stream_raw(s.port, COMP, {"prompt": "Once", "max_tokens": 4, "stream": True,
+                                              "stream_options": {"include_usage": True}, "stop": ["zz"]})
+        assert events[-1] == "[DONE]"
+        for name, path, body, status, _ in MALFORMED[:12]:
+            assert s.post(path, body)[0] == status, name
+        assert s.post("/detokenize", {"tokens": [2, 100, 5000]})[0] == 200
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        body = json.dumps({"prompt": "Once", "max_tokens": 100, "stream": True})
+        sock.sendall(f"POST {COMP} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+        sock.recv(100)
+        sock.close()
+        wait_for(lambda: s.metrics()["plumb_slots_busy"] == 0, 10, "the slot to be freed")
+    finally:
+        rc = s.stop(120)
+    assert rc == 0 and not any(m in s.stderr for m in SAN_MARKERS), s.stderr

@@ -1,0 +1,115 @@
+/* cmd_serve.c — `plumb serve -m MODEL [options]`: the OpenAI-compatible HTTP server
+ * (src/server/). Listens at once (GET /health answers 503 until the model is loaded), prints
+ * "plumb serve: listening on http://HOST:PORT" on stderr, and on SIGTERM or SIGINT stops
+ * accepting, lets the requests in flight finish and exits 0. */
+#include "cli.h"
+#include "options.h"
+
+#include "server/server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char serve_usage[] =
+    "usage: plumb serve -m MODEL [options]\n"
+    "  -m, --model FILE          GGUF model (required)\n"
+    "      --host ADDR           address to bind (default 127.0.0.1)\n"
+    "      --port N              port (default 8080; 0: any free port)\n"
+    "  -np, --parallel N         slots: requests generated together (default 4)\n"
+    "  -c, --ctx-size N          context positions per slot (default: min(model, 4096))\n"
+    "  -t, --threads N           compute threads (default: all online CPUs)\n"
+    "  -b, --batch-size N        tokens per decode step at most (default 512)\n"
+    "      --prefill-chunk N     prompt tokens per step while others generate (default 64)\n"
+    "      --queue N             requests that may wait for a slot (default 16)\n"
+    "      --api-key KEY         require 'Authorization: Bearer KEY' on /v1/*\n"
+    "      --alias NAME          model id shown by the API (default: the file name)\n"
+    "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n"
+    "      --timeout S           longest a request may take, in seconds (default 600)\n"
+    "      --max-body BYTES      largest request body (default 1048576)\n"
+    "      --max-connections N   open connections at most (default 128)\n"
+    "      --log                 one line per request on stderr\n";
+
+int cmd_serve(int argc, char **argv) {
+    plumb_server_params p = plumb_server_default_params();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(serve_usage, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--log")) {
+            p.log_requests = true;
+            continue;
+        }
+        static const char *const valued[] = {"-m", "--model", "--host", "--port", "-np", "--parallel", "-c", "--ctx-size",
+                                             "-t", "--threads", "-b", "--batch-size", "--prefill-chunk", "--queue",
+                                             "--api-key", "--alias", "--chat-format", "--timeout", "--max-body",
+                                             "--max-connections"};
+        bool known = false;
+        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
+        if (!known) {
+            fprintf(stderr, "plumb serve: unknown option '%s' (see plumb serve --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "plumb serve: %s needs a value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        long n = 0;
+        bool ok = true;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) p.model_path = v;
+        else if (!strcmp(a, "--host")) p.host = v;
+        else if (!strcmp(a, "--api-key")) ok = *v && (p.api_key = v);
+        else if (!strcmp(a, "--alias")) ok = *v && (p.alias = v);
+        else if (!strcmp(a, "--chat-format")) {
+            ok = plumb_chat_format_from_name(v) != PLUMB_CHAT_UNKNOWN;
+            p.chat_format = v;
+        } else if (!strcmp(a, "--port")) ok = options_parse_long(v, 0, 65535, &n) && (p.port = (int)n, true);
+        else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) ok = options_parse_long(v, 1, 256, &n) && (p.n_parallel = (int32_t)n, true);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = options_parse_long(v, 0, 1 << 24, &n) && (p.n_ctx = (int32_t)n, true);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = options_parse_long(v, 1, 512, &n) && (p.n_threads = (int32_t)n, true);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = options_parse_long(v, 1, 65536, &n) && (p.n_batch = (int32_t)n, true);
+        else if (!strcmp(a, "--prefill-chunk")) ok = options_parse_long(v, 1, 65536, &n) && (p.prefill_chunk = (int32_t)n, true);
+        else if (!strcmp(a, "--queue")) ok = options_parse_long(v, 0, 4096, &n) && (p.queue_size = (int32_t)n, true);
+        else if (!strcmp(a, "--timeout")) ok = options_parse_long(v, 1, 86400, &n) && (p.timeout_s = (double)n, true);
+        else if (!strcmp(a, "--max-body")) ok = options_parse_long(v, 1024, 1L << 30, &n) && (p.max_body = (size_t)n, true);
+        else if (!strcmp(a, "--max-connections")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_connections = (int32_t)n, true);
+        if (!ok) {
+            fprintf(stderr, "plumb serve: bad value '%s' for %s\n", v, a);
+            return 2;
+        }
+    }
+    if (!p.model_path) {
+        fprintf(stderr, "plumb serve: usage: plumb serve -m MODEL [options] (see --help)\n");
+        return 2;
+    }
+    /* every thread started from here on leaves SIGTERM/SIGINT to the sigwait below */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    plumb_server_t *srv;
+    if (plumb_server_start(&p, &srv)) return 1;
+    fprintf(stderr, "plumb serve: listening on http://%s:%d (loading %s)\n", p.host, plumb_server_port(srv), p.model_path);
+    const char *why;
+    if (plumb_server_wait_loaded(srv, &why)) {
+        fprintf(stderr, "plumb serve: cannot load the model: %s\n", why);
+        plumb_server_free(srv);
+        return 1;
+    }
+    fprintf(stderr, "plumb serve: ready: %d slots\n", (int)p.n_parallel);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "plumb serve: %s: finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    plumb_server_shutdown(srv, p.timeout_s);
+    plumb_server_free(srv);
+    fprintf(stderr, "plumb serve: stopped\n");
+    return 0;
+}
