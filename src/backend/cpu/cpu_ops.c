@@ -10,9 +10,11 @@
 #include "quant/quant.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define PLUMB_MAX_GROUP 64 /* query heads per KV head */
 #define ATTN_PAD 64 /* attention positions are grouped in blocks of 64 (masked ones contribute 0) */
 
 static inline void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
@@ -24,12 +26,7 @@ static int64_t n_rows(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->n
 
 /* ---- scratch sizing ------------------------------------------------------------------------- */
 
-static size_t attn_scratch_per_thread(const plumb_tensor *n) {
-    const plumb_attn_params *p = n->pparams;
-    /* scores [n_ctx], value lanes [hd][64], q and a key [hd] */
-    size_t bytes = ((size_t)p->kv->n_ctx + 66 * (size_t)p->kv->head_dim + 16) * sizeof(float);
-    return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
-}
+static size_t attn_scratch_per_thread(const plumb_tensor *n);
 
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     size_t need = 0;
@@ -112,12 +109,20 @@ static inline float gelu_tanh(float x) {
 }
 
 /* GELU through F16, as the reference engine computes it: the input rounded to F16, the
- * result rounded to F16 (outside [-10, 10] GELU is 0 or x) */
+ * result rounded to F16, looked up in a table of all 65536 inputs made once (outside
+ * [-10, 10] GELU is 0 or x) */
+static float gelu_f16_table[65536];
+static pthread_once_t gelu_f16_once = PTHREAD_ONCE_INIT;
+
+static void gelu_f16_init(void) {
+    for (uint32_t i = 0; i < 65536; i++)
+        gelu_f16_table[i] = plumb__f16_table[plumb__fp32_to_fp16(gelu_tanh(plumb__f16_table[i]))];
+}
+
 static inline float gelu_tanh_f16(float x) {
     if (x <= -10.0f) return 0.0f;
     if (x >= 10.0f) return x;
-    const float xh = plumb__f16_table[plumb__fp32_to_fp16(x)];
-    return plumb__f16_table[plumb__fp32_to_fp16(gelu_tanh(xh))];
+    return gelu_f16_table[plumb__fp32_to_fp16(x)];
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -143,6 +148,7 @@ static void op_unary(plumb_tensor *n, int ith, int nth) {
         for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i]) * y[i];
         break;
     case PLUMB_OP_GELU_MUL:
+        pthread_once(&gelu_f16_once, gelu_f16_init);
         for (int64_t i = lo; i < hi; i++) o[i] = gelu_tanh_f16(x[i]) * y[i];
         break;
     case PLUMB_OP_SOFTCAP:
@@ -279,34 +285,39 @@ ATTN_CLONES static float exp_poly(float x) {
 }
 
 
-/* out[d] = sum over positions j of w_j v_j[d], with w_j = F16(scores[j] * inv), summed for each
- * d exactly as dot_f16_values(w, v[.][d], padded) would (padding positions are zero), but
- * walking the cache row by row. lanes: [hd][64] scratch. */
-ATTN_CLONES static void pv_accumulate(const uint16_t *vc, size_t seq_base, size_t kv_dim, int64_t off, int64_t hd,
-                                      int32_t first, int32_t pos, int32_t padded, const float *scores, float inv,
-                                      float *lanes, float *out) {
-    const int32_t body = padded & ~63;
-    memset(lanes, 0, (size_t)hd * 64 * sizeof(float));
-    for (int32_t j = first; j <= pos && j < body; j++) {
-        const float w = plumb__f16_table[plumb__fp32_to_fp16(scores[j - first] * inv)];
-        const uint16_t *vr = vc + (seq_base + (size_t)j) * kv_dim + off;
-        const int lane = j & 63; /* accumulator (j / 16) % 4, lane j % 16 */
-        for (int64_t d = 0; d < hd; d++) lanes[d * 64 + lane] = fmaf(w, plumb__f16_table[vr[d]], lanes[d * 64 + lane]);
-    }
+/* Adds w * v[d] into lane `lane` of every output dimension d: lanes is [64][hd], lane
+ * 16 a + l standing for accumulator a, element l of the F16 dot product's 4 x 16 lanes.
+ * The first write of a lane stores w * v (fmaf with 0 gives the same value). */
+ATTN_CLONES static void pv_lane(float *lanes, int lane, bool first_write, float w, const float *v, int64_t hd) {
+    float *a = lanes + (size_t)lane * (size_t)hd;
+    if (first_write)
+        for (int64_t d = 0; d < hd; d++) a[d] = w * v[d];
+    else
+        for (int64_t d = 0; d < hd; d++) a[d] = fmaf(w, v[d], a[d]);
+}
+
+/* out[d] = the F16 dot product's fold of the 64 lanes of dimension d: accumulators 0+2 and
+ * 1+3, then their sum, then the 16 elements in a fixed tree (as sum16). */
+ATTN_CLONES static void pv_fold(const float *lanes, int64_t hd, float *out) {
     for (int64_t d = 0; d < hd; d++) {
-        float *a = lanes + d * 64; /* a[16 j + l] is accumulator j, lane l */
+        float r[16];
         for (int l = 0; l < 16; l++) {
-            a[l] += a[32 + l];
-            a[16 + l] += a[48 + l];
+            const float a0 = lanes[(size_t)l * hd + d] + lanes[(size_t)(32 + l) * hd + d];
+            const float a1 = lanes[(size_t)(16 + l) * hd + d] + lanes[(size_t)(48 + l) * hd + d];
+            r[l] = a0 + a1;
         }
-        for (int l = 0; l < 16; l++) a[l] += a[16 + l];
-        double s = sum16(a);
-        for (int32_t j = body > first ? body : first; j <= pos; j++) {
-            const float w = plumb__f16_table[plumb__fp32_to_fp16(scores[j - first] * inv)];
-            s += (double)(w * plumb__f16_table[vc[(seq_base + (size_t)j) * kv_dim + (size_t)(off + d)]]);
-        }
-        out[d] = (float)s;
+        out[d] = (float)(double)sum16(r);
     }
+}
+
+/* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx],
+ * value lanes [64][hd] and rounded query [hd]; plus one key or value row [hd]. */
+static size_t attn_scratch_per_thread(const plumb_tensor *n) {
+    const plumb_attn_params *p = n->pparams;
+    const size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
+    const size_t per_head = (size_t)p->kv->n_ctx + 65 * (size_t)p->kv->head_dim;
+    const size_t bytes = (group * per_head + (size_t)p->kv->head_dim + 16) * sizeof(float);
+    return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
 static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
@@ -314,8 +325,9 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_kv_cache *kv = p->kv;
     const plumb_tensor *q = n->src[0], *k = n->src[1], *v = n->src[2];
     const int64_t hd = kv->head_dim, n_head = q->ne[1], n_kv = k->ne[1], T = q->ne[2];
-    const int64_t kv_dim = n_kv * hd;
+    const int64_t kv_dim = n_kv * hd, group = n_head / n_kv;
     const float scale = n->fparams[0];
+    const plumb_f16_to_f32_fn cvt = c->kernels->f16_to_f32;
     uint16_t *kc = kv->k[p->layer], *vc = kv->v[p->layer];
     int64_t lo, hi;
     /* phase 1: write this batch's keys and values into the cache */
@@ -329,47 +341,73 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         }
     }
     plumb__cpu_barrier(c);
-    /* phase 2: each (token, head) attends over its sequence's positions [lo, pos] */
-    float *scores = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
-    float *lanes = scores + kv->n_ctx; /* [hd][64] */
-    float *qv = lanes + 64 * kv->head_dim, *kf = qv + kv->head_dim;
-    const int64_t group = n_head / n_kv;
-    split(T * n_head, ith, nth, &lo, &hi);
-    for (int64_t r = lo; r < hi; r++) {
-        const int64_t t = r / n_head, h = r % n_head, hk = h / group;
+    /* phase 2: work items are (token, KV head) with all the query heads that share the KV
+     * head, so each key and value row is converted once for all of them; when there are too
+     * few such items to keep every thread busy, items are single (token, head) pairs. Every
+     * (token, head) result is computed the same way in both cases. */
+    const int64_t heads_per_item = T * n_kv >= 2 * nth && group <= PLUMB_MAX_GROUP ? group : 1;
+    const size_t per_head = (size_t)kv->n_ctx + 65 * (size_t)hd;
+    float *scratch = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
+    float *row = scratch + (size_t)group * per_head; /* [hd] */
+    split(T * n_head / heads_per_item, ith, nth, &lo, &hi);
+    for (int64_t item = lo; item < hi; item++) {
+        const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
+        const int64_t hk = h0 / group, nh = heads_per_item;
         const int32_t pos = p->pos[t];
         const int32_t first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
+        const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
         /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
          * rounded likewise before they weight the values); every sum follows the fixed
          * orders described above, per (token, head), whatever the batch. */
-        for (int64_t d = 0; d < hd; d++)
-            qv[d] = plumb__f16_table[plumb__fp32_to_fp16(((const float *)q->data)[r * hd + d])];
-        const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
-        float mx = -INFINITY;
+        for (int64_t i = 0; i < nh; i++) {
+            float *qv = scratch + (size_t)i * per_head + kv->n_ctx + 64 * (size_t)hd;
+            const float *qs = (const float *)q->data + (t * n_head + h0 + i) * hd;
+            for (int64_t d = 0; d < hd; d++) qv[d] = plumb__f16_table[plumb__fp32_to_fp16(qs[d])];
+        }
+        float mx[PLUMB_MAX_GROUP];
+        for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
         for (int32_t j = first; j <= pos; j++) {
-            const uint16_t *kr = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            for (int64_t d = 0; d < hd; d++) kf[d] = plumb__f16_table[kr[d]];
-            const float s = dot_f16_values(qv, kf, hd) * scale;
-            scores[j - first] = s;
-            mx = fmaxf(mx, s);
+            cvt(kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd, row, hd);
+            for (int64_t i = 0; i < nh; i++) {
+                float *sc = scratch + (size_t)i * per_head;
+                const float s = dot_f16_values(sc + kv->n_ctx + 64 * (size_t)hd, row, hd) * scale;
+                sc[j - first] = s;
+                mx[i] = fmaxf(mx[i], s);
+            }
         }
         /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
-        double sum = 0.0;
         const int32_t padded = (pos + ATTN_PAD) / ATTN_PAD * ATTN_PAD;
-        for (int32_t c0 = 0; c0 < padded; c0 += 16) {
-            float block[16];
-            for (int l = 0; l < 16; l++) {
-                const int32_t j = c0 + l;
-                block[l] = 0.0f;
-                if (j >= first && j <= pos) block[l] = scores[j - first] = exp_poly(scores[j - first] - mx);
+        float inv[PLUMB_MAX_GROUP];
+        for (int64_t i = 0; i < nh; i++) {
+            float *sc = scratch + (size_t)i * per_head;
+            double sum = 0.0;
+            for (int32_t c0 = 0; c0 < padded; c0 += 16) {
+                float block[16];
+                for (int l = 0; l < 16; l++) {
+                    const int32_t j = c0 + l;
+                    block[l] = 0.0f;
+                    if (j >= first && j <= pos) block[l] = sc[j - first] = exp_poly(sc[j - first] - mx[i]);
+                }
+                sum += (double)sum16(block);
             }
-            sum += (double)sum16(block);
+            inv[i] = (float)(1.0 / sum);
         }
-        const float inv = (float)(1.0 / sum);
-        /* values: each output dimension is an F16 dot product over the padded positions,
-         * accumulated position by position into the same lanes dot_f16_values uses */
-        float *o = (float *)n->data + t * (n_head * hd) + h * hd;
-        pv_accumulate(vc, seq_base, (size_t)kv_dim, hk * hd, hd, first, pos, padded, scores, inv, lanes, o);
+        /* values: each output dimension is an F16 dot product over the padded positions
+         * (ATTN_PAD is a multiple of 64, so there is no scalar tail), accumulated position by
+         * position into the 64 lanes; lanes no position reaches stay zero */
+        for (int32_t j = first; j <= pos; j++) {
+            cvt(vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd, row, hd);
+            for (int64_t i = 0; i < nh; i++) {
+                float *sc = scratch + (size_t)i * per_head;
+                const float w = plumb__f16_table[plumb__fp32_to_fp16(sc[j - first] * inv[i])];
+                pv_lane(sc + kv->n_ctx, j & 63, j - first < 64, w, row, hd);
+            }
+        }
+        for (int64_t i = 0; i < nh; i++) {
+            float *lanes = scratch + (size_t)i * per_head + kv->n_ctx;
+            for (int32_t j = pos + 1; j < first + 64; j++) memset(lanes + (size_t)(j & 63) * hd, 0, (size_t)hd * sizeof(float));
+            pv_fold(lanes, hd, (float *)n->data + t * (n_head * hd) + (h0 + i) * hd);
+        }
     }
 }
 

@@ -34,10 +34,14 @@ typedef float (*plumb_vec_dot_fn)(int64_t n, const void *w, const void *x);
 /* Quantizes n floats into the activation format. */
 typedef void (*plumb_act_quantize_fn)(const float *x, void *out, int64_t n);
 
+/* Converts n F16 values to F32. */
+typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
+
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */
     plumb_vec_dot_fn vec_dot[PLUMB_TYPE_COUNT];
     plumb_act_quantize_fn act_quantize[4];
+    plumb_f16_to_f32_fn f16_to_f32;
 } plumb_kernel_set;
 
 /* Activation format that weight type `type` dots with; -1 for an unknown type. */

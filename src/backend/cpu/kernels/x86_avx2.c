@@ -165,6 +165,12 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = _cvtsh_ss(x[i]);
+}
+
 const plumb_kernel_set *plumb__kernels_avx2(void) {
     static plumb_kernel_set set;
     static int init;
@@ -176,6 +182,7 @@ const plumb_kernel_set *plumb__kernels_avx2(void) {
         set.vec_dot[PLUMB_TYPE_Q8_0] = dot_q8_0;
         set.vec_dot[PLUMB_TYPE_Q4_K] = dot_q4_k;
         set.vec_dot[PLUMB_TYPE_Q6_K] = dot_q6_k;
+        set.f16_to_f32 = f16_to_f32;
         init = 1;
     }
     return &set;
