@@ -274,3 +274,52 @@ TEST(simd_kernels_match_generic) {
         }
     }
 }
+
+/* The 4-row dot products give each row's one-row result bit for bit (the matmul uses either,
+ * depending on the batch size, so this is what keeps results batch-invariant); the F16
+ * conversion matches the table for every value. */
+TEST(four_row_kernels_equal_one_row_kernels) {
+    plumb__kernels_get();
+    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_get()};
+    for (size_t si = 0; si < 2; si++) {
+        const plumb_kernel_set *ks = sets[si];
+        uint16_t *h = malloc(65536 * sizeof *h);
+        float *hf = malloc(65536 * sizeof *hf);
+        for (uint32_t i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+        ks->f16_to_f32(h + 3, hf, 65533); /* odd start and length */
+        for (uint32_t i = 0; i < 65533; i++) {
+            float want = plumb__f16_table[i + 3];
+            if (memcmp(&want, &hf[i], 4) != 0 && !(isnan(want) && isnan(hf[i])))
+                plumb_test_fail(__FILE__, __LINE__, "%s f16_to_f32(0x%04x) = %g, want %g", ks->name, i + 3, hf[i], want);
+        }
+        free(h), free(hf);
+        for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+            int type = all_types[ti];
+            if (!ks->vec_dot4[type]) continue;
+            const int64_t n = 256 * 5;
+            uint64_t wb;
+            plumb_type_row_bytes(type, n, &wb);
+            int act = plumb__act_type(type);
+            const size_t xs = plumb__act_row_size(act, n);
+            float *w = malloc((size_t)n * 4), *x = malloc((size_t)n * 4);
+            uint8_t *wq = malloc(wb), *xq = malloc(4 * xs);
+            for (int rep = 0; rep < 8; rep++) {
+                for (int64_t i = 0; i < n; i++) w[i] = frand() * (rep + 1);
+                plumb_quantize_row(type, w, wq, n);
+                for (int c = 0; c < 4; c++) {
+                    for (int64_t i = 0; i < n; i++) x[i] = frand() * (float)(c + 1) * (rep % 3 == 2 && c == 1 ? 0.0f : 1.0f);
+                    ks->act_quantize[act](x, xq + (size_t)c * xs, n);
+                }
+                float o4[4];
+                ks->vec_dot4[type](n, wq, xq, xs, o4);
+                for (int c = 0; c < 4; c++) {
+                    float one = ks->vec_dot[type](n, wq, xq + (size_t)c * xs);
+                    if (memcmp(&one, &o4[c], 4) != 0)
+                        plumb_test_fail(__FILE__, __LINE__, "%s %s row %d: 4-row %.9g vs one-row %.9g", ks->name,
+                                        plumb_type_name(type), c, o4[c], one);
+                }
+            }
+            free(w), free(x), free(wq), free(xq);
+        }
+    }
+}

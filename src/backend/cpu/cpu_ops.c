@@ -78,9 +78,16 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     split(N, ith, nth, &lo, &hi);
     float *out = n->data;
     const uint8_t *wd = w->data;
+    const plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
+    const int64_t T4 = dot4 ? T / 4 * 4 : 0;
     for (int64_t r = lo; r < hi; r++) {
         const uint8_t *wr = wd + (size_t)r * w->nb[1];
-        for (int64_t t = 0; t < T; t++) out[t * N + r] = dot(K, wr, c->work + (size_t)t * arow);
+        for (int64_t t = 0; t < T4; t += 4) {
+            float o4[4];
+            dot4(K, wr, c->work + (size_t)t * arow, arow, o4);
+            for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
+        }
+        for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wr, c->work + (size_t)t * arow);
     }
 }
 

@@ -34,12 +34,17 @@ typedef float (*plumb_vec_dot_fn)(int64_t n, const void *w, const void *x);
 /* Quantizes n floats into the activation format. */
 typedef void (*plumb_act_quantize_fn)(const float *x, void *out, int64_t n);
 
+/* The same dot product for 4 activation rows at once (x, x + x_stride, ...): out[c] is
+ * bit for bit what vec_dot gives for row c; the weight row is decoded once. */
+typedef void (*plumb_vec_dot4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, float *out);
+
 /* Converts n F16 values to F32. */
 typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
 
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */
     plumb_vec_dot_fn vec_dot[PLUMB_TYPE_COUNT];
+    plumb_vec_dot4_fn vec_dot4[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
     plumb_f16_to_f32_fn f16_to_f32;
 } plumb_kernel_set;

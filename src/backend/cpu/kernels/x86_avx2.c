@@ -165,6 +165,121 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+
+/* ---- four activation rows per weight row --------------------------------------------------
+ * Each column keeps its own accumulator and sees exactly the operations of the one-row
+ * kernel above, in the same order; only the weight decoding is shared. */
+
+#define DOT4_LEGACY(name, wbytes, decode)                                                                   \
+    static void name(int64_t n, const void *w, const void *x, size_t xs, float *out) {                     \
+        const uint8_t *a = w, *b = x;                                                                       \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
+        for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b += 34) {                                      \
+            const __m256i q = decode;                                                                       \
+            const float dw = h2f(a);                                                                        \
+            for (int c = 0; c < 4; c++) {                                                                   \
+                const uint8_t *bc = b + (size_t)c * xs;                                                     \
+                const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(bc + 2)));                 \
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h2f(bc)), _mm256_cvtepi32_ps(p), acc[c]);      \
+            }                                                                                               \
+        }                                                                                                   \
+        for (int c = 0; c < 4; c++) out[c] = hsum(acc[c]);                                                  \
+    }
+
+DOT4_LEGACY(dot4_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
+DOT4_LEGACY(dot4_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
+DOT4_LEGACY(dot4_q5_0, 22,
+            _mm256_or_si256(unpack_nibbles(a + 6), _mm256_andnot_si256(bits_to_bytes(a + 2), _mm256_set1_epi8((char)0xF0))))
+
+static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, float *out) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc[4];
+    __m128 acc_m[4];
+    for (int c = 0; c < 4; c++) {
+        acc[c] = _mm256_setzero_ps();
+        acc_m[c] = _mm_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
+        const uint8_t *qs = a + 16;
+        int sc[8], mn[8];
+        for (int s = 0; s < 8; s++) scale_min_k4(a + 4, s, &sc[s], &mn[s]);
+        __m256i lo[4], hi[4];
+        for (int k = 0; k < 4; k++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+            lo[k] = _mm256_and_si256(q, m4);
+            hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        }
+        const float dw = h2f(a), dmin = h2f(a + 2);
+        for (int c = 0; c < 4; c++) {
+            const uint8_t *bc = b + (size_t)c * xs;
+            float dy;
+            memcpy(&dy, bc, 4);
+            const int8_t *y = (const int8_t *)(bc + 4);
+            int16_t bsums[16];
+            memcpy(bsums, bc + 260, sizeof bsums);
+            int prod[4];
+            for (int k = 0; k < 4; k++)
+                prod[k] = mn[2 * k] * (bsums[4 * k] + bsums[4 * k + 1]) + mn[2 * k + 1] * (bsums[4 * k + 2] + bsums[4 * k + 3]);
+            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(-dy * dmin), _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)prod)), acc_m[c]);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                const __m256i p0 = _mm256_maddubs_epi16(lo[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k)));
+                const __m256i p1 = _mm256_maddubs_epi16(hi[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k + 32)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc[2 * k])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc[2 * k + 1])));
+            }
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < 4; c++) {
+        __m128 m = _mm_add_ps(acc_m[c], _mm_movehl_ps(acc_m[c], acc_m[c]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[c] = hsum(acc[c]) + _mm_cvtss_f32(m);
+    }
+}
+
+static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, float *out) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
+        const int8_t *sc = (const int8_t *)(a + 192);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        __m256i q[8];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *L = a + 64 * h, *H = a + 128 + 32 * h;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)L), l1 = _mm256_loadu_si256((const __m256i *)(L + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)H);
+            q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+            q[4 * h + 1] =
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+        }
+        const float dw = h2f(a + 208);
+        for (int c = 0; c < 4; c++) {
+            const uint8_t *bc = b + (size_t)c * xs;
+            float dy;
+            memcpy(&dy, bc, 4);
+            const int8_t *y = (const int8_t *)(bc + 4);
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bc + 260)), sc16), 5);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const int g = 2 * k;
+                const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 32 * k)));
+                const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+            sumi = _mm256_sub_epi32(sumi, offset);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
+        }
+    }
+    for (int c = 0; c < 4; c++) out[c] = hsum(acc[c]);
+}
+
 static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
@@ -182,6 +297,11 @@ const plumb_kernel_set *plumb__kernels_avx2(void) {
         set.vec_dot[PLUMB_TYPE_Q8_0] = dot_q8_0;
         set.vec_dot[PLUMB_TYPE_Q4_K] = dot_q4_k;
         set.vec_dot[PLUMB_TYPE_Q6_K] = dot_q6_k;
+        set.vec_dot4[PLUMB_TYPE_Q4_0] = dot4_q4_0;
+        set.vec_dot4[PLUMB_TYPE_Q5_0] = dot4_q5_0;
+        set.vec_dot4[PLUMB_TYPE_Q8_0] = dot4_q8_0;
+        set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
+        set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
         set.f16_to_f32 = f16_to_f32;
         init = 1;
     }
