@@ -237,9 +237,10 @@ TEST(attention_gqa_causal_and_sliding_window) {
 TEST(simd_kernels_match_generic) {
     plumb__kernels_get(); /* builds the f16 table */
     const plumb_kernel_set *ref = plumb__kernels_generic();
-    const plumb_kernel_set *sets[] = {plumb__kernels_avx2()};
+    const plumb_kernel_set *sets[] = {plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
     const plumb_cpu_features *f = plumb_cpu_get();
-    if (!(f->avx2 && f->fma && f->f16c)) sets[0] = NULL; /* this CPU cannot run them */
+    if (!(f->avx2 && f->fma && f->f16c)) sets[0] = sets[1] = NULL; /* this CPU cannot run them */
+    if (!(f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni)) sets[1] = NULL;
     for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
         if (!sets[si]) continue;
         for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
@@ -280,9 +281,12 @@ TEST(simd_kernels_match_generic) {
  * conversion matches the table for every value. */
 TEST(four_row_kernels_equal_one_row_kernels) {
     plumb__kernels_get();
-    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_get()};
-    for (size_t si = 0; si < 2; si++) {
+    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_get()};
+    const plumb_cpu_features *f = plumb_cpu_get();
+    if (!(f->avx2 && f->fma && f->f16c)) sets[1] = NULL;
+    for (size_t si = 0; si < 3; si++) {
         const plumb_kernel_set *ks = sets[si];
+        if (!ks) continue;
         uint16_t *h = malloc(65536 * sizeof *h);
         float *hf = malloc(65536 * sizeof *hf);
         for (uint32_t i = 0; i < 65536; i++) h[i] = (uint16_t)i;
@@ -317,6 +321,50 @@ TEST(four_row_kernels_equal_one_row_kernels) {
                     if (memcmp(&one, &o4[c], 4) != 0)
                         plumb_test_fail(__FILE__, __LINE__, "%s %s row %d: 4-row %.9g vs one-row %.9g", ks->name,
                                         plumb_type_name(type), c, o4[c], one);
+                }
+            }
+            free(w), free(x), free(wq), free(xq);
+        }
+    }
+}
+
+/* The AVX-512 VNNI set gives the AVX2 set's results bit for bit (the same int32 lanes, the
+ * same float order), for every type and both the one-row and four-row kernels. */
+TEST(vnni_kernels_equal_avx2_kernels) {
+    plumb__kernels_get();
+    const plumb_cpu_features *f = plumb_cpu_get();
+    const plumb_kernel_set *a = plumb__kernels_avx2(), *b = plumb__kernels_avx512vnni();
+    if (!a || !b || !(f->avx2 && f->fma && f->f16c && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni)) {
+        CHECK(a == NULL || b == NULL || !f->avx512vnni); /* nothing to compare on this CPU */
+        return;
+    }
+    for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
+        int type = all_types[ti];
+        for (int64_t n = 256; n <= 256 * 9; n += 256 * 4) {
+            uint64_t wb;
+            plumb_type_row_bytes(type, n, &wb);
+            int act = plumb__act_type(type);
+            const size_t xs = plumb__act_row_size(act, n);
+            float *w = malloc((size_t)n * 4), *x = malloc((size_t)n * 4);
+            uint8_t *wq = malloc(wb), *xq = malloc(4 * xs);
+            for (int rep = 0; rep < 8; rep++) {
+                for (int64_t i = 0; i < n; i++) w[i] = frand() * (rep + 1);
+                plumb_quantize_row(type, w, wq, n);
+                for (int c = 0; c < 4; c++) {
+                    for (int64_t i = 0; i < n; i++) x[i] = frand() * (float)(c + rep + 1);
+                    a->act_quantize[act](x, xq + (size_t)c * xs, n);
+                }
+                for (int c = 0; c < 4; c++) {
+                    float ra = a->vec_dot[type](n, wq, xq + (size_t)c * xs), rb = b->vec_dot[type](n, wq, xq + (size_t)c * xs);
+                    if (memcmp(&ra, &rb, 4) != 0)
+                        plumb_test_fail(__FILE__, __LINE__, "%s n=%lld: avx512vnni %.9g vs avx2 %.9g", plumb_type_name(type),
+                                        (long long)n, rb, ra);
+                }
+                if (a->vec_dot4[type] && b->vec_dot4[type]) {
+                    float oa[4], ob[4];
+                    a->vec_dot4[type](n, wq, xq, xs, oa);
+                    b->vec_dot4[type](n, wq, xq, xs, ob);
+                    CHECK(memcmp(oa, ob, sizeof oa) == 0);
                 }
             }
             free(w), free(x), free(wq), free(xq);

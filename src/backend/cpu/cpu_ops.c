@@ -28,6 +28,11 @@ static int64_t n_rows(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->n
 
 static size_t attn_scratch_per_thread(const plumb_tensor *n);
 
+/* Up to this many activation rows, every thread quantizes them itself into its own scratch
+ * (a few microseconds) instead of sharing the work and waiting at a barrier: this is the
+ * decode case, where barriers are a large part of the time. */
+#define MATMUL_PRIVATE_ROWS 4
+
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     size_t need = 0;
     for (int32_t i = 0; i < g->n_nodes; i++) {
@@ -35,7 +40,8 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
         size_t s = 0;
         if (n->op == PLUMB_OP_MUL_MAT) {
             int act = plumb__act_type(n->src[0]->type);
-            s = plumb__act_row_size(act, n->src[1]->ne[0]) * (size_t)n_rows(n->src[1]);
+            const size_t rows = (size_t)n_rows(n->src[1]);
+            s = (plumb__act_row_size(act, n->src[1]->ne[0]) + 64) * rows * (rows <= MATMUL_PRIVATE_ROWS ? (size_t)c->n_threads : 1);
         } else if (n->op == PLUMB_OP_ATTN) {
             s = attn_scratch_per_thread(n) * (size_t)c->n_threads;
         }
@@ -71,9 +77,15 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const size_t arow = plumb__act_row_size(act, K);
     const plumb_vec_dot_fn dot = c->kernels->vec_dot[w->type];
     int64_t lo, hi;
-    split(T, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, c->work + (size_t)t * arow, K);
-    plumb__cpu_barrier(c);
+    uint8_t *xq = c->work;
+    if (T <= MATMUL_PRIVATE_ROWS) {
+        xq = c->work + ((arow * (size_t)T + 63) / 64 * 64) * (size_t)ith;
+        for (int64_t t = 0; t < T; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
+    } else {
+        split(T, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
+        plumb__cpu_barrier(c);
+    }
     /* each thread owns a contiguous range of weight rows: every weight byte is read once */
     split(N, ith, nth, &lo, &hi);
     float *out = n->data;
@@ -84,10 +96,10 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         const uint8_t *wr = wd + (size_t)r * w->nb[1];
         for (int64_t t = 0; t < T4; t += 4) {
             float o4[4];
-            dot4(K, wr, c->work + (size_t)t * arow, arow, o4);
+            dot4(K, wr, xq + (size_t)t * arow, arow, o4);
             for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
         }
-        for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wr, c->work + (size_t)t * arow);
+        for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wr, xq + (size_t)t * arow);
     }
 }
 

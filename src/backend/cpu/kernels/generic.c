@@ -452,6 +452,10 @@ static void choose(void) {
     chosen = &generic_set;
     if (want && strcmp(want, "generic") == 0) return;
     if (f->avx2 && f->fma && f->f16c && plumb__kernels_avx2()) chosen = plumb__kernels_avx2();
+    if (want && strcmp(want, "avx2") == 0) return;
+    if (f->avx2 && f->fma && f->f16c && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni &&
+        plumb__kernels_avx512vnni())
+        chosen = plumb__kernels_avx512vnni();
 }
 
 const plumb_kernel_set *plumb__kernels_get(void) {

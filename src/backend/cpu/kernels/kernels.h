@@ -7,7 +7,7 @@
  * products inside a block are exact; each block's result is added in a fixed order, so a
  * row's result does not depend on how many rows are computed with it.
  *
- * generic.c holds the portable reference; per-ISA variants (x86_avx2.c so far) are
+ * generic.c holds the portable reference; per-ISA variants (x86_avx2.c, x86_avx512.c) are
  * chosen at run time by plumb__kernels_get() and tested against the reference.
  */
 #ifndef PLUMB_CPU_KERNELS_H
@@ -59,6 +59,9 @@ const plumb_kernel_set *plumb__kernels_generic(void);
 /* The AVX2 set (types without an AVX2 kernel use the generic ones), or NULL when this
  * build has none. Only for CPUs with AVX2, FMA and F16C. */
 const plumb_kernel_set *plumb__kernels_avx2(void);
+/* The same kernels with AVX-512 VNNI (bit-identical results), or NULL. Only for CPUs with
+ * AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI. */
+const plumb_kernel_set *plumb__kernels_avx512vnni(void);
 /* The best set for this CPU; PLUMB_KERNELS=generic in the environment forces the portable
  * reference. */
 const plumb_kernel_set *plumb__kernels_get(void);

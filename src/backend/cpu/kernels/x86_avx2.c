@@ -1,9 +1,21 @@
-/* x86_avx2.c — AVX2 dot products for the weight types of common GGUF files (Q4_0, Q5_0,
+/* x86_avx2.c — AVX2 (and, through x86_avx512.c, AVX-512 VNNI) dot products for the weight types of common GGUF files (Q4_0, Q5_0,
  * Q8_0 with Q8_0 activations; Q4_K, Q6_K with Q8_K activations). Compiled with -mavx2 -mfma
  * -mf16c and used only when cpuid reports those features; every function is tested against
  * generic.c. Integer sums inside a block are exact (no int16 saturation is possible with
  * these ranges); block results are accumulated in a fixed order per row. */
 #include "backend/cpu/kernels/kernels.h"
+
+/* x86_avx512.c compiles this file again with AVX-512 VNNI enabled under another name. */
+#ifndef PLUMB_X86_SET
+#define PLUMB_X86_SET plumb__kernels_avx2
+#define PLUMB_X86_SET_NAME "avx2"
+#endif
+
+/* Bytes ahead of the block being read that the one-row kernels prefetch: decoding streams
+ * each weight row once, and the hardware prefetcher alone keeps too few lines in flight. */
+#ifndef PLUMB_PREFETCH
+#define PLUMB_PREFETCH 1024
+#endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
@@ -23,10 +35,24 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* Sum of products of 32 signed bytes, as 8 int32 lanes. */
+/* Sum of products of 32 signed bytes, as 8 int32 lanes (lane l: bytes 4l..4l+3). VNNI's
+ * dpbusd forms the same four-byte sums in one instruction. */
 static inline __m256i dot_s8(__m256i x, __m256i y) {
     const __m256i ax = _mm256_sign_epi8(x, x), sy = _mm256_sign_epi8(y, x);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+#endif
+}
+
+/* The product of two F16 block scales, in all 8 lanes: each converted exactly, then one
+ * float multiply (as h2f(a) * h2f(b)), without a trip through scalar registers. */
+static inline __m256 scale2(const uint8_t *a, const uint8_t *b) {
+    uint16_t ha, hb;
+    memcpy(&ha, a, 2);
+    memcpy(&hb, b, 2);
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_set1_epi16((short)ha)), _mm256_cvtph_ps(_mm_set1_epi16((short)hb)));
 }
 
 /* 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles. */
@@ -49,8 +75,9 @@ static float dot_q8_0(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++, a += 34, b += 34) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         const __m256i p = dot_s8(_mm256_loadu_si256((const __m256i *)(a + 2)), _mm256_loadu_si256((const __m256i *)(b + 2)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * h2f(b)), _mm256_cvtepi32_ps(p), acc);
+        acc = _mm256_fmadd_ps(scale2(a, b), _mm256_cvtepi32_ps(p), acc);
     }
     return hsum(acc);
 }
@@ -60,9 +87,10 @@ static float dot_q4_0(int64_t n, const void *w, const void *x) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i eight = _mm256_set1_epi8(8);
     for (int64_t i = 0; i < n / 32; i++, a += 18, b += 34) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         const __m256i q = _mm256_sub_epi8(unpack_nibbles(a + 2), eight);
         const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(b + 2)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * h2f(b)), _mm256_cvtepi32_ps(p), acc);
+        acc = _mm256_fmadd_ps(scale2(a, b), _mm256_cvtepi32_ps(p), acc);
     }
     return hsum(acc);
 }
@@ -72,10 +100,11 @@ static float dot_q5_0(int64_t n, const void *w, const void *x) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i minus16 = _mm256_set1_epi8((char)0xF0);
     for (int64_t i = 0; i < n / 32; i++, a += 22, b += 34) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         /* value = nibble + 16 * bit - 16: where the bit is clear, add -16 (0xF0 as int8) */
         const __m256i q = _mm256_or_si256(unpack_nibbles(a + 6), _mm256_andnot_si256(bits_to_bytes(a + 2), minus16));
         const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(b + 2)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * h2f(b)), _mm256_cvtepi32_ps(p), acc);
+        acc = _mm256_fmadd_ps(scale2(a, b), _mm256_cvtepi32_ps(p), acc);
     }
     return hsum(acc);
 }
@@ -176,11 +205,10 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b += 34) {                                      \
             const __m256i q = decode;                                                                       \
-            const float dw = h2f(a);                                                                        \
             for (int c = 0; c < 4; c++) {                                                                   \
                 const uint8_t *bc = b + (size_t)c * xs;                                                     \
                 const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(bc + 2)));                 \
-                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dw * h2f(bc)), _mm256_cvtepi32_ps(p), acc[c]);      \
+                acc[c] = _mm256_fmadd_ps(scale2(a, bc), _mm256_cvtepi32_ps(p), acc[c]);                     \
             }                                                                                               \
         }                                                                                                   \
         for (int c = 0; c < 4; c++) out[c] = hsum(acc[c]);                                                  \
@@ -286,12 +314,12 @@ static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = _cvtsh_ss(x[i]);
 }
 
-const plumb_kernel_set *plumb__kernels_avx2(void) {
+const plumb_kernel_set *PLUMB_X86_SET(void) {
     static plumb_kernel_set set;
     static int init;
     if (!init) {
         set = *plumb__kernels_generic();
-        set.name = "avx2";
+        set.name = PLUMB_X86_SET_NAME;
         set.vec_dot[PLUMB_TYPE_Q4_0] = dot_q4_0;
         set.vec_dot[PLUMB_TYPE_Q5_0] = dot_q5_0;
         set.vec_dot[PLUMB_TYPE_Q8_0] = dot_q8_0;
@@ -309,5 +337,5 @@ const plumb_kernel_set *plumb__kernels_avx2(void) {
 }
 
 #else
-const plumb_kernel_set *plumb__kernels_avx2(void) { return NULL; }
+const plumb_kernel_set *PLUMB_X86_SET(void) { return NULL; }
 #endif
