@@ -92,14 +92,19 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const uint8_t *wd = w->data;
     const plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
-    for (int64_t r = lo; r < hi; r++) {
-        const uint8_t *wr = wd + (size_t)r * w->nb[1];
-        for (int64_t t = 0; t < T4; t += 4) {
-            float o4[4];
-            dot4(K, wr, xq + (size_t)t * arow, arow, o4);
-            for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
-        }
-        for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wr, xq + (size_t)t * arow);
+    /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
+    int64_t rb = (int64_t)(16384 / w->nb[1]);
+    if (rb < 1) rb = 1;
+    for (int64_t r0 = lo; r0 < hi; r0 += rb) {
+        const int64_t r1 = r0 + rb < hi ? r0 + rb : hi;
+        for (int64_t t = 0; t < T4; t += 4)
+            for (int64_t r = r0; r < r1; r++) {
+                float o4[4];
+                dot4(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow, arow, o4);
+                for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
+            }
+        for (int64_t r = r0; r < r1; r++)
+            for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow);
     }
 }
 
