@@ -8,7 +8,7 @@ PY         := .venv/bin/python
 MODEL      := models/gemma-3-270m-q4_k_m.gguf
 FUZZ_SECONDS ?= 30
 
-.PHONY: all setup build sanitize fuzz fuzz-smoke model run test unit-test e2e-test clean
+.PHONY: all setup build sanitize fuzz fuzz-smoke model run bench test unit-test e2e-test clean
 
 all: build
 
@@ -50,6 +50,12 @@ N ?= 96
 # Set up, build, fetch the default model and generate a short text with it.
 run: build model
 	@$(BUILD)/plumb run -m $(MODEL) -p "$(PROMPT)" -n $(N) --temp 0.7 --seed 42
+
+# Prompt and generation speed of the default model against the memory roofline
+# (BENCH_ARGS adds options, e.g. BENCH_ARGS="-t 2 -r 3"). bench/compare.sh runs llama.cpp beside it.
+BENCH_ARGS ?=
+bench: build model
+	@$(BUILD)/plumb bench -m $(MODEL) $(BENCH_ARGS)
 
 unit-test: build sanitize
 	@echo "== unit tests (release)" && $(BUILD)/plumb_unit_tests

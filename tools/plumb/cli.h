@@ -13,6 +13,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
 void cli_error(const char *cmd, plumb_status st, const char *msg);

@@ -11,6 +11,7 @@ static void usage(FILE *f) {
             "  run -m MODEL -p PROMPT        generate text from a prompt (see run --help)\n"
             "  chat -m MODEL [--system TEXT] interactive chat, one message per line on stdin\n"
             "  serve -m MODEL [--port N]     OpenAI-compatible HTTP server (see serve --help)\n"
+            "  bench -m MODEL [-t 1,2]       prompt and generation speed vs. the roofline (see bench --help)\n"
             "  inspect MODEL.gguf [--json]   show a GGUF file's metadata and tensors\n"
             "  tokenize -m MODEL TEXT|-      show TEXT's tokens ([--ids] [--no-bos] [--no-special])\n"
             "  info                          show version and CPU features\n"
@@ -27,6 +28,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "chat") == 0) return cmd_chat(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""compare.py — plumb against llama.cpp on the same model and thread counts, the llama-bench
+way, repetitions interleaved; prints one markdown table. bench/compare.sh is the entry point.
+
+Method (the same on both sides, and the same as `plumb bench`):
+  ppP  the sequence cleared, then one decode of P pseudo-random prompt tokens in one batch
+       (batch size >= P, only the last token's logits); t/s = P / time of that decode;
+  tgN  the sequence cleared, then N single-token decodes; t/s = N / their total time.
+For each thread count both engines are warmed up once (pp: one batch, tg: one token), then
+the repetitions alternate: llama.cpp pp and tg, plumb pp and tg, llama.cpp, plumb, ...
+Results are the mean and sample standard deviation of the per-repetition t/s.
+
+llama.cpp is the reference build of scripts/make-golden.py (.venv-ref: llama-cpp-python built
+from source with REF_CMAKE_ARGS), created on first use through make-golden's ensure_ref_venv.
+It is driven through its low-level API: model loaded with use_extra_bufts=False (as
+make-golden.py loads it; --extra-bufts turns its repacked weight buffers on), a context with
+n_ctx >= max(P, N), n_batch = n_ubatch >= P, n_threads = n_threads_batch = threads and a CPU
+thread pool attached (as llama-bench does); everything else is the library's default. Its
+default kernels run: GGML_CPU_TILED_MM is removed from the environment (make-golden.py sets it
+to 0 for batch-invariant golden logits; that is not how llama.cpp runs by default).
+
+plumb runs as `plumb bench ... -r 1 -o json --no-membw`, one process per repetition (which
+warms up on its own before its timed repetition).
+"""
+import argparse
+import importlib.util
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD_FLAG = "PLUMB_COMPARE_CHILD"
+DEFAULT_MODEL = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+TOKEN_SEED = 0x5EED
+
+
+def int_list(lo, hi):
+    def parse(s):
+        try:
+            items = [int(x) for x in s.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{s}' is not a comma-separated list of integers")
+        if not items or any(x < lo or x > hi for x in items):
+            raise argparse.ArgumentTypeError(f"'{s}': every item must be in [{lo}, {hi}]")
+        return items
+    return parse
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(prog="bench/compare.sh", description=__doc__.split("\n")[0])
+    ap.add_argument("-m", "--model", default=DEFAULT_MODEL, help="GGUF model (default: %(default)s)")
+    ap.add_argument("-p", "--n-prompt", type=int_list(0, 65536), default=[512], help="prompt lengths (0: no pp)")
+    ap.add_argument("-n", "--n-gen", type=int_list(0, 65536), default=[128], help="generated lengths (0: no tg)")
+    ap.add_argument("-t", "--threads", type=int_list(1, 512), default=[1, 2], help="thread counts")
+    ap.add_argument("-r", "--repetitions", type=int, default=3, help="interleaved repetitions (default 3)")
+    ap.add_argument("--plumb", default=os.environ.get("PLUMB_BIN", os.path.join(ROOT, "build", "plumb")),
+                    help="plumb binary (default: $PLUMB_BIN or build/plumb)")
+    ap.add_argument("--python", help="interpreter with llama_cpp (default: .venv-ref, created when missing)")
+    ap.add_argument("--extra-bufts", action="store_true",
+                    help="let llama.cpp use its extra weight buffers (repacked layouts)")
+    args = ap.parse_args()
+    if args.repetitions < 1:
+        ap.error("-r must be at least 1")
+    if not any(args.n_prompt) and not any(args.n_gen):
+        ap.error("nothing to measure: every -p and -n length is 0")
+    if not os.path.isfile(args.model):
+        ap.error(f"{args.model} not found (run `make model`)")
+    if not (os.path.isfile(args.plumb) and os.access(args.plumb, os.X_OK)):
+        ap.error(f"{args.plumb} is not an executable plumb (run `make`, or pass --plumb)")
+    return args
+
+
+def reference_python():
+    """The .venv-ref interpreter, built by scripts/make-golden.py's own logic when missing."""
+    spec = importlib.util.spec_from_file_location("make_golden", os.path.join(ROOT, "scripts", "make-golden.py"))
+    make_golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_golden)
+    return make_golden.ensure_ref_venv()
+
+
+# ---- llama.cpp -----------------------------------------------------------------------------
+
+
+class Llama:
+    """One model and, per thread count, one context with an attached CPU thread pool."""
+
+    def __init__(self, path, extra_bufts):
+        import ctypes
+        import llama_cpp.llama_cpp as C
+        self.ctypes, self.C = ctypes, C
+        self._quiet = C.llama_log_callback(lambda level, text, user: None)  # kept alive with self
+        C.llama_log_set(self._quiet, ctypes.c_void_p(0))
+        C.llama_backend_init()
+        mp = C.llama_model_default_params()
+        mp.use_extra_bufts = extra_bufts
+        self.model = C.llama_model_load_from_file(path.encode(), mp)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        vocab = C.llama_model_get_vocab(self.model)
+        self.n_vocab = C.llama_vocab_n_tokens(vocab)
+        self.bos, self.eos = C.llama_vocab_bos(vocab), C.llama_vocab_eos(vocab)
+        libdir = os.path.join(os.path.dirname(C.__file__), "lib")
+        self.ggml_base = ctypes.CDLL(os.path.join(libdir, "libggml-base.so"))
+        self.ggml_cpu = ctypes.CDLL(os.path.join(libdir, "libggml-cpu.so"))
+        self.ggml_base.ggml_threadpool_params_init.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self.ggml_cpu.ggml_threadpool_new.argtypes = [ctypes.c_void_p]
+        self.ggml_cpu.ggml_threadpool_new.restype = ctypes.c_void_p
+        self.ggml_cpu.ggml_threadpool_free.argtypes = [ctypes.c_void_p]
+        self.ggml_cpu.ggml_threadpool_pause.argtypes = [ctypes.c_void_p]
+        self.llama_lib = ctypes.CDLL(os.path.join(libdir, "libllama.so"))
+        self.llama_lib.llama_attach_threadpool.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        self.ctx = None
+        self.pool = None
+
+    def open(self, threads, n_ctx, n_batch):
+        C, ctypes = self.C, self.ctypes
+        self.close_context()
+        cp = C.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = cp.n_ubatch = n_batch
+        cp.n_seq_max = 1
+        cp.n_threads = cp.n_threads_batch = threads
+        cp.no_perf = True
+        self.ctx = C.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        # ggml_threadpool_params is filled by the library itself (its layout stays its own)
+        params = ctypes.create_string_buffer(1 << 12)
+        self.ggml_base.ggml_threadpool_params_init(params, threads)
+        self.pool = self.ggml_cpu.ggml_threadpool_new(params)
+        if not self.pool:
+            raise RuntimeError("llama.cpp could not create a thread pool")
+        self.llama_lib.llama_attach_threadpool(self.ctx, self.pool, self.pool)
+        self.mem = C.llama_get_memory(self.ctx)
+
+    def pause(self):
+        """Parks the thread pool's workers (the next decode wakes them)."""
+        self.ggml_cpu.ggml_threadpool_pause(self.pool)
+
+    def close_context(self):
+        if self.ctx:
+            self.C.llama_free(self.ctx)
+            self.ctx = None
+        if self.pool:
+            self.ggml_cpu.ggml_threadpool_free(self.pool)
+            self.pool = None
+
+    def close(self):
+        self.close_context()
+        self.C.llama_model_free(self.model)
+
+    def tokens(self, n):
+        rng = random.Random(TOKEN_SEED)
+        out = []
+        while len(out) < n:
+            t = rng.randrange(self.n_vocab)
+            if t not in (self.bos, self.eos):
+                out.append(t)
+        return out
+
+    def _decode(self, arr, n):
+        rc = self.C.llama_decode(self.ctx, self.C.llama_batch_get_one(arr, n))
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+
+    def pp(self, n):
+        ids = (self.C.llama_token * n)(*self.tokens(n))
+        self.C.llama_memory_clear(self.mem, True)
+        t0 = time.perf_counter()
+        self._decode(ids, n)
+        self.C.llama_synchronize(self.ctx)
+        return n / (time.perf_counter() - t0)
+
+    def tg(self, n):
+        one = [(self.C.llama_token * 1)(t) for t in self.tokens(n)]
+        self.C.llama_memory_clear(self.mem, True)
+        t0 = time.perf_counter()
+        for arr in one:
+            self._decode(arr, 1)
+            self.C.llama_synchronize(self.ctx)
+        return n / (time.perf_counter() - t0)
+
+
+# ---- plumb ---------------------------------------------------------------------------------
+
+
+def plumb_once(args, threads, p, n):
+    """One `plumb bench -r 1` process: {"pp512": t/s, "tg128": t/s}."""
+    argv = [args.plumb, "bench", "-m", args.model, "-p", str(p), "-n", str(n), "-t", str(threads),
+            "-r", "1", "-o", "json", "--no-membw"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+    return {row["test"]: row["avg_ts"] for row in json.loads(r.stdout)}
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def fmt(samples):
+    mean = statistics.fmean(samples)
+    sd = statistics.stdev(samples) if len(samples) > 1 else 0.0
+    return mean, f"{mean:.2f} ± {sd:.2f}"
+
+
+def run(args):
+    import llama_cpp
+    tests = [("pp", p) for p in dict.fromkeys(args.n_prompt) if p > 0] + \
+            [("tg", n) for n in dict.fromkeys(args.n_gen) if n > 0]
+    n_ctx = max([1] + args.n_prompt + args.n_gen)
+    n_batch = max([1] + args.n_prompt)
+    plumb_version = subprocess.run([args.plumb, "--version"], capture_output=True, text=True).stdout.splitlines()
+    llm = Llama(args.model, args.extra_bufts)
+    rows = []
+    try:
+        for threads in args.threads:
+            llm.open(threads, n_ctx, n_batch)
+            for kind, k in tests:  # warm-up, as llama-bench: a whole batch, one token
+                llm.pp(k) if kind == "pp" else llm.tg(1)
+            res = {t: {"llama": [], "plumb": []} for t in tests}
+            for rep in range(args.repetitions):
+                for kind, k in tests:
+                    res[(kind, k)]["llama"].append(llm.pp(k) if kind == "pp" else llm.tg(k))
+                llm.pause()  # its idle workers stay off the CPUs while plumb runs
+                for p, n in pairs(tests):  # one plumb process measures one pp and one tg
+                    got = plumb_once(args, threads, p, n)
+                    if p:
+                        res[("pp", p)]["plumb"].append(got[f"pp{p}"])
+                    if n:
+                        res[("tg", n)]["plumb"].append(got[f"tg{n}"])
+                print(f"compare: threads {threads}: repetition {rep + 1}/{args.repetitions} done",
+                      file=sys.stderr, flush=True)
+            for kind, k in tests:
+                lm, ls = fmt(res[(kind, k)]["llama"])
+                pm, ps = fmt(res[(kind, k)]["plumb"])
+                ratio = pm / lm if lm > 0 else math.nan
+                rows.append((threads, f"{kind}{k}", ls, ps, f"{ratio:.2f}"))
+            llm.close_context()
+    finally:
+        llm.close()
+
+    print(f"model: {os.path.relpath(args.model, ROOT) if args.model.startswith(ROOT) else args.model}")
+    print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-ref), use_extra_bufts="
+          f"{args.extra_bufts}, default kernels and context settings (flash attention: auto); "
+          + llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip())
+    print(f"plumb: {plumb_version[0] if plumb_version else args.plumb}")
+    print(f"{args.repetitions} interleaved repetitions, mean ± sd of t/s")
+    print()
+    print("| threads | test | llama.cpp t/s | plumb t/s | plumb/llama |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for r in rows:
+        print("| %d | %s | %s | %s | %s |" % r)
+
+
+def pairs(tests):
+    """(p, n) arguments for plumb processes covering every test once: pp and tg lengths
+    zipped, the shorter list padded with 0 (a 0 length runs no test)."""
+    ps = [k for kind, k in tests if kind == "pp"]
+    ns = [k for kind, k in tests if kind == "tg"]
+    m = max(len(ps), len(ns))
+    ps += [0] * (m - len(ps))
+    ns += [0] * (m - len(ns))
+    return list(zip(ps, ns))
+
+
+def main():
+    args = parse_args()
+    if not os.environ.get(CHILD_FLAG):
+        py = args.python or reference_python()
+        env = dict(os.environ, **{CHILD_FLAG: "1"})
+        env.pop("GGML_CPU_TILED_MM", None)  # llama.cpp's default kernels
+        sys.exit(subprocess.call([py, os.path.abspath(__file__)] + sys.argv[1:], env=env))
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

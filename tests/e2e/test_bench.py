@@ -1,0 +1,137 @@
+"""`plumb bench` on the real model, kept short (small -p/-n/-r): the JSON and markdown
+outputs have every field and consistent numbers, -p 0 / -n 0 skip their tests, and bad
+arguments give one error line and exit status 1. Speeds are checked for sanity (positive,
+finite), never against a threshold: benchmarks print numbers, tests check behaviour.
+
+The bytes a generated token reads are recomputed here from the file's tensors: every
+tensor but the embedding table, one embedding row (the whole table too when it is also the
+output head), plus the F16 K and V of the attended positions averaged over the tokens.
+"""
+import json
+import math
+import statistics
+
+import gguf
+import pytest
+
+P, N, REPS = 16, 4, 2
+
+
+def expected_bytes_per_token(plumb_bin, model, run, n_gen):
+    """From the tensor list of `plumb inspect --json` (gguf-py's reader is too slow on a
+    262k-token vocabulary), with every tensor's size recomputed from gguf-py's block sizes."""
+    r = run(plumb_bin, "inspect", model, "--json", timeout=60)
+    assert r.rc == 0, r.describe()
+    info = json.loads(r.stdout)
+
+    def nbytes(t):
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t["type"]]]
+        return t["shape"][0] // block * size * math.prod(t["shape"][1:])
+
+    tensors = {t["name"]: t for t in info["tensors"]}
+    for t in tensors.values():
+        assert t["bytes"] == nbytes(t), t
+    embd = tensors["token_embd.weight"]
+    total = sum(nbytes(t) for t in tensors.values()) - nbytes(embd) + nbytes(embd) // embd["shape"][1]
+    if "output.weight" not in tensors:
+        total += nbytes(embd)
+    arch = info["architecture"]
+    meta = {m["key"]: m["value"] for m in info["metadata"] if m["type"] != "array"}
+    n_layer, n_head_kv = meta[f"{arch}.block_count"], meta[f"{arch}.attention.head_count_kv"]
+    head_dim = meta[f"{arch}.attention.key_length"]
+    window = meta.get(f"{arch}.attention.sliding_window", 0) if arch == "gemma3" else 0
+    sliding = sum(1 for il in range(n_layer) if window and il % 6 < 5)
+    per_layer = 2 * n_head_kv * head_dim * 2  # K and V, F16
+    kv = 0
+    for i in range(n_gen):
+        kv += (i + 1) * per_layer * (n_layer - sliding) + min(i + 1, window or i + 1) * per_layer * sliding
+    return total + kv / n_gen
+
+
+@pytest.fixture(scope="module")
+def bench_json(plumb_bin, real_model, run):
+    r = run(plumb_bin, "bench", "-m", real_model, "-p", P, "-n", N, "-t", "1,2", "-r", REPS, "-o", "json",
+            timeout=120)
+    assert r.rc == 0, r.describe()
+    return json.loads(r.stdout), r
+
+
+def test_json_fields_and_numbers(bench_json, plumb_bin, real_model, run):
+    rows, r = bench_json
+    assert [(x["threads"], x["test"]) for x in rows] == [(1, f"pp{P}"), (1, f"tg{N}"), (2, f"pp{P}"), (2, f"tg{N}")]
+    for x in rows:
+        assert x["model"] == real_model.name
+        assert x["arch"] == "gemma3"
+        assert x["size"] == real_model.stat().st_size
+        assert x["params"] > 0 and x["reps"] == REPS
+        samples = x["samples_ts"]
+        assert len(samples) == REPS and all(math.isfinite(s) and s > 0 for s in samples), r.describe()
+        assert math.isfinite(x["avg_ts"]) and x["avg_ts"] > 0
+        assert x["avg_ts"] == pytest.approx(statistics.fmean(samples), rel=1e-6)
+        assert x["stddev_ts"] >= 0
+        assert x["stddev_ts"] == pytest.approx(statistics.stdev(samples), rel=1e-6, abs=1e-9)
+        assert math.isfinite(x["membw_gbs"]) and x["membw_gbs"] > 0
+        if x["test"].startswith("pp"):
+            assert (x["n_prompt"], x["n_gen"]) == (P, 0)
+            for k in ("bytes_per_token", "avg_gbs", "stddev_gbs", "roofline_ts", "roofline_fraction"):
+                assert x[k] is None, k
+        else:
+            assert (x["n_prompt"], x["n_gen"]) == (0, N)
+            assert x["bytes_per_token"] == pytest.approx(expected_bytes_per_token(plumb_bin, real_model, run, N), rel=1e-9)
+            assert x["avg_gbs"] == pytest.approx(x["bytes_per_token"] * x["avg_ts"] / 1e9, rel=1e-6)
+            assert x["stddev_gbs"] == pytest.approx(x["bytes_per_token"] * x["stddev_ts"] / 1e9, rel=1e-6, abs=1e-9)
+            assert x["roofline_ts"] == pytest.approx(x["membw_gbs"] * 1e9 / x["bytes_per_token"], rel=1e-6)
+            assert x["roofline_fraction"] == pytest.approx(x["avg_ts"] / x["roofline_ts"], rel=1e-6)
+
+
+def test_markdown_table_and_roofline(plumb_bin, real_model, run):
+    r = run(plumb_bin, "bench", "-m", real_model, "-p", "8,0", "-n", "0,2", "-t", "1", "-r", "1", timeout=60)
+    assert r.rc == 0, r.describe()
+    lines = r.stdout.splitlines()
+    assert lines[0] == "| model | size | params | threads | test | t/s | GB/s |"
+    rows = [l for l in lines[2:] if l.startswith("| ")]
+    assert [row.split(" | ")[4] for row in rows] == ["pp8", "tg2"], r.stdout
+    assert rows[0].split(" | ")[0] == f"| {real_model.name}"
+    assert rows[0].rstrip().endswith("| - |")  # no GB/s for prompt processing
+    bw = [l for l in lines if l.startswith("threads 1: read bandwidth ")]
+    assert len(bw) == 1 and "tg2 roofline" in bw[0] and "reached" in bw[0], r.stdout
+
+
+def test_zero_lengths_skip_and_no_membw(plumb_bin, real_model, run):
+    r = run(plumb_bin, "bench", "-m", real_model, "-p", "0", "-n", "2", "-t", "1", "-r", "1", "-o", "json",
+            "--no-membw", timeout=60)
+    assert r.rc == 0, r.describe()
+    rows = json.loads(r.stdout)
+    assert [x["test"] for x in rows] == ["tg2"]
+    assert rows[0]["membw_gbs"] is None and rows[0]["roofline_ts"] is None
+    assert rows[0]["avg_gbs"] > 0
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["-m"],
+    ["-p", "x"],
+    ["-p", "1,,2"],
+    ["-p", "-1"],
+    ["-p", "65537"],
+    ["-p", ",".join(["1"] * 17)],
+    ["-n", "2.5"],
+    ["-t", "0"],
+    ["-t", ""],
+    ["-r", "0"],
+    ["-o", "csv"],
+    ["--frobnicate"],
+    ["-p", "0", "-n", "0"],
+    ["-p", "40000"],
+], ids=lambda a: " ".join(a) or "no-args")
+def test_bad_arguments(plumb_bin, real_model, run, args):
+    argv = ["bench"] + (["-m", real_model] if args and args != ["-m"] else []) + args
+    r = run(plumb_bin, *argv, timeout=30)
+    assert r.rc == 1, r.describe()
+    assert r.stdout == ""
+    assert len(r.stderr_lines) == 1 and r.stderr_lines[0].startswith("plumb bench: "), r.describe()
+
+
+def test_missing_model_file(plumb_bin, tmp_path, run):
+    r = run(plumb_bin, "bench", "-m", tmp_path / "absent.gguf", timeout=30)
+    assert r.rc == 1 and len(r.stderr_lines) == 1 and "absent.gguf" in r.stderr, r.describe()

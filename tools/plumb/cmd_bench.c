@@ -1,0 +1,507 @@
+/* cmd_bench.c — `plumb bench -m MODEL [-p 512] [-n 128] [-t 1,2] [-r 5] [-o md|json]`:
+ * prompt processing and generation speed, measured as llama-bench measures them, and the
+ * distance of generation to the memory-bandwidth roofline.
+ *
+ * For every thread count and every test:
+ *   ppP  a cleared sequence, then one plumb_decode of P prompt tokens in one batch (only the
+ *        last row's logits asked for); t/s = P / time of that call;
+ *   tgN  a cleared sequence, then N single-token plumb_decode calls; t/s = N / their time.
+ * Each test runs once untimed (pp: the whole batch; tg: one token) and then -r times; the
+ * result is the mean and the sample standard deviation of the per-repetition t/s. Token ids
+ * are pseudo-random (fixed seed) over the vocabulary, never BOS or EOS.
+ *
+ * Generation is bound by memory: every token reads every weight a one-token forward pass
+ * touches plus the KV cache of the positions it attends. bench counts those bytes from the
+ * model file's tensors, measures the machine's streaming read bandwidth with the same number
+ * of threads (membw.c), and reports achieved GB/s, the roofline t/s (bandwidth / bytes per
+ * token) and the fraction of it reached. */
+#include "cli.h"
+#include "membw.h"
+#include "options.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BENCH_MAX_LIST 16
+#define BENCH_MAX_TOKENS 65536 /* the largest batch a context takes */
+#define BENCH_MEMBW_BYTES ((size_t)512 << 20)
+#define BENCH_MEMBW_PASSES 5
+/* plumb's KV cache holds keys and values in F16 */
+#define BENCH_KV_ELEM_BYTES 2
+
+typedef struct bench_options {
+    const char *model;
+    int32_t p[BENCH_MAX_LIST], n[BENCH_MAX_LIST], t[BENCH_MAX_LIST];
+    int np, nn, nt;
+    int reps;
+    bool json;
+    bool membw; /* measure the read bandwidth (off: no roofline) */
+} bench_options;
+
+/* What a one-token forward pass reads, from the model's tensors. */
+typedef struct bench_bytes {
+    uint64_t weights;     /* every tensor but the embedding table, + one embedding row (+ the
+                             whole table when it is also the output head) */
+    uint64_t kv_per_pos;  /* K and V of one position in every full-attention layer */
+    uint64_t kv_per_pos_swa; /* the same for the sliding-window layers */
+    int32_t n_swa;        /* window of the sliding layers (0: none) */
+} bench_bytes;
+
+typedef struct bench_result {
+    int32_t threads, n_prompt, n_gen;
+    double *samples; /* [reps] tokens/s */
+    double mean, sd;
+    double bytes_per_token; /* tg only; 0 for pp */
+    double membw_gbs;       /* < 0: not measured */
+} bench_result;
+
+static const char bench_usage[] =
+    "usage: plumb bench -m MODEL [options]\n"
+    "  -m, --model FILE       GGUF model (required)\n"
+    "  -p, --n-prompt LIST    prompt lengths, comma-separated (default 512; 0: no pp test)\n"
+    "  -n, --n-gen LIST       generated lengths, comma-separated (default 128; 0: no tg test)\n"
+    "  -t, --threads LIST     thread counts, comma-separated (default 1,2)\n"
+    "  -r, --repetitions N    timed repetitions per test (default 5)\n"
+    "  -o, --output FORMAT    md (default) or json\n"
+    "      --no-membw         skip the read-bandwidth measurement (no roofline)\n";
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+/* Prints "plumb bench: <message>" as one line on stderr; returns the exit status 1. */
+static int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bench_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "plumb bench: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+/* Parses "a,b,c" into out[0..*n): every item a whole decimal in [lo, hi]. */
+static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
+    *n = 0;
+    char item[32];
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        long v;
+        if (len == 0 || len >= sizeof item || *n >= BENCH_MAX_LIST) return false;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (!options_parse_long(item, lo, hi, &v)) return false;
+        out[(*n)++] = (int32_t)v;
+        if (!comma) return true;
+        p = comma + 1;
+    }
+}
+
+enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_THREADS, OPT_REPS, OPT_OUTPUT };
+
+/* Fills o from argv. Returns -1 to go on, 0 after --help, 1 after an error line. */
+static int parse_options(bench_options *o, int argc, char **argv) {
+    static const struct {
+        const char *s, *l, *what; /* what: the accepted values, for the error line */
+    } valued[] = {
+        [OPT_MODEL] = {"-m", "--model", "a file"},
+        [OPT_PROMPT] = {"-p", "--n-prompt", "comma-separated lengths, 0 to 65536, at most 16"},
+        [OPT_GEN] = {"-n", "--n-gen", "comma-separated lengths, 0 to 65536, at most 16"},
+        [OPT_THREADS] = {"-t", "--threads", "comma-separated counts, 1 to 512, at most 16"},
+        [OPT_REPS] = {"-r", "--repetitions", "1 to 1000"},
+        [OPT_OUTPUT] = {"-o", "--output", "md or json"},
+    };
+    memset(o, 0, sizeof *o);
+    o->p[0] = 512, o->np = 1;
+    o->n[0] = 128, o->nn = 1;
+    o->t[0] = 1, o->t[1] = 2, o->nt = 2;
+    o->reps = 5;
+    o->membw = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(bench_usage, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--no-membw")) {
+            o->membw = false;
+            continue;
+        }
+        int k = -1;
+        for (int j = 0; j < (int)(sizeof valued / sizeof valued[0]); j++)
+            if (!strcmp(a, valued[j].s) || !strcmp(a, valued[j].l)) k = j;
+        if (k < 0) return bench_fail("unknown option '%s' (see plumb bench --help)", a);
+        if (i + 1 >= argc) return bench_fail("%s needs a value (%s)", a, valued[k].what);
+        const char *v = argv[++i];
+        bool ok = true;
+        long r;
+        switch (k) {
+        case OPT_MODEL: o->model = v; break;
+        case OPT_PROMPT: ok = parse_list(v, 0, BENCH_MAX_TOKENS, o->p, &o->np); break;
+        case OPT_GEN: ok = parse_list(v, 0, BENCH_MAX_TOKENS, o->n, &o->nn); break;
+        case OPT_THREADS: ok = parse_list(v, 1, 512, o->t, &o->nt); break;
+        case OPT_REPS: ok = options_parse_long(v, 1, 1000, &r) && (o->reps = (int)r, true); break;
+        case OPT_OUTPUT:
+            ok = !strcmp(v, "json") || !strcmp(v, "md");
+            o->json = !strcmp(v, "json");
+            break;
+        }
+        if (!ok) return bench_fail("bad value '%s' for %s (%s)", v, a, valued[k].what);
+    }
+    if (!o->model) return bench_fail("-m MODEL is required (see plumb bench --help)");
+    bool any = false;
+    for (int i = 0; i < o->np; i++) any |= o->p[i] > 0;
+    for (int i = 0; i < o->nn; i++) any |= o->n[i] > 0;
+    if (!any) return bench_fail("nothing to measure: every -p and -n length is 0");
+    return -1;
+}
+
+/* ---- what a generated token reads ------------------------------------------------------- */
+
+/* Reads tensor sizes from the model file: every weight a one-token forward pass reads. A
+ * sliding-window layer attends at most n_swa positions; for gemma3, 5 of every 6 layers
+ * slide (the model's own layer pattern). */
+static plumb_status count_bytes(const plumb_model_t *m, bench_bytes *out) {
+    memset(out, 0, sizeof *out);
+    const plumb_gguf_t *g = plumb_model_gguf(m);
+    plumb_model_info info;
+    plumb_model_get_info(m, &info);
+    const int64_t n = plumb_gguf_tensor_count(g);
+    const bool tied = plumb_gguf_find_tensor(g, "output.weight") < 0;
+    for (int64_t i = 0; i < n; i++) {
+        plumb_gguf_tensor_info t;
+        plumb_status st = plumb_gguf_tensor(g, i, &t);
+        if (st) return st;
+        if (strcmp(t.name, "token_embd.weight") == 0) {
+            uint64_t row = 0;
+            if ((st = plumb_type_row_bytes(t.type, t.ne[0], &row))) return st;
+            out->weights += row + (tied ? t.nbytes : 0); /* one row looked up (+ the head) */
+        } else {
+            out->weights += t.nbytes;
+        }
+    }
+    char key[96];
+    snprintf(key, sizeof key, "%s.attention.sliding_window", info.arch);
+    uint32_t window = 0;
+    const bool slides = strcmp(info.arch, "gemma3") == 0 && plumb_gguf_get_u32(g, key, &window) == PLUMB_OK && window > 0;
+    const uint64_t per_layer = 2ull * (uint64_t)info.n_head_kv * (uint64_t)info.head_dim * BENCH_KV_ELEM_BYTES;
+    int n_sliding = 0;
+    if (slides)
+        for (int il = 0; il < info.n_layer; il++) n_sliding += il % 6 < 5;
+    out->n_swa = slides ? (int32_t)window : 0;
+    out->kv_per_pos_swa = per_layer * (uint64_t)n_sliding;
+    out->kv_per_pos = per_layer * (uint64_t)(info.n_layer - n_sliding);
+    return PLUMB_OK;
+}
+
+/* Bytes read per token, averaged over n_gen tokens generated from an empty sequence: token
+ * i attends positions 0..i (at most n_swa of them in sliding layers). */
+static double bytes_per_generated_token(const bench_bytes *b, int32_t n_gen) {
+    double kv = 0;
+    for (int32_t i = 0; i < n_gen; i++) {
+        const double attended = (double)i + 1;
+        const double attended_swa = b->n_swa > 0 && attended > b->n_swa ? (double)b->n_swa : attended;
+        kv += attended * (double)b->kv_per_pos + attended_swa * (double)b->kv_per_pos_swa;
+    }
+    return (double)b->weights + (n_gen > 0 ? kv / n_gen : 0);
+}
+
+/* ---- timing ----------------------------------------------------------------------------- */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Deterministic token ids in [0, n_vocab), never bos or eos (splitmix64). */
+static void fill_tokens(int32_t *ids, int32_t n, const plumb_vocab_t *v, int32_t n_vocab, uint64_t seed) {
+    const int32_t bos = plumb_vocab_bos(v), eos = plumb_vocab_eos(v);
+    uint64_t s = seed;
+    for (int32_t i = 0; i < n;) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        const int32_t id = (int32_t)(z % (uint64_t)n_vocab);
+        if (id != bos && id != eos) ids[i++] = id;
+    }
+}
+
+/* One prompt batch of n tokens into a cleared sequence; *seconds is the decode's time. */
+static plumb_status run_pp(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t n, double *seconds) {
+    plumb_status st = plumb_seq_truncate(c, 0, 0);
+    if (st) return st;
+    const plumb_batch b = {.n_tokens = n, .tokens = ids, .pos = pos, .seq = NULL, .logits = NULL};
+    const double t0 = now_seconds();
+    st = plumb_decode(c, &b);
+    *seconds = now_seconds() - t0;
+    return st;
+}
+
+/* n single-token decodes from a cleared sequence; *seconds is their total time. */
+static plumb_status run_tg(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t n, double *seconds) {
+    plumb_status st = plumb_seq_truncate(c, 0, 0);
+    if (st) return st;
+    const double t0 = now_seconds();
+    for (int32_t i = 0; i < n && !st; i++) {
+        const plumb_batch b = {.n_tokens = 1, .tokens = ids + i, .pos = pos + i, .seq = NULL, .logits = NULL};
+        st = plumb_decode(c, &b);
+    }
+    *seconds = now_seconds() - t0;
+    return st;
+}
+
+static void mean_sd(const double *x, int n, double *mean, double *sd) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    *mean = s / n;
+    double q = 0;
+    for (int i = 0; i < n; i++) q += (x[i] - *mean) * (x[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
+}
+
+/* ---- output ----------------------------------------------------------------------------- */
+
+typedef struct bench_model_desc {
+    const char *file; /* basename of the path */
+    const char *name, *arch;
+    uint64_t size;
+    int64_t params;
+} bench_model_desc;
+
+static void test_name(const bench_result *r, char *buf, size_t cap) {
+    if (r->n_prompt > 0) snprintf(buf, cap, "pp%d", r->n_prompt);
+    else snprintf(buf, cap, "tg%d", r->n_gen);
+}
+
+static void print_md_header(void) {
+    printf("| model | size | params | threads | test | t/s | GB/s |\n");
+    printf("| --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
+}
+
+static void print_md_row(const bench_model_desc *d, const bench_result *r) {
+    char test[32], gbs[64];
+    test_name(r, test, sizeof test);
+    if (r->bytes_per_token > 0)
+        snprintf(gbs, sizeof gbs, "%.2f ± %.2f", r->mean * r->bytes_per_token / 1e9, r->sd * r->bytes_per_token / 1e9);
+    else
+        snprintf(gbs, sizeof gbs, "-");
+    printf("| %s | %.2f MiB | %.2f M | %d | %s | %.2f ± %.2f | %s |\n", d->file, (double)d->size / (1024.0 * 1024.0),
+           (double)d->params / 1e6, r->threads, test, r->mean, r->sd, gbs);
+    fflush(stdout);
+}
+
+/* The bandwidth line of one thread count; rs[0..n_rs) are that thread count's results. */
+static void print_md_roofline(int32_t threads, double membw_gbs, const bench_result *rs, int n_rs) {
+    if (membw_gbs <= 0) {
+        printf("threads %d: read bandwidth not measured\n", threads);
+        return;
+    }
+    printf("threads %d: read bandwidth %.1f GB/s (%zu MiB, best of %d passes)", threads, membw_gbs,
+           BENCH_MEMBW_BYTES >> 20, BENCH_MEMBW_PASSES);
+    for (int i = 0; i < n_rs; i++) {
+        const bench_result *r = &rs[i];
+        if (r->bytes_per_token <= 0) continue;
+        const double roof = membw_gbs * 1e9 / r->bytes_per_token;
+        printf("; tg%d roofline %.1f t/s (%.1f MB/token), reached %.1f%%", r->n_gen, roof, r->bytes_per_token / 1e6,
+               100.0 * r->mean / roof);
+    }
+    printf("\n");
+}
+
+/* s as a JSON string: invalid UTF-8 becomes U+FFFD, control bytes \u00XX. */
+static void print_json_str(const char *s) {
+    char *clean = cli_utf8_sanitize(s, strlen(s));
+    putchar('"');
+    for (const char *p = clean ? clean : ""; *p; p++) {
+        const unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch < 0x20) printf("\\u%04x", ch);
+        else putchar(ch);
+    }
+    putchar('"');
+    free(clean);
+}
+
+static void print_json_num(double v) {
+    if (isfinite(v)) printf("%.10g", v);
+    else printf("null");
+}
+
+static void print_json(const bench_model_desc *d, const bench_result *rs, int n_rs, int reps) {
+    printf("[");
+    for (int i = 0; i < n_rs; i++) {
+        const bench_result *r = &rs[i];
+        char test[32];
+        test_name(r, test, sizeof test);
+        const bool tg = r->bytes_per_token > 0;
+        const bool roof = tg && r->membw_gbs > 0;
+        printf("%s\n  {\"model\": ", i ? "," : "");
+        print_json_str(d->file);
+        printf(", \"model_name\": ");
+        print_json_str(d->name);
+        printf(", \"arch\": ");
+        print_json_str(d->arch);
+        printf(", \"size\": %llu, \"params\": %lld, \"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
+               "\"reps\": %d, \"samples_ts\": [",
+               (unsigned long long)d->size, (long long)d->params, r->threads, test, r->n_prompt, r->n_gen, reps);
+        for (int k = 0; k < reps; k++) {
+            if (k) printf(", ");
+            print_json_num(r->samples[k]);
+        }
+        printf("], \"avg_ts\": ");
+        print_json_num(r->mean);
+        printf(", \"stddev_ts\": ");
+        print_json_num(r->sd);
+        printf(", \"bytes_per_token\": ");
+        if (tg) print_json_num(r->bytes_per_token);
+        else printf("null");
+        printf(", \"avg_gbs\": ");
+        if (tg) print_json_num(r->mean * r->bytes_per_token / 1e9);
+        else printf("null");
+        printf(", \"stddev_gbs\": ");
+        if (tg) print_json_num(r->sd * r->bytes_per_token / 1e9);
+        else printf("null");
+        printf(", \"membw_gbs\": ");
+        if (r->membw_gbs > 0) print_json_num(r->membw_gbs);
+        else printf("null");
+        printf(", \"roofline_ts\": ");
+        if (roof) print_json_num(r->membw_gbs * 1e9 / r->bytes_per_token);
+        else printf("null");
+        printf(", \"roofline_fraction\": ");
+        if (roof) print_json_num(r->mean / (r->membw_gbs * 1e9 / r->bytes_per_token));
+        else printf("null");
+        printf("}");
+    }
+    printf("\n]\n");
+}
+
+/* ---- the command ------------------------------------------------------------------------ */
+
+int cmd_bench(int argc, char **argv) {
+    bench_options o;
+    const int pr = parse_options(&o, argc, argv);
+    if (pr >= 0) return pr;
+
+    int32_t max_tokens = 1;
+    for (int i = 0; i < o.np; i++) max_tokens = o.p[i] > max_tokens ? o.p[i] : max_tokens;
+    for (int i = 0; i < o.nn; i++) max_tokens = o.n[i] > max_tokens ? o.n[i] : max_tokens;
+    int32_t max_p = 1;
+    for (int i = 0; i < o.np; i++) max_p = o.p[i] > max_p ? o.p[i] : max_p;
+
+    int rc = 1;
+    plumb_model_t *model = NULL;
+    plumb_context_t *ctx = NULL;
+    membw *bw = NULL;
+    int32_t *ids = NULL, *pos = NULL;
+    bench_result *rs = NULL;
+    double *samples = NULL;
+    int n_rs = 0;
+    int first_of[BENCH_MAX_LIST + 1] = {0}; /* results of thread count ti: [first_of[ti], first_of[ti+1]) */
+    double gbs_of[BENCH_MAX_LIST];
+
+    plumb_status st = plumb_model_load(o.model, &model);
+    if (st) {
+        cli_error("bench", st, NULL);
+        goto out;
+    }
+    plumb_model_info info;
+    plumb_model_get_info(model, &info);
+    if (info.n_ctx_train > 0 && max_tokens > info.n_ctx_train) {
+        fprintf(stderr, "plumb bench: %d tokens do not fit the model's context of %d\n", max_tokens, info.n_ctx_train);
+        goto out;
+    }
+    bench_bytes bytes;
+    if ((st = count_bytes(model, &bytes))) {
+        cli_error("bench", st, NULL);
+        goto out;
+    }
+    const char *slash = strrchr(o.model, '/');
+    const bench_model_desc desc = {.file = slash ? slash + 1 : o.model, .name = info.name, .arch = info.arch,
+                                   .size = info.file_size, .params = info.n_params};
+
+    const int per_t = o.np + o.nn;
+    ids = malloc((size_t)max_tokens * sizeof *ids);
+    pos = malloc((size_t)max_tokens * sizeof *pos);
+    rs = calloc((size_t)(per_t * o.nt), sizeof *rs);
+    samples = calloc((size_t)(per_t * o.nt) * (size_t)o.reps, sizeof *samples);
+    if (o.membw) bw = membw_create(BENCH_MEMBW_BYTES);
+    if (!ids || !pos || !rs || !samples || (o.membw && !bw)) {
+        fprintf(stderr, "plumb bench: out of memory\n");
+        goto out;
+    }
+    for (int32_t i = 0; i < max_tokens; i++) pos[i] = i;
+    fill_tokens(ids, max_tokens, plumb_model_vocab(model), info.n_vocab, 0x5EEDBE7C4ull);
+
+    if (!o.json) print_md_header();
+    for (int ti = 0; ti < o.nt; ti++) {
+        const int32_t threads = o.t[ti];
+        const double gbs = bw ? membw_measure(bw, threads, BENCH_MEMBW_PASSES) : -1.0;
+        if (bw && gbs <= 0) {
+            fprintf(stderr, "plumb bench: cannot start %d threads to measure the read bandwidth\n", threads);
+            goto out;
+        }
+        plumb_context_params cp = plumb_context_default_params();
+        cp.n_ctx = max_tokens;
+        cp.n_batch = max_p;
+        cp.n_threads = threads;
+        cp.n_seq = 1;
+        if ((st = plumb_context_create(model, &cp, &ctx))) {
+            cli_error("bench", st, NULL);
+            goto out;
+        }
+        first_of[ti] = n_rs;
+        gbs_of[ti] = gbs;
+        for (int k = 0; k < per_t; k++) {
+            const bool pp = k < o.np;
+            const int32_t len = pp ? o.p[k] : o.n[k - o.np];
+            if (len == 0) continue;
+            bench_result *r = &rs[n_rs];
+            *r = (bench_result){.threads = threads, .n_prompt = pp ? len : 0, .n_gen = pp ? 0 : len,
+                                .samples = samples + (size_t)n_rs * (size_t)o.reps,
+                                .bytes_per_token = pp ? 0 : bytes_per_generated_token(&bytes, len), .membw_gbs = gbs};
+            n_rs++;
+            double dt;
+            st = pp ? run_pp(ctx, ids, pos, len, &dt) : run_tg(ctx, ids, pos, 1, &dt); /* warm-up */
+            for (int rep = 0; rep < o.reps && !st; rep++) {
+                st = pp ? run_pp(ctx, ids, pos, len, &dt) : run_tg(ctx, ids, pos, len, &dt);
+                r->samples[rep] = dt > 0 ? (double)len / dt : INFINITY;
+            }
+            if (st) {
+                cli_error("bench", st, NULL);
+                goto out;
+            }
+            mean_sd(r->samples, o.reps, &r->mean, &r->sd);
+            if (!isfinite(r->mean)) {
+                fprintf(stderr, "plumb bench: the clock did not advance during a repetition\n");
+                goto out;
+            }
+            if (!o.json) print_md_row(&desc, r);
+        }
+        plumb_context_free(ctx);
+        ctx = NULL;
+        first_of[ti + 1] = n_rs;
+    }
+    if (o.json) {
+        print_json(&desc, rs, n_rs, o.reps);
+    } else {
+        printf("\n");
+        for (int ti = 0; ti < o.nt; ti++)
+            print_md_roofline(o.t[ti], gbs_of[ti], rs + first_of[ti], first_of[ti + 1] - first_of[ti]);
+    }
+    rc = 0;
+out:
+    plumb_context_free(ctx);
+    plumb_model_free(model);
+    membw_free(bw);
+    free(ids);
+    free(pos);
+    free(rs);
+    free(samples);
+    return rc;
+}
