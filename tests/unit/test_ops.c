@@ -314,8 +314,10 @@ TEST(four_row_kernels_equal_one_row_kernels) {
                     for (int64_t i = 0; i < n; i++) x[i] = frand() * (float)(c + 1) * (rep % 3 == 2 && c == 1 ? 0.0f : 1.0f);
                     ks->act_quantize[act](x, xq + (size_t)c * xs, n);
                 }
-                float o4[4];
-                ks->vec_dot4[type](n, wq, xq, xs, o4);
+                float o4[4], *xsv = malloc((size_t)(n / 32) * 128);
+                if (act == PLUMB_ACT_Q8_0) plumb__act_scales4(xq, xs, n, xsv);
+                ks->vec_dot4[type](n, wq, xq, xs, xsv, o4);
+                free(xsv);
                 for (int c = 0; c < 4; c++) {
                     float one = ks->vec_dot[type](n, wq, xq + (size_t)c * xs);
                     if (memcmp(&one, &o4[c], 4) != 0)
@@ -361,9 +363,11 @@ TEST(vnni_kernels_equal_avx2_kernels) {
                                         (long long)n, rb, ra);
                 }
                 if (a->vec_dot4[type] && b->vec_dot4[type]) {
-                    float oa[4], ob[4];
-                    a->vec_dot4[type](n, wq, xq, xs, oa);
-                    b->vec_dot4[type](n, wq, xq, xs, ob);
+                    float oa[4], ob[4], *xsv = malloc((size_t)(n / 32) * 128);
+                    if (act == PLUMB_ACT_Q8_0) plumb__act_scales4(xq, xs, n, xsv);
+                    a->vec_dot4[type](n, wq, xq, xs, xsv, oa);
+                    b->vec_dot4[type](n, wq, xq, xs, xsv, ob);
+                    free(xsv);
                     CHECK(memcmp(oa, ob, sizeof oa) == 0);
                 }
             }

@@ -33,15 +33,31 @@ static size_t attn_scratch_per_thread(const plumb_tensor *n);
  * decode case, where barriers are a large part of the time. */
 #define MATMUL_PRIVATE_ROWS 4
 
+static size_t round64(size_t x) { return (x + 63) / 64 * 64; }
+
+/* Scratch of a matmul: the quantized activations (one copy, or one per thread for a few
+ * rows), then their block scales (matmul_scales_bytes). */
+static size_t matmul_act_bytes(const plumb_tensor *n, int nth) {
+    const size_t rows = (size_t)n_rows(n->src[1]);
+    const size_t bytes = round64(plumb__act_row_size(plumb__act_type(n->src[0]->type), n->src[1]->ne[0]) * rows);
+    return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
+}
+
+/* F32 block scales of every group of 4 activation rows (Q8_0 activations): one copy, or one
+ * per thread for a few rows. */
+static size_t matmul_scales_bytes(const plumb_tensor *n, int nth) {
+    const size_t rows = (size_t)n_rows(n->src[1]);
+    const size_t bytes = round64((size_t)(n->src[1]->ne[0] / 32) * 128 * (rows / 4));
+    return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
+}
+
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     size_t need = 0;
     for (int32_t i = 0; i < g->n_nodes; i++) {
         const plumb_tensor *n = g->nodes[i];
         size_t s = 0;
         if (n->op == PLUMB_OP_MUL_MAT) {
-            int act = plumb__act_type(n->src[0]->type);
-            const size_t rows = (size_t)n_rows(n->src[1]);
-            s = (plumb__act_row_size(act, n->src[1]->ne[0]) + 64) * rows * (rows <= MATMUL_PRIVATE_ROWS ? (size_t)c->n_threads : 1);
+            s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(n, c->n_threads);
         } else if (n->op == PLUMB_OP_ATTN) {
             s = attn_scratch_per_thread(n) * (size_t)c->n_threads;
         }
@@ -77,32 +93,43 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const size_t arow = plumb__act_row_size(act, K);
     const plumb_vec_dot_fn dot = c->kernels->vec_dot[w->type];
     int64_t lo, hi;
+    const plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
+    const int64_t T4 = dot4 ? T / 4 * 4 : 0;
+    const size_t sv_tile = (size_t)(K / 32) * 32; /* floats of block scales per 4 rows */
+    const bool scales = T4 > 0 && act == PLUMB_ACT_Q8_0;
     uint8_t *xq = c->work;
+    float *xsv = (float *)(c->work + matmul_act_bytes(n, nth));
     if (T <= MATMUL_PRIVATE_ROWS) {
-        xq = c->work + ((arow * (size_t)T + 63) / 64 * 64) * (size_t)ith;
+        xq = c->work + round64(arow * (size_t)T) * (size_t)ith;
+        xsv = (float *)((uint8_t *)xsv + matmul_scales_bytes(n, 1) * (size_t)ith);
         for (int64_t t = 0; t < T; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
+        if (scales) plumb__act_scales4(xq, arow, K, xsv);
     } else {
         split(T, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
         plumb__cpu_barrier(c);
+        if (scales) {
+            split(T4 / 4, ith, nth, &lo, &hi);
+            for (int64_t g = lo; g < hi; g++) plumb__act_scales4(xq + (size_t)(4 * g) * arow, arow, K, xsv + (size_t)g * sv_tile);
+            plumb__cpu_barrier(c);
+        }
     }
     /* each thread owns a contiguous range of weight rows: every weight byte is read once */
     split(N, ith, nth, &lo, &hi);
     float *out = n->data;
     const uint8_t *wd = w->data;
-    const plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
-    const int64_t T4 = dot4 ? T / 4 * 4 : 0;
     /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
     int64_t rb = (int64_t)(16384 / w->nb[1]);
     if (rb < 1) rb = 1;
     for (int64_t r0 = lo; r0 < hi; r0 += rb) {
         const int64_t r1 = r0 + rb < hi ? r0 + rb : hi;
-        for (int64_t t = 0; t < T4; t += 4)
+        for (int64_t t = 0; t < T4; t += 4) {
             for (int64_t r = r0; r < r1; r++) {
                 float o4[4];
-                dot4(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow, arow, o4);
+                dot4(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow, arow, xsv + (size_t)(t / 4) * sv_tile, o4);
                 for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
             }
+        }
         for (int64_t r = r0; r < r1; r++)
             for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow);
     }

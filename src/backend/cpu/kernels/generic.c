@@ -422,6 +422,14 @@ PLUMB_CLONES static float dot_q8_k(int64_t n, const void *w, const void *x) {
     return s;
 }
 
+void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv) {
+    for (int64_t i = 0; i < n / 32; i++)
+        for (int c = 0; c < 4; c++) {
+            const float d = h2f((const uint8_t *)x + (size_t)c * x_stride + (size_t)i * 34);
+            for (int l = 0; l < 8; l++) xsv[(4 * i + c) * 8 + l] = d;
+        }
+}
+
 static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[x[i]];
 }

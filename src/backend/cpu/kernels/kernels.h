@@ -35,8 +35,15 @@ typedef float (*plumb_vec_dot_fn)(int64_t n, const void *w, const void *x);
 typedef void (*plumb_act_quantize_fn)(const float *x, void *out, int64_t n);
 
 /* The same dot product for 4 activation rows at once (x, x + x_stride, ...): out[c] is
- * bit for bit what vec_dot gives for row c; the weight row is decoded once. */
-typedef void (*plumb_vec_dot4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, float *out);
+ * bit for bit what vec_dot gives for row c; the weight row is decoded once. For Q8_0
+ * activations, xsv holds their block scales as F32 (plumb__act_scales4), made once for many
+ * weight rows; other formats ignore it. */
+typedef void (*plumb_vec_dot4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, const float *xsv,
+                                  float *out);
+
+/* The block scales of 4 rows of Q8_0 activations of n elements, as F32: for block i, row c,
+ * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
+void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
 
 /* Converts n F16 values to F32. */
 typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);

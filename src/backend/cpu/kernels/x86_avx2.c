@@ -203,27 +203,21 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
 /* Two columns per 512-bit register, one in each half: every lane sees the 256-bit kernel's
  * operations (the sign of y taken from the weight by a mask instead of vpsignb), so the
  * results are the same bits with half the instructions. */
-static inline __m512 scale2x2(float dw, const uint8_t *b0, const uint8_t *b1) {
-    uint16_t h0, h1;
-    memcpy(&h0, b0, 2);
-    memcpy(&h1, b1, 2);
-    const __m256i hh = _mm256_set_m128i(_mm_set1_epi16((short)h1), _mm_set1_epi16((short)h0));
-    return _mm512_mul_ps(_mm512_set1_ps(dw), _mm512_cvtph_ps(hh));
-}
 
 static inline float hsum_lo(__m512 v) { return hsum(_mm512_castps512_ps256(v)); }
 static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
 
 #define DOT4_LEGACY(name, wbytes, decode)                                                                    \
-    static void name(int64_t n, const void *w, const void *x, size_t xs, float *out) {                      \
+    static void name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {    \
         const uint8_t *a = w, *b = x;                                                                        \
         __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};                                          \
         for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b += 34) {                                       \
+            _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);                                     \
             const __m256i q = decode;                                                                        \
             const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q), q, 1);                          \
             const __m512i ax = _mm512_abs_epi8(qq);                                                          \
             const __mmask64 neg = _mm512_movepi8_mask(qq);                                                   \
-            const float dw = h2f(a);                                                                         \
+            const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)(a[0] | a[1] << 8)));                 \
             for (int pr = 0; pr < 2; pr++) {                                                                 \
                 const uint8_t *b0 = b + (size_t)(2 * pr) * xs, *b1 = b0 + xs;                                \
                 const __m512i y = _mm512_inserti64x4(                                                        \
@@ -231,7 +225,8 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
                     _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);                                       \
                 const __m512i sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);                  \
                 const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sy);                       \
-                acc[pr] = _mm512_fmadd_ps(scale2x2(dw, b0, b1), _mm512_cvtepi32_ps(p), acc[pr]);             \
+                const __m512 sc = _mm512_mul_ps(dw, _mm512_loadu_ps(xsv + (4 * i + 2 * pr) * 8));           \
+                acc[pr] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[pr]);                               \
             }                                                                                                \
         }                                                                                                    \
         out[0] = hsum_lo(acc[0]), out[1] = hsum_hi(acc[0]);                                                  \
@@ -239,15 +234,18 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
     }
 #else
 #define DOT4_LEGACY(name, wbytes, decode)                                                                   \
-    static void name(int64_t n, const void *w, const void *x, size_t xs, float *out) {                     \
+    static void name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {   \
         const uint8_t *a = w, *b = x;                                                                       \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b += 34) {                                      \
+            _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
             const __m256i q = decode;                                                                       \
+            const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)(a[0] | a[1] << 8)));                  \
             for (int c = 0; c < 4; c++) {                                                                   \
                 const uint8_t *bc = b + (size_t)c * xs;                                                     \
                 const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(bc + 2)));                 \
-                acc[c] = _mm256_fmadd_ps(scale2(a, bc), _mm256_cvtepi32_ps(p), acc[c]);                     \
+                const __m256 sc = _mm256_mul_ps(dw, _mm256_loadu_ps(xsv + (4 * i + c) * 8));               \
+                acc[c] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[c]);                                \
             }                                                                                               \
         }                                                                                                   \
         for (int c = 0; c < 4; c++) out[c] = hsum(acc[c]);                                                  \
@@ -259,7 +257,8 @@ DOT4_LEGACY(dot4_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_ep
 DOT4_LEGACY(dot4_q5_0, 22,
             _mm256_or_si256(unpack_nibbles(a + 6), _mm256_andnot_si256(bits_to_bytes(a + 2), _mm256_set1_epi8((char)0xF0))))
 
-static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, float *out) {
+static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
     const uint8_t *a = w, *b = x;
     __m256 acc[4];
     __m128 acc_m[4];
@@ -307,7 +306,8 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, float 
     }
 }
 
-static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, float *out) {
+static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
     const uint8_t *a = w, *b = x;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
