@@ -46,6 +46,24 @@ static inline __m256i dot_s8(__m256i x, __m256i y) {
 #endif
 }
 
+/* acc + madd(p, s): int16 pairs multiplied and summed into int32 lanes (one dpwssd with VNNI;
+ * the same integers either way). */
+static inline __m256i madd_acc(__m256i acc, __m256i p, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpwssd_epi32(acc, p, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+#endif
+}
+
+/* Q4_K mins times the activation's 16-value sums, for the four pairs of 32-value sub-blocks:
+ * lane k = mn[2k] (bs[4k] + bs[4k+1]) + mn[2k+1] (bs[4k+2] + bs[4k+3]). mins16 holds each
+ * sub-block's min twice (one per 16-value sum). */
+static inline __m128i q4k_min_products(const uint8_t *bsums, __m256i mins16) {
+    const __m256i l = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), mins16);
+    return _mm_hadd_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
+}
+
 /* The product of two F16 block scales, in all 8 lanes: each converted exactly, then one
  * float multiply (as h2f(a) * h2f(b)), without a trip through scalar registers. */
 static inline __m256 scale2(const uint8_t *a, const uint8_t *b) {
@@ -125,26 +143,26 @@ static float dot_q4_k(int64_t n, const void *w, const void *x) {
     __m128 acc_m = _mm_setzero_ps(); /* mins, four lanes of sub-block pairs */
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         float dy;
         memcpy(&dy, b, 4);
         const uint8_t *qs = a + 16;
         const int8_t *y = (const int8_t *)(b + 4);
-        int16_t bsums[16];
-        memcpy(bsums, b + 260, sizeof bsums);
         int sc[8], mn[8];
         for (int s = 0; s < 8; s++) scale_min_k4(a + 4, s, &sc[s], &mn[s]);
-        int prod[4];
-        for (int k = 0; k < 4; k++)
-            prod[k] = mn[2 * k] * (bsums[4 * k] + bsums[4 * k + 1]) + mn[2 * k + 1] * (bsums[4 * k + 2] + bsums[4 * k + 3]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)prod)), acc_m);
+        const __m256i mins16 = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2],
+                                                 (short)mn[2], (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4],
+                                                 (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
+                                                 (short)mn[7]);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, mins16)), acc_m);
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
             const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc[2 * c])));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc[2 * c + 1])));
+            sumi = madd_acc(sumi, p0, _mm256_set1_epi16((short)sc[2 * c]));
+            sumi = madd_acc(sumi, p1, _mm256_set1_epi16((short)sc[2 * c + 1]));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -268,35 +286,37 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
     }
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         const uint8_t *qs = a + 16;
         int sc[8], mn[8];
         for (int s = 0; s < 8; s++) scale_min_k4(a + 4, s, &sc[s], &mn[s]);
-        __m256i lo[4], hi[4];
+        __m256i lo[4], hi[4], sv[8];
         for (int k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
             lo[k] = _mm256_and_si256(q, m4);
             hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
+        for (int k = 0; k < 8; k++) sv[k] = _mm256_set1_epi16((short)sc[k]);
+        const __m256i mins16 = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2],
+                                                 (short)mn[2], (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4],
+                                                 (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
+                                                 (short)mn[7]);
         const float dw = h2f(a), dmin = h2f(a + 2);
         for (int c = 0; c < 4; c++) {
             const uint8_t *bc = b + (size_t)c * xs;
             float dy;
             memcpy(&dy, bc, 4);
             const int8_t *y = (const int8_t *)(bc + 4);
-            int16_t bsums[16];
-            memcpy(bsums, bc + 260, sizeof bsums);
-            int prod[4];
-            for (int k = 0; k < 4; k++)
-                prod[k] = mn[2 * k] * (bsums[4 * k] + bsums[4 * k + 1]) + mn[2 * k + 1] * (bsums[4 * k + 2] + bsums[4 * k + 3]);
-            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(-dy * dmin), _mm_cvtepi32_ps(_mm_loadu_si128((const __m128i *)prod)), acc_m[c]);
+            const __m128i prod = q4k_min_products(bc + 260, mins16);
+            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(-dy * dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
             __m256i sumi = _mm256_setzero_si256();
             for (int k = 0; k < 4; k++) {
                 const __m256i p0 = _mm256_maddubs_epi16(lo[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k)));
                 const __m256i p1 = _mm256_maddubs_epi16(hi[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k + 32)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16((short)sc[2 * k])));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16((short)sc[2 * k + 1])));
+                sumi = madd_acc(sumi, p0, sv[2 * k]);
+                sumi = madd_acc(sumi, p1, sv[2 * k + 1]);
             }
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
+        acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
         }
     }
     for (int c = 0; c < 4; c++) {
@@ -312,6 +332,7 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         const int8_t *sc = (const int8_t *)(a + 192);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         __m256i q[8];
@@ -327,6 +348,8 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
             q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
         }
+        __m256i sv[8];
+        for (int k = 0; k < 8; k++) sv[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
         const float dw = h2f(a + 208);
         for (int c = 0; c < 4; c++) {
             const uint8_t *bc = b + (size_t)c * xs;
@@ -335,12 +358,8 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
             const int8_t *y = (const int8_t *)(bc + 4);
             const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bc + 260)), sc16), 5);
             __m256i sumi = _mm256_setzero_si256();
-            for (int k = 0; k < 8; k++) {
-                const int g = 2 * k;
-                const __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 32 * k)));
-                const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
-            }
+            for (int k = 0; k < 8; k++)
+                sumi = madd_acc(sumi, _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 32 * k))), sv[k]);
             sumi = _mm256_sub_epi32(sumi, offset);
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
         }
