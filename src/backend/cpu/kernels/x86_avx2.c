@@ -113,14 +113,25 @@ static float dot_q4_0(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+/* Q5_0 values of a block: nibble + 16 * bit - 16, i.e. where the bit is clear, add -16
+ * (0xF0 as int8). AVX-512 BW/VL take the 32 bits as a byte mask directly. */
+static inline __m256i decode_q5_0(const uint8_t *a) {
+    const __m256i nib = unpack_nibbles(a + 6), minus16 = _mm256_set1_epi8((char)0xF0);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    uint32_t bits;
+    memcpy(&bits, a + 2, 4);
+    return _mm256_mask_blend_epi8((__mmask32)bits, _mm256_or_si256(nib, minus16), nib);
+#else
+    return _mm256_or_si256(nib, _mm256_andnot_si256(bits_to_bytes(a + 2), minus16));
+#endif
+}
+
 static float dot_q5_0(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
-    const __m256i minus16 = _mm256_set1_epi8((char)0xF0);
     for (int64_t i = 0; i < n / 32; i++, a += 22, b += 34) {
         _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
-        /* value = nibble + 16 * bit - 16: where the bit is clear, add -16 (0xF0 as int8) */
-        const __m256i q = _mm256_or_si256(unpack_nibbles(a + 6), _mm256_andnot_si256(bits_to_bytes(a + 2), minus16));
+        const __m256i q = decode_q5_0(a);
         const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(b + 2)));
         acc = _mm256_fmadd_ps(scale2(a, b), _mm256_cvtepi32_ps(p), acc);
     }
@@ -272,8 +283,7 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
 
 DOT4_LEGACY(dot4_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
 DOT4_LEGACY(dot4_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
-DOT4_LEGACY(dot4_q5_0, 22,
-            _mm256_or_si256(unpack_nibbles(a + 6), _mm256_andnot_si256(bits_to_bytes(a + 2), _mm256_set1_epi8((char)0xF0))))
+DOT4_LEGACY(dot4_q5_0, 22, decode_q5_0(a))
 
 static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
     (void)xsv;
