@@ -14,7 +14,7 @@
 /* Bytes ahead of the block being read that the one-row kernels prefetch: decoding streams
  * each weight row once, and the hardware prefetcher alone keeps too few lines in flight. */
 #ifndef PLUMB_PREFETCH
-#define PLUMB_PREFETCH 1024
+#define PLUMB_PREFETCH 2048
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
