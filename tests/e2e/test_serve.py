@@ -496,3 +496,65 @@ def test_sanitizer_build_serves_cleanly(plumb_san_bin, real_model):
     finally:
         rc = s.stop(120)
     assert rc == 0 and not any(m in s.stderr for m in SAN_MARKERS), s.stderr
+
+
+def test_health_is_503_while_loading(plumb_bin, tmp_path):
+    """While the model is still loading /health answers 503 and the API refuses work with 503.
+    The model path is a FIFO: opening it blocks until a writer comes, which holds the server in
+    its loading state; then the writer closes without data, loading fails, and it exits 1."""
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    s = Server(plumb_bin, fifo, wait_ready=False)
+    try:
+        for _ in range(3):
+            st, body = s.get("/health")
+            assert st == 503, (st, body)
+            time.sleep(0.1)
+        st, h, j = s.post(COMP, {"prompt": "Hi", "max_tokens": 2})
+        assert st == 503 and j["error"]["type"], (st, j)
+        assert s.proc.poll() is None
+    finally:
+        with open(fifo, "wb"):
+            pass
+    assert s.proc.wait(30) == 1
+    s._reader.join(5)
+    assert "cannot load the model" in s.stderr
+
+
+def test_request_timeout_gives_504_and_frees_the_slot(plumb_bin, real_model):
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "2048", "--timeout", "1")
+    try:
+        t0 = time.monotonic()
+        st, _, j = s.post(COMP, {"prompt": "Once upon a time", "max_tokens": 1500, "temperature": 0,
+                                 "stop": []})
+        took = time.monotonic() - t0
+        assert st == 504 and j["error"]["type"] == "timeout_error", (st, j)
+        assert 0.9 <= took < 10, took
+        wait_for(lambda: s.metrics()["plumb_slots_busy"] == 0, 5, "the slot to be freed")
+        st, _, j = s.post(COMP, {"prompt": "Hi", "max_tokens": 2, "temperature": 0})
+        assert st == 200 and j["usage"]["completion_tokens"] >= 1
+    finally:
+        assert s.stop() == 0, s.stderr
+
+
+def test_chunked_body_over_the_cap_gives_413(plumb_bin, real_model):
+    """A body sent without Content-Length (chunked) is capped like any other."""
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "256", "--max-body", "2000")
+    try:
+        pad = "x" * 6000
+        chunks = [json.dumps({"prompt": pad, "max_tokens": 1})[i:i + 500].encode() for i in range(0, 6100, 500)]
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        c.request("POST", COMP, body=iter([ch for ch in chunks if ch]), headers={"Content-Type": "application/json"},
+                  encode_chunked=True)
+        r = c.getresponse()
+        body = json.loads(r.read())
+        c.close()
+        assert r.status == 413 and body["error"]["type"], (r.status, body)
+        small = [json.dumps({"prompt": "Hi", "max_tokens": 1, "temperature": 0}).encode()]
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        c.request("POST", COMP, body=iter(small), headers={"Content-Type": "application/json"}, encode_chunked=True)
+        r = c.getresponse()
+        assert r.status == 200, r.read()
+        c.close()
+    finally:
+        assert s.stop() == 0, s.stderr
