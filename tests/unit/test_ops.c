@@ -276,6 +276,38 @@ TEST(simd_kernels_match_generic) {
     }
 }
 
+/* A quantized weight row and 4 quantized activation rows (with their F32 block scales) of
+ * type's formats, n elements; refilled with new random values by dot_case_fill (in some
+ * repetitions one activation row is all zeros). */
+typedef struct dot_case {
+    int type, act;
+    int64_t n;
+    size_t xs;
+    float *w, *x, *xsv;
+    uint8_t *wq, *xq;
+} dot_case;
+
+static void dot_case_init(dot_case *d, int type, int64_t n) {
+    uint64_t wb;
+    plumb_type_row_bytes(type, n, &wb);
+    d->type = type, d->n = n, d->act = plumb__act_type(type);
+    d->xs = plumb__act_row_size(d->act, n);
+    d->w = malloc((size_t)n * 4), d->x = malloc((size_t)n * 4), d->xsv = malloc((size_t)(n / 32) * 128);
+    d->wq = malloc(wb), d->xq = malloc(4 * d->xs);
+}
+
+static void dot_case_fill(dot_case *d, const plumb_kernel_set *ks, int rep) {
+    for (int64_t i = 0; i < d->n; i++) d->w[i] = frand() * (rep + 1);
+    plumb_quantize_row(d->type, d->w, d->wq, d->n);
+    for (int c = 0; c < 4; c++) {
+        for (int64_t i = 0; i < d->n; i++) d->x[i] = frand() * (float)(c + rep + 1) * (rep % 3 == 2 && c == 1 ? 0.0f : 1.0f);
+        ks->act_quantize[d->act](d->x, d->xq + (size_t)c * d->xs, d->n);
+    }
+    if (d->act == PLUMB_ACT_Q8_0) plumb__act_scales4(d->xq, d->xs, d->n, d->xsv);
+}
+
+static void dot_case_free(dot_case *d) { free(d->w), free(d->x), free(d->xsv), free(d->wq), free(d->xq); }
+
 /* The 4-row dot products give each row's one-row result bit for bit (the matmul uses either,
  * depending on the batch size, so this is what keeps results batch-invariant); the F16
  * conversion matches the table for every value. */
@@ -300,32 +332,20 @@ TEST(four_row_kernels_equal_one_row_kernels) {
         for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
             int type = all_types[ti];
             if (!ks->vec_dot4[type]) continue;
-            const int64_t n = 256 * 5;
-            uint64_t wb;
-            plumb_type_row_bytes(type, n, &wb);
-            int act = plumb__act_type(type);
-            const size_t xs = plumb__act_row_size(act, n);
-            float *w = malloc((size_t)n * 4), *x = malloc((size_t)n * 4);
-            uint8_t *wq = malloc(wb), *xq = malloc(4 * xs);
+            dot_case d;
+            dot_case_init(&d, type, 256 * 5);
             for (int rep = 0; rep < 8; rep++) {
-                for (int64_t i = 0; i < n; i++) w[i] = frand() * (rep + 1);
-                plumb_quantize_row(type, w, wq, n);
+                dot_case_fill(&d, ks, rep);
+                float o4[4];
+                ks->vec_dot4[type](d.n, d.wq, d.xq, d.xs, d.xsv, o4);
                 for (int c = 0; c < 4; c++) {
-                    for (int64_t i = 0; i < n; i++) x[i] = frand() * (float)(c + 1) * (rep % 3 == 2 && c == 1 ? 0.0f : 1.0f);
-                    ks->act_quantize[act](x, xq + (size_t)c * xs, n);
-                }
-                float o4[4], *xsv = malloc((size_t)(n / 32) * 128);
-                if (act == PLUMB_ACT_Q8_0) plumb__act_scales4(xq, xs, n, xsv);
-                ks->vec_dot4[type](n, wq, xq, xs, xsv, o4);
-                free(xsv);
-                for (int c = 0; c < 4; c++) {
-                    float one = ks->vec_dot[type](n, wq, xq + (size_t)c * xs);
+                    float one = ks->vec_dot[type](d.n, d.wq, d.xq + (size_t)c * d.xs);
                     if (memcmp(&one, &o4[c], 4) != 0)
                         plumb_test_fail(__FILE__, __LINE__, "%s %s row %d: 4-row %.9g vs one-row %.9g", ks->name,
                                         plumb_type_name(type), c, o4[c], one);
                 }
             }
-            free(w), free(x), free(wq), free(xq);
+            dot_case_free(&d);
         }
     }
 }
@@ -343,35 +363,25 @@ TEST(vnni_kernels_equal_avx2_kernels) {
     for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
         int type = all_types[ti];
         for (int64_t n = 256; n <= 256 * 9; n += 256 * 4) {
-            uint64_t wb;
-            plumb_type_row_bytes(type, n, &wb);
-            int act = plumb__act_type(type);
-            const size_t xs = plumb__act_row_size(act, n);
-            float *w = malloc((size_t)n * 4), *x = malloc((size_t)n * 4);
-            uint8_t *wq = malloc(wb), *xq = malloc(4 * xs);
+            dot_case d;
+            dot_case_init(&d, type, n);
             for (int rep = 0; rep < 8; rep++) {
-                for (int64_t i = 0; i < n; i++) w[i] = frand() * (rep + 1);
-                plumb_quantize_row(type, w, wq, n);
+                dot_case_fill(&d, a, rep);
                 for (int c = 0; c < 4; c++) {
-                    for (int64_t i = 0; i < n; i++) x[i] = frand() * (float)(c + rep + 1);
-                    a->act_quantize[act](x, xq + (size_t)c * xs, n);
-                }
-                for (int c = 0; c < 4; c++) {
-                    float ra = a->vec_dot[type](n, wq, xq + (size_t)c * xs), rb = b->vec_dot[type](n, wq, xq + (size_t)c * xs);
+                    const uint8_t *xc = d.xq + (size_t)c * d.xs;
+                    float ra = a->vec_dot[type](n, d.wq, xc), rb = b->vec_dot[type](n, d.wq, xc);
                     if (memcmp(&ra, &rb, 4) != 0)
                         plumb_test_fail(__FILE__, __LINE__, "%s n=%lld: avx512vnni %.9g vs avx2 %.9g", plumb_type_name(type),
                                         (long long)n, rb, ra);
                 }
                 if (a->vec_dot4[type] && b->vec_dot4[type]) {
-                    float oa[4], ob[4], *xsv = malloc((size_t)(n / 32) * 128);
-                    if (act == PLUMB_ACT_Q8_0) plumb__act_scales4(xq, xs, n, xsv);
-                    a->vec_dot4[type](n, wq, xq, xs, xsv, oa);
-                    b->vec_dot4[type](n, wq, xq, xs, xsv, ob);
-                    free(xsv);
+                    float oa[4], ob[4];
+                    a->vec_dot4[type](n, d.wq, d.xq, d.xs, d.xsv, oa);
+                    b->vec_dot4[type](n, d.wq, d.xq, d.xs, d.xsv, ob);
                     CHECK(memcmp(oa, ob, sizeof oa) == 0);
                 }
             }
-            free(w), free(x), free(wq), free(xq);
+            dot_case_free(&d);
         }
     }
 }
