@@ -178,58 +178,65 @@ TEST(rms_norm_rope_and_planner_reuse) {
     }
 }
 
-/* Attention over a cache of two sequences with GQA (4 query heads on 2 KV heads) and a
- * sliding window, against a direct double-precision computation. */
+/* Attention over a cache of two sequences with grouped KV heads and a sliding window, against
+ * a direct double-precision computation. The shapes cover both ways the work is split: items
+ * of all query heads of a KV head (enough tokens), single (token, head) items (one token, or
+ * more query heads per KV head than an item takes). */
 TEST(attention_gqa_causal_and_sliding_window) {
-    const int hd = 16, nh = 4, nkv = 2, T = 9, n_ctx = 16;
-    for (int swa = 0; swa <= 3; swa += 3) {
-        plumb_kv_cache kv = {.n_layer = 1, .n_seq = 2, .n_ctx = n_ctx, .n_head = nh, .n_head_kv = nkv, .head_dim = hd};
-        uint16_t *kc = calloc((size_t)(2 * n_ctx * nkv * hd), 2), *vc = calloc((size_t)(2 * n_ctx * nkv * hd), 2);
-        kv.k = &kc;
-        kv.v = &vc;
-        float q[9 * 4 * 16], k[9 * 2 * 16], v[9 * 2 * 16];
-        int32_t pos[9] = {0, 1, 2, 3, 4, 5, 0, 1, 2}, seq[9] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
-        for (int i = 0; i < T * nh * hd; i++) q[i] = frand();
-        for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
-        fixture f;
-        fixture_init(&f, 2);
-        int64_t ne_q[3] = {hd, nh, T}, ne_k[3] = {hd, nkv, T}, ne_o[2] = {hd * nh, T};
-        plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q);
-        plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k);
-        plumb_tensor *vt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, v);
-        plumb_tensor *o = plumb_graph_op(&f.g, PLUMB_OP_ATTN, 2, ne_o, qt, kt, vt);
-        plumb_attn_params *p = plumb_graph_attn_params(&f.g);
-        *p = (plumb_attn_params){.kv = &kv, .layer = 0, .n_swa = swa, .pos = pos, .seq = seq};
-        o->pparams = p;
-        o->fparams[0] = 0.25f;
-        o->is_output = true;
-        fixture_run(&f);
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < nh; h++) {
-                int hk = h / (nh / nkv);
-                double sc[16], mx = -1e300, sum = 0, out[16] = {0};
-                int lo = swa && pos[t] - swa + 1 > 0 ? pos[t] - swa + 1 : 0;
-                for (int j = lo; j <= pos[t]; j++) {
-                    int tj = -1; /* the batch token holding (seq[t], j) */
-                    for (int u = 0; u < T; u++)
-                        if (seq[u] == seq[t] && pos[u] == j) tj = u;
-                    double s = 0;
-                    for (int d = 0; d < hd; d++) s += q[(t * nh + h) * hd + d] * k[(tj * nkv + hk) * hd + d];
-                    sc[j] = s * 0.25;
-                    mx = fmax(mx, sc[j]);
+    const int shapes[][3] = {{4, 2, 9}, {4, 1, 1}, {132, 2, 9}, {8, 8, 7}}; /* query heads, KV heads, tokens */
+    const int hd = 16, n_ctx = 16;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int swa = 0; swa <= 3; swa += 3) {
+            const int nh = shapes[si][0], nkv = shapes[si][1], T = shapes[si][2];
+            plumb_kv_cache kv = {.n_layer = 1, .n_seq = 2, .n_ctx = n_ctx, .n_head = nh, .n_head_kv = nkv, .head_dim = hd};
+            uint16_t *kc = calloc((size_t)(2 * n_ctx * nkv * hd), 2), *vc = calloc((size_t)(2 * n_ctx * nkv * hd), 2);
+            kv.k = &kc;
+            kv.v = &vc;
+            float *q = malloc(sizeof(float) * (size_t)(T * nh * hd)), *k = malloc(sizeof(float) * (size_t)(T * nkv * hd)),
+                  *v = malloc(sizeof(float) * (size_t)(T * nkv * hd));
+            int32_t pos[16], seq[16]; /* sequence 0 at positions 0..5, then sequence 1 */
+            for (int t = 0; t < T; t++) seq[t] = t < 6 ? 0 : 1, pos[t] = t < 6 ? t : t - 6;
+            for (int i = 0; i < T * nh * hd; i++) q[i] = frand();
+            for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
+            fixture f;
+            fixture_init(&f, 2);
+            int64_t ne_q[3] = {hd, nh, T}, ne_k[3] = {hd, nkv, T}, ne_o[2] = {hd * nh, T};
+            plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q);
+            plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k);
+            plumb_tensor *vt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, v);
+            plumb_tensor *o = plumb_graph_op(&f.g, PLUMB_OP_ATTN, 2, ne_o, qt, kt, vt);
+            plumb_attn_params *p = plumb_graph_attn_params(&f.g);
+            *p = (plumb_attn_params){.kv = &kv, .layer = 0, .n_swa = swa, .pos = pos, .seq = seq};
+            o->pparams = p;
+            o->fparams[0] = 0.25f;
+            o->is_output = true;
+            fixture_run(&f);
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < nh; h++) {
+                    int hk = h / (nh / nkv);
+                    double sc[16], mx = -1e300, sum = 0, out[16] = {0};
+                    int lo = swa && pos[t] - swa + 1 > 0 ? pos[t] - swa + 1 : 0;
+                    for (int j = lo; j <= pos[t]; j++) {
+                        int tj = -1; /* the batch token holding (seq[t], j) */
+                        for (int u = 0; u < T; u++)
+                            if (seq[u] == seq[t] && pos[u] == j) tj = u;
+                        double s = 0;
+                        for (int d = 0; d < hd; d++) s += q[(t * nh + h) * hd + d] * k[(tj * nkv + hk) * hd + d];
+                        sc[j] = s * 0.25;
+                        mx = fmax(mx, sc[j]);
+                    }
+                    for (int j = lo; j <= pos[t]; j++) sum += exp(sc[j] - mx);
+                    for (int j = lo; j <= pos[t]; j++) {
+                        int tj = -1;
+                        for (int u = 0; u < T; u++)
+                            if (seq[u] == seq[t] && pos[u] == j) tj = u;
+                        for (int d = 0; d < hd; d++) out[d] += exp(sc[j] - mx) / sum * v[(tj * nkv + hk) * hd + d];
+                    }
+                    for (int d = 0; d < hd; d++) CHECK_NEAR(((float *)o->data)[t * nh * hd + h * hd + d], out[d], 3e-3);
                 }
-                for (int j = lo; j <= pos[t]; j++) sum += exp(sc[j] - mx);
-                for (int j = lo; j <= pos[t]; j++) {
-                    int tj = -1;
-                    for (int u = 0; u < T; u++)
-                        if (seq[u] == seq[t] && pos[u] == j) tj = u;
-                    for (int d = 0; d < hd; d++) out[d] += exp(sc[j] - mx) / sum * v[(tj * nkv + hk) * hd + d];
-                }
-                for (int d = 0; d < hd; d++) CHECK_NEAR(((float *)o->data)[t * nh * hd + h * hd + d], out[d], 3e-3);
-            }
-        fixture_free(&f);
-        free(kc), free(vc);
-    }
+            fixture_free(&f);
+            free(kc), free(vc), free(q), free(k), free(v);
+        }
 }
 
 /* Every SIMD kernel set against the generic reference, type by type, on odd row lengths:

@@ -365,7 +365,8 @@ ATTN_CLONES static void pv_fold(const float *lanes, int64_t hd, float *out) {
  * value lanes [64][hd] and rounded query [hd]; plus one key or value row [hd]. */
 static size_t attn_scratch_per_thread(const plumb_tensor *n) {
     const plumb_attn_params *p = n->pparams;
-    const size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
+    size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
+    if (group > PLUMB_MAX_GROUP) group = 1; /* such items take one head at a time */
     const size_t per_head = (size_t)p->kv->n_ctx + 65 * (size_t)p->kv->head_dim;
     const size_t bytes = (group * per_head + (size_t)p->kv->head_dim + 16) * sizeof(float);
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
@@ -399,7 +400,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const int64_t heads_per_item = T * n_kv >= 2 * nth && group <= PLUMB_MAX_GROUP ? group : 1;
     const size_t per_head = (size_t)kv->n_ctx + 65 * (size_t)hd;
     float *scratch = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
-    float *row = scratch + (size_t)group * per_head; /* [hd] */
+    float *row = scratch + (size_t)(group <= PLUMB_MAX_GROUP ? group : 1) * per_head; /* [hd] */
     split(T * n_head / heads_per_item, ith, nth, &lo, &hi);
     for (int64_t item = lo; item < hi; item++) {
         const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
