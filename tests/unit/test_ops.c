@@ -345,6 +345,20 @@ TEST(four_row_kernels_equal_one_row_kernels) {
                 dot_case_fill(&d, ks, rep);
                 float o4[4];
                 ks->vec_dot4[type](d.n, d.wq, d.xq, d.xs, d.xsv, o4);
+                if (ks->vec_dot2[type]) { /* two different weight rows, in both orders */
+                    uint64_t wb;
+                    plumb_type_row_bytes(type, d.n, &wb);
+                    uint8_t *w2 = malloc(wb);
+                    plumb_quantize_row(type, d.x, w2, d.n); /* the last activation row's values */
+                    float o2[2], z[2];
+                    ks->vec_dot2[type](d.n, d.wq, w2, d.xq, o2);
+                    ks->vec_dot2[type](d.n, w2, d.wq, d.xq + d.xs, z);
+                    const float one0 = ks->vec_dot[type](d.n, d.wq, d.xq), one1 = ks->vec_dot[type](d.n, d.wq, d.xq + d.xs);
+                    const float other0 = ks->vec_dot[type](d.n, w2, d.xq), other1 = ks->vec_dot[type](d.n, w2, d.xq + d.xs);
+                    CHECK(memcmp(&o2[0], &one0, 4) == 0 && memcmp(&o2[1], &other0, 4) == 0);
+                    CHECK(memcmp(&z[0], &other1, 4) == 0 && memcmp(&z[1], &one1, 4) == 0);
+                    free(w2);
+                }
                 for (int c = 0; c < 4; c++) {
                     float one = ks->vec_dot[type](d.n, d.wq, d.xq + (size_t)c * d.xs);
                     if (memcmp(&one, &o4[c], 4) != 0)

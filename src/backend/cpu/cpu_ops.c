@@ -94,6 +94,7 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_vec_dot_fn dot = c->kernels->vec_dot[w->type];
     int64_t lo, hi;
     const plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
+    const plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
     const size_t sv_tile = (size_t)(K / 32) * 32; /* floats of block scales per 4 rows */
     const bool scales = T4 > 0 && act == PLUMB_ACT_Q8_0;
@@ -130,7 +131,15 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
             }
         }
-        for (int64_t r = r0; r < r1; r++)
+        int64_t r = r0;
+        if (dot2 && T4 < T) /* the rows left over from the groups of 4, two weight rows at a time */
+            for (; r + 1 < r1; r += 2)
+                for (int64_t t = T4; t < T; t++) {
+                    float o2[2];
+                    dot2(K, wd + (size_t)r * w->nb[1], wd + (size_t)(r + 1) * w->nb[1], xq + (size_t)t * arow, o2);
+                    out[t * N + r] = o2[0], out[t * N + r + 1] = o2[1];
+                }
+        for (; r < r1; r++)
             for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow);
     }
 }

@@ -41,6 +41,10 @@ typedef void (*plumb_act_quantize_fn)(const float *x, void *out, int64_t n);
 typedef void (*plumb_vec_dot4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, const float *xsv,
                                   float *out);
 
+/* The dot products of two weight rows with one activation row: out[r] is bit for bit what
+ * vec_dot gives for w_r (the activation row is read once for both). */
+typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, const void *x, float *out);
+
 /* The block scales of 4 rows of Q8_0 activations of n elements, as F32: for block i, row c,
  * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
@@ -52,6 +56,7 @@ typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */
     plumb_vec_dot_fn vec_dot[PLUMB_TYPE_COUNT];
     plumb_vec_dot4_fn vec_dot4[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
+    plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
     plumb_f16_to_f32_fn f16_to_f32;
 } plumb_kernel_set;

@@ -281,6 +281,39 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
     }
 #endif
 
+
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+/* Two weight rows per 512-bit register against one activation row (decode: one token). Each
+ * half runs the one-row kernel's operations in its order. */
+#define DOT2_LEGACY(name, wbytes, decode)                                                                    \
+    static void name(int64_t n, const void *w0, const void *w1, const void *x, float *out) {                \
+        const uint8_t *a0 = w0, *a1 = w1, *b = x;                                                            \
+        __m512 acc = _mm512_setzero_ps();                                                                    \
+        for (int64_t i = 0; i < n / 32; i++, a0 += (wbytes), a1 += (wbytes), b += 34) {                       \
+            _mm_prefetch((const char *)a0 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
+            _mm_prefetch((const char *)a1 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
+            const uint8_t *a = a0;                                                                           \
+            const __m256i q0 = decode;                                                                       \
+            a = a1;                                                                                          \
+            const __m256i q1 = decode;                                                                       \
+            const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);                        \
+            const __m512i y = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b + 2)));          \
+            const __m512i sy = _mm512_mask_sub_epi8(y, _mm512_movepi8_mask(qq), _mm512_setzero_si512(), y);  \
+            const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(qq), sy);          \
+            const __m256i hw = _mm256_set_m128i(_mm_set1_epi16((short)(a1[0] | a1[1] << 8)),                 \
+                                                _mm_set1_epi16((short)(a0[0] | a0[1] << 8)));                \
+            const __m512 sc = _mm512_mul_ps(_mm512_cvtph_ps(hw), _mm512_set1_ps(h2f(b)));                    \
+            acc = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc);                                           \
+        }                                                                                                    \
+        out[0] = hsum_lo(acc), out[1] = hsum_hi(acc);                                                        \
+    }
+
+DOT2_LEGACY(dot2_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
+DOT2_LEGACY(dot2_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
+DOT2_LEGACY(dot2_q5_0, 22, decode_q5_0(a))
+#define PLUMB_HAVE_DOT2 1
+#endif
+
 DOT4_LEGACY(dot4_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
 DOT4_LEGACY(dot4_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
 DOT4_LEGACY(dot4_q5_0, 22, decode_q5_0(a))
@@ -394,6 +427,11 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot[PLUMB_TYPE_Q8_0] = dot_q8_0;
         set.vec_dot[PLUMB_TYPE_Q4_K] = dot_q4_k;
         set.vec_dot[PLUMB_TYPE_Q6_K] = dot_q6_k;
+#ifdef PLUMB_HAVE_DOT2
+        set.vec_dot2[PLUMB_TYPE_Q4_0] = dot2_q4_0;
+        set.vec_dot2[PLUMB_TYPE_Q5_0] = dot2_q5_0;
+        set.vec_dot2[PLUMB_TYPE_Q8_0] = dot2_q8_0;
+#endif
         set.vec_dot4[PLUMB_TYPE_Q4_0] = dot4_q4_0;
         set.vec_dot4[PLUMB_TYPE_Q5_0] = dot4_q5_0;
         set.vec_dot4[PLUMB_TYPE_Q8_0] = dot4_q8_0;
