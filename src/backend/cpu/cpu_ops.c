@@ -357,15 +357,12 @@ ATTN_CLONES static void pv_lane(float *lanes, int lane, bool first_write, float 
 }
 
 /* out[d] = the F16 dot product's fold of the 64 lanes of dimension d: accumulators 0+2 and
- * 1+3, then their sum, then the 16 elements in a fixed tree (as sum16). */
-ATTN_CLONES static void pv_fold(const float *lanes, int64_t hd, float *out) {
+ * 1+3, then their sum, then the 16 elements in a fixed tree (as sum16). lane[k] points at
+ * lane k's [hd] values (a row of zeros for lanes no position reached). */
+ATTN_CLONES static void pv_fold(const float *const *lane, int64_t hd, float *out) {
     for (int64_t d = 0; d < hd; d++) {
         float r[16];
-        for (int l = 0; l < 16; l++) {
-            const float a0 = lanes[(size_t)l * hd + d] + lanes[(size_t)(32 + l) * hd + d];
-            const float a1 = lanes[(size_t)(16 + l) * hd + d] + lanes[(size_t)(48 + l) * hd + d];
-            r[l] = a0 + a1;
-        }
+        for (int l = 0; l < 16; l++) r[l] = (lane[l][d] + lane[32 + l][d]) + (lane[16 + l][d] + lane[48 + l][d]);
         out[d] = (float)(double)sum16(r);
     }
 }
@@ -464,10 +461,14 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 pv_lane(sc + kv->n_ctx, j & 63, j - first < 64, w, row, hd);
             }
         }
+        /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */
+        memset(row, 0, (size_t)hd * sizeof(float));
+        const int32_t count = pos - first + 1;
         for (int64_t i = 0; i < nh; i++) {
-            float *lanes = scratch + (size_t)i * per_head + kv->n_ctx;
-            for (int32_t j = pos + 1; j < first + 64; j++) memset(lanes + (size_t)(j & 63) * hd, 0, (size_t)hd * sizeof(float));
-            pv_fold(lanes, hd, (float *)n->data + t * (n_head * hd) + (h0 + i) * hd);
+            const float *lanes = scratch + (size_t)i * per_head + kv->n_ctx, *lane[64];
+            for (int ln = 0; ln < 64; ln++)
+                lane[ln] = count >= 64 || ((ln - first) & 63) < count ? lanes + (size_t)ln * (size_t)hd : row;
+            pv_fold(lane, hd, (float *)n->data + t * (n_head * hd) + (h0 + i) * hd);
         }
     }
 }
