@@ -328,8 +328,10 @@ static void print_json_str(const char *s) {
     free(clean);
 }
 
+/* 17 significant digits: the value read back is the same double, so numbers derived from the
+ * samples (mean, sd) can be recomputed exactly from the output */
 static void print_json_num(double v) {
-    if (isfinite(v)) printf("%.10g", v);
+    if (isfinite(v)) printf("%.17g", v);
     else printf("null");
 }
 
