@@ -294,8 +294,9 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
  * logits agree bit for bit: the F16 dot product keeps 4 x 16 FMA lanes over 64-element steps,
  * folds them in a fixed tree, and adds the tail in double; softmax exponentials use a
  * polynomial expf (range reduction by ln 2, degree-5 polynomial, exact scaling) summed 16 at
- * a time over the positions padded to 32. Everything is per (token, head), in a fixed order,
- * so results do not depend on the batch. */
+ * a time over the positions padded to a multiple of 64 (the reference pads to 256; any multiple
+ * of 64 gives the same sums). Everything is per (token, head), in a fixed order, so results do
+ * not depend on the batch. */
 
 
 static float sum16(const float *a) { /* fixed tree: halves, quarters, then pairs */
