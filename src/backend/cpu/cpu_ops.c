@@ -361,10 +361,25 @@ ATTN_CLONES static void pv_lane(float *lanes, int lane, bool first_write, float 
  * 1+3, then their sum, then the 16 elements in a fixed tree (as sum16). lane[k] points at
  * lane k's [hd] values (a row of zeros for lanes no position reached). */
 ATTN_CLONES static void pv_fold(const float *const *lane, int64_t hd, float *out) {
-    for (int64_t d = 0; d < hd; d++) {
+    int64_t d0 = 0;
+    /* 16 dimensions at a time, the tree's steps running across them (each element sees the
+     * same additions in the same order as the scalar tail below) */
+    for (; d0 + 16 <= hd; d0 += 16) {
+        float r[16][16];
+        for (int l = 0; l < 16; l++) {
+            const float *a = lane[l] + d0, *b = lane[32 + l] + d0, *c = lane[16 + l] + d0, *e = lane[48 + l] + d0;
+            for (int d = 0; d < 16; d++) r[l][d] = (a[d] + b[d]) + (c[d] + e[d]);
+        }
+        for (int l = 0; l < 8; l++)
+            for (int d = 0; d < 16; d++) r[l][d] = r[8 + l][d] + r[l][d];
+        for (int l = 0; l < 4; l++)
+            for (int d = 0; d < 16; d++) r[l][d] = r[4 + l][d] + r[l][d];
+        for (int d = 0; d < 16; d++) out[d0 + d] = (r[0][d] + r[2][d]) + (r[1][d] + r[3][d]);
+    }
+    for (int64_t d = d0; d < hd; d++) {
         float r[16];
         for (int l = 0; l < 16; l++) r[l] = (lane[l][d] + lane[32 + l][d]) + (lane[16 + l][d] + lane[48 + l][d]);
-        out[d] = (float)(double)sum16(r);
+        out[d] = sum16(r);
     }
 }
 
