@@ -51,13 +51,30 @@ static size_t matmul_scales_bytes(const plumb_tensor *n, int nth) {
     return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
 }
 
+/* From this many activation rows on, Q4_0 and Q5_0 weights are widened to Q8_0 once per block
+ * of rows (plumb__widen_to_q8_0) instead of being decoded again for every group of 4 rows. */
+#define MATMUL_WIDEN_ROWS 8
+#define MATMUL_ROW_BLOCK 16384 /* bytes of weight rows that stay in L1 while the activations pass */
+
+static bool matmul_widens(const plumb_tensor *n) {
+    const int type = n->src[0]->type;
+    return n_rows(n->src[1]) >= MATMUL_WIDEN_ROWS && (type == PLUMB_TYPE_Q4_0 || type == PLUMB_TYPE_Q5_0);
+}
+
+/* Per-thread buffer for one block of widened weight rows. */
+static size_t matmul_widen_bytes(const plumb_tensor *n) {
+    const size_t row = (size_t)(n->src[0]->ne[0] / 32) * 34;
+    return matmul_widens(n) ? round64(row > MATMUL_ROW_BLOCK ? row : MATMUL_ROW_BLOCK) : 0;
+}
+
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     size_t need = 0;
     for (int32_t i = 0; i < g->n_nodes; i++) {
         const plumb_tensor *n = g->nodes[i];
         size_t s = 0;
         if (n->op == PLUMB_OP_MUL_MAT) {
-            s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(n, c->n_threads);
+            s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(n, c->n_threads) +
+                matmul_widen_bytes(n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_ATTN) {
             s = attn_scratch_per_thread(n) * (size_t)c->n_threads;
         }
@@ -91,10 +108,16 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const int64_t K = w->ne[0], N = w->ne[1], T = n_rows(x);
     const int act = plumb__act_type(w->type);
     const size_t arow = plumb__act_row_size(act, K);
-    const plumb_vec_dot_fn dot = c->kernels->vec_dot[w->type];
+    plumb_vec_dot_fn dot = c->kernels->vec_dot[w->type];
     int64_t lo, hi;
-    const plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
-    const plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
+    plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
+    plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
+    const bool widen = matmul_widens(n); /* then the weights are dotted as Q8_0 */
+    if (widen) {
+        dot = c->kernels->vec_dot[PLUMB_TYPE_Q8_0];
+        dot4 = c->kernels->vec_dot4[PLUMB_TYPE_Q8_0];
+        dot2 = c->kernels->vec_dot2[PLUMB_TYPE_Q8_0];
+    }
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
     const size_t sv_tile = (size_t)(K / 32) * 32; /* floats of block scales per 4 rows */
     const bool scales = T4 > 0 && act == PLUMB_ACT_Q8_0;
@@ -119,15 +142,27 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     split(N, ith, nth, &lo, &hi);
     float *out = n->data;
     const uint8_t *wd = w->data;
+    size_t wrow = w->nb[1];
+    uint8_t *wide = NULL;
+    if (widen) {
+        wide = c->work + matmul_act_bytes(n, nth) + matmul_scales_bytes(n, nth) + matmul_widen_bytes(n) * (size_t)ith;
+        wrow = (size_t)(K / 32) * 34;
+    }
     /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
-    int64_t rb = (int64_t)(16384 / w->nb[1]);
+    int64_t rb = (int64_t)(MATMUL_ROW_BLOCK / wrow);
     if (rb < 1) rb = 1;
     for (int64_t r0 = lo; r0 < hi; r0 += rb) {
         const int64_t r1 = r0 + rb < hi ? r0 + rb : hi;
+        const uint8_t *blk = wd + (size_t)r0 * wrow; /* row r is at blk + (r - r0) * wrow */
+        if (wide) {
+            for (int64_t r = r0; r < r1; r++)
+                plumb__widen_to_q8_0(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
+            blk = wide;
+        }
         for (int64_t t = 0; t < T4; t += 4) {
             for (int64_t r = r0; r < r1; r++) {
                 float o4[4];
-                dot4(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow, arow, xsv + (size_t)(t / 4) * sv_tile, o4);
+                dot4(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow, arow, xsv + (size_t)(t / 4) * sv_tile, o4);
                 for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
             }
         }
@@ -136,11 +171,11 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             for (; r + 1 < r1; r += 2)
                 for (int64_t t = T4; t < T; t++) {
                     float o2[2];
-                    dot2(K, wd + (size_t)r * w->nb[1], wd + (size_t)(r + 1) * w->nb[1], xq + (size_t)t * arow, o2);
+                    dot2(K, blk + (size_t)(r - r0) * wrow, blk + (size_t)(r + 1 - r0) * wrow, xq + (size_t)t * arow, o2);
                     out[t * N + r] = o2[0], out[t * N + r + 1] = o2[1];
                 }
         for (; r < r1; r++)
-            for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, wd + (size_t)r * w->nb[1], xq + (size_t)t * arow);
+            for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow);
     }
 }
 

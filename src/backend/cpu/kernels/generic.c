@@ -430,6 +430,29 @@ void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv) {
         }
 }
 
+void plumb__widen_to_q8_0(int type, const void *w, void *out, int64_t n) {
+    const uint8_t *a = w;
+    uint8_t *o = out;
+    const size_t wbytes = type == PLUMB_TYPE_Q5_0 ? 22 : 18;
+    for (int64_t i = 0; i < n / 32; i++, a += wbytes, o += 34) {
+        int8_t *q = (int8_t *)(o + 2);
+        o[0] = a[0], o[1] = a[1];
+        if (type == PLUMB_TYPE_Q5_0) {
+            uint32_t qh;
+            memcpy(&qh, a + 2, 4);
+            for (int j = 0; j < 16; j++) {
+                q[j] = (int8_t)(((a[6 + j] & 0xF) | (((qh >> j) & 1) << 4)) - 16);
+                q[j + 16] = (int8_t)(((a[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
+            }
+        } else {
+            for (int j = 0; j < 16; j++) {
+                q[j] = (int8_t)((a[2 + j] & 0xF) - 8);
+                q[j + 16] = (int8_t)((a[2 + j] >> 4) - 8);
+            }
+        }
+    }
+}
+
 static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[x[i]];
 }
@@ -453,17 +476,26 @@ const plumb_kernel_set *plumb__kernels_generic(void) { return &generic_set; }
 
 static const plumb_kernel_set *chosen;
 
+const plumb_kernel_set *plumb__kernels_avx2(void) {
+    const plumb_cpu_features *f = plumb_cpu_get();
+    return f->avx2 && f->fma && f->f16c ? plumb__kernels_avx2_build() : NULL;
+}
+
+const plumb_kernel_set *plumb__kernels_avx512vnni(void) {
+    const plumb_cpu_features *f = plumb_cpu_get();
+    return f->avx2 && f->fma && f->f16c && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni
+               ? plumb__kernels_avx512vnni_build()
+               : NULL;
+}
+
 static void choose(void) {
     plumb__f16_table_init();
-    const plumb_cpu_features *f = plumb_cpu_get();
     const char *want = getenv("PLUMB_KERNELS");
     chosen = &generic_set;
     if (want && strcmp(want, "generic") == 0) return;
-    if (f->avx2 && f->fma && f->f16c && plumb__kernels_avx2()) chosen = plumb__kernels_avx2();
+    if (plumb__kernels_avx2()) chosen = plumb__kernels_avx2();
     if (want && strcmp(want, "avx2") == 0) return;
-    if (f->avx2 && f->fma && f->f16c && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni &&
-        plumb__kernels_avx512vnni())
-        chosen = plumb__kernels_avx512vnni();
+    if (plumb__kernels_avx512vnni()) chosen = plumb__kernels_avx512vnni();
 }
 
 const plumb_kernel_set *plumb__kernels_get(void) {

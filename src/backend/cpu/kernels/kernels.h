@@ -49,6 +49,12 @@ typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, con
  * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
 
+/* Rewrites a row of n weights of type Q4_0 or Q5_0 as Q8_0 blocks with the same F16 scales
+ * and the decoded values: the Q8_0 dot products of every kernel set give the original type's
+ * results bit for bit (the same integer sums, the same float operations), without decoding
+ * the weights again for every group of activation rows. */
+void plumb__widen_to_q8_0(int type, const void *w, void *out, int64_t n);
+
 /* Converts n F16 values to F32. */
 typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
 
@@ -68,12 +74,16 @@ size_t plumb__act_row_size(int act, int64_t n);
 
 /* The portable reference set. */
 const plumb_kernel_set *plumb__kernels_generic(void);
-/* The AVX2 set (types without an AVX2 kernel use the generic ones), or NULL when this
- * build has none. Only for CPUs with AVX2, FMA and F16C. */
+/* The AVX2 set (types without an AVX2 kernel use the generic ones), or NULL when this build
+ * has none or the CPU lacks AVX2, FMA or F16C. */
 const plumb_kernel_set *plumb__kernels_avx2(void);
-/* The same kernels with AVX-512 VNNI (bit-identical results), or NULL. Only for CPUs with
- * AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI. */
+/* The same kernels with AVX-512 VNNI (bit-identical results), or NULL when this build has
+ * none or the CPU lacks any of AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI. */
 const plumb_kernel_set *plumb__kernels_avx512vnni(void);
+/* The builders behind them, compiled for their ISA: only to be called once cpuid says the
+ * CPU has it (even building the table may use the ISA's instructions). */
+const plumb_kernel_set *plumb__kernels_avx2_build(void);
+const plumb_kernel_set *plumb__kernels_avx512vnni_build(void);
 /* The best set for this CPU; PLUMB_KERNELS=generic in the environment forces the portable
  * reference. */
 const plumb_kernel_set *plumb__kernels_get(void);

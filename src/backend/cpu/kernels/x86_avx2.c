@@ -7,7 +7,7 @@
 
 /* x86_avx512.c compiles this file again with AVX-512 VNNI enabled under another name. */
 #ifndef PLUMB_X86_SET
-#define PLUMB_X86_SET plumb__kernels_avx2
+#define PLUMB_X86_SET plumb__kernels_avx2_build
 #define PLUMB_X86_SET_NAME "avx2"
 #endif
 
