@@ -9,6 +9,7 @@
 #include "backend/cpu/kernels/kernels.h"
 #include "core/graph.h"
 #include "core/kv_cache.h"
+#include "quant/fp16.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -369,6 +370,38 @@ TEST(four_row_kernels_equal_one_row_kernels) {
             dot_case_free(&d);
         }
     }
+}
+
+/* Every set's F16 rounding gives plumb__fp32_to_fp16's value: on a stride through all float
+ * bit patterns, and at and next to every midpoint between two neighbouring halves (the ties,
+ * which go to the even one), with odd lengths for the vector tails. */
+TEST(round_f16_matches_the_reference_conversion) {
+    plumb__kernels_get();
+    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+    const size_t cap = 1 << 20;
+    float *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
+    size_t n = 0;
+    for (uint64_t b = 0; b < 0x100000000ull && n < cap; b += 4099) {
+        const uint32_t u = (uint32_t)b;
+        memcpy(&x[n++], &u, 4);
+    }
+    for (uint32_t h = 0; h < 0x7c00 && n + 6 <= cap; h++) { /* positive finite halves and their negatives */
+        const float lo = plumb__f16_table[h], hi = plumb__f16_table[h + 1], mid = lo + (hi - lo) * 0.5f;
+        const float v[3] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY)};
+        for (int k = 0; k < 3; k++) x[n++] = v[k], x[n++] = -v[k];
+    }
+    for (size_t si = 0; si < 3; si++) {
+        const plumb_kernel_set *ks = sets[si];
+        if (!ks) continue;
+        ks->round_f16(x + 1, y + 1, (int64_t)n - 1);
+        for (size_t i = 1; i < n; i++) {
+            const float want = plumb__f16_table[plumb__fp32_to_fp16(x[i])];
+            if (memcmp(&want, &y[i], 4) != 0 && !(isnan(want) && isnan(y[i])))
+                plumb_test_fail(__FILE__, __LINE__, "%s round_f16(%a) = %a, want %a", ks->name, (double)x[i], (double)y[i],
+                                (double)want);
+        }
+    }
+    free(x), free(y);
 }
 
 /* Q4_0 and Q5_0 rows widened to Q8_0 give, through every set's Q8_0 kernels (one-row, two-row

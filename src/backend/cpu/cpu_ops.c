@@ -377,7 +377,11 @@ ATTN_CLONES static float exp_poly(float x) {
     const float u = b * b;
     const float p = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
                          fmaf(0x1.ffffecp-1f, b, 1.0f));
-    return ldexpf(p, (int)n);
+    /* p * 2^n rounded once to float, as ldexpf(p, n) (the product is exact in double) */
+    const uint64_t bits = (uint64_t)((int64_t)n + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return (float)((double)p * scale);
 }
 
 
@@ -458,8 +462,10 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const size_t per_head = (size_t)kv->n_ctx + 65 * (size_t)hd;
     float *scratch = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
     float *row = scratch + (size_t)(group <= PLUMB_MAX_GROUP ? group : 1) * per_head; /* [hd] */
-    split(T * n_head / heads_per_item, ith, nth, &lo, &hi);
-    for (int64_t item = lo; item < hi; item++) {
+    /* items are dealt out in turn: a token's cost grows with its position, so contiguous
+     * ranges would leave the last thread the most work */
+    const int64_t n_items = T * n_head / heads_per_item;
+    for (int64_t item = ith; item < n_items; item += nth) {
         const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
         const int64_t hk = h0 / group, nh = heads_per_item;
         const int32_t pos = p->pos[t];
@@ -468,11 +474,9 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
          * rounded likewise before they weight the values); every sum follows the fixed
          * orders described above, per (token, head), whatever the batch. */
-        for (int64_t i = 0; i < nh; i++) {
-            float *qv = scratch + (size_t)i * per_head + kv->n_ctx + 64 * (size_t)hd;
-            const float *qs = (const float *)q->data + (t * n_head + h0 + i) * hd;
-            for (int64_t d = 0; d < hd; d++) qv[d] = plumb__f16_table[plumb__fp32_to_fp16(qs[d])];
-        }
+        for (int64_t i = 0; i < nh; i++)
+            c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
+                                  scratch + (size_t)i * per_head + kv->n_ctx + 64 * (size_t)hd, hd);
         float mx[PLUMB_MAX_GROUP];
         for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
         for (int32_t j = first; j <= pos; j++) {
@@ -486,7 +490,6 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         }
         /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
         const int32_t padded = (pos + ATTN_PAD) / ATTN_PAD * ATTN_PAD;
-        float inv[PLUMB_MAX_GROUP];
         for (int64_t i = 0; i < nh; i++) {
             float *sc = scratch + (size_t)i * per_head;
             double sum = 0.0;
@@ -499,7 +502,10 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 }
                 sum += (double)sum16(block);
             }
-            inv[i] = (float)(1.0 / sum);
+            const float inv = (float)(1.0 / sum);
+            /* the probabilities, rounded to F16 before they weight the values */
+            for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
+            c->kernels->round_f16(sc, sc, pos - first + 1);
         }
         /* values: each output dimension is an F16 dot product over the padded positions
          * (ATTN_PAD is a multiple of 64, so there is no scalar tail), accumulated position by
@@ -508,8 +514,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             cvt(vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd, row, hd);
             for (int64_t i = 0; i < nh; i++) {
                 float *sc = scratch + (size_t)i * per_head;
-                const float w = plumb__f16_table[plumb__fp32_to_fp16(sc[j - first] * inv[i])];
-                pv_lane(sc + kv->n_ctx, j & 63, j - first < 64, w, row, hd);
+                pv_lane(sc + kv->n_ctx, j & 63, j - first < 64, sc[j - first], row, hd);
             }
         }
         /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */

@@ -457,6 +457,10 @@ static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[x[i]];
 }
 
+static void round_f16(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[plumb__fp32_to_fp16(x[i])];
+}
+
 static const plumb_kernel_set generic_set = {
     .name = "generic",
     .vec_dot =
@@ -470,6 +474,7 @@ static const plumb_kernel_set generic_set = {
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
     .f16_to_f32 = f16_to_f32,
+    .round_f16 = round_f16,
 };
 
 const plumb_kernel_set *plumb__kernels_generic(void) { return &generic_set; }
