@@ -404,6 +404,40 @@ TEST(round_f16_matches_the_reference_conversion) {
     free(x), free(y);
 }
 
+/* Every set's attention products give the reference set's bits: F16 dot products with
+ * lengths that do and do not divide into 64-element steps, and value accumulation (first
+ * write and later ones), on values spread over many magnitudes. */
+TEST(attention_kernels_match_generic) {
+    plumb__kernels_get();
+    const plumb_kernel_set *g = plumb__kernels_generic();
+    const plumb_kernel_set *sets[] = {plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+    const int64_t lens[] = {1, 40, 64, 80, 100, 128, 256, 300};
+    float q[300], la[300], lb[300];
+    uint16_t k[300];
+    for (size_t si = 0; si < 2; si++) {
+        const plumb_kernel_set *ks = sets[si];
+        if (!ks) continue;
+        for (int rep = 0; rep < 200; rep++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+                const int64_t n = lens[li];
+                for (int64_t i = 0; i < n; i++) {
+                    q[i] = plumb__f16_table[plumb__fp32_to_fp16(frand() * ldexpf(1.0f, rep % 9 - 4))];
+                    k[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 7) - 3));
+                    la[i] = lb[i] = frand();
+                }
+                const float a = g->attn_dot(q, k, n), b = ks->attn_dot(q, k, n);
+                if (memcmp(&a, &b, 4) != 0)
+                    plumb_test_fail(__FILE__, __LINE__, "%s attn_dot n=%lld: %a vs generic %a", ks->name, (long long)n,
+                                    (double)b, (double)a);
+                const float w = frand();
+                const bool first = rep % 2 == 0;
+                g->attn_axpy(la, first, w, k, n);
+                ks->attn_axpy(lb, first, w, k, n);
+                CHECK(memcmp(la, lb, (size_t)n * sizeof *la) == 0);
+            }
+    }
+}
+
 /* Q4_0 and Q5_0 rows widened to Q8_0 give, through every set's Q8_0 kernels (one-row, two-row
  * and four-row), the original type's one-row results bit for bit: large batches dot the
  * widened rows, small ones the originals. */

@@ -349,24 +349,6 @@ static float sum16(const float *a) { /* fixed tree: halves, quarters, then pairs
 #define ATTN_CLONES
 #endif
 
-/* Dot product of two rows of F16-valued floats. */
-ATTN_CLONES static float dot_f16_values(const float *x, const float *y, int64_t n) {
-    float acc[4][16];
-    memset(acc, 0, sizeof acc);
-    const int64_t body = n & ~(int64_t)63;
-    for (int64_t i = 0; i < body; i += 64)
-        for (int j = 0; j < 4; j++)
-            for (int l = 0; l < 16; l++) acc[j][l] = fmaf(x[i + 16 * j + l], y[i + 16 * j + l], acc[j][l]);
-    for (int l = 0; l < 16; l++) {
-        acc[0][l] += acc[2][l];
-        acc[1][l] += acc[3][l];
-    }
-    for (int l = 0; l < 16; l++) acc[0][l] += acc[1][l];
-    double s = sum16(acc[0]);
-    for (int64_t i = body; i < n; i++) s += (double)(x[i] * y[i]);
-    return (float)s;
-}
-
 /* e^x for x <= 0 (softmax arguments): x = n ln2 + b, e^b by a polynomial, times 2^n. */
 ATTN_CLONES static float exp_poly(float x) {
     const float shift = 0x1.8p23f;
@@ -384,17 +366,6 @@ ATTN_CLONES static float exp_poly(float x) {
     return (float)((double)p * scale);
 }
 
-
-/* Adds w * v[d] into lane `lane` of every output dimension d: lanes is [64][hd], lane
- * 16 a + l standing for accumulator a, element l of the F16 dot product's 4 x 16 lanes.
- * The first write of a lane stores w * v (fmaf with 0 gives the same value). */
-ATTN_CLONES static void pv_lane(float *lanes, int lane, bool first_write, float w, const float *v, int64_t hd) {
-    float *a = lanes + (size_t)lane * (size_t)hd;
-    if (first_write)
-        for (int64_t d = 0; d < hd; d++) a[d] = w * v[d];
-    else
-        for (int64_t d = 0; d < hd; d++) a[d] = fmaf(w, v[d], a[d]);
-}
 
 /* out[d] = the F16 dot product's fold of the 64 lanes of dimension d: accumulators 0+2 and
  * 1+3, then their sum, then the 16 elements in a fixed tree (as sum16). lane[k] points at
@@ -440,7 +411,6 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const int64_t hd = kv->head_dim, n_head = q->ne[1], n_kv = k->ne[1], T = q->ne[2];
     const int64_t kv_dim = n_kv * hd, group = n_head / n_kv;
     const float scale = n->fparams[0];
-    const plumb_f16_to_f32_fn cvt = c->kernels->f16_to_f32;
     uint16_t *kc = kv->k[p->layer], *vc = kv->v[p->layer];
     int64_t lo, hi;
     /* phase 1: write this batch's keys and values into the cache */
@@ -480,12 +450,12 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         float mx[PLUMB_MAX_GROUP];
         for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
         for (int32_t j = first; j <= pos; j++) {
-            cvt(kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd, row, hd);
+            const uint16_t *krow = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
             for (int64_t i = 0; i < nh; i++) {
                 float *sc = scratch + (size_t)i * per_head;
-                const float s = dot_f16_values(sc + kv->n_ctx + 64 * (size_t)hd, row, hd) * scale;
+                const float s = c->kernels->attn_dot(sc + kv->n_ctx + 64 * (size_t)hd, krow, hd) * scale;
                 sc[j - first] = s;
-                mx[i] = fmaxf(mx[i], s);
+                mx[i] = s > mx[i] ? s : mx[i];
             }
         }
         /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
@@ -511,10 +481,10 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
          * (ATTN_PAD is a multiple of 64, so there is no scalar tail), accumulated position by
          * position into the 64 lanes; lanes no position reaches stay zero */
         for (int32_t j = first; j <= pos; j++) {
-            cvt(vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd, row, hd);
+            const uint16_t *vrow = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
             for (int64_t i = 0; i < nh; i++) {
                 float *sc = scratch + (size_t)i * per_head;
-                pv_lane(sc + kv->n_ctx, j & 63, j - first < 64, sc[j - first], row, hd);
+                c->kernels->attn_axpy(sc + kv->n_ctx + (size_t)(j & 63) * (size_t)hd, j - first < 64, sc[j - first], vrow, hd);
             }
         }
         /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */

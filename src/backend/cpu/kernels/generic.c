@@ -457,6 +457,38 @@ static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[x[i]];
 }
 
+static float attn_sum16(const float *a) { /* fixed tree: halves, quarters, then pairs */
+    float t8[8], t4[4];
+    for (int i = 0; i < 8; i++) t8[i] = a[8 + i] + a[i];
+    for (int i = 0; i < 4; i++) t4[i] = t8[4 + i] + t8[i];
+    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+}
+
+PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
+    float acc[4][16];
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++) acc[j][l] = 0.0f;
+    const int64_t body = n & ~(int64_t)63;
+    for (int64_t i = 0; i < body; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) acc[j][l] = fmaf(q[i + 16 * j + l], plumb__f16_table[k[i + 16 * j + l]], acc[j][l]);
+    for (int l = 0; l < 16; l++) {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+    }
+    for (int l = 0; l < 16; l++) acc[0][l] += acc[1][l];
+    double s = attn_sum16(acc[0]);
+    for (int64_t i = body; i < n; i++) s += (double)(q[i] * plumb__f16_table[k[i]]);
+    return (float)s;
+}
+
+PLUMB_CLONES static void attn_axpy(float *lane, bool first, float w, const uint16_t *v, int64_t n) {
+    if (first)
+        for (int64_t d = 0; d < n; d++) lane[d] = w * plumb__f16_table[v[d]];
+    else
+        for (int64_t d = 0; d < n; d++) lane[d] = fmaf(w, plumb__f16_table[v[d]], lane[d]);
+}
+
 static void round_f16(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[plumb__fp32_to_fp16(x[i])];
 }
@@ -475,6 +507,8 @@ static const plumb_kernel_set generic_set = {
                      [PLUMB_ACT_Q8_K] = act_q8_k},
     .f16_to_f32 = f16_to_f32,
     .round_f16 = round_f16,
+    .attn_dot = attn_dot,
+    .attn_axpy = attn_axpy,
 };
 
 const plumb_kernel_set *plumb__kernels_generic(void) { return &generic_set; }

@@ -15,6 +15,7 @@
 
 #include "plumb.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,13 @@ typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
 /* Rounds n floats to F16 values (to nearest, ties to even, as plumb__fp32_to_fp16), as F32. */
 typedef void (*plumb_round_f16_fn)(const float *x, float *y, int64_t n);
 
+/* Attention over an F16 KV cache, in the reference engine's F16 order (see cpu_ops.c):
+ * attn_dot gives the dot product of n floats q with n F16 values k, accumulated in 4 x 16 lanes
+ * over 64-element steps, folded (0+2, 1+3, then both) and summed in a fixed tree, the tail of
+ * n % 64 added in double. attn_axpy adds w * v[d] into lane[d] (first: stores w * v[d]). */
+typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
+typedef void (*plumb_attn_axpy_fn)(float *lane, bool first, float w, const uint16_t *v, int64_t n);
+
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */
     plumb_vec_dot_fn vec_dot[PLUMB_TYPE_COUNT];
@@ -68,6 +76,8 @@ typedef struct plumb_kernel_set {
     plumb_act_quantize_fn act_quantize[4];
     plumb_f16_to_f32_fn f16_to_f32;
     plumb_round_f16_fn round_f16;
+    plumb_attn_dot_fn attn_dot;
+    plumb_attn_axpy_fn attn_axpy;
 } plumb_kernel_set;
 
 /* Activation format that weight type `type` dots with; -1 for an unknown type. */
