@@ -372,7 +372,8 @@ TEST(four_row_kernels_equal_one_row_kernels) {
     }
 }
 
-/* Every set's F16 rounding gives plumb__fp32_to_fp16's value: on a stride through all float
+/* Every set's F16 conversion gives plumb__fp32_to_fp16's bits (NaNs included) and its rounding
+ * that value: on a stride through all float
  * bit patterns, and at and next to every midpoint between two neighbouring halves (the ties,
  * which go to the even one), with odd lengths for the vector tails. */
 TEST(round_f16_matches_the_reference_conversion) {
@@ -393,6 +394,13 @@ TEST(round_f16_matches_the_reference_conversion) {
     for (size_t si = 0; si < 3; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
+        uint16_t *h = malloc(n * sizeof *h);
+        ks->f32_to_f16(x + 1, h + 1, (int64_t)n - 1);
+        for (size_t i = 1; i < n; i++)
+            if (h[i] != plumb__fp32_to_fp16(x[i]))
+                plumb_test_fail(__FILE__, __LINE__, "%s f32_to_f16(%a) = 0x%04x, want 0x%04x", ks->name, (double)x[i], h[i],
+                                plumb__fp32_to_fp16(x[i]));
+        free(h);
         ks->round_f16(x + 1, y + 1, (int64_t)n - 1);
         for (size_t i = 1; i < n; i++) {
             const float want = plumb__f16_table[plumb__fp32_to_fp16(x[i])];

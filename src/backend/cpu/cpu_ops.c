@@ -214,15 +214,9 @@ static void gelu_f16_init(void) {
         gelu_f16_table[i] = plumb__f16_table[plumb__fp32_to_fp16(gelu_tanh(plumb__f16_table[i]))];
 }
 
-static inline float gelu_tanh_f16(float x) {
-    if (x <= -10.0f) return 0.0f;
-    if (x >= 10.0f) return x;
-    return gelu_f16_table[plumb__fp32_to_fp16(x)];
-}
-
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
-static void op_unary(plumb_tensor *n, int ith, int nth) {
+static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const float *x = n->src[0]->data;
     const float *y = n->src[1] ? n->src[1]->data : NULL;
     float *o = n->data;
@@ -244,7 +238,15 @@ static void op_unary(plumb_tensor *n, int ith, int nth) {
         break;
     case PLUMB_OP_GELU_MUL:
         pthread_once(&gelu_f16_once, gelu_f16_init);
-        for (int64_t i = lo; i < hi; i++) o[i] = gelu_tanh_f16(x[i]) * y[i];
+        for (int64_t i0 = lo; i0 < hi; i0 += 256) { /* F16 table indices converted 256 at a time */
+            uint16_t h[256];
+            const int64_t m = hi - i0 < 256 ? hi - i0 : 256;
+            c->kernels->f32_to_f16(x + i0, h, m);
+            for (int64_t i = 0; i < m; i++) {
+                const float v = x[i0 + i];
+                o[i0 + i] = (v <= -10.0f ? 0.0f : v >= 10.0f ? v : gelu_f16_table[h[i]]) * y[i0 + i];
+            }
+        }
         break;
     case PLUMB_OP_SOFTCAP:
         for (int64_t i = lo; i < hi; i++) o[i] = f * tanhf(x[i] / f);
@@ -312,7 +314,10 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
         const float *x = (const float *)n->src[0]->data + r * ne0;
         float *o = (float *)n->data + r * ne0;
         float mx = -INFINITY;
-        for (int64_t i = 0; i < ne0; i++) mx = fmaxf(mx, x[i] * scale);
+        for (int64_t i = 0; i < ne0; i++) {
+            const float v = x[i] * scale;
+            mx = v > mx ? v : mx;
+        }
         double sum = 0.0;
         for (int64_t i = 0; i < ne0; i++) {
             o[i] = expf(x[i] * scale - mx);
@@ -510,7 +515,7 @@ void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth
     case PLUMB_OP_GELU_TANH:
     case PLUMB_OP_SILU_MUL:
     case PLUMB_OP_GELU_MUL:
-    case PLUMB_OP_SOFTCAP: op_unary(n, ith, nth); break;
+    case PLUMB_OP_SOFTCAP: op_unary(c, n, ith, nth); break;
     case PLUMB_OP_RMS_NORM: op_rms_norm(n, ith, nth); break;
     case PLUMB_OP_ROPE: op_rope(n, ith, nth); break;
     case PLUMB_OP_SOFT_MAX: op_soft_max(n, ith, nth); break;

@@ -82,7 +82,10 @@ PLUMB_CLONES static void act_q8_0(const float *x, void *out, int64_t n) {
     uint8_t *o = out;
     for (int64_t b = 0; b < n / 32; b++, x += 32, o += 34) {
         float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < 32; j++) { /* as fmaxf (a NaN is passed over), without the libm call */
+            const float v = fabsf(x[j]);
+            amax = v > amax ? v : amax;
+        }
         /* scale 127/amax and ties to even: the reference engine's activation rounding */
         const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         uint16_t dh = plumb__fp32_to_fp16(d);
@@ -95,7 +98,10 @@ PLUMB_CLONES static void act_q8_1(const float *x, void *out, int64_t n) {
     plumb_q8_1_block *o = out;
     for (int64_t b = 0; b < n / 32; b++, x += 32, o++) {
         float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        for (int j = 0; j < 32; j++) { /* as fmaxf (a NaN is passed over), without the libm call */
+            const float v = fabsf(x[j]);
+            amax = v > amax ? v : amax;
+        }
         const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
@@ -489,6 +495,10 @@ PLUMB_CLONES static void attn_axpy(float *lane, bool first, float w, const uint1
         for (int64_t d = 0; d < n; d++) lane[d] = fmaf(w, plumb__f16_table[v[d]], lane[d]);
 }
 
+static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = plumb__fp32_to_fp16(x[i]);
+}
+
 static void round_f16(const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[plumb__fp32_to_fp16(x[i])];
 }
@@ -506,6 +516,7 @@ static const plumb_kernel_set generic_set = {
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
     .f16_to_f32 = f16_to_f32,
+    .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,
     .attn_dot = attn_dot,
     .attn_axpy = attn_axpy,

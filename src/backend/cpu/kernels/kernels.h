@@ -58,6 +58,8 @@ void plumb__widen_to_q8_0(int type, const void *w, void *out, int64_t n);
 
 /* Converts n F16 values to F32. */
 typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
+/* Converts n floats to F16 (to nearest, ties to even: plumb__fp32_to_fp16's bits). */
+typedef void (*plumb_f32_to_f16_fn)(const float *x, uint16_t *y, int64_t n);
 /* Rounds n floats to F16 values (to nearest, ties to even, as plumb__fp32_to_fp16), as F32. */
 typedef void (*plumb_round_f16_fn)(const float *x, float *y, int64_t n);
 
@@ -75,6 +77,7 @@ typedef struct plumb_kernel_set {
     plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
     plumb_f16_to_f32_fn f16_to_f32;
+    plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;
     plumb_attn_dot_fn attn_dot;
     plumb_attn_axpy_fn attn_axpy;

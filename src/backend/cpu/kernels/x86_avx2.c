@@ -417,6 +417,13 @@ static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     for (; i < n; i++) y[i] = _cvtsh_ss(x[i]);
 }
 
+static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 static void round_f16(const float *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -484,6 +491,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
         set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
         set.f16_to_f32 = f16_to_f32;
+        set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
         set.attn_axpy = attn_axpy;
@@ -493,6 +501,13 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 }
 
 #else
+static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 static void round_f16(const float *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
