@@ -446,48 +446,40 @@ TEST(attention_kernels_match_generic) {
     }
 }
 
-/* Q4_0 and Q5_0 rows widened to Q8_0 give, through every set's Q8_0 kernels (one-row, two-row
+/* Legacy weight rows widened (plumb__widen) give, through every set's wide kernels (one-row
  * and four-row), the original type's one-row results bit for bit: large batches dot the
  * widened rows, small ones the originals. */
 TEST(widened_legacy_rows_give_the_same_dots) {
     plumb__kernels_get();
     const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
-    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0};
+    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0};
     for (size_t si = 0; si < 3; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
-        for (size_t ti = 0; ti < 2; ti++) {
+        CHECK(ks->wide_dot != NULL);
+        for (size_t ti = 0; ti < 3; ti++) {
             const int type = types[ti];
             for (int64_t n = 32; n <= 32 * 41; n += 32 * 8) {
                 dot_case d;
                 dot_case_init(&d, type, n);
-                uint8_t *wide = malloc((size_t)(n / 32) * 34), *wide2 = malloc((size_t)(n / 32) * 34);
+                uint8_t *wide = malloc((size_t)(n / 32) * PLUMB_WIDE_BLOCK);
                 for (int rep = 0; rep < 6; rep++) {
                     dot_case_fill(&d, ks, rep);
-                    plumb__widen_to_q8_0(type, d.wq, wide, n);
+                    plumb__widen(type, d.wq, wide, n);
+                    float o4[4];
+                    if (ks->wide_dot4) ks->wide_dot4(n, wide, d.xq, d.xs, d.xsv, o4);
                     for (int c = 0; c < 4; c++) {
                         const uint8_t *xc = d.xq + (size_t)c * d.xs;
-                        const float want = ks->vec_dot[type](n, d.wq, xc), got = ks->vec_dot[PLUMB_TYPE_Q8_0](n, wide, xc);
+                        const float want = ks->vec_dot[type](n, d.wq, xc), got = ks->wide_dot(n, wide, xc);
                         if (memcmp(&want, &got, 4) != 0)
                             plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld: widened %.9g vs %.9g", ks->name,
                                             plumb_type_name(type), (long long)n, got, want);
-                        if (ks->vec_dot2[PLUMB_TYPE_Q8_0]) {
-                            float o2[2];
-                            memcpy(wide2, wide, (size_t)(n / 32) * 34);
-                            ks->vec_dot2[PLUMB_TYPE_Q8_0](n, wide, wide2, xc, o2);
-                            CHECK(memcmp(&o2[0], &want, 4) == 0 && memcmp(&o2[1], &want, 4) == 0);
-                        }
-                    }
-                    if (ks->vec_dot4[PLUMB_TYPE_Q8_0]) {
-                        float o4[4];
-                        ks->vec_dot4[PLUMB_TYPE_Q8_0](n, wide, d.xq, d.xs, d.xsv, o4);
-                        for (int c = 0; c < 4; c++) {
-                            const float want = ks->vec_dot[type](n, d.wq, d.xq + (size_t)c * d.xs);
-                            CHECK(memcmp(&o4[c], &want, 4) == 0);
-                        }
+                        if (ks->wide_dot4 && memcmp(&o4[c], &want, 4) != 0)
+                            plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld col %d: widened 4-row %.9g vs %.9g",
+                                            ks->name, plumb_type_name(type), (long long)n, c, o4[c], want);
                     }
                 }
-                free(wide), free(wide2);
+                free(wide);
                 dot_case_free(&d);
             }
         }

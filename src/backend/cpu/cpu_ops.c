@@ -51,19 +51,21 @@ static size_t matmul_scales_bytes(const plumb_tensor *n, int nth) {
     return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
 }
 
-/* From this many activation rows on, Q4_0 and Q5_0 weights are widened to Q8_0 once per block
- * of rows (plumb__widen_to_q8_0) instead of being decoded again for every group of 4 rows. */
+/* From this many activation rows on, legacy weights (Q4_0, Q5_0, Q8_0) are widened
+ * (plumb__widen) once per block of rows instead of being decoded again for every group of 4
+ * activation rows. */
 #define MATMUL_WIDEN_ROWS 8
 #define MATMUL_ROW_BLOCK 16384 /* bytes of weight rows that stay in L1 while the activations pass */
 
 static bool matmul_widens(const plumb_tensor *n) {
     const int type = n->src[0]->type;
-    return n_rows(n->src[1]) >= MATMUL_WIDEN_ROWS && (type == PLUMB_TYPE_Q4_0 || type == PLUMB_TYPE_Q5_0);
+    return n_rows(n->src[1]) >= MATMUL_WIDEN_ROWS &&
+           (type == PLUMB_TYPE_Q4_0 || type == PLUMB_TYPE_Q5_0 || type == PLUMB_TYPE_Q8_0);
 }
 
 /* Per-thread buffer for one block of widened weight rows. */
 static size_t matmul_widen_bytes(const plumb_tensor *n) {
-    const size_t row = (size_t)(n->src[0]->ne[0] / 32) * 34;
+    const size_t row = (size_t)(n->src[0]->ne[0] / 32) * PLUMB_WIDE_BLOCK;
     return matmul_widens(n) ? round64(row > MATMUL_ROW_BLOCK ? row : MATMUL_ROW_BLOCK) : 0;
 }
 
@@ -112,11 +114,11 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     int64_t lo, hi;
     plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
     plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
-    const bool widen = matmul_widens(n); /* then the weights are dotted as Q8_0 */
+    const bool widen = matmul_widens(n); /* then the weights are dotted in the wide layout */
     if (widen) {
-        dot = c->kernels->vec_dot[PLUMB_TYPE_Q8_0];
-        dot4 = c->kernels->vec_dot4[PLUMB_TYPE_Q8_0];
-        dot2 = c->kernels->vec_dot2[PLUMB_TYPE_Q8_0];
+        dot = c->kernels->wide_dot;
+        dot4 = c->kernels->wide_dot4;
+        dot2 = NULL;
     }
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
     const size_t sv_tile = (size_t)(K / 32) * 32; /* floats of block scales per 4 rows */
@@ -146,7 +148,7 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     uint8_t *wide = NULL;
     if (widen) {
         wide = c->work + matmul_act_bytes(n, nth) + matmul_scales_bytes(n, nth) + matmul_widen_bytes(n) * (size_t)ith;
-        wrow = (size_t)(K / 32) * 34;
+        wrow = (size_t)(K / 32) * PLUMB_WIDE_BLOCK;
     }
     /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
     int64_t rb = (int64_t)(MATMUL_ROW_BLOCK / wrow);
@@ -156,7 +158,7 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         const uint8_t *blk = wd + (size_t)r0 * wrow; /* row r is at blk + (r - r0) * wrow */
         if (wide) {
             for (int64_t r = r0; r < r1; r++)
-                plumb__widen_to_q8_0(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
+                plumb__widen(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
             blk = wide;
         }
         for (int64_t t = 0; t < T4; t += 4) {

@@ -436,14 +436,17 @@ void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv) {
         }
 }
 
-void plumb__widen_to_q8_0(int type, const void *w, void *out, int64_t n) {
+void plumb__widen(int type, const void *w, void *out, int64_t n) {
     const uint8_t *a = w;
     uint8_t *o = out;
-    const size_t wbytes = type == PLUMB_TYPE_Q5_0 ? 22 : 18;
-    for (int64_t i = 0; i < n / 32; i++, a += wbytes, o += 34) {
-        int8_t *q = (int8_t *)(o + 2);
-        o[0] = a[0], o[1] = a[1];
-        if (type == PLUMB_TYPE_Q5_0) {
+    const size_t wbytes = type == PLUMB_TYPE_Q8_0 ? 34 : type == PLUMB_TYPE_Q5_0 ? 22 : 18;
+    for (int64_t i = 0; i < n / 32; i++, a += wbytes, o += PLUMB_WIDE_BLOCK) {
+        int8_t *q = (int8_t *)(o + 4);
+        const float d = h2f(a);
+        memcpy(o, &d, 4);
+        if (type == PLUMB_TYPE_Q8_0) {
+            memcpy(q, a + 2, 32);
+        } else if (type == PLUMB_TYPE_Q5_0) {
             uint32_t qh;
             memcpy(&qh, a + 2, 4);
             for (int j = 0; j < 16; j++) {
@@ -457,6 +460,17 @@ void plumb__widen_to_q8_0(int type, const void *w, void *out, int64_t n) {
             }
         }
     }
+}
+
+PLUMB_CLONES static float wide_dot(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    float s = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++, a += PLUMB_WIDE_BLOCK, b += 34) {
+        float d;
+        memcpy(&d, a, 4);
+        s += (float)dot32((const int8_t *)(a + 4), (const int8_t *)(b + 2)) * (d * h2f(b));
+    }
+    return s;
 }
 
 static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
@@ -515,6 +529,7 @@ static const plumb_kernel_set generic_set = {
         },
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
+    .wide_dot = wide_dot,
     .f16_to_f32 = f16_to_f32,
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,

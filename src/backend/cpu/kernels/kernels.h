@@ -50,11 +50,13 @@ typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, con
  * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
 
-/* Rewrites a row of n weights of type Q4_0 or Q5_0 as Q8_0 blocks with the same F16 scales
- * and the decoded values: the Q8_0 dot products of every kernel set give the original type's
- * results bit for bit (the same integer sums, the same float operations), without decoding
- * the weights again for every group of activation rows. */
-void plumb__widen_to_q8_0(int type, const void *w, void *out, int64_t n);
+/* The wide layout: a legacy weight block (Q4_0, Q5_0 or Q8_0) as F32 scale + 32 int8 values
+ * (36 bytes), made once per block of weight rows for large batches so that the nibbles are
+ * not decoded, nor the F16 scale converted, again for every group of activation rows. The
+ * wide kernels give the original type's results bit for bit (the same integer sums, the
+ * same float operations: the scale is the exact F32 value of the F16 one). */
+#define PLUMB_WIDE_BLOCK 36
+void plumb__widen(int type, const void *w, void *out, int64_t n);
 
 /* Converts n F16 values to F32. */
 typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
@@ -76,6 +78,8 @@ typedef struct plumb_kernel_set {
     plumb_vec_dot4_fn vec_dot4[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
+    plumb_vec_dot_fn wide_dot;   /* wide weight rows with Q8_0 activations */
+    plumb_vec_dot4_fn wide_dot4;
     plumb_f16_to_f32_fn f16_to_f32;
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;

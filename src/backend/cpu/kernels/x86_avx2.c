@@ -139,6 +139,50 @@ static float dot_q5_0(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+static float wide_dot(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, a += PLUMB_WIDE_BLOCK, b += 34) {
+        const __m256i p = dot_s8(_mm256_loadu_si256((const __m256i *)(a + 4)), _mm256_loadu_si256((const __m256i *)(b + 2)));
+        const __m256 sc = _mm256_mul_ps(_mm256_broadcast_ss((const float *)a), _mm256_set1_ps(h2f(b)));
+        acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum(acc);
+}
+
+/* Wide weight rows with 4 activation rows: the weight's |q| and sign pattern are shared, each
+ * column runs the one-row kernel's operations. (Four named accumulators: an array of them is
+ * stored back to the stack on every block by GCC.) */
+static void wide_dot4(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    const uint8_t *a = w, *b0 = x, *b1 = b0 + xs, *b2 = b1 + xs, *b3 = b2 + xs;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t i = 0; i < n / 32; i++, a += PLUMB_WIDE_BLOCK, b0 += 34, b1 += 34, b2 += 34, b3 += 34, xsv += 32) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(a + 4));
+        const __m256i ax = _mm256_sign_epi8(q, q);
+        const __m256 dw = _mm256_broadcast_ss((const float *)a);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define WIDE_COL(acc, b, k)                                                                                      \
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(xsv + 8 * (k))),                                    \
+                          _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(                                               \
+                              _mm256_setzero_si256(), ax, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(b + 2)), q))), \
+                          acc)
+#else
+#define WIDE_COL(acc, b, k)                                                                                      \
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(xsv + 8 * (k))),                                    \
+                          _mm256_cvtepi32_ps(_mm256_madd_epi16(                                                 \
+                              _mm256_maddubs_epi16(ax, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(b + 2)), q)), \
+                              _mm256_set1_epi16(1))),                                                          \
+                          acc)
+#endif
+        WIDE_COL(acc0, b0, 0);
+        WIDE_COL(acc1, b1, 1);
+        WIDE_COL(acc2, b2, 2);
+        WIDE_COL(acc3, b3, 3);
+#undef WIDE_COL
+    }
+    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
+}
+
 static inline void scale_min_k4(const uint8_t *sc, int s, int *scale, int *min) {
     if (s < 4) {
         *scale = sc[s] & 63;
@@ -319,21 +363,47 @@ DOT4_LEGACY(dot4_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
 DOT4_LEGACY(dot4_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
 DOT4_LEGACY(dot4_q5_0, 22, decode_q5_0(a))
 
+/* One activation column of dot4_q4_k: the one-row kernel's operations on its own sums. */
+typedef struct q4k_acc {
+    __m256 acc;
+    __m128 acc_m;
+} q4k_acc;
+
+static inline __attribute__((always_inline)) q4k_acc q4k_col(q4k_acc s, const uint8_t *bc, const __m256i *lo,
+                                                             const __m256i *hi, const __m256i *sv, __m256i mins16,
+                                                             float dw, float dmin) {
+    float dy;
+    memcpy(&dy, bc, 4);
+    const int8_t *y = (const int8_t *)(bc + 4);
+    const __m128i prod = q4k_min_products(bc + 260, mins16);
+    s.acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * dmin), _mm_cvtepi32_ps(prod), s.acc_m);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const __m256i p0 = _mm256_maddubs_epi16(lo[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k)));
+        const __m256i p1 = _mm256_maddubs_epi16(hi[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k + 32)));
+        sumi = madd_acc(sumi, p0, sv[2 * k]);
+        sumi = madd_acc(sumi, p1, sv[2 * k + 1]);
+    }
+    s.acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), s.acc);
+    return s;
+}
+
+static float q4k_finish(q4k_acc s) {
+    __m128 m = _mm_add_ps(s.acc_m, _mm_movehl_ps(s.acc_m, s.acc_m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    return hsum(s.acc) + _mm_cvtss_f32(m);
+}
+
 static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
     (void)xsv;
     const uint8_t *a = w, *b = x;
-    __m256 acc[4];
-    __m128 acc_m[4];
-    for (int c = 0; c < 4; c++) {
-        acc[c] = _mm256_setzero_ps();
-        acc_m[c] = _mm_setzero_ps();
-    }
+    q4k_acc s0 = {_mm256_setzero_ps(), _mm_setzero_ps()}, s1 = s0, s2 = s0, s3 = s0;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
         _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         const uint8_t *qs = a + 16;
         int sc[8], mn[8];
-        for (int s = 0; s < 8; s++) scale_min_k4(a + 4, s, &sc[s], &mn[s]);
+        for (int k = 0; k < 8; k++) scale_min_k4(a + 4, k, &sc[k], &mn[k]);
         __m256i lo[4], hi[4], sv[8];
         for (int k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
@@ -346,34 +416,32 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
                                                  (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
                                                  (short)mn[7]);
         const float dw = h2f(a), dmin = h2f(a + 2);
-        for (int c = 0; c < 4; c++) {
-            const uint8_t *bc = b + (size_t)c * xs;
-            float dy;
-            memcpy(&dy, bc, 4);
-            const int8_t *y = (const int8_t *)(bc + 4);
-            const __m128i prod = q4k_min_products(bc + 260, mins16);
-            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(-dy * dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
-            __m256i sumi = _mm256_setzero_si256();
-            for (int k = 0; k < 4; k++) {
-                const __m256i p0 = _mm256_maddubs_epi16(lo[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k)));
-                const __m256i p1 = _mm256_maddubs_epi16(hi[k], _mm256_loadu_si256((const __m256i *)(y + 64 * k + 32)));
-                sumi = madd_acc(sumi, p0, sv[2 * k]);
-                sumi = madd_acc(sumi, p1, sv[2 * k + 1]);
-            }
-        acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
-        }
+        s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
+        s1 = q4k_col(s1, b + xs, lo, hi, sv, mins16, dw, dmin);
+        s2 = q4k_col(s2, b + 2 * xs, lo, hi, sv, mins16, dw, dmin);
+        s3 = q4k_col(s3, b + 3 * xs, lo, hi, sv, mins16, dw, dmin);
     }
-    for (int c = 0; c < 4; c++) {
-        __m128 m = _mm_add_ps(acc_m[c], _mm_movehl_ps(acc_m[c], acc_m[c]));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        out[c] = hsum(acc[c]) + _mm_cvtss_f32(m);
-    }
+    out[0] = q4k_finish(s0), out[1] = q4k_finish(s1), out[2] = q4k_finish(s2), out[3] = q4k_finish(s3);
+}
+
+/* One activation column of dot4_q6_k: the one-row kernel's operations on its own sums. */
+static inline __attribute__((always_inline)) __m256 q6k_col(__m256 acc, const uint8_t *bc, const __m256i *q,
+                                                            const __m256i *sv, __m256i sc16, float dw) {
+    float dy;
+    memcpy(&dy, bc, 4);
+    const int8_t *y = (const int8_t *)(bc + 4);
+    const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bc + 260)), sc16), 5);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++)
+        sumi = madd_acc(sumi, _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 32 * k))), sv[k]);
+    sumi = _mm256_sub_epi32(sumi, offset);
+    return _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc);
 }
 
 static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
     (void)xsv;
     const uint8_t *a = w, *b = x;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
         _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
@@ -395,20 +463,12 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
         __m256i sv[8];
         for (int k = 0; k < 8; k++) sv[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
         const float dw = h2f(a + 208);
-        for (int c = 0; c < 4; c++) {
-            const uint8_t *bc = b + (size_t)c * xs;
-            float dy;
-            memcpy(&dy, bc, 4);
-            const int8_t *y = (const int8_t *)(bc + 4);
-            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bc + 260)), sc16), 5);
-            __m256i sumi = _mm256_setzero_si256();
-            for (int k = 0; k < 8; k++)
-                sumi = madd_acc(sumi, _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(y + 32 * k))), sv[k]);
-            sumi = _mm256_sub_epi32(sumi, offset);
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(dy * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
-        }
+        acc0 = q6k_col(acc0, b, q, sv, sc16, dw);
+        acc1 = q6k_col(acc1, b + xs, q, sv, sc16, dw);
+        acc2 = q6k_col(acc2, b + 2 * xs, q, sv, sc16, dw);
+        acc3 = q6k_col(acc3, b + 3 * xs, q, sv, sc16, dw);
     }
-    for (int c = 0; c < 4; c++) out[c] = hsum(acc[c]);
+    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
 }
 
 static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
@@ -490,6 +550,8 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot4[PLUMB_TYPE_Q8_0] = dot4_q8_0;
         set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
         set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
+        set.wide_dot = wide_dot;
+        set.wide_dot4 = wide_dot4;
         set.f16_to_f32 = f16_to_f32;
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
