@@ -353,11 +353,36 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
         out[0] = hsum_lo(acc), out[1] = hsum_hi(acc);                                                        \
     }
 
+#else
+/* Two weight rows against one activation row (decode: one token): the activation block and
+ * its scale are loaded and converted once for both rows; each row runs the one-row kernel's
+ * operations in its order. */
+#define DOT2_LEGACY(name, wbytes, decode)                                                                    \
+    static void name(int64_t n, const void *w0, const void *w1, const void *x, float *out) {                \
+        const uint8_t *a0 = w0, *a1 = w1, *b = x;                                                            \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;                                                      \
+        for (int64_t i = 0; i < n / 32; i++, a0 += (wbytes), a1 += (wbytes), b += 34) {                       \
+            _mm_prefetch((const char *)a0 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
+            _mm_prefetch((const char *)a1 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
+            const __m256i y = _mm256_loadu_si256((const __m256i *)(b + 2));                                  \
+            const __m256 dy = _mm256_set1_ps(h2f(b));                                                        \
+            const uint8_t *a = a0;                                                                           \
+            const __m256i q0 = decode;                                                                       \
+            a = a1;                                                                                          \
+            const __m256i q1 = decode;                                                                       \
+            const __m256 s0 = _mm256_mul_ps(_mm256_set1_ps(h2f(a0)), dy);                                    \
+            const __m256 s1 = _mm256_mul_ps(_mm256_set1_ps(h2f(a1)), dy);                                    \
+            acc0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(dot_s8(q0, y)), acc0);                             \
+            acc1 = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(dot_s8(q1, y)), acc1);                             \
+        }                                                                                                    \
+        out[0] = hsum(acc0), out[1] = hsum(acc1);                                                            \
+    }
+#endif
+
 DOT2_LEGACY(dot2_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
 DOT2_LEGACY(dot2_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
 DOT2_LEGACY(dot2_q5_0, 22, decode_q5_0(a))
 #define PLUMB_HAVE_DOT2 1
-#endif
 
 DOT4_LEGACY(dot4_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
 DOT4_LEGACY(dot4_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
