@@ -10,14 +10,17 @@ For each thread count both engines are warmed up once (pp: one batch, tg: one to
 the repetitions alternate: llama.cpp pp and tg, plumb pp and tg, llama.cpp, plumb, ...
 Results are the mean and sample standard deviation of the per-repetition t/s.
 
-llama.cpp is the reference build of scripts/make-golden.py (.venv-ref: llama-cpp-python built
-from source with REF_CMAKE_ARGS), created on first use through make-golden's ensure_ref_venv.
-It is driven through its low-level API: model loaded with use_extra_bufts=False (as
-make-golden.py loads it; --extra-bufts turns its repacked weight buffers on), a context with
+llama.cpp is llama-cpp-python (the version make-golden.py pins) built from source on this
+machine in .venv-peer with llama.cpp's default CPU configuration: the instruction sets of the
+CPU it is built on (GGML_NATIVE), its llamafile GEMM for prompt batches, OpenMP. That is the
+build a user gets from `pip install llama-cpp-python`; the golden data's build (.venv-ref)
+fixes its instruction sets to the golden machine's and turns fast paths off for
+batch-invariant logits, so it is not the peer for speed (and may not even run on another
+CPU). It is driven through its low-level API: model loaded with llama.cpp's default
+parameters (repacked weight buffers on; --no-extra-bufts turns them off), a context with
 n_ctx >= max(P, N), n_batch = n_ubatch >= P, n_threads = n_threads_batch = threads and a CPU
-thread pool attached (as llama-bench does); everything else is the library's default. Its
-default kernels run: GGML_CPU_TILED_MM is removed from the environment (make-golden.py sets it
-to 0 for batch-invariant golden logits; that is not how llama.cpp runs by default).
+thread pool attached (as llama-bench does); everything else is the library's default,
+GGML_CPU_TILED_MM removed from the environment.
 
 plumb runs as `plumb bench ... -r 1 -o json --no-membw`, one process per repetition (which
 warms up on its own before its timed repetition).
@@ -60,9 +63,9 @@ def parse_args():
     ap.add_argument("-r", "--repetitions", type=int, default=3, help="interleaved repetitions (default 3)")
     ap.add_argument("--plumb", default=os.environ.get("PLUMB_BIN", os.path.join(ROOT, "build", "plumb")),
                     help="plumb binary (default: $PLUMB_BIN or build/plumb)")
-    ap.add_argument("--python", help="interpreter with llama_cpp (default: .venv-ref, created when missing)")
-    ap.add_argument("--extra-bufts", action="store_true",
-                    help="let llama.cpp use its extra weight buffers (repacked layouts)")
+    ap.add_argument("--python", help="interpreter with llama_cpp (default: .venv-peer, created when missing)")
+    ap.add_argument("--no-extra-bufts", dest="extra_bufts", action="store_false",
+                    help="turn llama.cpp's extra weight buffers (repacked layouts) off")
     args = ap.parse_args()
     if args.repetitions < 1:
         ap.error("-r must be at least 1")
@@ -75,12 +78,26 @@ def parse_args():
     return args
 
 
-def reference_python():
-    """The .venv-ref interpreter, built by scripts/make-golden.py's own logic when missing."""
+PEER_VENV = os.path.join(ROOT, ".venv-peer")
+
+
+def peer_python():
+    """The .venv-peer interpreter: llama-cpp-python built from source here (minutes, once)."""
     spec = importlib.util.spec_from_file_location("make_golden", os.path.join(ROOT, "scripts", "make-golden.py"))
     make_golden = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_golden)
-    return make_golden.ensure_ref_venv()
+    version = make_golden.LLAMA_CPP_PYTHON_VERSION
+    py = os.path.join(PEER_VENV, "bin", "python")
+    probe = [py, "-c", "import llama_cpp; print(llama_cpp.__version__)"]
+    if os.path.exists(py) and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == version:
+        return py
+    print(f"compare: building llama-cpp-python {version} from source in {PEER_VENV} (this takes minutes)",
+          file=sys.stderr)
+    subprocess.check_call([sys.executable, "-m", "venv", PEER_VENV])
+    env = {k: v for k, v in os.environ.items() if k != "CMAKE_ARGS"}  # llama.cpp's own defaults
+    subprocess.check_call([py, "-m", "pip", "install", "-q", "--no-cache-dir", "--no-binary", "llama-cpp-python",
+                           f"llama-cpp-python=={version}"], env=env)
+    return py
 
 
 # ---- llama.cpp -----------------------------------------------------------------------------
@@ -245,7 +262,7 @@ def run(args):
         llm.close()
 
     print(f"model: {os.path.relpath(args.model, ROOT) if args.model.startswith(ROOT) else args.model}")
-    print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-ref), use_extra_bufts="
+    print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-peer), use_extra_bufts="
           f"{args.extra_bufts}, default kernels and context settings (flash attention: auto); "
           + llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip())
     print(f"plumb: {plumb_version[0] if plumb_version else args.plumb}")
@@ -271,7 +288,7 @@ def pairs(tests):
 def main():
     args = parse_args()
     if not os.environ.get(CHILD_FLAG):
-        py = args.python or reference_python()
+        py = args.python or peer_python()
         env = dict(os.environ, **{CHILD_FLAG: "1"})
         env.pop("GGML_CPU_TILED_MM", None)  # llama.cpp's default kernels
         sys.exit(subprocess.call([py, os.path.abspath(__file__)] + sys.argv[1:], env=env))
