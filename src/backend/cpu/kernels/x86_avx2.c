@@ -307,22 +307,23 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
         out[2] = hsum_lo(acc[1]), out[3] = hsum_hi(acc[1]);                                                  \
     }
 #else
-#define DOT4_LEGACY(name, wbytes, decode)                                                                   \
-    static void name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {   \
-        const uint8_t *a = w, *b = x;                                                                       \
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
-        for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b += 34) {                                      \
-            _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
-            const __m256i q = decode;                                                                       \
-            const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)(a[0] | a[1] << 8)));                  \
-            for (int c = 0; c < 4; c++) {                                                                   \
-                const uint8_t *bc = b + (size_t)c * xs;                                                     \
-                const __m256i p = dot_s8(q, _mm256_loadu_si256((const __m256i *)(bc + 2)));                 \
-                const __m256 sc = _mm256_mul_ps(dw, _mm256_loadu_ps(xsv + (4 * i + c) * 8));               \
-                acc[c] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[c]);                                \
-            }                                                                                               \
-        }                                                                                                   \
-        for (int c = 0; c < 4; c++) out[c] = hsum(acc[c]);                                                  \
+#define DOT4_LEGACY_COL(acc, bc, k)                                                                            \
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(xsv + (4 * i + (k)) * 8)),                          \
+                          _mm256_cvtepi32_ps(dot_s8(q, _mm256_loadu_si256((const __m256i *)((bc) + 2)))), acc)
+#define DOT4_LEGACY(name, wbytes, decode)                                                                    \
+    static void name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {    \
+        const uint8_t *a = w, *b0 = x, *b1 = b0 + xs, *b2 = b1 + xs, *b3 = b2 + xs;                          \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                            \
+        for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b0 += 34, b1 += 34, b2 += 34, b3 += 34) {         \
+            _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);                                     \
+            const __m256i q = decode;                                                                        \
+            const __m256 dw = _mm256_cvtph_ps(_mm_set1_epi16((short)(a[0] | a[1] << 8)));                   \
+            DOT4_LEGACY_COL(acc0, b0, 0);                                                                    \
+            DOT4_LEGACY_COL(acc1, b1, 1);                                                                    \
+            DOT4_LEGACY_COL(acc2, b2, 2);                                                                    \
+            DOT4_LEGACY_COL(acc3, b3, 3);                                                                    \
+        }                                                                                                    \
+        out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);                  \
     }
 #endif
 
