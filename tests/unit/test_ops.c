@@ -446,35 +446,36 @@ TEST(attention_kernels_match_generic) {
     }
 }
 
-/* Legacy weight rows widened (plumb__widen) give, through every set's wide kernels (one-row
+/* Weight rows widened (plumb__widen: legacy types and Q4_K) give, through every set's wide kernels (one-row
  * and four-row), the original type's one-row results bit for bit: large batches dot the
  * widened rows, small ones the originals. */
-TEST(widened_legacy_rows_give_the_same_dots) {
+TEST(widened_rows_give_the_same_dots) {
     plumb__kernels_get();
     const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
-    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0};
+    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K};
     for (size_t si = 0; si < 3; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
-        CHECK(ks->wide_dot != NULL);
-        for (size_t ti = 0; ti < 3; ti++) {
+        for (size_t ti = 0; ti < 4; ti++) {
             const int type = types[ti];
-            for (int64_t n = 32; n <= 32 * 41; n += 32 * 8) {
+            CHECK(ks->wide_dot[type] != NULL);
+            const int64_t step = type == PLUMB_TYPE_Q4_K ? 256 : 32;
+            for (int64_t n = step; n <= step * 41; n += step * 8) {
                 dot_case d;
                 dot_case_init(&d, type, n);
-                uint8_t *wide = malloc((size_t)(n / 32) * PLUMB_WIDE_BLOCK);
+                uint8_t *wide = malloc(plumb__wide_row_size(type, n));
                 for (int rep = 0; rep < 6; rep++) {
                     dot_case_fill(&d, ks, rep);
                     plumb__widen(type, d.wq, wide, n);
                     float o4[4];
-                    if (ks->wide_dot4) ks->wide_dot4(n, wide, d.xq, d.xs, d.xsv, o4);
+                    if (ks->wide_dot4[type]) ks->wide_dot4[type](n, wide, d.xq, d.xs, d.xsv, o4);
                     for (int c = 0; c < 4; c++) {
                         const uint8_t *xc = d.xq + (size_t)c * d.xs;
-                        const float want = ks->vec_dot[type](n, d.wq, xc), got = ks->wide_dot(n, wide, xc);
+                        const float want = ks->vec_dot[type](n, d.wq, xc), got = ks->wide_dot[type](n, wide, xc);
                         if (memcmp(&want, &got, 4) != 0)
                             plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld: widened %.9g vs %.9g", ks->name,
                                             plumb_type_name(type), (long long)n, got, want);
-                        if (ks->wide_dot4 && memcmp(&o4[c], &want, 4) != 0)
+                        if (ks->wide_dot4[type] && memcmp(&o4[c], &want, 4) != 0)
                             plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld col %d: widened 4-row %.9g vs %.9g",
                                             ks->name, plumb_type_name(type), (long long)n, c, o4[c], want);
                     }

@@ -51,22 +51,22 @@ static size_t matmul_scales_bytes(const plumb_tensor *n, int nth) {
     return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
 }
 
-/* From this many activation rows on, legacy weights (Q4_0, Q5_0, Q8_0) are widened
- * (plumb__widen) once per block of rows instead of being decoded again for every group of 4
- * activation rows. */
+/* From this many activation rows on, weights with a wide layout (Q4_0, Q5_0, Q8_0, Q4_K) are
+ * widened (plumb__widen) once per block of rows instead of being decoded again for every
+ * group of 4 activation rows. */
 #define MATMUL_WIDEN_ROWS 8
 #define MATMUL_ROW_BLOCK 16384 /* bytes of weight rows that stay in L1 while the activations pass */
 
-static bool matmul_widens(const plumb_tensor *n) {
+static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
     const int type = n->src[0]->type;
-    return n_rows(n->src[1]) >= MATMUL_WIDEN_ROWS &&
-           (type == PLUMB_TYPE_Q4_0 || type == PLUMB_TYPE_Q5_0 || type == PLUMB_TYPE_Q8_0);
+    return n_rows(n->src[1]) >= MATMUL_WIDEN_ROWS && plumb__wide_row_size(type, n->src[0]->ne[0]) > 0 &&
+           c->kernels->wide_dot[type];
 }
 
 /* Per-thread buffer for one block of widened weight rows. */
-static size_t matmul_widen_bytes(const plumb_tensor *n) {
-    const size_t row = (size_t)(n->src[0]->ne[0] / 32) * PLUMB_WIDE_BLOCK;
-    return matmul_widens(n) ? round64(row > MATMUL_ROW_BLOCK ? row : MATMUL_ROW_BLOCK) : 0;
+static size_t matmul_widen_bytes(const plumb_cpu_ctx *c, const plumb_tensor *n) {
+    const size_t row = plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]);
+    return matmul_widens(c, n) ? round64(row > MATMUL_ROW_BLOCK ? row : MATMUL_ROW_BLOCK) : 0;
 }
 
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
@@ -76,7 +76,7 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
         size_t s = 0;
         if (n->op == PLUMB_OP_MUL_MAT) {
             s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(n, c->n_threads) +
-                matmul_widen_bytes(n) * (size_t)c->n_threads;
+                matmul_widen_bytes(c, n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_ATTN) {
             s = attn_scratch_per_thread(n) * (size_t)c->n_threads;
         }
@@ -114,10 +114,10 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     int64_t lo, hi;
     plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
     plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
-    const bool widen = matmul_widens(n); /* then the weights are dotted in the wide layout */
+    const bool widen = matmul_widens(c, n); /* then the weights are dotted in the wide layout */
     if (widen) {
-        dot = c->kernels->wide_dot;
-        dot4 = c->kernels->wide_dot4;
+        dot = c->kernels->wide_dot[w->type];
+        dot4 = c->kernels->wide_dot4[w->type];
         dot2 = NULL;
     }
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
@@ -147,8 +147,8 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     size_t wrow = w->nb[1];
     uint8_t *wide = NULL;
     if (widen) {
-        wide = c->work + matmul_act_bytes(n, nth) + matmul_scales_bytes(n, nth) + matmul_widen_bytes(n) * (size_t)ith;
-        wrow = (size_t)(K / 32) * PLUMB_WIDE_BLOCK;
+        wide = c->work + matmul_act_bytes(n, nth) + matmul_scales_bytes(n, nth) + matmul_widen_bytes(c, n) * (size_t)ith;
+        wrow = plumb__wide_row_size(w->type, K);
     }
     /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
     int64_t rb = (int64_t)(MATMUL_ROW_BLOCK / wrow);

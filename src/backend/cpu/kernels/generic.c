@@ -436,9 +436,41 @@ void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv) {
         }
 }
 
+size_t plumb__wide_row_size(int type, int64_t n) {
+    switch (type) {
+    case PLUMB_TYPE_Q4_0:
+    case PLUMB_TYPE_Q5_0:
+    case PLUMB_TYPE_Q8_0: return (size_t)(n / 32) * PLUMB_WIDE_BLOCK;
+    case PLUMB_TYPE_Q4_K: return (size_t)(n / 256) * PLUMB_WIDE_Q4K_BLOCK;
+    default: return 0;
+    }
+}
+
+static void widen_q4_k(const uint8_t *a, uint8_t *o, int64_t n) {
+    for (int64_t i = 0; i < n / 256; i++, a += 144, o += PLUMB_WIDE_Q4K_BLOCK) {
+        const float d = h2f(a), dmin = h2f(a + 2);
+        int16_t sc[8], mn[16];
+        for (int k = 0; k < 8; k++) {
+            int s, m;
+            scale_min_k4(a + 4, k, &s, &m);
+            sc[k] = (int16_t)s;
+            mn[2 * k] = mn[2 * k + 1] = (int16_t)m;
+        }
+        memcpy(o, &d, 4);
+        memcpy(o + 4, &dmin, 4);
+        memcpy(o + 8, sc, 16);
+        memcpy(o + 24, mn, 32);
+        memcpy(o + 56, a + 16, 128);
+    }
+}
+
 void plumb__widen(int type, const void *w, void *out, int64_t n) {
     const uint8_t *a = w;
     uint8_t *o = out;
+    if (type == PLUMB_TYPE_Q4_K) {
+        widen_q4_k(a, o, n);
+        return;
+    }
     const size_t wbytes = type == PLUMB_TYPE_Q8_0 ? 34 : type == PLUMB_TYPE_Q5_0 ? 22 : 18;
     for (int64_t i = 0; i < n / 32; i++, a += wbytes, o += PLUMB_WIDE_BLOCK) {
         int8_t *q = (int8_t *)(o + 4);
@@ -460,6 +492,38 @@ void plumb__widen(int type, const void *w, void *out, int64_t n) {
             }
         }
     }
+}
+
+/* dot_q4_k on a wide row: the same integer sums and float expression */
+PLUMB_CLONES static float wide_dot_q4_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    float s = 0.0f;
+    int8_t q[256];
+    int scale[16];
+    for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q4K_BLOCK, b += 292) {
+        const uint8_t *qs = a + 56;
+        float d, dmin;
+        int16_t sc[8], mn[16];
+        memcpy(&d, a, 4);
+        memcpy(&dmin, a + 4, 4);
+        memcpy(sc, a + 8, 16);
+        memcpy(mn, a + 24, 32);
+        int mins = 0;
+        for (int c = 0; c < 4; c++) {
+            for (int l = 0; l < 32; l++) {
+                q[64 * c + l] = (int8_t)(qs[32 * c + l] & 0xF);
+                q[64 * c + 32 + l] = (int8_t)(qs[32 * c + l] >> 4);
+            }
+        }
+        for (int sb = 0; sb < 8; sb++) {
+            scale[2 * sb] = scale[2 * sb + 1] = sc[sb];
+            mins += mn[2 * sb] * (act_bsum(b, 2 * sb) + act_bsum(b, 2 * sb + 1));
+        }
+        int sum = dot256_scaled(q, act_qs(b), scale);
+        float dy = act_d(b);
+        s += dy * d * (float)sum - dy * dmin * (float)mins;
+    }
+    return s;
 }
 
 PLUMB_CLONES static float wide_dot(int64_t n, const void *w, const void *x) {
@@ -529,7 +593,8 @@ static const plumb_kernel_set generic_set = {
         },
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
-    .wide_dot = wide_dot,
+    .wide_dot = {[PLUMB_TYPE_Q4_0] = wide_dot, [PLUMB_TYPE_Q5_0] = wide_dot, [PLUMB_TYPE_Q8_0] = wide_dot,
+                 [PLUMB_TYPE_Q4_K] = wide_dot_q4_k},
     .f16_to_f32 = f16_to_f32,
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,

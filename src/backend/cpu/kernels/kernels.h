@@ -50,12 +50,17 @@ typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, con
  * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
 
-/* The wide layout: a legacy weight block (Q4_0, Q5_0 or Q8_0) as F32 scale + 32 int8 values
- * (36 bytes), made once per block of weight rows for large batches so that the nibbles are
- * not decoded, nor the F16 scale converted, again for every group of activation rows. The
- * wide kernels give the original type's results bit for bit (the same integer sums, the
- * same float operations: the scale is the exact F32 value of the F16 one). */
+/* Wide layouts, made once per block of weight rows for large batches so that nibbles are not
+ * unpacked, nor scales converted or decoded, again for every group of activation rows. A
+ * legacy block (Q4_0, Q5_0, Q8_0) becomes F32 scale + 32 int8 values (36 bytes); a Q4_K
+ * super-block becomes F32 d and dmin, its 8 sub-block scales as int16, its 8 mins as int16
+ * pairs and its 128 bytes of nibbles (184 bytes). The wide kernels give the original type's
+ * results bit for bit (the same integer sums, the same float operations: F32 copies of F16
+ * scales are exact). */
 #define PLUMB_WIDE_BLOCK 36
+#define PLUMB_WIDE_Q4K_BLOCK 184
+/* Bytes of a wide row of n weights of type (0 for a type without a wide layout). */
+size_t plumb__wide_row_size(int type, int64_t n);
 void plumb__widen(int type, const void *w, void *out, int64_t n);
 
 /* Converts n F16 values to F32. */
@@ -78,8 +83,8 @@ typedef struct plumb_kernel_set {
     plumb_vec_dot4_fn vec_dot4[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
-    plumb_vec_dot_fn wide_dot;   /* wide weight rows with Q8_0 activations */
-    plumb_vec_dot4_fn wide_dot4;
+    plumb_vec_dot_fn wide_dot[PLUMB_TYPE_COUNT]; /* wide rows of the type with its activations */
+    plumb_vec_dot4_fn wide_dot4[PLUMB_TYPE_COUNT];
     plumb_f16_to_f32_fn f16_to_f32;
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;

@@ -450,6 +450,54 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
     out[0] = q4k_finish(s0), out[1] = q4k_finish(s1), out[2] = q4k_finish(s2), out[3] = q4k_finish(s3);
 }
 
+/* dot_q4_k and dot4_q4_k on wide rows (plumb__widen): scales, mins and F32 d, dmin loaded
+ * instead of decoded; the same operations otherwise. */
+static inline __attribute__((always_inline)) void wide_q4k_load(const uint8_t *a, __m256i *lo, __m256i *hi, __m256i *sv,
+                                                                __m256i *mins16) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    int16_t sc[8];
+    memcpy(sc, a + 8, 16);
+    for (int k = 0; k < 4; k++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(a + 56 + 32 * k));
+        lo[k] = _mm256_and_si256(q, m4);
+        hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    for (int k = 0; k < 8; k++) sv[k] = _mm256_set1_epi16(sc[k]);
+    *mins16 = _mm256_loadu_si256((const __m256i *)(a + 24));
+}
+
+static float wide_dot_q4_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    q4k_acc s0 = {_mm256_setzero_ps(), _mm_setzero_ps()};
+    for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q4K_BLOCK, b += 292) {
+        __m256i lo[4], hi[4], sv[8], mins16;
+        wide_q4k_load(a, lo, hi, sv, &mins16);
+        float dw, dmin;
+        memcpy(&dw, a, 4);
+        memcpy(&dmin, a + 4, 4);
+        s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
+    }
+    return q4k_finish(s0);
+}
+
+static void wide_dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
+    const uint8_t *a = w, *b = x;
+    q4k_acc s0 = {_mm256_setzero_ps(), _mm_setzero_ps()}, s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q4K_BLOCK, b += 292) {
+        __m256i lo[4], hi[4], sv[8], mins16;
+        wide_q4k_load(a, lo, hi, sv, &mins16);
+        float dw, dmin;
+        memcpy(&dw, a, 4);
+        memcpy(&dmin, a + 4, 4);
+        s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
+        s1 = q4k_col(s1, b + xs, lo, hi, sv, mins16, dw, dmin);
+        s2 = q4k_col(s2, b + 2 * xs, lo, hi, sv, mins16, dw, dmin);
+        s3 = q4k_col(s3, b + 3 * xs, lo, hi, sv, mins16, dw, dmin);
+    }
+    out[0] = q4k_finish(s0), out[1] = q4k_finish(s1), out[2] = q4k_finish(s2), out[3] = q4k_finish(s3);
+}
+
 /* One activation column of dot4_q6_k: the one-row kernel's operations on its own sums. */
 static inline __attribute__((always_inline)) __m256 q6k_col(__m256 acc, const uint8_t *bc, const __m256i *q,
                                                             const __m256i *sv, __m256i sc16, float dw) {
@@ -576,8 +624,10 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot4[PLUMB_TYPE_Q8_0] = dot4_q8_0;
         set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
         set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
-        set.wide_dot = wide_dot;
-        set.wide_dot4 = wide_dot4;
+        set.wide_dot[PLUMB_TYPE_Q4_0] = set.wide_dot[PLUMB_TYPE_Q5_0] = set.wide_dot[PLUMB_TYPE_Q8_0] = wide_dot;
+        set.wide_dot4[PLUMB_TYPE_Q4_0] = set.wide_dot4[PLUMB_TYPE_Q5_0] = set.wide_dot4[PLUMB_TYPE_Q8_0] = wide_dot4;
+        set.wide_dot[PLUMB_TYPE_Q4_K] = wide_dot_q4_k;
+        set.wide_dot4[PLUMB_TYPE_Q4_K] = wide_dot4_q4_k;
         set.f16_to_f32 = f16_to_f32;
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
