@@ -446,20 +446,20 @@ TEST(attention_kernels_match_generic) {
     }
 }
 
-/* Weight rows widened (plumb__widen: legacy types and Q4_K) give, through every set's wide kernels (one-row
+/* Weight rows widened (plumb__widen: legacy types, Q4_K, Q6_K) give, through every set's wide kernels (one-row
  * and four-row), the original type's one-row results bit for bit: large batches dot the
  * widened rows, small ones the originals. */
 TEST(widened_rows_give_the_same_dots) {
     plumb__kernels_get();
     const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
-    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K};
+    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q6_K};
     for (size_t si = 0; si < 3; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
-        for (size_t ti = 0; ti < 4; ti++) {
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             const int type = types[ti];
             CHECK(ks->wide_dot[type] != NULL);
-            const int64_t step = type == PLUMB_TYPE_Q4_K ? 256 : 32;
+            const int64_t step = type == PLUMB_TYPE_Q4_K || type == PLUMB_TYPE_Q6_K ? 256 : 32;
             for (int64_t n = step; n <= step * 41; n += step * 8) {
                 dot_case d;
                 dot_case_init(&d, type, n);

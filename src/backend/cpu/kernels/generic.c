@@ -442,6 +442,7 @@ size_t plumb__wide_row_size(int type, int64_t n) {
     case PLUMB_TYPE_Q5_0:
     case PLUMB_TYPE_Q8_0: return (size_t)(n / 32) * PLUMB_WIDE_BLOCK;
     case PLUMB_TYPE_Q4_K: return (size_t)(n / 256) * PLUMB_WIDE_Q4K_BLOCK;
+    case PLUMB_TYPE_Q6_K: return (size_t)(n / 256) * PLUMB_WIDE_Q6K_BLOCK;
     default: return 0;
     }
 }
@@ -464,11 +465,34 @@ static void widen_q4_k(const uint8_t *a, uint8_t *o, int64_t n) {
     }
 }
 
+static void widen_q6_k(const uint8_t *a, uint8_t *o, int64_t n) {
+    for (int64_t i = 0; i < n / 256; i++, a += 210, o += PLUMB_WIDE_Q6K_BLOCK) {
+        const float d = h2f(a + 208);
+        memcpy(o, &d, 4);
+        memcpy(o + 4, a + 192, 16);
+        uint8_t *q = o + 20;
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *L = a + 64 * h, *H = a + 128 + 32 * h;
+            uint8_t *e = q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                e[l] = (uint8_t)((L[l] & 0xF) | (((H[l] >> 0) & 3) << 4));
+                e[l + 32] = (uint8_t)((L[l + 32] & 0xF) | (((H[l] >> 2) & 3) << 4));
+                e[l + 64] = (uint8_t)((L[l] >> 4) | (((H[l] >> 4) & 3) << 4));
+                e[l + 96] = (uint8_t)((L[l + 32] >> 4) | (((H[l] >> 6) & 3) << 4));
+            }
+        }
+    }
+}
+
 void plumb__widen(int type, const void *w, void *out, int64_t n) {
     const uint8_t *a = w;
     uint8_t *o = out;
     if (type == PLUMB_TYPE_Q4_K) {
         widen_q4_k(a, o, n);
+        return;
+    }
+    if (type == PLUMB_TYPE_Q6_K) {
+        widen_q6_k(a, o, n);
         return;
     }
     const size_t wbytes = type == PLUMB_TYPE_Q8_0 ? 34 : type == PLUMB_TYPE_Q5_0 ? 22 : 18;
@@ -492,6 +516,23 @@ void plumb__widen(int type, const void *w, void *out, int64_t n) {
             }
         }
     }
+}
+
+/* dot_q6_k on a wide row: the same integer sums and float expression */
+PLUMB_CLONES static float wide_dot_q6_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    float s = 0.0f;
+    int8_t q[256];
+    int scale[16];
+    for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q6K_BLOCK, b += 292) {
+        float d;
+        memcpy(&d, a, 4);
+        for (int e = 0; e < 256; e++) q[e] = (int8_t)(a[20 + e] - 32);
+        for (int g = 0; g < 16; g++) scale[g] = ((const int8_t *)(a + 4))[g];
+        int sum = dot256_scaled(q, act_qs(b), scale);
+        s += act_d(b) * d * (float)sum;
+    }
+    return s;
 }
 
 /* dot_q4_k on a wide row: the same integer sums and float expression */
@@ -594,7 +635,7 @@ static const plumb_kernel_set generic_set = {
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
     .wide_dot = {[PLUMB_TYPE_Q4_0] = wide_dot, [PLUMB_TYPE_Q5_0] = wide_dot, [PLUMB_TYPE_Q8_0] = wide_dot,
-                 [PLUMB_TYPE_Q4_K] = wide_dot_q4_k},
+                 [PLUMB_TYPE_Q4_K] = wide_dot_q4_k, [PLUMB_TYPE_Q6_K] = wide_dot_q6_k},
     .f16_to_f32 = f16_to_f32,
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,

@@ -54,11 +54,13 @@ void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
  * unpacked, nor scales converted or decoded, again for every group of activation rows. A
  * legacy block (Q4_0, Q5_0, Q8_0) becomes F32 scale + 32 int8 values (36 bytes); a Q4_K
  * super-block becomes F32 d and dmin, its 8 sub-block scales as int16, its 8 mins as int16
- * pairs and its 128 bytes of nibbles (184 bytes). The wide kernels give the original type's
+ * pairs and its 128 bytes of nibbles (184 bytes); a Q6_K super-block becomes F32 d, its 16
+ * int8 scales and its 256 6-bit codes one per byte, in element order (276 bytes). The wide kernels give the original type's
  * results bit for bit (the same integer sums, the same float operations: F32 copies of F16
  * scales are exact). */
 #define PLUMB_WIDE_BLOCK 36
 #define PLUMB_WIDE_Q4K_BLOCK 184
+#define PLUMB_WIDE_Q6K_BLOCK 276
 /* Bytes of a wide row of n weights of type (0 for a type without a wide layout). */
 size_t plumb__wide_row_size(int type, int64_t n);
 void plumb__widen(int type, const void *w, void *out, int64_t n);

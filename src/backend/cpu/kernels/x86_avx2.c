@@ -545,6 +545,46 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
     out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
 }
 
+/* dot_q6_k and dot4_q6_k on wide rows (plumb__widen): the 6-bit codes and F32 d loaded. */
+static inline __attribute__((always_inline)) void wide_q6k_load(const uint8_t *a, __m256i *q, __m256i *sv, __m256i *sc16) {
+    const int8_t *sc = (const int8_t *)(a + 4);
+    *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+    for (int k = 0; k < 8; k++) {
+        q[k] = _mm256_loadu_si256((const __m256i *)(a + 20 + 32 * k));
+        sv[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+    }
+}
+
+static float wide_dot_q6_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q6K_BLOCK, b += 292) {
+        __m256i q[8], sv[8], sc16;
+        wide_q6k_load(a, q, sv, &sc16);
+        float dw;
+        memcpy(&dw, a, 4);
+        acc = q6k_col(acc, b, q, sv, sc16, dw);
+    }
+    return hsum(acc);
+}
+
+static void wide_dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
+    const uint8_t *a = w, *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q6K_BLOCK, b += 292) {
+        __m256i q[8], sv[8], sc16;
+        wide_q6k_load(a, q, sv, &sc16);
+        float dw;
+        memcpy(&dw, a, 4);
+        acc0 = q6k_col(acc0, b, q, sv, sc16, dw);
+        acc1 = q6k_col(acc1, b + xs, q, sv, sc16, dw);
+        acc2 = q6k_col(acc2, b + 2 * xs, q, sv, sc16, dw);
+        acc3 = q6k_col(acc3, b + 3 * xs, q, sv, sc16, dw);
+    }
+    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
+}
+
 static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
@@ -628,6 +668,8 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.wide_dot4[PLUMB_TYPE_Q4_0] = set.wide_dot4[PLUMB_TYPE_Q5_0] = set.wide_dot4[PLUMB_TYPE_Q8_0] = wide_dot4;
         set.wide_dot[PLUMB_TYPE_Q4_K] = wide_dot_q4_k;
         set.wide_dot4[PLUMB_TYPE_Q4_K] = wide_dot4_q4_k;
+        set.wide_dot[PLUMB_TYPE_Q6_K] = wide_dot_q6_k;
+        set.wide_dot4[PLUMB_TYPE_Q6_K] = wide_dot4_q6_k;
         set.f16_to_f32 = f16_to_f32;
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
