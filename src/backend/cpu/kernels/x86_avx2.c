@@ -227,6 +227,98 @@ static float dot_q4_k(int64_t n, const void *w, const void *x) {
     return hsum(acc) + _mm_cvtss_f32(acc_m);
 }
 
+/* Q5_K: as Q4_K with a fifth bit per value from qh (bit 2c of byte l for the low nibbles of
+ * chunk c, bit 2c + 1 for the high ones); values 0..31 stay unsigned for maddubs. */
+static float dot_q5_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / 256; i++, a += 176, b += 292) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        float dy;
+        memcpy(&dy, b, 4);
+        const uint8_t *qs = a + 48;
+        const __m256i hb = _mm256_loadu_si256((const __m256i *)(a + 16));
+        const int8_t *y = (const int8_t *)(b + 4);
+        int sc[8], mn[8];
+        for (int k = 0; k < 8; k++) scale_min_k4(a + 4, k, &sc[k], &mn[k]);
+        const __m256i mins16 = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2],
+                                                 (short)mn[2], (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4],
+                                                 (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
+                                                 (short)mn[7]);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, mins16)), acc_m);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            const __m256i bl = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4);
+            const __m256i bh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), bl);
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), bh);
+            const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
+            const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
+            sumi = madd_acc(sumi, p0, _mm256_set1_epi16((short)sc[2 * c]));
+            sumi = madd_acc(sumi, p1, _mm256_set1_epi16((short)sc[2 * c + 1]));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    return hsum(acc) + _mm_cvtss_f32(acc_m);
+}
+
+/* Q4_1 with Q8_1 activations: unsigned nibbles times int8, plus the min times the
+ * activation block's precomputed d * sum. */
+static float dot_q4_1(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w;
+    const plumb_q8_1_block *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t i = 0; i < n / 32; i++, a += 20, b++) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        const __m256i q = unpack_nibbles(a + 4);
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)b->qs)),
+                                            _mm256_set1_epi16(1));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a) * _cvtsh_ss(b->d)), _mm256_cvtepi32_ps(p), acc);
+        summs += h2f(a + 2) * _cvtsh_ss(b->s);
+    }
+    return hsum(acc) + summs;
+}
+
+/* F32 and F16 weights with F32 activations: 4 x 8 FMA lanes, a scalar tail. */
+static float dot_f32(int64_t n, const void *w, const void *x) {
+    const float *a = w, *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+    }
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float dot_f16(int64_t n, const void *w, const void *x) {
+    const uint16_t *a = w;
+    const float *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    int64_t i = 0;
+#define F16X8(k) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + (k))))
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm256_fmadd_ps(F16X8(0), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(F16X8(8), _mm256_loadu_ps(b + i + 8), acc1);
+        acc2 = _mm256_fmadd_ps(F16X8(16), _mm256_loadu_ps(b + i + 16), acc2);
+        acc3 = _mm256_fmadd_ps(F16X8(24), _mm256_loadu_ps(b + i + 24), acc3);
+    }
+#undef F16X8
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+    for (; i < n; i++) s += _cvtsh_ss(a[i]) * b[i];
+    return s;
+}
+
 /* Q6_K: the weights' -32 offset is taken out once per block through the activations' 16-value
  * sums (32 * sum_g scale_g * bsum_g, lane l holding groups 2l and 2l+1), as the reference
  * engine does, so that every int32 lane, and so the float sums, match it bit for bit. */
@@ -654,6 +746,10 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot[PLUMB_TYPE_Q8_0] = dot_q8_0;
         set.vec_dot[PLUMB_TYPE_Q4_K] = dot_q4_k;
         set.vec_dot[PLUMB_TYPE_Q6_K] = dot_q6_k;
+        set.vec_dot[PLUMB_TYPE_Q5_K] = dot_q5_k;
+        set.vec_dot[PLUMB_TYPE_Q4_1] = dot_q4_1;
+        set.vec_dot[PLUMB_TYPE_F32] = dot_f32;
+        set.vec_dot[PLUMB_TYPE_F16] = dot_f16;
 #ifdef PLUMB_HAVE_DOT2
         set.vec_dot2[PLUMB_TYPE_Q4_0] = dot2_q4_0;
         set.vec_dot2[PLUMB_TYPE_Q5_0] = dot2_q5_0;
