@@ -495,11 +495,43 @@ static void apply_penalties(plumb_sampler_t *s) {
     }
 }
 
+/* Built for AVX2 as well where GCC can pick the version at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SAMPLER_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SAMPLER_CLONES
+#endif
+
+/* A logit as the sampler sees it: NaN as -inf, +inf as the largest float. */
+static inline float sane(float v) { return v != v ? -INFINITY : (v == INFINITY ? FLT_MAX : v); }
+
+/* Greedy choice without penalties, read straight from the logits (no copy): the lowest id
+ * holding the largest sane() value, as the full path picks it. */
+SAMPLER_CLONES static int32_t greedy_argmax(const float *in, int32_t n) {
+    float m[8];
+    for (int j = 0; j < 8; j++) m[j] = -INFINITY;
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            const float v = sane(in[i + j]);
+            m[j] = v > m[j] ? v : m[j];
+        }
+    float vmax = -INFINITY;
+    for (int j = 0; j < 8; j++) vmax = m[j] > vmax ? m[j] : vmax;
+    for (; i < n; i++) vmax = sane(in[i]) > vmax ? sane(in[i]) : vmax;
+    for (i = 0; i < n; i++)
+        if (sane(in[i]) == vmax) return i;
+    return 0;
+}
+
 int32_t plumb_sampler_sample(plumb_sampler_t *s, const float *in) {
     if (!s || !in) return 0;
     const plumb_sampler_params *p = &s->p;
     const int32_t n = s->n_vocab;
     float *x = s->logits;
+    const bool penalized = s->window != 0 && s->n_uniq != 0 &&
+                           (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
+    if (p->temperature <= 0.0f && !penalized) return greedy_argmax(in, n);
 
     /* [n] copy: NaN counts as -inf, +inf as the largest float so that max-subtraction
      * stays finite */

@@ -633,6 +633,35 @@ TEST(sample_penalized_distribution) {
 
 /* ---- NaN and inf ----------------------------------------------------------------------- */
 
+/* Greedy picks, on vocabularies with a tail past the vector width and logits mixing NaN,
+ * +-inf, FLT_MAX and ties, the lowest id of the largest value with NaN as -inf and +inf as
+ * FLT_MAX (so +inf and FLT_MAX tie). */
+TEST(sample_greedy_special_values) {
+    const int sizes[] = {1, 5, 8, 13, 1001};
+    static float logits[1001];
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int n = sizes[si];
+        plumb_sampler_params p = plain(0.0f, 1);
+        plumb_sampler_t *s = make(&p, n);
+        if (!s) return;
+        for (int round = 0; round < 300; round++) {
+            for (int i = 0; i < n; i++) {
+                const double u = tuniform();
+                logits[i] = u < 0.1 ? NAN : u < 0.15 ? -INFINITY : u < 0.17 ? INFINITY : u < 0.19 ? FLT_MAX
+                                                                                 : (float)(int)(tuniform() * 8.0);
+            }
+            int32_t want = 0;
+            float best = -INFINITY;
+            for (int i = 0; i < n; i++) {
+                const float v = isnan(logits[i]) ? -INFINITY : logits[i] == INFINITY ? FLT_MAX : logits[i];
+                if (v > best) best = v, want = i;
+            }
+            CHECK_EQ_INT(plumb_sampler_sample(s, logits), want);
+        }
+        plumb_sampler_free(s);
+    }
+}
+
 TEST(sample_nan_inf_logits) {
     enum { N = 64 };
     float logits[N];
