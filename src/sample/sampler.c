@@ -508,20 +508,24 @@ static inline float sane(float v) { return v != v ? -INFINITY : (v == INFINITY ?
 /* Greedy choice without penalties, read straight from the logits (no copy): the lowest id
  * holding the largest sane() value, as the full path picks it. */
 SAMPLER_CLONES static int32_t greedy_argmax(const float *in, int32_t n) {
+    /* one pass: lane j keeps the largest value of ids = j mod 8 and the first id holding it */
     float m[8];
-    for (int j = 0; j < 8; j++) m[j] = -INFINITY;
+    int32_t at[8];
+    for (int j = 0; j < 8; j++) m[j] = -INFINITY, at[j] = j;
     int32_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++) {
             const float v = sane(in[i + j]);
+            at[j] = v > m[j] ? i + j : at[j];
             m[j] = v > m[j] ? v : m[j];
         }
     float vmax = -INFINITY;
-    for (int j = 0; j < 8; j++) vmax = m[j] > vmax ? m[j] : vmax;
-    for (; i < n; i++) vmax = sane(in[i]) > vmax ? sane(in[i]) : vmax;
-    for (i = 0; i < n; i++)
-        if (sane(in[i]) == vmax) return i;
-    return 0;
+    int32_t best = 0;
+    for (int j = 0; j < 8 && j < n; j++)
+        if (m[j] > vmax || (m[j] == vmax && at[j] < best)) vmax = m[j], best = at[j];
+    for (; i < n; i++)
+        if (sane(in[i]) > vmax) vmax = sane(in[i]), best = i;
+    return vmax == -INFINITY ? 0 : best;
 }
 
 int32_t plumb_sampler_sample(plumb_sampler_t *s, const float *in) {
