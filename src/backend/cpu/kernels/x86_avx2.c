@@ -777,57 +777,5 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 }
 
 #else
-static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
-}
-
-static void round_f16(const float *x, float *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
-    for (; i < n; i++) y[i] = _cvtsh_ss(_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT));
-}
-
-/* acc[2 j + h] holds lanes 16 j + 8 h .. + 7 of the reference order's 4 x 16 accumulators. */
-static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
-    __m256 acc[8];
-    for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
-    const int64_t body = n & ~(int64_t)63;
-    for (int64_t i = 0; i < body; i += 64)
-        for (int a = 0; a < 8; a++)
-            acc[a] = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8 * a),
-                                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i + 8 * a))), acc[a]);
-    for (int h = 0; h < 2; h++) {
-        acc[h] = _mm256_add_ps(acc[h], acc[4 + h]);         /* 0 + 2 */
-        acc[2 + h] = _mm256_add_ps(acc[2 + h], acc[6 + h]); /* 1 + 3 */
-        acc[h] = _mm256_add_ps(acc[h], acc[2 + h]);
-    }
-    const __m256 t8 = _mm256_add_ps(acc[1], acc[0]);
-    const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
-    /* (t4[0] + t4[2]) + (t4[1] + t4[3]) */
-    const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-    double s = (double)_mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
-    for (int64_t i = body; i < n; i++) s += (double)(q[i] * _cvtsh_ss(k[i]));
-    return (float)s;
-}
-
-static void attn_axpy(float *lane, bool first, float w, const uint16_t *v, int64_t n) {
-    const __m256 wv = _mm256_set1_ps(w);
-    int64_t d = 0;
-    if (first) {
-        for (; d + 8 <= n; d += 8)
-            _mm256_storeu_ps(lane + d, _mm256_mul_ps(wv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d)))));
-        for (; d < n; d++) lane[d] = w * _cvtsh_ss(v[d]);
-    } else {
-        for (; d + 8 <= n; d += 8)
-            _mm256_storeu_ps(lane + d, _mm256_fmadd_ps(wv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))),
-                                                       _mm256_loadu_ps(lane + d)));
-        for (; d < n; d++) lane[d] = fmaf(w, _cvtsh_ss(v[d]), lane[d]);
-    }
-}
-
 const plumb_kernel_set *PLUMB_X86_SET(void) { return NULL; }
 #endif
