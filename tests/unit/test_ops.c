@@ -424,7 +424,7 @@ TEST(attention_kernels_match_generic) {
     const plumb_kernel_set *g = plumb__kernels_generic();
     const plumb_kernel_set *sets[] = {plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
     const int64_t lens[] = {1, 40, 64, 80, 100, 128, 256, 300};
-    float q[300], la[300], lb[300];
+    float q[300], la[3 * 301], lb[3 * 301];
     uint16_t k[300];
     for (size_t si = 0; si < 2; si++) {
         const plumb_kernel_set *ks = sets[si];
@@ -435,17 +435,18 @@ TEST(attention_kernels_match_generic) {
                 for (int64_t i = 0; i < n; i++) {
                     q[i] = plumb__f16_table[plumb__fp32_to_fp16(frand() * ldexpf(1.0f, rep % 9 - 4))];
                     k[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 7) - 3));
-                    la[i] = lb[i] = frand();
+                    la[i] = lb[i] = la[301 + i] = lb[301 + i] = la[602 + i] = lb[602 + i] = frand();
                 }
                 const float a = g->attn_dot(q, k, n), b = ks->attn_dot(q, k, n);
                 if (memcmp(&a, &b, 4) != 0)
                     plumb_test_fail(__FILE__, __LINE__, "%s attn_dot n=%lld: %a vs generic %a", ks->name, (long long)n,
                                     (double)b, (double)a);
-                const float w = frand();
+                const float w[3] = {frand(), frand() * 4.0f, frand() * 0.25f};
                 const bool first = rep % 2 == 0;
-                g->attn_axpy(la, first, w, k, n);
-                ks->attn_axpy(lb, first, w, k, n);
-                CHECK(memcmp(la, lb, (size_t)n * sizeof *la) == 0);
+                const int nh = 1 + rep % 3; /* heads at a stride of 301 floats */
+                g->attn_axpy(la, 301, nh, w, first, k, n);
+                ks->attn_axpy(lb, 301, nh, w, first, k, n);
+                for (int h = 0; h < nh; h++) CHECK(memcmp(la + 301 * h, lb + 301 * h, (size_t)n * sizeof *la) == 0);
             }
     }
 }

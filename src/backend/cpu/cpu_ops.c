@@ -489,10 +489,10 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
          * position into the 64 lanes; lanes no position reaches stay zero */
         for (int32_t j = first; j <= pos; j++) {
             const uint16_t *vrow = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            for (int64_t i = 0; i < nh; i++) {
-                float *sc = scratch + (size_t)i * per_head;
-                c->kernels->attn_axpy(sc + kv->n_ctx + (size_t)(j & 63) * (size_t)hd, j - first < 64, sc[j - first], vrow, hd);
-            }
+            float w[PLUMB_MAX_GROUP];
+            for (int64_t i = 0; i < nh; i++) w[i] = scratch[(size_t)i * per_head + (size_t)(j - first)];
+            c->kernels->attn_axpy(scratch + kv->n_ctx + (size_t)(j & 63) * (size_t)hd, per_head, (int)nh, w,
+                                  j - first < 64, vrow, hd);
         }
         /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */
         memset(row, 0, (size_t)hd * sizeof(float));

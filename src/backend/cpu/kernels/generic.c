@@ -607,11 +607,15 @@ PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n)
     return (float)s;
 }
 
-PLUMB_CLONES static void attn_axpy(float *lane, bool first, float w, const uint16_t *v, int64_t n) {
-    if (first)
-        for (int64_t d = 0; d < n; d++) lane[d] = w * plumb__f16_table[v[d]];
-    else
-        for (int64_t d = 0; d < n; d++) lane[d] = fmaf(w, plumb__f16_table[v[d]], lane[d]);
+PLUMB_CLONES static void attn_axpy(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v,
+                                   int64_t n) {
+    for (int i = 0; i < nh; i++) {
+        float *l = lane + (size_t)i * stride;
+        if (first)
+            for (int64_t d = 0; d < n; d++) l[d] = w[i] * plumb__f16_table[v[d]];
+        else
+            for (int64_t d = 0; d < n; d++) l[d] = fmaf(w[i], plumb__f16_table[v[d]], l[d]);
+    }
 }
 
 static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {

@@ -75,9 +75,11 @@ typedef void (*plumb_round_f16_fn)(const float *x, float *y, int64_t n);
 /* Attention over an F16 KV cache, in the reference engine's F16 order (see cpu_ops.c):
  * attn_dot gives the dot product of n floats q with n F16 values k, accumulated in 4 x 16 lanes
  * over 64-element steps, folded (0+2, 1+3, then both) and summed in a fixed tree, the tail of
- * n % 64 added in double. attn_axpy adds w * v[d] into lane[d] (first: stores w * v[d]). */
+ * n % 64 added in double. attn_axpy adds, for each of nh heads i, w[i] * v[d] into
+ * lane[i * stride + d] (first: stores w[i] * v[d]); the value row is read once for all. */
 typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
-typedef void (*plumb_attn_axpy_fn)(float *lane, bool first, float w, const uint16_t *v, int64_t n);
+typedef void (*plumb_attn_axpy_fn)(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v,
+                                   int64_t n);
 
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */

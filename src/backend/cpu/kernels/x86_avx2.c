@@ -720,19 +720,21 @@ static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
     return (float)s;
 }
 
-static void attn_axpy(float *lane, bool first, float w, const uint16_t *v, int64_t n) {
-    const __m256 wv = _mm256_set1_ps(w);
+static void attn_axpy(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v, int64_t n) {
     int64_t d = 0;
-    if (first) {
-        for (; d + 8 <= n; d += 8)
-            _mm256_storeu_ps(lane + d, _mm256_mul_ps(wv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d)))));
-        for (; d < n; d++) lane[d] = w * _cvtsh_ss(v[d]);
-    } else {
-        for (; d + 8 <= n; d += 8)
-            _mm256_storeu_ps(lane + d, _mm256_fmadd_ps(wv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d))),
-                                                       _mm256_loadu_ps(lane + d)));
-        for (; d < n; d++) lane[d] = fmaf(w, _cvtsh_ss(v[d]), lane[d]);
+    for (; d + 8 <= n; d += 8) {
+        const __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d)));
+        for (int i = 0; i < nh; i++) {
+            float *l = lane + (size_t)i * stride + d;
+            const __m256 wv = _mm256_set1_ps(w[i]);
+            _mm256_storeu_ps(l, first ? _mm256_mul_ps(wv, vv) : _mm256_fmadd_ps(wv, vv, _mm256_loadu_ps(l)));
+        }
     }
+    for (; d < n; d++)
+        for (int i = 0; i < nh; i++) {
+            float *l = lane + (size_t)i * stride + d;
+            *l = first ? w[i] * _cvtsh_ss(v[d]) : fmaf(w[i], _cvtsh_ss(v[d]), *l);
+        }
 }
 
 const plumb_kernel_set *PLUMB_X86_SET(void) {
