@@ -65,6 +65,13 @@ static inline __m128i q4k_min_products(const uint8_t *bsums, __m256i mins16) {
     return _mm_hadd_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
 }
 
+/* An F16 value at p, converted exactly, in all 8 lanes (a broadcast load and one conversion). */
+static inline __m256 bcast_h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
 /* The product of two F16 block scales, in all 8 lanes: each converted exactly, then one
  * float multiply (as h2f(a) * h2f(b)), without a trip through scalar registers. */
 static inline __m256 scale2(const uint8_t *a, const uint8_t *b) {
@@ -458,13 +465,13 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
             _mm_prefetch((const char *)a0 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
             _mm_prefetch((const char *)a1 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
             const __m256i y = _mm256_loadu_si256((const __m256i *)(b + 2));                                  \
-            const __m256 dy = _mm256_set1_ps(h2f(b));                                                        \
+            const __m256 dy = bcast_h2f(b);                                                                  \
             const uint8_t *a = a0;                                                                           \
             const __m256i q0 = decode;                                                                       \
             a = a1;                                                                                          \
             const __m256i q1 = decode;                                                                       \
-            const __m256 s0 = _mm256_mul_ps(_mm256_set1_ps(h2f(a0)), dy);                                    \
-            const __m256 s1 = _mm256_mul_ps(_mm256_set1_ps(h2f(a1)), dy);                                    \
+            const __m256 s0 = _mm256_mul_ps(bcast_h2f(a0), dy);                                              \
+            const __m256 s1 = _mm256_mul_ps(bcast_h2f(a1), dy);                                              \
             acc0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(dot_s8(q0, y)), acc0);                             \
             acc1 = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(dot_s8(q1, y)), acc1);                             \
         }                                                                                                    \
