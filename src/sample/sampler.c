@@ -11,6 +11,7 @@
  * (with top-k off, over the one exponent bucket of weights where the nucleus ends), in
  * expected linear time. */
 #include "core/error.h"
+#include "sample/argmax.h"
 
 #include <float.h>
 #include <math.h>
@@ -495,20 +496,24 @@ static void apply_penalties(plumb_sampler_t *s) {
     }
 }
 
-/* Built for AVX2 as well where GCC can pick the version at load time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SAMPLER_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SAMPLER_CLONES
-#endif
-
 /* A logit as the sampler sees it: NaN as -inf, +inf as the largest float. */
 static inline float sane(float v) { return v != v ? -INFINITY : (v == INFINITY ? FLT_MAX : v); }
 
 /* Greedy choice without penalties, read straight from the logits (no copy): the lowest id
- * holding the largest sane() value, as the full path picks it. */
-SAMPLER_CLONES static int32_t greedy_argmax(const float *in, int32_t n) {
-    /* one pass: lane j keeps the largest value of ids = j mod 8 and the first id holding it */
+ * holding the largest sane() value, as the full path picks it. One pass: lane j keeps the
+ * largest value among ids = j mod 8 and the first id holding it (a NaN never compares
+ * greater, so it counts as -inf); all -inf or NaN gives id 0. */
+static int32_t greedy_pick(const float *m, const int32_t *at, int32_t lanes, const float *in, int32_t i, int32_t n) {
+    float vmax = -INFINITY;
+    int32_t best = 0;
+    for (int32_t j = 0; j < lanes; j++)
+        if (m[j] > vmax || (m[j] == vmax && at[j] < best)) vmax = m[j], best = at[j];
+    for (; i < n; i++)
+        if (sane(in[i]) > vmax) vmax = sane(in[i]), best = i;
+    return vmax == -INFINITY ? 0 : best;
+}
+
+int32_t plumb__argmax_portable(const float *in, int32_t n) {
     float m[8];
     int32_t at[8];
     for (int j = 0; j < 8; j++) m[j] = -INFINITY, at[j] = j;
@@ -519,13 +524,44 @@ SAMPLER_CLONES static int32_t greedy_argmax(const float *in, int32_t n) {
             at[j] = v > m[j] ? i + j : at[j];
             m[j] = v > m[j] ? v : m[j];
         }
-    float vmax = -INFINITY;
-    int32_t best = 0;
-    for (int j = 0; j < 8 && j < n; j++)
-        if (m[j] > vmax || (m[j] == vmax && at[j] < best)) vmax = m[j], best = at[j];
-    for (; i < n; i++)
-        if (sane(in[i]) > vmax) vmax = sane(in[i]), best = i;
-    return vmax == -INFINITY ? 0 : best;
+    return greedy_pick(m, at, n < 8 ? 0 : 8, in, i, n);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+/* The same with AVX2 (the compiler does not vectorize the portable loop). */
+__attribute__((target("avx2"))) static int32_t greedy_argmax_avx2(const float *in, int32_t n) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    __m256i at = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), id = at;
+    const __m256 inf = _mm256_set1_ps(INFINITY), big = _mm256_set1_ps(FLT_MAX);
+    const __m256i eight = _mm256_set1_epi32(8);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(in + i);
+        v = _mm256_blendv_ps(v, big, _mm256_cmp_ps(v, inf, _CMP_EQ_OQ));
+        const __m256 gt = _mm256_cmp_ps(v, m, _CMP_GT_OQ);
+        m = _mm256_blendv_ps(m, v, gt);
+        at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(at), _mm256_castsi256_ps(id), gt));
+        id = _mm256_add_epi32(id, eight);
+    }
+    float mv[8];
+    int32_t av[8];
+    _mm256_storeu_ps(mv, m);
+    _mm256_storeu_si256((__m256i *)av, at);
+    return greedy_pick(mv, av, n < 8 ? 0 : 8, in, i, n);
+}
+#endif
+
+plumb_argmax_fn plumb__argmax_avx2(void) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (plumb_cpu_get()->avx2) return greedy_argmax_avx2;
+#endif
+    return NULL;
+}
+
+static int32_t greedy_argmax(const float *in, int32_t n) {
+    const plumb_argmax_fn fast = plumb__argmax_avx2();
+    return fast ? fast(in, n) : plumb__argmax_portable(in, n);
 }
 
 int32_t plumb_sampler_sample(plumb_sampler_t *s, const float *in) {

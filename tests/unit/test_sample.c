@@ -4,6 +4,7 @@
  * exclusion by top-p/min-p, penalties, NaN/inf logits, and a randomized smoke run. */
 #include "plumb.h"
 #include "test.h"
+#include "sample/argmax.h"
 
 #include <float.h>
 #include <stdint.h>
@@ -657,6 +658,10 @@ TEST(sample_greedy_special_values) {
                 if (v > best) best = v, want = i;
             }
             CHECK_EQ_INT(plumb_sampler_sample(s, logits), want);
+            CHECK_EQ_INT(plumb__argmax_portable(logits, n), want);
+            if (plumb__argmax_avx2()) CHECK_EQ_INT(plumb__argmax_avx2()(logits, n), want);
+            CHECK_EQ_INT(plumb__argmax_portable(logits, n), want);
+            if (plumb__argmax_avx2()) CHECK_EQ_INT(plumb__argmax_avx2()(logits, n), want);
         }
         plumb_sampler_free(s);
     }
