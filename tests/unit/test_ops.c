@@ -127,6 +127,35 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
     free(wq), free(wf), free(x);
 }
 
+/* Work handed out in chunks stays consistent over a graph of many nodes: a chain of matmuls
+ * (each node's rows handed out afresh, on both the few-row and the many-row paths) gives the
+ * single-thread bits with 2, 3 and 4 threads. */
+TEST(chunked_work_over_many_nodes_matches_one_thread) {
+    const int64_t K = 256, L = 6;
+    uint64_t wb;
+    plumb_type_row_bytes(PLUMB_TYPE_Q4_K, K * K, &wb);
+    uint8_t *wq = malloc(wb);
+    float *wf = malloc((size_t)(K * K) * 4), *x = malloc((size_t)(K * 9) * 4), *ref = malloc((size_t)(K * 9) * 4);
+    for (int64_t i = 0; i < K * K; i++) wf[i] = frand() * 0.1f;
+    for (int64_t i = 0; i < K * 9; i++) x[i] = frand();
+    plumb_quantize_row(PLUMB_TYPE_Q4_K, wf, wq, K * K);
+    for (int64_t T = 1; T <= 9; T += 8)
+        for (int threads = 1; threads <= 4; threads++) {
+            fixture f;
+            fixture_init(&f, threads);
+            int64_t ne_w[2] = {K, K}, ne_x[2] = {K, T};
+            plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
+            plumb_tensor *y = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
+            for (int64_t l = 0; l < L; l++) y = plumb_graph_op(&f.g, PLUMB_OP_MUL_MAT, 2, ne_x, w, y, NULL);
+            y->is_output = true;
+            fixture_run(&f);
+            if (threads == 1) memcpy(ref, y->data, (size_t)(K * T) * 4);
+            else CHECK(memcmp(ref, y->data, (size_t)(K * T) * 4) == 0);
+            fixture_free(&f);
+        }
+    free(wq), free(wf), free(x), free(ref);
+}
+
 TEST(rms_norm_rope_and_planner_reuse) {
     const int64_t hd = 8, nh = 3, T = 5;
     float x[8 * 3 * 5], w[8];

@@ -58,6 +58,15 @@ void plumb__cpu_barrier(plumb_cpu_ctx *c) {
     }
 }
 
+int64_t plumb__cpu_next_chunk(plumb_cpu_ctx *c, int ith, int64_t n) {
+    /* every hand-out takes exactly n + n_threads counts (n chunks, then one miss per thread),
+     * so all threads agree on where the next one starts */
+    const int64_t v = atomic_fetch_add_explicit(&c->chunk_counter, 1, memory_order_relaxed) - c->chunk_base[ith];
+    if (v < n) return v;
+    c->chunk_base[ith] += n + c->n_threads;
+    return -1;
+}
+
 static void *worker_main(void *arg) {
     worker_arg *w = arg;
     cpu_pool *p = w->pool;
@@ -172,6 +181,8 @@ static plumb_status cpu_graph_compute(plumb_backend *b, plumb_graph *g) {
     plumb_status st = plumb__cpu_reserve_work(c, g);
     if (st) return st;
     graph_job j = {c, g};
+    atomic_store_explicit(&c->chunk_counter, 0, memory_order_relaxed);
+    for (int i = 0; i < c->n_threads; i++) c->chunk_base[i] = 0;
     pool_run(c->pool, run_graph, &j);
     return PLUMB_OK;
 }
@@ -180,6 +191,7 @@ static void cpu_free(plumb_backend *b) {
     plumb_cpu_ctx *c = b->ctx;
     pool_free(c->pool);
     free(c->work);
+    free(c->chunk_base);
     free(c);
     free(b);
 }
@@ -195,16 +207,20 @@ plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out) {
     if (n_threads < 1 || n_threads > 512) return plumb__fail(PLUMB_E_INVALID_ARG, "thread count %d out of range (1-512)", n_threads);
     plumb_backend *b = calloc(1, sizeof *b);
     plumb_cpu_ctx *c = calloc(1, sizeof *c);
-    if (!b || !c) {
+    int64_t *bases = calloc((size_t)n_threads, sizeof *bases);
+    if (!b || !c || !bases) {
         free(b);
         free(c);
+        free(bases);
         return plumb__fail(PLUMB_E_NOMEM, "out of memory for the CPU backend");
     }
+    c->chunk_base = bases;
     c->n_threads = n_threads;
     c->kernels = plumb__kernels_get();
     plumb_status st = pool_create(n_threads, &c->pool);
     if (st) {
         free(b);
+        free(c->chunk_base);
         free(c);
         return st;
     }

@@ -6,6 +6,8 @@
 #include "backend/backend.h"
 #include "backend/cpu/kernels/kernels.h"
 
+#include <stdatomic.h>
+
 typedef struct cpu_pool cpu_pool;
 
 typedef struct plumb_cpu_ctx {
@@ -14,6 +16,10 @@ typedef struct plumb_cpu_ctx {
     const plumb_kernel_set *kernels;
     uint8_t *work; /* scratch shared by the threads of one node (quantized activations, ...) */
     size_t work_size;
+    /* work handed out in chunks (plumb__cpu_next_chunk): one counter for the graph; thread i
+     * knows where the current hand-out starts from chunk_base[i] */
+    _Atomic int64_t chunk_counter;
+    int64_t *chunk_base; /* [n_threads] */
 } plumb_cpu_ctx;
 
 /* Grows the scratch buffer to what the largest node of g needs (before compute). */
@@ -22,5 +28,11 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g);
 void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *node, int ith, int nth);
 /* Waits until every compute thread reaches this point. */
 void plumb__cpu_barrier(plumb_cpu_ctx *c);
+/* Hands out chunks 0..n-1 of a node's work to whichever thread asks first (a thread that runs
+ * slower, e.g. on a busier core, simply takes fewer): returns the next chunk for thread ith,
+ * or -1 when all are taken. Every thread of the node must call it until it returns -1, and
+ * only once per barrier-separated phase; which thread computes a chunk never changes its
+ * result. */
+int64_t plumb__cpu_next_chunk(plumb_cpu_ctx *c, int ith, int64_t n);
 
 #endif

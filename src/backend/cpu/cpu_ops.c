@@ -140,8 +140,8 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             plumb__cpu_barrier(c);
         }
     }
-    /* each thread owns a contiguous range of weight rows: every weight byte is read once */
-    split(N, ith, nth, &lo, &hi);
+    /* the weight rows go out in chunks of whole row blocks, about 8 per thread, to whichever
+     * thread is free: every weight byte is read once */
     float *out = n->data;
     const uint8_t *wd = w->data;
     size_t wrow = w->nb[1];
@@ -153,31 +153,38 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
     int64_t rb = (int64_t)(MATMUL_ROW_BLOCK / wrow);
     if (rb < 1) rb = 1;
-    for (int64_t r0 = lo; r0 < hi; r0 += rb) {
-        const int64_t r1 = r0 + rb < hi ? r0 + rb : hi;
-        const uint8_t *blk = wd + (size_t)r0 * wrow; /* row r is at blk + (r - r0) * wrow */
-        if (wide) {
-            for (int64_t r = r0; r < r1; r++)
-                plumb__widen(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
-            blk = wide;
-        }
-        for (int64_t t = 0; t < T4; t += 4) {
-            for (int64_t r = r0; r < r1; r++) {
-                float o4[4];
-                dot4(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow, arow, xsv + (size_t)(t / 4) * sv_tile, o4);
-                for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
+    int64_t per = (N + 8 * nth - 1) / (8 * nth);
+    per = (per + rb - 1) / rb * rb;
+    const int64_t n_chunks = (N + per - 1) / per;
+    for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
+        lo = ch * per;
+        hi = lo + per < N ? lo + per : N;
+        for (int64_t r0 = lo; r0 < hi; r0 += rb) {
+            const int64_t r1 = r0 + rb < hi ? r0 + rb : hi;
+            const uint8_t *blk = wd + (size_t)r0 * wrow; /* row r is at blk + (r - r0) * wrow */
+            if (wide) {
+                for (int64_t r = r0; r < r1; r++)
+                    plumb__widen(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
+                blk = wide;
             }
-        }
-        int64_t r = r0;
-        if (dot2 && T4 < T) /* the rows left over from the groups of 4, two weight rows at a time */
-            for (; r + 1 < r1; r += 2)
-                for (int64_t t = T4; t < T; t++) {
-                    float o2[2];
-                    dot2(K, blk + (size_t)(r - r0) * wrow, blk + (size_t)(r + 1 - r0) * wrow, xq + (size_t)t * arow, o2);
-                    out[t * N + r] = o2[0], out[t * N + r + 1] = o2[1];
+            for (int64_t t = 0; t < T4; t += 4) {
+                for (int64_t r = r0; r < r1; r++) {
+                    float o4[4];
+                    dot4(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow, arow, xsv + (size_t)(t / 4) * sv_tile, o4);
+                    for (int j = 0; j < 4; j++) out[(t + j) * N + r] = o4[j];
                 }
-        for (; r < r1; r++)
-            for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow);
+            }
+            int64_t r = r0;
+            if (dot2 && T4 < T) /* the rows left over from the groups of 4, two weight rows at a time */
+                for (; r + 1 < r1; r += 2)
+                    for (int64_t t = T4; t < T; t++) {
+                        float o2[2];
+                        dot2(K, blk + (size_t)(r - r0) * wrow, blk + (size_t)(r + 1 - r0) * wrow, xq + (size_t)t * arow, o2);
+                        out[t * N + r] = o2[0], out[t * N + r + 1] = o2[1];
+                    }
+            for (; r < r1; r++)
+                for (int64_t t = T4; t < T; t++) out[t * N + r] = dot(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow);
+        }
     }
 }
 
@@ -439,69 +446,75 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const size_t per_head = (size_t)kv->n_ctx + 65 * (size_t)hd;
     float *scratch = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
     float *row = scratch + (size_t)(group <= PLUMB_MAX_GROUP ? group : 1) * per_head; /* [hd] */
-    /* items are dealt out in turn: a token's cost grows with its position, so contiguous
-     * ranges would leave the last thread the most work */
+    /* items go out a few at a time to whichever thread is free (a token's cost grows with its
+     * position, and threads do not all run at the same speed) */
     const int64_t n_items = T * n_head / heads_per_item;
-    for (int64_t item = ith; item < n_items; item += nth) {
-        const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
-        const int64_t hk = h0 / group, nh = heads_per_item;
-        const int32_t pos = p->pos[t];
-        const int32_t first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
-        const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
-        /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
-         * rounded likewise before they weight the values); every sum follows the fixed
-         * orders described above, per (token, head), whatever the batch. */
-        for (int64_t i = 0; i < nh; i++)
-            c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
-                                  scratch + (size_t)i * per_head + kv->n_ctx + 64 * (size_t)hd, hd);
-        float mx[PLUMB_MAX_GROUP];
-        for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
-        for (int32_t j = first; j <= pos; j++) {
-            const uint16_t *krow = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
+    int64_t per = n_items / (16 * nth);
+    if (per < 1) per = 1;
+    const int64_t n_chunks = (n_items + per - 1) / per;
+    for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
+        const int64_t item_end = (ch + 1) * per < n_items ? (ch + 1) * per : n_items;
+        for (int64_t item = ch * per; item < item_end; item++) {
+            const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
+            const int64_t hk = h0 / group, nh = heads_per_item;
+            const int32_t pos = p->pos[t];
+            const int32_t first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
+            const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
+            /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
+             * rounded likewise before they weight the values); every sum follows the fixed
+             * orders described above, per (token, head), whatever the batch. */
+            for (int64_t i = 0; i < nh; i++)
+                c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
+                                      scratch + (size_t)i * per_head + kv->n_ctx + 64 * (size_t)hd, hd);
+            float mx[PLUMB_MAX_GROUP];
+            for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
+            for (int32_t j = first; j <= pos; j++) {
+                const uint16_t *krow = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
+                for (int64_t i = 0; i < nh; i++) {
+                    float *sc = scratch + (size_t)i * per_head;
+                    const float s = c->kernels->attn_dot(sc + kv->n_ctx + 64 * (size_t)hd, krow, hd) * scale;
+                    sc[j - first] = s;
+                    mx[i] = s > mx[i] ? s : mx[i];
+                }
+            }
+            /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
+            const int32_t padded = (pos + ATTN_PAD) / ATTN_PAD * ATTN_PAD;
             for (int64_t i = 0; i < nh; i++) {
                 float *sc = scratch + (size_t)i * per_head;
-                const float s = c->kernels->attn_dot(sc + kv->n_ctx + 64 * (size_t)hd, krow, hd) * scale;
-                sc[j - first] = s;
-                mx[i] = s > mx[i] ? s : mx[i];
-            }
-        }
-        /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
-        const int32_t padded = (pos + ATTN_PAD) / ATTN_PAD * ATTN_PAD;
-        for (int64_t i = 0; i < nh; i++) {
-            float *sc = scratch + (size_t)i * per_head;
-            double sum = 0.0;
-            for (int32_t c0 = 0; c0 < padded; c0 += 16) {
-                float block[16];
-                for (int l = 0; l < 16; l++) {
-                    const int32_t j = c0 + l;
-                    block[l] = 0.0f;
-                    if (j >= first && j <= pos) block[l] = sc[j - first] = exp_poly(sc[j - first] - mx[i]);
+                double sum = 0.0;
+                for (int32_t c0 = 0; c0 < padded; c0 += 16) {
+                    float block[16];
+                    for (int l = 0; l < 16; l++) {
+                        const int32_t j = c0 + l;
+                        block[l] = 0.0f;
+                        if (j >= first && j <= pos) block[l] = sc[j - first] = exp_poly(sc[j - first] - mx[i]);
+                    }
+                    sum += (double)sum16(block);
                 }
-                sum += (double)sum16(block);
+                const float inv = (float)(1.0 / sum);
+                /* the probabilities, rounded to F16 before they weight the values */
+                for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
+                c->kernels->round_f16(sc, sc, pos - first + 1);
             }
-            const float inv = (float)(1.0 / sum);
-            /* the probabilities, rounded to F16 before they weight the values */
-            for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
-            c->kernels->round_f16(sc, sc, pos - first + 1);
-        }
-        /* values: each output dimension is an F16 dot product over the padded positions
-         * (ATTN_PAD is a multiple of 64, so there is no scalar tail), accumulated position by
-         * position into the 64 lanes; lanes no position reaches stay zero */
-        for (int32_t j = first; j <= pos; j++) {
-            const uint16_t *vrow = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-            float w[PLUMB_MAX_GROUP];
-            for (int64_t i = 0; i < nh; i++) w[i] = scratch[(size_t)i * per_head + (size_t)(j - first)];
-            c->kernels->attn_axpy(scratch + kv->n_ctx + (size_t)(j & 63) * (size_t)hd, per_head, (int)nh, w,
-                                  j - first < 64, vrow, hd);
-        }
-        /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */
-        memset(row, 0, (size_t)hd * sizeof(float));
-        const int32_t count = pos - first + 1;
-        for (int64_t i = 0; i < nh; i++) {
-            const float *lanes = scratch + (size_t)i * per_head + kv->n_ctx, *lane[64];
-            for (int ln = 0; ln < 64; ln++)
-                lane[ln] = count >= 64 || ((ln - first) & 63) < count ? lanes + (size_t)ln * (size_t)hd : row;
-            pv_fold(lane, hd, (float *)n->data + t * (n_head * hd) + (h0 + i) * hd);
+            /* values: each output dimension is an F16 dot product over the padded positions
+             * (ATTN_PAD is a multiple of 64, so there is no scalar tail), accumulated position by
+             * position into the 64 lanes; lanes no position reaches stay zero */
+            for (int32_t j = first; j <= pos; j++) {
+                const uint16_t *vrow = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
+                float w[PLUMB_MAX_GROUP];
+                for (int64_t i = 0; i < nh; i++) w[i] = scratch[(size_t)i * per_head + (size_t)(j - first)];
+                c->kernels->attn_axpy(scratch + kv->n_ctx + (size_t)(j & 63) * (size_t)hd, per_head, (int)nh, w,
+                                      j - first < 64, vrow, hd);
+            }
+            /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */
+            memset(row, 0, (size_t)hd * sizeof(float));
+            const int32_t count = pos - first + 1;
+            for (int64_t i = 0; i < nh; i++) {
+                const float *lanes = scratch + (size_t)i * per_head + kv->n_ctx, *lane[64];
+                for (int ln = 0; ln < 64; ln++)
+                    lane[ln] = count >= 64 || ((ln - first) & 63) < count ? lanes + (size_t)ln * (size_t)hd : row;
+                pv_fold(lane, hd, (float *)n->data + t * (n_head * hd) + (h0 + i) * hd);
+            }
         }
     }
 }
