@@ -501,6 +501,13 @@ TEST(widened_rows_give_the_same_dots) {
                 for (int rep = 0; rep < 6; rep++) {
                     dot_case_fill(&d, ks, rep);
                     plumb__widen(type, d.wq, wide, n);
+                    { /* the set's widen writes the same bytes */
+                        const size_t wsz = plumb__wide_row_size(type, n);
+                        uint8_t *mine = malloc(wsz);
+                        ks->widen(type, d.wq, mine, n);
+                        CHECK(memcmp(mine, wide, wsz) == 0);
+                        free(mine);
+                    }
                     float o4[4];
                     if (ks->wide_dot4[type]) ks->wide_dot4[type](n, wide, d.xq, d.xs, d.xsv, o4);
                     for (int c = 0; c < 4; c++) {

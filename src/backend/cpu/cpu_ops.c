@@ -164,7 +164,7 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             const uint8_t *blk = wd + (size_t)r0 * wrow; /* row r is at blk + (r - r0) * wrow */
             if (wide) {
                 for (int64_t r = r0; r < r1; r++)
-                    plumb__widen(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
+                    c->kernels->widen(w->type, wd + (size_t)r * w->nb[1], wide + (size_t)(r - r0) * wrow, K);
                 blk = wide;
             }
             for (int64_t t = 0; t < T4; t += 4) {

@@ -638,6 +638,7 @@ static const plumb_kernel_set generic_set = {
         },
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
+    .widen = plumb__widen,
     .wide_dot = {[PLUMB_TYPE_Q4_0] = wide_dot, [PLUMB_TYPE_Q5_0] = wide_dot, [PLUMB_TYPE_Q8_0] = wide_dot,
                  [PLUMB_TYPE_Q4_K] = wide_dot_q4_k, [PLUMB_TYPE_Q6_K] = wide_dot_q6_k},
     .f16_to_f32 = f16_to_f32,

@@ -64,6 +64,7 @@ void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
 /* Bytes of a wide row of n weights of type (0 for a type without a wide layout). */
 size_t plumb__wide_row_size(int type, int64_t n);
 void plumb__widen(int type, const void *w, void *out, int64_t n);
+typedef void (*plumb_widen_fn)(int type, const void *w, void *out, int64_t n);
 
 /* Converts n F16 values to F32. */
 typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
@@ -87,6 +88,7 @@ typedef struct plumb_kernel_set {
     plumb_vec_dot4_fn vec_dot4[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
+    plumb_widen_fn widen; /* plumb__widen's bytes, faster where the set has a version */
     plumb_vec_dot_fn wide_dot[PLUMB_TYPE_COUNT]; /* wide rows of the type with its activations */
     plumb_vec_dot4_fn wide_dot4[PLUMB_TYPE_COUNT];
     plumb_f16_to_f32_fn f16_to_f32;

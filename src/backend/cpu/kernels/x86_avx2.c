@@ -146,6 +146,25 @@ static float dot_q5_0(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+/* plumb__widen for the legacy types with the decoders above (the same bytes). */
+static void widen(int type, const void *w, void *out, int64_t n) {
+    const uint8_t *a = w;
+    uint8_t *o = out;
+    const size_t wbytes = type == PLUMB_TYPE_Q8_0 ? 34 : type == PLUMB_TYPE_Q5_0 ? 22 : 18;
+    if (type != PLUMB_TYPE_Q4_0 && type != PLUMB_TYPE_Q5_0 && type != PLUMB_TYPE_Q8_0) {
+        plumb__widen(type, w, out, n);
+        return;
+    }
+    for (int64_t i = 0; i < n / 32; i++, a += wbytes, o += PLUMB_WIDE_BLOCK) {
+        const __m256i q = type == PLUMB_TYPE_Q8_0   ? _mm256_loadu_si256((const __m256i *)(a + 2))
+                          : type == PLUMB_TYPE_Q5_0 ? decode_q5_0(a)
+                                                    : _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8));
+        const float d = h2f(a);
+        memcpy(o, &d, 4);
+        _mm256_storeu_si256((__m256i *)(o + 4), q);
+    }
+}
+
 static float wide_dot(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
@@ -769,6 +788,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot4[PLUMB_TYPE_Q8_0] = dot4_q8_0;
         set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
         set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
+        set.widen = widen;
         set.wide_dot[PLUMB_TYPE_Q4_0] = set.wide_dot[PLUMB_TYPE_Q5_0] = set.wide_dot[PLUMB_TYPE_Q8_0] = wide_dot;
         set.wide_dot4[PLUMB_TYPE_Q4_0] = set.wide_dot4[PLUMB_TYPE_Q5_0] = set.wide_dot4[PLUMB_TYPE_Q8_0] = wide_dot4;
         set.wide_dot[PLUMB_TYPE_Q4_K] = wide_dot_q4_k;
