@@ -290,29 +290,33 @@ static inline void scale_min_k4(const uint8_t *sc, int s, int *scale, int *min) 
     }
 }
 
+/* One Q4_K super-block against a Q8_K block: nibbles qs, 6-bit scales and mins already
+ * decoded, d and dmin as F32. */
+static inline float q4k_block(const uint8_t *qs, const int *sc, const int *mn, float d, float dmin, const uint8_t *b) {
+    int8_t q[256];
+    int scale[16], mins = 0;
+    for (int c = 0; c < 4; c++) {
+        for (int l = 0; l < 32; l++) {
+            q[64 * c + l] = (int8_t)(qs[32 * c + l] & 0xF);
+            q[64 * c + 32 + l] = (int8_t)(qs[32 * c + l] >> 4);
+        }
+    }
+    for (int sb = 0; sb < 8; sb++) {
+        scale[2 * sb] = scale[2 * sb + 1] = sc[sb];
+        mins += mn[sb] * (act_bsum(b, 2 * sb) + act_bsum(b, 2 * sb + 1));
+    }
+    const int sum = dot256_scaled(q, act_qs(b), scale);
+    const float dy = act_d(b);
+    return dy * d * (float)sum - dy * dmin * (float)mins;
+}
+
 PLUMB_CLONES static float dot_q4_k(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     float s = 0.0f;
-    int8_t q[256];
-    int scale[16];
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
-        const uint8_t *qs = a + 16;
-        int mins = 0;
-        for (int c = 0; c < 4; c++) {
-            for (int l = 0; l < 32; l++) {
-                q[64 * c + l] = (int8_t)(qs[32 * c + l] & 0xF);
-                q[64 * c + 32 + l] = (int8_t)(qs[32 * c + l] >> 4);
-            }
-        }
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, mn;
-            scale_min_k4(a + 4, sb, &sc, &mn);
-            scale[2 * sb] = scale[2 * sb + 1] = sc;
-            mins += mn * (act_bsum(b, 2 * sb) + act_bsum(b, 2 * sb + 1));
-        }
-        int sum = dot256_scaled(q, act_qs(b), scale);
-        float dy = act_d(b);
-        s += dy * h2f(a) * (float)sum - dy * h2f(a + 2) * (float)mins;
+        int sc[8], mn[8];
+        for (int sb = 0; sb < 8; sb++) scale_min_k4(a + 4, sb, &sc[sb], &mn[sb]);
+        s += q4k_block(a + 16, sc, mn, h2f(a), h2f(a + 2), b);
     }
     return s;
 }
@@ -539,30 +543,16 @@ PLUMB_CLONES static float wide_dot_q6_k(int64_t n, const void *w, const void *x)
 PLUMB_CLONES static float wide_dot_q4_k(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     float s = 0.0f;
-    int8_t q[256];
-    int scale[16];
     for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q4K_BLOCK, b += 292) {
-        const uint8_t *qs = a + 56;
         float d, dmin;
-        int16_t sc[8], mn[16];
+        int16_t sc16[8], mn16[16];
+        int sc[8], mn[8];
         memcpy(&d, a, 4);
         memcpy(&dmin, a + 4, 4);
-        memcpy(sc, a + 8, 16);
-        memcpy(mn, a + 24, 32);
-        int mins = 0;
-        for (int c = 0; c < 4; c++) {
-            for (int l = 0; l < 32; l++) {
-                q[64 * c + l] = (int8_t)(qs[32 * c + l] & 0xF);
-                q[64 * c + 32 + l] = (int8_t)(qs[32 * c + l] >> 4);
-            }
-        }
-        for (int sb = 0; sb < 8; sb++) {
-            scale[2 * sb] = scale[2 * sb + 1] = sc[sb];
-            mins += mn[2 * sb] * (act_bsum(b, 2 * sb) + act_bsum(b, 2 * sb + 1));
-        }
-        int sum = dot256_scaled(q, act_qs(b), scale);
-        float dy = act_d(b);
-        s += dy * d * (float)sum - dy * dmin * (float)mins;
+        memcpy(sc16, a + 8, 16);
+        memcpy(mn16, a + 24, 32);
+        for (int sb = 0; sb < 8; sb++) sc[sb] = sc16[sb], mn[sb] = mn16[2 * sb];
+        s += q4k_block(a + 56, sc, mn, d, dmin, b);
     }
     return s;
 }

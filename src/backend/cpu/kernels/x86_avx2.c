@@ -219,28 +219,39 @@ static inline void scale_min_k4(const uint8_t *sc, int s, int *scale, int *min) 
     }
 }
 
-static float dot_q4_k(int64_t n, const void *w, const void *x) {
-    const uint8_t *a = w, *b = x;
+/* Each sub-block's min twice (once per 16-value activation sum), for q4k_min_products. */
+static inline __m256i mins_pairs(const int *mn) {
+    return _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2], (short)mn[2],
+                             (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4], (short)mn[5], (short)mn[5],
+                             (short)mn[6], (short)mn[6], (short)mn[7], (short)mn[7]);
+}
+
+/* Q4_K, and Q5_K when qh: the same super-block layout with, for Q5_K, a fifth bit per value
+ * from the 32 bytes at a + 16 (bit 2c of byte l for the low nibbles of chunk c, bit 2c + 1 for
+ * the high ones; values 0..31 stay unsigned for maddubs). */
+static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8_t *a, const uint8_t *b,
+                                                          size_t wbytes, bool qh) {
     __m256 acc = _mm256_setzero_ps();
     __m128 acc_m = _mm_setzero_ps(); /* mins, four lanes of sub-block pairs */
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / 256; i++, a += wbytes, b += 292) {
         _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         float dy;
         memcpy(&dy, b, 4);
-        const uint8_t *qs = a + 16;
+        const uint8_t *qs = a + (qh ? 48 : 16);
+        const __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)(a + 16)) : _mm256_setzero_si256();
         const int8_t *y = (const int8_t *)(b + 4);
         int sc[8], mn[8];
-        for (int s = 0; s < 8; s++) scale_min_k4(a + 4, s, &sc[s], &mn[s]);
-        const __m256i mins16 = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2],
-                                                 (short)mn[2], (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4],
-                                                 (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
-                                                 (short)mn[7]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, mins16)), acc_m);
+        for (int k = 0; k < 8; k++) scale_min_k4(a + 4, k, &sc[k], &mn[k]);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, mins_pairs(mn))), acc_m);
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (qh) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
+            }
             const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
             const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
             sumi = madd_acc(sumi, p0, _mm256_set1_epi16((short)sc[2 * c]));
@@ -253,45 +264,8 @@ static float dot_q4_k(int64_t n, const void *w, const void *x) {
     return hsum(acc) + _mm_cvtss_f32(acc_m);
 }
 
-/* Q5_K: as Q4_K with a fifth bit per value from qh (bit 2c of byte l for the low nibbles of
- * chunk c, bit 2c + 1 for the high ones); values 0..31 stay unsigned for maddubs. */
-static float dot_q5_k(int64_t n, const void *w, const void *x) {
-    const uint8_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    for (int64_t i = 0; i < n / 256; i++, a += 176, b += 292) {
-        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
-        float dy;
-        memcpy(&dy, b, 4);
-        const uint8_t *qs = a + 48;
-        const __m256i hb = _mm256_loadu_si256((const __m256i *)(a + 16));
-        const int8_t *y = (const int8_t *)(b + 4);
-        int sc[8], mn[8];
-        for (int k = 0; k < 8; k++) scale_min_k4(a + 4, k, &sc[k], &mn[k]);
-        const __m256i mins16 = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2],
-                                                 (short)mn[2], (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4],
-                                                 (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
-                                                 (short)mn[7]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, mins16)), acc_m);
-        __m256i sumi = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            const __m256i bl = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4);
-            const __m256i bh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), bl);
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), bh);
-            const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
-            const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
-            sumi = madd_acc(sumi, p0, _mm256_set1_epi16((short)sc[2 * c]));
-            sumi = madd_acc(sumi, p1, _mm256_set1_epi16((short)sc[2 * c + 1]));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    return hsum(acc) + _mm_cvtss_f32(acc_m);
-}
+static float dot_q4_k(int64_t n, const void *w, const void *x) { return dot_k4(n, w, x, 144, false); }
+static float dot_q5_k(int64_t n, const void *w, const void *x) { return dot_k4(n, w, x, 176, true); }
 
 /* Q4_1 with Q8_1 activations: unsigned nibbles times int8, plus the min times the
  * activation block's precomputed d * sum. */
@@ -555,10 +529,7 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
             hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
         for (int k = 0; k < 8; k++) sv[k] = _mm256_set1_epi16((short)sc[k]);
-        const __m256i mins16 = _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2],
-                                                 (short)mn[2], (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4],
-                                                 (short)mn[5], (short)mn[5], (short)mn[6], (short)mn[6], (short)mn[7],
-                                                 (short)mn[7]);
+        const __m256i mins16 = mins_pairs(mn);
         const float dw = h2f(a), dmin = h2f(a + 2);
         s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
         s1 = q4k_col(s1, b + xs, lo, hi, sv, mins16, dw, dmin);
@@ -571,7 +542,9 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
 /* dot_q4_k and dot4_q4_k on wide rows (plumb__widen): scales, mins and F32 d, dmin loaded
  * instead of decoded; the same operations otherwise. */
 static inline __attribute__((always_inline)) void wide_q4k_load(const uint8_t *a, __m256i *lo, __m256i *hi, __m256i *sv,
-                                                                __m256i *mins16) {
+                                                                __m256i *mins16, float *dw, float *dmin) {
+    memcpy(dw, a, 4);
+    memcpy(dmin, a + 4, 4);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     int16_t sc[8];
     memcpy(sc, a + 8, 16);
@@ -589,10 +562,8 @@ static float wide_dot_q4_k(int64_t n, const void *w, const void *x) {
     q4k_acc s0 = {_mm256_setzero_ps(), _mm_setzero_ps()};
     for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q4K_BLOCK, b += 292) {
         __m256i lo[4], hi[4], sv[8], mins16;
-        wide_q4k_load(a, lo, hi, sv, &mins16);
         float dw, dmin;
-        memcpy(&dw, a, 4);
-        memcpy(&dmin, a + 4, 4);
+        wide_q4k_load(a, lo, hi, sv, &mins16, &dw, &dmin);
         s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
     }
     return q4k_finish(s0);
@@ -604,10 +575,8 @@ static void wide_dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, c
     q4k_acc s0 = {_mm256_setzero_ps(), _mm_setzero_ps()}, s1 = s0, s2 = s0, s3 = s0;
     for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q4K_BLOCK, b += 292) {
         __m256i lo[4], hi[4], sv[8], mins16;
-        wide_q4k_load(a, lo, hi, sv, &mins16);
         float dw, dmin;
-        memcpy(&dw, a, 4);
-        memcpy(&dmin, a + 4, 4);
+        wide_q4k_load(a, lo, hi, sv, &mins16, &dw, &dmin);
         s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
         s1 = q4k_col(s1, b + xs, lo, hi, sv, mins16, dw, dmin);
         s2 = q4k_col(s2, b + 2 * xs, lo, hi, sv, mins16, dw, dmin);
