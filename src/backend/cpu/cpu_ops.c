@@ -348,13 +348,6 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
  * not depend on the batch. */
 
 
-static float sum16(const float *a) { /* fixed tree: halves, quarters, then pairs */
-    float t8[8], t4[4];
-    for (int i = 0; i < 8; i++) t8[i] = a[8 + i] + a[i];
-    for (int i = 0; i < 4; i++) t4[i] = t8[4 + i] + t8[i];
-    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
-}
-
 /* The attention helpers are also compiled for FMA-capable CPUs: fmaf is exact either way,
  * so both versions give the same bits; the FMA one is just fast. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -382,7 +375,7 @@ ATTN_CLONES static float exp_poly(float x) {
 
 
 /* out[d] = the F16 dot product's fold of the 64 lanes of dimension d: accumulators 0+2 and
- * 1+3, then their sum, then the 16 elements in a fixed tree (as sum16). lane[k] points at
+ * 1+3, then their sum, then the 16 elements in a fixed tree (plumb__sum16). lane[k] points at
  * lane k's [hd] values (a row of zeros for lanes no position reached). */
 ATTN_CLONES static void pv_fold(const float *const *lane, int64_t hd, float *out) {
     int64_t d0 = 0;
@@ -403,7 +396,7 @@ ATTN_CLONES static void pv_fold(const float *const *lane, int64_t hd, float *out
     for (int64_t d = d0; d < hd; d++) {
         float r[16];
         for (int l = 0; l < 16; l++) r[l] = (lane[l][d] + lane[32 + l][d]) + (lane[16 + l][d] + lane[48 + l][d]);
-        out[d] = sum16(r);
+        out[d] = plumb__sum16(r);
     }
 }
 
@@ -489,7 +482,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                         block[l] = 0.0f;
                         if (j >= first && j <= pos) block[l] = sc[j - first] = exp_poly(sc[j - first] - mx[i]);
                     }
-                    sum += (double)sum16(block);
+                    sum += (double)plumb__sum16(block);
                 }
                 const float inv = (float)(1.0 / sum);
                 /* the probabilities, rounded to F16 before they weight the values */

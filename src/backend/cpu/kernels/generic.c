@@ -568,17 +568,6 @@ PLUMB_CLONES static float wide_dot(int64_t n, const void *w, const void *x) {
     return s;
 }
 
-static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = plumb__f16_table[x[i]];
-}
-
-static float attn_sum16(const float *a) { /* fixed tree: halves, quarters, then pairs */
-    float t8[8], t4[4];
-    for (int i = 0; i < 8; i++) t8[i] = a[8 + i] + a[i];
-    for (int i = 0; i < 4; i++) t4[i] = t8[4 + i] + t8[i];
-    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
-}
-
 PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
     float acc[4][16];
     for (int j = 0; j < 4; j++)
@@ -592,7 +581,7 @@ PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n)
         acc[1][l] += acc[3][l];
     }
     for (int l = 0; l < 16; l++) acc[0][l] += acc[1][l];
-    double s = attn_sum16(acc[0]);
+    double s = plumb__sum16(acc[0]);
     for (int64_t i = body; i < n; i++) s += (double)(q[i] * plumb__f16_table[k[i]]);
     return (float)s;
 }
@@ -631,7 +620,6 @@ static const plumb_kernel_set generic_set = {
     .widen = plumb__widen,
     .wide_dot = {[PLUMB_TYPE_Q4_0] = wide_dot, [PLUMB_TYPE_Q5_0] = wide_dot, [PLUMB_TYPE_Q8_0] = wide_dot,
                  [PLUMB_TYPE_Q4_K] = wide_dot_q4_k, [PLUMB_TYPE_Q6_K] = wide_dot_q6_k},
-    .f16_to_f32 = f16_to_f32,
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,
     .attn_dot = attn_dot,

@@ -66,8 +66,6 @@ size_t plumb__wide_row_size(int type, int64_t n);
 void plumb__widen(int type, const void *w, void *out, int64_t n);
 typedef void (*plumb_widen_fn)(int type, const void *w, void *out, int64_t n);
 
-/* Converts n F16 values to F32. */
-typedef void (*plumb_f16_to_f32_fn)(const uint16_t *x, float *y, int64_t n);
 /* Converts n floats to F16 (to nearest, ties to even: plumb__fp32_to_fp16's bits). */
 typedef void (*plumb_f32_to_f16_fn)(const float *x, uint16_t *y, int64_t n);
 /* Rounds n floats to F16 values (to nearest, ties to even, as plumb__fp32_to_fp16), as F32. */
@@ -78,6 +76,15 @@ typedef void (*plumb_round_f16_fn)(const float *x, float *y, int64_t n);
  * over 64-element steps, folded (0+2, 1+3, then both) and summed in a fixed tree, the tail of
  * n % 64 added in double. attn_axpy adds, for each of nh heads i, w[i] * v[d] into
  * lane[i * stride + d] (first: stores w[i] * v[d]); the value row is read once for all. */
+/* The fixed tree that sums 16 lanes: halves, quarters, then pairs (the reference engine's
+ * reduction of its F16 accumulators). */
+static inline float plumb__sum16(const float *a) {
+    float t8[8], t4[4];
+    for (int i = 0; i < 8; i++) t8[i] = a[8 + i] + a[i];
+    for (int i = 0; i < 4; i++) t4[i] = t8[4 + i] + t8[i];
+    return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+}
+
 typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
 typedef void (*plumb_attn_axpy_fn)(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v,
                                    int64_t n);
@@ -91,7 +98,6 @@ typedef struct plumb_kernel_set {
     plumb_widen_fn widen; /* plumb__widen's bytes, faster where the set has a version */
     plumb_vec_dot_fn wide_dot[PLUMB_TYPE_COUNT]; /* wide rows of the type with its activations */
     plumb_vec_dot4_fn wide_dot4[PLUMB_TYPE_COUNT];
-    plumb_f16_to_f32_fn f16_to_f32;
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;
     plumb_attn_dot_fn attn_dot;

@@ -672,12 +672,6 @@ static void wide_dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, c
     out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
 }
 
-static void f16_to_f32(const uint16_t *x, float *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
-    for (; i < n; i++) y[i] = _cvtsh_ss(x[i]);
-}
-
 static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -764,7 +758,6 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.wide_dot4[PLUMB_TYPE_Q4_K] = wide_dot4_q4_k;
         set.wide_dot[PLUMB_TYPE_Q6_K] = wide_dot_q6_k;
         set.wide_dot4[PLUMB_TYPE_Q6_K] = wide_dot4_q6_k;
-        set.f16_to_f32 = f16_to_f32;
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
