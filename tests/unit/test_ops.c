@@ -434,15 +434,40 @@ TEST(round_f16_matches_the_reference_conversion) {
     free(x), free(y);
 }
 
-/* Every set's attention products give the reference set's bits: F16 dot products with
- * lengths that do and do not divide into 64-element steps, and value accumulation (first
- * write and later ones), on values spread over many magnitudes. */
+/* The value product by its definition: position by position into 64 lanes (lane j % 64, its
+ * first position by a product), unreached lanes zero, the fold of attn_dot. */
+static void pv_by_definition(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
+                             int32_t pos, int64_t hd, float *out, size_t os) {
+    float *lane = calloc(64 * (size_t)hd, sizeof *lane);
+    for (int i = 0; i < nh; i++) {
+        memset(lane, 0, 64 * (size_t)hd * sizeof *lane);
+        for (int32_t j = first; j <= pos; j++)
+            for (int64_t d = 0; d < hd; d++) {
+                float *l = lane + (size_t)(j % 64) * (size_t)hd + d;
+                const float w = p[(size_t)i * ps + (size_t)(j - first)], x = plumb__f16_table[v[(size_t)j * vs + (size_t)d]];
+                *l = j - first < 64 ? w * x : fmaf(w, x, *l);
+            }
+        for (int64_t d = 0; d < hd; d++) {
+            float r[16];
+            for (int l = 0; l < 16; l++)
+                r[l] = (lane[(size_t)l * hd + d] + lane[(size_t)(32 + l) * hd + d]) +
+                       (lane[(size_t)(16 + l) * hd + d] + lane[(size_t)(48 + l) * hd + d]);
+            out[(size_t)i * os + (size_t)d] = plumb__sum16(r);
+        }
+    }
+    free(lane);
+}
+
+/* Every set's attention products give the reference bits: F16 dot products (against the
+ * generic set) with lengths that do and do not divide into 64-element steps; value products
+ * (every set, against their definition) for 1 to 6 heads, head sizes that do and do not divide
+ * into the kernels' chunks, fewer and more positions than lanes, windows that start anywhere. */
 TEST(attention_kernels_match_generic) {
     plumb__kernels_get();
     const plumb_kernel_set *g = plumb__kernels_generic();
     const plumb_kernel_set *sets[] = {plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
     const int64_t lens[] = {1, 40, 64, 80, 100, 128, 256, 300};
-    float q[300], la[3 * 301], lb[3 * 301];
+    float q[300];
     uint16_t k[300];
     for (size_t si = 0; si < 2; si++) {
         const plumb_kernel_set *ks = sets[si];
@@ -453,20 +478,40 @@ TEST(attention_kernels_match_generic) {
                 for (int64_t i = 0; i < n; i++) {
                     q[i] = plumb__f16_table[plumb__fp32_to_fp16(frand() * ldexpf(1.0f, rep % 9 - 4))];
                     k[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 7) - 3));
-                    la[i] = lb[i] = la[301 + i] = lb[301 + i] = la[602 + i] = lb[602 + i] = frand();
                 }
                 const float a = g->attn_dot(q, k, n), b = ks->attn_dot(q, k, n);
                 if (memcmp(&a, &b, 4) != 0)
                     plumb_test_fail(__FILE__, __LINE__, "%s attn_dot n=%lld: %a vs generic %a", ks->name, (long long)n,
                                     (double)b, (double)a);
-                const float w[3] = {frand(), frand() * 4.0f, frand() * 0.25f};
-                const bool first = rep % 2 == 0;
-                const int nh = 1 + rep % 3; /* heads at a stride of 301 floats */
-                g->attn_axpy(la, 301, nh, w, first, k, n);
-                ks->attn_axpy(lb, 301, nh, w, first, k, n);
-                for (int h = 0; h < nh; h++) CHECK(memcmp(la + 301 * h, lb + 301 * h, (size_t)n * sizeof *la) == 0);
             }
     }
+    const plumb_kernel_set *all[] = {g, sets[0], sets[1]};
+    const int64_t hds[] = {256, 64, 8, 24, 40, 100, 3};
+    const int32_t spans[][2] = {{0, 0}, {0, 5}, {0, 63}, {0, 64}, {0, 199}, {7, 7}, {7, 70}, {61, 190}, {130, 135}};
+    enum { NPOS = 200, MAXHD = 256, MAXH = 6 };
+    uint16_t *v = malloc((size_t)NPOS * 300 * sizeof *v); /* rows of 300 values, heads' pieces inside */
+    float *p = malloc((size_t)MAXH * 260 * sizeof *p), want[MAXH * MAXHD], got[MAXH * MAXHD];
+    for (size_t i = 0; i < (size_t)NPOS * 300; i++) v[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 5) - 2));
+    for (size_t i = 0; i < (size_t)MAXH * 260; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
+    for (size_t si = 0; si < 3; si++) {
+        const plumb_kernel_set *ks = all[si];
+        if (!ks) continue;
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+            for (size_t sp = 0; sp < sizeof spans / sizeof spans[0]; sp++)
+                for (int nh = 1; nh <= MAXH; nh++) {
+                    const int64_t hd = hds[hi];
+                    const int32_t first = spans[sp][0], pos = spans[sp][1];
+                    const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
+                    pv_by_definition(p, 260, nh, vh, 300, first, pos, hd, want, MAXHD);
+                    memset(got, 0xff, sizeof got);
+                    ks->attn_pv(p, 260, nh, vh, 300, first, pos, hd, got, MAXHD);
+                    for (int i = 0; i < nh; i++)
+                        if (memcmp(want + i * MAXHD, got + i * MAXHD, (size_t)hd * sizeof *got) != 0)
+                            plumb_test_fail(__FILE__, __LINE__, "%s attn_pv hd=%lld heads=%d positions %d..%d, head %d differs",
+                                            ks->name, (long long)hd, nh, first, pos, i);
+                }
+    }
+    free(v), free(p);
 }
 
 /* Weight rows widened (plumb__widen: legacy types, Q4_K, Q6_K) give, through every set's wide kernels (one-row

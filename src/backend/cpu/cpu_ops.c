@@ -374,40 +374,14 @@ ATTN_CLONES static float exp_poly(float x) {
 }
 
 
-/* out[d] = the F16 dot product's fold of the 64 lanes of dimension d: accumulators 0+2 and
- * 1+3, then their sum, then the 16 elements in a fixed tree (plumb__sum16). lane[k] points at
- * lane k's [hd] values (a row of zeros for lanes no position reached). */
-ATTN_CLONES static void pv_fold(const float *const *lane, int64_t hd, float *out) {
-    int64_t d0 = 0;
-    /* 16 dimensions at a time, the tree's steps running across them (each element sees the
-     * same additions in the same order as the scalar tail below) */
-    for (; d0 + 16 <= hd; d0 += 16) {
-        float r[16][16];
-        for (int l = 0; l < 16; l++) {
-            const float *a = lane[l] + d0, *b = lane[32 + l] + d0, *c = lane[16 + l] + d0, *e = lane[48 + l] + d0;
-            for (int d = 0; d < 16; d++) r[l][d] = (a[d] + b[d]) + (c[d] + e[d]);
-        }
-        for (int l = 0; l < 8; l++)
-            for (int d = 0; d < 16; d++) r[l][d] = r[8 + l][d] + r[l][d];
-        for (int l = 0; l < 4; l++)
-            for (int d = 0; d < 16; d++) r[l][d] = r[4 + l][d] + r[l][d];
-        for (int d = 0; d < 16; d++) out[d0 + d] = (r[0][d] + r[2][d]) + (r[1][d] + r[3][d]);
-    }
-    for (int64_t d = d0; d < hd; d++) {
-        float r[16];
-        for (int l = 0; l < 16; l++) r[l] = (lane[l][d] + lane[32 + l][d]) + (lane[16 + l][d] + lane[48 + l][d]);
-        out[d] = plumb__sum16(r);
-    }
-}
-
-/* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx],
- * value lanes [64][hd] and rounded query [hd]; plus one key or value row [hd]. */
+/* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx]
+ * and rounded query [hd]. */
 static size_t attn_scratch_per_thread(const plumb_tensor *n) {
     const plumb_attn_params *p = n->pparams;
     size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
     if (group > PLUMB_MAX_GROUP) group = 1; /* such items take one head at a time */
-    const size_t per_head = (size_t)p->kv->n_ctx + 65 * (size_t)p->kv->head_dim;
-    const size_t bytes = (group * per_head + (size_t)p->kv->head_dim + 16) * sizeof(float);
+    const size_t per_head = (size_t)p->kv->n_ctx + (size_t)p->kv->head_dim;
+    const size_t bytes = (group * per_head + 16) * sizeof(float);
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
@@ -436,9 +410,8 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
      * few such items to keep every thread busy, items are single (token, head) pairs. Every
      * (token, head) result is computed the same way in both cases. */
     const int64_t heads_per_item = T * n_kv >= 2 * nth && group <= PLUMB_MAX_GROUP ? group : 1;
-    const size_t per_head = (size_t)kv->n_ctx + 65 * (size_t)hd;
+    const size_t per_head = (size_t)kv->n_ctx + (size_t)hd;
     float *scratch = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
-    float *row = scratch + (size_t)(group <= PLUMB_MAX_GROUP ? group : 1) * per_head; /* [hd] */
     /* items go out a few at a time to whichever thread is free (a token's cost grows with its
      * position, and threads do not all run at the same speed) */
     const int64_t n_items = T * n_head / heads_per_item;
@@ -458,14 +431,14 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
              * orders described above, per (token, head), whatever the batch. */
             for (int64_t i = 0; i < nh; i++)
                 c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
-                                      scratch + (size_t)i * per_head + kv->n_ctx + 64 * (size_t)hd, hd);
+                                      scratch + (size_t)i * per_head + kv->n_ctx, hd);
             float mx[PLUMB_MAX_GROUP];
             for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
             for (int32_t j = first; j <= pos; j++) {
                 const uint16_t *krow = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
                 for (int64_t i = 0; i < nh; i++) {
                     float *sc = scratch + (size_t)i * per_head;
-                    const float s = c->kernels->attn_dot(sc + kv->n_ctx + 64 * (size_t)hd, krow, hd) * scale;
+                    const float s = c->kernels->attn_dot(sc + kv->n_ctx, krow, hd) * scale;
                     sc[j - first] = s;
                     mx[i] = s > mx[i] ? s : mx[i];
                 }
@@ -490,24 +463,10 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 c->kernels->round_f16(sc, sc, pos - first + 1);
             }
             /* values: each output dimension is an F16 dot product over the padded positions
-             * (ATTN_PAD is a multiple of 64, so there is no scalar tail), accumulated position by
-             * position into the 64 lanes; lanes no position reaches stay zero */
-            for (int32_t j = first; j <= pos; j++) {
-                const uint16_t *vrow = vc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-                float w[PLUMB_MAX_GROUP];
-                for (int64_t i = 0; i < nh; i++) w[i] = scratch[(size_t)i * per_head + (size_t)(j - first)];
-                c->kernels->attn_axpy(scratch + kv->n_ctx + (size_t)(j & 63) * (size_t)hd, per_head, (int)nh, w,
-                                      j - first < 64, vrow, hd);
-            }
-            /* positions first..pos wrote lanes (first + m) & 63, m < count; the others read zeros */
-            memset(row, 0, (size_t)hd * sizeof(float));
-            const int32_t count = pos - first + 1;
-            for (int64_t i = 0; i < nh; i++) {
-                const float *lanes = scratch + (size_t)i * per_head + kv->n_ctx, *lane[64];
-                for (int ln = 0; ln < 64; ln++)
-                    lane[ln] = count >= 64 || ((ln - first) & 63) < count ? lanes + (size_t)ln * (size_t)hd : row;
-                pv_fold(lane, hd, (float *)n->data + t * (n_head * hd) + (h0 + i) * hd);
-            }
+             * (ATTN_PAD is a multiple of 64, so there is no scalar tail), in 64 lanes that each
+             * add their positions in order; lanes no position reaches stay zero */
+            c->kernels->attn_pv(scratch, per_head, (int)nh, vc + seq_base * (size_t)kv_dim + hk * hd, (size_t)kv_dim,
+                                first, pos, hd, (float *)n->data + t * (n_head * hd) + h0 * hd, (size_t)hd);
         }
     }
 }

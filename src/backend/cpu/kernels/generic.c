@@ -586,15 +586,36 @@ PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n)
     return (float)s;
 }
 
-PLUMB_CLONES static void attn_axpy(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v,
-                                   int64_t n) {
-    for (int i = 0; i < nh; i++) {
-        float *l = lane + (size_t)i * stride;
-        if (first)
-            for (int64_t d = 0; d < n; d++) l[d] = w[i] * plumb__f16_table[v[d]];
-        else
-            for (int64_t d = 0; d < n; d++) l[d] = fmaf(w[i], plumb__f16_table[v[d]], l[d]);
-    }
+/* Lane l's positions are first + ((l - first) mod 64), then every 64th up to pos. Dimensions go
+ * 64 at a time so the lanes of one chunk stay in L1. */
+PLUMB_CLONES static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
+                                 int32_t pos, int64_t hd, float *out, size_t os) {
+    float lanes[64][64];
+    for (int i = 0; i < nh; i++)
+        for (int64_t d0 = 0; d0 < hd; d0 += 64) {
+            const int64_t dn = hd - d0 < 64 ? hd - d0 : 64;
+            for (int32_t l = 0; l < 64; l++) {
+                float *acc = lanes[l];
+                const int32_t j1 = first + ((l - first) & 63);
+                if (j1 > pos) {
+                    for (int64_t d = 0; d < dn; d++) acc[d] = 0.0f;
+                    continue;
+                }
+                const float w1 = p[(size_t)i * ps + (size_t)(j1 - first)];
+                const uint16_t *r1 = v + (size_t)j1 * vs + d0;
+                for (int64_t d = 0; d < dn; d++) acc[d] = w1 * plumb__f16_table[r1[d]];
+                for (int32_t j = j1 + 64; j <= pos; j += 64) {
+                    const float w = p[(size_t)i * ps + (size_t)(j - first)];
+                    const uint16_t *r = v + (size_t)j * vs + d0;
+                    for (int64_t d = 0; d < dn; d++) acc[d] = fmaf(w, plumb__f16_table[r[d]], acc[d]);
+                }
+            }
+            for (int64_t d = 0; d < dn; d++) {
+                float r[16];
+                for (int l = 0; l < 16; l++) r[l] = (lanes[l][d] + lanes[32 + l][d]) + (lanes[16 + l][d] + lanes[48 + l][d]);
+                out[(size_t)i * os + (size_t)(d0 + d)] = plumb__sum16(r);
+            }
+        }
 }
 
 static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
@@ -623,7 +644,7 @@ static const plumb_kernel_set generic_set = {
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,
     .attn_dot = attn_dot,
-    .attn_axpy = attn_axpy,
+    .attn_pv = attn_pv,
 };
 
 const plumb_kernel_set *plumb__kernels_generic(void) { return &generic_set; }

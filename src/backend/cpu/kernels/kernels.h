@@ -74,8 +74,11 @@ typedef void (*plumb_round_f16_fn)(const float *x, float *y, int64_t n);
 /* Attention over an F16 KV cache, in the reference engine's F16 order (see cpu_ops.c):
  * attn_dot gives the dot product of n floats q with n F16 values k, accumulated in 4 x 16 lanes
  * over 64-element steps, folded (0+2, 1+3, then both) and summed in a fixed tree, the tail of
- * n % 64 added in double. attn_axpy adds, for each of nh heads i, w[i] * v[d] into
- * lane[i * stride + d] (first: stores w[i] * v[d]); the value row is read once for all. */
+ * n % 64 added in double. attn_pv gives, for each of nh heads i, the probability-weighted sum
+ * of the value rows of positions first..pos: out[i * os + d] is the F16 dot product over
+ * positions of p[i * ps + (j - first)] and v[j * vs + d], in 64 lanes (lane j % 64 adds its
+ * positions in increasing order, its first one by a product), the lanes no position reaches
+ * zero, folded as attn_dot folds its lanes (0+32, 16+48, then plumb__sum16). */
 /* The fixed tree that sums 16 lanes: halves, quarters, then pairs (the reference engine's
  * reduction of its F16 accumulators). */
 static inline float plumb__sum16(const float *a) {
@@ -86,8 +89,8 @@ static inline float plumb__sum16(const float *a) {
 }
 
 typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
-typedef void (*plumb_attn_axpy_fn)(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v,
-                                   int64_t n);
+typedef void (*plumb_attn_pv_fn)(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
+                                 int32_t pos, int64_t hd, float *out, size_t os);
 
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */
@@ -101,7 +104,7 @@ typedef struct plumb_kernel_set {
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;
     plumb_attn_dot_fn attn_dot;
-    plumb_attn_axpy_fn attn_axpy;
+    plumb_attn_pv_fn attn_pv;
 } plumb_kernel_set;
 
 /* Activation format that weight type `type` dots with; -1 for an unknown type. */

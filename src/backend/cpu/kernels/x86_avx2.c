@@ -712,21 +712,92 @@ static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
     return (float)s;
 }
 
-static void attn_axpy(float *lane, size_t stride, int nh, const float *w, bool first, const uint16_t *v, int64_t n) {
-    int64_t d = 0;
-    for (; d + 8 <= n; d += 8) {
-        const __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + d)));
-        for (int i = 0; i < nh; i++) {
-            float *l = lane + (size_t)i * stride + d;
-            const __m256 wv = _mm256_set1_ps(w[i]);
-            _mm256_storeu_ps(l, first ? _mm256_mul_ps(wv, vv) : _mm256_fmadd_ps(wv, vv, _mm256_loadu_ps(l)));
+/* attn_pv for NH heads and NV x 8 dimensions from d0: each lane's positions are accumulated in
+ * registers (NH * NV <= 8 of them) and stored once into lanes[64][NH * NV][8], which the fold
+ * then reads; the value piece of a position is converted once for all NH heads. */
+static inline __attribute__((always_inline)) void pv_chunk(const float *p, size_t ps, const int NH, const int NV,
+                                                           const uint16_t *v, size_t vs, int32_t first, int32_t pos,
+                                                           int64_t d0, float *out, size_t os, float *lanes) {
+    const int W = NH * NV;
+    for (int32_t l = 0; l < 64; l++) {
+        float *L = lanes + (size_t)l * (size_t)W * 8;
+        const int32_t j1 = first + ((l - first) & 63);
+        if (j1 > pos) {
+            for (int k = 0; k < W; k++) _mm256_store_ps(L + 8 * k, _mm256_setzero_ps());
+            continue;
         }
+        __m256 acc[8], vv[8];
+        const uint16_t *r = v + (size_t)j1 * vs + d0;
+        for (int k = 0; k < NV; k++) vv[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 8 * k)));
+        for (int i = 0; i < NH; i++) {
+            const __m256 w = _mm256_broadcast_ss(p + (size_t)i * ps + (size_t)(j1 - first));
+            for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm256_mul_ps(w, vv[k]);
+        }
+        for (int32_t j = j1 + 64; j <= pos; j += 64) {
+            r = v + (size_t)j * vs + d0;
+            for (int k = 0; k < NV; k++) vv[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 8 * k)));
+            for (int i = 0; i < NH; i++) {
+                const __m256 w = _mm256_broadcast_ss(p + (size_t)i * ps + (size_t)(j - first));
+                for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm256_fmadd_ps(w, vv[k], acc[i * NV + k]);
+            }
+        }
+        for (int k = 0; k < W; k++) _mm256_store_ps(L + 8 * k, acc[k]);
     }
-    for (; d < n; d++)
-        for (int i = 0; i < nh; i++) {
-            float *l = lane + (size_t)i * stride + d;
-            *l = first ? w[i] * _cvtsh_ss(v[d]) : fmaf(w[i], _cvtsh_ss(v[d]), *l);
+    const size_t lw = (size_t)W * 8;
+    for (int i = 0; i < NH; i++)
+        for (int k = 0; k < NV; k++) {
+            const float *L = lanes + (size_t)(i * NV + k) * 8;
+            __m256 t[16];
+            for (int l = 0; l < 16; l++)
+                t[l] = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(L + l * lw), _mm256_load_ps(L + (32 + l) * lw)),
+                                     _mm256_add_ps(_mm256_load_ps(L + (16 + l) * lw), _mm256_load_ps(L + (48 + l) * lw)));
+            for (int l = 0; l < 8; l++) t[l] = _mm256_add_ps(t[8 + l], t[l]);
+            for (int l = 0; l < 4; l++) t[l] = _mm256_add_ps(t[4 + l], t[l]);
+            _mm256_storeu_ps(out + (size_t)i * os + (size_t)d0 + 8 * (size_t)k,
+                             _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3])));
         }
+}
+
+/* Heads four at a time; as many dimensions per chunk as keep 8 accumulators busy, then 8 at a
+ * time, then one at a time. */
+static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first, int32_t pos,
+                    int64_t hd, float *out, size_t os) {
+    _Alignas(32) float lanes[64 * 64];
+    for (int i0 = 0; i0 < nh; i0 += 4) {
+        const int g = nh - i0 < 4 ? nh - i0 : 4;
+        const float *pg = p + (size_t)i0 * ps;
+        float *og = out + (size_t)i0 * os;
+        int64_t d0 = 0;
+        switch (g) {
+        case 1:
+            for (; d0 + 64 <= hd; d0 += 64) pv_chunk(pg, ps, 1, 8, v, vs, first, pos, d0, og, os, lanes);
+            break;
+        case 2:
+            for (; d0 + 32 <= hd; d0 += 32) pv_chunk(pg, ps, 2, 4, v, vs, first, pos, d0, og, os, lanes);
+            break;
+        case 3:
+            for (; d0 + 16 <= hd; d0 += 16) pv_chunk(pg, ps, 3, 2, v, vs, first, pos, d0, og, os, lanes);
+            break;
+        default:
+            for (; d0 + 16 <= hd; d0 += 16) pv_chunk(pg, ps, 4, 2, v, vs, first, pos, d0, og, os, lanes);
+        }
+        for (; d0 + 8 <= hd; d0 += 8)
+            for (int i = 0; i < g; i++) pv_chunk(pg + (size_t)i * ps, ps, 1, 1, v, vs, first, pos, d0, og + (size_t)i * os, os, lanes);
+        for (; d0 < hd; d0++)
+            for (int i = 0; i < g; i++) {
+                float lane[64], t[16];
+                for (int32_t l = 0; l < 64; l++) {
+                    const int32_t j1 = first + ((l - first) & 63);
+                    lane[l] = 0.0f;
+                    if (j1 > pos) continue;
+                    lane[l] = pg[(size_t)i * ps + (size_t)(j1 - first)] * _cvtsh_ss(v[(size_t)j1 * vs + (size_t)d0]);
+                    for (int32_t j = j1 + 64; j <= pos; j += 64)
+                        lane[l] = fmaf(pg[(size_t)i * ps + (size_t)(j - first)], _cvtsh_ss(v[(size_t)j * vs + (size_t)d0]), lane[l]);
+                }
+                for (int l = 0; l < 16; l++) t[l] = (lane[l] + lane[32 + l]) + (lane[16 + l] + lane[48 + l]);
+                og[(size_t)i * os + (size_t)d0] = plumb__sum16(t);
+            }
+    }
 }
 
 const plumb_kernel_set *PLUMB_X86_SET(void) {
@@ -764,7 +835,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
-        set.attn_axpy = attn_axpy;
+        set.attn_pv = attn_pv;
         init = 1;
     }
     return &set;
