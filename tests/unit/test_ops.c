@@ -208,6 +208,53 @@ TEST(rms_norm_rope_and_planner_reuse) {
     }
 }
 
+/* rms_norm then rope of T tokens x nh heads with `threads` threads; returns the output. */
+static float *norm_rope(const float *x, const float *w, const int32_t *pos, int64_t hd, int64_t nh, int64_t T, int mode,
+                        int threads) {
+    fixture f;
+    fixture_init(&f, threads);
+    int64_t ne[3] = {hd, nh, T}, ne_p[1] = {T}, ne_w[1] = {hd};
+    plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne, (void *)x);
+    plumb_tensor *pt = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 1, ne_p, (void *)pos);
+    plumb_tensor *wt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 1, ne_w, (void *)w);
+    plumb_tensor *a = plumb_graph_op(&f.g, PLUMB_OP_RMS_NORM, 3, ne, xt, wt, NULL);
+    a->fparams[0] = 1e-6f;
+    plumb_tensor *c = plumb_graph_op(&f.g, PLUMB_OP_ROPE, 3, ne, a, pt, NULL);
+    c->iparams[0] = mode;
+    c->iparams[1] = (int)hd;
+    c->fparams[0] = 10000.0f;
+    c->fparams[1] = 1.0f;
+    c->is_output = true;
+    fixture_run(&f);
+    float *out = malloc((size_t)(hd * nh * T) * sizeof *out);
+    memcpy(out, c->data, (size_t)(hd * nh * T) * sizeof *out);
+    fixture_free(&f);
+    return out;
+}
+
+/* Batch invariance of the row ops: rms_norm (several rows at a time) and rope (angles shared
+ * by the heads of a token) give each token the same bits alone as in a batch of any size, on
+ * one thread or two, whatever row count each thread gets. */
+TEST(rms_norm_and_rope_are_batch_invariant) {
+    const int64_t hd = 64, nh = 5, T = 11;
+    float *x = malloc((size_t)(hd * nh * T) * sizeof *x), w[64];
+    int32_t pos[11];
+    for (int64_t i = 0; i < hd * nh * T; i++) x[i] = frand() * ldexpf(1.0f, (int)(i % 11) - 5);
+    for (int i = 0; i < hd; i++) w[i] = 1 + frand();
+    for (int t = 0; t < T; t++) pos[t] = t * 37 + 3;
+    for (int mode = 0; mode < 2; mode++)
+        for (int threads = 1; threads <= 2; threads++) {
+            float *all = norm_rope(x, w, pos, hd, nh, T, mode, threads);
+            for (int64_t t = 0; t < T; t++) {
+                float *one = norm_rope(x + t * hd * nh, w, pos + t, hd, nh, 1, mode, 1);
+                CHECK(memcmp(one, all + t * hd * nh, (size_t)(hd * nh) * sizeof *one) == 0);
+                free(one);
+            }
+            free(all);
+        }
+    free(x);
+}
+
 /* Attention over a cache of two sequences with grouped KV heads and a sliding window, against
  * a direct double-precision computation. The shapes cover both ways the work is split: items
  * of all query heads of a KV head (enough tokens), single (token, head) items (one token, or

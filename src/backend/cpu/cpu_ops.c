@@ -271,16 +271,32 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     const float eps = n->fparams[0];
     int64_t lo, hi;
     split(n_rows(a), ith, nth, &lo, &hi);
-    for (int64_t r = lo; r < hi; r++) {
-        const float *x = (const float *)a->data + r * ne0;
-        float *o = (float *)n->data + r * ne0;
-        double sum = 0.0;
-        for (int64_t i = 0; i < ne0; i++) sum += (double)(x[i] * x[i]);
-        const float scale = 1.0f / sqrtf((float)(sum / (double)ne0) + eps);
-        if (w)
-            for (int64_t i = 0; i < ne0; i++) o[i] = x[i] * scale * w[i];
-        else
-            for (int64_t i = 0; i < ne0; i++) o[i] = x[i] * scale;
+    /* each row's sum of squares is one chain of double additions in element order (the
+     * reference's); four rows at a time run four chains side by side */
+    for (int64_t r0 = lo; r0 < hi; r0 += 4) {
+        const int64_t nr = hi - r0 < 4 ? hi - r0 : 4;
+        const float *x = (const float *)a->data + r0 * ne0;
+        double sum[4] = {0.0, 0.0, 0.0, 0.0};
+        if (nr == 4) {
+            const float *x1 = x + ne0, *x2 = x1 + ne0, *x3 = x2 + ne0;
+            for (int64_t i = 0; i < ne0; i++) {
+                sum[0] += (double)(x[i] * x[i]);
+                sum[1] += (double)(x1[i] * x1[i]);
+                sum[2] += (double)(x2[i] * x2[i]);
+                sum[3] += (double)(x3[i] * x3[i]);
+            }
+        } else
+            for (int64_t k = 0; k < nr; k++)
+                for (int64_t i = 0; i < ne0; i++) sum[k] += (double)(x[k * ne0 + i] * x[k * ne0 + i]);
+        for (int64_t k = 0; k < nr; k++) {
+            const float *xr = x + k * ne0;
+            float *o = (float *)n->data + (r0 + k) * ne0;
+            const float scale = 1.0f / sqrtf((float)(sum[k] / (double)ne0) + eps);
+            if (w)
+                for (int64_t i = 0; i < ne0; i++) o[i] = xr[i] * scale * w[i];
+            else
+                for (int64_t i = 0; i < ne0; i++) o[i] = xr[i] * scale;
+        }
     }
 }
 
@@ -294,15 +310,28 @@ static void op_rope(plumb_tensor *n, int ith, int nth) {
     const float theta_scale = powf(base, -2.0f / (float)n_rot);
     int64_t lo, hi;
     split(T * n_head, ith, nth, &lo, &hi);
+    /* the angles' cosines and sines of the row's token, kept for the next rows (heads) of the
+     * same token when they fit */
+    enum { CACHED_PAIRS = 256 };
+    float cs_c[CACHED_PAIRS], sn_c[CACHED_PAIRS];
+    const bool cache = n_rot / 2 <= CACHED_PAIRS;
+    int64_t cached_t = -1;
     for (int64_t r = lo; r < hi; r++) {
         const int64_t t = r / n_head;
         const float *x = (const float *)a->data + r * hd;
         float *o = (float *)n->data + r * hd;
         memcpy(o + n_rot, x + n_rot, (size_t)(hd - n_rot) * sizeof(float));
         float theta = (float)pos[t];
+        const bool fill = cache && cached_t != t;
         for (int i0 = 0; i0 < n_rot; i0 += 2) {
-            const float th = freq_scale * (ff ? theta / ff[i0 / 2] : theta);
-            const float cs = cosf(th), sn = sinf(th);
+            float cs, sn;
+            if (cache && !fill) {
+                cs = cs_c[i0 / 2], sn = sn_c[i0 / 2];
+            } else {
+                const float th = freq_scale * (ff ? theta / ff[i0 / 2] : theta);
+                cs = cosf(th), sn = sinf(th);
+                if (fill) cs_c[i0 / 2] = cs, sn_c[i0 / 2] = sn;
+            }
             const int64_t i_a = mode == PLUMB_ROPE_NEOX ? i0 / 2 : i0;
             const int64_t i_b = mode == PLUMB_ROPE_NEOX ? i0 / 2 + n_rot / 2 : i0 + 1;
             const float x0 = x[i_a], x1 = x[i_b];
@@ -311,6 +340,7 @@ static void op_rope(plumb_tensor *n, int ith, int nth) {
             o[i_b] = fmaf(x0, sn, x1 * cs);
             theta *= theta_scale;
         }
+        if (fill) cached_t = t;
     }
 }
 
