@@ -212,21 +212,28 @@ static void wide_dot4(int64_t n, const void *w, const void *x, size_t xs, const 
     out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
 }
 
-static inline void scale_min_k4(const uint8_t *sc, int s, int *scale, int *min) {
-    if (s < 4) {
-        *scale = sc[s] & 63;
-        *min = sc[s + 4] & 63;
-    } else {
-        *scale = (sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4);
-        *min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
-    }
+/* The 12 packed scale bytes of a Q4_K/Q5_K super-block as 16 bytes: the eight 6-bit scales,
+ * then the eight 6-bit mins (sub-blocks 0-3 keep the low 6 bits of bytes 0-3 and 4-7; 4-7 take
+ * a nibble of bytes 8-11 and the top 2 bits of bytes 0-3 or 4-7). Four words of bit
+ * arithmetic instead of sixteen byte-by-byte decodes. */
+static inline __m128i k4_scales_mins(const uint8_t *p) {
+    uint32_t u[3];
+    memcpy(u, p, 12);
+    const uint32_t low6 = 0x3f3f3f3fu, nib = 0x0f0f0f0fu, top2 = 0x03030303u;
+    const uint32_t sc_lo = u[0] & low6, mn_lo = u[1] & low6;
+    const uint32_t sc_hi = (u[2] & nib) | (((u[0] >> 6) & top2) << 4);
+    const uint32_t mn_hi = ((u[2] >> 4) & nib) | (((u[1] >> 6) & top2) << 4);
+    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)mn_lo, (int)mn_hi);
 }
 
-/* Each sub-block's min twice (once per 16-value activation sum), for q4k_min_products. */
-static inline __m256i mins_pairs(const int *mn) {
-    return _mm256_setr_epi16((short)mn[0], (short)mn[0], (short)mn[1], (short)mn[1], (short)mn[2], (short)mn[2],
-                             (short)mn[3], (short)mn[3], (short)mn[4], (short)mn[4], (short)mn[5], (short)mn[5],
-                             (short)mn[6], (short)mn[6], (short)mn[7], (short)mn[7]);
+/* Each sub-block's min twice as int16 (once per 16-value activation sum), for
+ * q4k_min_products, from k4_scales_mins. */
+static inline __m256i k4_mins_pairs(__m128i sm) { return _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); }
+
+/* The eight scales as int16, each broadcast to a register, from k4_scales_mins. */
+static inline void k4_scale_vectors(__m128i sm, __m256i *sv) {
+    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    for (int k = 0; k < 8; k++) sv[k] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * k)));
 }
 
 /* Q4_K, and Q5_K when qh: the same super-block layout with, for Q5_K, a fifth bit per value
@@ -244,9 +251,10 @@ static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8
         const uint8_t *qs = a + (qh ? 48 : 16);
         const __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)(a + 16)) : _mm256_setzero_si256();
         const int8_t *y = (const int8_t *)(b + 4);
-        int sc[8], mn[8];
-        for (int k = 0; k < 8; k++) scale_min_k4(a + 4, k, &sc[k], &mn[k]);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, mins_pairs(mn))), acc_m);
+        const __m128i sm = k4_scales_mins(a + 4);
+        __m256i sv[8];
+        k4_scale_vectors(sm, sv);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, k4_mins_pairs(sm))), acc_m);
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -257,8 +265,8 @@ static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8
             }
             const __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y + 64 * c)));
             const __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y + 64 * c + 32)));
-            sumi = madd_acc(sumi, p0, _mm256_set1_epi16((short)sc[2 * c]));
-            sumi = madd_acc(sumi, p1, _mm256_set1_epi16((short)sc[2 * c + 1]));
+            sumi = madd_acc(sumi, p0, sv[2 * c]);
+            sumi = madd_acc(sumi, p1, sv[2 * c + 1]);
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -523,16 +531,15 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
         _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
         const uint8_t *qs = a + 16;
-        int sc[8], mn[8];
-        for (int k = 0; k < 8; k++) scale_min_k4(a + 4, k, &sc[k], &mn[k]);
+        const __m128i sm = k4_scales_mins(a + 4);
         __m256i lo[4], hi[4], sv[8];
         for (int k = 0; k < 4; k++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
             lo[k] = _mm256_and_si256(q, m4);
             hi[k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
-        for (int k = 0; k < 8; k++) sv[k] = _mm256_set1_epi16((short)sc[k]);
-        const __m256i mins16 = mins_pairs(mn);
+        k4_scale_vectors(sm, sv);
+        const __m256i mins16 = k4_mins_pairs(sm);
         const float dw = h2f(a), dmin = h2f(a + 2);
         s0 = q4k_col(s0, b, lo, hi, sv, mins16, dw, dmin);
         s1 = q4k_col(s1, b + xs, lo, hi, sv, mins16, dw, dmin);
