@@ -86,8 +86,9 @@ static inline __m256 scale2(const uint8_t *a, const uint8_t *b) {
 
 /* 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles. */
 static inline __m256i unpack_nibbles(const uint8_t *p) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(t, 4), m), _mm_and_si128(t, m));
+    /* the 16 bytes in both halves, the upper half shifted down a nibble */
+    const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
 /* 32 bits -> 32 bytes, 0xFF where the bit is set. */
@@ -484,8 +485,47 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
 #endif
 
 DOT2_LEGACY(dot2_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 DOT2_LEGACY(dot2_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
 DOT2_LEGACY(dot2_q5_0, 22, decode_q5_0(a))
+#else
+/* Q5_0 values without their offset: nibble + 16 * bit, 0..31. */
+static inline __m256i decode_q5_0_unsigned(const uint8_t *a) {
+    return _mm256_or_si256(unpack_nibbles(a + 6), _mm256_and_si256(bits_to_bytes(a + 2), _mm256_set1_epi8(16)));
+}
+
+/* Two rows of a type stored as unsigned codes minus `offset` (Q4_0: nibble - 8; Q5_0: 5 bits
+ * - 16): the codes are maddubs' unsigned operand as they are (no sign fix per row), and
+ * offset * (sum of each 4 activations), computed once per block for both rows, is taken off
+ * the exact integer lane sums. Each row then runs the one-row kernel's float operations. */
+#define DOT2_OFFSET(name, wbytes, decode, offset)                                                            \
+    static void name(int64_t n, const void *w0, const void *w1, const void *x, float *out) {                \
+        const uint8_t *a0 = w0, *a1 = w1, *b = x;                                                            \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;                                                      \
+        const __m256i ones = _mm256_set1_epi16(1), off = _mm256_set1_epi8(offset);                          \
+        for (int64_t i = 0; i < n / 32; i++, a0 += (wbytes), a1 += (wbytes), b += 34) {                       \
+            _mm_prefetch((const char *)a0 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
+            _mm_prefetch((const char *)a1 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
+            const __m256i y = _mm256_loadu_si256((const __m256i *)(b + 2));                                  \
+            const __m256 dy = bcast_h2f(b);                                                                  \
+            const __m256i corr = _mm256_madd_epi16(_mm256_maddubs_epi16(off, y), ones);                      \
+            const uint8_t *a = a0;                                                                           \
+            const __m256i q0 = decode;                                                                       \
+            a = a1;                                                                                          \
+            const __m256i q1 = decode;                                                                       \
+            const __m256i p0 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q0, y), ones), corr);  \
+            const __m256i p1 = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q1, y), ones), corr);  \
+            const __m256 s0 = _mm256_mul_ps(bcast_h2f(a0), dy);                                              \
+            const __m256 s1 = _mm256_mul_ps(bcast_h2f(a1), dy);                                              \
+            acc0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(p0), acc0);                                        \
+            acc1 = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(p1), acc1);                                        \
+        }                                                                                                    \
+        out[0] = hsum(acc0), out[1] = hsum(acc1);                                                            \
+    }
+
+DOT2_OFFSET(dot2_q4_0, 18, unpack_nibbles(a + 2), 8)
+DOT2_OFFSET(dot2_q5_0, 22, decode_q5_0_unsigned(a), 16)
+#endif
 #define PLUMB_HAVE_DOT2 1
 
 DOT4_LEGACY(dot4_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
