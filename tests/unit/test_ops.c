@@ -532,6 +532,35 @@ TEST(attention_kernels_match_generic) {
                                     (double)b, (double)a);
             }
     }
+    /* softmax exponentials: every set gives the scalar plumb__exp_poly's bits and the generic
+     * set's sum, over spans that start and end inside and on block edges, with arguments from
+     * 0 down past the underflow, and infinities and NaN */
+    {
+        enum { EN = 300 };
+        float base[EN], ea[EN], eb[EN];
+        for (int i = 0; i < EN; i++) base[i] = -fabsf(frand()) * (i % 50 < 10 ? ldexpf(1.0f, i % 9) : 3.0f);
+        base[3] = -INFINITY, base[290] = NAN, base[77] = -150.0f, base[78] = -87.5f, base[79] = -103.9f, base[80] = 0.0f;
+        const int32_t espans[][2] = {{0, 0}, {0, 15}, {0, 16}, {3, 40}, {16, 31}, {17, 200}, {5, 299}, {100, 115}};
+        for (size_t si = 0; si < 2; si++) {
+            const plumb_kernel_set *ks = sets[si];
+            if (!ks) continue;
+            for (size_t sp = 0; sp < sizeof espans / sizeof espans[0]; sp++)
+                for (int mi = 0; mi < 3; mi++) {
+                    const int32_t first = espans[sp][0], pos = espans[sp][1];
+                    const float mx = mi == 0 ? 0.0f : mi == 1 ? 2.5f : 200.0f;
+                    memcpy(ea, base, sizeof ea), memcpy(eb, base, sizeof eb);
+                    const double sa = g->attn_exp(ea, first, pos, mx), sb = ks->attn_exp(eb, first, pos, mx);
+                    CHECK(memcmp(&sa, &sb, sizeof sa) == 0 || (pos - first >= 290 && isnan(sa) && isnan(sb)));
+                    for (int32_t j = 0; j <= pos - first; j++) {
+                        const float want = plumb__exp_poly(base[j] - mx);
+                        if (memcmp(&eb[j], &want, 4) != 0 && !(isnan(want) && isnan(eb[j])))
+                            plumb_test_fail(__FILE__, __LINE__, "%s attn_exp(%a - %a) = %a, want %a", ks->name, (double)base[j],
+                                            (double)mx, (double)eb[j], (double)want);
+                    }
+                    CHECK(memcmp(ea + (pos - first + 1), base + (pos - first + 1), sizeof(float) * (size_t)(EN - (pos - first + 1))) == 0);
+                }
+        }
+    }
     const plumb_kernel_set *all[] = {g, sets[0], sets[1]};
     const int64_t hds[] = {256, 64, 8, 24, 40, 100, 3};
     const int32_t spans[][2] = {{0, 0}, {0, 5}, {0, 63}, {0, 64}, {0, 199}, {7, 7}, {7, 70}, {61, 190}, {130, 135}};

@@ -15,7 +15,6 @@
 #include <string.h>
 
 #define PLUMB_MAX_GROUP 64 /* query heads per KV head */
-#define ATTN_PAD 64 /* attention positions are grouped in blocks of 64 (masked ones contribute 0) */
 
 static inline void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     *lo = n * ith / nth;
@@ -378,32 +377,6 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
  * not depend on the batch. */
 
 
-/* The attention helpers are also compiled for FMA-capable CPUs: fmaf is exact either way,
- * so both versions give the same bits; the FMA one is just fast. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define ATTN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ATTN_CLONES
-#endif
-
-/* e^x for x <= 0 (softmax arguments): x = n ln2 + b, e^b by a polynomial, times 2^n. */
-ATTN_CLONES static float exp_poly(float x) {
-    const float shift = 0x1.8p23f;
-    const float z = fmaf(x, 0x1.715476p+0f, shift);
-    const float n = z - shift;
-    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
-    if (fabsf(n) > 192.0f) return n > 0.0f ? INFINITY : 0.0f;
-    const float u = b * b;
-    const float p = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
-                         fmaf(0x1.ffffecp-1f, b, 1.0f));
-    /* p * 2^n rounded once to float, as ldexpf(p, n) (the product is exact in double) */
-    const uint64_t bits = (uint64_t)((int64_t)n + 1023) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return (float)((double)p * scale);
-}
-
-
 /* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx]
  * and rounded query [hd]. */
 static size_t attn_scratch_per_thread(const plumb_tensor *n) {
@@ -473,28 +446,19 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                     mx[i] = s > mx[i] ? s : mx[i];
                 }
             }
-            /* exponentials in blocks of 16 over positions [0, pos] padded to ATTN_PAD */
-            const int32_t padded = (pos + ATTN_PAD) / ATTN_PAD * ATTN_PAD;
+            /* exponentials, summed in blocks of 16 positions from 0 (positions before first
+             * add zeros; so would the reference's padding after pos) */
             for (int64_t i = 0; i < nh; i++) {
                 float *sc = scratch + (size_t)i * per_head;
-                double sum = 0.0;
-                for (int32_t c0 = 0; c0 < padded; c0 += 16) {
-                    float block[16];
-                    for (int l = 0; l < 16; l++) {
-                        const int32_t j = c0 + l;
-                        block[l] = 0.0f;
-                        if (j >= first && j <= pos) block[l] = sc[j - first] = exp_poly(sc[j - first] - mx[i]);
-                    }
-                    sum += (double)plumb__sum16(block);
-                }
+                const double sum = c->kernels->attn_exp(sc, first, pos, mx[i]);
                 const float inv = (float)(1.0 / sum);
                 /* the probabilities, rounded to F16 before they weight the values */
                 for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
                 c->kernels->round_f16(sc, sc, pos - first + 1);
             }
-            /* values: each output dimension is an F16 dot product over the padded positions
-             * (ATTN_PAD is a multiple of 64, so there is no scalar tail), in 64 lanes that each
-             * add their positions in order; lanes no position reaches stay zero */
+            /* values: each output dimension is an F16 dot product over the positions padded to
+             * a multiple of 64 (so there is no scalar tail), in 64 lanes that each add their
+             * positions in order; lanes no position reaches stay zero */
             c->kernels->attn_pv(scratch, per_head, (int)nh, vc + seq_base * (size_t)kv_dim + hk * hd, (size_t)kv_dim,
                                 first, pos, hd, (float *)n->data + t * (n_head * hd) + h0 * hd, (size_t)hd);
         }

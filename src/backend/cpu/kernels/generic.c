@@ -586,6 +586,20 @@ PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n)
     return (float)s;
 }
 
+PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
+    double sum = 0.0;
+    for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
+        float block[16];
+        for (int l = 0; l < 16; l++) {
+            const int32_t j = c0 + l;
+            block[l] = 0.0f;
+            if (j >= first && j <= pos) block[l] = sc[j - first] = plumb__exp_poly(sc[j - first] - mx);
+        }
+        sum += (double)plumb__sum16(block);
+    }
+    return sum;
+}
+
 /* Lane l's positions are first + ((l - first) mod 64), then every 64th up to pos. Dimensions go
  * 64 at a time so the lanes of one chunk stay in L1. */
 PLUMB_CLONES static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
@@ -644,6 +658,7 @@ static const plumb_kernel_set generic_set = {
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,
     .attn_dot = attn_dot,
+    .attn_exp = attn_exp,
     .attn_pv = attn_pv,
 };
 

@@ -18,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
+#include <string.h>
 
 /* Activation block formats (not GGUF types). */
 #define PLUMB_ACT_F32 0
@@ -88,7 +90,30 @@ static inline float plumb__sum16(const float *a) {
     return (t4[0] + t4[2]) + (t4[1] + t4[3]);
 }
 
+/* e^x for x <= 0 (softmax arguments): x = n ln2 + b, e^b by a degree-5 polynomial, times 2^n
+ * rounded once (as ldexpf); fmaf is exact, so every build gives the same bits. */
+static inline float plumb__exp_poly(float x) {
+    const float shift = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shift);
+    const float n = z - shift;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    if (fabsf(n) > 192.0f) return n > 0.0f ? INFINITY : 0.0f;
+    const float u = b * b;
+    const float p = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                         fmaf(0x1.ffffecp-1f, b, 1.0f));
+    /* p * 2^n rounded once to float (the product is exact in double) */
+    const uint64_t bits = (uint64_t)((int64_t)n + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return (float)((double)p * scale);
+}
+
 typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
+/* Softmax exponentials of the scores of positions first..pos (sc[j - first]), in place:
+ * e^(s - mx) by plumb__exp_poly; returns their sum taken in blocks of 16 positions counted from
+ * 0 (positions outside first..pos add 0), each block summed by plumb__sum16, the blocks added
+ * in double in order. */
+typedef double (*plumb_attn_exp_fn)(float *sc, int32_t first, int32_t pos, float mx);
 typedef void (*plumb_attn_pv_fn)(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
                                  int32_t pos, int64_t hd, float *out, size_t os);
 
@@ -104,6 +129,7 @@ typedef struct plumb_kernel_set {
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;
     plumb_attn_dot_fn attn_dot;
+    plumb_attn_exp_fn attn_exp;
     plumb_attn_pv_fn attn_pv;
 } plumb_kernel_set;
 

@@ -759,6 +759,57 @@ static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
     return (float)s;
 }
 
+/* plumb__exp_poly on 8 lanes: the same operations, the 2^n scaling in double. */
+static inline __m256 exp_poly8(__m256 x) {
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f), sign = _mm256_set1_ps(-0.0f);
+    const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift), shift);
+    const __m256 mn = _mm256_xor_ps(n, sign);
+    const __m256 b = _mm256_fmadd_ps(mn, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fmadd_ps(mn, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+    const __m256i ni = _mm256_cvtps_epi32(n); /* n is a whole number */
+    const __m256i bias = _mm256_set1_epi64x(1023);
+    const __m256d s_lo = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(ni)), bias), 52));
+    const __m256d s_hi = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(ni, 1)), bias), 52));
+    const __m128 r_lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(p)), s_lo));
+    const __m128 r_hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)), s_hi));
+    /* |n| > 192: infinity for n > 0, else 0 (NaN compares false and stays NaN) */
+    const __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(sign, n), _mm256_set1_ps(192.0f), _CMP_GT_OQ);
+    const __m256 special = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(INFINITY));
+    return _mm256_blendv_ps(_mm256_set_m128(r_hi, r_lo), special, big);
+}
+
+/* Whole blocks of 16 positions two registers at a time, the 16-lane tree across them. */
+static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
+    double sum = 0.0;
+    const __m256 m = _mm256_set1_ps(mx);
+    for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
+        if (c0 >= first && c0 + 15 <= pos) {
+            float *p = sc + (c0 - first);
+            const __m256 e0 = exp_poly8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+            const __m256 e1 = exp_poly8(_mm256_sub_ps(_mm256_loadu_ps(p + 8), m));
+            _mm256_storeu_ps(p, e0);
+            _mm256_storeu_ps(p + 8, e1);
+            const __m256 t8 = _mm256_add_ps(e1, e0);
+            const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+            const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
+            sum += (double)_mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+            continue;
+        }
+        float block[16];
+        for (int l = 0; l < 16; l++) {
+            const int32_t j = c0 + l;
+            block[l] = 0.0f;
+            if (j >= first && j <= pos) block[l] = sc[j - first] = plumb__exp_poly(sc[j - first] - mx);
+        }
+        sum += (double)plumb__sum16(block);
+    }
+    return sum;
+}
+
 /* attn_pv for NH heads and NV x 8 dimensions from d0: each lane's positions are accumulated in
  * registers (NH * NV <= 8 of them) and stored once into lanes[64][NH * NV][8], which the fold
  * then reads; the value piece of a position is converted once for all NH heads. */
@@ -882,6 +933,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
+        set.attn_exp = attn_exp;
         set.attn_pv = attn_pv;
         init = 1;
     }
