@@ -299,6 +299,11 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     }
 }
 
+/* Also compiled for FMA-capable CPUs, where fmaf is one instruction instead of a call (it is
+ * exact either way, so both versions give the same bits). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
 static void op_rope(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *a = n->src[0];
     const int32_t *pos = n->src[1]->data;
