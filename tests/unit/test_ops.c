@@ -593,6 +593,30 @@ TEST(attention_kernels_match_generic) {
 /* Weight rows widened (plumb__widen: legacy types, Q4_K, Q6_K) give, through every set's wide kernels (one-row
  * and four-row), the original type's one-row results bit for bit: large batches dot the
  * widened rows, small ones the originals. */
+/* hsum8 sums each set of eight lanes in the kernels' order, for any count (whole groups of
+ * eight sets and a tail), on values whose sums depend on that order. */
+TEST(hsum8_follows_the_kernels_order) {
+    plumb__kernels_get();
+    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+    float x[8 * 21], got[21];
+    for (size_t si = 0; si < 3; si++) {
+        const plumb_kernel_set *ks = sets[si];
+        if (!ks) continue;
+        for (int rep = 0; rep < 50; rep++)
+            for (int64_t n = 1; n <= 21; n += 4) {
+                for (int i = 0; i < 8 * n; i++) x[i] = frand() * ldexpf(1.0f, (i * 7 + rep) % 40 - 20);
+                ks->hsum8(x, n, got);
+                for (int64_t i = 0; i < n; i++) {
+                    const float *v = x + 8 * i;
+                    const float want = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+                    if (memcmp(&want, &got[i], 4) != 0)
+                        plumb_test_fail(__FILE__, __LINE__, "%s hsum8 n=%lld set %lld: %a, want %a", ks->name, (long long)n,
+                                        (long long)i, (double)got[i], (double)want);
+                }
+            }
+    }
+}
+
 TEST(widened_rows_give_the_same_dots) {
     plumb__kernels_get();
     const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
@@ -620,6 +644,12 @@ TEST(widened_rows_give_the_same_dots) {
                     }
                     float o4[4];
                     if (ks->wide_dot4[type]) ks->wide_dot4[type](n, wide, d.xq, d.xs, d.xsv, o4);
+                    if (ks->wide_dot4_lanes[type]) { /* the lanes, summed by hsum8, are the 4-row kernel's results */
+                        float lanes[32], sums[4];
+                        ks->wide_dot4_lanes[type](n, wide, d.xq, d.xs, d.xsv, lanes);
+                        ks->hsum8(lanes, 4, sums);
+                        CHECK(ks->wide_dot4[type] != NULL && memcmp(sums, o4, sizeof sums) == 0);
+                    }
                     for (int c = 0; c < 4; c++) {
                         const uint8_t *xc = d.xq + (size_t)c * d.xs;
                         const float want = ks->vec_dot[type](n, d.wq, xc), got = ks->wide_dot[type](n, wide, xc);

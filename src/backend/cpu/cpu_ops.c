@@ -114,9 +114,11 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
     plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
     const bool widen = matmul_widens(c, n); /* then the weights are dotted in the wide layout */
+    plumb_vec_dot4_fn lanes4 = NULL; /* four columns' lanes, summed for many rows at once */
     if (widen) {
         dot = c->kernels->wide_dot[w->type];
         dot4 = c->kernels->wide_dot4[w->type];
+        lanes4 = c->kernels->wide_dot4_lanes[w->type];
         dot2 = NULL;
     }
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
@@ -167,6 +169,19 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 blk = wide;
             }
             for (int64_t t = 0; t < T4; t += 4) {
+                if (lanes4) {
+                    for (int64_t s0 = r0; s0 < r1; s0 += 16) {
+                        const int64_t s1 = s0 + 16 < r1 ? s0 + 16 : r1;
+                        float lanes[16 * 32], sums[16 * 4];
+                        for (int64_t r = s0; r < s1; r++)
+                            lanes4(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow, arow,
+                                   xsv + (size_t)(t / 4) * sv_tile, lanes + (r - s0) * 32);
+                        c->kernels->hsum8(lanes, (s1 - s0) * 4, sums);
+                        for (int64_t r = s0; r < s1; r++)
+                            for (int j = 0; j < 4; j++) out[(t + j) * N + r] = sums[(r - s0) * 4 + j];
+                    }
+                    continue;
+                }
                 for (int64_t r = r0; r < r1; r++) {
                     float o4[4];
                     dot4(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow, arow, xsv + (size_t)(t / 4) * sv_tile, o4);

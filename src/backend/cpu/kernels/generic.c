@@ -632,6 +632,10 @@ PLUMB_CLONES static void attn_pv(const float *p, size_t ps, int nh, const uint16
         }
 }
 
+static void hsum8(const float *x, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++, x += 8) out[i] = ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]));
+}
+
 static void f32_to_f16(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = plumb__fp32_to_fp16(x[i]);
 }
@@ -657,6 +661,7 @@ static const plumb_kernel_set generic_set = {
                  [PLUMB_TYPE_Q4_K] = wide_dot_q4_k, [PLUMB_TYPE_Q6_K] = wide_dot_q6_k},
     .f32_to_f16 = f32_to_f16,
     .round_f16 = round_f16,
+    .hsum8 = hsum8,
     .attn_dot = attn_dot,
     .attn_exp = attn_exp,
     .attn_pv = attn_pv,

@@ -126,6 +126,12 @@ typedef struct plumb_kernel_set {
     plumb_widen_fn widen; /* plumb__widen's bytes, faster where the set has a version */
     plumb_vec_dot_fn wide_dot[PLUMB_TYPE_COUNT]; /* wide rows of the type with its activations */
     plumb_vec_dot4_fn wide_dot4[PLUMB_TYPE_COUNT];
+    /* wide_dot4 without its last step: out[8c .. 8c + 7] gets column c's eight float lanes,
+     * which hsum8 then sums as the kernel would have (NULL where a type's kernel ends otherwise) */
+    plumb_vec_dot4_fn wide_dot4_lanes[PLUMB_TYPE_COUNT];
+    /* out[i] = the sum of the eight floats at x + 8i in the kernels' order:
+     * ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)) */
+    void (*hsum8)(const float *x, int64_t n, float *out);
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;
     plumb_attn_dot_fn attn_dot;

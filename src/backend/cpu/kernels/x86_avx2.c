@@ -183,7 +183,8 @@ static float wide_dot(int64_t n, const void *w, const void *x) {
 /* Wide weight rows with 4 activation rows: the weight's |q| and sign pattern are shared, each
  * column runs the one-row kernel's operations. (Four named accumulators: an array of them is
  * stored back to the stack on every block by GCC.) */
-static void wide_dot4(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+static inline __attribute__((always_inline)) void wide_dot4_acc(int64_t n, const void *w, const void *x, size_t xs,
+                                                                const float *xsv, __m256 *acc) {
     const uint8_t *a = w, *b0 = x, *b1 = b0 + xs, *b2 = b1 + xs, *b3 = b2 + xs;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int64_t i = 0; i < n / 32; i++, a += PLUMB_WIDE_BLOCK, b0 += 34, b1 += 34, b2 += 34, b3 += 34, xsv += 32) {
@@ -210,7 +211,48 @@ static void wide_dot4(int64_t n, const void *w, const void *x, size_t xs, const 
         WIDE_COL(acc3, b3, 3);
 #undef WIDE_COL
     }
-    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
+    acc[0] = acc0, acc[1] = acc1, acc[2] = acc2, acc[3] = acc3;
+}
+
+static void wide_dot4(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    __m256 acc[4];
+    wide_dot4_acc(n, w, x, xs, xsv, acc);
+    out[0] = hsum(acc[0]), out[1] = hsum(acc[1]), out[2] = hsum(acc[2]), out[3] = hsum(acc[3]);
+}
+
+/* Leaving the four sums to hsum8, over many calls at once, keeps their dependency chains off
+ * the path from one weight row to the next. */
+static void wide_dot4_lanes(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    __m256 acc[4];
+    wide_dot4_acc(n, w, x, xs, xsv, acc);
+    for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + 8 * c, acc[c]);
+}
+
+/* Eight lane sets at a time: an 8 x 8 transpose, then hsum's additions across registers. */
+static void hsum8(const float *x, int64_t n, float *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8, x += 64) {
+        __m256 r[8], t[8], u[8];
+        for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(x + 8 * k);
+        for (int k = 0; k < 8; k += 2) {
+            t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+            t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+        }
+        for (int k = 0; k < 8; k += 4) {
+            u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+            u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+            u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+            u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+        }
+        __m256 col[8]; /* col[j] lane k = element j of set k */
+        for (int j = 0; j < 4; j++) {
+            col[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+            col[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+        }
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(col[0], col[4]), _mm256_add_ps(col[2], col[6])),
+                                                _mm256_add_ps(_mm256_add_ps(col[1], col[5]), _mm256_add_ps(col[3], col[7]))));
+    }
+    for (; i < n; i++, x += 8) out[i] = hsum(_mm256_loadu_ps(x));
 }
 
 /* The 12 packed scale bytes of a Q4_K/Q5_K super-block as 16 bytes: the eight 6-bit scales,
@@ -933,6 +975,8 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
+        set.hsum8 = hsum8;
+        set.wide_dot4_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4_lanes[PLUMB_TYPE_Q5_0] = set.wide_dot4_lanes[PLUMB_TYPE_Q8_0] = wide_dot4_lanes;
         set.attn_exp = attn_exp;
         set.attn_pv = attn_pv;
         init = 1;
