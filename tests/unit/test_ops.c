@@ -415,6 +415,12 @@ TEST(four_row_kernels_equal_one_row_kernels) {
                 dot_case_fill(&d, ks, rep);
                 float o4[4];
                 ks->vec_dot4[type](d.n, d.wq, d.xq, d.xs, d.xsv, o4);
+                if (ks->vec_dot4_lanes[type]) { /* the lanes, summed by hsum8, are the four sums */
+                    float lanes[32], sums[4];
+                    ks->vec_dot4_lanes[type](d.n, d.wq, d.xq, d.xs, d.xsv, lanes);
+                    ks->hsum8(lanes, 4, sums);
+                    CHECK(memcmp(sums, o4, sizeof sums) == 0);
+                }
                 if (ks->vec_dot2[type]) { /* two different weight rows, in both orders */
                     uint64_t wb;
                     plumb_type_row_bytes(type, d.n, &wb);

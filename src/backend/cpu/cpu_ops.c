@@ -114,7 +114,8 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     plumb_vec_dot4_fn dot4 = c->kernels->vec_dot4[w->type];
     plumb_vec_dot2_fn dot2 = c->kernels->vec_dot2[w->type];
     const bool widen = matmul_widens(c, n); /* then the weights are dotted in the wide layout */
-    plumb_vec_dot4_fn lanes4 = NULL; /* four columns' lanes, summed for many rows at once */
+    /* four columns' lanes, summed for many rows at once */
+    plumb_vec_dot4_fn lanes4 = c->kernels->vec_dot4_lanes[w->type];
     if (widen) {
         dot = c->kernels->wide_dot[w->type];
         dot4 = c->kernels->wide_dot4[w->type];

@@ -121,6 +121,7 @@ typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */
     plumb_vec_dot_fn vec_dot[PLUMB_TYPE_COUNT];
     plumb_vec_dot4_fn vec_dot4[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
+    plumb_vec_dot4_fn vec_dot4_lanes[PLUMB_TYPE_COUNT]; /* as wide_dot4_lanes, for vec_dot4 */
     plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
     plumb_widen_fn widen; /* plumb__widen's bytes, faster where the set has a version */

@@ -456,8 +456,11 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
 #define DOT4_LEGACY_COL(acc, bc, k)                                                                            \
     acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(xsv + (4 * i + (k)) * 8)),                          \
                           _mm256_cvtepi32_ps(dot_s8(q, _mm256_loadu_si256((const __m256i *)((bc) + 2)))), acc)
+/* ... and name_lanes, which leaves the four sums to hsum8 (see wide_dot4_lanes) */
 #define DOT4_LEGACY(name, wbytes, decode)                                                                    \
-    static void name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {    \
+    static inline __attribute__((always_inline)) void name##_body(int64_t n, const void *w, const void *x,  \
+                                                                  size_t xs, const float *xsv, float *out, \
+                                                                  bool lanes) {                            \
         const uint8_t *a = w, *b0 = x, *b1 = b0 + xs, *b2 = b1 + xs, *b3 = b2 + xs;                          \
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                            \
         for (int64_t i = 0; i < n / 32; i++, a += (wbytes), b0 += 34, b1 += 34, b2 += 34, b3 += 34) {         \
@@ -469,8 +472,20 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
             DOT4_LEGACY_COL(acc2, b2, 2);                                                                    \
             DOT4_LEGACY_COL(acc3, b3, 3);                                                                    \
         }                                                                                                    \
-        out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);                  \
+        if (lanes) {                                                                                         \
+            _mm256_storeu_ps(out, acc0), _mm256_storeu_ps(out + 8, acc1);                                    \
+            _mm256_storeu_ps(out + 16, acc2), _mm256_storeu_ps(out + 24, acc3);                              \
+        } else                                                                                               \
+            out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);              \
+    }                                                                                                        \
+    static void name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {    \
+        name##_body(n, w, x, xs, xsv, out, false);                                                           \
+    }                                                                                                        \
+    static void name##_lanes(int64_t n, const void *w, const void *x, size_t xs, const float *xsv,          \
+                             float *out) {                                                                   \
+        name##_body(n, w, x, xs, xsv, out, true);                                                            \
     }
+#define PLUMB_HAVE_DOT4_LANES 1
 #endif
 
 
@@ -963,6 +978,11 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot4[PLUMB_TYPE_Q4_0] = dot4_q4_0;
         set.vec_dot4[PLUMB_TYPE_Q5_0] = dot4_q5_0;
         set.vec_dot4[PLUMB_TYPE_Q8_0] = dot4_q8_0;
+#ifdef PLUMB_HAVE_DOT4_LANES
+        set.vec_dot4_lanes[PLUMB_TYPE_Q4_0] = dot4_q4_0_lanes;
+        set.vec_dot4_lanes[PLUMB_TYPE_Q5_0] = dot4_q5_0_lanes;
+        set.vec_dot4_lanes[PLUMB_TYPE_Q8_0] = dot4_q8_0_lanes;
+#endif
         set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
         set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
         set.widen = widen;
