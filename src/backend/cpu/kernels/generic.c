@@ -589,13 +589,7 @@ PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n)
 PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
     double sum = 0.0;
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
-        float block[16];
-        for (int l = 0; l < 16; l++) {
-            const int32_t j = c0 + l;
-            block[l] = 0.0f;
-            if (j >= first && j <= pos) block[l] = sc[j - first] = plumb__exp_poly(sc[j - first] - mx);
-        }
-        sum += (double)plumb__sum16(block);
+        sum += (double)plumb__attn_exp_block(sc, c0, first, pos, mx);
     }
     return sum;
 }

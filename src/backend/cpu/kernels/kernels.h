@@ -108,6 +108,19 @@ static inline float plumb__exp_poly(float x) {
     return (float)((double)p * scale);
 }
 
+/* One block of 16 positions from c0 for attn_exp, one score at a time: the scores of positions
+ * in first..pos replaced by their exponentials; returns the block's plumb__sum16 (positions
+ * outside add 0). */
+static inline float plumb__attn_exp_block(float *sc, int32_t c0, int32_t first, int32_t pos, float mx) {
+    float block[16];
+    for (int l = 0; l < 16; l++) {
+        const int32_t j = c0 + l;
+        block[l] = 0.0f;
+        if (j >= first && j <= pos) block[l] = sc[j - first] = plumb__exp_poly(sc[j - first] - mx);
+    }
+    return plumb__sum16(block);
+}
+
 typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
 /* Softmax exponentials of the scores of positions first..pos (sc[j - first]), in place:
  * e^(s - mx) by plumb__exp_poly; returns their sum taken in blocks of 16 positions counted from

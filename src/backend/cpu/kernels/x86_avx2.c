@@ -856,13 +856,7 @@ static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
             sum += (double)_mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
             continue;
         }
-        float block[16];
-        for (int l = 0; l < 16; l++) {
-            const int32_t j = c0 + l;
-            block[l] = 0.0f;
-            if (j >= first && j <= pos) block[l] = sc[j - first] = plumb__exp_poly(sc[j - first] - mx);
-        }
-        sum += (double)plumb__sum16(block);
+        sum += (double)plumb__attn_exp_block(sc, c0, first, pos, mx);
     }
     return sum;
 }
