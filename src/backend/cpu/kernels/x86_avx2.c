@@ -740,13 +740,17 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
 }
 
 /* dot_q6_k and dot4_q6_k on wide rows (plumb__widen): the 6-bit codes and F32 d loaded. */
-static inline __attribute__((always_inline)) void wide_q6k_load(const uint8_t *a, __m256i *q, __m256i *sv, __m256i *sc16) {
+/* A wide Q6_K super-block's codes, scale pairs and int16 scales; returns its F32 d. */
+static inline __attribute__((always_inline)) float wide_q6k_load(const uint8_t *a, __m256i *q, __m256i *sv, __m256i *sc16) {
     const int8_t *sc = (const int8_t *)(a + 4);
     *sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
     for (int k = 0; k < 8; k++) {
         q[k] = _mm256_loadu_si256((const __m256i *)(a + 20 + 32 * k));
         sv[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
     }
+    float dw;
+    memcpy(&dw, a, 4);
+    return dw;
 }
 
 static float wide_dot_q6_k(int64_t n, const void *w, const void *x) {
@@ -754,9 +758,7 @@ static float wide_dot_q6_k(int64_t n, const void *w, const void *x) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q6K_BLOCK, b += 292) {
         __m256i q[8], sv[8], sc16;
-        wide_q6k_load(a, q, sv, &sc16);
-        float dw;
-        memcpy(&dw, a, 4);
+        const float dw = wide_q6k_load(a, q, sv, &sc16);
         acc = q6k_col(acc, b, q, sv, sc16, dw);
     }
     return hsum(acc);
@@ -768,9 +770,7 @@ static void wide_dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, c
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int64_t i = 0; i < n / 256; i++, a += PLUMB_WIDE_Q6K_BLOCK, b += 292) {
         __m256i q[8], sv[8], sc16;
-        wide_q6k_load(a, q, sv, &sc16);
-        float dw;
-        memcpy(&dw, a, 4);
+        const float dw = wide_q6k_load(a, q, sv, &sc16);
         acc0 = q6k_col(acc0, b, q, sv, sc16, dw);
         acc1 = q6k_col(acc1, b + xs, q, sv, sc16, dw);
         acc2 = q6k_col(acc2, b + 2 * xs, q, sv, sc16, dw);
