@@ -375,12 +375,14 @@ typedef struct dot_case {
     uint8_t *wq, *xq;
 } dot_case;
 
+#define DOT_CASE_PREP_BYTES 384 /* the most act_prep4 writes per block in any set */
+
 static void dot_case_init(dot_case *d, int type, int64_t n) {
     uint64_t wb;
     plumb_type_row_bytes(type, n, &wb);
     d->type = type, d->n = n, d->act = plumb__act_type(type);
     d->xs = plumb__act_row_size(d->act, n);
-    d->w = malloc((size_t)n * 4), d->x = malloc((size_t)n * 4), d->xsv = malloc((size_t)(n / 32) * 128);
+    d->w = malloc((size_t)n * 4), d->x = malloc((size_t)n * 4), d->xsv = malloc((size_t)(n / 32) * DOT_CASE_PREP_BYTES);
     d->wq = malloc(wb), d->xq = malloc(4 * d->xs);
 }
 
@@ -391,7 +393,8 @@ static void dot_case_fill(dot_case *d, const plumb_kernel_set *ks, int rep) {
         for (int64_t i = 0; i < d->n; i++) d->x[i] = frand() * (float)(c + rep + 1) * (rep % 3 == 2 && c == 1 ? 0.0f : 1.0f);
         ks->act_quantize[d->act](d->x, d->xq + (size_t)c * d->xs, d->n);
     }
-    if (d->act == PLUMB_ACT_Q8_0) plumb__act_scales4(d->xq, d->xs, d->n, d->xsv);
+    CHECK(ks->act4_block_bytes >= 128 && ks->act4_block_bytes <= DOT_CASE_PREP_BYTES);
+    if (d->act == PLUMB_ACT_Q8_0) ks->act_prep4(d->xq, d->xs, d->n, d->xsv);
 }
 
 static void dot_case_free(dot_case *d) { free(d->w), free(d->x), free(d->xsv), free(d->wq), free(d->xq); }
@@ -655,6 +658,21 @@ TEST(widened_rows_give_the_same_dots) {
                         ks->wide_dot4_lanes[type](n, wide, d.xq, d.xs, d.xsv, lanes);
                         ks->hsum8(lanes, 4, sums);
                         CHECK(ks->wide_dot4[type] != NULL && memcmp(sums, o4, sizeof sums) == 0);
+                        if (ks->wide_dot4x2_lanes[type]) { /* two different rows at once: each row's lanes */
+                            const size_t wsz = plumb__wide_row_size(type, n);
+                            uint64_t wb;
+                            plumb_type_row_bytes(type, n, &wb);
+                            uint8_t *w2 = malloc(wb), *pair = malloc(2 * wsz);
+                            plumb_quantize_row(type, d.x, w2, n); /* the last activation row's values */
+                            memcpy(pair, wide, wsz);
+                            ks->widen(type, w2, pair + wsz, n);
+                            float l2[64], l1[32];
+                            ks->wide_dot4x2_lanes[type](n, pair, wsz, d.xq, d.xs, d.xsv, l2);
+                            CHECK(memcmp(l2, lanes, sizeof lanes) == 0);
+                            ks->wide_dot4_lanes[type](n, pair + wsz, d.xq, d.xs, d.xsv, l1);
+                            CHECK(memcmp(l2 + 32, l1, sizeof l1) == 0);
+                            free(w2), free(pair);
+                        }
                     }
                     for (int c = 0; c < 4; c++) {
                         const uint8_t *xc = d.xq + (size_t)c * d.xs;

@@ -42,11 +42,11 @@ static size_t matmul_act_bytes(const plumb_tensor *n, int nth) {
     return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
 }
 
-/* F32 block scales of every group of 4 activation rows (Q8_0 activations): one copy, or one
- * per thread for a few rows. */
-static size_t matmul_scales_bytes(const plumb_tensor *n, int nth) {
+/* The kernel set's preparation (act_prep4: F32 block scales first) of every group of 4
+ * activation rows (Q8_0 activations): one copy, or one per thread for a few rows. */
+static size_t matmul_scales_bytes(const plumb_cpu_ctx *c, const plumb_tensor *n, int nth) {
     const size_t rows = (size_t)n_rows(n->src[1]);
-    const size_t bytes = round64((size_t)(n->src[1]->ne[0] / 32) * 128 * (rows / 4));
+    const size_t bytes = round64((size_t)(n->src[1]->ne[0] / 32) * c->kernels->act4_block_bytes * (rows / 4));
     return rows <= MATMUL_PRIVATE_ROWS ? bytes * (size_t)nth : bytes;
 }
 
@@ -74,7 +74,7 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
         const plumb_tensor *n = g->nodes[i];
         size_t s = 0;
         if (n->op == PLUMB_OP_MUL_MAT) {
-            s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(n, c->n_threads) +
+            s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(c, n, c->n_threads) +
                 matmul_widen_bytes(c, n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_ATTN) {
             s = attn_scratch_per_thread(n) * (size_t)c->n_threads;
@@ -116,29 +116,31 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const bool widen = matmul_widens(c, n); /* then the weights are dotted in the wide layout */
     /* four columns' lanes, summed for many rows at once */
     plumb_vec_dot4_fn lanes4 = c->kernels->vec_dot4_lanes[w->type];
+    plumb_vec_dot4x2_fn lanes4x2 = NULL; /* two weight rows at a time, where the set has it */
     if (widen) {
         dot = c->kernels->wide_dot[w->type];
         dot4 = c->kernels->wide_dot4[w->type];
         lanes4 = c->kernels->wide_dot4_lanes[w->type];
+        lanes4x2 = c->kernels->wide_dot4x2_lanes[w->type];
         dot2 = NULL;
     }
     const int64_t T4 = dot4 ? T / 4 * 4 : 0;
-    const size_t sv_tile = (size_t)(K / 32) * 32; /* floats of block scales per 4 rows */
+    const size_t sv_tile = (size_t)(K / 32) * (c->kernels->act4_block_bytes / 4); /* floats prepared per 4 rows */
     const bool scales = T4 > 0 && act == PLUMB_ACT_Q8_0;
     uint8_t *xq = c->work;
     float *xsv = (float *)(c->work + matmul_act_bytes(n, nth));
     if (T <= MATMUL_PRIVATE_ROWS) {
         xq = c->work + round64(arow * (size_t)T) * (size_t)ith;
-        xsv = (float *)((uint8_t *)xsv + matmul_scales_bytes(n, 1) * (size_t)ith);
+        xsv = (float *)((uint8_t *)xsv + matmul_scales_bytes(c, n, 1) * (size_t)ith);
         for (int64_t t = 0; t < T; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
-        if (scales) plumb__act_scales4(xq, arow, K, xsv);
+        if (scales) c->kernels->act_prep4(xq, arow, K, xsv);
     } else {
         split(T, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
         plumb__cpu_barrier(c);
         if (scales) {
             split(T4 / 4, ith, nth, &lo, &hi);
-            for (int64_t g = lo; g < hi; g++) plumb__act_scales4(xq + (size_t)(4 * g) * arow, arow, K, xsv + (size_t)g * sv_tile);
+            for (int64_t g = lo; g < hi; g++) c->kernels->act_prep4(xq + (size_t)(4 * g) * arow, arow, K, xsv + (size_t)g * sv_tile);
             plumb__cpu_barrier(c);
         }
     }
@@ -149,7 +151,7 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     size_t wrow = w->nb[1];
     uint8_t *wide = NULL;
     if (widen) {
-        wide = c->work + matmul_act_bytes(n, nth) + matmul_scales_bytes(n, nth) + matmul_widen_bytes(c, n) * (size_t)ith;
+        wide = c->work + matmul_act_bytes(n, nth) + matmul_scales_bytes(c, n, nth) + matmul_widen_bytes(c, n) * (size_t)ith;
         wrow = plumb__wide_row_size(w->type, K);
     }
     /* blocks of weight rows that stay in L1 while every group of 4 activation rows passes */
@@ -174,12 +176,17 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                     for (int64_t s0 = r0; s0 < r1; s0 += 16) {
                         const int64_t s1 = s0 + 16 < r1 ? s0 + 16 : r1;
                         float lanes[16 * 32], sums[16 * 4];
-                        for (int64_t r = s0; r < s1; r++)
-                            lanes4(K, blk + (size_t)(r - r0) * wrow, xq + (size_t)t * arow, arow,
-                                   xsv + (size_t)(t / 4) * sv_tile, lanes + (r - s0) * 32);
+                        int64_t q = s0;
+                        if (lanes4x2)
+                            for (; q + 1 < s1; q += 2)
+                                lanes4x2(K, blk + (size_t)(q - r0) * wrow, wrow, xq + (size_t)t * arow, arow,
+                                         xsv + (size_t)(t / 4) * sv_tile, lanes + (q - s0) * 32);
+                        for (; q < s1; q++)
+                            lanes4(K, blk + (size_t)(q - r0) * wrow, xq + (size_t)t * arow, arow,
+                                   xsv + (size_t)(t / 4) * sv_tile, lanes + (q - s0) * 32);
                         c->kernels->hsum8(lanes, (s1 - s0) * 4, sums);
-                        for (int64_t r = s0; r < s1; r++)
-                            for (int j = 0; j < 4; j++) out[(t + j) * N + r] = sums[(r - s0) * 4 + j];
+                        for (q = s0; q < s1; q++)
+                            for (int j = 0; j < 4; j++) out[(t + j) * N + q] = sums[(q - s0) * 4 + j];
                     }
                     continue;
                 }

@@ -650,6 +650,8 @@ static const plumb_kernel_set generic_set = {
         },
     .act_quantize = {[PLUMB_ACT_F32] = act_f32, [PLUMB_ACT_Q8_0] = act_q8_0, [PLUMB_ACT_Q8_1] = act_q8_1,
                      [PLUMB_ACT_Q8_K] = act_q8_k},
+    .act_prep4 = plumb__act_scales4,
+    .act4_block_bytes = 128,
     .widen = plumb__widen,
     .wide_dot = {[PLUMB_TYPE_Q4_0] = wide_dot, [PLUMB_TYPE_Q5_0] = wide_dot, [PLUMB_TYPE_Q8_0] = wide_dot,
                  [PLUMB_TYPE_Q4_K] = wide_dot_q4_k, [PLUMB_TYPE_Q6_K] = wide_dot_q6_k},

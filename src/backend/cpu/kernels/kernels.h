@@ -44,6 +44,10 @@ typedef void (*plumb_act_quantize_fn)(const float *x, void *out, int64_t n);
 typedef void (*plumb_vec_dot4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, const float *xsv,
                                   float *out);
 
+/* vec_dot4 of two weight rows (w, w + w_stride) leaving lanes (see wide_dot4_lanes) */
+typedef void (*plumb_vec_dot4x2_fn)(int64_t n, const void *w, size_t w_stride, const void *x, size_t x_stride,
+                                    const float *xsv, float *out);
+
 /* The dot products of two weight rows with one activation row: out[r] is bit for bit what
  * vec_dot gives for w_r (the activation row is read once for both). */
 typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, const void *x, float *out);
@@ -51,6 +55,10 @@ typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, con
 /* The block scales of 4 rows of Q8_0 activations of n elements, as F32: for block i, row c,
  * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
+/* A kernel set's preparation of 4 Q8_0 activation rows for its 4-row kernels: n / 32 *
+ * act4_block_bytes bytes at xsv that begin with plumb__act_scales4's; a set may add more
+ * after them (the AVX-512 set: the rows' values interleaved per block, and their sums). */
+typedef void (*plumb_act_prep4_fn)(const void *x, size_t x_stride, int64_t n, float *xsv);
 
 /* Wide layouts, made once per block of weight rows for large batches so that nibbles are not
  * unpacked, nor scales converted or decoded, again for every group of activation rows. A
@@ -137,12 +145,17 @@ typedef struct plumb_kernel_set {
     plumb_vec_dot4_fn vec_dot4_lanes[PLUMB_TYPE_COUNT]; /* as wide_dot4_lanes, for vec_dot4 */
     plumb_vec_dot2_fn vec_dot2[PLUMB_TYPE_COUNT]; /* NULL: call vec_dot per row */
     plumb_act_quantize_fn act_quantize[4];
+    plumb_act_prep4_fn act_prep4; /* the xsv of vec_dot4 and wide_dot4 for Q8_0 activations */
+    size_t act4_block_bytes;      /* bytes act_prep4 writes per block of 32 */
     plumb_widen_fn widen; /* plumb__widen's bytes, faster where the set has a version */
     plumb_vec_dot_fn wide_dot[PLUMB_TYPE_COUNT]; /* wide rows of the type with its activations */
     plumb_vec_dot4_fn wide_dot4[PLUMB_TYPE_COUNT];
     /* wide_dot4 without its last step: out[8c .. 8c + 7] gets column c's eight float lanes,
      * which hsum8 then sums as the kernel would have (NULL where a type's kernel ends otherwise) */
     plumb_vec_dot4_fn wide_dot4_lanes[PLUMB_TYPE_COUNT];
+    /* wide_dot4_lanes of two weight rows, w and w + w_stride: out[0..31] and out[32..63] are
+     * what the two calls would give (NULL: call wide_dot4_lanes per row) */
+    plumb_vec_dot4x2_fn wide_dot4x2_lanes[PLUMB_TYPE_COUNT];
     /* out[i] = the sum of the eight floats at x + 8i in the kernels' order:
      * ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)) */
     void (*hsum8)(const float *x, int64_t n, float *out);

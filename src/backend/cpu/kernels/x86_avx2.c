@@ -180,6 +180,83 @@ static float wide_dot(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+/* The AVX-512 set's act_prep4: after plumb__act_scales4's scales (n / 32 * 128 bytes), the four
+ * rows' values interleaved per block (block i: rows 0-3's 32 bytes each, 128 bytes), then per
+ * block and row the eight sums of four values times -128 as int32 (128 bytes per block). With
+ * them wide_dot4 takes a weight block as unsigned bytes q + 128 (dpbusd's unsigned operand,
+ * no sign fix per column) and starts each column's sums at -128 * (its sums of four):
+ * sum((q + 128) y) - 128 sum(y) is the signed lane sum exactly. */
+#define ACT4_AVX512_BLOCK_BYTES 384
+static void act_prep4(const void *x, size_t xs, int64_t n, float *xsv) {
+    plumb__act_scales4(x, xs, n, xsv);
+    const int64_t nb = n / 32;
+    int8_t *yi = (int8_t *)(xsv + nb * 32);
+    int32_t *nc = (int32_t *)(xsv + nb * 64);
+    const __m256i m128 = _mm256_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < nb; i++)
+        for (int c = 0; c < 4; c++) {
+            const __m256i y = _mm256_loadu_si256((const __m256i *)((const uint8_t *)x + (size_t)c * xs + (size_t)i * 34 + 2));
+            _mm256_storeu_si256((__m256i *)(yi + 128 * i + 32 * c), y);
+            const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), m128, y); /* 128 * sums of four */
+            _mm256_storeu_si256((__m256i *)(nc + 32 * i + 8 * c), _mm256_sub_epi32(_mm256_setzero_si256(), s));
+        }
+}
+
+/* Wide weight rows with 4 activation rows, two columns per 512-bit register (one in each
+ * half), from act_prep4's interleaved values and sums: each column's lanes get the one-row
+ * kernel's integer sums and float operations, in its order. */
+static inline __attribute__((always_inline)) void wide_dot4_acc(int64_t n, const void *w, const void *x, size_t xs,
+                                                                const float *xsv, __m256 *acc) {
+    (void)x, (void)xs;
+    const int64_t nb = n / 32;
+    const uint8_t *a = w;
+    const int8_t *yi = (const int8_t *)(xsv + nb * 32);
+    const int32_t *nc = (const int32_t *)(xsv + nb * 64);
+    const __m512i m128 = _mm512_set1_epi8((char)0x80);
+    __m512 acc01 = _mm512_setzero_ps(), acc23 = acc01;
+    for (int64_t i = 0; i < nb; i++, a += PLUMB_WIDE_BLOCK, xsv += 32, yi += 128, nc += 32) {
+        const __m512i qu = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a + 4))), m128);
+        const __m512 dw = _mm512_set1_ps(*(const float *)a);
+        const __m512i p01 = _mm512_dpbusd_epi32(_mm512_loadu_si512(nc), qu, _mm512_loadu_si512(yi));
+        const __m512i p23 = _mm512_dpbusd_epi32(_mm512_loadu_si512(nc + 16), qu, _mm512_loadu_si512(yi + 64));
+        acc01 = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(xsv)), _mm512_cvtepi32_ps(p01), acc01);
+        acc23 = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(xsv + 16)), _mm512_cvtepi32_ps(p23), acc23);
+    }
+    acc[0] = _mm512_castps512_ps256(acc01);
+    acc[1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc01), 1));
+    acc[2] = _mm512_castps512_ps256(acc23);
+    acc[3] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc23), 1));
+}
+
+/* wide_dot4_lanes of two weight rows (w, w + ws) at once: the activation loads are shared and
+ * four accumulator chains run side by side; out[0..31] is row 0's lanes, out[32..63] row 1's. */
+static void wide_dot4x2_lanes(int64_t n, const void *w, size_t ws, const void *x, size_t xs, const float *xsv,
+                              float *out) {
+    (void)x, (void)xs;
+    const int64_t nb = n / 32;
+    const uint8_t *a = w, *a1 = a + ws;
+    const int8_t *yi = (const int8_t *)(xsv + nb * 32);
+    const int32_t *nc = (const int32_t *)(xsv + nb * 64);
+    const __m512i m128 = _mm512_set1_epi8((char)0x80);
+    __m512 r0c01 = _mm512_setzero_ps(), r0c23 = r0c01, r1c01 = r0c01, r1c23 = r0c01;
+    for (int64_t i = 0; i < nb; i++, a += PLUMB_WIDE_BLOCK, a1 += PLUMB_WIDE_BLOCK, xsv += 32, yi += 128, nc += 32) {
+        const __m512i q0 = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a + 4))), m128);
+        const __m512i q1 = _mm512_xor_si512(_mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a1 + 4))), m128);
+        const __m512i y01 = _mm512_loadu_si512(yi), y23 = _mm512_loadu_si512(yi + 64);
+        const __m512i n01 = _mm512_loadu_si512(nc), n23 = _mm512_loadu_si512(nc + 16);
+        const __m512 s01 = _mm512_loadu_ps(xsv), s23 = _mm512_loadu_ps(xsv + 16);
+        const __m512 d0 = _mm512_set1_ps(*(const float *)a), d1 = _mm512_set1_ps(*(const float *)a1);
+        r0c01 = _mm512_fmadd_ps(_mm512_mul_ps(d0, s01), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(n01, q0, y01)), r0c01);
+        r0c23 = _mm512_fmadd_ps(_mm512_mul_ps(d0, s23), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(n23, q0, y23)), r0c23);
+        r1c01 = _mm512_fmadd_ps(_mm512_mul_ps(d1, s01), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(n01, q1, y01)), r1c01);
+        r1c23 = _mm512_fmadd_ps(_mm512_mul_ps(d1, s23), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(n23, q1, y23)), r1c23);
+    }
+    _mm512_storeu_ps(out, r0c01), _mm512_storeu_ps(out + 16, r0c23);
+    _mm512_storeu_ps(out + 32, r1c01), _mm512_storeu_ps(out + 48, r1c23);
+}
+#define PLUMB_HAVE_WIDE_DOT4X2 1
+#else
 /* Wide weight rows with 4 activation rows: the weight's |q| and sign pattern are shared, each
  * column runs the one-row kernel's operations. (Four named accumulators: an array of them is
  * stored back to the stack on every block by GCC.) */
@@ -213,6 +290,7 @@ static inline __attribute__((always_inline)) void wide_dot4_acc(int64_t n, const
     }
     acc[0] = acc0, acc[1] = acc1, acc[2] = acc2, acc[3] = acc3;
 }
+#endif
 
 static void wide_dot4(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
     __m256 acc[4];
@@ -980,6 +1058,14 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot4[PLUMB_TYPE_Q4_K] = dot4_q4_k;
         set.vec_dot4[PLUMB_TYPE_Q6_K] = dot4_q6_k;
         set.widen = widen;
+#ifdef PLUMB_HAVE_WIDE_DOT4X2
+        set.wide_dot4x2_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4x2_lanes[PLUMB_TYPE_Q5_0] =
+            set.wide_dot4x2_lanes[PLUMB_TYPE_Q8_0] = wide_dot4x2_lanes;
+#endif
+#ifdef ACT4_AVX512_BLOCK_BYTES
+        set.act_prep4 = act_prep4;
+        set.act4_block_bytes = ACT4_AVX512_BLOCK_BYTES;
+#endif
         set.wide_dot[PLUMB_TYPE_Q4_0] = set.wide_dot[PLUMB_TYPE_Q5_0] = set.wide_dot[PLUMB_TYPE_Q8_0] = wide_dot;
         set.wide_dot4[PLUMB_TYPE_Q4_0] = set.wide_dot4[PLUMB_TYPE_Q5_0] = set.wide_dot4[PLUMB_TYPE_Q8_0] = wide_dot4;
         set.wide_dot[PLUMB_TYPE_Q4_K] = wide_dot_q4_k;
