@@ -135,3 +135,45 @@ def test_bad_arguments(plumb_bin, real_model, run, args):
 def test_missing_model_file(plumb_bin, tmp_path, run):
     r = run(plumb_bin, "bench", "-m", tmp_path / "absent.gguf", timeout=30)
     assert r.rc == 1 and len(r.stderr_lines) == 1 and "absent.gguf" in r.stderr, r.describe()
+
+
+def _profile_rows(stderr):
+    lines = stderr.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("plumb profile: CPU backend"))
+    rows = []
+    for l in lines[start + 2:]:
+        if not l.strip().endswith(("token", "batch", "2-7")) and "%" not in l:
+            break
+        f = l.split()
+        row = {"share": float(f[0].rstrip("%")), "ms": float(f[1]), "calls": int(f[2]), "op": f[3]}
+        if row["op"] == "mul_mat":
+            row.update(type=f[4], k=int(f[5]), n=int(f[7]), tokens=" ".join(f[8:]))
+        rows.append(row)
+    return lines[start], rows
+
+
+def test_profile_counts_every_node(plumb_bin, real_model):
+    """PLUMB_PROFILE=1: the per-op table on stderr counts each kind of node exactly as often as
+    the bench runs it, its shares add up, and without the variable nothing is printed."""
+    import os
+    import subprocess
+    argv = [str(plumb_bin), "bench", "-m", str(real_model), "-p", "16", "-n", "4", "-t", "2", "-r", "1",
+            "--no-membw", "-o", "json"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=dict(os.environ, PLUMB_PROFILE="1"))
+    assert r.returncode == 0, r.stderr
+    head, rows = _profile_rows(r.stderr)
+    assert head.startswith("plumb profile: CPU backend, 2 threads")
+    assert abs(sum(x["share"] for x in rows) - 100.0) < 0.5
+    assert all(x["ms"] >= 0 and x["calls"] > 0 for x in rows)
+    mm = {(x["type"], x["k"], x["n"], x["tokens"]): x["calls"] for x in rows if x["op"] == "mul_mat"}
+    # pp16 twice (warm-up + 1 repetition): 18 layers x (gate, up) as a batch, the head for the
+    # last position only; tg: a 1-token warm-up and 4 tokens, one decode each
+    assert mm[("Q5_0", 640, 2048, "batch")] == 2 * 18 * 2
+    assert mm[("Q5_0", 640, 2048, "1 token")] == 5 * 18 * 2
+    assert mm[("Q8_0", 640, 262144, "1 token")] == 2 + 5
+    assert ("Q8_0", 640, 262144, "batch") not in mm
+    attn = next(x for x in rows if x["op"] == "attn")
+    assert attn["calls"] == (2 + 5) * 18
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if k != "PLUMB_PROFILE"})
+    assert plain.returncode == 0 and "plumb profile" not in plain.stderr

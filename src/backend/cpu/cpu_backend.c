@@ -166,8 +166,10 @@ static void run_graph(void *arg, int ith, int nth) {
     for (int32_t i = 0; i < j->g->n_nodes; i++) {
         plumb_tensor *n = j->g->nodes[i];
         if (n->op == PLUMB_OP_VIEW || n->op == PLUMB_OP_NONE) continue;
+        const double t0 = ith == 0 && j->c->prof ? plumb__cpu_profile_now() : 0.0;
         plumb__cpu_compute_node(j->c, n, ith, nth);
         plumb__cpu_barrier(j->c);
+        if (ith == 0 && j->c->prof) plumb__cpu_profile_add(j->c->prof, n, plumb__cpu_profile_now() - t0);
     }
 }
 
@@ -190,6 +192,10 @@ static plumb_status cpu_graph_compute(plumb_backend *b, plumb_graph *g) {
 static void cpu_free(plumb_backend *b) {
     plumb_cpu_ctx *c = b->ctx;
     pool_free(c->pool);
+    if (c->prof) {
+        plumb__cpu_profile_report(c->prof, c->n_threads);
+        plumb__cpu_profile_free(c->prof);
+    }
     free(c->work);
     free(c->chunk_base);
     free(c);
@@ -217,8 +223,10 @@ plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out) {
     c->chunk_base = bases;
     c->n_threads = n_threads;
     c->kernels = plumb__kernels_get();
+    c->prof = plumb__cpu_profile_create();
     plumb_status st = pool_create(n_threads, &c->pool);
     if (st) {
+        plumb__cpu_profile_free(c->prof);
         free(b);
         free(c->chunk_base);
         free(c);

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 typedef struct cpu_pool cpu_pool;
+typedef struct plumb_cpu_profile plumb_cpu_profile;
 
 typedef struct plumb_cpu_ctx {
     int n_threads;
@@ -20,6 +21,7 @@ typedef struct plumb_cpu_ctx {
      * knows where the current hand-out starts from chunk_base[i] */
     _Atomic int64_t chunk_counter;
     int64_t *chunk_base; /* [n_threads] */
+    plumb_cpu_profile *prof; /* NULL unless PLUMB_PROFILE is set (cpu_profile.c) */
 } plumb_cpu_ctx;
 
 /* Grows the scratch buffer to what the largest node of g needs (before compute). */
@@ -34,5 +36,13 @@ void plumb__cpu_barrier(plumb_cpu_ctx *c);
  * only once per barrier-separated phase; which thread computes a chunk never changes its
  * result. */
 int64_t plumb__cpu_next_chunk(plumb_cpu_ctx *c, int ith, int64_t n);
+
+/* Time per kind of node (cpu_profile.c): NULL unless PLUMB_PROFILE is set and non-zero. */
+plumb_cpu_profile *plumb__cpu_profile_create(void);
+double plumb__cpu_profile_now(void);
+void plumb__cpu_profile_add(plumb_cpu_profile *p, const plumb_tensor *node, double sec);
+/* Prints the table, most time first, to stderr. */
+void plumb__cpu_profile_report(plumb_cpu_profile *p, int n_threads);
+void plumb__cpu_profile_free(plumb_cpu_profile *p);
 
 #endif
