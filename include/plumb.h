@@ -179,6 +179,14 @@ typedef struct plumb_gguf_tensor_info {
  * version or type plumb does not read) and a plumb_last_error() naming the file, the
  * offset or field, and what is wrong. On success *out owns the mapping. */
 PLUMB_API plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out);
+/* Read the whole file into memory (anonymous, huge pages where the kernel gives them) instead
+ * of mapping it: faster to stream weights from, at the cost of that memory and of reading the
+ * file at open. Falls back to mapping when the memory cannot be had. */
+#define PLUMB_GGUF_OPEN_READ 1u
+/* As plumb_gguf_open, with PLUMB_GGUF_OPEN_* flags. */
+PLUMB_API plumb_status plumb_gguf_open_ex(const char *path, unsigned flags, plumb_gguf_t **out);
+/* Whether the data is the file's own mapping (false: read into memory, or bytes in memory). */
+PLUMB_API bool plumb_gguf_is_file_mapping(const plumb_gguf_t *g);
 /* As plumb_gguf_open over bytes in memory. `data` is borrowed and must outlive the object;
  * `name` is used in messages. */
 PLUMB_API plumb_status plumb_gguf_open_memory(const void *data, size_t size, const char *name,
@@ -355,12 +363,24 @@ typedef struct plumb_model_info {
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
 } plumb_model_info;
 
-/* Loads a model: maps the GGUF file, checks the architecture, every hyperparameter and the
- * presence, type and shape of every weight, and loads the vocabulary. Weights stay in the
- * mapping as stored (quantized). An unsupported architecture is PLUMB_E_UNSUPPORTED with a
+/* Loads a model: reads the GGUF file into memory (plumb_model_params), checks the architecture, every hyperparameter and the
+ * presence, type and shape of every weight, and loads the vocabulary. Weights stay as stored
+ * (quantized). An unsupported architecture is PLUMB_E_UNSUPPORTED with a
  * message listing the supported ones; a missing or misshapen tensor is PLUMB_E_FORMAT
  * naming it. */
 PLUMB_API plumb_status plumb_model_load(const char *path, plumb_model_t **out);
+
+typedef struct plumb_model_params {
+    /* true: weights stay in a read-only mapping of the file (pages come in as they are first
+     * used, shared with other processes, no copy); false (default): the file is read into
+     * anonymous memory with huge pages at load, which decodes faster (streaming the weights is
+     * what bounds generation) and costs the file's size in private memory and its read time. */
+    bool use_mmap;
+} plumb_model_params;
+PLUMB_API plumb_model_params plumb_model_default_params(void);
+/* plumb_model_load with parameters (NULL: the defaults). */
+PLUMB_API plumb_status plumb_model_load_params(const char *path, const plumb_model_params *params,
+                                               plumb_model_t **out);
 PLUMB_API void plumb_model_free(plumb_model_t *m);
 PLUMB_API void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *out);
 /* Borrowed from the model. */

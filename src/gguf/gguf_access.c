@@ -9,6 +9,7 @@
 
 uint32_t plumb_gguf_version(const plumb_gguf_t *g) { return g->version; }
 uint64_t plumb_gguf_file_size(const plumb_gguf_t *g) { return g->size; }
+bool plumb_gguf_is_file_mapping(const plumb_gguf_t *g) { return g->file_mapping; }
 uint64_t plumb_gguf_alignment(const plumb_gguf_t *g) { return g->alignment; }
 uint64_t plumb_gguf_data_offset(const plumb_gguf_t *g) { return g->data_offset; }
 int64_t plumb_gguf_kv_count(const plumb_gguf_t *g) { return g->n_kv; }

@@ -467,7 +467,49 @@ plumb_status plumb_gguf_open_memory(const void *data, size_t size, const char *n
     return PLUMB_OK;
 }
 
-plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out) {
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* The file's bytes in anonymous memory aligned to 2 MiB and advised for transparent huge
+ * pages: weights streamed from there read faster than from a file mapping's scattered 4 KiB
+ * page-cache pages (plumb bench, tg128 on 2 threads: ~9% on one test machine). Returns
+ * PLUMB_E_NOMEM when the memory is not there (the caller maps the file instead). */
+static plumb_status read_into_memory(plumb_gguf_t *g, int fd, const char *path) {
+    const size_t size = (size_t)g->size, span = size + HUGE_PAGE;
+    uint8_t *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return PLUMB_E_NOMEM;
+    uint8_t *base = (uint8_t *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+#ifdef MADV_HUGEPAGE
+    madvise(base, size, MADV_HUGEPAGE); /* advice: without it the pages are simply 4 KiB */
+#endif
+    /* fault every page in before reading: pread into pages it must fault itself runs several
+     * times slower (0.5 s against 0.1 s for 253 MB from the page cache, measured) */
+    for (size_t off = 0; off < size; off += 4096) base[off] = 0;
+    for (size_t done = 0; done < size;) {
+        const size_t want = size - done < ((size_t)1 << 30) ? size - done : ((size_t)1 << 30);
+        const ssize_t got = pread(fd, base + done, want, (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            const int e = got < 0 ? errno : 0;
+            munmap(m, span);
+            return plumb__fail(PLUMB_E_IO, "%s: cannot read byte %zu of %zu: %s", path, done, size,
+                               e ? strerror(e) : "the file shrank while being read");
+        }
+        done += (size_t)got;
+    }
+    if (mprotect(m, span, PROT_READ) != 0) { /* the weights are never written */
+        munmap(m, span);
+        return PLUMB_E_NOMEM;
+    }
+    g->data = base;
+    g->map_base = m;
+    g->map_size = span;
+    g->mapped = true;
+    return PLUMB_OK;
+}
+
+plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out) { return plumb_gguf_open_ex(path, 0, out); }
+
+plumb_status plumb_gguf_open_ex(const char *path, unsigned flags, plumb_gguf_t **out) {
     if (!out || !path) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_gguf_open: NULL argument");
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -494,7 +536,13 @@ plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out) {
         free(g);
         return plumb__fail(PLUMB_E_NOMEM, "out of memory");
     }
-    if (g->size > 0) {
+    plumb_status rd = PLUMB_E_NOMEM;
+    if (g->size > 0 && (flags & PLUMB_GGUF_OPEN_READ) && (rd = read_into_memory(g, fd, path)) == PLUMB_E_IO) {
+        close(fd);
+        plumb_gguf_free(g);
+        return rd;
+    }
+    if (g->size > 0 && rd != PLUMB_OK) {
         void *m = mmap(NULL, (size_t)g->size, PROT_READ, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED) {
             int e = errno;
@@ -503,8 +551,11 @@ plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out) {
             return plumb__fail(PLUMB_E_IO, "%s: cannot map %" PRIu64 " bytes: %s", path, (uint64_t)sb.st_size, strerror(e));
         }
         g->data = m;
+        g->map_base = m;
+        g->map_size = (size_t)g->size;
         g->mapped = true;
-    } else {
+        g->file_mapping = true;
+    } else if (g->size == 0) {
         g->data = (const uint8_t *)"";
     }
     close(fd);
@@ -519,7 +570,7 @@ plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out) {
 
 void plumb_gguf_free(plumb_gguf_t *g) {
     if (!g) return;
-    if (g->mapped) munmap((void *)g->data, (size_t)g->size);
+    if (g->mapped) munmap(g->map_base, g->map_size);
     for (int64_t i = 0; i < g->n_kv; i++) free(g->kvs[i].str_offs);
     for (size_t i = 0; i < g->n_strings; i++) free(g->strings[i]);
     free(g->strings);

@@ -125,13 +125,18 @@ plumb_status plumb__model_layer_tensor(plumb_model_t *m, int il, const char *suf
     return plumb__model_tensor(m, name, n_dims, ne, optional, out);
 }
 
-plumb_status plumb_model_load(const char *path, plumb_model_t **out) {
+plumb_model_params plumb_model_default_params(void) { return (plumb_model_params){.use_mmap = false}; }
+
+plumb_status plumb_model_load(const char *path, plumb_model_t **out) { return plumb_model_load_params(path, NULL, out); }
+
+plumb_status plumb_model_load_params(const char *path, const plumb_model_params *params, plumb_model_t **out) {
     if (!path || !out) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_model_load: NULL argument");
     *out = NULL;
+    const plumb_model_params p = params ? *params : plumb_model_default_params();
     plumb_model_t *m = calloc(1, sizeof *m);
     if (!m) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
     snprintf(m->name, sizeof m->name, "%s", path);
-    plumb_status st = plumb_gguf_open(path, &m->gguf);
+    plumb_status st = plumb_gguf_open_ex(path, p.use_mmap ? 0 : PLUMB_GGUF_OPEN_READ, &m->gguf);
     if (st) {
         free(m);
         return st;

@@ -721,7 +721,8 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
                                  .n_batch = p->n_batch,
                                  .prefill_chunk = p->prefill_chunk,
                                  .queue_size = p->queue_size,
-                                 .chat_format = p->chat_format};
+                                 .chat_format = p->chat_format,
+                                 .use_mmap = p->use_mmap};
     plumb_status st = plumb_srv_sched_create(&sp, &s->metrics, &s->sched);
     if (st) {
         freeaddrinfo(ai);

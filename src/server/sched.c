@@ -405,7 +405,9 @@ static void after_decode(plumb_srv_sched *s) {
 }
 
 static plumb_status load(plumb_srv_sched *s) {
-    plumb_status st = plumb_model_load(s->p.model_path, &s->model);
+    plumb_model_params mp = plumb_model_default_params();
+    mp.use_mmap = s->p.use_mmap;
+    plumb_status st = plumb_model_load_params(s->p.model_path, &mp, &s->model);
     if (st) return st;
     plumb_context_params cp = plumb_context_default_params();
     cp.n_ctx = s->p.n_ctx;

@@ -23,6 +23,7 @@ typedef struct plumb_srv_sched_params {
     int32_t prefill_chunk; /* prompt tokens per step while other slots generate */
     int32_t queue_size;    /* jobs that may wait for a slot */
     const char *chat_format; /* NULL: from the model */
+    bool use_mmap;           /* plumb_model_params.use_mmap */
 } plumb_srv_sched_params;
 
 typedef enum plumb_srv_state { PLUMB_SRV_LOADING, PLUMB_SRV_READY, PLUMB_SRV_FAILED } plumb_srv_state;

@@ -28,6 +28,7 @@ typedef struct plumb_server_params {
     size_t max_header;       /* request line and header bytes at most (default 16 KiB) */
     double timeout_s;        /* a request's whole life at most (default 600) */
     bool log_requests;       /* one line per request on stderr */
+    bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
 } plumb_server_params;
 
 plumb_server_params plumb_server_default_params(void);

@@ -177,3 +177,15 @@ def test_profile_counts_every_node(plumb_bin, real_model):
     plain = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                            env={k: v for k, v in os.environ.items() if k != "PLUMB_PROFILE"})
     assert plain.returncode == 0 and "plumb profile" not in plain.stderr
+
+
+def test_model_load_modes(plumb_bin, real_model, run):
+    """By default the file is read into memory; --mmap keeps the weights in the file's mapping.
+    Both say so and how long the load took."""
+    for extra, want in (([], "file read into memory"), (["--mmap"], "weights in a mapping of the file (--mmap)")):
+        r = run(plumb_bin, "bench", "-m", real_model, "-p", "0", "-n", "2", "-t", "1", "-r", "1", "--no-membw",
+                *extra, timeout=60)
+        assert r.rc == 0, r.describe()
+        load = [l for l in r.stdout.splitlines() if l.startswith("model load: ")]
+        assert len(load) == 1 and load[0].endswith(want), r.stdout
+        assert 0 <= float(load[0].split()[2]) < 60

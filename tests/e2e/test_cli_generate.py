@@ -126,3 +126,12 @@ def test_generation_under_sanitizers(plumb_san_bin, real_model):
     c = _chat(plumb_san_bin, real_model, ["Hi", "Bye"], "-n", "2", env=env, timeout=600)
     assert c.returncode == 0, c.stderr[-3000:]
     assert "Sanitizer" not in c.stderr and "runtime error" not in c.stderr
+
+
+def test_mmap_gives_the_same_text(run, plumb_bin, real_model):
+    """Weights read into memory (default) or left in the file mapping (--mmap): the same
+    bytes, so the same greedy text."""
+    args = ["run", "-m", real_model, "-p", "The capital of France is", "-n", "16", "--temp", "0"]
+    a, b = run(plumb_bin, *args), run(plumb_bin, *args, "--mmap")
+    assert a.rc == 0 and b.rc == 0, a.describe() + b.describe()
+    assert a.stdout == b.stdout and len(a.stdout.strip()) > 0

@@ -39,6 +39,7 @@ typedef struct bench_options {
     int reps;
     bool json;
     bool membw; /* measure the read bandwidth (off: no roofline) */
+    plumb_model_params mp;
 } bench_options;
 
 /* What a one-token forward pass reads, from the model's tensors. */
@@ -66,7 +67,8 @@ static const char bench_usage[] =
     "  -t, --threads LIST     thread counts, comma-separated (default 1,2)\n"
     "  -r, --repetitions N    timed repetitions per test (default 5)\n"
     "  -o, --output FORMAT    md (default) or json\n"
-    "      --no-membw         skip the read-bandwidth measurement (no roofline)\n";
+    "      --no-membw         skip the read-bandwidth measurement (no roofline)\n"
+    "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n";
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -121,6 +123,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
     o->t[0] = 1, o->t[1] = 2, o->nt = 2;
     o->reps = 5;
     o->membw = true;
+    o->mp = plumb_model_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -129,6 +132,10 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         }
         if (!strcmp(a, "--no-membw")) {
             o->membw = false;
+            continue;
+        }
+        if (!strcmp(a, "--mmap")) {
+            o->mp.use_mmap = true;
             continue;
         }
         int k = -1;
@@ -407,11 +414,13 @@ int cmd_bench(int argc, char **argv) {
     int first_of[BENCH_MAX_LIST + 1] = {0}; /* results of thread count ti: [first_of[ti], first_of[ti+1]) */
     double gbs_of[BENCH_MAX_LIST];
 
-    plumb_status st = plumb_model_load(o.model, &model);
+    const double load_t0 = now_seconds();
+    plumb_status st = plumb_model_load_params(o.model, &o.mp, &model);
     if (st) {
         cli_error("bench", st, NULL);
         goto out;
     }
+    const double load_s = now_seconds() - load_t0;
     plumb_model_info info;
     plumb_model_get_info(model, &info);
     if (info.n_ctx_train > 0 && max_tokens > info.n_ctx_train) {
@@ -495,6 +504,9 @@ int cmd_bench(int argc, char **argv) {
         printf("\n");
         for (int ti = 0; ti < o.nt; ti++)
             print_md_roofline(o.t[ti], gbs_of[ti], rs + first_of[ti], first_of[ti + 1] - first_of[ti]);
+        printf("model load: %.3f s, %s\n", load_s,
+               plumb_gguf_is_file_mapping(plumb_model_gguf(model)) ? "weights in a mapping of the file (--mmap)"
+                                                                   : "file read into memory");
     }
     rc = 0;
 out:

@@ -64,7 +64,7 @@ int cmd_chat(int argc, char **argv) {
     plumb_chat_message *msgs = calloc(cap_msgs, sizeof *msgs);
     char *line = NULL;
     size_t line_cap = 0;
-    plumb_status st = session_open(&s, o.model, &o.ctx, &o.sampling);
+    plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling);
     if (st || !msgs) {
         cli_error("chat", st ? st : PLUMB_E_NOMEM, NULL);
         goto out;

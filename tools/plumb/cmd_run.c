@@ -81,7 +81,7 @@ int cmd_run(int argc, char **argv) {
     }
     session s;
     int rc = 1;
-    plumb_status st = session_open(&s, o.model, &o.ctx, &o.sampling);
+    plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling);
     if (st) {
         cli_error("run", st, NULL);
         goto out;

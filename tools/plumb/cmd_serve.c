@@ -30,7 +30,8 @@ static const char serve_usage[] =
     "      --timeout S           longest a request may take, in seconds (default 600)\n"
     "      --max-body BYTES      largest request body (default 1048576)\n"
     "      --max-connections N   open connections at most (default 128)\n"
-    "      --log                 one line per request on stderr\n";
+    "      --log                 one line per request on stderr\n"
+    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
 
 int cmd_serve(int argc, char **argv) {
     plumb_server_params p = plumb_server_default_params();
@@ -42,6 +43,10 @@ int cmd_serve(int argc, char **argv) {
         }
         if (!strcmp(a, "--log")) {
             p.log_requests = true;
+            continue;
+        }
+        if (!strcmp(a, "--mmap")) {
+            p.use_mmap = true;
             continue;
         }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "-np", "--parallel", "-c", "--ctx-size",

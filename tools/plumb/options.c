@@ -23,13 +23,15 @@ const char gen_options_usage[] =
     "      --frequency-penalty F (default 0)\n"
     "  -s, --seed N              sampling seed (same seed, same output)\n"
     "      --stop TEXT           stop when TEXT appears (repeatable)\n"
-    "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n";
+    "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n"
+    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
 
 void gen_options_init(gen_options *o) {
     memset(o, 0, sizeof *o);
     o->ctx = plumb_context_default_params();
     o->sampling = plumb_sampler_default_params();
     o->n_predict = 256;
+    o->model_params = plumb_model_default_params();
 }
 
 bool options_parse_long(const char *s, long lo, long hi, long *out) {
@@ -54,6 +56,10 @@ static bool is(const char *a, const char *s1, const char *s2) { return strcmp(a,
 
 int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i) {
     const char *a = argv[*i];
+    if (strcmp(a, "--mmap") == 0) {
+        o->model_params.use_mmap = true;
+        return 1;
+    }
     static const struct {
         const char *l, *s;
     } valued[] = {{"--model", "-m"},      {"--n-predict", "-n"},       {"--threads", "-t"},        {"--ctx-size", "-c"},

@@ -16,6 +16,7 @@ typedef struct gen_options {
     int n_stops;
     const char *chat_format; /* NULL: from the model's template */
     const char *system;
+    plumb_model_params model_params;
 } gen_options;
 
 void gen_options_init(gen_options *o);

@@ -23,11 +23,11 @@ long session_peak_rss_kib(void) {
     return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0;
 }
 
-plumb_status session_open(session *s, const char *path, const plumb_context_params *cp,
+plumb_status session_open(session *s, const char *path, const plumb_model_params *mp, const plumb_context_params *cp,
                           const plumb_sampler_params *sp) {
     memset(s, 0, sizeof *s);
     double t0 = session_now();
-    plumb_status st = plumb_model_load(path, &s->model);
+    plumb_status st = plumb_model_load_params(path, mp, &s->model);
     if (st) return st;
     if ((st = plumb_context_create(s->model, cp, &s->ctx))) return st;
     s->vocab = plumb_model_vocab(s->model);

@@ -33,7 +33,8 @@ long session_peak_rss_kib(void);
 void print_stats(const session *s);
 /* Loads the model, creates the context and the sampler. On failure the caller still calls
  * session_close. */
-plumb_status session_open(session *s, const char *path, const plumb_context_params *cp, const plumb_sampler_params *sp);
+plumb_status session_open(session *s, const char *path, const plumb_model_params *mp, const plumb_context_params *cp,
+                          const plumb_sampler_params *sp);
 void session_close(session *s);
 /* Tokenizes text (special tokens parsed; BOS added when add_special). *ids is malloc'd. */
 plumb_status session_tokenize(const session *s, const char *text, bool add_special, int32_t **ids, size_t *n);
