@@ -24,6 +24,11 @@ GGML_CPU_TILED_MM removed from the environment.
 
 plumb runs as `plumb bench ... -r 1 -o json --no-membw`, one process per repetition (which
 warms up on its own before its timed repetition).
+
+Weights: by default each engine holds them its own default way (llama.cpp maps the file;
+plumb reads it into huge-page memory). --load mmap maps the file in both (plumb --mmap),
+--load read reads it into memory in both (llama.cpp use_mmap = false), so the kernels can be
+compared apart from where the weights live.
 """
 import argparse
 import importlib.util
@@ -66,6 +71,9 @@ def parse_args():
     ap.add_argument("--python", help="interpreter with llama_cpp (default: .venv-peer, created when missing)")
     ap.add_argument("--no-extra-bufts", dest="extra_bufts", action="store_false",
                     help="turn llama.cpp's extra weight buffers (repacked layouts) off")
+    ap.add_argument("--load", choices=["default", "mmap", "read"], default="default",
+                    help="how both engines hold the weights: each its default (llama.cpp maps the file, "
+                         "plumb reads it into memory), both a file mapping, or both read into memory")
     args = ap.parse_args()
     if args.repetitions < 1:
         ap.error("-r must be at least 1")
@@ -106,7 +114,7 @@ def peer_python():
 class Llama:
     """One model and, per thread count, one context with an attached CPU thread pool."""
 
-    def __init__(self, path, extra_bufts):
+    def __init__(self, path, extra_bufts, use_mmap=True):
         import ctypes
         import llama_cpp.llama_cpp as C
         self.ctypes, self.C = ctypes, C
@@ -115,6 +123,7 @@ class Llama:
         C.llama_backend_init()
         mp = C.llama_model_default_params()
         mp.use_extra_bufts = extra_bufts
+        mp.use_mmap = use_mmap
         self.model = C.llama_model_load_from_file(path.encode(), mp)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")
@@ -209,7 +218,7 @@ class Llama:
 def plumb_once(args, threads, p, n):
     """One `plumb bench -r 1` process: {"pp512": t/s, "tg128": t/s}."""
     argv = [args.plumb, "bench", "-m", args.model, "-p", str(p), "-n", str(n), "-t", str(threads),
-            "-r", "1", "-o", "json", "--no-membw"]
+            "-r", "1", "-o", "json", "--no-membw"] + (["--mmap"] if args.load == "mmap" else [])
     r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -232,7 +241,7 @@ def run(args):
     n_ctx = max([1] + args.n_prompt + args.n_gen)
     n_batch = max([1] + args.n_prompt)
     plumb_version = subprocess.run([args.plumb, "--version"], capture_output=True, text=True).stdout.splitlines()
-    llm = Llama(args.model, args.extra_bufts)
+    llm = Llama(args.model, args.extra_bufts, use_mmap=args.load != "read")
     rows = []
     try:
         for threads in args.threads:
@@ -262,6 +271,7 @@ def run(args):
         llm.close()
 
     print(f"model: {os.path.relpath(args.model, ROOT) if args.model.startswith(ROOT) else args.model}")
+    print(f"weights: {'each engine its default (llama.cpp: file mapping; plumb: read into memory)' if args.load == 'default' else 'both ' + ('a file mapping' if args.load == 'mmap' else 'read into memory')}")
     print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-peer), use_extra_bufts="
           f"{args.extra_bufts}, default kernels and context settings (flash attention: auto); "
           + llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip())

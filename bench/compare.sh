@@ -2,6 +2,7 @@
 # compare.sh — plumb against llama.cpp, side by side on one model and the same thread counts.
 #
 #   bench/compare.sh [-m MODEL] [-p 512] [-n 128] [-t 1,2] [-r 3] [--plumb PATH] [--no-extra-bufts]
+#                    [--load default|mmap|read]
 #
 # Both engines are measured the llama-bench way (pp = one batch of -p prompt tokens, tg = -n
 # single-token decodes from an empty sequence), repetitions interleaved (llama.cpp, plumb,

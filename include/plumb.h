@@ -181,7 +181,8 @@ typedef struct plumb_gguf_tensor_info {
 PLUMB_API plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out);
 /* Read the whole file into memory (anonymous, huge pages where the kernel gives them) instead
  * of mapping it: faster to stream weights from, at the cost of that memory and of reading the
- * file at open. Falls back to mapping when the memory cannot be had. */
+ * file at open. Falls back to mapping when the file does not fit in the memory available
+ * (MemAvailable) with room to spare, or the memory cannot be had. */
 #define PLUMB_GGUF_OPEN_READ 1u
 /* As plumb_gguf_open, with PLUMB_GGUF_OPEN_* flags. */
 PLUMB_API plumb_status plumb_gguf_open_ex(const char *path, unsigned flags, plumb_gguf_t **out);

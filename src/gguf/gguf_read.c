@@ -471,10 +471,26 @@ plumb_status plumb_gguf_open_memory(const void *data, size_t size, const char *n
 
 /* The file's bytes in anonymous memory aligned to 2 MiB and advised for transparent huge
  * pages: weights streamed from there read faster than from a file mapping's scattered 4 KiB
- * page-cache pages (plumb bench, tg128 on 2 threads: ~9% on one test machine). Returns
+ * page-cache pages (plumb bench, tg128 on 2 threads: ~10% on one test machine). Returns
  * PLUMB_E_NOMEM when the memory is not there (the caller maps the file instead). */
+/* MemAvailable of /proc/meminfo in bytes (reclaimable page cache included); 0 if unknown. */
+static uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) break;
+    fclose(f);
+    return (uint64_t)kib * 1024;
+}
+
 static plumb_status read_into_memory(plumb_gguf_t *g, int fd, const char *path) {
     const size_t size = (size_t)g->size, span = size + HUGE_PAGE;
+    /* private memory is not reclaimable: a file that would not fit with room to spare stays
+     * mapped (whose pages the kernel can drop) rather than risk the OOM killer */
+    const uint64_t avail = mem_available();
+    if (avail == 0 || g->size + ((uint64_t)256 << 20) > avail / 10 * 9) return PLUMB_E_NOMEM;
     uint8_t *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return PLUMB_E_NOMEM;
     uint8_t *base = (uint8_t *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
