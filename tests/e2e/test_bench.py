@@ -189,3 +189,27 @@ def test_model_load_modes(plumb_bin, real_model, run):
         load = [l for l in r.stdout.splitlines() if l.startswith("model load: ")]
         assert len(load) == 1 and load[0].endswith(want), r.stdout
         assert 0 <= float(load[0].split()[2]) < 60
+
+
+def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
+    """build/plumb_kernel_bench (next to plumb): one row per SIMD set in use, model weight type
+    and setting, with a positive finite rate; with PLUMB_KERNELS=generic it says there is no
+    SIMD set instead."""
+    import os
+    import subprocess
+    exe = plumb_bin.parent / "plumb_kernel_bench"
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [l.strip("|").split("|") for l in r.stdout.splitlines()[2:]]
+    rows = [[c.strip() for c in row] for row in rows]
+    sets = sorted({row[0] for row in rows})
+    assert sets and set(sets) <= {"avx2", "avx512vnni"}, r.stdout
+    for s in sets:
+        got = {(row[1], row[2], row[3]) for row in rows if row[0] == s}
+        want = {(t, k, m) for t, k in (("Q5_0", "640"), ("Q8_0", "640"), ("Q4_K", "1024"), ("Q4_K", "2048"),
+                                        ("Q6_K", "2048")) for m in ("l1", "matmul")}
+        assert got == want, r.stdout
+    assert all(0 < float(row[5]) < 1e5 and "NaN" not in row[-1] for row in rows), r.stdout
+    g = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PLUMB_KERNELS="generic"))
+    assert g.returncode == 0 and "no SIMD kernel set in use (generic)" in g.stdout

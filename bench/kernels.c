@@ -1,0 +1,122 @@
+/* kernels.c — plumb_kernel_bench: G MAC/s of the prompt (4-column) matmul kernels of every
+ * kernel set this CPU runs, for the weight types of Gemma 3 270M Q4_K_M, in two settings:
+ *   l1      16 widened weight rows and one group of 4 activation rows, all in L1: the kernel;
+ *   matmul  the matmul's own loop (cpu_ops.c): a block of weight rows kept in L1 while 128
+ *           groups of 4 activation rows (a pp512 batch) stream past, sums batched by hsum8.
+ * A gap between the two says the time goes to memory or to the loop, not to the arithmetic.
+ * One thread; the best of 5 timed passes.
+ *
+ *   build/plumb_kernel_bench            (PLUMB_KERNELS=avx2 limits the sets as plumb does) */
+#include "backend/cpu/kernels/kernels.h"
+#include "quant/quant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define GROUPS 128 /* groups of 4 activation rows in the matmul setting: 512 tokens */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint32_t rng = 12345;
+static float frand(void) {
+    rng = rng * 1664525u + 1013904223u;
+    return (float)((int32_t)(rng >> 8) - (1 << 23)) / (float)(1 << 23);
+}
+
+/* One pass over `rows` widened rows and `groups` activation groups, as op_mul_mat does. */
+static float pass(const plumb_kernel_set *k, int type, int64_t n, const uint8_t *wide, size_t wr, int rows,
+                  const uint8_t *x, size_t xs, const float *prep, size_t tile, int groups) {
+    plumb_vec_dot4_fn l4 = k->wide_dot4_lanes[type], d4 = k->wide_dot4[type];
+    plumb_vec_dot4x2_fn x2 = k->wide_dot4x2_lanes[type];
+    float lanes[16 * 32], o[64], sink = 0.0f;
+    for (int g = 0; g < groups; g++) {
+        const uint8_t *xg = x + (size_t)(4 * g) * xs;
+        const float *pg = (const float *)((const uint8_t *)prep + (size_t)g * tile);
+        for (int s0 = 0; s0 < rows; s0 += 16) {
+            const int s1 = s0 + 16 < rows ? s0 + 16 : rows;
+            if (l4) {
+                int r = s0;
+                if (x2)
+                    for (; r + 1 < s1; r += 2) x2(n, wide + (size_t)r * wr, wr, xg, xs, pg, lanes + (r - s0) * 32);
+                for (; r < s1; r++) l4(n, wide + (size_t)r * wr, xg, xs, pg, lanes + (r - s0) * 32);
+                k->hsum8(lanes, (s1 - s0) * 4, o);
+            } else {
+                for (int r = s0; r < s1; r++) d4(n, wide + (size_t)r * wr, xg, xs, pg, o + 4 * (r - s0));
+            }
+            sink += o[0];
+        }
+    }
+    return sink;
+}
+
+static int run(const plumb_kernel_set *k, int type, int64_t n, bool matmul) {
+    const int rows = matmul ? (int)(16384 / plumb__wide_row_size(type, n) > 0 ? 16384 / plumb__wide_row_size(type, n) : 1)
+                            : 16;
+    const int groups = matmul ? GROUPS : 1;
+    uint64_t wb;
+    if (plumb_type_row_bytes(type, n, &wb) || !k->wide_dot4[type]) return 0;
+    const size_t wr = plumb__wide_row_size(type, n);
+    const int act = plumb__act_type(type);
+    const size_t xs = plumb__act_row_size(act, n), tile = (size_t)(n / 32) * k->act4_block_bytes;
+    float *f = malloc((size_t)n * sizeof *f);
+    uint8_t *w = malloc(wb), *wide = malloc(wr * (size_t)rows), *x = malloc(xs * 4 * (size_t)groups);
+    float *prep = aligned_alloc(64, (tile * (size_t)groups + 63) / 64 * 64);
+    if (!f || !w || !wide || !x || !prep) {
+        fprintf(stderr, "plumb_kernel_bench: out of memory\n");
+        return 1;
+    }
+    for (int r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < n; i++) f[i] = frand();
+        plumb_quantize_row(type, f, w, n);
+        k->widen(type, w, wide + (size_t)r * wr, n);
+    }
+    for (int c = 0; c < 4 * groups; c++) {
+        for (int64_t i = 0; i < n; i++) f[i] = frand();
+        k->act_quantize[act](f, x + (size_t)c * xs, n);
+    }
+    if (act == PLUMB_ACT_Q8_0)
+        for (int g = 0; g < groups; g++)
+            k->act_prep4(x + (size_t)(4 * g) * xs, xs, n, (float *)((uint8_t *)prep + (size_t)g * tile));
+    const double macs = (double)rows * (double)n * 4.0 * groups;
+    const int iters = (int)(1e9 / macs) + 1;
+    double best = 0.0;
+    float sink = 0.0f;
+    for (int p = 0; p < 5; p++) {
+        const double t0 = now();
+        for (int i = 0; i < iters; i++) sink += pass(k, type, n, wide, wr, rows, x, xs, prep, tile, groups);
+        const double g = macs * iters / (now() - t0) * 1e-9;
+        if (g > best) best = g;
+    }
+    printf("| %s | %s | %lld | %s | %d x %d | %.1f |%s\n", k->name, plumb_type_name(type), (long long)n,
+           matmul ? "matmul" : "l1", rows, 4 * groups, best, sink != sink ? " (NaN)" : "");
+    free(f), free(w), free(wide), free(x), free(prep);
+    return 0;
+}
+
+int main(void) {
+    const plumb_kernel_set *best = plumb__kernels_get();
+    /* the SIMD sets this CPU runs, as far as PLUMB_KERNELS lets plumb use them (the generic
+     * set has no 4-column kernels) */
+    const plumb_kernel_set *sets[] = {best == plumb__kernels_generic() ? NULL : plumb__kernels_avx2(),
+                                      best == plumb__kernels_avx512vnni() ? best : NULL};
+    static const struct {
+        int type;
+        int64_t n;
+    } shapes[] = {{PLUMB_TYPE_Q5_0, 640}, {PLUMB_TYPE_Q8_0, 640}, {PLUMB_TYPE_Q4_K, 1024}, {PLUMB_TYPE_Q4_K, 2048},
+                  {PLUMB_TYPE_Q6_K, 2048}};
+    if (!sets[0] && !sets[1]) {
+        printf("plumb_kernel_bench: no SIMD kernel set in use (%s)\n", best->name);
+        return 0;
+    }
+    printf("| set | type | k | setting | rows x columns | G MAC/s |\n| --- | --- | ---: | --- | --- | ---: |\n");
+    for (size_t s = 0; s < sizeof sets / sizeof sets[0]; s++)
+        for (size_t i = 0; sets[s] && i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int m = 0; m < 2; m++)
+                if (run(sets[s], shapes[i].type, shapes[i].n, m == 1)) return 1;
+    return 0;
+}
