@@ -469,10 +469,6 @@ plumb_status plumb_gguf_open_memory(const void *data, size_t size, const char *n
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-/* The file's bytes in anonymous memory aligned to 2 MiB and advised for transparent huge
- * pages: weights streamed from there read faster than from a file mapping's scattered 4 KiB
- * page-cache pages (plumb bench, tg128 on 2 threads: ~10% on one test machine). Returns
- * PLUMB_E_NOMEM when the memory is not there (the caller maps the file instead). */
 /* MemAvailable of /proc/meminfo in bytes (reclaimable page cache included); 0 if unknown. */
 static uint64_t mem_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -485,6 +481,10 @@ static uint64_t mem_available(void) {
     return (uint64_t)kib * 1024;
 }
 
+/* The file's bytes in anonymous memory aligned to 2 MiB and advised for transparent huge
+ * pages: weights streamed from there read faster than from a file mapping's scattered 4 KiB
+ * page-cache pages (plumb bench, tg128 on 2 threads: ~10% on one test machine). Returns
+ * PLUMB_E_NOMEM when the memory is not there (the caller maps the file instead). */
 static plumb_status read_into_memory(plumb_gguf_t *g, int fd, const char *path) {
     const size_t size = (size_t)g->size, span = size + HUGE_PAGE;
     /* private memory is not reclaimable: a file that would not fit with room to spare stays
