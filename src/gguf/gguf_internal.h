@@ -36,8 +36,7 @@ struct plumb_gguf {
     char *name; /* path or caller's name, for messages */
     const uint8_t *data;
     uint64_t size;
-    bool mapped;      /* data is a mapping of map_size bytes at map_base (file or anonymous) */
-    void *map_base;
+    void *map_base; /* NULL, or data lies in a mapping of map_size bytes here (file or anonymous) */
     size_t map_size;
     bool file_mapping; /* the mapping is the file's (not a copy read into memory) */
     uint32_t version;

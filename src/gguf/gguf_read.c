@@ -519,7 +519,6 @@ static plumb_status read_into_memory(plumb_gguf_t *g, int fd, const char *path) 
     g->data = base;
     g->map_base = m;
     g->map_size = span;
-    g->mapped = true;
     return PLUMB_OK;
 }
 
@@ -569,7 +568,6 @@ plumb_status plumb_gguf_open_ex(const char *path, unsigned flags, plumb_gguf_t *
         g->data = m;
         g->map_base = m;
         g->map_size = (size_t)g->size;
-        g->mapped = true;
         g->file_mapping = true;
     } else if (g->size == 0) {
         g->data = (const uint8_t *)"";
@@ -586,7 +584,7 @@ plumb_status plumb_gguf_open_ex(const char *path, unsigned flags, plumb_gguf_t *
 
 void plumb_gguf_free(plumb_gguf_t *g) {
     if (!g) return;
-    if (g->mapped) munmap(g->map_base, g->map_size);
+    if (g->map_base) munmap(g->map_base, g->map_size);
     for (int64_t i = 0; i < g->n_kv; i++) free(g->kvs[i].str_offs);
     for (size_t i = 0; i < g->n_strings; i++) free(g->strings[i]);
     free(g->strings);
