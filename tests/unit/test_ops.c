@@ -599,6 +599,43 @@ TEST(attention_kernels_match_generic) {
     free(v), free(p);
 }
 
+/* Every set's scores of many queries against many keys (attn_qk) are attn_dot's, times the
+ * scale, bit for bit: 1 to 9 queries (whole groups of the kernels' and a rest), key counts
+ * below, at and past their blocks, head sizes in whole 64-element steps and not, rows apart
+ * by strides wider than a head. */
+TEST(attention_scores_match_attn_dot) {
+    plumb__kernels_get();
+    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+    enum { QS = 300, KS = 310, MAXQ = 9, MAXK = 37, OS = 40 };
+    const int64_t hds[] = {256, 64, 128, 100, 3};
+    float *q = malloc(sizeof(float) * QS * MAXQ), out[MAXQ * OS];
+    uint16_t *k = malloc(sizeof(uint16_t) * KS * MAXK);
+    for (int i = 0; i < QS * MAXQ; i++) q[i] = plumb__f16_table[plumb__fp32_to_fp16(frand() * ldexpf(1.0f, i % 9 - 4))];
+    for (int i = 0; i < KS * MAXK; i++) k[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, i % 7 - 3));
+    const float scale = 0.0625f * 1.1f;
+    for (size_t si = 0; si < 3; si++) {
+        const plumb_kernel_set *ks = sets[si];
+        if (!ks) continue;
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+            for (int nq = 1; nq <= MAXQ; nq += 2)
+                for (int32_t nk = 1; nk <= MAXK; nk += 9) {
+                    const int64_t hd = hds[hi];
+                    memset(out, 0xff, sizeof out);
+                    ks->attn_qk(q, QS, nq, k, KS, nk, hd, scale, out, OS);
+                    for (int i = 0; i < nq; i++)
+                        for (int32_t j = 0; j < nk; j++) {
+                            const float want = ks->attn_dot(q + (size_t)i * QS, k + (size_t)j * KS, hd) * scale;
+                            if (memcmp(&want, &out[i * OS + j], 4) != 0)
+                                plumb_test_fail(__FILE__, __LINE__, "%s attn_qk hd=%lld query %d of %d key %d of %d: %a, want %a",
+                                                ks->name, (long long)hd, i, nq, j, nk, (double)out[i * OS + j], (double)want);
+                        }
+                    for (int i = 0; i < nq; i++) /* nothing written past the keys */
+                        for (int32_t j = nk; j < OS; j++) CHECK(isnan(out[i * OS + j]));
+                }
+    }
+    free(q), free(k);
+}
+
 /* Weight rows widened (plumb__widen: legacy types, Q4_K, Q6_K) give, through every set's wide kernels (one-row
  * and four-row), the original type's one-row results bit for bit: large batches dot the
  * widened rows, small ones the originals. */

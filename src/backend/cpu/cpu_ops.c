@@ -463,16 +463,13 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             for (int64_t i = 0; i < nh; i++)
                 c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
                                       scratch + (size_t)i * per_head + kv->n_ctx, hd);
+            c->kernels->attn_qk(scratch + kv->n_ctx, per_head, (int)nh, kc + (seq_base + (size_t)first) * (size_t)kv_dim + hk * hd,
+                                (size_t)kv_dim, pos - first + 1, hd, scale, scratch, per_head);
             float mx[PLUMB_MAX_GROUP];
-            for (int64_t i = 0; i < nh; i++) mx[i] = -INFINITY;
-            for (int32_t j = first; j <= pos; j++) {
-                const uint16_t *krow = kc + (seq_base + (size_t)j) * (size_t)kv_dim + hk * hd;
-                for (int64_t i = 0; i < nh; i++) {
-                    float *sc = scratch + (size_t)i * per_head;
-                    const float s = c->kernels->attn_dot(sc + kv->n_ctx, krow, hd) * scale;
-                    sc[j - first] = s;
-                    mx[i] = s > mx[i] ? s : mx[i];
-                }
+            for (int64_t i = 0; i < nh; i++) {
+                const float *sc = scratch + (size_t)i * per_head;
+                mx[i] = -INFINITY;
+                for (int32_t j = 0; j <= pos - first; j++) mx[i] = sc[j] > mx[i] ? sc[j] : mx[i];
             }
             /* exponentials, summed in blocks of 16 positions from 0 (positions before first
              * add zeros; so would the reference's padding after pos) */

@@ -586,6 +586,12 @@ PLUMB_CLONES static float attn_dot(const float *q, const uint16_t *k, int64_t n)
     return (float)s;
 }
 
+PLUMB_CLONES static void attn_qk(const float *q, size_t qs, int nq, const uint16_t *k, size_t ks, int32_t nk,
+                                 int64_t n, float scale, float *out, size_t os) {
+    for (int i = 0; i < nq; i++)
+        for (int32_t j = 0; j < nk; j++) out[(size_t)i * os + (size_t)j] = attn_dot(q + (size_t)i * qs, k + (size_t)j * ks, n) * scale;
+}
+
 PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
     double sum = 0.0;
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
@@ -659,6 +665,7 @@ static const plumb_kernel_set generic_set = {
     .round_f16 = round_f16,
     .hsum8 = hsum8,
     .attn_dot = attn_dot,
+    .attn_qk = attn_qk,
     .attn_exp = attn_exp,
     .attn_pv = attn_pv,
 };

@@ -130,6 +130,10 @@ static inline float plumb__attn_exp_block(float *sc, int32_t c0, int32_t first, 
 }
 
 typedef float (*plumb_attn_dot_fn)(const float *q, const uint16_t *k, int64_t n);
+/* The scaled scores of nq query rows (q + i * qs, n floats each) against nk key rows (k + j *
+ * ks, n F16 values each): out[i * os + j] = attn_dot(q_i, k_j, n) * scale, bit for bit. */
+typedef void (*plumb_attn_qk_fn)(const float *q, size_t qs, int nq, const uint16_t *k, size_t ks, int32_t nk,
+                                 int64_t n, float scale, float *out, size_t os);
 /* Softmax exponentials of the scores of positions first..pos (sc[j - first]), in place:
  * e^(s - mx) by plumb__exp_poly; returns their sum taken in blocks of 16 positions counted from
  * 0 (positions outside first..pos add 0), each block summed by plumb__sum16, the blocks added
@@ -162,6 +166,7 @@ typedef struct plumb_kernel_set {
     plumb_f32_to_f16_fn f32_to_f16;
     plumb_round_f16_fn round_f16;
     plumb_attn_dot_fn attn_dot;
+    plumb_attn_qk_fn attn_qk;
     plumb_attn_exp_fn attn_exp;
     plumb_attn_pv_fn attn_pv;
 } plumb_kernel_set;

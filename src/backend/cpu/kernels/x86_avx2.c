@@ -16,6 +16,9 @@
  * Measured on Zen 3 with Gemma 3 270M decoding (plumb bench tg128, interleaved runs): 1024
  * beats 768, 1280, 1536 and 2048 by 10-15% on one and two threads; the output head's 680-byte
  * Q8_0 rows, most of the bytes read per token, set the optimum. */
+#ifndef PVD
+#define PVD 16
+#endif
 #ifndef PLUMB_PREFETCH
 #define PLUMB_PREFETCH 1024
 #endif
@@ -894,6 +897,71 @@ static float attn_dot(const float *q, const uint16_t *k, int64_t n) {
     return (float)s;
 }
 
+/* attn_dot's lane group a (lanes 8a .. 8a + 7 of its 64; register acc[a] there) for G query
+ * rows and one key row, each from zero: the key's values are converted once for all G. */
+static inline __attribute__((always_inline)) void qk_lanes(const float *q, size_t qs, const int G, const uint16_t *kr,
+                                                           int64_t n, int a, __m256 *acc) {
+    for (int i = 0; i < G; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t s = 8 * a; s < n; s += 64) {
+        const __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + s)));
+        for (int i = 0; i < G; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)i * qs + s), kv, acc[i]);
+    }
+}
+
+/* G query rows against one key row (n a multiple of 64): attn_dot's folds of its eight
+ * registers (0 + 4, 2 + 6, their sum; for both halves; then 1 + 0), leaving for each query
+ * the eight lanes its last steps (hsum8's order) sum, at t8 + 8 i. */
+static inline __attribute__((always_inline)) void qk_row(const float *q, size_t qs, const int G, const uint16_t *kr,
+                                                         int64_t n, float *t8) {
+    __m256 half[2][4];
+    for (int h = 0; h < 2; h++) {
+        __m256 x[4], y[4];
+        qk_lanes(q, qs, G, kr, n, h, x);
+        qk_lanes(q, qs, G, kr, n, 4 + h, y);
+        for (int i = 0; i < G; i++) x[i] = _mm256_add_ps(x[i], y[i]);
+        __m256 z[4];
+        qk_lanes(q, qs, G, kr, n, 2 + h, y);
+        qk_lanes(q, qs, G, kr, n, 6 + h, z);
+        for (int i = 0; i < G; i++) half[h][i] = _mm256_add_ps(x[i], _mm256_add_ps(y[i], z[i]));
+    }
+    for (int i = 0; i < G; i++) _mm256_storeu_ps(t8 + 8 * i, _mm256_add_ps(half[1][i], half[0][i]));
+}
+
+/* Queries four at a time against blocks of 16 keys; the last horizontal steps of 64 (query,
+ * key) pairs go through hsum8 together. Lengths that are not whole 64-element steps take
+ * attn_dot per pair. */
+static void hsum8(const float *x, int64_t n, float *out);
+static void attn_qk(const float *q, size_t qs, int nq, const uint16_t *k, size_t ks, int32_t nk, int64_t n,
+                    float scale, float *out, size_t os) {
+    if (n % 64 != 0) {
+        for (int i = 0; i < nq; i++)
+            for (int32_t j = 0; j < nk; j++)
+                out[(size_t)i * os + (size_t)j] = attn_dot(q + (size_t)i * qs, k + (size_t)j * ks, n) * scale;
+        return;
+    }
+    float t8[64 * 8], sums[64];
+    for (int i0 = 0; i0 < nq; i0 += 4) {
+        const int g = nq - i0 < 4 ? nq - i0 : 4;
+        const float *qg = q + (size_t)i0 * qs;
+        for (int32_t j0 = 0; j0 < nk; j0 += 16) {
+            const int32_t jn = nk - j0 < 16 ? nk - j0 : 16;
+            for (int32_t j = 0; j < jn; j++) {
+                const uint16_t *kr = k + (size_t)(j0 + j) * ks;
+                float *t = t8 + (size_t)j * (size_t)g * 8;
+                switch (g) {
+                case 1: qk_row(qg, qs, 1, kr, n, t); break;
+                case 2: qk_row(qg, qs, 2, kr, n, t); break;
+                case 3: qk_row(qg, qs, 3, kr, n, t); break;
+                default: qk_row(qg, qs, 4, kr, n, t);
+                }
+            }
+            hsum8(t8, (int64_t)jn * g, sums);
+            for (int32_t j = 0; j < jn; j++)
+                for (int i = 0; i < g; i++) out[(size_t)(i0 + i) * os + (size_t)(j0 + j)] = sums[j * g + i] * scale;
+        }
+    }
+}
+
 /* plumb__exp_poly on 8 lanes: the same operations, the 2^n scaling in double. */
 static inline __m256 exp_poly8(__m256 x) {
     const __m256 shift = _mm256_set1_ps(0x1.8p23f), sign = _mm256_set1_ps(-0.0f);
@@ -1075,6 +1143,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
+        set.attn_qk = attn_qk;
         set.hsum8 = hsum8;
         set.wide_dot4_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4_lanes[PLUMB_TYPE_Q5_0] = set.wide_dot4_lanes[PLUMB_TYPE_Q8_0] = wide_dot4_lanes;
         set.attn_exp = attn_exp;
