@@ -430,10 +430,8 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     for (int64_t t = lo; t < hi; t++) {
         const size_t row = ((size_t)p->seq[t] * (size_t)kv->n_ctx + (size_t)p->pos[t]) * (size_t)kv_dim;
         const float *ks = (const float *)k->data + t * kv_dim, *vs = (const float *)v->data + t * kv_dim;
-        for (int64_t i = 0; i < kv_dim; i++) {
-            kc[row + (size_t)i] = plumb__fp32_to_fp16(ks[i]);
-            vc[row + (size_t)i] = plumb__fp32_to_fp16(vs[i]);
-        }
+        c->kernels->f32_to_f16(ks, kc + row, kv_dim);
+        c->kernels->f32_to_f16(vs, vc + row, kv_dim);
     }
     plumb__cpu_barrier(c);
     /* phase 2: work items are (token, KV head) with all the query heads that share the KV
