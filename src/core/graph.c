@@ -20,12 +20,21 @@ int64_t plumb_tensor_nelements(const plumb_tensor *t) { return t->ne[0] * t->ne[
 
 size_t plumb_tensor_nbytes(const plumb_tensor *t) { return t->nb[1] * (size_t)(t->ne[1] * t->ne[2] * t->ne[3]); }
 
+/* A free span of the activation pool (the planner's). */
+typedef struct block {
+    size_t off, size;
+} block;
+
 plumb_status plumb_graph_init(plumb_graph *g, int32_t max_tensors) {
     memset(g, 0, sizeof *g);
     g->tensors = calloc((size_t)max_tensors, sizeof *g->tensors);
     g->nodes = calloc((size_t)max_tensors, sizeof *g->nodes);
     g->attn = calloc((size_t)max_tensors, sizeof *g->attn);
-    if (!g->tensors || !g->nodes || !g->attn) {
+    g->plan_free = calloc((size_t)max_tensors + 2, sizeof(block));
+    g->plan_offs = calloc((size_t)max_tensors, sizeof *g->plan_offs);
+    g->plan_order = calloc((size_t)max_tensors, sizeof *g->plan_order);
+    g->plan_head = calloc((size_t)max_tensors + 1, sizeof *g->plan_head);
+    if (!g->tensors || !g->nodes || !g->attn || !g->plan_free || !g->plan_offs || !g->plan_order || !g->plan_head) {
         plumb_graph_free(g);
         return plumb__fail(PLUMB_E_NOMEM, "out of memory for a graph of %d tensors", max_tensors);
     }
@@ -38,6 +47,10 @@ void plumb_graph_free(plumb_graph *g) {
     free(g->nodes);
     free(g->attn);
     free(g->pool);
+    free(g->plan_free);
+    free(g->plan_offs);
+    free(g->plan_order);
+    free(g->plan_head);
     memset(g, 0, sizeof *g);
 }
 
@@ -106,10 +119,6 @@ plumb_attn_params *plumb_graph_attn_params(plumb_graph *g) {
 }
 
 /* ---- planner ----------------------------------------------------------------------------- */
-
-typedef struct block {
-    size_t off, size;
-} block;
 
 typedef struct allocator {
     block *free; /* sorted by offset, coalesced */
@@ -194,15 +203,10 @@ plumb_status plumb_graph_plan(plumb_graph *g) {
     }
     allocator a = {0};
     a.cap_free = g->n_nodes + 2;
-    a.free = malloc((size_t)a.cap_free * sizeof *a.free);
-    size_t *offs = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *offs);
-    /* by_last[i]: nodes whose memory is released after node i */
-    int32_t *order = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *order);
-    int32_t *head = malloc((size_t)(g->n_nodes + 1) * sizeof *head);
-    if (!a.free || !offs || !order || !head) {
-        free(a.free), free(offs), free(order), free(head);
-        return plumb__fail(PLUMB_E_NOMEM, "out of memory planning a graph");
-    }
+    a.free = g->plan_free;
+    size_t *offs = g->plan_offs;
+    /* head[i], then order[] from it: the nodes whose memory is released after node i */
+    int32_t *order = g->plan_order, *head = g->plan_head;
     for (int32_t i = 0; i <= g->n_nodes; i++) head[i] = -1;
     for (int32_t i = 0; i < g->n_nodes; i++) {
         plumb_tensor *n = g->nodes[i];
@@ -216,16 +220,12 @@ plumb_status plumb_graph_plan(plumb_graph *g) {
         for (int32_t j = head[i]; j >= 0; j = order[j]) free_block(&a, offs[j], aligned_size(g->nodes[j]));
     }
     g->pool_need = a.top;
-    free(a.free);
-    free(order);
-    free(head);
     if (g->pool_need > g->pool_size) {
         free(g->pool);
         size_t size = (g->pool_need + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
         g->pool = aligned_alloc(POOL_ALIGN, size ? size : POOL_ALIGN);
         g->pool_size = g->pool ? size : 0;
         if (!g->pool) {
-            free(offs);
             return plumb__fail(PLUMB_E_NOMEM, "out of memory for %zu bytes of activations", size);
         }
     }
@@ -237,6 +237,5 @@ plumb_status plumb_graph_plan(plumb_graph *g) {
         plumb_tensor *n = g->nodes[i];
         if (n->op == PLUMB_OP_VIEW) n->data = root_of(n)->data;
     }
-    free(offs);
     return PLUMB_OK;
 }

@@ -86,6 +86,12 @@ typedef struct plumb_graph {
     uint8_t *pool;    /* activation memory for op outputs */
     size_t pool_size; /* bytes in pool */
     size_t pool_need; /* bytes the last plan needed */
+    /* the planner's working arrays, sized for cap_nodes once, so that planning a graph (once
+     * per decode) allocates nothing */
+    void *plan_free;       /* free blocks of the pool, cap_nodes + 2 */
+    size_t *plan_offs;     /* [cap_nodes] */
+    int32_t *plan_order;   /* [cap_nodes] */
+    int32_t *plan_head;    /* [cap_nodes + 1] */
 } plumb_graph;
 
 plumb_status plumb_graph_init(plumb_graph *g, int32_t max_tensors);
