@@ -16,11 +16,16 @@
  * Measured on Zen 3 with Gemma 3 270M decoding (plumb bench tg128, interleaved runs): 1024
  * beats 768, 1280, 1536 and 2048 by 10-15% on one and two threads; the output head's 680-byte
  * Q8_0 rows, most of the bytes read per token, set the optimum. */
-#ifndef PVD
-#define PVD 16
-#endif
 #ifndef PLUMB_PREFETCH
 #define PLUMB_PREFETCH 1024
+#endif
+/* The same for the K-quant one-row and four-row kernels, whose super-blocks (144 and 210
+ * bytes) are prefetched whole (prefetch_block). Measured on Zen 3 with plumb's per-op profile
+ * (PLUMB_PROFILE=1, tg128, interleaved runs): against one line per block at 1024, 2048 takes
+ * Q4_K 1024 x 640 from 50 to 32 us and Q6_K 2048 x 640 from 91 to 77 us on two threads (85 to
+ * 47 and 175 to 123 on one); 1024 and 1536 come within a few percent. */
+#ifndef PLUMB_PREFETCH_K
+#define PLUMB_PREFETCH_K 2048
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -33,6 +38,13 @@ static inline float h2f(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
+}
+
+/* Prefetches the `bytes` of a K-quant super-block PLUMB_PREFETCH_K bytes ahead of a, every
+ * cache line of it: one line per block would leave about half of a 144- or 210-byte block's
+ * lines to the hardware, and single-token matmuls of these types wait on memory. */
+static inline void prefetch_block(const uint8_t *a, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)a + PLUMB_PREFETCH_K + o, _MM_HINT_T0);
 }
 
 static inline float hsum(__m256 v) {
@@ -369,7 +381,7 @@ static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8
     __m128 acc_m = _mm_setzero_ps(); /* mins, four lanes of sub-block pairs */
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / 256; i++, a += wbytes, b += 292) {
-        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        prefetch_block(a, wbytes);
         float dy;
         memcpy(&dy, b, 4);
         const uint8_t *qs = a + (qh ? 48 : 16);
@@ -462,6 +474,7 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
+        prefetch_block(a, 210);
         float dy;
         memcpy(&dy, b, 4);
         const int8_t *y = (const int8_t *)(b + 4);
@@ -707,7 +720,7 @@ static void dot4_q4_k(int64_t n, const void *w, const void *x, size_t xs, const 
     q4k_acc s0 = {_mm256_setzero_ps(), _mm_setzero_ps()}, s1 = s0, s2 = s0, s3 = s0;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < n / 256; i++, a += 144, b += 292) {
-        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        prefetch_block(a, 144);
         const uint8_t *qs = a + 16;
         const __m128i sm = k4_scales_mins(a + 4);
         __m256i lo[4], hi[4], sv[8];
@@ -793,7 +806,7 @@ static void dot4_q6_k(int64_t n, const void *w, const void *x, size_t xs, const 
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
-        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        prefetch_block(a, 210);
         const int8_t *sc = (const int8_t *)(a + 192);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
         __m256i q[8];
