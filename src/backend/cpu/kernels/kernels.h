@@ -57,7 +57,8 @@ typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, con
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
 /* A kernel set's preparation of 4 Q8_0 activation rows for its 4-row kernels: n / 32 *
  * act4_block_bytes bytes at xsv that begin with plumb__act_scales4's; a set may add more
- * after them (the AVX-512 set: the rows' values interleaved per block, and their sums). */
+ * after them (the AVX2 and AVX-512 sets: the rows' values side by side per block; the
+ * AVX-512 set also their sums). */
 typedef void (*plumb_act_prep4_fn)(const void *x, size_t x_stride, int64_t n, float *xsv);
 
 /* Wide layouts, made once per block of weight rows for large batches so that nibbles are not
