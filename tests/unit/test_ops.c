@@ -572,12 +572,15 @@ TEST(attention_kernels_match_generic) {
     }
     const plumb_kernel_set *all[] = {g, sets[0], sets[1]};
     const int64_t hds[] = {256, 64, 8, 24, 40, 100, 3};
-    const int32_t spans[][2] = {{0, 0}, {0, 5}, {0, 63}, {0, 64}, {0, 199}, {7, 7}, {7, 70}, {61, 190}, {130, 135}};
-    enum { NPOS = 200, MAXHD = 256, MAXH = 6 };
+    /* spans past 256 positions take the value kernels more than one pass over the lanes */
+    const int32_t spans[][2] = {{0, 0},   {0, 5},     {0, 63},   {0, 64},    {0, 199}, {7, 7},
+                                {7, 70},  {61, 190},  {130, 135}, {0, 255},  {0, 256}, {0, 1099},
+                                {100, 1050}, {300, 555}, {511, 1023}};
+    enum { NPOS = 1100, PS = 1100, MAXHD = 256, MAXH = 6 };
     uint16_t *v = malloc((size_t)NPOS * 300 * sizeof *v); /* rows of 300 values, heads' pieces inside */
-    float *p = malloc((size_t)MAXH * 260 * sizeof *p), want[MAXH * MAXHD], got[MAXH * MAXHD];
+    float *p = malloc((size_t)MAXH * PS * sizeof *p), want[MAXH * MAXHD], got[MAXH * MAXHD];
     for (size_t i = 0; i < (size_t)NPOS * 300; i++) v[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 5) - 2));
-    for (size_t i = 0; i < (size_t)MAXH * 260; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
+    for (size_t i = 0; i < (size_t)MAXH * PS; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
     for (size_t si = 0; si < 3; si++) {
         const plumb_kernel_set *ks = all[si];
         if (!ks) continue;
@@ -587,9 +590,9 @@ TEST(attention_kernels_match_generic) {
                     const int64_t hd = hds[hi];
                     const int32_t first = spans[sp][0], pos = spans[sp][1];
                     const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
-                    pv_by_definition(p, 260, nh, vh, 300, first, pos, hd, want, MAXHD);
+                    pv_by_definition(p, PS, nh, vh, 300, first, pos, hd, want, MAXHD);
                     memset(got, 0xff, sizeof got);
-                    ks->attn_pv(p, 260, nh, vh, 300, first, pos, hd, got, MAXHD);
+                    ks->attn_pv(p, PS, nh, vh, 300, first, pos, hd, got, MAXHD);
                     for (int i = 0; i < nh; i++)
                         if (memcmp(want + i * MAXHD, got + i * MAXHD, (size_t)hd * sizeof *got) != 0)
                             plumb_test_fail(__FILE__, __LINE__, "%s attn_pv hd=%lld heads=%d positions %d..%d, head %d differs",
