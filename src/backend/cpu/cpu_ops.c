@@ -294,19 +294,14 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     int64_t lo, hi;
     split(n_rows(a), ith, nth, &lo, &hi);
     /* each row's sum of squares is one chain of double additions in element order (the
-     * reference's); four rows at a time run four chains side by side */
-    for (int64_t r0 = lo; r0 < hi; r0 += 4) {
-        const int64_t nr = hi - r0 < 4 ? hi - r0 : 4;
+     * reference's); eight rows at a time run eight chains side by side */
+    for (int64_t r0 = lo; r0 < hi; r0 += 8) {
+        const int64_t nr = hi - r0 < 8 ? hi - r0 : 8;
         const float *x = (const float *)a->data + r0 * ne0;
-        double sum[4] = {0.0, 0.0, 0.0, 0.0};
-        if (nr == 4) {
-            const float *x1 = x + ne0, *x2 = x1 + ne0, *x3 = x2 + ne0;
-            for (int64_t i = 0; i < ne0; i++) {
-                sum[0] += (double)(x[i] * x[i]);
-                sum[1] += (double)(x1[i] * x1[i]);
-                sum[2] += (double)(x2[i] * x2[i]);
-                sum[3] += (double)(x3[i] * x3[i]);
-            }
+        double sum[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        if (nr == 8) {
+            for (int64_t i = 0; i < ne0; i++)
+                for (int k = 0; k < 8; k++) sum[k] += (double)(x[k * ne0 + i] * x[k * ne0 + i]);
         } else
             for (int64_t k = 0; k < nr; k++)
                 for (int64_t i = 0; i < ne0; i++) sum[k] += (double)(x[k * ne0 + i] * x[k * ne0 + i]);
