@@ -11,25 +11,31 @@
 #define PLUMB_X86_SET_NAME "avx2"
 #endif
 
-/* Bytes ahead of the block being read that the one-row kernels prefetch: decoding streams
- * each weight row once, and the hardware prefetcher alone keeps too few lines in flight.
- * Measured on Zen 3 with Gemma 3 270M decoding (plumb bench tg128, interleaved runs): 1024
- * beats 768, 1280, 1536 and 2048 by 10-15% on one and two threads; the output head's 680-byte
- * Q8_0 rows, most of the bytes read per token, set the optimum. */
+/* Bytes ahead of the block being read that the decode kernels prefetch: decoding streams
+ * each weight row once, and the hardware prefetcher alone keeps too few lines in flight (the
+ * output head takes twice as long without). All measured on Zen 3 with plumb's per-op profile
+ * (PLUMB_PROFILE=1, tg128, medians of interleaved runs). The legacy one-row and four-row
+ * kernels, and the AVX-512 set's two-row ones, use PLUMB_PREFETCH. */
 #ifndef PLUMB_PREFETCH
 #define PLUMB_PREFETCH 1024
 #endif
-/* The same for the K-quant one-row and four-row kernels, whose super-blocks (144 and 210
- * bytes) are prefetched whole (prefetch_block). Measured on Zen 3 with plumb's per-op profile
- * (PLUMB_PROFILE=1, tg128, interleaved runs): against one line per block at 1024, 2048 takes
+/* The one-row Q8_0 kernel, which decodes the output head (680-byte rows, most of the bytes
+ * read per token) as one stream: 3072 takes the head from 11.6 to 9.2 ms on two threads and
+ * from 18.7 to 16.1 ms on one, against the two-row kernel at 1024 (whose two streams were best
+ * at 1024, 2048 being 20% slower); 1536 to 6144 come within 10%. */
+#ifndef PLUMB_PREFETCH_Q8
+#define PLUMB_PREFETCH_Q8 3072
+#endif
+/* The K-quant one-row and four-row kernels, whose super-blocks (144 and 210 bytes) are
+ * prefetched whole (prefetch_block): against one line per block at 1024, 2048 takes
  * Q4_K 1024 x 640 from 50 to 32 us and Q6_K 2048 x 640 from 91 to 77 us on two threads (85 to
  * 47 and 175 to 123 on one); 1024 and 1536 come within a few percent. */
 #ifndef PLUMB_PREFETCH_K
 #define PLUMB_PREFETCH_K 2048
 #endif
-/* And for the two-row Q4_0/Q5_0 kernels, which are slower per byte than memory: 2048 against
- * 1024 takes Q5_0 640 x 2048 from 68 to 64 us on two threads, 128 to 118 on one (per-op
- * profile, as above). */
+/* The AVX2 set's two-row Q4_0/Q5_0 kernels, which are slower per byte than memory: 2048
+ * against 1024 takes Q5_0 640 x 2048 from 68 to 64 us on two threads, 128 to 118 on one (their
+ * one-row kernel, one stream at 3072, is slower still: 79 us). */
 #ifndef PLUMB_PREFETCH_L
 #define PLUMB_PREFETCH_L 2048
 #endif
@@ -126,7 +132,7 @@ static float dot_q8_0(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++, a += 34, b += 34) {
-        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH_Q8, _MM_HINT_T0);
         const __m256i p = dot_s8(_mm256_loadu_si256((const __m256i *)(a + 2)), _mm256_loadu_si256((const __m256i *)(b + 2)));
         acc = _mm256_fmadd_ps(scale2(a, b), _mm256_cvtepi32_ps(p), acc);
     }
@@ -621,37 +627,15 @@ static inline float hsum_hi(__m512 v) { return hsum(_mm256_castpd_ps(_mm512_extr
         out[0] = hsum_lo(acc), out[1] = hsum_hi(acc);                                                        \
     }
 
-#else
-/* Two weight rows against one activation row (decode: one token): the activation block and
- * its scale are loaded and converted once for both rows; each row runs the one-row kernel's
- * operations in its order. */
-#define DOT2_LEGACY(name, wbytes, decode)                                                                    \
-    static void name(int64_t n, const void *w0, const void *w1, const void *x, float *out) {                \
-        const uint8_t *a0 = w0, *a1 = w1, *b = x;                                                            \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;                                                      \
-        for (int64_t i = 0; i < n / 32; i++, a0 += (wbytes), a1 += (wbytes), b += 34) {                       \
-            _mm_prefetch((const char *)a0 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
-            _mm_prefetch((const char *)a1 + PLUMB_PREFETCH, _MM_HINT_T0);                                    \
-            const __m256i y = _mm256_loadu_si256((const __m256i *)(b + 2));                                  \
-            const __m256 dy = bcast_h2f(b);                                                                  \
-            const uint8_t *a = a0;                                                                           \
-            const __m256i q0 = decode;                                                                       \
-            a = a1;                                                                                          \
-            const __m256i q1 = decode;                                                                       \
-            const __m256 s0 = _mm256_mul_ps(bcast_h2f(a0), dy);                                              \
-            const __m256 s1 = _mm256_mul_ps(bcast_h2f(a1), dy);                                              \
-            acc0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(dot_s8(q0, y)), acc0);                             \
-            acc1 = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(dot_s8(q1, y)), acc1);                             \
-        }                                                                                                    \
-        out[0] = hsum(acc0), out[1] = hsum(acc1);                                                            \
-    }
-#endif
 
 DOT2_LEGACY(dot2_q8_0, 34, _mm256_loadu_si256((const __m256i *)(a + 2)))
-#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 DOT2_LEGACY(dot2_q4_0, 18, _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8)))
 DOT2_LEGACY(dot2_q5_0, 22, decode_q5_0(a))
+#define PLUMB_HAVE_DOT2_Q8_0 1
 #else
+/* (Q8_0 has no two-row kernel in the AVX2 set: two rows read side by side are two streams,
+ * and on Zen 3 the one-row kernel, one stream prefetched PLUMB_PREFETCH_Q8 ahead, decodes the
+ * output head 20% faster.) */
 /* Q5_0 values without their offset: nibble + 16 * bit, 0..31. */
 static inline __m256i decode_q5_0_unsigned(const uint8_t *a) {
     return _mm256_or_si256(unpack_nibbles(a + 6), _mm256_and_si256(bits_to_bytes(a + 2), _mm256_set1_epi8(16)));
@@ -1138,7 +1122,9 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #ifdef PLUMB_HAVE_DOT2
         set.vec_dot2[PLUMB_TYPE_Q4_0] = dot2_q4_0;
         set.vec_dot2[PLUMB_TYPE_Q5_0] = dot2_q5_0;
+#ifdef PLUMB_HAVE_DOT2_Q8_0
         set.vec_dot2[PLUMB_TYPE_Q8_0] = dot2_q8_0;
+#endif
 #endif
         set.vec_dot4[PLUMB_TYPE_Q4_0] = dot4_q4_0;
         set.vec_dot4[PLUMB_TYPE_Q5_0] = dot4_q5_0;
