@@ -939,7 +939,6 @@ static inline __attribute__((always_inline)) void qk_row(const float *q, size_t 
 /* Queries four at a time against blocks of 16 keys; the last horizontal steps of 64 (query,
  * key) pairs go through hsum8 together. Lengths that are not whole 64-element steps take
  * attn_dot per pair. */
-static void hsum8(const float *x, int64_t n, float *out);
 static void attn_qk(const float *q, size_t qs, int nq, const uint16_t *k, size_t ks, int32_t nk, int64_t n,
                     float scale, float *out, size_t os) {
     if (n % 64 != 0) {
