@@ -3,9 +3,11 @@
 way, repetitions interleaved; prints one markdown table. bench/compare.sh is the entry point.
 
 Method (the same on both sides, and the same as `plumb bench`):
-  ppP  the sequence cleared, then one decode of P pseudo-random prompt tokens in one batch
-       (batch size >= P, only the last token's logits); t/s = P / time of that decode;
-  tgN  the sequence cleared, then N single-token decodes; t/s = N / their total time.
+  ppP  the sequence cleared and filled with D pseudo-random tokens (-d, default 0; untimed,
+       in batches of up to max(P, 512)), then one decode of P pseudo-random prompt tokens in
+       one batch (batch size >= P, only the last token's logits); t/s = P / time of that decode;
+  tgN  the same D tokens, then N single-token decodes; t/s = N / their total time.
+A depth above 0 names the test as llama-bench does: "pp512 @ d4096".
 For each thread count both engines are warmed up once (pp: one batch, tg: one token), then
 the repetitions alternate: llama.cpp pp and tg, plumb pp and tg, llama.cpp, plumb, ...
 Results are the mean and sample standard deviation of the per-repetition t/s.
@@ -64,6 +66,8 @@ def parse_args():
     ap.add_argument("-m", "--model", default=DEFAULT_MODEL, help="GGUF model (default: %(default)s)")
     ap.add_argument("-p", "--n-prompt", type=int_list(0, 65536), default=[512], help="prompt lengths (0: no pp)")
     ap.add_argument("-n", "--n-gen", type=int_list(0, 65536), default=[128], help="generated lengths (0: no tg)")
+    ap.add_argument("-d", "--n-depth", type=int_list(0, 65536), default=[0],
+                    help="tokens in the context before each test (default 0)")
     ap.add_argument("-t", "--threads", type=int_list(1, 512), default=[1, 2], help="thread counts")
     ap.add_argument("-r", "--repetitions", type=int, default=3, help="interleaved repetitions (default 3)")
     ap.add_argument("--plumb", default=os.environ.get("PLUMB_BIN", os.path.join(ROOT, "build", "plumb")),
@@ -180,8 +184,8 @@ class Llama:
         self.close_context()
         self.C.llama_model_free(self.model)
 
-    def tokens(self, n):
-        rng = random.Random(TOKEN_SEED)
+    def tokens(self, n, seed=TOKEN_SEED):
+        rng = random.Random(seed)
         out = []
         while len(out) < n:
             t = rng.randrange(self.n_vocab)
@@ -194,17 +198,26 @@ class Llama:
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
 
-    def pp(self, n):
-        ids = (self.C.llama_token * n)(*self.tokens(n))
+    def fill(self, depth, chunk):
+        """Clears the sequence and decodes `depth` tokens, `chunk` per batch (untimed)."""
         self.C.llama_memory_clear(self.mem, True)
+        toks = self.tokens(depth, seed=TOKEN_SEED + 1)
+        for i in range(0, depth, chunk):
+            part = toks[i:i + chunk]
+            self._decode((self.C.llama_token * len(part))(*part), len(part))
+        self.C.llama_synchronize(self.ctx)
+
+    def pp(self, n, depth=0, chunk=512):
+        ids = (self.C.llama_token * n)(*self.tokens(n))
+        self.fill(depth, chunk)
         t0 = time.perf_counter()
         self._decode(ids, n)
         self.C.llama_synchronize(self.ctx)
         return n / (time.perf_counter() - t0)
 
-    def tg(self, n):
+    def tg(self, n, depth=0, chunk=512):
         one = [(self.C.llama_token * 1)(t) for t in self.tokens(n)]
-        self.C.llama_memory_clear(self.mem, True)
+        self.fill(depth, chunk)
         t0 = time.perf_counter()
         for arr in one:
             self._decode(arr, 1)
@@ -215,9 +228,10 @@ class Llama:
 # ---- plumb ---------------------------------------------------------------------------------
 
 
-def plumb_once(args, threads, p, n):
-    """One `plumb bench -r 1` process: {"pp512": t/s, "tg128": t/s}."""
-    argv = [args.plumb, "bench", "-m", args.model, "-p", str(p), "-n", str(n), "-t", str(threads),
+def plumb_once(args, threads, p, n, d):
+    """One `plumb bench -r 1` process: {"pp512": t/s, "tg128": t/s} (" @ dD" after each name
+    for a depth D > 0)."""
+    argv = [args.plumb, "bench", "-m", args.model, "-p", str(p), "-n", str(n), "-d", str(d), "-t", str(threads),
             "-r", "1", "-o", "json", "--no-membw"] + (["--mmap"] if args.load == "mmap" else [])
     r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
@@ -234,38 +248,46 @@ def fmt(samples):
     return mean, f"{mean:.2f} ± {sd:.2f}"
 
 
+def test_name(kind, k, d):
+    return f"{kind}{k}" + (f" @ d{d}" if d > 0 else "")
+
+
 def run(args):
     import llama_cpp
-    tests = [("pp", p) for p in dict.fromkeys(args.n_prompt) if p > 0] + \
+    depths = list(dict.fromkeys(args.n_depth))
+    kinds = [("pp", p) for p in dict.fromkeys(args.n_prompt) if p > 0] + \
             [("tg", n) for n in dict.fromkeys(args.n_gen) if n > 0]
-    n_ctx = max([1] + args.n_prompt + args.n_gen)
-    n_batch = max([1] + args.n_prompt)
+    tests = [(kind, k, d) for d in depths for kind, k in kinds]
+    n_ctx = max(depths) + max([1] + args.n_prompt + args.n_gen)
+    chunk = max([512] + args.n_prompt)  # depth tokens per decode, as plumb bench
+    n_batch = max([1] + args.n_prompt + [min(max(depths), chunk)])
     plumb_version = subprocess.run([args.plumb, "--version"], capture_output=True, text=True).stdout.splitlines()
     llm = Llama(args.model, args.extra_bufts, use_mmap=args.load != "read")
     rows = []
     try:
         for threads in args.threads:
             llm.open(threads, n_ctx, n_batch)
-            for kind, k in tests:  # warm-up, as llama-bench: a whole batch, one token
-                llm.pp(k) if kind == "pp" else llm.tg(1)
+            for kind, k, d in tests:  # warm-up, as llama-bench: a whole batch, one token
+                llm.pp(k, d, chunk) if kind == "pp" else llm.tg(1, d, chunk)
             res = {t: {"llama": [], "plumb": []} for t in tests}
             for rep in range(args.repetitions):
-                for kind, k in tests:
-                    res[(kind, k)]["llama"].append(llm.pp(k) if kind == "pp" else llm.tg(k))
+                for kind, k, d in tests:
+                    res[(kind, k, d)]["llama"].append(llm.pp(k, d, chunk) if kind == "pp" else llm.tg(k, d, chunk))
                 llm.pause()  # its idle workers stay off the CPUs while plumb runs
-                for p, n in pairs(tests):  # one plumb process measures one pp and one tg
-                    got = plumb_once(args, threads, p, n)
-                    if p:
-                        res[("pp", p)]["plumb"].append(got[f"pp{p}"])
-                    if n:
-                        res[("tg", n)]["plumb"].append(got[f"tg{n}"])
+                for d in depths:
+                    for p, n in pairs(kinds):  # one plumb process measures one pp and one tg
+                        got = plumb_once(args, threads, p, n, d)
+                        if p:
+                            res[("pp", p, d)]["plumb"].append(got[test_name("pp", p, d)])
+                        if n:
+                            res[("tg", n, d)]["plumb"].append(got[test_name("tg", n, d)])
                 print(f"compare: threads {threads}: repetition {rep + 1}/{args.repetitions} done",
                       file=sys.stderr, flush=True)
-            for kind, k in tests:
-                lm, ls = fmt(res[(kind, k)]["llama"])
-                pm, ps = fmt(res[(kind, k)]["plumb"])
+            for kind, k, d in tests:
+                lm, ls = fmt(res[(kind, k, d)]["llama"])
+                pm, ps = fmt(res[(kind, k, d)]["plumb"])
                 ratio = pm / lm if lm > 0 else math.nan
-                rows.append((threads, f"{kind}{k}", ls, ps, f"{ratio:.2f}"))
+                rows.append((threads, test_name(kind, k, d), ls, ps, f"{ratio:.2f}"))
             llm.close_context()
     finally:
         llm.close()
@@ -284,11 +306,11 @@ def run(args):
         print("| %d | %s | %s | %s | %s |" % r)
 
 
-def pairs(tests):
-    """(p, n) arguments for plumb processes covering every test once: pp and tg lengths
-    zipped, the shorter list padded with 0 (a 0 length runs no test)."""
-    ps = [k for kind, k in tests if kind == "pp"]
-    ns = [k for kind, k in tests if kind == "tg"]
+def pairs(kinds):
+    """(p, n) arguments for plumb processes covering every (kind, length) once: pp and tg
+    lengths zipped, the shorter list padded with 0 (a 0 length runs no test)."""
+    ps = [k for kind, k in kinds if kind == "pp"]
+    ns = [k for kind, k in kinds if kind == "tg"]
     m = max(len(ps), len(ns))
     ps += [0] * (m - len(ps))
     ns += [0] * (m - len(ns))

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # compare.sh — plumb against llama.cpp, side by side on one model and the same thread counts.
 #
-#   bench/compare.sh [-m MODEL] [-p 512] [-n 128] [-t 1,2] [-r 3] [--plumb PATH] [--no-extra-bufts]
+#   bench/compare.sh [-m MODEL] [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 3] [--plumb PATH] [--no-extra-bufts]
 #                    [--load default|mmap|read]
 #
 # Both engines are measured the llama-bench way (pp = one batch of -p prompt tokens, tg = -n
-# single-token decodes from an empty sequence), repetitions interleaved (llama.cpp, plumb,
-# llama.cpp, plumb, ...); the result is one markdown table: threads, test, llama.cpp t/s and
-# plumb t/s (mean ± sd), and the ratio plumb/llama. -p/-n/-t take comma-separated lists.
+# single-token decodes, after -d tokens already decoded into the sequence, 0 by default),
+# repetitions interleaved (llama.cpp, plumb, llama.cpp, plumb, ...); the result is one markdown
+# table: threads, test, llama.cpp t/s and plumb t/s (mean ± sd), and the ratio plumb/llama.
+# -p/-n/-d/-t take comma-separated lists.
 #
 # llama.cpp is llama-cpp-python built from source on this machine (.venv-peer, created on
 # first use, which takes minutes) with llama.cpp's default CPU configuration: native

@@ -17,7 +17,7 @@ import pytest
 P, N, REPS = 16, 4, 2
 
 
-def expected_bytes_per_token(plumb_bin, model, run, n_gen):
+def expected_bytes_per_token(plumb_bin, model, run, n_gen, depth=0):
     """From the tensor list of `plumb inspect --json` (gguf-py's reader is too slow on a
     262k-token vocabulary), with every tensor's size recomputed from gguf-py's block sizes."""
     r = run(plumb_bin, "inspect", model, "--json", timeout=60)
@@ -43,7 +43,7 @@ def expected_bytes_per_token(plumb_bin, model, run, n_gen):
     sliding = sum(1 for il in range(n_layer) if window and il % 6 < 5)
     per_layer = 2 * n_head_kv * head_dim * 2  # K and V, F16
     kv = 0
-    for i in range(n_gen):
+    for i in range(depth, depth + n_gen):
         kv += (i + 1) * per_layer * (n_layer - sliding) + min(i + 1, window or i + 1) * per_layer * sliding
     return total + kv / n_gen
 
@@ -97,6 +97,26 @@ def test_markdown_table_and_roofline(plumb_bin, real_model, run):
     assert len(bw) == 1 and "tg2 roofline" in bw[0] and "reached" in bw[0], r.stdout
 
 
+def test_depth(plumb_bin, real_model, run):
+    """-d D: each test after D tokens in the context, named as llama-bench names it; a
+    generated token reads the K and V of the positions it attends, up to the sliding window of
+    the local layers (depth 600 passes the model's 512)."""
+    r = run(plumb_bin, "bench", "-m", real_model, "-p", "8", "-n", "2", "-d", "0,600", "-t", "2", "-r", "1", "-o",
+            "json", "--no-membw", timeout=120)
+    assert r.rc == 0, r.describe()
+    rows = json.loads(r.stdout)
+    assert [(x["test"], x["n_prompt"], x["n_gen"], x["n_depth"]) for x in rows] == [
+        ("pp8", 8, 0, 0), ("tg2", 0, 2, 0), ("pp8 @ d600", 8, 0, 600), ("tg2 @ d600", 0, 2, 600)]
+    assert all(x["avg_ts"] > 0 for x in rows)
+    for x in rows[1], rows[3]:
+        want = expected_bytes_per_token(plumb_bin, real_model, run, 2, x["n_depth"])
+        assert x["bytes_per_token"] == pytest.approx(want, rel=1e-9)
+    assert rows[3]["bytes_per_token"] > rows[1]["bytes_per_token"]
+    r = run(plumb_bin, "bench", "-m", real_model, "-p", "0", "-n", "1", "-d", "20", "-t", "1", "-r", "1", timeout=60)
+    assert r.rc == 0, r.describe()
+    assert "| tg1 @ d20 |" in r.stdout and "; tg1 @ d20 roofline " in r.stdout, r.stdout
+
+
 def test_zero_lengths_skip_and_no_membw(plumb_bin, real_model, run):
     r = run(plumb_bin, "bench", "-m", real_model, "-p", "0", "-n", "2", "-t", "1", "-r", "1", "-o", "json",
             "--no-membw", timeout=60)
@@ -123,6 +143,9 @@ def test_zero_lengths_skip_and_no_membw(plumb_bin, real_model, run):
     ["--frobnicate"],
     ["-p", "0", "-n", "0"],
     ["-p", "40000"],
+    ["-d", "-1"],
+    ["-d", "x"],
+    ["-p", "16", "-d", "32760"],
 ], ids=lambda a: " ".join(a) or "no-args")
 def test_bad_arguments(plumb_bin, real_model, run, args):
     argv = ["bench"] + (["-m", real_model] if args and args != ["-m"] else []) + args
@@ -148,6 +171,8 @@ def _profile_rows(stderr):
         row = {"share": float(f[0].rstrip("%")), "ms": float(f[1]), "calls": int(f[2]), "op": f[3]}
         if row["op"] == "mul_mat":
             row.update(type=f[4], k=int(f[5]), n=int(f[7]), tokens=" ".join(f[8:]))
+        elif row["op"] == "attn":
+            row.update(tokens=" ".join(f[4:]))
         rows.append(row)
     return lines[start], rows
 
@@ -172,8 +197,8 @@ def test_profile_counts_every_node(plumb_bin, real_model):
     assert mm[("Q5_0", 640, 2048, "1 token")] == 5 * 18 * 2
     assert mm[("Q8_0", 640, 262144, "1 token")] == 2 + 5
     assert ("Q8_0", 640, 262144, "batch") not in mm
-    attn = next(x for x in rows if x["op"] == "attn")
-    assert attn["calls"] == (2 + 5) * 18
+    attn = {x["tokens"]: x["calls"] for x in rows if x["op"] == "attn"}
+    assert attn == {"batch": 2 * 18, "1 token": 5 * 18}
     plain = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                            env={k: v for k, v in os.environ.items() if k != "PLUMB_PROFILE"})
     assert plain.returncode == 0 and "plumb profile" not in plain.stderr

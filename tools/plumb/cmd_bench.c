@@ -1,11 +1,14 @@
-/* cmd_bench.c — `plumb bench -m MODEL [-p 512] [-n 128] [-t 1,2] [-r 5] [-o md|json]`:
+/* cmd_bench.c — `plumb bench -m MODEL [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 5] [-o md|json]`:
  * prompt processing and generation speed, measured as llama-bench measures them, and the
  * distance of generation to the memory-bandwidth roofline.
  *
- * For every thread count and every test:
- *   ppP  a cleared sequence, then one plumb_decode of P prompt tokens in one batch (only the
- *        last row's logits asked for); t/s = P / time of that call;
- *   tgN  a cleared sequence, then N single-token plumb_decode calls; t/s = N / their time.
+ * For every thread count, every depth D and every test:
+ *   ppP  a cleared sequence filled with D prompt tokens (untimed), then one plumb_decode of P
+ *        prompt tokens in one batch (only the last row's logits asked for); t/s = P / time of
+ *        that call;
+ *   tgN  the same D tokens, then N single-token plumb_decode calls; t/s = N / their time.
+ * A depth above 0 names the test as llama-bench does ("pp512 @ d4096"): speed with a long
+ * context already in the KV cache. The D tokens go in batches of up to 512 (or P).
  * Each test runs once untimed (pp: the whole batch; tg: one token) and then -r times; the
  * result is the mean and the sample standard deviation of the per-repetition t/s. Token ids
  * are pseudo-random (fixed seed) over the vocabulary, never BOS or EOS.
@@ -27,6 +30,7 @@
 
 #define BENCH_MAX_LIST 16
 #define BENCH_MAX_TOKENS 65536 /* the largest batch a context takes */
+#define BENCH_DEPTH_BATCH 512  /* tokens per decode while filling a depth */
 #define BENCH_MEMBW_BYTES ((size_t)512 << 20)
 #define BENCH_MEMBW_PASSES 5
 /* plumb's KV cache holds keys and values in F16 */
@@ -34,8 +38,8 @@
 
 typedef struct bench_options {
     const char *model;
-    int32_t p[BENCH_MAX_LIST], n[BENCH_MAX_LIST], t[BENCH_MAX_LIST];
-    int np, nn, nt;
+    int32_t p[BENCH_MAX_LIST], n[BENCH_MAX_LIST], t[BENCH_MAX_LIST], d[BENCH_MAX_LIST];
+    int np, nn, nt, nd;
     int reps;
     bool json;
     bool membw; /* measure the read bandwidth (off: no roofline) */
@@ -52,7 +56,7 @@ typedef struct bench_bytes {
 } bench_bytes;
 
 typedef struct bench_result {
-    int32_t threads, n_prompt, n_gen;
+    int32_t threads, n_prompt, n_gen, n_depth;
     double *samples; /* [reps] tokens/s */
     double mean, sd;
     double bytes_per_token; /* tg only; 0 for pp */
@@ -64,6 +68,8 @@ static const char bench_usage[] =
     "  -m, --model FILE       GGUF model (required)\n"
     "  -p, --n-prompt LIST    prompt lengths, comma-separated (default 512; 0: no pp test)\n"
     "  -n, --n-gen LIST       generated lengths, comma-separated (default 128; 0: no tg test)\n"
+    "  -d, --n-depth LIST     tokens already in the context before each test, comma-separated\n"
+    "                         (default 0)\n"
     "  -t, --threads LIST     thread counts, comma-separated (default 1,2)\n"
     "  -r, --repetitions N    timed repetitions per test (default 5)\n"
     "  -o, --output FORMAT    md (default) or json\n"
@@ -103,7 +109,7 @@ static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
     }
 }
 
-enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_THREADS, OPT_REPS, OPT_OUTPUT };
+enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_DEPTH, OPT_THREADS, OPT_REPS, OPT_OUTPUT };
 
 /* Fills o from argv. Returns -1 to go on, 0 after --help, 1 after an error line. */
 static int parse_options(bench_options *o, int argc, char **argv) {
@@ -113,6 +119,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         [OPT_MODEL] = {"-m", "--model", "a file"},
         [OPT_PROMPT] = {"-p", "--n-prompt", "comma-separated lengths, 0 to 65536, at most 16"},
         [OPT_GEN] = {"-n", "--n-gen", "comma-separated lengths, 0 to 65536, at most 16"},
+        [OPT_DEPTH] = {"-d", "--n-depth", "comma-separated lengths, 0 to 65536, at most 16"},
         [OPT_THREADS] = {"-t", "--threads", "comma-separated counts, 1 to 512, at most 16"},
         [OPT_REPS] = {"-r", "--repetitions", "1 to 1000"},
         [OPT_OUTPUT] = {"-o", "--output", "md or json"},
@@ -120,6 +127,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     o->p[0] = 512, o->np = 1;
     o->n[0] = 128, o->nn = 1;
+    o->d[0] = 0, o->nd = 1;
     o->t[0] = 1, o->t[1] = 2, o->nt = 2;
     o->reps = 5;
     o->membw = true;
@@ -150,6 +158,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         case OPT_MODEL: o->model = v; break;
         case OPT_PROMPT: ok = parse_list(v, 0, BENCH_MAX_TOKENS, o->p, &o->np); break;
         case OPT_GEN: ok = parse_list(v, 0, BENCH_MAX_TOKENS, o->n, &o->nn); break;
+        case OPT_DEPTH: ok = parse_list(v, 0, BENCH_MAX_TOKENS, o->d, &o->nd); break;
         case OPT_THREADS: ok = parse_list(v, 1, 512, o->t, &o->nt); break;
         case OPT_REPS: ok = options_parse_long(v, 1, 1000, &r) && (o->reps = (int)r, true); break;
         case OPT_OUTPUT:
@@ -205,12 +214,12 @@ static plumb_status count_bytes(const plumb_model_t *m, bench_bytes *out) {
     return PLUMB_OK;
 }
 
-/* Bytes read per token, averaged over n_gen tokens generated from an empty sequence: token
- * i attends positions 0..i (at most n_swa of them in sliding layers). */
-static double bytes_per_generated_token(const bench_bytes *b, int32_t n_gen) {
+/* Bytes read per token, averaged over n_gen tokens generated after depth tokens: token i
+ * attends positions 0..depth + i (at most n_swa of them in sliding layers). */
+static double bytes_per_generated_token(const bench_bytes *b, int32_t n_gen, int32_t depth) {
     double kv = 0;
     for (int32_t i = 0; i < n_gen; i++) {
-        const double attended = (double)i + 1;
+        const double attended = (double)depth + (double)i + 1;
         const double attended_swa = b->n_swa > 0 && attended > b->n_swa ? (double)b->n_swa : attended;
         kv += attended * (double)b->kv_per_pos + attended_swa * (double)b->kv_per_pos_swa;
     }
@@ -239,23 +248,36 @@ static void fill_tokens(int32_t *ids, int32_t n, const plumb_vocab_t *v, int32_t
     }
 }
 
-/* One prompt batch of n tokens into a cleared sequence; *seconds is the decode's time. */
-static plumb_status run_pp(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t n, double *seconds) {
+/* Clears the sequence and fills positions 0..depth-1 with ids[0..depth), `chunk` tokens per
+ * decode. */
+static plumb_status fill_depth(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t depth, int32_t chunk) {
     plumb_status st = plumb_seq_truncate(c, 0, 0);
+    for (int32_t i = 0; i < depth && !st; i += chunk) {
+        const plumb_batch b = {.n_tokens = depth - i < chunk ? depth - i : chunk, .tokens = ids + i, .pos = pos + i};
+        st = plumb_decode(c, &b);
+    }
+    return st;
+}
+
+/* One prompt batch of n tokens after `depth` (fill_depth); *seconds is the decode's time. */
+static plumb_status run_pp(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t depth, int32_t chunk,
+                           int32_t n, double *seconds) {
+    plumb_status st = fill_depth(c, ids, pos, depth, chunk);
     if (st) return st;
-    const plumb_batch b = {.n_tokens = n, .tokens = ids, .pos = pos, .seq = NULL, .logits = NULL};
+    const plumb_batch b = {.n_tokens = n, .tokens = ids + depth, .pos = pos + depth, .seq = NULL, .logits = NULL};
     const double t0 = now_seconds();
     st = plumb_decode(c, &b);
     *seconds = now_seconds() - t0;
     return st;
 }
 
-/* n single-token decodes from a cleared sequence; *seconds is their total time. */
-static plumb_status run_tg(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t n, double *seconds) {
-    plumb_status st = plumb_seq_truncate(c, 0, 0);
+/* n single-token decodes after `depth` (fill_depth); *seconds is their total time. */
+static plumb_status run_tg(plumb_context_t *c, const int32_t *ids, const int32_t *pos, int32_t depth, int32_t chunk,
+                           int32_t n, double *seconds) {
+    plumb_status st = fill_depth(c, ids, pos, depth, chunk);
     if (st) return st;
     const double t0 = now_seconds();
-    for (int32_t i = 0; i < n && !st; i++) {
+    for (int32_t i = depth; i < depth + n && !st; i++) {
         const plumb_batch b = {.n_tokens = 1, .tokens = ids + i, .pos = pos + i, .seq = NULL, .logits = NULL};
         st = plumb_decode(c, &b);
     }
@@ -281,9 +303,10 @@ typedef struct bench_model_desc {
     int64_t params;
 } bench_model_desc;
 
+/* "pp512", "tg128", "pp512 @ d4096" (llama-bench's names) */
 static void test_name(const bench_result *r, char *buf, size_t cap) {
-    if (r->n_prompt > 0) snprintf(buf, cap, "pp%d", r->n_prompt);
-    else snprintf(buf, cap, "tg%d", r->n_gen);
+    const int k = r->n_prompt > 0 ? snprintf(buf, cap, "pp%d", r->n_prompt) : snprintf(buf, cap, "tg%d", r->n_gen);
+    if (r->n_depth > 0 && k > 0 && (size_t)k < cap) snprintf(buf + k, cap - (size_t)k, " @ d%d", r->n_depth);
 }
 
 static void print_md_header(void) {
@@ -315,7 +338,9 @@ static void print_md_roofline(int32_t threads, double membw_gbs, const bench_res
         const bench_result *r = &rs[i];
         if (r->bytes_per_token <= 0) continue;
         const double roof = membw_gbs * 1e9 / r->bytes_per_token;
-        printf("; tg%d roofline %.1f t/s (%.1f MB/token), reached %.1f%%", r->n_gen, roof, r->bytes_per_token / 1e6,
+        char test[32];
+        test_name(r, test, sizeof test);
+        printf("; %s roofline %.1f t/s (%.1f MB/token), reached %.1f%%", test, roof, r->bytes_per_token / 1e6,
                100.0 * r->mean / roof);
     }
     printf("\n");
@@ -357,8 +382,9 @@ static void print_json(const bench_model_desc *d, const bench_result *rs, int n_
         printf(", \"arch\": ");
         print_json_str(d->arch);
         printf(", \"size\": %llu, \"params\": %lld, \"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
-               "\"reps\": %d, \"samples_ts\": [",
-               (unsigned long long)d->size, (long long)d->params, r->threads, test, r->n_prompt, r->n_gen, reps);
+               "\"n_depth\": %d, \"reps\": %d, \"samples_ts\": [",
+               (unsigned long long)d->size, (long long)d->params, r->threads, test, r->n_prompt, r->n_gen, r->n_depth,
+               reps);
         for (int k = 0; k < reps; k++) {
             if (k) printf(", ");
             print_json_num(r->samples[k]);
@@ -400,8 +426,13 @@ int cmd_bench(int argc, char **argv) {
     int32_t max_tokens = 1;
     for (int i = 0; i < o.np; i++) max_tokens = o.p[i] > max_tokens ? o.p[i] : max_tokens;
     for (int i = 0; i < o.nn; i++) max_tokens = o.n[i] > max_tokens ? o.n[i] : max_tokens;
-    int32_t max_p = 1;
+    int32_t max_p = 1, max_d = 0;
     for (int i = 0; i < o.np; i++) max_p = o.p[i] > max_p ? o.p[i] : max_p;
+    for (int i = 0; i < o.nd; i++) max_d = o.d[i] > max_d ? o.d[i] : max_d;
+    const int32_t chunk = max_p > BENCH_DEPTH_BATCH ? max_p : BENCH_DEPTH_BATCH; /* depth tokens per decode */
+    const int32_t fill = max_d < chunk ? max_d : chunk; /* the largest depth decode */
+    const int32_t n_batch = fill > max_p ? fill : max_p;
+    const int32_t max_pos = max_d + max_tokens;
 
     int rc = 1;
     plumb_model_t *model = NULL;
@@ -423,8 +454,8 @@ int cmd_bench(int argc, char **argv) {
     const double load_s = now_seconds() - load_t0;
     plumb_model_info info;
     plumb_model_get_info(model, &info);
-    if (info.n_ctx_train > 0 && max_tokens > info.n_ctx_train) {
-        fprintf(stderr, "plumb bench: %d tokens do not fit the model's context of %d\n", max_tokens, info.n_ctx_train);
+    if (info.n_ctx_train > 0 && max_pos > info.n_ctx_train) {
+        fprintf(stderr, "plumb bench: %d tokens do not fit the model's context of %d\n", max_pos, info.n_ctx_train);
         goto out;
     }
     bench_bytes bytes;
@@ -436,9 +467,9 @@ int cmd_bench(int argc, char **argv) {
     const bench_model_desc desc = {.file = slash ? slash + 1 : o.model, .name = info.name, .arch = info.arch,
                                    .size = info.file_size, .params = info.n_params};
 
-    const int per_t = o.np + o.nn;
-    ids = malloc((size_t)max_tokens * sizeof *ids);
-    pos = malloc((size_t)max_tokens * sizeof *pos);
+    const int per_t = (o.np + o.nn) * o.nd;
+    ids = malloc((size_t)max_pos * sizeof *ids);
+    pos = malloc((size_t)max_pos * sizeof *pos);
     rs = calloc((size_t)(per_t * o.nt), sizeof *rs);
     samples = calloc((size_t)(per_t * o.nt) * (size_t)o.reps, sizeof *samples);
     if (o.membw) bw = membw_create(BENCH_MEMBW_BYTES);
@@ -446,8 +477,8 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "plumb bench: out of memory\n");
         goto out;
     }
-    for (int32_t i = 0; i < max_tokens; i++) pos[i] = i;
-    fill_tokens(ids, max_tokens, plumb_model_vocab(model), info.n_vocab, 0x5EEDBE7C4ull);
+    for (int32_t i = 0; i < max_pos; i++) pos[i] = i;
+    fill_tokens(ids, max_pos, plumb_model_vocab(model), info.n_vocab, 0x5EEDBE7C4ull);
 
     if (!o.json) print_md_header();
     for (int ti = 0; ti < o.nt; ti++) {
@@ -458,8 +489,8 @@ int cmd_bench(int argc, char **argv) {
             goto out;
         }
         plumb_context_params cp = plumb_context_default_params();
-        cp.n_ctx = max_tokens;
-        cp.n_batch = max_p;
+        cp.n_ctx = max_pos;
+        cp.n_batch = n_batch;
         cp.n_threads = threads;
         cp.n_seq = 1;
         if ((st = plumb_context_create(model, &cp, &ctx))) {
@@ -469,18 +500,21 @@ int cmd_bench(int argc, char **argv) {
         first_of[ti] = n_rs;
         gbs_of[ti] = gbs;
         for (int k = 0; k < per_t; k++) {
-            const bool pp = k < o.np;
-            const int32_t len = pp ? o.p[k] : o.n[k - o.np];
+            const int kt = k % (o.np + o.nn);
+            const int32_t depth = o.d[k / (o.np + o.nn)];
+            const bool pp = kt < o.np;
+            const int32_t len = pp ? o.p[kt] : o.n[kt - o.np];
             if (len == 0) continue;
             bench_result *r = &rs[n_rs];
-            *r = (bench_result){.threads = threads, .n_prompt = pp ? len : 0, .n_gen = pp ? 0 : len,
+            *r = (bench_result){.threads = threads, .n_prompt = pp ? len : 0, .n_gen = pp ? 0 : len, .n_depth = depth,
                                 .samples = samples + (size_t)n_rs * (size_t)o.reps,
-                                .bytes_per_token = pp ? 0 : bytes_per_generated_token(&bytes, len), .membw_gbs = gbs};
+                                .bytes_per_token = pp ? 0 : bytes_per_generated_token(&bytes, len, depth),
+                                .membw_gbs = gbs};
             n_rs++;
             double dt;
-            st = pp ? run_pp(ctx, ids, pos, len, &dt) : run_tg(ctx, ids, pos, 1, &dt); /* warm-up */
+            st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, 1, &dt); /* warm-up */
             for (int rep = 0; rep < o.reps && !st; rep++) {
-                st = pp ? run_pp(ctx, ids, pos, len, &dt) : run_tg(ctx, ids, pos, len, &dt);
+                st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, len, &dt);
                 r->samples[rep] = dt > 0 ? (double)len / dt : INFINITY;
             }
             if (st) {

@@ -16,7 +16,7 @@
 typedef struct profile_kind {
     int op, type;
     int64_t k, n; /* matmul weight shape */
-    int batch;    /* matmul: 0 one token, 1 two to seven, 2 eight or more */
+    int batch;    /* matmul and attention: 0 one token, 1 two to seven, 2 eight or more */
     int64_t calls;
     double sec;
 } profile_kind;
@@ -55,6 +55,9 @@ void plumb__cpu_profile_add(plumb_cpu_profile *p, const plumb_tensor *node, doub
         const int64_t t = x->ne[1] * x->ne[2] * x->ne[3];
         key.type = w->type, key.k = w->ne[0], key.n = w->ne[1];
         key.batch = t == 1 ? 0 : t < 8 ? 1 : 2;
+    } else if (node->op == PLUMB_OP_ATTN) { /* q: [head_dim, n_head, tokens] */
+        const int64_t t = node->src[0]->ne[2];
+        key.batch = t == 1 ? 0 : t < 8 ? 1 : 2;
     }
     for (int i = 0; i < p->n_kinds; i++) {
         profile_kind *k = &p->kinds[i];
@@ -91,7 +94,7 @@ void plumb__cpu_profile_report(plumb_cpu_profile *p, int n_threads) {
         fprintf(stderr, "%6.1f%% %10.2f %9lld  %-9s %-5s %15s %s\n", total > 0 ? 100.0 * k->sec / total : 0.0,
                 k->sec * 1e3, (long long)k->calls, k->op >= 0 && k->op < PLUMB_OP_COUNT ? op_names[k->op] : "?",
                 k->type >= 0 ? plumb_type_name(k->type) : "", shape,
-                k->op == PLUMB_OP_MUL_MAT ? batch_names[k->batch] : "");
+                k->op == PLUMB_OP_MUL_MAT || k->op == PLUMB_OP_ATTN ? batch_names[k->batch] : "");
     }
     if (p->overflow) fprintf(stderr, "(more node kinds than the profile keeps: some are left out)\n");
 }
