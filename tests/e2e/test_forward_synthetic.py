@@ -79,6 +79,30 @@ def test_batch_split_and_incremental_decode_are_bitwise_identical(tmp_path):
     assert np.array_equal(a.view(np.uint32), c.view(np.uint32))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_decode_with_threads_sharing_each_token_is_bitwise_identical(tmp_path, threads):
+    """One token at a time, the threads share each token's attention: scores and exponentials
+    split by blocks of 16 positions, values by output dimension. Spans of up to 200 positions
+    (many blocks, uneven splits), a sliding window whose first position is not a multiple of
+    16, and 3 query heads per KV head: the logits must be the batch's and one thread's, bit for
+    bit."""
+    path = str(tmp_path / "m.gguf")
+    hp, _ = synth.write_model(path, "gemma3", n_layer=6, n_head=6, n_head_kv=2, head_dim=48, n_swa=37, seed=11)
+    n_vocab = hp["n_vocab"]
+    toks = [int(t) for t in np.random.default_rng(5).integers(3, n_vocab, 200)]
+    whole = plumbffi.Model(path, n_ctx=256, n_batch=512, n_threads=threads)
+    one = plumbffi.Model(path, n_ctx=256, n_threads=1)
+    shared = plumbffi.Model(path, n_ctx=256, n_threads=threads)
+    try:
+        a = whole.decode(toks, n_vocab)
+        b = np.concatenate([one.decode([t], n_vocab) for t in toks])
+        c = np.concatenate([shared.decode([t], n_vocab) for t in toks])
+    finally:
+        whole.close(), one.close(), shared.close()
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    assert np.array_equal(a.view(np.uint32), c.view(np.uint32))
+
+
 def test_sequences_are_independent(tmp_path):
     path = str(tmp_path / "m.gguf")
     hp, _ = synth.write_model(path, "llama", n_head=4, n_head_kv=2, seed=4)

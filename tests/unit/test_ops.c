@@ -558,7 +558,7 @@ TEST(attention_kernels_match_generic) {
                     const int32_t first = espans[sp][0], pos = espans[sp][1];
                     const float mx = mi == 0 ? 0.0f : mi == 1 ? 2.5f : 200.0f;
                     memcpy(ea, base, sizeof ea), memcpy(eb, base, sizeof eb);
-                    const double sa = g->attn_exp(ea, first, pos, mx), sb = ks->attn_exp(eb, first, pos, mx);
+                    const double sa = g->attn_exp(ea, first, pos, mx, NULL), sb = ks->attn_exp(eb, first, pos, mx, NULL);
                     CHECK(memcmp(&sa, &sb, sizeof sa) == 0 || (pos - first >= 290 && isnan(sa) && isnan(sb)));
                     for (int32_t j = 0; j <= pos - first; j++) {
                         const float want = plumb__exp_poly(base[j] - mx);
@@ -567,6 +567,23 @@ TEST(attention_kernels_match_generic) {
                                             (double)mx, (double)eb[j], (double)want);
                     }
                     CHECK(memcmp(ea + (pos - first + 1), base + (pos - first + 1), sizeof(float) * (size_t)(EN - (pos - first + 1))) == 0);
+                    /* the block sums: added in double in order, they are the returned sum, and
+                     * a span cut at a multiple of 16 gives the same blocks in two calls */
+                    float bs[EN / 16 + 2], bs2[EN / 16 + 2];
+                    memcpy(eb, base, sizeof eb);
+                    const double sc = ks->attn_exp(eb, first, pos, mx, bs);
+                    const int32_t nb = pos / 16 - first / 16 + 1;
+                    double tot = 0.0;
+                    for (int32_t b = 0; b < nb; b++) tot += (double)bs[b];
+                    CHECK(memcmp(&tot, &sc, sizeof tot) == 0 || (isnan(tot) && isnan(sc)));
+                    const int32_t cut = (first / 16 + 1) * 16; /* the second part's first position */
+                    if (cut <= pos) {
+                        memcpy(ea, base, sizeof ea);
+                        ks->attn_exp(ea, first, cut - 1, mx, bs2);
+                        ks->attn_exp(ea + (cut - first), cut, pos, mx, bs2 + 1);
+                        CHECK(memcmp(bs2, bs, sizeof(float) * (size_t)nb) == 0);
+                        CHECK(memcmp(ea, eb, sizeof(float) * (size_t)(pos - first + 1)) == 0);
+                    }
                 }
         }
     }

@@ -25,7 +25,7 @@ static int64_t n_rows(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->n
 
 /* ---- scratch sizing ------------------------------------------------------------------------- */
 
-static size_t attn_scratch_per_thread(const plumb_tensor *n);
+static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth);
 
 /* Up to this many activation rows, every thread quantizes them itself into its own scratch
  * (a few microseconds) instead of sharing the work and waiting at a barrier: this is the
@@ -77,7 +77,7 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
             s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(c, n, c->n_threads) +
                 matmul_widen_bytes(c, n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_ATTN) {
-            s = attn_scratch_per_thread(n) * (size_t)c->n_threads;
+            s = attn_scratch_per_thread(n, c->n_threads) * (size_t)c->n_threads;
         }
         if (s > need) need = s;
     }
@@ -401,14 +401,92 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
 
 
 /* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx]
- * and rounded query [hd]. */
-static size_t attn_scratch_per_thread(const plumb_tensor *n) {
+ * and rounded query [hd]; then, used in thread 0's part by the items all threads share
+ * (attn_shared_item), each head's block sums [n_ctx / 16 + 2] and every thread's maxima. */
+static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
     const plumb_attn_params *p = n->pparams;
     size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
     if (group > PLUMB_MAX_GROUP) group = 1; /* such items take one head at a time */
     const size_t per_head = (size_t)p->kv->n_ctx + (size_t)p->kv->head_dim;
-    const size_t bytes = (group * per_head + 16) * sizeof(float);
+    const size_t shared = group * ((size_t)p->kv->n_ctx / 16 + 2) + group * (size_t)nth;
+    const size_t bytes = (group * per_head + shared + 16) * sizeof(float);
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
+}
+
+/* What the attention of one (token, KV head) item needs. */
+typedef struct attn_item {
+    const float *q;      /* the item's first query head; heads hd apart */
+    const uint16_t *k, *v; /* the KV head's rows of the sequence, from position 0; kv_dim apart */
+    size_t kv_dim;
+    int64_t hd;
+    int nh;              /* query heads */
+    int32_t first, pos;  /* attended positions */
+    float scale;
+    float *out;          /* nh rows of hd */
+} attn_item;
+
+/* One item computed by all threads together, for when there are fewer items than threads
+ * (decoding): every key and value row is read once for all the item's query heads, and the
+ * work is cut where the results do not depend on it. The scores and exponentials split by
+ * whole blocks of 16 positions, each thread's block sums kept apart and then added in order by
+ * each thread (the sum attn_exp gives); the probabilities per position; the weighted sum of the
+ * values by output dimension (each one's 64 lanes over all positions). Bit for bit what one
+ * thread gives. `shared` is thread 0's scratch (scores per head, per_head apart, then the
+ * block sums and maxima); `mine` the calling thread's rounded queries, per_head apart. */
+static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_head, int32_t n_ctx, float *shared,
+                             float *mine, int ith, int nth) {
+    const int nh = it->nh;
+    float *bsum = shared + (size_t)nh * per_head, *pmax = bsum + (size_t)nh * ((size_t)n_ctx / 16 + 2);
+    const size_t bstride = (size_t)n_ctx / 16 + 2;
+    const int32_t b0 = it->first / 16, n_blocks = it->pos / 16 - b0 + 1;
+    int64_t blo, bhi;
+    split(n_blocks, ith, nth, &blo, &bhi);
+    const int32_t jlo = (int32_t)(b0 + blo) * 16 > it->first ? (int32_t)(b0 + blo) * 16 : it->first;
+    const int32_t jhi = (int32_t)(b0 + bhi) * 16 - 1 < it->pos ? (int32_t)(b0 + bhi) * 16 - 1 : it->pos;
+    /* scores of this thread's positions, and their maximum per head */
+    for (int i = 0; i < nh; i++) {
+        c->kernels->round_f16(it->q + (size_t)i * (size_t)it->hd, mine + (size_t)i * per_head, it->hd);
+        pmax[ith * nh + i] = -INFINITY;
+    }
+    if (jlo <= jhi) {
+        c->kernels->attn_qk(mine, per_head, nh, it->k + (size_t)jlo * it->kv_dim, it->kv_dim, jhi - jlo + 1,
+                            it->hd, it->scale, shared + (jlo - it->first), per_head);
+        for (int i = 0; i < nh; i++) {
+            const float *sc = shared + (size_t)i * per_head + (jlo - it->first);
+            float m = -INFINITY;
+            for (int32_t j = 0; j <= jhi - jlo; j++) m = sc[j] > m ? sc[j] : m;
+            pmax[ith * nh + i] = m;
+        }
+    }
+    plumb__cpu_barrier(c);
+    /* exponentials, each thread's blocks' sums into bsum */
+    float mx[PLUMB_MAX_GROUP];
+    for (int i = 0; i < nh; i++) {
+        mx[i] = -INFINITY;
+        for (int t = 0; t < nth; t++) mx[i] = pmax[t * nh + i] > mx[i] ? pmax[t * nh + i] : mx[i];
+        if (jlo <= jhi)
+            c->kernels->attn_exp(shared + (size_t)i * per_head + (jlo - it->first), jlo, jhi, mx[i],
+                                 bsum + (size_t)i * bstride + blo);
+    }
+    plumb__cpu_barrier(c);
+    /* the probabilities of this thread's positions, rounded to F16 */
+    for (int i = 0; i < nh && jlo <= jhi; i++) {
+        double sum = 0.0;
+        for (int32_t b = 0; b < n_blocks; b++) sum += (double)bsum[(size_t)i * bstride + (size_t)b];
+        const float inv = (float)(1.0 / sum);
+        float *sc = shared + (size_t)i * per_head + (jlo - it->first);
+        for (int32_t j = 0; j <= jhi - jlo; j++) sc[j] *= inv;
+        c->kernels->round_f16(sc, sc, jhi - jlo + 1);
+    }
+    plumb__cpu_barrier(c);
+    /* values: this thread's output dimensions, 16 at a time */
+    int64_t dlo, dhi;
+    split((it->hd + 15) / 16, ith, nth, &dlo, &dhi);
+    dlo *= 16, dhi = dhi * 16 < it->hd ? dhi * 16 : it->hd;
+    if (dlo < dhi)
+        c->kernels->attn_pv(shared, per_head, nh, it->v + dlo, it->kv_dim, it->first, it->pos, dhi - dlo, it->out + dlo,
+                            (size_t)it->hd);
+    plumb__cpu_barrier(c);
 }
 
 static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
@@ -430,12 +508,33 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     }
     plumb__cpu_barrier(c);
     /* phase 2: work items are (token, KV head) with all the query heads that share the KV
-     * head, so each key and value row is converted once for all of them; when there are too
-     * few such items to keep every thread busy, items are single (token, head) pairs. Every
+     * head, so each key and value row is converted once for all of them; when there are fewer
+     * such items than two per thread, all threads work on each (attn_shared_item). Every
      * (token, head) result is computed the same way in both cases. */
-    const int64_t heads_per_item = T * n_kv >= 2 * nth && group <= PLUMB_MAX_GROUP ? group : 1;
     const size_t per_head = (size_t)kv->n_ctx + (size_t)hd;
-    float *scratch = (float *)(c->work + attn_scratch_per_thread(n) * (size_t)ith);
+    float *scratch = (float *)(c->work + attn_scratch_per_thread(n, nth) * (size_t)ith);
+    if (T * n_kv < 2 * nth && group <= PLUMB_MAX_GROUP) { /* few items: all threads on each */
+        for (int64_t item = 0; item < T * n_kv; item++) {
+            const int64_t t = item / n_kv, hk = item % n_kv;
+            const int32_t pos = p->pos[t];
+            const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
+            const attn_item it = {
+                .q = (const float *)q->data + (t * n_head + hk * group) * hd,
+                .k = kc + seq_base * (size_t)kv_dim + hk * hd,
+                .v = vc + seq_base * (size_t)kv_dim + hk * hd,
+                .kv_dim = (size_t)kv_dim,
+                .hd = hd,
+                .nh = (int)group,
+                .first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0,
+                .pos = pos,
+                .scale = scale,
+                .out = (float *)n->data + t * (n_head * hd) + hk * group * hd,
+            };
+            attn_shared_item(c, &it, per_head, kv->n_ctx, (float *)c->work, scratch + kv->n_ctx, ith, nth);
+        }
+        return;
+    }
+    const int64_t heads_per_item = group <= PLUMB_MAX_GROUP ? group : 1;
     /* items go out a few at a time to whichever thread is free (a token's cost grows with its
      * position, and threads do not all run at the same speed) */
     const int64_t n_items = T * n_head / heads_per_item;
@@ -468,7 +567,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
              * add zeros; so would the reference's padding after pos) */
             for (int64_t i = 0; i < nh; i++) {
                 float *sc = scratch + (size_t)i * per_head;
-                const double sum = c->kernels->attn_exp(sc, first, pos, mx[i]);
+                const double sum = c->kernels->attn_exp(sc, first, pos, mx[i], NULL);
                 const float inv = (float)(1.0 / sum);
                 /* the probabilities, rounded to F16 before they weight the values */
                 for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;

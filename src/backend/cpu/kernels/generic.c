@@ -592,10 +592,12 @@ PLUMB_CLONES static void attn_qk(const float *q, size_t qs, int nq, const uint16
         for (int32_t j = 0; j < nk; j++) out[(size_t)i * os + (size_t)j] = attn_dot(q + (size_t)i * qs, k + (size_t)j * ks, n) * scale;
 }
 
-PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
+PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *bsum) {
     double sum = 0.0;
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
-        sum += (double)plumb__attn_exp_block(sc, c0, first, pos, mx);
+        const float b = plumb__attn_exp_block(sc, c0, first, pos, mx);
+        if (bsum) *bsum++ = b;
+        sum += (double)b;
     }
     return sum;
 }

@@ -138,8 +138,9 @@ typedef void (*plumb_attn_qk_fn)(const float *q, size_t qs, int nq, const uint16
 /* Softmax exponentials of the scores of positions first..pos (sc[j - first]), in place:
  * e^(s - mx) by plumb__exp_poly; returns their sum taken in blocks of 16 positions counted from
  * 0 (positions outside first..pos add 0), each block summed by plumb__sum16, the blocks added
- * in double in order. */
-typedef double (*plumb_attn_exp_fn)(float *sc, int32_t first, int32_t pos, float mx);
+ * in double in order. Unless bsum is NULL, the block sums also go to bsum[0], bsum[1], ... (block
+ * first / 16 first), so that a span cut at multiples of 16 can be summed as one. */
+typedef double (*plumb_attn_exp_fn)(float *sc, int32_t first, int32_t pos, float mx, float *bsum);
 typedef void (*plumb_attn_pv_fn)(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
                                  int32_t pos, int64_t hd, float *out, size_t os);
 

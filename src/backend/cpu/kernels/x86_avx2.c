@@ -994,7 +994,7 @@ static inline __m256 exp_poly8(__m256 x) {
 }
 
 /* Whole blocks of 16 positions two registers at a time, the 16-lane tree across them. */
-static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
+static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *bsum) {
     double sum = 0.0;
     const __m256 m = _mm256_set1_ps(mx);
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
@@ -1007,10 +1007,14 @@ static double attn_exp(float *sc, int32_t first, int32_t pos, float mx) {
             const __m256 t8 = _mm256_add_ps(e1, e0);
             const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
             const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
-            sum += (double)_mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+            const float b = _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+            if (bsum) *bsum++ = b;
+            sum += (double)b;
             continue;
         }
-        sum += (double)plumb__attn_exp_block(sc, c0, first, pos, mx);
+        const float b = plumb__attn_exp_block(sc, c0, first, pos, mx);
+        if (bsum) *bsum++ = b;
+        sum += (double)b;
     }
     return sum;
 }
