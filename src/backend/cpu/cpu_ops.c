@@ -413,6 +413,11 @@ static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
+/* The first position a token at pos attends (its sliding window's, if the layer has one). */
+static int32_t attn_first(const plumb_attn_params *p, int32_t pos) {
+    return p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
+}
+
 /* What the attention of one (token, KV head) item needs. */
 typedef struct attn_item {
     const float *q;      /* the item's first query head; heads hd apart */
@@ -525,7 +530,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 .kv_dim = (size_t)kv_dim,
                 .hd = hd,
                 .nh = (int)group,
-                .first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0,
+                .first = attn_first(p, pos),
                 .pos = pos,
                 .scale = scale,
                 .out = (float *)n->data + t * (n_head * hd) + hk * group * hd,
@@ -547,7 +552,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
             const int64_t hk = h0 / group, nh = heads_per_item;
             const int32_t pos = p->pos[t];
-            const int32_t first = p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
+            const int32_t first = attn_first(p, pos);
             const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
             /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
              * rounded likewise before they weight the values); every sum follows the fixed
