@@ -9,6 +9,7 @@
 #include "gguf/gguf_internal.h"
 
 #include "core/error.h"
+#include "core/huge_map.h"
 #include "quant/quant.h"
 
 #include <errno.h>
@@ -467,8 +468,6 @@ plumb_status plumb_gguf_open_memory(const void *data, size_t size, const char *n
     return PLUMB_OK;
 }
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
 /* MemAvailable of /proc/meminfo in bytes (reclaimable page cache included); 0 if unknown. */
 static uint64_t mem_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -486,17 +485,15 @@ static uint64_t mem_available(void) {
  * page-cache pages (plumb bench, tg128 on 2 threads: ~10% on one test machine). Returns
  * PLUMB_E_NOMEM when the memory is not there (the caller maps the file instead). */
 static plumb_status read_into_memory(plumb_gguf_t *g, int fd, const char *path) {
-    const size_t size = (size_t)g->size, span = size + HUGE_PAGE;
+    const size_t size = (size_t)g->size;
     /* private memory is not reclaimable: a file that would not fit with room to spare stays
      * mapped (whose pages the kernel can drop) rather than risk the OOM killer */
     const uint64_t avail = mem_available();
     if (avail == 0 || g->size + ((uint64_t)256 << 20) > avail / 10 * 9) return PLUMB_E_NOMEM;
-    uint8_t *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return PLUMB_E_NOMEM;
-    uint8_t *base = (uint8_t *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-#ifdef MADV_HUGEPAGE
-    madvise(base, size, MADV_HUGEPAGE); /* advice: without it the pages are simply 4 KiB */
-#endif
+    void *m;
+    size_t span;
+    uint8_t *base = plumb__huge_map(size, &m, &span);
+    if (!base) return PLUMB_E_NOMEM;
     /* fault every page in before reading: pread into pages it must fault itself runs several
      * times slower (0.5 s against 0.1 s for 253 MB from the page cache, measured) */
     for (size_t off = 0; off < size; off += 4096) base[off] = 0;

@@ -5,16 +5,14 @@
  * each new size), so decoding allocates nothing per token. */
 #include "backend/backend.h"
 #include "core/error.h"
+#include "core/huge_map.h"
 #include "core/kv_cache.h"
 #include "model/model.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
-
-#define KV_HUGE_PAGE ((size_t)2 << 20)
 
 struct plumb_context {
     plumb_model_t *model;
@@ -90,16 +88,8 @@ plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *
      * at 3000 positions (microbenchmark, values not in cache). */
     const size_t kv_elems = (size_t)p.n_seq * (size_t)p.n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     const size_t part = (kv_elems * sizeof(uint16_t) + 63) / 64 * 64;
-    c->kv_map_size = 2 * (size_t)hp->n_layer * part + KV_HUGE_PAGE;
-    c->kv_map = mmap(NULL, c->kv_map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (c->kv_map == MAP_FAILED) {
-        c->kv_map = NULL;
-        goto nomem;
-    }
-    uint8_t *kv_base = (uint8_t *)(((uintptr_t)c->kv_map + KV_HUGE_PAGE - 1) & ~(uintptr_t)(KV_HUGE_PAGE - 1));
-#ifdef MADV_HUGEPAGE
-    madvise(kv_base, 2 * (size_t)hp->n_layer * part, MADV_HUGEPAGE); /* advice only */
-#endif
+    uint8_t *kv_base = plumb__huge_map(2 * (size_t)hp->n_layer * part, &c->kv_map, &c->kv_map_size);
+    if (!kv_base) goto nomem;
     for (int l = 0; l < hp->n_layer; l++) {
         c->kv.k[l] = (uint16_t *)(void *)(kv_base + (size_t)(2 * l) * part);
         c->kv.v[l] = (uint16_t *)(void *)(kv_base + (size_t)(2 * l + 1) * part);
