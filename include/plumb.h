@@ -321,6 +321,16 @@ PLUMB_API int32_t plumb_vocab_find(const plumb_vocab_t *v, const char *text, siz
  * PLUMB_E_INVALID_ARG for NULL arguments or text over 256 MiB; PLUMB_E_NOMEM. */
 PLUMB_API plumb_status plumb_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
                                       bool parse_special, int32_t *ids, size_t cap, size_t *n_out);
+/* A byte range [off, off + len) of a text. */
+typedef struct plumb_span {
+    size_t off, len;
+} plumb_span;
+/* As plumb_tokenize with parse_special, except that a control token is recognized only where
+ * its whole text lies inside one of marks[0..n_marks) (sorted by off, not overlapping): text
+ * outside the marks is tokenized as text even where it spells a control token. */
+PLUMB_API plumb_status plumb_tokenize_marked(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
+                                             const plumb_span *marks, size_t n_marks, int32_t *ids, size_t cap,
+                                             size_t *n_out);
 
 /* The bytes token id stands for, written to buf[0..cap) (not NUL-terminated). SPM: U+2581
  * becomes a space and <0xXX> byte tokens give that raw byte; BPE: byte-level code points
@@ -495,6 +505,13 @@ PLUMB_API const char *plumb_chat_format_name(plumb_chat_format f);
  * cannot express give PLUMB_E_INVALID_ARG. */
 PLUMB_API plumb_status plumb_chat_apply(plumb_chat_format f, const plumb_chat_message *msgs, size_t n_msgs,
                                         bool add_bos, bool add_generation_prompt, char **out, size_t *out_len);
+/* As plumb_chat_apply, and *marks (malloc'd, *n_marks spans sorted and apart) are the parts of
+ * *out the format wrote itself (BOS, turn markers, role names), not the messages' text. Tokenize
+ * *out with plumb_tokenize_marked and these marks, so text in a message that looks like a turn
+ * marker cannot become one. */
+PLUMB_API plumb_status plumb_chat_apply_marked(plumb_chat_format f, const plumb_chat_message *msgs, size_t n_msgs,
+                                               bool add_bos, bool add_generation_prompt, char **out, size_t *out_len,
+                                               plumb_span **marks, size_t *n_marks);
 
 #ifdef __cplusplus
 }

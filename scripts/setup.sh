@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(cmake clang libclang-rt-14-dev pkg-config python3 python3-venv python3-pip
-              libcjson-dev libpcre2-dev ca-certificates libmicrohttpd-dev chromium)
+              libcjson-dev libpcre2-dev ca-certificates libh2o-evloop-dev chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -115,10 +115,14 @@ static void trim(const char *s, const char **begin, size_t *len) {
 
 /* ---- output ---------------------------------------------------------------------------- */
 
-/* Output text: with buf NULL only counts (the first pass sizes the buffer). */
+/* Output text: with buf NULL only counts (the first pass sizes the buffer). The format's own
+ * text (markers, role names) is recorded as marks, merged when adjacent; with marks NULL
+ * they are only counted. */
 typedef struct emitter {
     char *buf;
     size_t len;
+    plumb_span *marks;
+    size_t n_marks, marks_end; /* marks_end: where the last mark ends */
     bool overflow;
 } emitter;
 
@@ -131,7 +135,22 @@ static void emit_n(emitter *o, const char *s, size_t n) {
     o->len += n;
 }
 
-static void emit(emitter *o, const char *s) { emit_n(o, s, strlen(s)); }
+/* The format's own text. */
+static void emit(emitter *o, const char *s) {
+    size_t n = strlen(s), at = o->len;
+    emit_n(o, s, n);
+    if (o->overflow || n == 0) return;
+    if (o->n_marks && o->marks_end == at) { /* adjacent to the last mark: extend it */
+        if (o->marks) o->marks[o->n_marks - 1].len += n;
+    } else {
+        if (o->marks) o->marks[o->n_marks] = (plumb_span){at, n};
+        o->n_marks++;
+    }
+    o->marks_end = o->len;
+}
+
+/* A message's text, as it is. */
+static void emit_content(emitter *o, const char *s) { emit_n(o, s, strlen(s)); }
 
 static void emit_trimmed(emitter *o, const char *s) {
     const char *b;
@@ -170,7 +189,7 @@ static plumb_status render_gemma(emitter *o, const plumb_chat_message *m, size_t
                                i, m[i].role);
         emit(o, r == ROLE_ASSISTANT ? "<start_of_turn>model\n" : "<start_of_turn>user\n");
         if (i == first && system) {
-            emit(o, system);
+            emit_content(o, system);
             emit(o, "\n\n");
         }
         emit_trimmed(o, m[i].content);
@@ -198,7 +217,7 @@ static plumb_status render_chatml(emitter *o, const plumb_chat_message *m, size_
         emit(o, "<|im_start|>");
         emit(o, m[i].role);
         emit(o, "\n");
-        emit(o, m[i].content);
+        emit_content(o, m[i].content);
         emit(o, "<|im_end|>\n");
     }
     if (gen) emit(o, "<|im_start|>assistant\n");
@@ -216,11 +235,14 @@ static plumb_status render(plumb_chat_format f, emitter *o, const plumb_chat_mes
     return plumb__fail(PLUMB_E_INVALID_ARG, "chat: unknown chat format %d", (int)f);
 }
 
-plumb_status plumb_chat_apply(plumb_chat_format f, const plumb_chat_message *msgs, size_t n_msgs, bool add_bos,
-                              bool add_generation_prompt, char **out, size_t *out_len) {
+plumb_status plumb_chat_apply_marked(plumb_chat_format f, const plumb_chat_message *msgs, size_t n_msgs, bool add_bos,
+                                     bool add_generation_prompt, char **out, size_t *out_len, plumb_span **marks,
+                                     size_t *n_marks) {
     if (!out) return plumb__fail(PLUMB_E_INVALID_ARG, "chat: out is NULL");
     *out = NULL;
     if (out_len) *out_len = 0;
+    if (marks) *marks = NULL;
+    if (n_marks) *n_marks = 0;
     if (f < PLUMB_CHAT_GEMMA || f > PLUMB_CHAT_CHATML)
         return plumb__fail(PLUMB_E_INVALID_ARG, "chat: unknown chat format %d", (int)f);
     if (n_msgs > 0 && !msgs) return plumb__fail(PLUMB_E_INVALID_ARG, "chat: messages is NULL");
@@ -234,18 +256,30 @@ plumb_status plumb_chat_apply(plumb_chat_format f, const plumb_chat_message *msg
                                msgs[i].role);
     }
 
-    emitter o = {NULL, 0, false};
+    emitter o = {0};
     plumb_status st = render(f, &o, msgs, n_msgs, add_bos, add_generation_prompt);
     if (st != PLUMB_OK) return st;
     if (o.overflow) return plumb__fail(PLUMB_E_RANGE, "chat: conversation too long");
     char *buf = malloc(o.len + 1);
-    if (!buf) return plumb__fail(PLUMB_E_NOMEM, "chat: out of memory for %zu bytes", o.len + 1);
-    size_t want = o.len;
-    o = (emitter){buf, 0, false};
+    plumb_span *spans = marks ? malloc((o.n_marks ? o.n_marks : 1) * sizeof *spans) : NULL;
+    if (!buf || (marks && !spans)) {
+        free(buf);
+        free(spans);
+        return plumb__fail(PLUMB_E_NOMEM, "chat: out of memory for %zu bytes", o.len + 1);
+    }
+    size_t want = o.len, want_marks = o.n_marks;
+    o = (emitter){.buf = buf, .marks = spans};
     st = render(f, &o, msgs, n_msgs, add_bos, add_generation_prompt);
-    PLUMB_ASSERT(st == PLUMB_OK && o.len == want);
+    PLUMB_ASSERT(st == PLUMB_OK && o.len == want && (!marks || o.n_marks == want_marks));
     buf[o.len] = '\0';
     *out = buf;
     if (out_len) *out_len = o.len;
+    if (marks) *marks = spans;
+    if (n_marks) *n_marks = want_marks;
     return PLUMB_OK;
+}
+
+plumb_status plumb_chat_apply(plumb_chat_format f, const plumb_chat_message *msgs, size_t n_msgs, bool add_bos,
+                              bool add_generation_prompt, char **out, size_t *out_len) {
+    return plumb_chat_apply_marked(f, msgs, n_msgs, add_bos, add_generation_prompt, out, out_len, NULL, NULL);
 }

@@ -125,18 +125,27 @@ size_t plumb_gen_reuse_len(const int32_t *cached, size_t n_cached, const int32_t
 
 plumb_status plumb_gen_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
                                 int32_t **ids, size_t *n) {
+    return plumb_gen_tokenize_marked(v, text, len, add_special, true, NULL, 0, ids, n);
+}
+
+plumb_status plumb_gen_tokenize_marked(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
+                                       bool parse_special, const plumb_span *marks, size_t n_marks, int32_t **ids,
+                                       size_t *n) {
     size_t cap = len + 8;
     *ids = malloc(cap * sizeof **ids);
     *n = 0;
     if (!*ids) return PLUMB_E_NOMEM;
-    plumb_status st = plumb_tokenize(v, text, len, add_special, true, *ids, cap, n);
-    if (st == PLUMB_E_RANGE) { /* more tokens than bytes can only come from added specials */
+    for (int pass = 0; pass < 2; pass++) {
+        plumb_status st = parse_special && marks ? plumb_tokenize_marked(v, text, len, add_special, marks, n_marks, *ids, cap, n)
+                                                 : plumb_tokenize(v, text, len, add_special, parse_special, *ids, cap, n);
+        if (st != PLUMB_E_RANGE || pass) return st;
+        /* more tokens than bytes can only come from added specials */
         int32_t *grown = realloc(*ids, *n * sizeof **ids);
         if (!grown) return PLUMB_E_NOMEM;
         *ids = grown;
-        st = plumb_tokenize(v, text, len, add_special, true, *ids, *n, n);
+        cap = *n;
     }
-    return st;
+    return PLUMB_OK;
 }
 
 plumb_chat_format plumb_gen_chat_format(const plumb_model_t *m, const char *name) {

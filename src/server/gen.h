@@ -49,6 +49,11 @@ size_t plumb_gen_reuse_len(const int32_t *cached, size_t n_cached, const int32_t
  * malloc'd *ids of *n tokens. PLUMB_E_NOMEM, or the tokenizer's status. */
 plumb_status plumb_gen_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
                                 int32_t **ids, size_t *n);
+/* The same with control tokens recognized nowhere (parse_special false), everywhere
+ * (parse_special, marks NULL) or only inside marks (plumb_tokenize_marked). */
+plumb_status plumb_gen_tokenize_marked(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
+                                       bool parse_special, const plumb_span *marks, size_t n_marks, int32_t **ids,
+                                       size_t *n);
 
 /* The chat format named `name` (non-NULL), else the one of the file's template, else the one
  * whose turn markers the vocabulary has (some GGUF files carry no template);

@@ -1,30 +1,27 @@
-/* http.c — the HTTP side of the server: libmicrohttpd with a thread per connection, request
- * routing, Bearer auth, body caps, OpenAI request/response JSON (cJSON), server-sent event
- * streams, client-disconnect detection and graceful shutdown. Connection threads parse,
- * tokenize (the vocabulary is immutable, so safe from any thread) and hand jobs to the
- * scheduler; they never run the model. */
+/* http.c — the OpenAI API of the server over its HTTP transport (httpd.h): one route table
+ * (method, auth, readiness, whether a restricted connection may use it), Bearer auth, the
+ * JSON error shape for every failure, OpenAI request/response JSON (cJSON), server-sent
+ * event streams, clients leaving, and graceful shutdown. Connection threads parse, tokenize
+ * (the vocabulary is immutable, so safe from any thread) and hand jobs to the scheduler;
+ * they never run the model. */
 #include "server.h"
 
 #include "gen.h"
+#include "httpd.h"
+#include "log.h"
 #include "metrics.h"
 #include "request.h"
 #include "sched.h"
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
 
-#include <arpa/inet.h>
-#include <netdb.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 /* The chat page, generated from page/index.html at build time (page_data.c). */
 extern const unsigned char plumb_srv_page_index[];
@@ -35,15 +32,10 @@ extern const size_t plumb_srv_page_index_len;
 struct plumb_server {
     plumb_server_params p;
     char alias[256];
-    char auth[520]; /* "Bearer <key>", or "" when no key is needed */
-    struct MHD_Daemon *d;
-    int port;
+    char key[513]; /* the API key, "" when none is needed */
+    plumb_httpd *httpd;
     plumb_srv_metrics metrics;
     plumb_srv_sched *sched;
-    pthread_mutex_t mu;
-    pthread_cond_t idle_cv; /* signalled when in_flight drops to 0 */
-    int in_flight;          /* requests begun and not completed */
-    bool draining;
     atomic_uint_fast64_t next_id;
 };
 
@@ -59,17 +51,35 @@ typedef enum route {
     R_DETOKENIZE,
 } route;
 
-typedef enum stream_phase { PH_START, PH_BODY, PH_END } stream_phase;
+enum {
+    F_AUTH = 1,       /* needs the API key when one is set */
+    F_READY = 2,      /* needs the model loaded */
+    F_LIGHT = 4,      /* served on a restricted connection too */
+    F_METRICS = 8,    /* needs the API key unless --public-metrics */
+};
 
-/* One request on a connection (MHD's con_cls). */
+static const struct route_def {
+    const char *path, *method;
+    route r;
+    unsigned flags;
+} routes[] = {
+    {"/", "GET", R_PAGE, 0},
+    {"/index.html", "GET", R_PAGE, 0},
+    {"/health", "GET", R_HEALTH, F_LIGHT},
+    {"/metrics", "GET", R_METRICS, F_LIGHT | F_METRICS},
+    {"/v1/models", "GET", R_MODELS, F_AUTH | F_READY},
+    {"/v1/chat/completions", "POST", R_CHAT, F_AUTH | F_READY},
+    {"/v1/completions", "POST", R_COMPLETIONS, F_AUTH | F_READY},
+    {"/tokenize", "POST", R_TOKENIZE, F_AUTH | F_READY},
+    {"/detokenize", "POST", R_DETOKENIZE, F_AUTH | F_READY},
+};
+
+/* One request being answered. */
 typedef struct conn {
     plumb_server_t *srv;
-    struct MHD_Connection *mc;
-    int fd;
-    route r;
-    char *body; /* [body_cap] */
-    size_t body_len, body_cap;
-    bool body_too_large, responded;
+    plumb_http_conn *hc;
+    const plumb_http_request *req;
+    const struct route_def *route;
     double t0;
     /* generation */
     plumb_srv_job *job;
@@ -77,11 +87,6 @@ typedef struct conn {
     bool include_usage;
     char id[48];
     long long created;
-    /* streaming */
-    stream_phase phase;
-    size_t sent_text;   /* bytes of the job's text already sent */
-    char *out;          /* formatted bytes not yet handed to MHD: out[out_pos..out_len) */
-    size_t out_len, out_pos;
 } conn;
 
 static double now_s(void) {
@@ -90,55 +95,45 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* The client closed its end (or the socket failed). */
-static bool client_gone(int fd) {
-    if (fd < 0) return false;
-    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
-    if (poll(&p, 1, 0) <= 0) return false;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) return true;
-    char b;
-    return (p.revents & POLLIN) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+static void log_request(const conn *c, const char *outcome) {
+    if (c->srv->p.log_requests)
+        plumb_srv_log("%s %.200s %s %.3f s %s", c->req ? c->req->method : "-", c->req ? c->req->path : "-", outcome,
+                      now_s() - c->t0, c->req ? c->req->peer : "");
 }
 
 /* ---- responses -------------------------------------------------------------------------- */
 
-static enum MHD_Result queue(conn *c, unsigned status, struct MHD_Response *resp, const char *content_type) {
-    if (!resp) return MHD_NO;
-    if (content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (status == MHD_HTTP_SERVICE_UNAVAILABLE) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (status == MHD_HTTP_UNAUTHORIZED) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (c->srv->draining) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ok = MHD_queue_response(c->mc, status, resp);
-    MHD_destroy_response(resp);
-    c->responded = true;
-    plumb_srv_metrics_request(&c->srv->metrics, (int)status);
-    if (c->srv->p.log_requests)
-        fprintf(stderr, "plumb serve: %s %u\n", c->r == R_CHAT ? "chat" : c->r == R_COMPLETIONS ? "completion" : "request",
-                status);
+static bool send_text(conn *c, int status, const char *text, size_t len, const char *type) {
+    char extra[128] = "";
+    if (status == 503) snprintf(extra, sizeof extra, "Retry-After: 1\r\n");
+    if (status == 401) snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer\r\n");
+    if (status == 405 && c->route) snprintf(extra, sizeof extra, "Allow: %s\r\n", c->route->method);
+    bool ok = plumb_http_respond(c->hc, status, type, extra, text, len);
+    plumb_srv_metrics_request(&c->srv->metrics, status);
+    char outcome[16];
+    snprintf(outcome, sizeof outcome, "%d", status);
+    log_request(c, outcome);
     return ok;
 }
 
-/* Sends text (copied). */
-static enum MHD_Result send_text(conn *c, unsigned status, const char *text, size_t len, const char *type) {
-    return queue(c, status, MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY), type);
-}
+static const char oom_json[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
 
 /* Sends j as JSON and deletes it. */
-static enum MHD_Result send_json(conn *c, unsigned status, cJSON *j) {
+static bool send_json(conn *c, int status, cJSON *j) {
     char *s = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
-    if (!s) return send_text(c, 500, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}", 58,
-                             "application/json");
-    enum MHD_Result r = send_text(c, status, s, strlen(s), "application/json");
+    if (!s) return send_text(c, 500, oom_json, sizeof oom_json - 1, "application/json");
+    bool ok = send_text(c, status, s, strlen(s), "application/json");
     free(s);
-    return r;
+    return ok;
 }
 
-static const char *error_type(unsigned status) {
+static const char *error_type(int status) {
     switch (status) {
-    case 400: case 413: case 431: return "invalid_request_error";
+    case 400: case 408: case 413: case 417: case 431: return "invalid_request_error";
     case 401: return "authentication_error";
     case 404: case 405: return "not_found_error";
+    case 501: return "not_implemented_error";
     case 503: return "unavailable_error";
     case 504: return "timeout_error";
     default: return "server_error";
@@ -146,7 +141,7 @@ static const char *error_type(unsigned status) {
 }
 
 /* OpenAI's error object: {"error": {"message", "type", "param", "code"}}. */
-static cJSON *error_json(unsigned status, const char *message, const char *param, const char *code) {
+static cJSON *error_json(int status, const char *message, const char *param, const char *code) {
     cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(e, "message", message);
     cJSON_AddStringToObject(e, "type", error_type(status));
@@ -157,7 +152,9 @@ static cJSON *error_json(unsigned status, const char *message, const char *param
     return root;
 }
 
-static enum MHD_Result send_error(conn *c, unsigned status, const char *param, const char *code, const char *fmt, ...) {
+static bool send_error(conn *c, int status, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static bool send_error(conn *c, int status, const char *param, const char *code, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -168,22 +165,22 @@ static enum MHD_Result send_error(conn *c, unsigned status, const char *param, c
 
 /* ---- simple endpoints ------------------------------------------------------------------- */
 
-static enum MHD_Result handle_health(conn *c) {
+static bool handle_health(conn *c) {
     plumb_srv_state st = plumb_srv_sched_state(c->srv->sched);
     const char *body = st == PLUMB_SRV_READY ? "{\"status\":\"ok\"}" : st == PLUMB_SRV_LOADING ? "{\"status\":\"loading\"}"
                                                                                               : "{\"status\":\"error\"}";
     return send_text(c, st == PLUMB_SRV_READY ? 200 : 503, body, strlen(body), "application/json");
 }
 
-static enum MHD_Result handle_metrics(conn *c) {
+static bool handle_metrics(conn *c) {
     char *t = plumb_srv_metrics_render(&c->srv->metrics);
     if (!t) return send_error(c, 500, NULL, NULL, "out of memory");
-    enum MHD_Result r = send_text(c, 200, t, strlen(t), "text/plain; version=0.0.4");
+    bool ok = send_text(c, 200, t, strlen(t), "text/plain; version=0.0.4");
     free(t);
-    return r;
+    return ok;
 }
 
-static enum MHD_Result handle_models(conn *c) {
+static bool handle_models(conn *c) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON *m = cJSON_CreateObject();
@@ -195,18 +192,19 @@ static enum MHD_Result handle_models(conn *c) {
     return send_json(c, 200, root);
 }
 
-static enum MHD_Result handle_tokenize(conn *c) {
+static bool handle_tokenize(conn *c) {
     char *content;
     size_t len;
-    bool add_special;
+    bool add_special, parse_special;
     plumb_srv_error err;
-    plumb_status st = plumb_srv_parse_tokenize(c->body, c->body_len, &content, &len, &add_special, &err);
+    plumb_status st = plumb_srv_parse_tokenize(c->req->body, c->req->body_len, &content, &len, &add_special,
+                                               &parse_special, &err);
     if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     size_t cap = len + 8, n = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
-    st = ids ? plumb_tokenize(v, content, len, add_special, true, ids, cap, &n) : PLUMB_E_NOMEM;
+    st = ids ? plumb_tokenize(v, content, len, add_special, parse_special, ids, cap, &n) : PLUMB_E_NOMEM;
     free(content);
     if (st) {
         free(ids);
@@ -218,25 +216,26 @@ static enum MHD_Result handle_tokenize(conn *c) {
     return send_json(c, 200, root);
 }
 
-static enum MHD_Result handle_detokenize(conn *c) {
+static bool handle_detokenize(conn *c) {
     int32_t *ids;
     size_t n;
     plumb_srv_error err;
-    plumb_status st = plumb_srv_parse_detokenize(c->body, c->body_len, &ids, &n, &err);
+    plumb_status st = plumb_srv_parse_detokenize(c->req->body, c->req->body_len, &ids, &n, &err);
     if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     const int32_t n_vocab = plumb_vocab_n_tokens(v);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= n_vocab) {
+            const int32_t bad = ids[i]; /* read before the array is freed */
+            free(ids);
+            return send_error(c, 400, "tokens", NULL, "'tokens[%zu]' is %d, past the vocabulary (%d tokens)", i, (int)bad,
+                              (int)n_vocab);
+        }
     size_t cap = n * 8 + 16, len = 0;
     char *text = malloc(cap);
     plumb_detok d = {0};
     for (size_t i = 0; text && i < n; i++) {
-        if (ids[i] >= n_vocab) {
-            free(text);
-            free(ids);
-            return send_error(c, 400, "tokens", NULL, "'tokens[%zu]' is %d, past the vocabulary (%d tokens)", i,
-                              (int)ids[i], (int)n_vocab);
-        }
         size_t need;
         while ((need = plumb_detok_push(v, &d, ids[i], text + len, cap - len)) > cap - len) {
             char *grown = realloc(text, (cap = (cap + need) * 2));
@@ -258,14 +257,28 @@ static enum MHD_Result handle_detokenize(conn *c) {
     }
     if (!text) return send_error(c, 500, NULL, NULL, "out of memory");
     len += plumb_detok_flush(&d, text + len, cap - len);
-    cJSON *root = cJSON_CreateObject();
-    cJSON *s = cJSON_CreateString("");
-    /* the text may hold NUL bytes: cJSON strings end at NUL, so set it through a copy */
-    free(s->valuestring);
-    s->valuestring = text;
-    text[len] = '\0';
-    cJSON_AddItemToObject(root, "content", s);
-    return send_json(c, 200, root);
+    /* the text may hold NUL bytes, which cJSON strings cannot: write the JSON by hand */
+    char *body = NULL;
+    size_t blen = 0, bcap = 0;
+    bool ok = plumb_gen_append(&body, &blen, &bcap, "{\"content\":\"", 12);
+    for (size_t i = 0; ok && i < len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        char esc[8];
+        size_t el = 1;
+        esc[0] = (char)ch;
+        if (ch == '"' || ch == '\\') esc[0] = '\\', esc[1] = (char)ch, el = 2;
+        else if (ch < 0x20) el = (size_t)snprintf(esc, sizeof esc, "\\u%04x", ch);
+        ok = plumb_gen_append(&body, &blen, &bcap, esc, el);
+    }
+    ok = ok && plumb_gen_append(&body, &blen, &bcap, "\"}", 2);
+    free(text);
+    if (!ok) {
+        free(body);
+        return send_error(c, 500, NULL, NULL, "out of memory");
+    }
+    bool sent = send_text(c, 200, body, blen, "application/json");
+    free(body);
+    return sent;
 }
 
 /* ---- generation ------------------------------------------------------------------------- */
@@ -313,90 +326,83 @@ static cJSON *chunk(const conn *c, const char *text, const char *role, const cha
     return root;
 }
 
-/* Appends "data: <json>\n\n" (j deleted) or "data: [DONE]\n\n" (j NULL) to c->out. */
-static bool out_event(conn *c, cJSON *j, bool done) {
-    char *s = done ? NULL : cJSON_PrintUnformatted(j);
+/* Sends "data: <json>\n\n" (j deleted) or "data: [DONE]\n\n" (j NULL). false when the
+ * client cannot be written to or out of memory. */
+static bool send_event(conn *c, cJSON *j) {
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
-    if (!done && !s) return false;
-    const char *payload = done ? "[DONE]" : s;
+    if (j && !s) return false;
+    const char *payload = j ? s : "[DONE]";
     size_t n = strlen(payload) + 8;
-    char *grown = realloc(c->out, c->out_len + n + 1);
-    if (!grown) {
-        free(s);
-        return false;
-    }
-    c->out = grown;
-    c->out_len += (size_t)snprintf(c->out + c->out_len, n + 1, "data: %s\n\n", payload);
+    char *ev = malloc(n + 1);
+    bool ok = ev && plumb_http_stream_send(c->hc, ev, (size_t)snprintf(ev, n + 1, "data: %s\n\n", payload));
+    free(ev);
     free(s);
-    return true;
+    return ok;
 }
 
-/* MHD's content reader for a streamed response: hands out formatted events, waiting for the
- * job's next text (and watching for the client leaving) when none is ready. */
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
-    (void)pos;
-    conn *c = cls;
+/* The client left: the job ends, and the request counts as cancelled. */
+static bool cancelled(conn *c) {
+    plumb_srv_job_cancel(c->srv->sched, c->job);
+    plumb_srv_metrics_cancelled(&c->srv->metrics);
+    log_request(c, "cancelled");
+    return false;
+}
+
+static bool stream_events(conn *c) {
     plumb_srv_sched *s = c->srv->sched;
+    if (!plumb_http_stream_start(c->hc, 200, "text/event-stream", "Cache-Control: no-cache\r\n")) return cancelled(c);
+    if (c->kind == PLUMB_SRV_CHAT && !send_event(c, chunk(c, "", "assistant", NULL))) return cancelled(c);
+    size_t sent = 0;
     for (;;) {
-        if (c->out_pos < c->out_len) {
-            size_t n = c->out_len - c->out_pos < max ? c->out_len - c->out_pos : max;
-            memcpy(buf, c->out + c->out_pos, n);
-            c->out_pos += n;
-            if (c->out_pos == c->out_len) c->out_pos = c->out_len = 0;
-            return (ssize_t)n;
-        }
-        if (c->phase == PH_END) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (c->phase == PH_START) {
-            c->phase = PH_BODY;
-            if (c->kind == PLUMB_SRV_CHAT && !out_event(c, chunk(c, "", "assistant", NULL), false))
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            continue;
-        }
         char *text;
         size_t len;
         plumb_srv_progress pr;
-        if (plumb_srv_job_poll(s, c->job, c->sent_text, POLL_MS, &text, &len, &pr)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (plumb_srv_job_poll(s, c->job, sent, POLL_MS, &text, &len, &pr)) return cancelled(c);
         bool ok = true;
         if (text) {
-            ok = out_event(c, chunk(c, text, NULL, NULL), false);
-            c->sent_text += len;
+            ok = send_event(c, chunk(c, text, NULL, NULL));
+            sent += len;
             free(text);
         } else if (pr.done) {
+            int status = 200;
             if (pr.error_status) {
-                ok = out_event(c, error_json((unsigned)pr.error_status, pr.error_message, NULL, NULL), false);
+                status = pr.error_status;
+                ok = send_event(c, error_json(pr.error_status, pr.error_message, NULL, NULL));
             } else {
-                ok = out_event(c, chunk(c, NULL, NULL, pr.finish_reason), false);
+                ok = send_event(c, chunk(c, NULL, NULL, pr.finish_reason));
                 if (ok && c->include_usage) {
                     cJSON *u = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion.chunk" : "text_completion");
                     cJSON_AddArrayToObject(u, "choices");
                     add_usage(u, &pr);
-                    ok = out_event(c, u, false);
+                    ok = send_event(c, u);
                 }
             }
-            ok = ok && out_event(c, NULL, true);
-            c->phase = PH_END;
-        } else if (client_gone(c->fd)) {
-            plumb_srv_job_cancel(s, c->job);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+            ok = ok && send_event(c, NULL) && plumb_http_stream_end(c->hc);
+            if (!ok) return cancelled(c);
+            plumb_srv_metrics_request(&c->srv->metrics, status);
+            char outcome[32];
+            snprintf(outcome, sizeof outcome, "%d streamed", status);
+            log_request(c, outcome);
+            return true;
+        } else if (plumb_http_client_gone(c->hc)) {
+            ok = false;
         }
-        if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!ok) return cancelled(c);
     }
 }
 
-static enum MHD_Result finish_whole(conn *c) {
+static bool finish_whole(conn *c) {
     plumb_srv_sched *s = c->srv->sched;
     char *text;
     size_t len;
     plumb_srv_progress pr;
-    for (;;) { /* wait for the end, watching the client */
-        if (plumb_srv_job_poll(s, c->job, (size_t)-1, POLL_MS, &text, &len, &pr)) return MHD_NO;
+    for (;;) { /* wait for the end, watching for the client resetting the connection */
+        if (plumb_srv_job_poll(s, c->job, (size_t)-1, POLL_MS, &text, &len, &pr)) return cancelled(c);
         if (pr.done) break;
-        if (client_gone(c->fd)) {
-            plumb_srv_job_cancel(s, c->job);
-            return MHD_NO;
-        }
+        if (plumb_http_client_gone(c->hc)) return cancelled(c);
     }
-    if (pr.error_status) return send_json(c, (unsigned)pr.error_status, error_json((unsigned)pr.error_status, pr.error_message, NULL, NULL));
+    if (pr.error_status) return send_json(c, pr.error_status, error_json(pr.error_status, pr.error_message, NULL, NULL));
     if (plumb_srv_job_poll(s, c->job, 0, 0, &text, &len, &pr)) return send_error(c, 500, NULL, NULL, "out of memory");
     cJSON *root = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion" : "text_completion");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"),
@@ -406,8 +412,10 @@ static enum MHD_Result finish_whole(conn *c) {
     return send_json(c, 200, root);
 }
 
-/* Tokenizes the request's prompt into *ids (malloc'd). PLUMB_E_INVALID_ARG is the client's
- * fault: msg says why and *param names the field. */
+/* Tokenizes the request's prompt into *ids (malloc'd). Text from the client (messages, the
+ * prompt) is tokenized as text: only the chat format's own markers become control tokens,
+ * unless the request set parse_special. PLUMB_E_INVALID_ARG is the client's fault: msg says
+ * why and *param names the field. */
 static plumb_status request_tokens(conn *c, const plumb_srv_request *r, int32_t **ids, size_t *n, const char **param,
                                    char *msg, size_t msg_cap) {
     const plumb_model_t *m = plumb_srv_sched_model(c->srv->sched);
@@ -427,32 +435,36 @@ static plumb_status request_tokens(conn *c, const plumb_srv_request *r, int32_t 
         *n = r->n_ids;
         return PLUMB_OK;
     }
-    if (r->kind == PLUMB_SRV_COMPLETION) return plumb_gen_tokenize(v, r->prompt, strlen(r->prompt), true, ids, n);
+    if (r->kind == PLUMB_SRV_COMPLETION)
+        return plumb_gen_tokenize_marked(v, r->prompt, strlen(r->prompt), true, r->parse_special, NULL, 0, ids, n);
     plumb_chat_format f = plumb_srv_sched_chat_format(c->srv->sched);
     if (f == PLUMB_CHAT_UNKNOWN) {
         snprintf(msg, msg_cap, "the model has no chat format plumb knows; use /v1/completions or start the server with --chat-format");
         return PLUMB_E_INVALID_ARG;
     }
     char *text = NULL;
-    size_t len;
-    plumb_status st = plumb_chat_apply(f, r->msgs, r->n_msgs, true, true, &text, &len);
+    size_t len, n_marks = 0;
+    plumb_span *marks = NULL;
+    plumb_status st = plumb_chat_apply_marked(f, r->msgs, r->n_msgs, true, true, &text, &len, &marks, &n_marks);
     if (st == PLUMB_E_INVALID_ARG) {
         snprintf(msg, msg_cap, "%s", plumb_last_error());
         return st;
     }
     if (st) return st;
-    st = plumb_gen_tokenize(v, text, len, false, ids, n); /* the formatted text carries its BOS */
+    /* the formatted text carries its BOS */
+    st = plumb_gen_tokenize_marked(v, text, len, false, true, r->parse_special ? NULL : marks, n_marks, ids, n);
     free(text);
+    free(marks);
     return st;
 }
 
-static enum MHD_Result handle_generate(conn *c) {
+static bool handle_generate(conn *c) {
     plumb_server_t *srv = c->srv;
     const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched);
     plumb_srv_request r;
     plumb_srv_error err;
-    c->kind = c->r == R_CHAT ? PLUMB_SRV_CHAT : PLUMB_SRV_COMPLETION;
-    plumb_status st = plumb_srv_request_parse(c->body, c->body_len, c->kind, n_ctx, &r, &err);
+    c->kind = c->route->r == R_CHAT ? PLUMB_SRV_CHAT : PLUMB_SRV_COMPLETION;
+    plumb_status st = plumb_srv_request_parse(c->req->body, c->req->body_len, c->kind, n_ctx, &r, &err);
     if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
     int32_t *ids;
@@ -460,208 +472,117 @@ static enum MHD_Result handle_generate(conn *c) {
     const char *param;
     char msg[256] = "";
     st = request_tokens(c, &r, &ids, &n, &param, msg, sizeof msg);
-    enum MHD_Result res;
-    if (st == PLUMB_E_INVALID_ARG) {
-        res = send_error(c, 400, param, NULL, "%s", msg);
-        goto out;
-    }
-    if (st) {
-        res = send_error(c, 500, NULL, NULL, "cannot prepare the prompt: %s", plumb_status_message(st));
-        goto out;
-    }
-    if (n == 0) {
-        res = send_error(c, 400, param, NULL, "the prompt is empty");
-        goto out;
-    }
-    if (n >= (size_t)n_ctx) {
-        res = send_error(c, 400, param, "context_length_exceeded",
-                         "This model's maximum context length is %d tokens, but the prompt has %zu tokens; "
-                         "shorten the prompt or start the server with a larger --ctx-size", (int)n_ctx, n);
-        goto out;
-    }
+    if (st == PLUMB_E_INVALID_ARG) send_error(c, 400, param, NULL, "%s", msg);
+    else if (st) send_error(c, 500, NULL, NULL, "cannot prepare the prompt: %s", plumb_status_message(st));
+    else if (n == 0) send_error(c, 400, param, NULL, "the prompt is empty");
+    else if (n >= (size_t)n_ctx)
+        send_error(c, 400, param, "context_length_exceeded",
+                   "This model's maximum context length is %d tokens, but the prompt has %zu tokens; "
+                   "shorten the prompt or start the server with a larger --ctx-size",
+                   (int)n_ctx, n);
+    if (st || n == 0 || n >= (size_t)n_ctx) goto out;
     if (!r.seed_given) r.sampling.seed = (uint64_t)time(NULL) * 6364136223846793005ull + atomic_fetch_add(&srv->next_id, 1);
     st = plumb_srv_job_create(ids, n, &r, srv->p.timeout_s, &c->job);
     if (!st) st = plumb_srv_sched_submit(srv->sched, c->job);
-    if (st == PLUMB_E_RANGE) {
-        res = send_error(c, 503, NULL, "server_busy", "all %d slots are busy and the queue is full; retry later",
-                         (int)srv->p.n_parallel);
-        goto out;
-    }
-    if (st == PLUMB_E_UNSUPPORTED) {
-        res = send_error(c, 503, NULL, NULL, "the server is not accepting requests (loading or shutting down)");
-        goto out;
-    }
-    if (st) {
-        res = send_error(c, 500, NULL, NULL, "cannot queue the request: %s", plumb_status_message(st));
-        goto out;
-    }
+    if (st == PLUMB_E_RANGE)
+        send_error(c, 503, NULL, "server_busy", "all %d slots are busy and the queue is full; retry later", (int)srv->p.n_parallel);
+    else if (st == PLUMB_E_UNSUPPORTED) send_error(c, 503, NULL, NULL, "the server is not accepting requests (loading or shutting down)");
+    else if (st) send_error(c, 500, NULL, NULL, "cannot queue the request: %s", plumb_status_message(st));
+    if (st) goto out;
     snprintf(c->id, sizeof c->id, "%s-%llx%08llx", c->kind == PLUMB_SRV_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)time(NULL), (unsigned long long)atomic_fetch_add(&srv->next_id, 1));
     c->created = (long long)time(NULL);
     c->include_usage = r.include_usage;
-    if (!r.stream) {
-        res = finish_whole(c);
-        goto out;
-    }
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, c, NULL);
-    if (resp) MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    res = queue(c, 200, resp, "text/event-stream");
+    if (r.stream) stream_events(c);
+    else finish_whole(c);
 out:
     free(ids);
     plumb_srv_request_free(&r);
-    return res;
+    return true;
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
 
-static route find_route(const char *url, const char **method_needed) {
-    static const struct {
-        const char *url, *method;
-        route r;
-    } routes[] = {{"/", "GET", R_PAGE},
-                  {"/index.html", "GET", R_PAGE},
-                  {"/health", "GET", R_HEALTH},
-                  {"/metrics", "GET", R_METRICS},
-                  {"/v1/models", "GET", R_MODELS},
-                  {"/v1/chat/completions", "POST", R_CHAT},
-                  {"/v1/completions", "POST", R_COMPLETIONS},
-                  {"/tokenize", "POST", R_TOKENIZE},
-                  {"/detokenize", "POST", R_DETOKENIZE}};
+static const struct route_def *find_route(const char *path) {
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (!strcmp(url, routes[i].url)) {
-            *method_needed = routes[i].method;
-            return routes[i].r;
-        }
-    *method_needed = NULL;
-    return R_NONE;
+        if (!strcmp(path, routes[i].path)) return &routes[i];
+    return NULL;
 }
 
 /* Compares without leaking where the first difference is. */
-static bool same_secret(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
+static bool same_secret(const char *a, size_t la, const char *b) {
+    size_t lb = strlen(b);
     unsigned char d = (unsigned char)(la != lb);
     for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
     return d == 0;
 }
 
-/* Checks that can answer before the body is read: route, method, auth, readiness, size. */
-static bool early_reply(conn *c, const char *url, const char *method, enum MHD_Result *res) {
-    plumb_server_t *srv = c->srv;
-    const char *needed;
-    c->r = find_route(url, &needed);
-    if (c->r == R_NONE) {
-        *res = send_error(c, 404, NULL, "not_found", "no such endpoint: %s %.200s", method, url);
-        return true;
-    }
-    if (strcmp(method, needed) != 0 && !(c->r != R_CHAT && c->r != R_COMPLETIONS && c->r != R_TOKENIZE &&
-                                         c->r != R_DETOKENIZE && !strcmp(method, "HEAD"))) {
-        *res = send_error(c, 405, NULL, "method_not_allowed", "%.200s takes %s, not %s", url, needed, method);
-        return true;
-    }
-    if (srv->auth[0] && !strncmp(url, "/v1/", 4)) {
-        const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (!h || !same_secret(h, srv->auth)) {
-            *res = send_error(c, 401, NULL, "invalid_api_key",
-                              h ? "invalid API key" : "missing API key: send 'Authorization: Bearer <key>'");
-            return true;
-        }
-    }
-    if (c->r != R_PAGE && c->r != R_HEALTH && c->r != R_METRICS) {
+/* "Authorization: Bearer <key>" with the scheme in any case (RFC 9110 section 11.1). */
+static bool authorized(const plumb_server_t *srv, const plumb_http_head *h, bool *present) {
+    size_t len;
+    const char *v = plumb_http_header(h, "Authorization", &len);
+    *present = v != NULL;
+    if (!v || len < 7 || strncasecmp(v, "Bearer ", 7) != 0) return false;
+    size_t at = 7;
+    while (at < len && v[at] == ' ') at++;
+    return same_secret(v + at, len - at, srv->key);
+}
+
+static bool answer_head(void *app, plumb_http_conn *hc, const plumb_http_request *req) {
+    plumb_server_t *srv = app;
+    conn c = {.srv = srv, .hc = hc, .req = req, .t0 = now_s()};
+    const struct route_def *rt = c.route = find_route(req->path);
+    if (!rt) return send_error(&c, 404, NULL, "not_found", "no such endpoint: %s %.200s", req->method, req->path);
+    bool head_ok = !strcmp(req->method, "HEAD") && !strcmp(rt->method, "GET");
+    if (strcmp(req->method, rt->method) != 0 && !head_ok)
+        return send_error(&c, 405, NULL, "method_not_allowed", "%.200s takes %s, not %s", req->path, rt->method, req->method);
+    if (req->restricted && !(rt->flags & F_LIGHT))
+        return send_error(&c, 503, NULL, "too_many_connections",
+                          "too many open connections; only /health and /metrics answer now, retry later");
+    bool needs_key = (rt->flags & F_AUTH) || ((rt->flags & F_METRICS) && !srv->p.public_metrics);
+    bool present;
+    if (srv->key[0] && needs_key && !authorized(srv, req->head, &present))
+        return send_error(&c, 401, NULL, "invalid_api_key",
+                          present ? "invalid API key" : "missing API key: send 'Authorization: Bearer <key>'");
+    if (rt->flags & F_READY) {
         plumb_srv_state st = plumb_srv_sched_state(srv->sched);
-        if (st != PLUMB_SRV_READY || srv->draining) {
-            *res = send_error(c, 503, NULL, NULL,
-                              st == PLUMB_SRV_LOADING ? "the model is loading" : srv->draining ? "the server is shutting down"
-                                                                                               : "the model failed to load");
-            return true;
-        }
-    }
-    const char *cl = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > srv->p.max_body) {
-        *res = send_error(c, 413, NULL, "body_too_large", "the request body is larger than %zu bytes", srv->p.max_body);
-        return true;
+        bool draining = plumb_http_draining(hc);
+        if (st != PLUMB_SRV_READY || draining)
+            return send_error(&c, 503, NULL, NULL,
+                              st == PLUMB_SRV_LOADING ? "the model is loading"
+                              : draining           ? "the server is shutting down"
+                                                   : "the model failed to load");
     }
     return false;
 }
 
-static enum MHD_Result access_handler(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
-                                      const char *version, const char *upload_data, size_t *upload_data_size,
-                                      void **con_cls) {
-    (void)version;
-    plumb_server_t *srv = cls;
-    conn *c = *con_cls;
-    if (!c) {
-        if (!(c = calloc(1, sizeof *c))) return MHD_NO;
-        c->srv = srv;
-        c->mc = mc;
-        c->t0 = now_s();
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-        c->fd = ci ? ci->connect_fd : -1;
-        *con_cls = c;
-        pthread_mutex_lock(&srv->mu);
-        srv->in_flight++;
-        pthread_mutex_unlock(&srv->mu);
-        enum MHD_Result res;
-        if (early_reply(c, url, method, &res)) return res;
-        return MHD_YES;
-    }
-    if (c->responded) { /* answered early: drop whatever body still comes */
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (c->body_too_large || c->body_len + n > srv->p.max_body) {
-            c->body_too_large = true;
-            return MHD_YES;
-        }
-        return plumb_gen_append(&c->body, &c->body_len, &c->body_cap, upload_data, n) ? MHD_YES : MHD_NO;
-    }
-    if (c->body_too_large)
-        return send_error(c, 413, NULL, "body_too_large", "the request body is larger than %zu bytes", srv->p.max_body);
-    switch (c->r) {
+static void on_head(void *app, plumb_http_conn *hc, const plumb_http_request *req) { answer_head(app, hc, req); }
+
+static void on_request(void *app, plumb_http_conn *hc, const plumb_http_request *req) {
+    plumb_server_t *srv = app;
+    conn c = {.srv = srv, .hc = hc, .req = req, .t0 = now_s(), .route = find_route(req->path)};
+    switch (c.route ? c.route->r : R_NONE) {
     case R_PAGE:
-        return queue(c, 200,
-                     MHD_create_response_from_buffer(plumb_srv_page_index_len, (void *)plumb_srv_page_index,
-                                                     MHD_RESPMEM_PERSISTENT),
-                     "text/html; charset=utf-8");
-    case R_HEALTH: return handle_health(c);
-    case R_METRICS: return handle_metrics(c);
-    case R_MODELS: return handle_models(c);
-    case R_TOKENIZE: return handle_tokenize(c);
-    case R_DETOKENIZE: return handle_detokenize(c);
+        send_text(&c, 200, (const char *)plumb_srv_page_index, plumb_srv_page_index_len, "text/html; charset=utf-8");
+        break;
+    case R_HEALTH: handle_health(&c); break;
+    case R_METRICS: handle_metrics(&c); break;
+    case R_MODELS: handle_models(&c); break;
+    case R_TOKENIZE: handle_tokenize(&c); break;
+    case R_DETOKENIZE: handle_detokenize(&c); break;
     case R_CHAT:
-    case R_COMPLETIONS: return handle_generate(c);
-    case R_NONE: break;
+    case R_COMPLETIONS: handle_generate(&c); break;
+    case R_NONE: send_error(&c, 404, NULL, "not_found", "no such endpoint"); break;
     }
-    return MHD_NO;
+    if (c.job) {
+        plumb_srv_job_cancel(srv->sched, c.job); /* no-op when it has ended */
+        plumb_srv_job_release(srv->sched, c.job);
+    }
 }
 
-/* The request is over (answered, failed or its client went away). */
-static void request_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)mc;
-    (void)toe;
-    plumb_server_t *srv = cls;
-    conn *c = *con_cls;
-    if (!c) return;
-    if (c->job) {
-        plumb_srv_job_cancel(srv->sched, c->job); /* no-op when it has ended */
-        plumb_srv_job_release(srv->sched, c->job);
-    }
-    free(c->body);
-    free(c->out);
-    free(c);
-    *con_cls = NULL;
-    pthread_mutex_lock(&srv->mu);
-    if (--srv->in_flight == 0) pthread_cond_broadcast(&srv->idle_cv);
-    pthread_mutex_unlock(&srv->mu);
-}
-
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
-    plumb_server_t *srv = cls;
-    if (!srv->p.log_requests) return;
-    fputs("plumb serve: http: ", stderr);
-    vfprintf(stderr, fmt, ap);
+static void on_error(void *app, plumb_http_conn *hc, int status, const char *code, const char *message) {
+    conn c = {.srv = app, .hc = hc, .t0 = now_s()};
+    send_error(&c, status, NULL, code, "%s", message);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -669,7 +590,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 plumb_server_params plumb_server_default_params(void) {
     return (plumb_server_params){.host = "127.0.0.1", .port = 8080, .n_parallel = 4, .n_batch = 512,
                                  .prefill_chunk = 64, .queue_size = 16, .max_connections = 128,
-                                 .max_body = 1u << 20, .max_header = 16u << 10, .timeout_s = 600};
+                                 .max_body = 1u << 20, .max_header = 16u << 10, .timeout_s = 600,
+                                 .request_timeout_s = 30};
 }
 
 /* The file name of path without directories and ".gguf", into out[0..cap). */
@@ -681,6 +603,7 @@ static void default_alias(const char *path, char *out, size_t cap) {
     snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), base);
 }
 
+static plumb_status fail_start(plumb_server_t *s, plumb_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static plumb_status fail_start(plumb_server_t *s, plumb_status st, const char *fmt, ...) {
     char msg[512];
     va_list ap;
@@ -688,7 +611,7 @@ static plumb_status fail_start(plumb_server_t *s, plumb_status st, const char *f
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     plumb_server_free(s);
-    fprintf(stderr, "plumb serve: %s\n", msg);
+    plumb_srv_log("%s", msg);
     return st;
 }
 
@@ -697,22 +620,15 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
     plumb_server_t *s = calloc(1, sizeof *s);
     if (!s) return PLUMB_E_NOMEM;
     s->p = *p;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->idle_cv, NULL);
     plumb_srv_metrics_init(&s->metrics, p->n_parallel);
     if (!p->model_path || p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0 || p->port < 0 ||
-        p->port > 65535 || p->max_connections < 1 || p->timeout_s <= 0)
+        p->port > 65535 || p->max_connections < 1 || p->max_per_client < 0 || p->timeout_s <= 0 ||
+        !(p->request_timeout_s > 0))
         return fail_start(s, PLUMB_E_INVALID_ARG, "invalid server parameters");
     if (p->api_key && strlen(p->api_key) > 512) return fail_start(s, PLUMB_E_INVALID_ARG, "the API key is longer than 512 bytes");
-    if (p->api_key) snprintf(s->auth, sizeof s->auth, "Bearer %s", p->api_key);
+    if (p->api_key) snprintf(s->key, sizeof s->key, "%s", p->api_key);
     if (p->alias) snprintf(s->alias, sizeof s->alias, "%s", p->alias);
     else default_alias(p->model_path, s->alias, sizeof s->alias);
-
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", p->port);
-    int gai = getaddrinfo(p->host ? p->host : "127.0.0.1", port, &hints, &ai);
-    if (gai) return fail_start(s, PLUMB_E_INVALID_ARG, "cannot resolve host '%s': %s", p->host, gai_strerror(gai));
 
     plumb_srv_sched_params sp = {.model_path = p->model_path,
                                  .n_parallel = p->n_parallel,
@@ -723,65 +639,48 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
                                  .queue_size = p->queue_size,
                                  .chat_format = p->chat_format,
                                  .use_mmap = p->use_mmap};
-    plumb_status st = plumb_srv_sched_create(&sp, &s->metrics, &s->sched);
-    if (st) {
-        freeaddrinfo(ai);
-        return fail_start(s, st, "cannot start the scheduler");
-    }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    /* the idle timeout only guards slow clients; a generation may run longer without traffic */
-    unsigned idle = (unsigned)(p->timeout_s + 30);
-    s->d = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                            MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned)p->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, idle,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)p->max_header,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!s->d) return fail_start(s, PLUMB_E_IO, "cannot listen on %s:%d (address in use or not available)", p->host, p->port);
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_LISTEN_FD);
-    struct sockaddr_storage sa;
-    socklen_t sl = sizeof sa;
-    s->port = p->port;
-    if (di && getsockname(di->listen_fd, (struct sockaddr *)&sa, &sl) == 0)
-        s->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port : ((struct sockaddr_in *)&sa)->sin_port);
+    plumb_srv_sched *sched;
+    plumb_status st = plumb_srv_sched_create(&sp, &s->metrics, &sched);
+    if (st) return fail_start(s, st, "cannot start the scheduler");
+    s->sched = sched;
+    plumb_httpd_params hp = {.host = p->host,
+                             .port = p->port,
+                             .max_connections = p->max_connections,
+                             .max_per_client = p->max_per_client ? p->max_per_client
+                                                                 : (p->max_connections + 1) / 2,
+                             .headroom = PLUMB_SERVER_HEADROOM,
+                             .max_header = p->max_header,
+                             .max_body = p->max_body,
+                             .request_timeout_s = p->request_timeout_s};
+    plumb_httpd_handler h = {.app = s, .on_head = on_head, .on_request = on_request, .on_error = on_error};
+    char why[256];
+    if ((st = plumb_httpd_start(&hp, &h, &s->httpd, why, sizeof why))) return fail_start(s, st, "%s", why);
     *out = s;
     return PLUMB_OK;
 }
 
-int plumb_server_port(const plumb_server_t *s) { return s->port; }
+int plumb_server_port(const plumb_server_t *s) { return plumb_httpd_port(s->httpd); }
 
 plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message) {
     return plumb_srv_sched_wait_ready(s->sched, message) == PLUMB_SRV_READY ? PLUMB_OK : PLUMB_E_FORMAT;
 }
 
+bool plumb_server_loading(plumb_server_t *s) { return plumb_srv_sched_state(s->sched) == PLUMB_SRV_LOADING; }
+
 void plumb_server_shutdown(plumb_server_t *s, double grace_s) {
-    if (!s->d) return;
-    pthread_mutex_lock(&s->mu);
-    s->draining = true;
-    pthread_mutex_unlock(&s->mu);
-    MHD_socket lfd = MHD_quiesce_daemon(s->d); /* no new connections from here on */
-    if (lfd != MHD_INVALID_SOCKET) close(lfd);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)grace_s;
-    pthread_mutex_lock(&s->mu);
-    while (s->in_flight > 0)
-        if (pthread_cond_timedwait(&s->idle_cv, &s->mu, &until) != 0) break;
-    pthread_mutex_unlock(&s->mu);
+    if (!s->httpd) return;
+    plumb_httpd_drain(s->httpd); /* no new connections; none waiting for a request */
+    plumb_httpd_wait_idle(s->httpd, grace_s);
     /* jobs still running end now (503), which lets their connection threads finish */
     plumb_srv_sched_stop(s->sched);
-    MHD_stop_daemon(s->d);
-    s->d = NULL;
+    plumb_httpd_free(s->httpd);
+    s->httpd = NULL;
 }
 
 void plumb_server_free(plumb_server_t *s) {
     if (!s) return;
-    plumb_server_shutdown(s, 0); /* when still serving */
-    plumb_srv_sched_free(s->sched);
+    if (s->httpd) plumb_server_shutdown(s, 0); /* when still serving */
+    if (s->sched) plumb_srv_sched_free(s->sched);
     plumb_srv_metrics_destroy(&s->metrics);
-    pthread_cond_destroy(&s->idle_cv);
-    pthread_mutex_destroy(&s->mu);
     free(s);
 }

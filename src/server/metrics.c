@@ -34,6 +34,12 @@ void plumb_srv_metrics_request(plumb_srv_metrics *m, int status) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void plumb_srv_metrics_cancelled(plumb_srv_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    m->cancelled++;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void plumb_srv_metrics_prompt(plumb_srv_metrics *m, int64_t n, int64_t cached) {
     pthread_mutex_lock(&m->mu);
     m->prompt_tokens += (uint64_t)n;
@@ -120,6 +126,8 @@ char *plumb_srv_metrics_render(plumb_srv_metrics *m) {
     metric(&t, "plumb_requests_total", "counter", "HTTP responses by status code.");
     for (int i = 0; i < PLUMB_SRV_STATUS_KINDS && m->status_codes[i]; i++)
         put(&t, "plumb_requests_total{code=\"%d\"} %llu\n", m->status_codes[i], (unsigned long long)m->status_counts[i]);
+    metric(&t, "plumb_requests_cancelled_total", "counter", "Requests whose client left before the answer was complete.");
+    put(&t, "plumb_requests_cancelled_total %llu\n", (unsigned long long)m->cancelled);
     metric(&t, "plumb_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.");
     put(&t, "plumb_prompt_tokens_total %llu\n", (unsigned long long)m->prompt_tokens);
     metric(&t, "plumb_prompt_tokens_cached_total", "counter", "Prompt tokens found in a slot's KV cache.");

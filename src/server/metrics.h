@@ -22,6 +22,7 @@ typedef struct plumb_srv_metrics {
     pthread_mutex_t mu;
     int status_codes[PLUMB_SRV_STATUS_KINDS]; /* HTTP statuses seen, in order of first use */
     uint64_t status_counts[PLUMB_SRV_STATUS_KINDS];
+    uint64_t cancelled; /* requests whose client left before the answer was complete */
     uint64_t prompt_tokens, prompt_tokens_cached, generated_tokens;
     int64_t queue_depth, slots_busy, slots_total;
     plumb_srv_histogram ttft, itl;
@@ -31,6 +32,8 @@ void plumb_srv_metrics_init(plumb_srv_metrics *m, int n_slots);
 void plumb_srv_metrics_destroy(plumb_srv_metrics *m);
 /* One HTTP response with this status. */
 void plumb_srv_metrics_request(plumb_srv_metrics *m, int status);
+/* A request whose client left before its answer was complete (counted instead of a status). */
+void plumb_srv_metrics_cancelled(plumb_srv_metrics *m);
 /* A request's prompt: n tokens, of which cached were already in the slot's KV cache. */
 void plumb_srv_metrics_prompt(plumb_srv_metrics *m, int64_t n, int64_t cached);
 /* A generated token; ttft >= 0 for a request's first token (seconds since it arrived), else

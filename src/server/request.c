@@ -19,11 +19,76 @@ static plumb_status fail(plumb_srv_error *err, const char *param, const char *fm
     return PLUMB_E_INVALID_ARG;
 }
 
+/* Length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF), 0 when there is none. */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+    unsigned char b = p[0];
+    size_t len = b < 0x80 ? 1 : b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    if (b == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+    if (b == 0xED && p[1] > 0x9F) return 0; /* surrogate */
+    if (b == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+    if (b == 0xF4 && p[1] > 0x8F) return 0; /* past U+10FFFF */
+    return len;
+}
+
+/* The body is UTF-8 (RFC 8259 section 8.1) and no string holds U+0000, raw or escaped: the
+ * server's strings end at NUL, so such a string would be cut short rather than kept whole. */
+static plumb_status check_text(const char *body, size_t len, plumb_srv_error *err) {
+    const unsigned char *p = (const unsigned char *)body;
+    bool in_string = false;
+    for (size_t i = 0; i < len;) {
+        if (p[i] == 0) return fail(err, "", "the request body holds a NUL byte (at byte %zu)", i);
+        if (in_string && p[i] == '\\') {
+            if (i + 5 < len && p[i + 1] == 'u' && !memcmp(p + i + 2, "0000", 4))
+                return fail(err, "", "a string holds \\u0000 (at byte %zu): strings with NUL characters are not accepted", i);
+            i += i + 1 < len && p[i + 1] < 0x80 ? 2 : 1;
+            continue;
+        }
+        if (p[i] == '"') in_string = !in_string;
+        size_t l = utf8_len(p + i, len - i);
+        if (!l) return fail(err, "", "the request body is not valid UTF-8 (at byte %zu)", i);
+        i += l;
+    }
+    return PLUMB_OK;
+}
+
+static int cmp_key(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* Refuses an object with the same key twice, anywhere in j: parsers disagree on which one
+ * counts (the first, or the last as in Python and JavaScript). */
+static plumb_status check_keys(const cJSON *j, plumb_srv_error *err) {
+    if (!cJSON_IsObject(j) && !cJSON_IsArray(j)) return PLUMB_OK;
+    int n = cJSON_GetArraySize(j);
+    if (cJSON_IsObject(j) && n > 1) {
+        const char **keys = malloc((size_t)n * sizeof *keys);
+        if (!keys) return PLUMB_E_NOMEM;
+        int k = 0;
+        for (const cJSON *c = j->child; c; c = c->next) keys[k++] = c->string;
+        qsort(keys, (size_t)n, sizeof *keys, cmp_key);
+        const char *dup = NULL;
+        for (int i = 1; i < n && !dup; i++)
+            if (!strcmp(keys[i - 1], keys[i])) dup = keys[i];
+        plumb_status st = dup ? fail(err, dup, "the key '%.60s' appears twice in one object", dup) : PLUMB_OK;
+        free(keys);
+        if (st) return st;
+    }
+    for (const cJSON *c = j->child; c; c = c->next) {
+        plumb_status st = check_keys(c, err);
+        if (st) return st;
+    }
+    return PLUMB_OK;
+}
+
 /* Parses body as a JSON object into *root. */
 static plumb_status parse_object(const char *body, size_t len, cJSON **root, plumb_srv_error *err) {
     memset(err, 0, sizeof *err);
     *root = NULL;
     if (!body || len == 0) return fail(err, "", "the request body is empty; a JSON object is expected");
+    plumb_status st = check_text(body, len, err);
+    if (st) return st;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (!j) {
@@ -39,6 +104,10 @@ static plumb_status parse_object(const char *body, size_t len, cJSON **root, plu
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         return fail(err, "", "the request body must be a JSON object");
+    }
+    if ((st = check_keys(j, err))) {
+        cJSON_Delete(j);
+        return st;
     }
     *root = j;
     return PLUMB_OK;
@@ -247,7 +316,10 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
     if ((got = opt_number(root, "temperature", 0, 2, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
     if (got) r->sampling.temperature = (float)v;
     if ((got = opt_number(root, "top_p", 0, 1, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
-    if (got) r->sampling.top_p = v > 0 ? (float)v : 1e-6f; /* 0: only the most likely token */
+    if (got) { /* 0, or a value too small for a float: only the most likely token */
+        float f = (float)v;
+        r->sampling.top_p = f >= 1e-6f ? f : 1e-6f;
+    }
     if ((got = opt_int(root, "top_k", 0, 1 << 30, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
     if (got) r->sampling.top_k = (int32_t)v;
     if ((got = opt_number(root, "min_p", 0, 1, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
@@ -276,6 +348,7 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
             return PLUMB_E_INVALID_ARG;
         }
     }
+    if (opt_bool(root, "parse_special", &r->parse_special, err) < 0) return PLUMB_E_INVALID_ARG;
     bool logprobs = false;
     if (opt_bool(root, "logprobs", &logprobs, err) < 0) return PLUMB_E_INVALID_ARG;
     if (logprobs) return fail(err, "logprobs", "'logprobs' is not supported");
@@ -302,14 +375,15 @@ plumb_status plumb_srv_request_parse(const char *body, size_t len, plumb_srv_kin
 }
 
 plumb_status plumb_srv_parse_tokenize(const char *body, size_t len, char **content, size_t *content_len,
-                                      bool *add_special, plumb_srv_error *err) {
-    *content = NULL, *content_len = 0, *add_special = false;
+                                      bool *add_special, bool *parse_special, plumb_srv_error *err) {
+    *content = NULL, *content_len = 0, *add_special = false, *parse_special = true;
     cJSON *root;
     plumb_status st = parse_object(body, len, &root, err);
     const cJSON *c = st ? NULL : cJSON_GetObjectItemCaseSensitive(root, "content");
     if (st) return st;
     if (!cJSON_IsString(c)) st = fail(err, "content", "'content' must be a string");
     else if (opt_bool(root, "add_special", add_special, err) < 0) st = PLUMB_E_INVALID_ARG;
+    else if (opt_bool(root, "parse_special", parse_special, err) < 0) st = PLUMB_E_INVALID_ARG;
     else if (!(*content = strdup(c->valuestring))) st = PLUMB_E_NOMEM;
     else *content_len = strlen(*content);
     cJSON_Delete(root);

@@ -30,6 +30,7 @@ typedef struct plumb_srv_request {
     char *stops[PLUMB_SRV_MAX_STOPS];
     int n_stops;
     bool stream, include_usage;
+    bool parse_special; /* the client's text may hold control tokens (default: it is text) */
 } plumb_srv_request;
 
 /* A failure: the message for the client, and the field it is about ("" for the body). */
@@ -38,6 +39,8 @@ typedef struct plumb_srv_error {
     char param[64];
 } plumb_srv_error;
 
+/* Every body must be a UTF-8 JSON object with no key twice in one object and no string
+ * holding U+0000; otherwise PLUMB_E_INVALID_ARG. */
 /* Parses body[0..len) (need not be NUL-terminated) as a request of `kind`. max_tokens over
  * max_tokens_cap is refused. PLUMB_E_INVALID_ARG with *err filled for a bad body,
  * PLUMB_E_NOMEM; on failure *out holds nothing to free. */
@@ -45,10 +48,10 @@ plumb_status plumb_srv_request_parse(const char *body, size_t len, plumb_srv_kin
                                      plumb_srv_request *out, plumb_srv_error *err);
 void plumb_srv_request_free(plumb_srv_request *r);
 
-/* /tokenize: {"content": string, "add_special": bool (default false)}. *content is malloc'd
- * (bytes [0..*content_len), NUL-terminated). */
+/* /tokenize: {"content": string, "add_special": bool (default false), "parse_special": bool
+ * (default true)}. *content is malloc'd (bytes [0..*content_len), NUL-terminated). */
 plumb_status plumb_srv_parse_tokenize(const char *body, size_t len, char **content, size_t *content_len,
-                                      bool *add_special, plumb_srv_error *err);
+                                      bool *add_special, bool *parse_special, plumb_srv_error *err);
 /* /detokenize: {"tokens": [int, ...]}. *ids is malloc'd (may be NULL when *n is 0). */
 plumb_status plumb_srv_parse_detokenize(const char *body, size_t len, int32_t **ids, size_t *n,
                                         plumb_srv_error *err);

@@ -1,12 +1,16 @@
 /* server.h — plumb's OpenAI-compatible HTTP server (libplumb_server): POST
  * /v1/chat/completions and /v1/completions (streamed as server-sent events or whole),
  * GET /v1/models, /health, /metrics, POST /tokenize and /detokenize, and the chat page at /.
- * HTTP is libmicrohttpd (a thread per connection), JSON is cJSON; generation runs on the slot
- * scheduler (sched.h), the only thread that calls the engine. */
+ * HTTP is plumb's strict HTTP/1.1 transport (httpd.h: a thread per connection, deadlines,
+ * caps), JSON is cJSON; generation runs on the slot scheduler (sched.h), the only thread that
+ * calls the engine. */
 #ifndef PLUMB_SERVER_H
 #define PLUMB_SERVER_H
 
 #include "plumb.h"
+
+/* Connections accepted past max_connections that may only use /health and /metrics. */
+#define PLUMB_SERVER_HEADROOM 16
 
 typedef struct plumb_server plumb_server_t;
 
@@ -14,7 +18,9 @@ typedef struct plumb_server_params {
     const char *model_path;  /* GGUF model (required) */
     const char *host;        /* address to bind (default "127.0.0.1") */
     int port;                /* 0: any free port (see plumb_server_port) */
-    const char *api_key;     /* non-NULL: requests under /v1/ need an Authorization: Bearer <api_key> header */
+    const char *api_key;     /* non-NULL: /v1/..., /tokenize, /detokenize and /metrics need an
+                                Authorization: Bearer <api_key> header */
+    bool public_metrics;     /* /metrics answers without the API key */
     const char *alias;       /* model id reported by the API (default: the file's name) */
     const char *chat_format; /* NULL: from the model */
     int32_t n_parallel;      /* slots: requests generated together (default 4) */
@@ -23,10 +29,14 @@ typedef struct plumb_server_params {
     int32_t n_batch;         /* tokens per decode step at most (default 512) */
     int32_t prefill_chunk;   /* prompt tokens per step while others generate (default 64) */
     int32_t queue_size;      /* requests that may wait for a slot (default 16) */
-    int32_t max_connections; /* open connections at most (default 128) */
+    int32_t max_connections; /* open connections at most (default 128), plus PLUMB_SERVER_HEADROOM
+                                for health checks */
+    int32_t max_per_client;  /* open connections from one address at most (0: half of max_connections) */
     size_t max_body;         /* request body bytes at most (default 1 MiB) */
     size_t max_header;       /* request line and header bytes at most (default 16 KiB) */
     double timeout_s;        /* a request's whole life at most (default 600) */
+    double request_timeout_s; /* receiving a request's head and body at most, and the longest a
+                                 response write may stall (default 30) */
     bool log_requests;       /* one line per request on stderr */
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
 } plumb_server_params;
@@ -41,7 +51,9 @@ int plumb_server_port(const plumb_server_t *s);
 /* Blocks until the model is loaded (PLUMB_OK) or failed to load (PLUMB_E_FORMAT and the
  * reason in *message, owned by s). */
 plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message);
-/* Stops accepting connections, lets the requests in flight finish (at most grace_s seconds),
+/* Whether the model is still loading. */
+bool plumb_server_loading(plumb_server_t *s);
+/* Stops accepting connections, closes those not answering a request, lets the requests in flight finish (at most grace_s seconds),
  * then stops serving. */
 void plumb_server_shutdown(plumb_server_t *s, double grace_s);
 /* Shuts down (without grace) if still running and frees everything. */

@@ -38,17 +38,36 @@ static uint32_t special_len(const plumb_vocab_t *v, int32_t k) {
     return v->off[id + 1] - v->off[id] - 1;
 }
 
+/* Where control tokens may be recognized: nowhere, everywhere, or inside marks. */
+typedef struct control_scope {
+    bool parse_special;
+    const plumb_span *marks; /* NULL: everywhere (when parse_special) */
+    size_t n_marks;
+} control_scope;
+
+/* Whether [p, p+len) lies inside one mark (binary search over the sorted marks). */
+static bool in_marks(const control_scope *sc, size_t p, size_t len) {
+    size_t lo = 0, hi = sc->n_marks;
+    while (lo < hi) { /* first mark ending after p */
+        size_t m = lo + (hi - lo) / 2;
+        if (sc->marks[m].off + sc->marks[m].len <= p) lo = m + 1;
+        else hi = m;
+    }
+    return lo < sc->n_marks && sc->marks[lo].off <= p && p + len <= sc->marks[lo].off + sc->marks[lo].len;
+}
+
 /* The longest special token, of at most maxlen bytes, whose text starts text[p..]; its
- * length (0 when none) and id. With parse_special false only user-defined tokens count. */
-static uint32_t longest_at(const plumb_vocab_t *v, const uint8_t *text, size_t p, size_t maxlen, bool parse_special,
-                           int32_t *id) {
+ * length (0 when none) and id. Outside the scope only user-defined tokens count. */
+static uint32_t longest_at(const plumb_vocab_t *v, const uint8_t *text, size_t p, size_t maxlen,
+                           const control_scope *sc, int32_t *id) {
     int32_t lo = v->first[text[p]], hi = v->first[text[p] + 1];
     uint32_t best = 0;
     for (size_t d = 1; lo < hi; d++) {
         /* [lo, hi) are the specials starting with text[p .. p+d); the shortest sorts first. */
         if (special_len(v, lo) == d) {
             int32_t tid = v->special[lo];
-            if (parse_special || !(v->attr[tid] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN))) {
+            if (!(v->attr[tid] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN)) ||
+                (sc->parse_special && (!sc->marks || in_marks(sc, p, d)))) {
                 best = (uint32_t)d;
                 *id = tid;
             }
@@ -79,7 +98,8 @@ static int cmp_claim(const void *a, const void *b) {
 }
 
 plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, size_t len, bool parse_special,
-                                      tok_frag **frags, size_t *n_frags) {
+                                      const plumb_span *marks, size_t n_marks, tok_frag **frags, size_t *n_frags) {
+    const control_scope sc = {parse_special, marks, n_marks};
     *frags = NULL;
     *n_frags = 0;
     if (len == 0) return PLUMB_OK;
@@ -106,7 +126,7 @@ plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, 
         for (size_t p = 0; p < len; p++) {
             if (v->first[t[p]] == v->first[t[p] + 1]) continue;
             int32_t id = -1;
-            uint32_t l = longest_at(v, t, p, len - p, parse_special, &id);
+            uint32_t l = longest_at(v, t, p, len - p, &sc, &id);
             if (l) tok_heap_push(heap, &n_heap, sizeof(cand), before, &(cand){l, (uint32_t)p, id});
         }
         while (n_heap > 0) {
@@ -121,7 +141,7 @@ plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, 
             size_t q = c.pos + 1;
             while (!claimed[q]) q++;
             int32_t id = -1;
-            uint32_t l = longest_at(v, t, c.pos, q - c.pos, parse_special, &id);
+            uint32_t l = longest_at(v, t, c.pos, q - c.pos, &sc, &id);
             if (l) tok_heap_push(heap, &n_heap, sizeof(cand), before, &(cand){l, c.pos, id});
         }
         qsort(claims, n_claims, sizeof *claims, cmp_claim);

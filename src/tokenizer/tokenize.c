@@ -48,8 +48,8 @@ static plumb_status tokenize_spm(const plumb_vocab_t *v, const char *text, const
     return st;
 }
 
-plumb_status plumb_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
-                            bool parse_special, int32_t *ids, size_t cap, size_t *n_out) {
+static plumb_status tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special, bool parse_special,
+                             const plumb_span *marks, size_t n_marks, int32_t *ids, size_t cap, size_t *n_out) {
     if (!v || !n_out || (!text && len) || (!ids && cap))
         return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_tokenize: NULL argument");
     *n_out = 0;
@@ -59,7 +59,7 @@ plumb_status plumb_tokenize(const plumb_vocab_t *v, const char *text, size_t len
     tok_out out = {ids, cap, 0};
     tok_frag *f;
     size_t nf;
-    plumb_status st = plumb__tok_split_special(v, text, len, parse_special, &f, &nf);
+    plumb_status st = plumb__tok_split_special(v, text, len, parse_special, marks, n_marks, &f, &nf);
     if (st) return st;
 
     if (add_special && v->add_bos) tok_emit(&out, v->bos);
@@ -78,4 +78,20 @@ plumb_status plumb_tokenize(const plumb_vocab_t *v, const char *text, size_t len
     if (out.n > cap)
         return plumb__fail(PLUMB_E_RANGE, "plumb_tokenize: %zu tokens do not fit in %zu", out.n, cap);
     return PLUMB_OK;
+}
+
+plumb_status plumb_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
+                            bool parse_special, int32_t *ids, size_t cap, size_t *n_out) {
+    return tokenize(v, text, len, add_special, parse_special, NULL, 0, ids, cap, n_out);
+}
+
+plumb_status plumb_tokenize_marked(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
+                                   const plumb_span *marks, size_t n_marks, int32_t *ids, size_t cap, size_t *n_out) {
+    if (n_marks && !marks) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_tokenize_marked: marks is NULL");
+    for (size_t i = 0; i < n_marks; i++)
+        if (marks[i].off > len || marks[i].len > len - marks[i].off ||
+            (i && marks[i].off < marks[i - 1].off + marks[i - 1].len))
+            return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_tokenize_marked: mark %zu is out of order or past the text", i);
+    static const plumb_span none = {0, 0};
+    return tokenize(v, text, len, add_special, true, n_marks ? marks : &none, n_marks, ids, cap, n_out);
 }

@@ -150,9 +150,10 @@ typedef struct tok_frag {
 } tok_frag;
 
 /* Splits text[0..len) at special-token texts (longest first, as llama.cpp does); with
- * parse_special false only user-defined tokens split. *frags is malloc'd (caller frees). */
+ * parse_special false only user-defined tokens split, and with marks (non-NULL, sorted)
+ * control tokens split only inside one. *frags is malloc'd (caller frees). */
 plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, size_t len, bool parse_special,
-                                      tok_frag **frags, size_t *n_frags);
+                                      const plumb_span *marks, size_t n_marks, tok_frag **frags, size_t *n_frags);
 
 /* Tokenizes one raw fragment (already space-prefixed and escaped for SPM). */
 plumb_status plumb__spm_tokenize(const plumb_vocab_t *v, const char *text, size_t len, tok_out *out);

@@ -443,7 +443,24 @@ def test_api_key(plumb_bin, real_model):
             s.client(api_key="wrong").completions.create(model="x", prompt="Hi", max_tokens=1)
         r = s.client(api_key="sekret").completions.create(model="x", prompt="Hi", max_tokens=2, temperature=0)
         assert r.usage.completion_tokens >= 1
-        assert s.get("/health")[0] == 200 and s.get("/metrics")[0] == 200  # open without a key
+        assert s.get("/health")[0] == 200  # open without a key
+        # everything else that reads the model or the server's state needs the key
+        for method, path, body in [("GET", "/metrics", None), ("POST", "/tokenize", {"content": "hi"}),
+                                   ("POST", "/detokenize", {"tokens": [1, 2]})]:
+            assert s.request(method, path, body)[0] == 401, path
+            assert s.request(method, path, body, headers={"Authorization": "Bearer wrong"})[0] == 401, path
+            for scheme in ("Bearer", "bearer", "BEARER"):  # the scheme is case-insensitive (RFC 9110)
+                assert s.request(method, path, body, headers={"Authorization": f"{scheme} sekret"})[0] == 200, path
+        # the crash of a detokenize past the vocabulary is behind the key too, and answers 400
+        st, _, b = s.request("POST", "/detokenize", {"tokens": [1 << 30]}, headers={"Authorization": "Bearer sekret"})
+        assert st == 400 and b"past the vocabulary" in b
+    finally:
+        assert s.stop() == 0, s.stderr
+    # --public-metrics opens /metrics alone
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "256", "--api-key", "sekret", "--public-metrics")
+    try:
+        assert s.get("/metrics")[0] == 200
+        assert s.request("POST", "/tokenize", {"content": "hi"})[0] == 401
     finally:
         assert s.stop() == 0, s.stderr
 

@@ -1,7 +1,8 @@
 /* cmd_serve.c — `plumb serve -m MODEL [options]`: the OpenAI-compatible HTTP server
  * (src/server/). Listens at once (GET /health answers 503 until the model is loaded), prints
  * "plumb serve: listening on http://HOST:PORT" on stderr, and on SIGTERM or SIGINT stops
- * accepting, lets the requests in flight finish and exits 0. */
+ * accepting, lets the requests in flight finish and exits 0; a second signal exits at once.
+ * A signal while the model is still loading exits at once too. */
 #include "cli.h"
 #include "options.h"
 
@@ -10,8 +11,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static const char serve_usage[] =
     "usage: plumb serve -m MODEL [options]\n"
@@ -24,14 +28,31 @@ static const char serve_usage[] =
     "  -b, --batch-size N        tokens per decode step at most (default 512)\n"
     "      --prefill-chunk N     prompt tokens per step while others generate (default 64)\n"
     "      --queue N             requests that may wait for a slot (default 16)\n"
-    "      --api-key KEY         require 'Authorization: Bearer KEY' on /v1/*\n"
+    "      --api-key KEY         require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize, /metrics\n"
+    "      --public-metrics      /metrics answers without the API key\n"
     "      --alias NAME          model id shown by the API (default: the file name)\n"
     "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n"
     "      --timeout S           longest a request may take, in seconds (default 600)\n"
     "      --max-body BYTES      largest request body (default 1048576)\n"
-    "      --max-connections N   open connections at most (default 128)\n"
+    "      --max-connections N   open connections at most (default 128; 16 more for /health, /metrics)\n"
+    "      --max-connections-per-client N\n"
+    "                            open connections from one address at most (default: half the above)\n"
+    "      --request-timeout S   longest time to receive a request, and for a stalled write (default 30)\n"
     "      --log                 one line per request on stderr\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
+
+typedef struct shutdown_job {
+    plumb_server_t *srv;
+    double grace_s;
+    atomic_bool done;
+} shutdown_job;
+
+static void *shutdown_main(void *arg) {
+    shutdown_job *j = arg;
+    plumb_server_shutdown(j->srv, j->grace_s);
+    atomic_store(&j->done, true);
+    return NULL;
+}
 
 int cmd_serve(int argc, char **argv) {
     plumb_server_params p = plumb_server_default_params();
@@ -49,10 +70,14 @@ int cmd_serve(int argc, char **argv) {
             p.use_mmap = true;
             continue;
         }
+        if (!strcmp(a, "--public-metrics")) {
+            p.public_metrics = true;
+            continue;
+        }
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "-np", "--parallel", "-c", "--ctx-size",
                                              "-t", "--threads", "-b", "--batch-size", "--prefill-chunk", "--queue",
                                              "--api-key", "--alias", "--chat-format", "--timeout", "--max-body",
-                                             "--max-connections"};
+                                             "--max-connections", "--max-connections-per-client", "--request-timeout"};
         bool known = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
         if (!known) {
@@ -83,6 +108,8 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) ok = options_parse_long(v, 1, 86400, &n) && (p.timeout_s = (double)n, true);
         else if (!strcmp(a, "--max-body")) ok = options_parse_long(v, 1024, 1L << 30, &n) && (p.max_body = (size_t)n, true);
         else if (!strcmp(a, "--max-connections")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_connections = (int32_t)n, true);
+        else if (!strcmp(a, "--max-connections-per-client")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_per_client = (int32_t)n, true);
+        else if (!strcmp(a, "--request-timeout")) ok = options_parse_long(v, 1, 3600, &n) && (p.request_timeout_s = (double)n, true);
         if (!ok) {
             fprintf(stderr, "plumb serve: bad value '%s' for %s\n", v, a);
             return 2;
@@ -103,6 +130,14 @@ int cmd_serve(int argc, char **argv) {
     plumb_server_t *srv;
     if (plumb_server_start(&p, &srv)) return 1;
     fprintf(stderr, "plumb serve: listening on http://%s:%d (loading %s)\n", p.host, plumb_server_port(srv), p.model_path);
+    /* signals stay deliverable while the model loads: a stop then needs no waiting for it */
+    int sig = 0;
+    const struct timespec tick = {0, 50 * 1000 * 1000};
+    while (plumb_server_loading(srv))
+        if ((sig = sigtimedwait(&sigs, NULL, &tick)) > 0) {
+            fprintf(stderr, "plumb serve: %s while loading the model: stopped\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            _exit(0); /* the loader may be inside a long read; nothing to finish */
+        }
     const char *why;
     if (plumb_server_wait_loaded(srv, &why)) {
         fprintf(stderr, "plumb serve: cannot load the model: %s\n", why);
@@ -110,10 +145,21 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     fprintf(stderr, "plumb serve: ready: %d slots\n", (int)p.n_parallel);
-    int sig = 0;
     sigwait(&sigs, &sig);
-    fprintf(stderr, "plumb serve: %s: finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    plumb_server_shutdown(srv, p.timeout_s);
+    fprintf(stderr, "plumb serve: %s: finishing requests in flight (a second signal stops at once)\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
+    /* the shutdown runs on its own thread so that this one can take a second signal */
+    shutdown_job job = {.srv = srv, .grace_s = p.timeout_s};
+    pthread_t t;
+    if (pthread_create(&t, NULL, shutdown_main, &job)) shutdown_main(&job);
+    else {
+        while (!atomic_load(&job.done))
+            if ((sig = sigtimedwait(&sigs, NULL, &tick)) > 0) {
+                fprintf(stderr, "plumb serve: second %s: stopping now\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+                _exit(1);
+            }
+        pthread_join(t, NULL);
+    }
     plumb_server_free(srv);
     fprintf(stderr, "plumb serve: stopped\n");
     return 0;
