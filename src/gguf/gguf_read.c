@@ -524,17 +524,19 @@ plumb_status plumb_gguf_open(const char *path, plumb_gguf_t **out) { return plum
 plumb_status plumb_gguf_open_ex(const char *path, unsigned flags, plumb_gguf_t **out) {
     if (!out || !path) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_gguf_open: NULL argument");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return plumb__fail(PLUMB_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* A FIFO or a device would block in open() or read() for as long as its other side
+     * likes: refuse anything that is not a regular file before opening, and open without
+     * blocking in case the path was swapped in between (checked again on the descriptor). */
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
+    if (stat(path, &sb) != 0) return plumb__fail(PLUMB_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return plumb__fail(PLUMB_E_IO, "%s: not a regular file", path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return plumb__fail(PLUMB_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
         int e = errno;
         close(fd);
-        return plumb__fail(PLUMB_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return plumb__fail(PLUMB_E_IO, "%s: not a regular file", path);
+        return S_ISREG(sb.st_mode) ? plumb__fail(PLUMB_E_IO, "%s: cannot open: %s", path, strerror(e))
+                                   : plumb__fail(PLUMB_E_IO, "%s: not a regular file", path);
     }
     plumb_gguf_t *g = calloc(1, sizeof *g);
     if (!g) {

@@ -98,7 +98,7 @@ static double now_s(void) {
 static void log_request(const conn *c, const char *outcome) {
     if (c->srv->p.log_requests)
         plumb_srv_log("%s %.200s %s %.3f s %s", c->req ? c->req->method : "-", c->req ? c->req->path : "-", outcome,
-                      now_s() - c->t0, c->req ? c->req->peer : "");
+                      now_s() - c->t0, plumb_http_peer(c->hc));
 }
 
 /* ---- responses -------------------------------------------------------------------------- */

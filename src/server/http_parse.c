@@ -163,6 +163,25 @@ static int check_fields(plumb_http_head *h, uint64_t max_body, plumb_http_refusa
     return 0;
 }
 
+bool plumb_http_target_path(const plumb_http_head *h, const char **path, size_t *len) {
+    const char *t = h->target, *end = t + h->target_len;
+    if (h->target_len == 1 && t[0] == '*' && h->method_len == 7 && !memcmp(h->method, "OPTIONS", 7)) {
+        if (path) *path = t, *len = 1;
+        return true;
+    }
+    size_t scheme = h->target_len >= 7 && !strncasecmp(t, "http://", 7) ? 7 : h->target_len >= 8 && !strncasecmp(t, "https://", 8) ? 8 : 0;
+    if (scheme) { /* absolute-form: the path follows the authority (RFC 9112 section 3.2.2) */
+        const char *p = t + scheme;
+        while (p < end && *p != '/' && *p != '?') p++;
+        if (p == t + scheme) return false; /* no authority */
+        if (path) *path = p < end && *p == '/' ? p : "/", *len = p < end && *p == '/' ? (size_t)(end - p) : 1;
+        return true;
+    }
+    if (h->target_len == 0 || t[0] != '/') return false;
+    if (path) *path = t, *len = h->target_len;
+    return true;
+}
+
 int plumb_http_parse_head(const char *buf, size_t len, size_t prev_len, size_t max_header, uint64_t max_body,
                           plumb_http_head *h, plumb_http_refusal *why) {
     memset(h, 0, sizeof *h);
@@ -187,8 +206,8 @@ int plumb_http_parse_head(const char *buf, size_t len, size_t prev_len, size_t m
         return refuse(why, 431, "header_too_large", "the request head is larger than %zu bytes", max_header);
     if (!is_token(h->method, h->method_len) || h->method_len > 32)
         return refuse(why, 400, "bad_request", "the request method is not a token");
-    if (h->target_len == 0 || h->target[0] != '/')
-        return refuse(why, 400, "bad_request", "the request target must be a path starting with '/'");
+    if (!plumb_http_target_path(h, NULL, NULL))
+        return refuse(why, 400, "bad_request", "the request target must be a path, an absolute URI or '*' for OPTIONS");
     return check_fields(h, max_body, why) < 0 ? -1 : 1;
 }
 

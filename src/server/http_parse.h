@@ -62,6 +62,11 @@ typedef struct plumb_http_refusal {
 int plumb_http_parse_head(const char *buf, size_t len, size_t prev_len, size_t max_header, uint64_t max_body,
                           plumb_http_head *h, plumb_http_refusal *why);
 
+/* The path of the request target (origin-form as it is; absolute-form from its path on, "/"
+ * when it has none; "*" for OPTIONS), into *path / *len when not NULL. false when the
+ * target is none of these. */
+bool plumb_http_target_path(const plumb_http_head *h, const char **path, size_t *len);
+
 /* The value of the first field named `name` (case-insensitive) and its length; NULL when
  * absent. */
 const char *plumb_http_header(const plumb_http_head *h, const char *name, size_t *len);

@@ -163,6 +163,8 @@ bool plumb_http_client_gone(plumb_http_conn *c) {
 
 bool plumb_http_draining(const plumb_http_conn *c) { return atomic_load(&c->d->draining); }
 
+const char *plumb_http_peer(const plumb_http_conn *c) { return c->peer; }
+
 /* ---- reading ------------------------------------------------------------------------------ */
 
 typedef enum got { GOT_BYTES, GOT_EOF, GOT_TIMEOUT, GOT_DRAINING, GOT_ERROR } got;
@@ -285,13 +287,15 @@ static bool serve_one(plumb_http_conn *c) {
         transport_error(c, why.status, why.code, why.message);
         return false;
     }
-    plumb_http_request req = {.head = &h, .restricted = c->restricted, .peer = c->peer};
+    plumb_http_request req = {.head = &h, .restricted = c->restricted};
     snprintf(req.method, sizeof req.method, "%.*s", (int)h.method_len, h.method);
-    size_t path_len = 0;
-    while (path_len < h.target_len && h.target[path_len] != '?') path_len++;
+    const char *target;
+    size_t target_len, path_len = 0;
+    plumb_http_target_path(&h, &target, &target_len);
+    while (path_len < target_len && target[path_len] != '?') path_len++;
     char *path = malloc(path_len + 1);
     if (!path) return false;
-    memcpy(path, h.target, path_len);
+    memcpy(path, target, path_len);
     path[path_len] = '\0';
     req.path = path;
     c->head_only = !strcmp(req.method, "HEAD");
@@ -360,7 +364,7 @@ static void conn_free(plumb_http_conn *c) {
  * a body that was refused) is read and dropped for a while, so that closing with unread
  * bytes does not send a reset that could destroy the answer before the client reads it. */
 static void linger_close(plumb_http_conn *c) {
-    if (c->failed) return;
+    if (c->failed || !c->responded) return; /* nothing was answered: nothing to protect */
     shutdown(c->fd, SHUT_WR);
     double until = now_s() + LINGER_S;
     size_t dropped = 0;

@@ -28,7 +28,6 @@ typedef struct plumb_http_request {
     const char *body;  /* NULL in on_head */
     size_t body_len;
     bool restricted;   /* accepted over max_connections: serve only what is cheap */
-    const char *peer;  /* the client's address, printable */
 } plumb_http_request;
 
 typedef struct plumb_httpd_handler {
@@ -79,5 +78,7 @@ bool plumb_http_responded(const plumb_http_conn *c);
 bool plumb_http_client_gone(plumb_http_conn *c);
 /* The server is draining (answers carry Connection: close). */
 bool plumb_http_draining(const plumb_http_conn *c);
+/* The client's address, printable. */
+const char *plumb_http_peer(const plumb_http_conn *c);
 
 #endif

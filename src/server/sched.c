@@ -282,8 +282,11 @@ static void assign_locked(plumb_srv_sched *s) {
         j->progress.n_cached = (int32_t)best_keep;
         plumb_status st = plumb_sampler_create(&j->sampling, s->n_vocab, &best->sampler);
         if (!st) st = plumb_gen_stream_init(&best->stream, plumb_model_vocab(s->model), j->stops, j->n_stops);
-        if (st) {
-            job_end(j, NULL, 500, "cannot start the job: out of memory");
+        if (st) { /* the request's settings were refused (400), or memory ran out */
+            char why[160];
+            snprintf(why, sizeof why, "cannot start the job: %s",
+                     st == PLUMB_E_NOMEM ? "out of memory" : plumb_last_error());
+            job_end(j, NULL, st == PLUMB_E_INVALID_ARG ? 400 : 500, why);
             plumb_sampler_free(best->sampler);
             best->sampler = NULL;
             best->job = NULL;

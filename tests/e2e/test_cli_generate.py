@@ -113,7 +113,7 @@ def test_chat_system_prompt_and_format_override(plumb_bin, real_model):
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip()
     bad = _chat(plumb_bin, real_model, ["hi"], "--chat-format", "nope")
-    assert bad.returncode == 1 and "unknown chat format" in bad.stderr
+    assert bad.returncode == 2 and "bad value 'nope' for --chat-format" in bad.stderr
 
 
 def test_generation_under_sanitizers(plumb_san_bin, real_model):

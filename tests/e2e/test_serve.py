@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,101 +17,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import SAN_ENV, SAN_MARKERS
-
-
-class Server:
-    """A running `plumb serve` with its port and collected stderr."""
-
-    def __init__(self, binary: Path, model: Path, *args, ready_timeout: float = 60.0, wait_ready: bool = True,
-                 env: dict | None = None):
-        argv = [str(binary), "serve", "-m", str(model), "--port", "0", "-t", "2", *[str(a) for a in args]]
-        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     env=dict(os.environ, **SAN_ENV, **(env or {})))
-        self.lines: list[str] = []
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + ready_timeout
-        while not self._listening.wait(0.05) and self.proc.poll() is None and time.monotonic() < deadline:
-            pass
-        if not self._listening.is_set():
-            self.kill()
-            pytest.fail("plumb serve did not start listening:\n" + self.stderr)
-        m = re.search(r"listening on http://[^:]+:(\d+)", "\n".join(self.lines))
-        self.port = int(m.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
-        if wait_ready:
-            deadline = time.monotonic() + ready_timeout
-            while self.get("/health")[0] != 200:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.kill()
-                    pytest.fail("plumb serve did not become ready:\n" + self.stderr)
-                time.sleep(0.05)
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            if "listening on" in line:
-                self._listening.set()
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
-
-    def request(self, method: str, path: str, body=None, headers=None, timeout: float = 60.0):
-        """(status, headers dict, body bytes); body may be bytes, str or a JSON-able object."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        if body is not None and not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            c.close()
-
-    def get(self, path: str):
-        try:
-            s, _, b = self.request("GET", path, timeout=10)
-            return s, b
-        except OSError:
-            return 0, b""
-
-    def post(self, path: str, body, headers=None, timeout: float = 120.0):
-        s, h, b = self.request("POST", path, body, headers, timeout)
-        return s, h, (json.loads(b) if b.startswith(b"{") else b)
-
-    def client(self, **kw) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", "none"), max_retries=0,
-                             timeout=120.0, **kw)
-
-    def metrics(self) -> dict[str, float]:
-        s, b = self.get("/metrics")
-        assert s == 200
-        out = {}
-        for line in b.decode().splitlines():
-            if line and not line.startswith("#"):
-                k, v = line.rsplit(" ", 1)
-                out[k] = float(v)
-        return out
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail("plumb serve did not exit within %.0f s of SIGTERM:\n%s" % (timeout, self.stderr))
-        self._reader.join(5)
-        return rc
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+from conftest import SAN_MARKERS
+from serving import Server, stream_raw, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -122,19 +26,6 @@ def server(plumb_bin, real_model):
     s = Server(plumb_bin, real_model, "--parallel", "4", "-c", "1024", "--alias", "gemma-test")
     yield s
     assert s.stop() == 0, s.stderr
-
-
-def stream_raw(port: int, path: str, body: dict, timeout: float = 120.0):
-    """Streams a request by hand: (list of decoded events, the raw text)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    assert r.status == 200, r.read()
-    assert r.getheader("Content-Type").startswith("text/event-stream")
-    raw = r.read().decode()
-    c.close()
-    events = [e[len("data: "):] for e in raw.split("\n\n") if e]
-    return events, raw
 
 
 # ---- the openai client ------------------------------------------------------------------------
@@ -301,14 +192,6 @@ def test_long_prompt_prefill_is_chunked_and_exact(server, plumb_bin, real_model,
     bg.join(120)
     assert s == 200 and j["choices"][0]["text"] == cli.stdout[:-1]
     assert j["usage"]["prompt_tokens"] > 128 and j["usage"]["prompt_tokens_details"]["cached_tokens"] <= 1
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_disconnect_frees_slot(server):
@@ -480,7 +363,7 @@ def test_sigterm_finishes_in_flight(plumb_bin, real_model):
                                                                                  "temperature": 0, "stream": True})))
     t.start()
     wait_for(lambda: s.metrics()["plumb_generated_tokens_total"] >= 2, 30, "generation to start")
-    s.proc.send_signal(signal.SIGTERM)
+    s.sigterm()
     time.sleep(0.3)
     with pytest.raises(OSError):  # no longer accepting
         socket.create_connection(("127.0.0.1", s.port), timeout=2).recv(1)
@@ -513,29 +396,6 @@ def test_sanitizer_build_serves_cleanly(plumb_san_bin, real_model):
     finally:
         rc = s.stop(120)
     assert rc == 0 and not any(m in s.stderr for m in SAN_MARKERS), s.stderr
-
-
-def test_health_is_503_while_loading(plumb_bin, tmp_path):
-    """While the model is still loading /health answers 503 and the API refuses work with 503.
-    The model path is a FIFO: opening it blocks until a writer comes, which holds the server in
-    its loading state; then the writer closes without data, loading fails, and it exits 1."""
-    fifo = tmp_path / "model.gguf"
-    os.mkfifo(fifo)
-    s = Server(plumb_bin, fifo, wait_ready=False)
-    try:
-        for _ in range(3):
-            st, body = s.get("/health")
-            assert st == 503, (st, body)
-            time.sleep(0.1)
-        st, h, j = s.post(COMP, {"prompt": "Hi", "max_tokens": 2})
-        assert st == 503 and j["error"]["type"], (st, j)
-        assert s.proc.poll() is None
-    finally:
-        with open(fifo, "wb"):
-            pass
-    assert s.proc.wait(30) == 1
-    s._reader.join(5)
-    assert "cannot load the model" in s.stderr
 
 
 def test_request_timeout_gives_504_and_frees_the_slot(plumb_bin, real_model):

@@ -27,4 +27,9 @@ void cli_print_quoted(FILE *f, const char *s, uint64_t len, uint64_t max_bytes);
  * invalid sequences become U+FFFD. The caller frees. NULL when out of memory. */
 char *cli_utf8_sanitize(const char *s, uint64_t len);
 
+/* Reads f to its end into a new NUL-terminated buffer of *len bytes (plus the NUL): a file, a
+ * FIFO or a terminal alike. NULL with errno set when a read fails (EISDIR for a directory),
+ * memory runs out, or f holds more than max bytes (EFBIG). */
+char *cli_read_all(FILE *f, size_t max, size_t *len);
+
 #endif

@@ -78,19 +78,20 @@ static const char bench_usage[] =
 
 /* ---- options ---------------------------------------------------------------------------- */
 
-/* Prints "plumb bench: <message>" as one line on stderr; returns the exit status 1. */
-static int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bench_fail(const char *fmt, ...) {
+/* Prints "plumb bench: <message>" as one line on stderr; returns the exit status of a usage
+ * error, 2, as the other subcommands do. */
+static int bench_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bench_usage_error(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "plumb bench: ");
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    return 1;
+    return 2;
 }
 
-/* Parses "a,b,c" into out[0..*n): every item a whole decimal in [lo, hi]. */
+/* Parses "a,b,c" into out[0..*n): every item a whole decimal in [lo, hi], without white space. */
 static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
     *n = 0;
     char item[32];
@@ -111,7 +112,7 @@ static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
 
 enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_DEPTH, OPT_THREADS, OPT_REPS, OPT_OUTPUT };
 
-/* Fills o from argv. Returns -1 to go on, 0 after --help, 1 after an error line. */
+/* Fills o from argv. Returns -1 to go on, 0 after --help, 2 after an error line. */
 static int parse_options(bench_options *o, int argc, char **argv) {
     static const struct {
         const char *s, *l, *what; /* what: the accepted values, for the error line */
@@ -149,8 +150,8 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         int k = -1;
         for (int j = 0; j < (int)(sizeof valued / sizeof valued[0]); j++)
             if (!strcmp(a, valued[j].s) || !strcmp(a, valued[j].l)) k = j;
-        if (k < 0) return bench_fail("unknown option '%s' (see plumb bench --help)", a);
-        if (i + 1 >= argc) return bench_fail("%s needs a value (%s)", a, valued[k].what);
+        if (k < 0) return bench_usage_error("unknown option '%s' (see plumb bench --help)", a);
+        if (i + 1 >= argc) return bench_usage_error("%s needs a value (%s)", a, valued[k].what);
         const char *v = argv[++i];
         bool ok = true;
         long r;
@@ -166,13 +167,13 @@ static int parse_options(bench_options *o, int argc, char **argv) {
             o->json = !strcmp(v, "json");
             break;
         }
-        if (!ok) return bench_fail("bad value '%s' for %s (%s)", v, a, valued[k].what);
+        if (!ok) return bench_usage_error("bad value '%s' for %s (%s)", v, a, valued[k].what);
     }
-    if (!o->model) return bench_fail("-m MODEL is required (see plumb bench --help)");
+    if (!o->model) return bench_usage_error("-m MODEL is required (see plumb bench --help)");
     bool any = false;
     for (int i = 0; i < o->np; i++) any |= o->p[i] > 0;
     for (int i = 0; i < o->nn; i++) any |= o->n[i] > 0;
-    if (!any) return bench_fail("nothing to measure: every -p and -n length is 0");
+    if (!any) return bench_usage_error("nothing to measure: every -p and -n length is 0");
     return -1;
 }
 

@@ -1,8 +1,9 @@
 /* cmd_chat.c — `plumb chat -m MODEL [--system TEXT]`: an interactive multi-turn chat. Each
  * line on stdin is a user message; the reply streams to stdout. The whole conversation is
  * formatted with the model's chat format each turn, and the KV cache keeps the tokens it
- * shares with the previous turn, so earlier turns are not processed again. Works with
- * stdin from a pipe (no prompt is printed then). */
+ * shares with the previous turn, so earlier turns are not processed again. A message that
+ * would not fit the context is dropped with a line on stderr and the chat goes on. Works
+ * with stdin from a pipe (no prompt is printed then). */
 #include "cli.h"
 #include "options.h"
 #include "session.h"
@@ -70,9 +71,9 @@ int cmd_chat(int argc, char **argv) {
         goto out;
     }
     plumb_chat_format fmt = plumb_gen_chat_format(s.model, o.chat_format);
-    if (fmt == PLUMB_CHAT_UNKNOWN) {
-        fprintf(stderr, "plumb chat: %s; choose one with --chat-format gemma|llama3|chatml\n",
-                o.chat_format ? "unknown chat format" : "the model's chat template is not one plumb recognizes");
+    if (fmt == PLUMB_CHAT_UNKNOWN) { /* a --chat-format name was checked with the options */
+        fprintf(stderr, "plumb chat: the model's chat template is not one plumb recognizes; choose one with "
+                        "--chat-format gemma|llama3|chatml\n");
         goto out;
     }
     if (o.system) msgs[n_msgs++] = (plumb_chat_message){"system", strdup(o.system)};
@@ -93,22 +94,30 @@ int cmd_chat(int argc, char **argv) {
         }
         msgs[n_msgs++] = (plumb_chat_message){"user", strdup(line)};
         char *text = NULL;
-        size_t text_len;
-        if ((st = plumb_chat_apply(fmt, msgs, n_msgs, true, true, &text, &text_len))) {
+        size_t text_len, n_marks = 0;
+        plumb_span *marks = NULL;
+        if ((st = plumb_chat_apply_marked(fmt, msgs, n_msgs, true, true, &text, &text_len, &marks, &n_marks))) {
             cli_error("chat", st, NULL);
             goto out;
         }
         int32_t *ids = NULL;
         size_t n = 0;
-        st = session_tokenize(&s, text, false, &ids, &n); /* the formatted text carries its BOS */
+        /* the formatted text carries its BOS; only the format's own markers are control
+         * tokens, so a message that spells one stays text */
+        st = plumb_gen_tokenize_marked(s.vocab, text, text_len, false, true, marks, n_marks, &ids, &n);
         free(text);
-        if (!st && n >= (size_t)s.cap) st = PLUMB_E_RANGE;
+        free(marks);
+        /* no room left for even one reply token: this message goes, the conversation and the
+         * cache stay as they were, and the next line gets its turn */
+        if (!st && n >= (size_t)s.cap) {
+            fprintf(stderr, "plumb chat: message dropped: the conversation with it is %zu tokens, too long "
+                            "for the context of %d (see --ctx-size)\n", n, s.cap);
+            free(ids);
+            free((char *)msgs[--n_msgs].content);
+            continue;
+        }
         if (!st) st = session_feed(&s, ids, n);
         free(ids);
-        if (st == PLUMB_E_RANGE) {
-            fprintf(stderr, "plumb chat: the conversation no longer fits the context of %d tokens\n", s.cap);
-            goto out;
-        }
         if (st) {
             cli_error("chat", st, NULL);
             goto out;

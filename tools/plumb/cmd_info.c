@@ -1,9 +1,18 @@
 /* cmd_info.c — `plumb info` / `plumb --version`: version, CPU and its SIMD features. */
 #include "cli.h"
 
+#include <string.h>
+
 int cmd_info(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    /* it takes no options: anything after it is a mistake to report, not to ignore */
+    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        printf("usage: plumb info (or plumb --version)\n");
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "plumb info: unknown argument '%s' (plumb info takes none)\n", argv[1]);
+        return 2;
+    }
     const plumb_cpu_features *f = plumb_cpu_get();
     char feats[512];
     printf("plumb %s\n", plumb_version());

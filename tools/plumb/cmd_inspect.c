@@ -3,9 +3,11 @@
  * length and first items), the tensor table, totals by type, parameter count and file size.
  * --json prints the same as one JSON document (built with cJSON). */
 #include "cli.h"
+#include "options.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -303,14 +305,15 @@ int cmd_inspect(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = true;
-        } else if (strcmp(argv[i], "--array-items") == 0 && i + 1 < argc) {
-            char *end;
-            unsigned long long v = strtoull(argv[++i], &end, 10);
-            if (*end || end == argv[i]) {
-                fprintf(stderr, "plumb inspect: --array-items needs a number\n");
+        } else if (strcmp(argv[i], "--array-items") == 0) {
+            const char *v = options_value("inspect", argc, argv, &i);
+            long n;
+            if (!v) return 2;
+            if (!options_parse_long(v, 0, LONG_MAX, &n)) {
+                fprintf(stderr, "plumb inspect: --array-items needs a number, 0 or more, not '%s'\n", v);
                 return 2;
             }
-            max_items = v;
+            max_items = (uint64_t)n;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             printf("usage: plumb inspect MODEL.gguf [--json] [--array-items N]\n");
             return 0;

@@ -5,6 +5,7 @@
 #include "options.h"
 #include "session.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,28 +15,17 @@ static void emit_stdout(void *user, const char *text, size_t len) {
     fflush(stdout);
 }
 
-static char *read_file(const char *path) {
+#define MAX_PROMPT_FILE ((size_t)64 << 20) /* far beyond any context; a bound on memory */
+
+/* The prompt file's text (a file, a FIFO or /dev/stdin); NULL after an error line. */
+static char *read_prompt_file(const char *path) {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            char *grown = cap > (64u << 20) ? NULL : realloc(buf, cap * 2);
-            if (!grown) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[len] = '\0';
-    return buf;
+    size_t len;
+    char *text = f ? cli_read_all(f, MAX_PROMPT_FILE, &len) : NULL;
+    const int err = errno;
+    if (f) fclose(f);
+    if (!text) fprintf(stderr, "plumb run: cannot read prompt file '%s': %s\n", path, strerror(err));
+    return text;
 }
 
 void print_stats(const session *s) {
@@ -54,9 +44,11 @@ int cmd_run(int argc, char **argv) {
         int r = gen_options_parse(&o, "run", argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
-        if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) prompt = argv[++i];
-        else if ((!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) && i + 1 < argc) prompt_file = argv[++i];
-        else if (!strcmp(argv[i], "--no-stats")) stats = false;
+        if (!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) {
+            if (!(prompt = options_value("run", argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) {
+            if (!(prompt_file = options_value("run", argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "--no-stats")) stats = false;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: plumb run -m MODEL -p PROMPT [options]\n  -p, --prompt TEXT\n  -f, --file FILE           prompt from a file\n      --no-stats            no timing line on stderr\n%s",
                    gen_options_usage);
@@ -72,11 +64,7 @@ int cmd_run(int argc, char **argv) {
     }
     char *file_text = NULL;
     if (prompt_file) {
-        file_text = read_file(prompt_file);
-        if (!file_text) {
-            fprintf(stderr, "plumb run: cannot read prompt file '%s'\n", prompt_file);
-            return 1;
-        }
+        if (!(file_text = read_prompt_file(prompt_file))) return 1;
         prompt = file_text;
     }
     session s;

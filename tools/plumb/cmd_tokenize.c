@@ -3,39 +3,13 @@
  * or with --ids only the list `[2, 9259, ...]`. --no-bos leaves out BOS/EOS; --no-special
  * reads "<start_of_turn>" and the like as plain text. */
 #include "cli.h"
+#include "options.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
     fprintf(f, "usage: plumb tokenize -m MODEL.gguf [--ids] [--no-bos] [--no-special] TEXT|-\n");
-}
-
-/* Reads all of standard input into a malloc'd buffer. */
-static char *read_stdin(size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return NULL;
-    for (;;) {
-        if (n == cap) {
-            char *b = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-            if (!b) {
-                free(buf);
-                return NULL;
-            }
-            buf = b;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, stdin);
-        n += got;
-        if (got == 0) break;
-    }
-    if (ferror(stdin)) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
 }
 
 /* Length of the valid UTF-8 sequence at s (2-4), or 0. */
@@ -85,8 +59,9 @@ int cmd_tokenize(int argc, char **argv) {
     bool ids_only = false, add_special = true, parse_special = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) && i + 1 < argc) model = argv[++i];
-        else if (strcmp(a, "--ids") == 0) ids_only = true;
+        if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+            if (!(model = options_value("tokenize", argc, argv, &i))) return 2;
+        } else if (strcmp(a, "--ids") == 0) ids_only = true;
         else if (strcmp(a, "--no-bos") == 0) add_special = false;
         else if (strcmp(a, "--no-special") == 0) parse_special = false;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -112,7 +87,7 @@ int cmd_tokenize(int argc, char **argv) {
     const char *text = text_arg;
     size_t len = strlen(text_arg);
     if (strcmp(text_arg, "-") == 0) {
-        owned = read_stdin(&len);
+        owned = cli_read_all(stdin, SIZE_MAX, &len);
         if (!owned) {
             cli_error("tokenize", PLUMB_E_IO, "cannot read standard input");
             return 1;

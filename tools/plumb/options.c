@@ -1,6 +1,8 @@
-/* options.c — parsing of the options shared by `plumb run` and `plumb chat`. */
+/* options.c — parsing of the options shared by `plumb run` and `plumb chat`, and of option
+ * values for every subcommand. */
 #include "options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -34,7 +36,20 @@ void gen_options_init(gen_options *o) {
     o->model_params = plumb_model_default_params();
 }
 
+const char *options_value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "plumb %s: %s needs a value\n", cmd, argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* strtol and friends skip leading white space but stop at trailing white space (*end is then
+ * not the end), so " 5" would pass and "5 " would not: numbers are taken without either. */
+static bool no_leading_space(const char *s) { return *s && !isspace((unsigned char)*s); }
+
 bool options_parse_long(const char *s, long lo, long hi, long *out) {
+    if (!no_leading_space(s)) return false;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -44,10 +59,21 @@ bool options_parse_long(const char *s, long lo, long hi, long *out) {
 }
 
 static bool parse_float(const char *s, float *out) {
+    if (!no_leading_space(s)) return false;
     char *end;
     errno = 0;
     float v = strtof(s, &end);
     if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_u64(const char *s, unsigned long long *out) {
+    if (!no_leading_space(s)) return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) return false;
     *out = v;
     return true;
 }
@@ -62,22 +88,22 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     }
     static const struct {
         const char *l, *s;
-    } valued[] = {{"--model", "-m"},      {"--n-predict", "-n"},       {"--threads", "-t"},        {"--ctx-size", "-c"},
-                  {"--batch-size", "-b"}, {"--temp", NULL},            {"--top-k", NULL},          {"--top-p", NULL},
-                  {"--min-p", NULL},      {"--repeat-penalty", NULL},  {"--repeat-last-n", NULL},  {"--presence-penalty", NULL},
-                  {"--frequency-penalty", NULL}, {"--seed", "-s"},     {"--stop", NULL},           {"--chat-format", NULL},
-                  {"--system", NULL}};
+        const char *what; /* the accepted values, for the error line (NULL: none given) */
+    } valued[] = {{"--model", "-m", NULL},          {"--n-predict", "-n", NULL},         {"--threads", "-t", NULL},
+                  {"--ctx-size", "-c", NULL},       {"--batch-size", "-b", NULL},        {"--temp", NULL, NULL},
+                  {"--top-k", NULL, NULL},          {"--top-p", NULL, NULL},             {"--min-p", NULL, NULL},
+                  {"--repeat-penalty", NULL, NULL}, {"--repeat-last-n", NULL, NULL},     {"--presence-penalty", NULL, NULL},
+                  {"--frequency-penalty", NULL, NULL}, {"--seed", "-s", NULL},           {"--stop", NULL, NULL},
+                  {"--chat-format", NULL, "gemma, llama3 or chatml"},                    {"--system", NULL, NULL}};
     int k = -1;
     for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
         if (is(a, valued[j].l, valued[j].s)) k = (int)j;
     if (k < 0) return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "plumb %s: %s needs a value\n", cmd, a);
-        return -1;
-    }
-    const char *v = argv[++*i];
+    const char *v = options_value(cmd, argc, argv, i);
+    if (!v) return -1;
     long n;
     float f;
+    unsigned long long u;
     bool ok = true;
     switch (k) {
     case 0: o->model = v; break;
@@ -93,22 +119,18 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     case 10: ok = options_parse_long(v, -1, 1 << 24, &n) && (o->sampling.repeat_last_n = (int32_t)n, true); break;
     case 11: ok = parse_float(v, &f) && (o->sampling.presence_penalty = f, true); break;
     case 12: ok = parse_float(v, &f) && (o->sampling.frequency_penalty = f, true); break;
-    case 13: {
-        char *end;
-        errno = 0;
-        unsigned long long s = strtoull(v, &end, 10);
-        ok = !errno && end != v && !*end && (o->sampling.seed = s, true);
-        break;
-    }
+    case 13: ok = parse_u64(v, &u) && (o->sampling.seed = u, true); break;
     case 14:
         if (o->n_stops >= MAX_STOPS || !*v) ok = false;
         else o->stops[o->n_stops++] = (char *)v;
         break;
-    case 15: o->chat_format = v; break;
+    /* checked here, before any model is loaded, although only chat uses it */
+    case 15: ok = plumb_chat_format_from_name(v) != PLUMB_CHAT_UNKNOWN && (o->chat_format = v, true); break;
     case 16: o->system = v; break;
     }
     if (!ok) {
-        fprintf(stderr, "plumb %s: bad value '%s' for %s\n", cmd, v, a);
+        if (valued[k].what) fprintf(stderr, "plumb %s: bad value '%s' for %s (%s)\n", cmd, v, a, valued[k].what);
+        else fprintf(stderr, "plumb %s: bad value '%s' for %s\n", cmd, v, a);
         return -1;
     }
     return 1;

@@ -1,5 +1,6 @@
 /* options.h — options shared by the generating subcommands (run, chat): model path,
- * context and sampling settings, stop strings. */
+ * context and sampling settings, stop strings; and the option helpers every subcommand uses
+ * (a value that must follow its option, whole numbers). */
 #ifndef PLUMB_CLI_OPTIONS_H
 #define PLUMB_CLI_OPTIONS_H
 
@@ -23,7 +24,11 @@ void gen_options_init(gen_options *o);
 /* Consumes argv[*i] (and its value) when it is a shared option: 1 when consumed, 0 when
  * not ours, -1 after printing an error for a bad value. */
 int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i);
-/* Parses s as a whole decimal integer in [lo, hi] into *out; false otherwise. */
+/* The value of the option argv[*i] (advancing *i past it), or NULL after printing
+ * "plumb <cmd>: <option> needs a value" when the option ends the line. */
+const char *options_value(const char *cmd, int argc, char **argv, int *i);
+/* Parses s as a whole decimal integer in [lo, hi] into *out; false otherwise. Like every
+ * number of the command line, s may not have white space around it. */
 bool options_parse_long(const char *s, long lo, long hi, long *out);
 /* Usage lines of the shared options. */
 extern const char gen_options_usage[];

@@ -1,6 +1,8 @@
-/* text.c — text helpers for the plumb command: error lines, escaped strings, UTF-8 repair. */
+/* text.c — text helpers for the plumb command: error lines, escaped strings, UTF-8 repair,
+ * reading a whole stream. */
 #include "cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,4 +78,43 @@ char *cli_utf8_sanitize(const char *s, uint64_t len) {
     }
     out[o] = '\0';
     return out;
+}
+
+char *cli_read_all(FILE *f, size_t max, size_t *len) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    errno = 0;
+    for (;;) {
+        if (n == cap - 1) { /* full but for the NUL */
+            char *grown = NULL;
+            if (n > max) errno = EFBIG;
+            else if (cap > SIZE_MAX / 2) errno = ENOMEM;
+            else grown = realloc(buf, cap * 2);
+            if (!grown) goto fail;
+            buf = grown;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) break;
+    }
+    /* fopen takes a directory; only reading it fails, and the short fread does not say so */
+    if (ferror(f)) {
+        if (!errno) errno = EIO;
+        goto fail;
+    }
+    if (n > max) {
+        errno = EFBIG;
+        goto fail;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+fail: {
+    const int err = errno; /* for the caller's message, whatever free does */
+    free(buf);
+    errno = err;
+    return NULL;
+}
 }
