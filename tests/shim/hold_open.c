@@ -30,24 +30,18 @@ static int forward(const char *name, const char *path, int flags, mode_t mode) {
     return real(path, flags, mode);
 }
 
-int open(const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
+/* The mode argument is there only when the flags create a file. */
+#define OPEN_WRAPPER(name)                                                                        \
+    int name(const char *path, int flags, ...) {                                                  \
+        mode_t mode = 0;                                                                          \
+        if (flags & (O_CREAT | O_TMPFILE)) {                                                      \
+            va_list ap;                                                                           \
+            va_start(ap, flags);                                                                  \
+            mode = (mode_t)va_arg(ap, int);                                                       \
+            va_end(ap);                                                                           \
+        }                                                                                         \
+        return forward(#name, path, flags, mode);                                                 \
     }
-    return forward("open", path, flags, mode);
-}
 
-int open64(const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-    }
-    return forward("open64", path, flags, mode);
-}
+OPEN_WRAPPER(open)
+OPEN_WRAPPER(open64)

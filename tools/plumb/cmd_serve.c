@@ -111,7 +111,8 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-connections-per-client")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_per_client = (int32_t)n, true);
         else if (!strcmp(a, "--request-timeout")) ok = options_parse_long(v, 1, 3600, &n) && (p.request_timeout_s = (double)n, true);
         if (!ok) {
-            fprintf(stderr, "plumb serve: bad value '%s' for %s\n", v, a);
+            fprintf(stderr, "plumb serve: bad value '%s' for %s%s\n", v, a,
+                    !strcmp(a, "--chat-format") ? " (gemma, llama3 or chatml)" : "");
             return 2;
         }
     }
