@@ -109,9 +109,30 @@ def test_chat_multi_turn_reuses_the_cache(plumb_bin, real_model):
 
 
 def test_chat_system_prompt_and_format_override(plumb_bin, real_model):
-    p = _chat(plumb_bin, real_model, ["Say hello."], "--system", "Answer in French.", "--chat-format", "gemma")
+    """--system reaches the prompt as the model's own template places it (rendered here by
+    jinja2): the first turn's prompt has exactly that many tokens, the reply is what `plumb
+    run` gives for that text, and the second turn still reuses the cache."""
+    from test_chat_format import GEMMA3_TEMPLATE, render_jinja
+    system, user = "Answer in French, in one short sentence.", "Say hello."
+    p = _chat(plumb_bin, real_model, [user, "Thanks."], "--system", system, "--chat-format", "gemma")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip()
+    text = render_jinja(GEMMA3_TEMPLATE, [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                        "<bos>", True)
+    assert text.startswith("<bos>") and system in text
+    tok = subprocess.run([str(plumb_bin), "tokenize", "-m", str(real_model), "--ids", text], capture_output=True,
+                         text=True, timeout=60)
+    assert tok.returncode == 0, tok.stderr
+    want = [int(t) for t in re.findall(r"\d+", tok.stdout)]
+    assert want[0] == want[1] == 2, want[:3]  # the text's <bos> and the one tokenize adds
+    stats = [int(n) for n in re.findall(r"prompt (\d+) tokens", p.stderr)]
+    assert stats[0] == len(want) - 1, (stats, len(want))
+    assert 0 < stats[1] - stats[0] < stats[0], stats  # the second turn only adds what is new
+    run = subprocess.run([str(plumb_bin), "run", "-m", str(real_model), "-p", text[len("<bos>"):], "--temp", "0",
+                          "-n", "24", "--no-stats"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert p.stdout.split("\n")[0] == run.stdout.rstrip("\n").split("\n")[0], (p.stdout, run.stdout)
+    without = _chat(plumb_bin, real_model, [user], "--chat-format", "gemma")
+    assert int(re.findall(r"prompt (\d+) tokens", without.stderr)[0]) < stats[0]
     bad = _chat(plumb_bin, real_model, ["hi"], "--chat-format", "nope")
     assert bad.returncode == 2 and "bad value 'nope' for --chat-format" in bad.stderr
 

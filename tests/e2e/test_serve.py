@@ -102,6 +102,42 @@ def test_sampling_fields_and_seed(server):
     assert a.choices[0].text == b.choices[0].text  # same seed, same text
 
 
+# each sampling field of a request and the `plumb run` option that means the same
+SAMPLING_FIELDS = [
+    ("top_k", 3, "--top-k"),
+    ("min_p", 0.3, "--min-p"),
+    ("top_p", 0.5, "--top-p"),
+    ("presence_penalty", 1.8, "--presence-penalty"),
+    ("frequency_penalty", 1.8, "--frequency-penalty"),
+    ("seed", 7, "--seed"),
+    ("temperature", 0.2, "--temp"),
+]
+
+
+@pytest.mark.parametrize("field,value,option", SAMPLING_FIELDS, ids=[f[0] for f in SAMPLING_FIELDS])
+def test_sampling_field_acts_as_the_cli_option(server, plumb_bin, real_model, run, field, value, option):
+    """Each field changes the text exactly as the CLI's option does: the server with the field
+    gives `plumb run`'s text with the option, and another text without it. (OpenAI's
+    penalties look at the whole completion: --repeat-last-n -1.)"""
+    prompt, n = "My favourite animal is the", 24
+    base = {"prompt": prompt, "max_tokens": n, "temperature": 1.4, "seed": 1234, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+    cli = ["run", "-m", real_model, "-p", prompt, "-n", str(n), "--temp", "1.4", "--seed", "1234", "--top-k", "0",
+           "--top-p", "1", "--min-p", "0", "--repeat-last-n", "-1", "--no-stats", "-t", "2"]
+
+    def served(req):
+        st, _, j = server.post("/v1/completions", req)
+        assert st == 200, j
+        return j["choices"][0]["text"]
+
+    with_field = served(dict(base, **{field: value}))
+    r = run(plumb_bin, *cli, option, str(value))
+    assert r.rc == 0, r.describe()
+    assert with_field == r.stdout[:-1], (field, with_field, r.stdout)
+    assert with_field != served(base), f"'{field}' did not change the text"
+    r0 = run(plumb_bin, *cli)
+    assert served(base) == r0.stdout[:-1]
+
+
 def test_openai_errors(server):
     c = server.client()
     with pytest.raises(openai.BadRequestError) as e:
@@ -206,12 +242,10 @@ def test_disconnect_frees_slot(server):
         got += sock.recv(4096)
     assert server.metrics()["plumb_slots_busy"] == 1
     sock.close()
-    t0 = time.monotonic()
-    wait_for(lambda: server.metrics()["plumb_slots_busy"] == 0, 5, "the slot to be freed after the disconnect")
-    freed_after = time.monotonic() - t0
+    wait_for(lambda: server.metrics()["plumb_slots_busy"] == 0, 30, "the slot to be freed after the disconnect")
+    # the condition itself rather than a time: generation stopped long before its 800 tokens
     generated = server.metrics()["plumb_generated_tokens_total"] - before
     assert generated < 200, f"{generated} tokens were generated for a client that left"
-    assert freed_after < 2.0
 
 
 # ---- malformed input -----------------------------------------------------------------------------
@@ -433,5 +467,54 @@ def test_chunked_body_over_the_cap_gives_413(plumb_bin, real_model):
         r = c.getresponse()
         assert r.status == 200, r.read()
         c.close()
+    finally:
+        assert s.stop() == 0, s.stderr
+
+
+def _histogram(m: dict, name: str) -> tuple[list[float], float, float]:
+    """(cumulative bucket counts in bound order ending with +Inf, _count, _sum) of a histogram."""
+    buckets = sorted(((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
+                      if k.startswith(name + "_bucket")), key=lambda kv: kv[0])
+    return [v for _, v in buckets], m[name + "_count"], m[name + "_sum"]
+
+
+def test_metrics_every_family(plumb_bin, real_model):
+    """Every metric family against what the requests did: token counters equal the usage the
+    answers reported, the latency histograms count one first token per request and one gap
+    per later token with monotone buckets, the queue depth shows waiting requests, and the
+    slot gauges the configuration."""
+    s = Server(plumb_bin, real_model, "--parallel", "1", "--queue", "4", "-c", "512")
+    try:
+        m = s.metrics()
+        assert m["plumb_slots_total"] == 1 and m["plumb_slots_busy"] == 0 and m["plumb_queue_depth"] == 0
+        usages = []
+        for prompt, n in [("Once upon a time", 5), ("The capital of France is", 7), ("Once upon a time", 3)]:
+            st, _, j = s.post(COMP, {"prompt": prompt, "max_tokens": n, "temperature": 0, "stop": []})
+            assert st == 200, j
+            usages.append(j["usage"])
+        m = s.metrics()
+        gen = sum(u["completion_tokens"] for u in usages)
+        assert m["plumb_generated_tokens_total"] == gen
+        assert m["plumb_prompt_tokens_total"] == sum(u["prompt_tokens"] for u in usages)
+        cached = sum(u["prompt_tokens_details"]["cached_tokens"] for u in usages)
+        assert cached > 0 and m["plumb_prompt_tokens_cached_total"] == cached  # the third reuses the first's prefix
+        for name, count in [("plumb_time_to_first_token_seconds", 3), ("plumb_inter_token_latency_seconds", gen - 3)]:
+            cum, total, seconds = _histogram(m, name)
+            assert total == count and cum[-1] == count, (name, cum, total)
+            assert all(a <= b for a, b in zip(cum, cum[1:])), (name, cum)
+            assert seconds > 0
+        assert m['plumb_requests_total{code="200"}'] >= 3 and m["plumb_requests_cancelled_total"] == 0
+        # the queue: one long request holds the only slot while two wait
+        holder = threading.Thread(target=stream_raw, args=(s.port, COMP, {"prompt": "Once", "max_tokens": 60,
+                                                                           "temperature": 0, "stop": [], "stream": True}))
+        holder.start()
+        wait_for(lambda: s.metrics()["plumb_slots_busy"] == 1, 20, "the slot to be busy")
+        waiting = [threading.Thread(target=s.post, args=(COMP, {"prompt": "Hi", "max_tokens": 2})) for _ in range(2)]
+        for t in waiting:
+            t.start()
+        wait_for(lambda: s.metrics()["plumb_queue_depth"] == 2, 20, "two queued requests")
+        for t in [holder, *waiting]:
+            t.join(120)
+        wait_for(lambda: s.metrics()["plumb_queue_depth"] == 0 and s.metrics()["plumb_slots_busy"] == 0, 20, "idle")
     finally:
         assert s.stop() == 0, s.stderr

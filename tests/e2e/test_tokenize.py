@@ -6,7 +6,7 @@ scripts/make-golden.py:
   `plumb tokenize --ids`;
 * tests/e2e/data/golden_bpe.json — synthetic byte-level BPE vocabularies, one per
   pre-tokenizer, rebuilt here with make_bpe_vocab.py (deterministic) and compared the same way;
-* the default `id<TAB>'piece'` output, errors, and the vocabulary's load time.
+* the default `id<TAB>'piece'` output, errors, and loading the real vocabulary.
 
 Texts go to plumb on standard input (`-`), so any bytes can be tested.
 """
@@ -16,7 +16,6 @@ import concurrent.futures
 import ctypes
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -164,7 +163,9 @@ def test_sanitized_binary_on_tricky_inputs(plumb_san_bin, real_model, bpe_vocabs
                 assert p.returncode == 0 and "Sanitizer" not in err and "runtime error" not in err, err[:3000]
 
 
-def test_vocab_loads_fast(plumb_lib, real_model):
+def test_vocab_loads(plumb_lib, real_model):
+    """The real vocabulary loads, repeatedly, with every token (its speed is measured by
+    bench/vocab_load.py, not here: a time limit would fail on a busy machine)."""
     L = ctypes.CDLL(str(plumb_lib))
     L.plumb_gguf_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
     L.plumb_gguf_free.argtypes = [ctypes.c_void_p]
@@ -175,15 +176,10 @@ def test_vocab_loads_fast(plumb_lib, real_model):
     g = ctypes.c_void_p()
     assert L.plumb_gguf_open(str(real_model).encode(), ctypes.byref(g)) == 0
     try:
-        best = float("inf")
         for _ in range(3):
             v = ctypes.c_void_p()
-            t0 = time.perf_counter()
             assert L.plumb_vocab_create(g, ctypes.byref(v)) == 0
-            best = min(best, time.perf_counter() - t0)
             assert L.plumb_vocab_n_tokens(v) == 262144
             L.plumb_vocab_free(v)
     finally:
         L.plumb_gguf_free(g)
-    print(f"vocab_create: {best * 1000:.1f} ms for 262144 tokens")
-    assert best < 0.1, f"plumb_vocab_create took {best * 1000:.0f} ms (limit 100 ms)"
