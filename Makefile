@@ -25,13 +25,13 @@ sanitize: setup
 
 fuzz: setup
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request fuzz_model
 
-# Bounded libFuzzer runs of the GGUF reader, of the vocabulary loader + tokenizers and of the
-# server's request parsing, from the committed seed corpora (fuzz/corpus-<name> when there is
+# Bounded libFuzzer runs of the GGUF reader, of the vocabulary loader + tokenizers, of the
+# server's request parsing and of model loading (+ one decode), from the committed seed corpora (fuzz/corpus-<name> when there is
 # one, else fuzz/corpus). A crash fails the target (libFuzzer exits non-zero).
 fuzz-smoke: fuzz
-	@for h in gguf vocab request; do \
+	@for h in gguf vocab request model; do \
 	    seeds=fuzz/corpus-$$h; [ -d $$seeds ] || seeds=fuzz/corpus; \
 	    rm -rf fuzz/corpus-work/$$h && mkdir -p fuzz/corpus-work/$$h && \
 	    $(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 \
@@ -66,7 +66,10 @@ e2e-test: build sanitize
 	@PLUMB_BIN=$(BUILD)/plumb PLUMB_SAN_BIN=$(SAN_BUILD)/plumb PLUMB_LIB=$(BUILD)/libplumb.so \
 	    $(PY) -m pytest -q tests/e2e
 
+# Ends by repeating which CPU kernel sets the unit tests checked on this machine and which
+# they could not (the kernel tests, run again: about a second).
 test: unit-test e2e-test fuzz-smoke
+	@$(BUILD)/plumb_unit_tests --kernel-sets
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) fuzz/corpus-work

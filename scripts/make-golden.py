@@ -8,6 +8,10 @@ llama-cpp-python built from source) and writes:
       * for each of PROMPTS: the prompt's ids, the top-10 next-token (id, logit) after it, and
         the greedy continuation (argmax, no penalties) of up to 64 tokens, stopping after an
         end-of-generation token, with the top 5 (id, logit) at every step.
+  tests/e2e/data/golden_qwen2.json
+      * the same for Qwen2.5-Coder-0.5B-Instruct (qwen2, byte-level BPE with the qwen2
+        pre-tokenizer): QWEN_CASES (code, CJK, emoji, ChatML and FIM markup) and QWEN_PROMPTS
+        (plain, FIM and ChatML-formatted);
   tests/e2e/data/golden_bpe.json
       * tokenization of BPE_CASES with the synthetic BPE vocabularies that
         tests/e2e/make_bpe_vocab.py writes (deterministically; here into a temporary folder),
@@ -20,8 +24,10 @@ How to rebuild the reference:
       takes several minutes — then runs itself inside it;
   python3 scripts/make-golden.py --python /path/to/python
       runs with an interpreter that already has llama_cpp, numpy and gguf.
-  Options: --model PATH (default models/gemma-3-270m-q4_k_m.gguf; `make model` fetches it),
-  --only gemma|bpe.
+  Options: --only gemma|qwen2|bpe, --model PATH (for --only gemma/qwen2; default the file
+  `make model` fetches into models/), --ref avx512|avx2 (the reference's instruction sets:
+  .venv-ref is built for AVX-512 machines, .venv-ref-avx2 for the others; the golden file
+  records which in settings.cmake_args).
 The model is run with Llama(n_ctx=2048, n_threads=2, logits_all=False), llama.cpp's extra
 weight buffers (AMX, repacking) off and its tiled batch GEMM off (GGML_CPU_TILED_MM=0); token texts that are not valid UTF-8 are stored as hex
 ("text_hex") instead of "text".
@@ -45,6 +51,12 @@ REF_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON 
                   "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON "
                   "-DGGML_LLAMAFILE=OFF -DGGML_OPENMP=OFF "
                   "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF")
+# The same configuration for CPUs without AVX-512 (e.g. AMD Zen 3), in its own environment:
+# the reference's AVX2 kernels, which plumb's AVX2 set follows.
+REF_CMAKE_ARGS_AVX2 = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+                       "-DGGML_LLAMAFILE=OFF -DGGML_OPENMP=OFF "
+                       "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF")
+REFS = {"avx512": (REF_CMAKE_ARGS, REF_VENV), "avx2": (REF_CMAKE_ARGS_AVX2, os.path.join(ROOT, ".venv-ref-avx2"))}
 CHILD_FLAG = "PLUMB_GOLDEN_CHILD"
 # The reference also has a tiled K-quant matrix product that it takes for batches of 8 rows or
 # more; it rounds differently from its one-row kernels, so a prompt's logits would depend on
@@ -87,6 +99,49 @@ BPE_CASES = COMMON_CASES + [
     "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>",
     "<|im_start|>system\nYou are<|im_end|>\n", "a<tool_call>b", "<|endoftext|>", "<|eot_id",
     "tokenization is unreachable", " tokenization", "supercalifragilistic", "1234",
+]
+
+QWEN_CASES = COMMON_CASES + [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    "<|im_start|><|im_end|><|endoftext|>", "text<|im_end|>more", "<|im_start", "<<|im_end|>>",
+    "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n    return c<|fim_middle|>",
+    "<|repo_name|>plumb\n<|file_sep|>main.c\nint main() {}", "<tool_call>\n{\"name\": \"f\"}\n</tool_call>",
+    "import numpy as np\n\nclass Foo(Base):\n    def __init__(self, *args, **kwargs) -> None:\n        "
+    "super().__init__(*args)\n        self.x = {k: v for k, v in kwargs.items() if v is not None}\n",
+    "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x).collect();\n    println!(\"{:?}\", v);\n}\n",
+    "SELECT id, name FROM users WHERE age >= 18 ORDER BY name DESC LIMIT 10;",
+    "#include <stdio.h>\r\n\tif (a != b && c <= d || !e) { x += 0x7fff; }",
+    "机器学习是人工智能的一个分支。深度学习使用多层神经网络。", "東京都渋谷区で会いましょう！ありがとうございます。",
+    "안녕하세요, 만나서 반갑습니다. 오늘 날씨가 좋네요.", "中文English混合text测试123",
+    "😀😃😄😁😆😅😂🤣🥲☺️😊😇🙂🙃😉😌😍🥰😘", "🔥🔥🔥 great 🚀🚀 launch 🎯", "👩🏽‍💻👨🏿‍🔬🧑‍🚀🏳️‍🌈",
+    "    indented    with    tabs\tand   spaces   ",
+]
+
+QWEN_CHAT = ("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+             "<|im_start|>assistant\n")
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+QWEN_PROMPTS = [
+    {"name": "capital", "text": "The capital of France is", "add_bos": True},
+    {"name": "code", "text": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+     "add_bos": True},
+    {"name": "quicksort_c", "text": "// quicksort in C\nvoid quicksort(int *a, int n) {\n", "add_bos": True},
+    {"name": "fim", "text": "<|fim_prefix|>def is_prime(n):\n    if n < 2:\n        return False\n<|fim_suffix|>\n"
+                            "    return True<|fim_middle|>", "add_bos": True},
+    {"name": "chat_reverse", "text": QWEN_CHAT.format(system=QWEN_SYSTEM,
+                                                      user="Write a Python function that reverses a string."),
+     "add_bos": True},
+    {"name": "chat_system_sql", "text": QWEN_CHAT.format(system="You are a SQL expert. Answer with one query.",
+                                                         user="Count the rows of the table users."),
+     "add_bos": True},
+    {"name": "chat_chinese", "text": QWEN_CHAT.format(system=QWEN_SYSTEM, user="用一句话解释什么是递归。"),
+     "add_bos": True},
+    {"name": "chat_multi_turn",
+     "text": "<|im_start|>system\n" + QWEN_SYSTEM + "<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+             "Hello! How can I help you today?<|im_end|>\n<|im_start|>user\nList three sorting algorithms."
+             "<|im_end|>\n<|im_start|>assistant\n",
+     "add_bos": True},
 ]
 
 GEMMA_CHAT = "<bos><start_of_turn>user\n{user}<end_of_turn>\n<start_of_turn>model\n"
@@ -165,7 +220,7 @@ def plain_cpu_kernels():
     C.llama_model_default_params = params
 
 
-def make_gemma(model_path):
+def make_real(model_path, cases, prompts, cmake_args):
     os.environ.update(REF_ENV)  # read by the reference on its first matrix product
     import llama_cpp
     import numpy as np
@@ -177,11 +232,11 @@ def make_gemma(model_path):
         "generator": "scripts/make-golden.py",
         "reference": version_info(),
         "model": os.path.basename(model_path),
-        "settings": {"n_ctx": 2048, "n_threads": 2, "use_extra_bufts": False, "cmake_args": REF_CMAKE_ARGS,
+        "settings": {"n_ctx": 2048, "n_threads": 2, "use_extra_bufts": False, "cmake_args": cmake_args,
                      "environment": REF_ENV,
                      "greedy": "argmax, ties to the lowest id",
                      "max_new_tokens": N_GREEDY},
-        "tokenize": tokenize_cases(llm, GEMMA_CASES, RAW_CASES),
+        "tokenize": tokenize_cases(llm, cases, RAW_CASES),
         "prompts": [],
     }
 
@@ -194,7 +249,7 @@ def make_gemma(model_path):
         order = np.argsort(-logits, kind="stable")[:k]
         return [[int(i), float(logits[i])] for i in order]
 
-    for p in PROMPTS:
+    for p in prompts:
         ids = llm.tokenize(p["text"].encode("utf-8"), add_bos=p["add_bos"], special=True)
         llm.reset()
         llm.eval(ids)
@@ -245,15 +300,16 @@ def write_json(name, data):
 # ---- interpreter selection ---------------------------------------------------------------------
 
 
-def ensure_ref_venv():
-    py = os.path.join(REF_VENV, "bin", "python")
+def ensure_ref_venv(ref):
+    cmake_args, venv = REFS[ref]
+    py = os.path.join(venv, "bin", "python")
     if not os.path.exists(py):
-        print(f"make-golden: creating {REF_VENV} (builds llama.cpp from source; this takes minutes)")
-        subprocess.check_call([sys.executable, "-m", "venv", REF_VENV])
+        print(f"make-golden: creating {venv} (builds llama.cpp from source; this takes minutes)")
+        subprocess.check_call([sys.executable, "-m", "venv", venv])
     probe = subprocess.run([py, "-c", "import llama_cpp, numpy, gguf; print(llama_cpp.__version__)"],
                            capture_output=True, text=True)
     if probe.returncode != 0 or probe.stdout.strip() != LLAMA_CPP_PYTHON_VERSION:
-        env = dict(os.environ, CMAKE_ARGS=REF_CMAKE_ARGS)
+        env = dict(os.environ, CMAKE_ARGS=cmake_args)
         subprocess.check_call([py, "-m", "pip", "install", "--no-cache-dir", "--no-binary", "llama-cpp-python",
                                f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "numpy", "gguf==0.19.0"], env=env)
     return py
@@ -261,21 +317,30 @@ def ensure_ref_venv():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--python", help="interpreter with llama_cpp, numpy and gguf (default: .venv-ref)")
-    ap.add_argument("--model", default=os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"))
-    ap.add_argument("--only", choices=["gemma", "bpe"])
+    ap.add_argument("--python", help="interpreter with llama_cpp, numpy and gguf (default: the --ref environment)")
+    ap.add_argument("--model", help="the model of --only gemma or qwen2 (default: models/<its file>)")
+    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe"])
+    ap.add_argument("--ref", choices=sorted(REFS), default="avx512",
+                    help="the reference build: avx512 (.venv-ref) or, on CPUs without AVX-512, avx2 (.venv-ref-avx2)")
     args = ap.parse_args()
 
     if not os.environ.get(CHILD_FLAG):
-        py = args.python or ensure_ref_venv()
+        py = args.python or ensure_ref_venv(args.ref)
         env = dict(os.environ, **{CHILD_FLAG: "1"}, **REF_ENV)
-        argv = [py, os.path.abspath(__file__), "--model", args.model] + (["--only", args.only] if args.only else [])
+        argv = [py, os.path.abspath(__file__), "--ref", args.ref] + (["--model", args.model] if args.model else []) + \
+            (["--only", args.only] if args.only else [])
         sys.exit(subprocess.call(argv, env=env))
 
-    if args.only in (None, "gemma"):
-        if not os.path.exists(args.model):
-            sys.exit(f"make-golden: {args.model} not found (run `make model`)")
-        write_json("golden_gemma3.json", make_gemma(args.model))
+    cmake_args = REFS[args.ref][0]
+    real = {"gemma": ("gemma-3-270m-q4_k_m.gguf", "golden_gemma3.json", GEMMA_CASES, PROMPTS),
+            "qwen2": ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "golden_qwen2.json", QWEN_CASES, QWEN_PROMPTS)}
+    for name, (file, out, cases, prompts) in real.items():
+        if args.only not in (None, name):
+            continue
+        path = args.model or os.path.join(ROOT, "models", file)
+        if not os.path.exists(path):
+            sys.exit(f"make-golden: {path} not found (run `make model`)")
+        write_json(out, make_real(path, cases, prompts, cmake_args))
     if args.only in (None, "bpe"):
         write_json("golden_bpe.json", make_bpe())
 

@@ -20,38 +20,30 @@ static plumb_status gemma3_load(plumb_model_t *m) {
     hp->rope_freq_scale_swa = 1.0f;
     hp->swa_period = 6;
     hp->n_ctx_train = 32768;
-    if ((st = plumb__model_common_hparams(m))) return st;
-    if ((st = plumb__model_u32(m, "attention.sliding_window", false, &hp->n_swa))) return st;
-    if ((st = plumb__model_f32(m, "final_logit_softcapping", false, &hp->final_softcap))) return st;
-    float factor = 0.0f;
-    if ((st = plumb__model_f32(m, "rope.scaling.factor", false, &factor))) return st;
-    if (factor > 0.0f) hp->rope_freq_scale = 1.0f / factor;
-    if (hp->n_swa < 0) return plumb__fail(PLUMB_E_FORMAT, "%s: negative sliding window", m->name);
-    int32_t vlen = hp->head_dim;
-    if ((st = plumb__model_u32(m, "attention.value_length", false, &vlen))) return st;
-    if (hp->head_dim <= 0 || hp->head_dim % 2 || vlen != hp->head_dim)
-        return plumb__fail(PLUMB_E_FORMAT, "%s: bad head size %d (value length %d)", m->name, hp->head_dim, vlen);
+    if ((st = plumb__model_common_hparams(m)) ||
+        (st = plumb__model_u32(m, "attention.sliding_window", false, &hp->n_swa)) ||
+        (st = plumb__model_f32(m, "final_logit_softcapping", false, &hp->final_softcap)) ||
+        (st = plumb__model_rope_scaling(m, &hp->rope_freq_scale)))
+        return st;
+    /* 0 (or absent) is no cap; a negative one would flip the sign of every logit */
+    if (hp->final_softcap < 0.0f)
+        return plumb__model_bad_key(m, "final_logit_softcapping", hp->final_softcap, "must be positive (or 0: none)");
     hp->n_rot = hp->head_dim;
     hp->rope_mode = PLUMB_ROPE_NEOX;
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     hp->embd_scale = sqrtf((float)hp->n_embd);
 
     const int64_t E = hp->n_embd;
-    int64_t ne[2] = {E, -1}, ne_e[1] = {E}, ne_hd[1] = {hp->head_dim};
-    if ((st = plumb__model_tensor(m, "token_embd.weight", 2, ne, false, &m->token_embd))) return st;
-    hp->n_vocab = (int32_t)m->token_embd->ne[1];
-    int64_t ne_out[2] = {E, hp->n_vocab};
-    if ((st = plumb__model_tensor(m, "output_norm.weight", 1, ne_e, false, &m->output_norm))) return st;
-    if ((st = plumb__model_tensor(m, "output.weight", 2, ne_out, true, &m->output))) return st;
+    if ((st = plumb__model_embeddings(m))) return st;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
     for (int il = 0; il < hp->n_layer; il++) {
         plumb_layer_weights *L = &m->layers[il];
         if ((st = plumb__model_common_layer(m, il, L)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_q_norm.weight", 1, ne_hd, false, &L->q_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "attn_k_norm.weight", 1, ne_hd, false, &L->k_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "post_attention_norm.weight", 1, ne_e, false, &L->post_attn_norm)) ||
-            (st = plumb__model_layer_tensor(m, il, "post_ffw_norm.weight", 1, ne_e, false, &L->post_ffn_norm)))
+            (st = plumb__model_layer_vector(m, il, "attn_q_norm.weight", hp->head_dim, false, &L->q_norm)) ||
+            (st = plumb__model_layer_vector(m, il, "attn_k_norm.weight", hp->head_dim, false, &L->k_norm)) ||
+            (st = plumb__model_layer_vector(m, il, "post_attention_norm.weight", E, false, &L->post_attn_norm)) ||
+            (st = plumb__model_layer_vector(m, il, "post_ffw_norm.weight", E, false, &L->post_ffn_norm)))
             return st;
     }
     return PLUMB_OK;

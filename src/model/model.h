@@ -54,24 +54,46 @@ struct plumb_model {
     int32_t n_weights, cap_weights;
     plumb_tensor *token_embd, *output_norm, *output, *rope_freqs;
     plumb_layer_weights *layers; /* [n_layer] */
-    char name[128];
+    char *name; /* the file's path (or the caller's name), for messages */
 };
 
+/* Makes a model of the opened file g, which it owns from here on (freed on failure too);
+ * name prefixes the messages. plumb_model_load_params opens the file and calls this; the
+ * model fuzzer calls it over bytes in memory. */
+plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_model_t **out);
+
 /* Looks up tensor `name` and checks its dims (ne[d] for d < n_dims; ne[d] <= 0 skips the
- * check of that dim). A missing tensor is an error unless optional, when *out is NULL. */
+ * check of that dim), that plumb computes with its type and that F32/F16/BF16 data sits on
+ * a multiple of its element size. A missing tensor is an error unless optional, when *out
+ * is NULL. */
 plumb_status plumb__model_tensor(plumb_model_t *m, const char *name, int n_dims, const int64_t *ne, bool optional,
                                  plumb_tensor **out);
 /* Formats "blk.%d.<suffix>" and calls plumb__model_tensor. */
 plumb_status plumb__model_layer_tensor(plumb_model_t *m, int il, const char *suffix, int n_dims, const int64_t *ne,
                                        bool optional, plumb_tensor **out);
+/* A weight applied element by element (norm weights, biases, rope_freqs): plumb__model_tensor
+ * of shape [n] that must also be F32, since those ops read it as floats. */
+plumb_status plumb__model_vector(plumb_model_t *m, const char *name, int64_t n, bool optional, plumb_tensor **out);
+plumb_status plumb__model_layer_vector(plumb_model_t *m, int il, const char *suffix, int64_t n, bool optional,
+                                       plumb_tensor **out);
 /* Reads "<arch>.<suffix>" as a count / float; missing: *out keeps the default unless
  * required. */
 plumb_status plumb__model_u32(const plumb_model_t *m, const char *suffix, bool required, int32_t *out);
 plumb_status plumb__model_f32(const plumb_model_t *m, const char *suffix, bool required, float *out);
 
+/* The error for key "<arch>.<suffix>" holding the out-of-range value v; why says what it
+ * must be. Returns PLUMB_E_FORMAT. */
+plumb_status plumb__model_bad_key(const plumb_model_t *m, const char *suffix, double v, const char *why);
+
 /* Reads the hyperparameters every architecture has (context, sizes, heads, norm epsilon,
- * rope base, head size) over the defaults the caller set, and checks them. */
+ * rope base, head size, value size) over the defaults the caller set, and checks them. */
 plumb_status plumb__model_common_hparams(plumb_model_t *m);
+/* Reads rope.scaling.type (absent, "none" or "linear") and rope.scaling.factor (absent or 0:
+ * none); sets *freq_scale to 1 / factor when there is one. */
+plumb_status plumb__model_rope_scaling(plumb_model_t *m, float *freq_scale);
+/* Looks up token_embd.weight [n_embd, n_vocab] (one row per token of the vocabulary, which
+ * sets hp.n_vocab), output_norm.weight and the optional output.weight. */
+plumb_status plumb__model_embeddings(plumb_model_t *m);
 /* Looks up layer il's attention and FFN weights and norms that every architecture has. */
 plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_weights *L);
 
@@ -81,7 +103,13 @@ plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor 
 plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
                                   plumb_tensor *x);
 
+/* The llama family's loader (with the RoPE mode of the architecture) and builder, for the
+ * architectures that are llama with other details. */
+plumb_status plumb__llama_load(plumb_model_t *m, int rope_mode);
+plumb_tensor *plumb__llama_build(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
+
 extern const plumb_arch plumb__arch_llama;
 extern const plumb_arch plumb__arch_gemma3;
+extern const plumb_arch plumb__arch_qwen2;
 
 #endif

@@ -135,17 +135,26 @@ plumb_status plumb_gen_tokenize_marked(const plumb_vocab_t *v, const char *text,
     *ids = malloc(cap * sizeof **ids);
     *n = 0;
     if (!*ids) return PLUMB_E_NOMEM;
+    plumb_status st = PLUMB_OK;
     for (int pass = 0; pass < 2; pass++) {
-        plumb_status st = parse_special && marks ? plumb_tokenize_marked(v, text, len, add_special, marks, n_marks, *ids, cap, n)
-                                                 : plumb_tokenize(v, text, len, add_special, parse_special, *ids, cap, n);
-        if (st != PLUMB_E_RANGE || pass) return st;
+        st = parse_special && marks ? plumb_tokenize_marked(v, text, len, add_special, marks, n_marks, *ids, cap, n)
+                                    : plumb_tokenize(v, text, len, add_special, parse_special, *ids, cap, n);
+        if (st != PLUMB_E_RANGE || pass) break;
         /* more tokens than bytes can only come from added specials */
         int32_t *grown = realloc(*ids, *n * sizeof **ids);
-        if (!grown) return PLUMB_E_NOMEM;
+        if (!grown) {
+            st = PLUMB_E_NOMEM;
+            break;
+        }
         *ids = grown;
         cap = *n;
     }
-    return PLUMB_OK;
+    if (st) { /* the caller owns *ids only on success */
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return st;
 }
 
 plumb_chat_format plumb_gen_chat_format(const plumb_model_t *m, const char *name) {

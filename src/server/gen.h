@@ -46,7 +46,8 @@ bool plumb_gen_append(char **buf, size_t *len, size_t *cap, const void *src, siz
 size_t plumb_gen_reuse_len(const int32_t *cached, size_t n_cached, const int32_t *ids, size_t n);
 
 /* Tokenizes text[0..len) with special tokens parsed (BOS added when add_special) into a
- * malloc'd *ids of *n tokens. PLUMB_E_NOMEM, or the tokenizer's status. */
+ * malloc'd *ids of *n tokens. PLUMB_E_NOMEM, or the tokenizer's status; on failure *ids is
+ * NULL. */
 plumb_status plumb_gen_tokenize(const plumb_vocab_t *v, const char *text, size_t len, bool add_special,
                                 int32_t **ids, size_t *n);
 /* The same with control tokens recognized nowhere (parse_special false), everywhere

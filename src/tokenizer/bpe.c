@@ -84,6 +84,8 @@ plumb_status plumb__bpe_init(plumb_vocab_t *v) {
         PCRE2_SIZE erroff;
         pcre2_code *re = pcre2_compile((PCRE2_SPTR)list[i], PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &erroff,
                                        NULL);
+        if (!re && err == PCRE2_ERROR_HEAP_FAILED) /* PCRE2 ran out of memory: the regex is fine */
+            return plumb__fail(PLUMB_E_NOMEM, "vocab: out of memory compiling pre-tokenizer regex %d", i);
         if (!re) {
             PCRE2_UCHAR msg[128];
             pcre2_get_error_message(err, msg, sizeof msg);

@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 E2E = Path(__file__).resolve().parent
 MODEL = REPO / "models" / "gemma-3-270m-q4_k_m.gguf"
+QWEN_MODEL = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 sys.path.insert(0, str(E2E))  # so tests can `import ggufcraft`
 
@@ -108,20 +109,31 @@ def gguf_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def real_model() -> Path:
-    """Path of models/gemma-3-270m-q4_k_m.gguf, downloaded with scripts/get-model.sh when
-    absent. Failing to get it fails the test (it is never skipped)."""
-    if MODEL.is_file():
-        return MODEL
+def _fetched(model: Path) -> Path:
+    """model (under models/), downloaded with scripts/get-model.sh when absent. Failing to get
+    it fails the test (it is never skipped)."""
+    if model.is_file():
+        return model
     script = REPO / "scripts" / "get-model.sh"
     try:
-        p = subprocess.run(["bash", str(script)], cwd=REPO, capture_output=True, timeout=1800)
+        p = subprocess.run(["bash", str(script), model.name], cwd=REPO, capture_output=True, timeout=1800)
         out = (p.stdout + p.stderr).decode("utf-8", "replace")
         ok = p.returncode == 0
     except (OSError, subprocess.TimeoutExpired) as e:
         out, ok = f"{script}: {e}", False
-    if not ok or not MODEL.is_file():
-        pytest.fail(f"the real model {MODEL} is missing and scripts/get-model.sh could not fetch it:\n{out}",
+    if not ok or not model.is_file():
+        pytest.fail(f"the real model {model} is missing and scripts/get-model.sh could not fetch it:\n{out}",
                     pytrace=False)
-    return MODEL
+    return model
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """models/gemma-3-270m-q4_k_m.gguf (Gemma 3 270M, pretrained)."""
+    return _fetched(MODEL)
+
+
+@pytest.fixture(scope="session")
+def qwen_model() -> Path:
+    """models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (qwen2, instruction-tuned)."""
+    return _fetched(QWEN_MODEL)

@@ -74,15 +74,17 @@ def _vocab(w, n_vocab, bpe=False):
 
 def write_model(path, arch, *, n_vocab=300, n_embd=64, n_layer=2, n_head=4, n_head_kv=2, n_ff=96,
                 head_dim=None, qtype=QT.F32, tied=True, rope_freqs=False, rope_scale=None,
-                n_swa=0, softcap=None, bpe=False, seed=0, drop=()):
-    """Writes a random-weight model and returns its hyperparameters and float weights."""
+                n_swa=0, softcap=None, bpe=False, embd_scale=0.5, seed=0, drop=()):
+    """Writes a random-weight model and returns its hyperparameters and float weights.
+    embd_scale is the standard deviation of the token embeddings: real llama models have
+    small ones (~0.02), which makes the first attention norm's epsilon matter."""
     rng = np.random.default_rng(seed)
     hd = head_dim or n_embd // n_head
     w = gguf.GGUFWriter(path, arch)
     hp = dict(arch=arch, n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
               n_head_kv=n_head_kv, n_ff=n_ff, hd=hd, eps=1e-6 if arch == "gemma3" else 1e-5,
               rope_base=10000.0 if arch == "llama" else 1e6, rope_scale=rope_scale,
-              n_swa=n_swa, softcap=softcap)
+              n_swa=n_swa, softcap=softcap, embd_scale=embd_scale)
     w.add_context_length(256)
     w.add_embedding_length(n_embd)
     w.add_block_count(n_layer)
@@ -119,7 +121,7 @@ def write_model(path, arch, *, n_vocab=300, n_embd=64, n_layer=2, n_head=4, n_he
         w.add_tensor(name, data, raw_dtype=raw)
         weights[name] = deq
 
-    add("token_embd.weight", (n_embd, n_vocab), 0.5, qtype)
+    add("token_embd.weight", (n_embd, n_vocab), embd_scale, qtype)
     add("output_norm.weight", (n_embd,), 0.1, offset=1.0)
     if not tied:
         add("output.weight", (n_embd, n_vocab), 0.2, qtype)

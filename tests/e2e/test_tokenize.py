@@ -183,3 +183,12 @@ def test_vocab_loads(plumb_lib, real_model):
             L.plumb_vocab_free(v)
     finally:
         L.plumb_gguf_free(g)
+
+
+def test_qwen_tokenization_matches_llama_cpp(plumb_bin, qwen_model):
+    """The real Qwen2.5 vocabulary (byte-level BPE, qwen2 pre-tokenizer, 151,936 tokens) on
+    the corpus plus code, CJK, emoji, ChatML and FIM markup (golden_qwen2.json)."""
+    golden = load("golden_qwen2.json")
+    assert golden["model"] == qwen_model.name
+    same, diffs = compare_all(plumb_bin, qwen_model, golden["tokenize"])
+    assert not diffs, f"{len(diffs)} of {same + len(diffs)} differ:\n" + "\n".join(diffs[:10])

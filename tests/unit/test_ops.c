@@ -2,7 +2,11 @@
  * the quantized dot product of every weight type (vs dequantize + float dot, within the
  * activation-quantization error), matmul batch invariance, RMS norm, RoPE (both modes),
  * masked attention with grouped KV heads and a sliding window, and the memory planner
- * (a graph computed with reused buffers equals the same ops computed one by one). */
+ * (a graph computed with reused buffers equals the same ops computed one by one).
+ *
+ * The kernel tests (KERNEL_TEST) check every kernel set this CPU runs and name each set for the
+ * run's "kernel sets:" line; a set the CPU lacks is reported NOT TESTED with the features it
+ * misses, and a test left with nothing to compare counts as skipped, not passed. */
 #include "test.h"
 
 #include "backend/backend.h"
@@ -27,12 +31,67 @@ static const int all_types[] = {PLUMB_TYPE_F32,  PLUMB_TYPE_F16,  PLUMB_TYPE_BF1
                                 PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q5_1, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q2_K, PLUMB_TYPE_Q3_K,
                                 PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q5_K, PLUMB_TYPE_Q6_K, PLUMB_TYPE_Q8_K};
 
+/* The kernel sets, in the order the "kernel sets:" line names them. */
+enum { KS_GENERIC, KS_AVX2, KS_AVX512VNNI, KS_COUNT };
+static const char *const ks_label[KS_COUNT] = {"generic", "avx2", "avx512vnni"};
+
+/* Appends the names of the missing features among n to buf, '/'-separated. */
+static void add_missing(char *buf, size_t size, const bool *have, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (!have[i]) {
+            const size_t len = strlen(buf);
+            snprintf(buf + len, size - len, "%s%s", len && buf[len - 1] != ' ' ? "/" : "", names[i]);
+        }
+}
+
+/* The kernel sets this machine runs, by KS_ index: NULL for one the CPU (or this build) lacks,
+ * which is named for the "kernel sets:" line with why. Also builds the f16 table. The
+ * features are checked here as well as in plumb__kernels_*(): a set whose features are
+ * missing must not be called even if a build hands it out. */
+static void kernel_sets(const plumb_kernel_set *out[KS_COUNT]) {
+    plumb__kernels_get();
+    const plumb_cpu_features *f = plumb_cpu_get();
+    const bool base[3] = {f->avx2, f->fma, f->f16c};
+    const bool wide[4] = {f->avx512f, f->avx512bw, f->avx512vl, f->avx512vnni};
+    static const char *const base_names[3] = {"AVX2", "FMA", "F16C"}, *const wide_names[4] = {"F", "BW", "VL", "VNNI"};
+    const bool has_base = base[0] && base[1] && base[2], has_wide = wide[0] && wide[1] && wide[2] && wide[3];
+    out[KS_GENERIC] = plumb__kernels_generic();
+    out[KS_AVX2] = has_base ? plumb__kernels_avx2() : NULL;
+    out[KS_AVX512VNNI] = has_base && has_wide ? plumb__kernels_avx512vnni() : NULL;
+    char why[96];
+    for (int i = 0; i < KS_COUNT; i++) {
+        if (out[i]) {
+            plumb_test_kernel_set(ks_label[i], ""); /* known; checked once a test says so */
+            continue;
+        }
+        if ((i == KS_AVX2 && has_base) || (i == KS_AVX512VNNI && has_base && has_wide)) {
+            plumb_test_kernel_set(ks_label[i], "not in this build");
+            continue;
+        }
+        snprintf(why, sizeof why, "CPU lacks ");
+        if (!has_base) add_missing(why, sizeof why, base, base_names, 3);
+        if (i == KS_AVX512VNNI && !has_wide) {
+            if (!has_base) strncat(why, ", ", sizeof why - strlen(why) - 1);
+            strncat(why, "AVX-512 ", sizeof why - strlen(why) - 1);
+            add_missing(why, sizeof why, wide, wide_names, 4);
+        }
+        plumb_test_kernel_set(ks_label[i], why);
+    }
+}
+
+/* Names set i as checked by the running test. */
+static void checked(int i) { plumb_test_kernel_set(ks_label[i], NULL); }
+
 /* Dot of a quantized row with quantized activations equals the float dot of the
  * dequantized row with the activations, up to the activations' 8-bit rounding: each
  * activation moves by at most d/2 = amax/254 of its block, so the error is bounded by
  * sum|w| * amax(x) / 254 (plus float rounding). */
-TEST(vec_dot_every_type_matches_dequantized_reference) {
-    const plumb_kernel_set *ks = plumb__kernels_get();
+KERNEL_TEST(vec_dot_every_type_matches_dequantized_reference) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
+    const plumb_kernel_set *ks = plumb__kernels_get(); /* the set the matmul uses */
+    for (int i = 0; i < KS_COUNT; i++)
+        if (sets[i] == ks) checked(i);
     for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
         int type = all_types[ti];
         for (int64_t n = 256; n <= 1024; n += 768) {
@@ -318,15 +377,16 @@ TEST(attention_gqa_causal_and_sliding_window) {
 
 /* Every SIMD kernel set against the generic reference, type by type, on odd row lengths:
  * the same integer block sums, so only float accumulation order may differ. */
-TEST(simd_kernels_match_generic) {
-    plumb__kernels_get(); /* builds the f16 table */
-    const plumb_kernel_set *ref = plumb__kernels_generic();
-    const plumb_kernel_set *sets[] = {plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
-    const plumb_cpu_features *f = plumb_cpu_get();
-    if (!(f->avx2 && f->fma && f->f16c)) sets[0] = sets[1] = NULL; /* this CPU cannot run them */
-    if (!(f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni)) sets[1] = NULL;
+KERNEL_TEST(simd_kernels_match_generic) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    const plumb_kernel_set *ref = all[KS_GENERIC];
+    const plumb_kernel_set *sets[] = {all[KS_AVX2], all[KS_AVX512VNNI]};
+    if (!sets[0] && !sets[1]) PLUMB_TEST_SKIP("no SIMD kernel set on this CPU to compare with generic");
+    checked(KS_GENERIC);
     for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
         if (!sets[si]) continue;
+        checked(si == 0 ? KS_AVX2 : KS_AVX512VNNI);
         for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
             int type = all_types[ti];
             /* float types also on lengths that leave vector tails */
@@ -401,14 +461,13 @@ static void dot_case_free(dot_case *d) { free(d->w), free(d->x), free(d->xsv), f
 
 /* The 4-row dot products give each row's one-row result bit for bit (the matmul uses either,
  * depending on the batch size, so this is what keeps results batch-invariant). */
-TEST(four_row_kernels_equal_one_row_kernels) {
-    plumb__kernels_get();
-    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_get()};
-    const plumb_cpu_features *f = plumb_cpu_get();
-    if (!(f->avx2 && f->fma && f->f16c)) sets[1] = NULL;
-    for (size_t si = 0; si < 3; si++) {
+KERNEL_TEST(four_row_kernels_equal_one_row_kernels) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
+    for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
+        checked((int)si);
         for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
             int type = all_types[ti];
             if (!ks->vec_dot4[type]) continue;
@@ -454,9 +513,9 @@ TEST(four_row_kernels_equal_one_row_kernels) {
  * that value: on a stride through all float
  * bit patterns, and at and next to every midpoint between two neighbouring halves (the ties,
  * which go to the even one), with odd lengths for the vector tails. */
-TEST(round_f16_matches_the_reference_conversion) {
-    plumb__kernels_get();
-    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+KERNEL_TEST(round_f16_matches_the_reference_conversion) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
     const size_t cap = 1 << 20;
     float *x = malloc(cap * sizeof *x), *y = malloc(cap * sizeof *y);
     size_t n = 0;
@@ -469,9 +528,10 @@ TEST(round_f16_matches_the_reference_conversion) {
         const float v[3] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY)};
         for (int k = 0; k < 3; k++) x[n++] = v[k], x[n++] = -v[k];
     }
-    for (size_t si = 0; si < 3; si++) {
+    for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
+        checked((int)si);
         uint16_t *h = malloc(n * sizeof *h);
         ks->f32_to_f16(x + 1, h + 1, (int64_t)n - 1);
         for (size_t i = 1; i < n; i++)
@@ -518,10 +578,11 @@ static void pv_by_definition(const float *p, size_t ps, int nh, const uint16_t *
  * generic set) with lengths that do and do not divide into 64-element steps; value products
  * (every set, against their definition) for 1 to 6 heads, head sizes that do and do not divide
  * into the kernels' chunks, fewer and more positions than lanes, windows that start anywhere. */
-TEST(attention_kernels_match_generic) {
-    plumb__kernels_get();
-    const plumb_kernel_set *g = plumb__kernels_generic();
-    const plumb_kernel_set *sets[] = {plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+KERNEL_TEST(attention_kernels_match_generic) {
+    const plumb_kernel_set *ksets[KS_COUNT];
+    kernel_sets(ksets);
+    const plumb_kernel_set *g = ksets[KS_GENERIC];
+    const plumb_kernel_set *sets[] = {ksets[KS_AVX2], ksets[KS_AVX512VNNI]};
     const int64_t lens[] = {1, 40, 64, 80, 100, 128, 256, 300};
     float q[300];
     uint16_t k[300];
@@ -587,7 +648,7 @@ TEST(attention_kernels_match_generic) {
                 }
         }
     }
-    const plumb_kernel_set *all[] = {g, sets[0], sets[1]};
+    const plumb_kernel_set *const *all = ksets; /* the value products: generic too */
     const int64_t hds[] = {256, 64, 8, 24, 40, 100, 3};
     /* spans past 256 positions take the value kernels more than one pass over the lanes */
     const int32_t spans[][2] = {{0, 0},   {0, 5},     {0, 63},   {0, 64},    {0, 199}, {7, 7},
@@ -598,9 +659,10 @@ TEST(attention_kernels_match_generic) {
     float *p = malloc((size_t)MAXH * PS * sizeof *p), want[MAXH * MAXHD], got[MAXH * MAXHD];
     for (size_t i = 0; i < (size_t)NPOS * 300; i++) v[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 5) - 2));
     for (size_t i = 0; i < (size_t)MAXH * PS; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
-    for (size_t si = 0; si < 3; si++) {
+    for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = all[si];
         if (!ks) continue;
+        checked((int)si);
         for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
             for (size_t sp = 0; sp < sizeof spans / sizeof spans[0]; sp++)
                 for (int nh = 1; nh <= MAXH; nh++) {
@@ -623,9 +685,9 @@ TEST(attention_kernels_match_generic) {
  * scale, bit for bit: 1 to 9 queries (whole groups of the kernels' and a rest), key counts
  * below, at and past their blocks, head sizes in whole 64-element steps and not, rows apart
  * by strides wider than a head. */
-TEST(attention_scores_match_attn_dot) {
-    plumb__kernels_get();
-    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+KERNEL_TEST(attention_scores_match_attn_dot) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
     enum { QS = 330, KS = 340, MAXQ = 9, MAXK = 37, OS = 40 };
     const int64_t hds[] = {256, 64, 128, 192, 320, 100, 3};
     float *q = malloc(sizeof(float) * QS * MAXQ), out[MAXQ * OS];
@@ -633,9 +695,10 @@ TEST(attention_scores_match_attn_dot) {
     for (int i = 0; i < QS * MAXQ; i++) q[i] = plumb__f16_table[plumb__fp32_to_fp16(frand() * ldexpf(1.0f, i % 9 - 4))];
     for (int i = 0; i < KS * MAXK; i++) k[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, i % 7 - 3));
     const float scale = 0.0625f * 1.1f;
-    for (size_t si = 0; si < 3; si++) {
+    for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
+        checked((int)si);
         for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
             for (int nq = 1; nq <= MAXQ; nq += 2)
                 for (int32_t nk = 1; nk <= MAXK; nk += 9) {
@@ -661,13 +724,14 @@ TEST(attention_scores_match_attn_dot) {
  * widened rows, small ones the originals. */
 /* hsum8 sums each set of eight lanes in the kernels' order, for any count (whole groups of
  * eight sets and a tail), on values whose sums depend on that order. */
-TEST(hsum8_follows_the_kernels_order) {
-    plumb__kernels_get();
-    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+KERNEL_TEST(hsum8_follows_the_kernels_order) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
     float x[8 * 21], got[21];
-    for (size_t si = 0; si < 3; si++) {
+    for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
+        checked((int)si);
         for (int rep = 0; rep < 50; rep++)
             for (int64_t n = 1; n <= 21; n += 4) {
                 for (int i = 0; i < 8 * n; i++) x[i] = frand() * ldexpf(1.0f, (i * 7 + rep) % 40 - 20);
@@ -683,13 +747,14 @@ TEST(hsum8_follows_the_kernels_order) {
     }
 }
 
-TEST(widened_rows_give_the_same_dots) {
-    plumb__kernels_get();
-    const plumb_kernel_set *sets[] = {plumb__kernels_generic(), plumb__kernels_avx2(), plumb__kernels_avx512vnni()};
+KERNEL_TEST(widened_rows_give_the_same_dots) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
     const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q6_K};
-    for (size_t si = 0; si < 3; si++) {
+    for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = sets[si];
         if (!ks) continue;
+        checked((int)si);
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
             const int type = types[ti];
             CHECK(ks->wide_dot[type] != NULL);
@@ -751,14 +816,13 @@ TEST(widened_rows_give_the_same_dots) {
 
 /* The AVX-512 VNNI set gives the AVX2 set's results bit for bit (the same int32 lanes, the
  * same float order), for every type and both the one-row and four-row kernels. */
-TEST(vnni_kernels_equal_avx2_kernels) {
-    plumb__kernels_get();
-    const plumb_cpu_features *f = plumb_cpu_get();
-    const plumb_kernel_set *a = plumb__kernels_avx2(), *b = plumb__kernels_avx512vnni();
-    if (!a || !b || !(f->avx2 && f->fma && f->f16c && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni)) {
-        CHECK(a == NULL || b == NULL || !f->avx512vnni); /* nothing to compare on this CPU */
-        return;
-    }
+KERNEL_TEST(vnni_kernels_equal_avx2_kernels) {
+    const plumb_kernel_set *sets[KS_COUNT];
+    kernel_sets(sets);
+    const plumb_kernel_set *a = sets[KS_AVX2], *b = sets[KS_AVX512VNNI];
+    if (!a || !b) PLUMB_TEST_SKIP(!a ? "no avx2 set on this CPU" : "no avx512vnni set on this CPU");
+    checked(KS_AVX2);
+    checked(KS_AVX512VNNI);
     for (size_t ti = 0; ti < sizeof all_types / sizeof all_types[0]; ti++) {
         int type = all_types[ti];
         for (int64_t n = 256; n <= 256 * 9; n += 256 * 4) {

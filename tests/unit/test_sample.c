@@ -1,7 +1,10 @@
 /* test_sample.c — unit tests of the sampler (src/sample/sampler.c): parameter checks,
  * greedy and top-k 1, reproducibility by seed, empirical distributions against the exact
  * softmax (full vocabulary, top-k by heap and by quickselect, top-p, min-p, temperature),
- * exclusion by top-p/min-p, penalties, NaN/inf logits, and a randomized smoke run. */
+ * exclusion by top-p/min-p, edges with known answers on every filter path (min_p 1 and a
+ * token exactly at the min-p boundary, top-k 1, tiny top-p, ties at the top-k and top-p
+ * cuts), penalties (their exact logits, with and without a history), NaN/inf logits, and a
+ * randomized smoke run. */
 #include "plumb.h"
 #include "test.h"
 #include "sample/argmax.h"
@@ -506,6 +509,188 @@ TEST(sample_defaults_distribution) {
     check_distribution(&p, logits, N, expect, 50000, "default chain");
 }
 
+/* ---- edges with known answers ---------------------------------------------------------- */
+
+/* The sampler's filter paths, each with its own min-p and top-p comparisons: top-k off (min-p
+ * alone on float weights, or top-p by exponent buckets), top-k by the heap (k <= 512) or by
+ * quickselect (k > 512), with top-p on or off. Top-p 0.99 is set where it keeps every
+ * min-p survivor, so that min-p alone decides; the vocabularies are EDGE_N tokens, the ones
+ * not named -inf (weight 0, never drawn). */
+enum { EDGE_N = 1000 };
+static const struct {
+    int32_t top_k;
+    float top_p;
+    const char *name;
+} edge_paths[] = {{0, 1.0f, "top-k off"},         {0, 0.99f, "top-k off, top-p"},
+                  {5, 1.0f, "top-k heap"},        {5, 0.99f, "top-k heap, top-p"},
+                  {600, 1.0f, "top-k quickselect"}, {600, 0.99f, "top-k quickselect, top-p"}};
+enum { N_EDGE_PATHS = sizeof edge_paths / sizeof edge_paths[0] };
+
+/* logits[] all -inf, expect[] all 0. */
+static void edge_init(float *logits, double *expect) {
+    for (int i = 0; i < EDGE_N; i++) logits[i] = -INFINITY, expect[i] = 0.0;
+}
+
+/* min_p = 1 keeps the tokens whose probability equals the max, every one of them when several
+ * tie (llama.cpp keeps logit >= max + log(min_p) = max, ties included), and not the token one
+ * float below the max. With the comparison strict, nothing would survive and the sampler would
+ * fall back to the lowest id of the max: tokens 3 and 5 would never come up. */
+TEST(sample_min_p_one_keeps_the_ties_at_the_max) {
+    static float logits[EDGE_N];
+    static double expect[EDGE_N];
+    edge_init(logits, expect);
+    logits[0] = 4.0f;
+    logits[1] = logits[3] = logits[5] = 5.0f;
+    logits[2] = nextafterf(5.0f, 0.0f); /* weight 1 - 5e-7 (x 1/T): below 1 on every path */
+    logits[6] = 1.0f;
+    expect[1] = expect[3] = expect[5] = 1.0 / 3.0;
+    for (int pi = 0; pi < N_EDGE_PATHS; pi++)
+        for (int ti = 0; ti < 2; ti++) {
+            plumb_sampler_params p = plain(ti ? 0.7f : 1.0f, 100 + pi);
+            p.min_p = 1.0f;
+            p.top_k = edge_paths[pi].top_k;
+            p.top_p = edge_paths[pi].top_p;
+            check_distribution(&p, logits, EDGE_N, expect, 6000, edge_paths[pi].name);
+        }
+}
+
+/* A token whose weight equals min_p exactly (p = min_p * p_max) is kept: min-p drops only
+ * what is below (llama.cpp: logit >= max + log(min_p)). The weights are exact on both kinds
+ * of path, at T = 1 with min_p = 1 - 2^-24 (a float):
+ *  - top-k on, weights exp(v - max) in double: the max is 2^-24, the boundary token -2^-49,
+ *    so v - max = -(2^-24 + 2^-49) exactly, and e^-(2^-24 + 2^-49) = 1 - 2^-24 + ~2^-74,
+ *    which rounds to 1 - 2^-24 (the next double is 2^-53 away);
+ *  - top-k off, float weights of v - max rounded to a float, -2^-24: e^-2^-24 = 1 - 2^-24 +
+ *    2^-49, 1 - 2^-24 to the nearest float (and from the sampler's polynomial exactly).
+ * The token at -2^-24 weighs e^-2^-23 < 1 - 2^-24 on both and is dropped. */
+TEST(sample_min_p_exact_boundary_is_kept) {
+    static float logits[EDGE_N];
+    static double expect[EDGE_N];
+    edge_init(logits, expect);
+    logits[0] = -1.0f;      /* weight 0.37: out */
+    logits[1] = -0x1p-49f;  /* weight exactly min_p: kept */
+    logits[2] = -0x1p-24f;  /* weight 1 - 2^-23: out */
+    logits[3] = 0x1p-24f;   /* the max */
+    expect[1] = expect[3] = 0.5; /* weights 1 - 2^-24 and 1 */
+    for (int pi = 0; pi < N_EDGE_PATHS; pi++) {
+        plumb_sampler_params p = plain(1.0f, 200 + pi);
+        p.min_p = nextafterf(1.0f, 0.0f);
+        p.top_k = edge_paths[pi].top_k;
+        p.top_p = edge_paths[pi].top_p;
+        check_distribution(&p, logits, EDGE_N, expect, 6000, edge_paths[pi].name);
+    }
+    CHECK(exp((double)logits[1] - (double)logits[3]) == (double)nextafterf(1.0f, 0.0f)); /* the premise */
+}
+
+/* top_k = 1 is the argmax even when the max is tied: the lowest id of it, as greedy picks
+ * (candidates rank by logit, then by lower id). llama.cpp's top-k sorts by logit alone, so
+ * which of tied tokens survives a cut is not defined there; plumb fixes it to the lowest ids. */
+TEST(sample_top_k_1_with_a_tied_max) {
+    static float logits[EDGE_N];
+    static double expect[EDGE_N];
+    edge_init(logits, expect);
+    for (int i = 0; i < 12; i++) logits[i] = (float)(i % 4);
+    logits[13] = logits[7] = logits[700] = 3.5f; /* the max, three times */
+    expect[7] = 1.0;
+    const float temps[] = {0.3f, 1.0f, 50.0f};
+    for (int ti = 0; ti < 3; ti++)
+        for (int pi = 0; pi < 2; pi++) {
+            plumb_sampler_params p = plain(temps[ti], 300 + ti);
+            p.top_k = 1;
+            p.top_p = pi ? 0.3f : 1.0f;
+            check_distribution(&p, logits, EDGE_N, expect, 300, "top-k 1, tied max");
+        }
+}
+
+/* Ties across the top-k cut keep the lowest ids, by the heap and by quickselect. */
+TEST(sample_top_k_ties_at_the_cut) {
+    static float logits[EDGE_N];
+    static double expect[EDGE_N];
+    /* heap: 3.0 (id 1), then 2.0 at ids 2, 3, 4: top-k 3 keeps ids 1, 2, 3 */
+    edge_init(logits, expect);
+    logits[0] = 1.0f, logits[1] = 3.0f, logits[2] = logits[3] = logits[4] = 2.0f, logits[5] = 0.0f;
+    const double z = exp(3.0) + 2.0 * exp(2.0);
+    expect[1] = exp(3.0) / z, expect[2] = expect[3] = exp(2.0) / z;
+    plumb_sampler_params p = plain(1.0f, 400);
+    p.top_k = 3;
+    check_distribution(&p, logits, EDGE_N, expect, 20000, "top-k 3, ties at the cut");
+    /* quickselect: 1.0 (id 999), 0.0 at ids 0..399, -1.0 at ids 400..998: top-k 600 keeps
+     * 999, 0..399 and the 199 lowest of the -1.0 ids, 400..598 */
+    for (int i = 0; i < EDGE_N; i++) logits[i] = i < 400 ? 0.0f : -1.0f, expect[i] = 0.0;
+    logits[999] = 1.0f;
+    const double zq = exp(1.0) + 400.0 + 199.0 * exp(-1.0);
+    for (int i = 0; i < 599; i++) expect[i] = (i < 400 ? 1.0 : exp(-1.0)) / zq;
+    expect[999] = exp(1.0) / zq;
+    p = plain(1.0f, 401);
+    p.top_k = 600;
+    check_distribution(&p, logits, EDGE_N, expect, 40000, "top-k 600, ties at the cut");
+}
+
+/* top_p = 1e-6 keeps only the top token (the first one already reaches the mass; llama.cpp
+ * keeps at least one), on every path and temperature; a tied top gives the lowest id. */
+TEST(sample_top_p_tiny_keeps_only_the_top) {
+    static float logits[EDGE_N];
+    const float temps[] = {0.2f, 1.0f, 4.0f};
+    for (int pi = 0; pi < N_EDGE_PATHS; pi += 2) /* the top-k settings; top-p is set here */
+        for (int ti = 0; ti < 3; ti++) {
+            plumb_sampler_params p = plain(temps[ti], 500 + pi * 3 + ti);
+            p.top_k = edge_paths[pi].top_k;
+            p.top_p = 1e-6f;
+            plumb_sampler_t *s = make(&p, EDGE_N);
+            if (!s) return;
+            for (int round = 0; round < 20; round++) {
+                int32_t want = 0;
+                for (int i = 0; i < EDGE_N; i++) {
+                    logits[i] = (float)(tuniform() * 4.0);
+                    if (logits[i] > logits[want]) want = i;
+                }
+                if (round % 2) { /* tie the top at a higher id and at a lower one */
+                    logits[EDGE_N - 1] = logits[want];
+                    if (want > 0) logits[want / 2] = logits[want], want /= 2;
+                }
+                for (int k = 0; k < 10; k++) CHECK_EQ_INT(plumb_sampler_sample(s, logits), want);
+            }
+            plumb_sampler_free(s);
+        }
+}
+
+/* Top-p keeps the smallest prefix, in rank order, whose mass reaches top_p (llama.cpp: the
+ * first i with cum_sum >= p), the prefix ending inside a group of ties taking their lowest
+ * ids. Four tokens tied at the top with everything else -inf weigh exactly 1 each, so the
+ * sums are exact and the boundary is met with equality: top_p 0.5 reaches 2 = 0.5 * 4 with
+ * two tokens, not three. */
+TEST(sample_top_p_ties_at_the_cut) {
+    static float logits[EDGE_N];
+    static double expect[EDGE_N];
+    const int32_t ks[] = {0, 6, 600};
+    const struct {
+        float top_p;
+        int kept;
+    } cuts[] = {{0.25f, 1}, {0.5f, 2}, {0x1.000002p-1f /* just above 0.5 */, 3}, {0.75f, 3}, {0.76f, 4}};
+    const int32_t tied[4] = {1, 3, 4, 5};
+    for (int ki = 0; ki < 3; ki++)
+        for (int ci = 0; ci < 5; ci++) {
+            edge_init(logits, expect);
+            for (int j = 0; j < 4; j++) logits[tied[j]] = 3.0f;
+            for (int j = 0; j < cuts[ci].kept; j++) expect[tied[j]] = 1.0 / cuts[ci].kept;
+            plumb_sampler_params p = plain(1.0f, 600 + ki * 5 + ci);
+            p.top_k = ks[ki];
+            p.top_p = cuts[ci].top_p;
+            check_distribution(&p, logits, EDGE_N, expect, 4000, "top-p, tied top");
+        }
+    /* the cut inside a lower group: 0.4 at id 3, 0.2 at ids 0, 2, 5: top_p 0.7 takes 0.4 +
+     * 0.2 + 0.2, ids 3, 0, 2 */
+    for (int ki = 0; ki < 3; ki++) {
+        edge_init(logits, expect);
+        logits[3] = logf(2.0f), logits[0] = logits[2] = logits[5] = 0.0f;
+        expect[3] = 0.5, expect[0] = expect[2] = 0.25;
+        plumb_sampler_params p = plain(1.0f, 620 + ki);
+        p.top_k = ks[ki];
+        p.top_p = 0.7f;
+        check_distribution(&p, logits, EDGE_N, expect, 20000, "top-p, ties at the cut");
+    }
+}
+
 /* ---- penalties ----------------------------------------------------------------------- */
 
 /* Greedy choice between token 0 and token 1 (2 tokens) after accepting `hist`. */
@@ -609,6 +794,136 @@ TEST(sample_penalty_window) {
     plumb_sampler_reset(s); /* history gone: all equal, lowest id */
     CHECK_EQ_INT(plumb_sampler_sample(s, logits), 0);
     plumb_sampler_free(s);
+}
+
+/* Pins the logit token t has after the penalties (params p, history hist) to exactly `want`,
+ * with t's logit `base` and every other token -inf but a rival with a higher id that no
+ * history holds. Greedy with the rival at `want` picks t (ties go to the lower id), so t's
+ * logit is >= want; with the rival one float above `want` it picks the rival, so t's logit is
+ * below that float: it is `want`. */
+static void check_penalized(int line, plumb_sampler_params p, const int32_t *hist, int n_hist, int32_t t, float base,
+                            float want) {
+    enum { N = 16, RIVAL = N - 1 };
+    float logits[N];
+    p.temperature = 0.0f;
+    plumb_sampler_t *s = make(&p, N);
+    if (!s) return;
+    for (int i = 0; i < n_hist; i++) plumb_sampler_accept(s, hist[i]);
+    for (int i = 0; i < N; i++) logits[i] = -INFINITY;
+    logits[t] = base;
+    logits[RIVAL] = want;
+    const int32_t at = plumb_sampler_sample(s, logits);
+    logits[RIVAL] = nextafterf(want, INFINITY);
+    const int32_t above = plumb_sampler_sample(s, logits);
+    if (at != t || above != RIVAL)
+        plumb_test_fail(__FILE__, line, "token %d, logit %g: penalized logit is %s %g", (int)t, (double)base,
+                        at != t ? "below" : "above", (double)want);
+    plumb_sampler_free(s);
+}
+#define CHECK_PENALIZED(p, hist, n_hist, t, base, want) check_penalized(__LINE__, p, hist, n_hist, t, base, want)
+
+/* The penalized logits themselves, on values where every step is exact in binary: repeat
+ * penalty 1.25 divides a positive logit and multiplies a negative one (llama.cpp), once per
+ * token however often it occurs; then count * frequency + presence is subtracted. History
+ * 3, 1, 3, 3, 0, 5: counts 3 for token 3, 1 for tokens 0, 1, 5. */
+TEST(sample_penalties_exact_logits) {
+    const int32_t hist[6] = {3, 1, 3, 3, 0, 5};
+    const float base[6] = {0.0f, -2.0f, 1.5f, 5.0f, -1.0f, 2.5f};
+    plumb_sampler_params p = plain(0.0f, 1);
+    p.repeat_penalty = 1.25f;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    const int32_t windows[2] = {-1, 64}; /* the whole history, and a window holding all of it */
+    for (int wi = 0; wi < 2; wi++) {
+        p.repeat_last_n = windows[wi];
+        const float want[6] = {
+            0.0f * 1.25f - (0.25f + 0.5f),          /* -0.75: zero is multiplied, stays 0 */
+            -2.0f * 1.25f - (0.25f + 0.5f),         /* -3.25 */
+            1.5f,                                   /* not in the history */
+            5.0f / 1.25f - (3 * 0.25f + 0.5f),      /* 2.75 */
+            -1.0f,                                  /* not in the history */
+            2.5f / 1.25f - (0.25f + 0.5f),          /* 1.25 */
+        };
+        for (int t = 0; t < 6; t++) CHECK_PENALIZED(p, hist, 6, t, base[t], want[t]);
+    }
+    /* a window of 3 holds 3, 0, 5; of 4, 3, 3, 0, 5 */
+    p.repeat_last_n = 3;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 3.25f);
+    CHECK_PENALIZED(p, hist, 6, 1, -2.0f, -2.0f);
+    CHECK_PENALIZED(p, hist, 6, 0, 0.0f, -0.75f);
+    CHECK_PENALIZED(p, hist, 6, 5, 2.5f, 1.25f);
+    p.repeat_last_n = 4;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 3.0f);
+    CHECK_PENALIZED(p, hist, 6, 1, -2.0f, -2.0f);
+    /* each penalty alone */
+    p = plain(0.0f, 1);
+    p.repeat_penalty = 1.25f;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 4.0f);
+    CHECK_PENALIZED(p, hist, 6, 1, -2.0f, -2.5f);
+    CHECK_PENALIZED(p, hist, 6, 0, 0.0f, 0.0f);
+    p.repeat_penalty = 3.0f; /* a true division, rounded once: 5 * (1/3) would round up */
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 5.0f / 3.0f);
+    CHECK(5.0f / 3.0f != 5.0f * (1.0f / 3.0f));
+    p.repeat_penalty = 0.5f; /* below 1: favours repeats */
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 10.0f);
+    CHECK_PENALIZED(p, hist, 6, 1, -2.0f, -1.0f);
+    p = plain(0.0f, 1);
+    p.frequency_penalty = 0.25f;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 4.25f);
+    CHECK_PENALIZED(p, hist, 6, 1, -2.0f, -2.25f);
+    p.frequency_penalty = -0.25f;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 5.75f);
+    p = plain(0.0f, 1);
+    p.presence_penalty = 0.5f;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 4.5f);
+    CHECK_PENALIZED(p, hist, 6, 1, -2.0f, -2.5f);
+    CHECK_PENALIZED(p, hist, 6, 2, 1.5f, 1.5f);
+    p.presence_penalty = -0.5f;
+    CHECK_PENALIZED(p, hist, 6, 3, 5.0f, 5.5f);
+}
+
+/* With no history the penalties change nothing: each logit stays as it is, and a penalized
+ * sampler draws exactly the tokens an unpenalized one with the same seed draws (its one
+ * random number per call goes through the same weights). The same with a history and the
+ * window off (repeat_last_n 0), and after reset. */
+TEST(sample_penalties_empty_history_change_nothing) {
+    plumb_sampler_params p = plain(0.0f, 1);
+    p.repeat_penalty = 1.25f;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    const float base[4] = {0.0f, -2.0f, 1.5f, 5.0f};
+    for (int t = 0; t < 4; t++) CHECK_PENALIZED(p, NULL, 0, t, base[t], base[t]);
+    const int32_t hist[3] = {0, 1, 3};
+    p.repeat_last_n = 0;
+    for (int t = 0; t < 4; t++) CHECK_PENALIZED(p, hist, 3, t, base[t], base[t]);
+
+    enum { N = 64, DRAWS = 3000 };
+    static float logits[N];
+    for (int i = 0; i < N; i++) logits[i] = (float)(tuniform() * 6.0 - 3.0);
+    for (int variant = 0; variant < 3; variant++) {
+        plumb_sampler_params q = plumb_sampler_default_params(), r;
+        q.top_k = variant == 2 ? 0 : 20;
+        q.min_p = 0.01f;
+        q.seed = 700 + variant;
+        r = q;
+        r.repeat_penalty = 1.3f;
+        r.presence_penalty = 0.7f;
+        r.frequency_penalty = -0.2f;
+        r.repeat_last_n = variant == 1 ? 0 : 64;
+        plumb_sampler_t *plainer = make(&q, N), *pen = make(&r, N);
+        if (!plainer || !pen) return;
+        if (variant == 1) /* a history, but the window is off */
+            for (int i = 0; i < 40; i++) plumb_sampler_accept(pen, i);
+        if (variant == 2) { /* a history, then reset */
+            for (int i = 0; i < 40; i++) plumb_sampler_accept(pen, i);
+            plumb_sampler_reset(pen);
+        }
+        int differ = 0;
+        for (int i = 0; i < DRAWS; i++) differ += plumb_sampler_sample(plainer, logits) != plumb_sampler_sample(pen, logits);
+        CHECK_EQ_INT(differ, 0);
+        plumb_sampler_free(plainer);
+        plumb_sampler_free(pen);
+    }
 }
 
 TEST(sample_penalized_distribution) {

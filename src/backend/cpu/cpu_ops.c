@@ -245,13 +245,17 @@ static void gelu_f16_init(void) {
         gelu_f16_table[i] = plumb__f16_table[plumb__fp32_to_fp16(gelu_tanh(plumb__f16_table[i]))];
 }
 
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+/* SiLU as the reference engine computes it: x / (1 + e^-x) with its vectorized e^x
+ * (plumb__exp_poly) over each row in groups of 16 lanes, and libm's expf for the row's last
+ * n % 16 elements, its scalar tail. Which one an element gets depends on its column. */
+static inline float silu(float x, bool lane) { return x / (1.0f + (lane ? plumb__exp_poly(-x) : expf(-x))); }
 
 static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const float *x = n->src[0]->data;
     const float *y = n->src[1] ? n->src[1]->data : NULL;
     float *o = n->data;
     const float f = n->fparams[0];
+    const int64_t ne0 = n->ne[0], lanes = ne0 - ne0 % 16; /* a row's columns in whole groups of 16 */
     int64_t lo, hi;
     split(plumb_tensor_nelements(n), ith, nth, &lo, &hi);
     switch (n->op) {
@@ -259,13 +263,13 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         for (int64_t i = lo; i < hi; i++) o[i] = x[i] * f;
         break;
     case PLUMB_OP_SILU:
-        for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i]);
+        for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i], i % ne0 < lanes);
         break;
     case PLUMB_OP_GELU_TANH:
         for (int64_t i = lo; i < hi; i++) o[i] = gelu_tanh(x[i]);
         break;
     case PLUMB_OP_SILU_MUL:
-        for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i]) * y[i];
+        for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i], i % ne0 < lanes) * y[i];
         break;
     case PLUMB_OP_GELU_MUL:
         pthread_once(&gelu_f16_once, gelu_f16_init);

@@ -99,9 +99,10 @@ static inline float plumb__sum16(const float *a) {
     return (t4[0] + t4[2]) + (t4[1] + t4[3]);
 }
 
-/* e^x for x <= 0 (softmax arguments): x = n ln2 + b, e^b by a degree-5 polynomial, times 2^n
+/* e^x (softmax arguments, which are <= 0, and SiLU's): x = n ln2 + b, e^b by a degree-5 polynomial, times 2^n
  * rounded once (as ldexpf); fmaf is exact, so every build gives the same bits. */
 static inline float plumb__exp_poly(float x) {
+    if (x != x) return x; /* NaN in, NaN out (and no NaN converted to an integer below) */
     const float shift = 0x1.8p23f;
     const float z = fmaf(x, 0x1.715476p+0f, shift);
     const float n = z - shift;
