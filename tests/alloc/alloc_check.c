@@ -15,6 +15,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "real_alloc.h"
+
 #include "plumb.h"
 
 #include <stdatomic.h>
@@ -25,14 +27,6 @@
 
 static atomic_long n_allocs;
 
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t s);
-void *__real_realloc(void *p, size_t n);
-void *__real_aligned_alloc(size_t a, size_t n);
-int __real_posix_memalign(void **p, size_t a, size_t n);
-char *__real_strdup(const char *s);
-char *__real_strndup(const char *s, size_t n);
-void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 
 void *__wrap_malloc(size_t n) {
     atomic_fetch_add(&n_allocs, 1);

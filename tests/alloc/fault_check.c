@@ -32,6 +32,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "real_alloc.h"
+
 #include "plumb.h"
 #include "server/gen.h"
 #include "server/request.h"
@@ -113,14 +115,6 @@ static bool should_fail(int kind, void *site, int flags) {
 
 #define SITE __builtin_return_address(0)
 
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t s);
-void *__real_realloc(void *p, size_t n);
-void *__real_aligned_alloc(size_t a, size_t n);
-int __real_posix_memalign(void **p, size_t a, size_t n);
-char *__real_strdup(const char *s);
-char *__real_strndup(const char *s, size_t n);
-void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 int __real_munmap(void *addr, size_t len);
 int __real_madvise(void *addr, size_t len, int advice);
 int __real_mprotect(void *addr, size_t len, int prot);
