@@ -513,6 +513,73 @@ PLUMB_API plumb_status plumb_chat_apply_marked(plumb_chat_format f, const plumb_
                                                bool add_bos, bool add_generation_prompt, char **out, size_t *out_len,
                                                plumb_span **marks, size_t *n_marks);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Jinja chat templates                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Caps on what rendering one template may take. Templates come from model files, so they are
+ * untrusted: going over a cap fails the render with PLUMB_E_RANGE instead of using unbounded
+ * time or memory. A field left 0 takes its default. */
+typedef struct plumb_template_limits {
+    size_t max_output;       /* bytes of rendered text, and of any one string built on the way;
+                                default 4 MiB */
+    size_t max_memory;       /* bytes the renderer holds at once (syntax tree, values); 64 MiB */
+    uint32_t max_depth;      /* nesting of blocks and brackets in the template and of macro
+                                calls; values (JSON or built) may nest 4 x max_depth; 64 (at
+                                most 256: recursion runs on the caller's stack) */
+    uint64_t max_iterations; /* for-loop iterations plus items walked by filters, over the
+                                whole render; 1,000,000 */
+    uint64_t max_work;       /* work over the whole render, which bounds its time: a byte
+                                allocated or scanned counts 1, a value compared 8, an
+                                expression evaluated 32; 2^30 (about a second) */
+} plumb_template_limits;
+
+/* The defaults above. */
+PLUMB_API plumb_template_limits plumb_template_default_limits(void);
+
+/* Renders a Jinja chat template (a GGUF's tokenizer.chat_template) exactly as Hugging Face's
+ * apply_chat_template does with jinja2 (sandboxed, trim_blocks and lstrip_blocks, HF's tojson,
+ * raise_exception and strftime_now; the loop controls break/continue and HF's
+ * {% generation %} block), over the variables in vars_json: a JSON object such as
+ * {"messages": [...], "tools": [...], "add_generation_prompt": true, "bos_token": "<s>"}.
+ * A variable absent from it is undefined to the template; pass null for "defined but None",
+ * as apply_chat_template does for tools and documents. vars_json NULL (or vars_len 0): no
+ * variables. Both texts must be UTF-8 (the template's line ends are normalized and one final
+ * newline is dropped, as jinja2 does).
+ *
+ * On success *out is the rendered text, NUL-terminated, *out_len its length (without the
+ * NUL); the caller frees *out with free(). When marks is not NULL, *marks (malloc'd; free()
+ * it; NULL when *n_marks is 0) lists the byte ranges of *out that came from the template's
+ * own text: its literal text and its string literals, followed through concatenation,
+ * filters, slicing and macros. Bytes that come from the variables (message contents, tool
+ * definitions, JSON written by tojson) are never inside a mark, so tokenizing *out with
+ * plumb_tokenize_marked(..., *marks, *n_marks, ...) keeps a message that spells a control
+ * token from forging one. Two kinds of variable text count as the template's own, because
+ * templates build control tokens from them: the special-token variables bos_token, eos_token,
+ * unk_token, pad_token, sep_token, cls_token and mask_token (the model's own control-token
+ * texts, which Hugging Face passes the same way), and a messages[i].role that is one of
+ * system, user, assistant, tool, tool_results, ipython, developer, function, model (Phi-4
+ * writes '<|' + role + '|>'). So never let untrusted input set those variables, and refuse
+ * other roles before rendering. The spans are sorted, do not overlap, and adjacent ones are
+ * merged.
+ *
+ * Errors (nothing is returned, *out NULL): PLUMB_E_UNSUPPORTED for a construct plumb does not
+ * implement or a template jinja2 would reject as syntax; PLUMB_E_INVALID_ARG for vars_json that
+ * is not a JSON object of valid UTF-8, for a template that is not UTF-8, and for a render that
+ * jinja2 would fail at run time (raise_exception, an undefined value used, a type error);
+ * PLUMB_E_RANGE for a cap of `limits` (NULL: the defaults) or an integer past 64 bits;
+ * PLUMB_E_NOMEM. plumb_last_error() names the template's line:column and the construct, or
+ * gives raise_exception's message. Thread-safe: calls share no state. */
+PLUMB_API plumb_status plumb_template_render(const char *tmpl, size_t tmpl_len, const char *vars_json,
+                                             size_t vars_len, const plumb_template_limits *limits, char **out,
+                                             size_t *out_len, plumb_span **marks, size_t *n_marks);
+
+/* Parses a template without rendering it: PLUMB_OK when plumb_template_render can run it
+ * (a run may still fail on the variables it gets), else the status and message a render would
+ * give for its syntax. Cheap enough to call when a model is loaded, to decide whether to use
+ * the model's template. */
+PLUMB_API plumb_status plumb_template_check(const char *tmpl, size_t tmpl_len, const plumb_template_limits *limits);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,17 @@ llama-cpp-python built from source) and writes:
       * tokenization of BPE_CASES with the synthetic BPE vocabularies that
         tests/e2e/make_bpe_vocab.py writes (deterministically; here into a temporary folder),
         one per pre-tokenizer.
+  tests/e2e/data/golden_moe.json
+      * for each synthetic mixture-of-experts model that tests/e2e/make_moe_models.py writes
+        (deterministically; here into a temporary folder; its SHA-256 recorded) and each of its
+        prompts: the greedy continuation of N_MOE_GREEDY tokens and the top-10 (id, logit) at
+        every position of prompt + continuation (logits_all: the prompt as one batch, then
+        token by token).
+  tests/e2e/data/golden_arch.json
+      * the same for the synthetic qwen3, gemma2 and phi3 models that
+        tests/e2e/make_arch_models.py writes (with the real tokenizers of the models in
+        models/), over ARCH_PROMPTS tokenized by llama.cpp: prompt ids, N_ARCH_GREEDY greedy
+        tokens, the top-10 (id, logit) at every position.
 
 How to rebuild the reference:
   python3 scripts/make-golden.py
@@ -24,7 +35,7 @@ How to rebuild the reference:
       takes several minutes — then runs itself inside it;
   python3 scripts/make-golden.py --python /path/to/python
       runs with an interpreter that already has llama_cpp, numpy and gguf.
-  Options: --only gemma|qwen2|bpe, --model PATH (for --only gemma/qwen2; default the file
+  Options: --only gemma|qwen2|bpe|moe|arch, --model PATH (for --only gemma/qwen2; default the file
   `make model` fetches into models/), --ref avx512|avx2 (the reference's instruction sets:
   .venv-ref is built for AVX-512 machines, .venv-ref-avx2 for the others; the golden file
   records which in settings.cmake_args).
@@ -288,6 +299,115 @@ def make_bpe():
     return result
 
 
+N_MOE_GREEDY = 20
+
+
+def make_moe(cmake_args):
+    os.environ.update(REF_ENV)
+    import llama_cpp
+    import numpy as np
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import make_moe_models
+
+    plain_cpu_kernels()
+    result = {"generator": "scripts/make-golden.py", "reference": version_info(),
+              "model_generator": "tests/e2e/make_moe_models.py",
+              "settings": {"n_ctx": 256, "n_threads": 2, "use_extra_bufts": False, "logits_all": True,
+                           "cmake_args": cmake_args, "environment": REF_ENV,
+                           "greedy": "argmax, ties to the lowest id", "n_greedy": N_MOE_GREEDY},
+              "models": {}}
+
+    def top(llm, i, k=10):
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, i)
+        logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
+        order = np.argsort(-logits, kind="stable")[:k]
+        return [[int(t), float(logits[t])] for t in order]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in make_moe_models.build_all(tmp).items():
+            llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+            entry = {"file": path.name, "sha256": make_moe_models.sha256(path), "prompts": []}
+            for ids in make_moe_models.PROMPTS:
+                llm.reset()
+                llm.eval(ids)
+                rows = [top(llm, i) for i in range(len(ids))]
+                greedy = []
+                for _ in range(N_MOE_GREEDY):
+                    greedy.append(rows[-1][0][0])
+                    llm.eval([greedy[-1]])
+                    rows.append(top(llm, 0))
+                entry["prompts"].append({"prompt_ids": list(ids), "greedy_ids": greedy, "top10": rows})
+            result["models"][name] = entry
+            del llm
+    return result
+
+
+N_ARCH_GREEDY = 20
+ARCH_N_CTX = 2048  # > the phi3 model's original_context_length 1024: its long RoPE factors
+ARCH_PROMPTS = {  # by the vocabulary the model carries (make_arch_models.MODELS[...]["vocab"])
+    "qwen": [
+        {"name": "capital", "text": "The capital of France is", "add_bos": True},
+        {"name": "code", "text": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+         "add_bos": True},
+        {"name": "chatml", "text": QWEN_CHAT.format(system="You are a helpful assistant.",
+                                                    user="Write a haiku about the sea."), "add_bos": True},
+        {"name": "chinese", "text": "机器学习是人工智能的一个分支。深度学习使用多层神经网络。", "add_bos": True},
+    ],
+    "gemma": [
+        {"name": "capital", "text": "The capital of France is", "add_bos": True},
+        {"name": "story", "text": "Once upon a time, in a small village by the sea,", "add_bos": True},
+        {"name": "chat", "text": GEMMA_CHAT.format(user="What is the capital of Japan?"), "add_bos": False},
+        {"name": "count", "text": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "add_bos": True},
+    ],
+}
+
+
+def make_arch(cmake_args):
+    os.environ.update(REF_ENV)
+    import hashlib
+    import llama_cpp
+    import numpy as np
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    import make_arch_models
+
+    plain_cpu_kernels()
+    result = {"generator": "scripts/make-golden.py", "reference": version_info(),
+              "model_generator": "tests/e2e/make_arch_models.py",
+              "settings": {"n_ctx": ARCH_N_CTX, "n_threads": 2, "use_extra_bufts": False, "logits_all": True,
+                           "cmake_args": cmake_args, "environment": REF_ENV,
+                           "greedy": "argmax, ties to the lowest id", "n_greedy": N_ARCH_GREEDY},
+              "models": {}}
+
+    def top(llm, i, k=10):
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, i)
+        logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
+        order = np.argsort(-logits, kind="stable")[:k]
+        return [[int(t), float(logits[t])] for t in order]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in make_arch_models.build_all(tmp).items():
+            spec = make_arch_models.MODELS[name]
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            llm = llama_cpp.Llama(model_path=path, n_ctx=ARCH_N_CTX, n_threads=2, logits_all=True, verbose=False)
+            entry = {"file": os.path.basename(path), "sha256": digest, "arch": spec["arch"],
+                     "n_vocab": llm.n_vocab(), "prompts": []}
+            for p in ARCH_PROMPTS[spec["vocab"]]:
+                ids = llm.tokenize(p["text"].encode("utf-8"), add_bos=p["add_bos"], special=True)
+                llm.reset()
+                llm.eval(ids)
+                rows = [top(llm, i) for i in range(len(ids))]
+                greedy = []
+                for _ in range(N_ARCH_GREEDY):
+                    greedy.append(rows[-1][0][0])
+                    llm.eval([greedy[-1]])
+                    rows.append(top(llm, 0))
+                entry["prompts"].append({**p, "prompt_ids": list(ids), "greedy_ids": greedy, "top10": rows})
+            result["models"][name] = entry
+            del llm
+    return result
+
+
 def write_json(name, data):
     path = os.path.join(ROOT, "tests", "e2e", "data", name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -319,7 +439,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--python", help="interpreter with llama_cpp, numpy and gguf (default: the --ref environment)")
     ap.add_argument("--model", help="the model of --only gemma or qwen2 (default: models/<its file>)")
-    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe"])
+    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe", "moe", "arch"])
     ap.add_argument("--ref", choices=sorted(REFS), default="avx512",
                     help="the reference build: avx512 (.venv-ref) or, on CPUs without AVX-512, avx2 (.venv-ref-avx2)")
     args = ap.parse_args()
@@ -343,6 +463,10 @@ def main():
         write_json(out, make_real(path, cases, prompts, cmake_args))
     if args.only in (None, "bpe"):
         write_json("golden_bpe.json", make_bpe())
+    if args.only in (None, "moe"):
+        write_json("golden_moe.json", make_moe(cmake_args))
+    if args.only in (None, "arch"):
+        write_json("golden_arch.json", make_arch(cmake_args))
 
 
 if __name__ == "__main__":

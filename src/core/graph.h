@@ -22,14 +22,22 @@ typedef enum plumb_op {
     PLUMB_OP_MUL,       /* out = src0 * src1 (broadcast likewise) */
     PLUMB_OP_SCALE,     /* out = src0 * f[0] */
     PLUMB_OP_RMS_NORM,  /* each row: x / sqrt(mean(x^2) + f[0]); then * src1 (row) when given */
-    PLUMB_OP_ROPE,      /* src0 [hd, n_head, T], src1 I32 positions [T], src2 optional freq factors */
-    PLUMB_OP_ATTN,      /* fused KV-cache write + masked softmax attention; see plumb_attn_params */
+    PLUMB_OP_ROPE,      /* src0 [hd, n_head, T], src1 I32 positions [T], src2 optional freq factors;
+                         * i[0] mode, i[1] n_rot, f[0] base, f[1] freq scale, f[2] attn factor
+                         * (scales cos and sin; 0 = 1) */
+    PLUMB_OP_ATTN,      /* fused KV-cache write + masked softmax attention; see plumb_attn_params;
+                         * f[0] softmax scale, f[1] logit soft-cap (0 = none) */
     PLUMB_OP_SILU,      /* out = x * sigmoid(x) */
     PLUMB_OP_GELU_TANH, /* out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
     PLUMB_OP_SILU_MUL,  /* out = silu(src0) * src1 (gated FFN) */
     PLUMB_OP_GELU_MUL,  /* out = gelu_tanh(src0) * src1 */
-    PLUMB_OP_SOFTCAP,   /* out = f[0] * tanh(x / f[0]) */
+    PLUMB_OP_SOFTCAP,   /* out = tanh(x * (1 / f[0])) * f[0] */
     PLUMB_OP_SOFT_MAX,  /* each row: softmax(x * f[0]) */
+    /* mixture of experts (typed builders below) */
+    PLUMB_OP_MUL_MAT_ID,     /* out[:, s, t] = src0[:, :, src2[s, t]] x src1[:, s % B, t] (plumb_graph_mul_mat_id) */
+    PLUMB_OP_TOP_K,          /* I32 out[:, r]: the indices of row r's k largest values, largest first */
+    PLUMB_OP_MOE_WEIGHTS,    /* out[s, t] = src0[src1[s, t], t], renormalized and scaled (plumb_graph_moe_weights) */
+    PLUMB_OP_MOE_SUM,        /* out[:, t] = sum over s, in order, of src0[:, s, t] * src1[s, t] */
     PLUMB_OP_COUNT
 } plumb_op;
 
@@ -107,6 +115,23 @@ plumb_tensor *plumb_graph_op(plumb_graph *g, plumb_op op, int n_dims, const int6
                              plumb_tensor *b, plumb_tensor *c);
 plumb_tensor *plumb_graph_view(plumb_graph *g, plumb_tensor *src, int n_dims, const int64_t *ne);
 plumb_attn_params *plumb_graph_attn_params(plumb_graph *g);
+
+/* Mixture-of-experts builders (graph_moe.c); each asserts the shapes it is given.
+ * mul_mat_id: w [K, N, E] (any weight type, one [K, N] matrix per expert), x F32 [K, B, T]
+ * with B 1 (every slot reads the token's one row) or k, ids I32 [k, T] (each in [0, E));
+ * returns F32 [N, k, T]: slot s of token t is expert ids[s, t]'s matrix times x[:, s % B, t],
+ * each dot product the one MUL_MAT computes (the same kernels, so the same bits). Only the
+ * experts that ids names are read. */
+plumb_tensor *plumb_graph_mul_mat_id(plumb_graph *g, plumb_tensor *w, plumb_tensor *x, plumb_tensor *ids);
+/* I32 [k, rows]: the indices of the k largest values of each row of x (F32 [n, rows]), largest
+ * first, equal values by lower index. */
+plumb_tensor *plumb_graph_top_k(plumb_graph *g, plumb_tensor *x, int k);
+/* F32 [k, T]: probs[ids[s, t], t]; when norm, divided by their sum (added in double, rounded
+ * to float, at least 2^-14); then times scale unless scale is 0 or 1. */
+plumb_tensor *plumb_graph_moe_weights(plumb_graph *g, plumb_tensor *probs, plumb_tensor *ids, bool norm, float scale);
+/* F32 [n, T] from experts [n, k, T] and weights [k, T]: ((e0 w0 + e1 w1) + e2 w2) + ..., each
+ * product rounded before it is added. */
+plumb_tensor *plumb_graph_moe_sum(plumb_graph *g, plumb_tensor *experts, plumb_tensor *weights);
 
 /* Places every op output in g->pool, reusing memory of values no later node reads. If the
  * pool is too small it is grown (this happens while the largest batch is first seen, not

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const plumb_arch *const archs[] = {&plumb__arch_llama, &plumb__arch_gemma3, &plumb__arch_qwen2};
+static const plumb_arch *const archs[] = {&plumb__arch_llama, &plumb__arch_gemma3, &plumb__arch_qwen2,
+                                          &plumb__arch_qwen3, &plumb__arch_gemma2, &plumb__arch_phi3,
+                                          &plumb__arch_qwen3moe};
 
 /* The names of the registry, comma-separated, made once (the registry is constant). */
 static char supported[256];

@@ -18,13 +18,24 @@ typedef struct plumb_hparams {
     float attn_scale;                         /* applied to q before attention */
     float embd_scale;                         /* applied to the token embedding (1 = none) */
     float final_softcap;                      /* 0 = none */
+    float attn_softcap;                       /* attention logit soft-cap, 0 = none */
+    float rope_attn_factor;                   /* scales RoPE's cos and sin (0 or 1 = none) */
+    int32_t n_ctx_orig;                       /* context the rope_factors_short are for */
     int rope_mode;
+    /* mixture of experts (moe.c); n_expert 0 = a dense FFN */
+    int32_t n_expert, n_expert_used, n_ff_exp;
+    bool expert_weights_norm;   /* the chosen experts' probabilities divided by their sum */
+    float expert_weights_scale; /* then times this (0 or 1 = none) */
 } plumb_hparams;
 
 typedef struct plumb_layer_weights {
     plumb_tensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
     plumb_tensor *q_norm, *k_norm, *post_attn_norm;
+    plumb_tensor *wqkv; /* fused q, k, v rows (phi3), used in place of wq, wk, wv when set */
     plumb_tensor *ffn_norm, *ffn_gate, *ffn_up, *ffn_down, *post_ffn_norm;
+    /* router [n_embd, n_expert] and experts [n_embd, n_ff_exp, n_expert] ([n_ff_exp, n_embd,
+     * n_expert] for down), in place of ffn_gate/up/down in a mixture-of-experts layer */
+    plumb_tensor *ffn_gate_inp, *ffn_gate_exps, *ffn_up_exps, *ffn_down_exps;
 } plumb_layer_weights;
 
 typedef struct plumb_graph_inputs {
@@ -53,6 +64,7 @@ struct plumb_model {
     plumb_tensor *weights; /* [n_weights] leaves over the mapping */
     int32_t n_weights, cap_weights;
     plumb_tensor *token_embd, *output_norm, *output, *rope_freqs;
+    plumb_tensor *rope_long, *rope_short; /* LongRoPE frequency factors [n_rot / 2], or NULL */
     plumb_layer_weights *layers; /* [n_layer] */
     char *name; /* the file's path (or the caller's name), for messages */
 };
@@ -103,13 +115,76 @@ plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor 
 plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
                                   plumb_tensor *x);
 
+/* Block builders shared by the architectures (blocks.c). */
+
+/* One layer's attention settings: RoPE's base, scale, attention factor and frequency factors
+ * (NULL: none), the sliding window (0: none), the logit soft-cap (0: none), and where the
+ * scale 1/sqrt(head_dim) or hp.attn_scale goes: into the softmax (false, llama's graph) or
+ * onto q as its own op before attention (true, gemma's and phi3's graphs). */
+typedef struct plumb_attn_layer {
+    float rope_base, rope_freq_scale, rope_attn_factor;
+    plumb_tensor *rope_factors;
+    int32_t n_swa;
+    float softcap;
+    bool scale_q;
+} plumb_attn_layer;
+
+/* The layer's settings from hp for a model with no sliding layers: the global RoPE (with
+ * m->rope_freqs), hp.attn_softcap, the scale in the softmax. */
+plumb_attn_layer plumb__attn_layer_default(const plumb_model_t *m);
+/* x = the token embeddings of in->tokens [n_embd, T], times hp.embd_scale unless it is 1. */
+plumb_tensor *plumb__build_embd(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
+/* The attention sublayer of layer il on its normed input h [n_embd, T]: q, k, v projections
+ * (with the layer's biases where present; from the fused wqkv split by rows when the layer
+ * has one), the per-head q and k RMS norms where the layer has them, RoPE, attention over the
+ * KV cache, and the output projection (and bias). Returns [n_embd, T]. */
+plumb_tensor *plumb__build_attention(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, int il,
+                                     plumb_tensor *h, const plumb_attn_layer *a);
+/* The gated FFN of layer il on its normed input h: down(act(gate h) * (up h)) with act
+ * PLUMB_OP_SILU_MUL or PLUMB_OP_GELU_MUL; a fused ffn_up [n_embd, 2 n_ff] without ffn_gate
+ * holds the gate in its first n_ff rows and up in the rest. */
+plumb_tensor *plumb__build_ffn(const plumb_model_t *m, plumb_graph *g, int il, plumb_tensor *h, plumb_op act);
+/* A leaf over rows [row0, row0 + n) of weight w (no copy): one part of a fused weight. */
+plumb_tensor *plumb__build_rows(plumb_graph *g, const plumb_tensor *w, int64_t row0, int64_t n);
+
+/* Mixture of experts (moe.c). */
+#define PLUMB_MAX_EXPERTS 512
+/* Reads <arch>.expert_count (absent: 0, a dense model, unless required) and
+ * expert_used_count, checks them (used 1 to count; none without experts) and sets the
+ * weights' normalization as llama.cpp's llama and qwen3moe graphs have it. The caller sets
+ * n_ff_exp (the architecture decides it). */
+plumb_status plumb__model_moe_hparams(plumb_model_t *m, bool required);
+/* Looks up layer il's attention weights and norms (attn_norm, attn_q/k/v/output, ffn_norm):
+ * plumb__model_common_layer without the dense FFN. */
+plumb_status plumb__model_attn_tensors(plumb_model_t *m, int il, plumb_layer_weights *L);
+/* Looks up layer il's router and experts (n_expert of n_ff_exp rows each); a tensor whose
+ * expert count or expert size disagrees with the hyperparameters is an error naming both. */
+plumb_status plumb__model_moe_layer(plumb_model_t *m, int il, plumb_layer_weights *L);
+/* The mixture-of-experts FFN of layer il on its normed input h [n_embd, T], llama.cpp's
+ * build_moe_ffn with softmax gating: softmax over the router's logits, the n_expert_used
+ * largest, their weights renormalized, SiLU-gated experts (only the routed ones are read),
+ * their outputs weighted and added in the order chosen. Returns [n_embd, T]. */
+plumb_tensor *plumb__build_moe_ffn(const plumb_model_t *m, plumb_graph *g, int il, plumb_tensor *h);
+
 /* The llama family's loader (with the RoPE mode of the architecture) and builder, for the
  * architectures that are llama with other details. */
 plumb_status plumb__llama_load(plumb_model_t *m, int rope_mode);
 plumb_tensor *plumb__llama_build(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
+/* plumb__llama_build with the attention settings a for every layer (phi3.c). */
+plumb_tensor *plumb__llama_build_layers(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
+                                        const plumb_attn_layer *a);
+/* The gemma family's builder (gemma3.c): scaled embeddings, pre- and post-norms around
+ * attention and a GELU FFN; layer il slides (hp.n_swa, the swa RoPE) when hp.n_swa > 0 and
+ * il % hp.swa_period < hp.swa_period - 1; q scaled by hp.attn_scale before attention; the
+ * Q/K norms where the layers have them; hp.attn_softcap on the attention logits. */
+plumb_tensor *plumb__gemma_build(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
 
 extern const plumb_arch plumb__arch_llama;
 extern const plumb_arch plumb__arch_gemma3;
 extern const plumb_arch plumb__arch_qwen2;
+extern const plumb_arch plumb__arch_qwen3;
+extern const plumb_arch plumb__arch_gemma2;
+extern const plumb_arch plumb__arch_phi3;
+extern const plumb_arch plumb__arch_qwen3moe;
 
 #endif

@@ -49,6 +49,7 @@ typedef enum route {
     R_COMPLETIONS,
     R_TOKENIZE,
     R_DETOKENIZE,
+    R_APPLY_TEMPLATE,
 } route;
 
 enum {
@@ -72,6 +73,7 @@ static const struct route_def {
     {"/v1/completions", "POST", R_COMPLETIONS, F_AUTH | F_READY},
     {"/tokenize", "POST", R_TOKENIZE, F_AUTH | F_READY},
     {"/detokenize", "POST", R_DETOKENIZE, F_AUTH | F_READY},
+    {"/apply-template", "POST", R_APPLY_TEMPLATE, F_AUTH | F_READY},
 };
 
 /* One request being answered. */
@@ -412,6 +414,25 @@ static bool finish_whole(conn *c) {
     return send_json(c, 200, root);
 }
 
+/* The conversation as the model's prompt (chat_prompt.h). PLUMB_E_INVALID_ARG is the
+ * client's fault (the template refused the conversation, or the model has no chat format):
+ * msg says why. */
+static plumb_status render_chat(conn *c, const plumb_chat_message *msgs, size_t n, const char *tools_json, bool gen_prompt,
+                                char **text, size_t *len, plumb_span **marks, size_t *n_marks, char *msg, size_t msg_cap) {
+    const plumb_gen_chat *chat = plumb_srv_sched_chat(c->srv->sched);
+    if (!chat) {
+        snprintf(msg, msg_cap, "the model has no chat format plumb knows; use /v1/completions or start the server with "
+                               "--chat-format or --chat-template-file");
+        return PLUMB_E_INVALID_ARG;
+    }
+    plumb_status st = plumb_gen_chat_render(chat, msgs, n, tools_json, gen_prompt, text, len, marks, n_marks);
+    if (st && st != PLUMB_E_NOMEM) {
+        snprintf(msg, msg_cap, "%s: %s", chat->source, plumb_last_error());
+        return PLUMB_E_INVALID_ARG;
+    }
+    return st;
+}
+
 /* Tokenizes the request's prompt into *ids (malloc'd). Text from the client (messages, the
  * prompt) is tokenized as text: only the chat format's own markers become control tokens,
  * unless the request set parse_special. PLUMB_E_INVALID_ARG is the client's fault: msg says
@@ -437,19 +458,10 @@ static plumb_status request_tokens(conn *c, const plumb_srv_request *r, int32_t 
     }
     if (r->kind == PLUMB_SRV_COMPLETION)
         return plumb_gen_tokenize_marked(v, r->prompt, strlen(r->prompt), true, r->parse_special, NULL, 0, ids, n);
-    plumb_chat_format f = plumb_srv_sched_chat_format(c->srv->sched);
-    if (f == PLUMB_CHAT_UNKNOWN) {
-        snprintf(msg, msg_cap, "the model has no chat format plumb knows; use /v1/completions or start the server with --chat-format");
-        return PLUMB_E_INVALID_ARG;
-    }
     char *text = NULL;
     size_t len, n_marks = 0;
     plumb_span *marks = NULL;
-    plumb_status st = plumb_chat_apply_marked(f, r->msgs, r->n_msgs, true, true, &text, &len, &marks, &n_marks);
-    if (st == PLUMB_E_INVALID_ARG) {
-        snprintf(msg, msg_cap, "%s", plumb_last_error());
-        return st;
-    }
+    plumb_status st = render_chat(c, r->msgs, r->n_msgs, NULL, true, &text, &len, &marks, &n_marks, msg, msg_cap);
     if (st) return st;
     /* the formatted text carries its BOS */
     st = plumb_gen_tokenize_marked(v, text, len, false, true, r->parse_special ? NULL : marks, n_marks, ids, n);
@@ -499,6 +511,29 @@ out:
     free(ids);
     plumb_srv_request_free(&r);
     return true;
+}
+
+/* POST /apply-template: the prompt the chat endpoint would build, {"prompt": text}. */
+static bool handle_apply_template(conn *c) {
+    plumb_srv_request r;
+    plumb_srv_error err;
+    char *tools = NULL;
+    plumb_status st = plumb_srv_parse_apply_template(c->req->body, c->req->body_len, &r, &tools, &err);
+    if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
+    if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
+    char *text = NULL, msg[256] = "";
+    size_t len, n_marks;
+    plumb_span *marks = NULL;
+    st = render_chat(c, r.msgs, r.n_msgs, tools, true, &text, &len, &marks, &n_marks, msg, sizeof msg);
+    free(tools);
+    plumb_srv_request_free(&r);
+    free(marks);
+    if (st == PLUMB_E_INVALID_ARG) return send_error(c, 400, "messages", NULL, "%s", msg);
+    if (st) return send_error(c, 500, NULL, NULL, "cannot render the template: %s", plumb_status_message(st));
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "prompt", text);
+    free(text);
+    return send_json(c, 200, root);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
@@ -570,6 +605,7 @@ static void on_request(void *app, plumb_http_conn *hc, const plumb_http_request 
     case R_MODELS: handle_models(&c); break;
     case R_TOKENIZE: handle_tokenize(&c); break;
     case R_DETOKENIZE: handle_detokenize(&c); break;
+    case R_APPLY_TEMPLATE: handle_apply_template(&c); break;
     case R_CHAT:
     case R_COMPLETIONS: handle_generate(&c); break;
     case R_NONE: send_error(&c, 404, NULL, "not_found", "no such endpoint"); break;
@@ -638,6 +674,8 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
                                  .prefill_chunk = p->prefill_chunk,
                                  .queue_size = p->queue_size,
                                  .chat_format = p->chat_format,
+                                 .chat_template = p->chat_template,
+                                 .chat_template_len = p->chat_template_len,
                                  .use_mmap = p->use_mmap};
     plumb_srv_sched *sched;
     plumb_status st = plumb_srv_sched_create(&sp, &s->metrics, &sched);

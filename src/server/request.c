@@ -401,3 +401,21 @@ plumb_status plumb_srv_parse_detokenize(const char *body, size_t len, int32_t **
     cJSON_Delete(root);
     return st;
 }
+
+plumb_status plumb_srv_parse_apply_template(const char *body, size_t len, plumb_srv_request *out, char **tools_json,
+                                            plumb_srv_error *err) {
+    *tools_json = NULL;
+    plumb_status st = plumb_srv_request_parse(body, len, PLUMB_SRV_CHAT, 1, out, err);
+    if (st) return st;
+    cJSON *root;
+    if ((st = parse_object(body, len, &root, err))) { /* parsed once already: only memory can fail */
+        plumb_srv_request_free(out);
+        return st;
+    }
+    const cJSON *tools = field(root, "tools");
+    if (tools && !cJSON_IsArray(tools)) st = fail(err, "tools", "'tools' must be an array of tool definitions");
+    else if (tools && !(*tools_json = cJSON_PrintUnformatted(tools))) st = PLUMB_E_NOMEM;
+    cJSON_Delete(root);
+    if (st) plumb_srv_request_free(out);
+    return st;
+}

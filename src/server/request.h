@@ -56,4 +56,10 @@ plumb_status plumb_srv_parse_tokenize(const char *body, size_t len, char **conte
 plumb_status plumb_srv_parse_detokenize(const char *body, size_t len, int32_t **ids, size_t *n,
                                         plumb_srv_error *err);
 
+/* POST /apply-template: a chat request's messages (as plumb_srv_request_parse with kind chat)
+ * and optional "tools", an array passed to the template as JSON (*tools_json malloc'd, NULL
+ * when absent). */
+plumb_status plumb_srv_parse_apply_template(const char *body, size_t len, plumb_srv_request *out, char **tools_json,
+                                            plumb_srv_error *err);
+
 #endif

@@ -4,7 +4,9 @@
  * the scheduler thread alone. */
 #include "sched.h"
 
+#include "chat_prompt.h"
 #include "gen.h"
+#include "log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -65,7 +67,8 @@ struct plumb_srv_sched {
     /* scheduler thread's own */
     plumb_model_t *model;
     plumb_context_t *ctx;
-    plumb_chat_format chat_format;
+    plumb_gen_chat chat;
+    bool has_chat; /* the model has a chat format plumb can render */
     int32_t n_ctx, n_batch, n_vocab;
     slot *slots;
     int32_t *b_tokens, *b_pos, *b_seq; /* [n_batch] each, in one allocation from b_tokens */
@@ -424,7 +427,16 @@ static plumb_status load(plumb_srv_sched *s) {
     s->n_ctx = plumb_context_n_ctx(s->ctx);
     s->n_batch = plumb_context_n_batch(s->ctx);
     if (s->p.prefill_chunk <= 0 || s->p.prefill_chunk > s->n_batch) s->p.prefill_chunk = s->n_batch;
-    s->chat_format = plumb_gen_chat_format(s->model, s->p.chat_format);
+    char warning[600];
+    st = plumb_gen_chat_init(&s->chat, s->model, s->p.chat_format, s->p.chat_template, s->p.chat_template_len, warning,
+                             sizeof warning);
+    if (st == PLUMB_E_NOMEM) return st;
+    if (st == PLUMB_E_UNSUPPORTED) {
+        snprintf(s->load_error, sizeof s->load_error, "the chat template file cannot be used: %s", plumb_last_error());
+        return st;
+    }
+    s->has_chat = st == PLUMB_OK;
+    if (warning[0]) plumb_srv_log("%s", warning);
     s->slots = calloc((size_t)s->p.n_parallel, sizeof *s->slots);
     s->b_tokens = malloc(3 * (size_t)s->n_batch * sizeof *s->b_tokens); /* tokens, positions, sequences */
     s->b_logits = malloc((size_t)s->n_batch * sizeof *s->b_logits);
@@ -444,7 +456,8 @@ static void *sched_main(void *arg) {
     pthread_mutex_lock(&s->mu);
     if (st) {
         const char *d = plumb_last_error();
-        snprintf(s->load_error, sizeof s->load_error, "%s", d && *d ? d : plumb_status_message(st));
+        if (!s->load_error[0]) /* load() may have said it better */
+            snprintf(s->load_error, sizeof s->load_error, "%s", d && *d ? d : plumb_status_message(st));
         s->state = PLUMB_SRV_FAILED;
     } else {
         s->state = PLUMB_SRV_READY;
@@ -545,6 +558,7 @@ void plumb_srv_sched_free(plumb_srv_sched *s) {
     free(s->b_logits);
     free(s->queue);
     plumb_context_free(s->ctx);
+    plumb_gen_chat_free(&s->chat);
     plumb_model_free(s->model);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->ready_cv);
@@ -570,4 +584,4 @@ plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **mess
 
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s) { return s->model; }
 int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s) { return s->n_ctx; }
-plumb_chat_format plumb_srv_sched_chat_format(plumb_srv_sched *s) { return s->chat_format; }
+const plumb_gen_chat *plumb_srv_sched_chat(plumb_srv_sched *s) { return s->has_chat ? &s->chat : NULL; }

@@ -8,6 +8,7 @@
 #ifndef PLUMB_SERVER_SCHED_H
 #define PLUMB_SERVER_SCHED_H
 
+#include "chat_prompt.h"
 #include "metrics.h"
 #include "plumb.h"
 #include "request.h"
@@ -23,6 +24,8 @@ typedef struct plumb_srv_sched_params {
     int32_t prefill_chunk; /* prompt tokens per step while other slots generate */
     int32_t queue_size;    /* jobs that may wait for a slot */
     const char *chat_format; /* NULL: from the model */
+    const char *chat_template; /* a Jinja template to use instead of the model's (NULL: none) */
+    size_t chat_template_len;
     bool use_mmap;           /* plumb_model_params.use_mmap */
 } plumb_srv_sched_params;
 
@@ -55,7 +58,8 @@ plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **mess
 /* Once READY: the model (borrowed), the positions of a slot, the chat format. */
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s);
 int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s);
-plumb_chat_format plumb_srv_sched_chat_format(plumb_srv_sched *s);
+/* How conversations are rendered (borrowed), or NULL when the model has no chat format. */
+const plumb_gen_chat *plumb_srv_sched_chat(plumb_srv_sched *s);
 
 /* A job for prompt[0..n_prompt) (copied) with the request's limits, sampling and stop strings
  * (copied). timeout_s bounds the job's whole life. One reference, the caller's. */

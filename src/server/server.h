@@ -22,7 +22,9 @@ typedef struct plumb_server_params {
                                 Authorization: Bearer <api_key> header */
     bool public_metrics;     /* /metrics answers without the API key */
     const char *alias;       /* model id reported by the API (default: the file's name) */
-    const char *chat_format; /* NULL: from the model */
+    const char *chat_format; /* a built-in format's name; NULL: the model's template */
+    const char *chat_template; /* a Jinja template to use instead (NULL: none); borrowed */
+    size_t chat_template_len;
     int32_t n_parallel;      /* slots: requests generated together (default 4) */
     int32_t n_ctx;           /* positions per slot (0: min(model, 4096)) */
     int32_t n_threads;       /* compute threads (0: all online CPUs) */

@@ -92,6 +92,9 @@ static uint32_t longest_at(const plumb_vocab_t *v, const uint8_t *text, size_t p
     return best;
 }
 
+/* C's isspace in the "C" locale, which the reference's strip uses. */
+static bool is_c_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
 static int cmp_claim(const void *a, const void *b) {
     const cand *x = a, *y = b;
     return x->pos < y->pos ? -1 : x->pos > y->pos;
@@ -158,6 +161,8 @@ plumb_status plumb__tok_split_special(const plumb_vocab_t *v, const char *text, 
         if (claims[i].pos > at) f[nf++] = (tok_frag){at, claims[i].pos - at, -1};
         f[nf++] = (tok_frag){claims[i].pos, claims[i].len, claims[i].id};
         at = claims[i].pos + claims[i].len;
+        if (v->attr[claims[i].id] & TOK_ATTR_RSTRIP) /* the whitespace after it, up to the next claim */
+            while (at < len && (i + 1 == n_claims || at < claims[i + 1].pos) && is_c_space(t[at])) at++;
     }
     if (at < len) f[nf++] = (tok_frag){at, len - at, -1};
     *frags = f;

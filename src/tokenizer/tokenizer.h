@@ -20,6 +20,7 @@ enum {
     TOK_ATTR_USER_DEFINED = 1 << 4,
     TOK_ATTR_BYTE = 1 << 5,
     TOK_ATTR_EOG = 1 << 6, /* ends generation (not a llama.cpp attribute) */
+    TOK_ATTR_RSTRIP = 1 << 7, /* whitespace right after the special token is dropped */
 };
 
 /* BPE pre-tokenizers: which regex list splits the text into words. */

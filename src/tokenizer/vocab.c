@@ -298,6 +298,33 @@ static plumb_status build_specials(plumb_vocab_t *v) {
     return PLUMB_OK;
 }
 
+/* The one tokenizer rule llama.cpp keys on the model's name: when general.name contains
+ * "phi-3" or "phi3" (in any case), whitespace right after a special token is dropped (its
+ * RSTRIP attribute; </s> too), except after <unk>, <s> and <|endoftext|>. Phi-3's own
+ * tokenizer strips there, and no tokenizer key says so. */
+static void name_rules(plumb_vocab_t *v, const plumb_gguf_t *g) {
+    plumb_str name;
+    if (plumb_gguf_get_str(g, "general.name", &name) != PLUMB_OK) return;
+    bool phi3 = false;
+    for (size_t i = 0; i < name.len && !phi3; i++) {
+        char w[5] = {0};
+        for (size_t j = 0; j < 5 && i + j < name.len; j++) {
+            const char c = name.ptr[i + j];
+            w[j] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+        }
+        phi3 = !memcmp(w, "phi3", 4) || !memcmp(w, "phi-3", 5);
+    }
+    if (!phi3) return;
+    for (int32_t k = 0; k < v->n_special; k++) v->attr[v->special[k]] |= TOK_ATTR_RSTRIP;
+    const int32_t eos = find_cstr(v, "</s>");
+    if (eos >= 0) v->attr[eos] |= TOK_ATTR_RSTRIP;
+    static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
+    for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++) {
+        const int32_t id = find_cstr(v, keep[k]);
+        if (id >= 0) v->attr[id] &= (uint8_t)~TOK_ATTR_RSTRIP;
+    }
+}
+
 static void build_byte_tokens(plumb_vocab_t *v) {
     static const char hex[] = "0123456789ABCDEF";
     for (int b = 0; b < 256; b++) {
@@ -451,6 +478,7 @@ static plumb_status create(plumb_vocab_t *v, const plumb_gguf_t *g) {
 
     st = build_specials(v);
     if (st) return st;
+    name_rules(v, g);
     if (v->type == PLUMB_VOCAB_SPM) {
         build_byte_tokens(v);
         return PLUMB_OK;

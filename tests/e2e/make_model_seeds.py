@@ -1,5 +1,5 @@
-"""Tiny llama and gemma3 models written field by field with ggufcraft, and the seed corpus of
-the model-loading fuzzer (fuzz/corpus-model/seed-*.gguf) made from them.
+"""Tiny llama, gemma3, qwen3, gemma2 and phi3 models written field by field with ggufcraft, and
+the seed corpus of the model-loading fuzzer (fuzz/corpus-model/seed-*.gguf) made from them.
 
 `Model` holds a model as editable metadata entries and tensors, so the corrupt-model matrix
 (test_model_corrupt.py) can change exactly one key or tensor of a valid model; gguf-py is
@@ -76,10 +76,10 @@ class Model:
         self.kv(".attention.head_count_kv", U32, n_head_kv)
         self.kv(".attention.layer_norm_rms_epsilon", F32_V, 1e-6 if arch == "gemma3" else 1e-5)
         self.kv(".rope.freq_base", F32_V, 10000.0)
-        if head_dim or arch == "gemma3":
+        if head_dim or arch in ("gemma3", "qwen3"):
             self.kv(".attention.key_length", U32, hd)
             self.kv(".attention.value_length", U32, hd)
-        if arch == "llama":
+        if arch in ("llama", "phi3"):
             self.kv(".rope.dimension_count", U32, hd)
         if rope_scaling:
             self.kv(".rope.scaling.type", STRING, "linear")
@@ -112,9 +112,12 @@ class Model:
         for il in range(n_layer):
             p = f"blk.{il}."
             add(p + "attn_norm.weight", [n_embd], offset=1.0)
-            add(p + "attn_q.weight", [n_embd, q], mat_type)
-            add(p + "attn_k.weight", [n_embd, kv], mat_type)
-            add(p + "attn_v.weight", [n_embd, kv], mat_type)
+            if arch == "phi3":  # q, k and v in one matrix
+                add(p + "attn_qkv.weight", [n_embd, q + 2 * kv], mat_type)
+            else:
+                add(p + "attn_q.weight", [n_embd, q], mat_type)
+                add(p + "attn_k.weight", [n_embd, kv], mat_type)
+                add(p + "attn_v.weight", [n_embd, kv], mat_type)
             add(p + "attn_output.weight", [q, n_embd], mat_type)
             if biases:
                 add(p + "attn_q.bias", [q])
@@ -122,12 +125,21 @@ class Model:
                 add(p + "attn_v.bias", [kv])
                 add(p + "attn_output.bias", [n_embd])
             add(p + "ffn_norm.weight", [n_embd], offset=1.0)
-            add(p + "ffn_gate.weight", [n_embd, n_ff], mat_type)
-            add(p + "ffn_up.weight", [n_embd, n_ff], mat_type)
+            if arch == "phi3":  # gate and up in one matrix
+                add(p + "ffn_up.weight", [n_embd, 2 * n_ff], mat_type)
+            else:
+                add(p + "ffn_gate.weight", [n_embd, n_ff], mat_type)
+                add(p + "ffn_up.weight", [n_embd, n_ff], mat_type)
             add(p + "ffn_down.weight", [n_ff, n_embd], mat_type)
             if arch == "gemma3":
                 add(p + "attn_q_norm.weight", [hd], offset=1.0)
                 add(p + "attn_k_norm.weight", [hd], offset=1.0)
+                add(p + "post_attention_norm.weight", [n_embd], offset=1.0)
+                add(p + "post_ffw_norm.weight", [n_embd], offset=1.0)
+            if arch == "qwen3":
+                add(p + "attn_q_norm.weight", [hd], offset=1.0)
+                add(p + "attn_k_norm.weight", [hd], offset=1.0)
+            if arch == "gemma2":
                 add(p + "post_attention_norm.weight", [n_embd], offset=1.0)
                 add(p + "post_ffw_norm.weight", [n_embd], offset=1.0)
 
@@ -187,6 +199,18 @@ def gemma3(**kw) -> Model:
     return Model("gemma3", **kw)
 
 
+def qwen3(**kw) -> Model:
+    return Model("qwen3", **kw)
+
+
+def gemma2(**kw) -> Model:
+    return Model("gemma2", **kw)
+
+
+def phi3(**kw) -> Model:
+    return Model("phi3", **kw)
+
+
 def seeds() -> dict[str, bytes]:
     out: dict[str, Model | bytes] = {
         "ok-llama-f32": llama(n_layer=2),
@@ -204,6 +228,12 @@ def seeds() -> dict[str, bytes]:
         "bad-gemma3-norm-f16": gemma3().tensor("blk.0.post_ffw_norm.weight", ttype=F16),
         "bad-gemma3-embd-rows": gemma3().tensor("token_embd.weight", ne=[8, 15]),
         "bad-llama-heads": llama().kv(".attention.head_count_kv", U32, 3),
+        "ok-qwen3-keylength": qwen3(n_embd=8, n_head=2, n_head_kv=1, head_dim=8, seed=7),
+        "ok-gemma2-swa": gemma2(n_layer=2, n_swa=2, seed=8),
+        "ok-phi3-rope-factors": phi3(seed=9).kv(".rope.dimension_count", U32, 2)
+        .tensor("rope_factors_short.weight", ne=[1], data=bytes.fromhex("0000c03f")),
+        "bad-phi3-qkv-rows": phi3().tensor("blk.0.attn_qkv.weight", ne=[8, 12]),
+        "bad-qwen3-key-length": qwen3().kv(".attention.key_length", U32, 8),
     }
     return {name: (v if isinstance(v, bytes) else v.build()) for name, v in out.items()}
 

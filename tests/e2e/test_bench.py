@@ -6,7 +6,8 @@ numbers, tests check behaviour.
 
 The bytes a generated token reads are recomputed here from the file's tensors: every
 tensor but the embedding table, one embedding row (the whole table too when it is also the
-output head), plus the F16 K and V of the attended positions averaged over the tokens.
+output head), of a mixture-of-experts model's expert tensors the share of the experts a
+token is routed to, plus the F16 K and V of the attended positions averaged over the tokens.
 """
 import json
 import math
@@ -32,12 +33,17 @@ def expected_bytes_per_token(plumb_bin, model, run, n_gen, depth=0):
     tensors = {t["name"]: t for t in info["tensors"]}
     for t in tensors.values():
         assert t["bytes"] == nbytes(t), t
-    embd = tensors["token_embd.weight"]
-    total = sum(nbytes(t) for t in tensors.values()) - nbytes(embd) + nbytes(embd) // embd["shape"][1]
-    if "output.weight" not in tensors:
-        total += nbytes(embd)
     arch = info["architecture"]
     meta = {m["key"]: m["value"] for m in info["metadata"] if m["type"] != "array"}
+    n_expert, n_used = meta.get(f"{arch}.expert_count", 0), meta.get(f"{arch}.expert_used_count", 0)
+
+    def read(t):  # a token runs n_used of the n_expert experts of an expert tensor
+        return nbytes(t) // n_expert * n_used if n_expert and t["name"].endswith("_exps.weight") else nbytes(t)
+
+    embd = tensors["token_embd.weight"]
+    total = sum(read(t) for t in tensors.values()) - nbytes(embd) + nbytes(embd) // embd["shape"][1]
+    if "output.weight" not in tensors:
+        total += nbytes(embd)
     n_layer, n_head_kv = meta[f"{arch}.block_count"], meta[f"{arch}.attention.head_count_kv"]
     head_dim = meta[f"{arch}.attention.key_length"]
     window = meta.get(f"{arch}.attention.sliding_window", 0) if arch == "gemma3" else 0
@@ -240,3 +246,23 @@ def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
     g = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, PLUMB_KERNELS="generic"))
     assert g.returncode == 0 and "no SIMD kernel set in use (generic)" in g.stdout
+
+
+def test_moe_tokens_read_their_routed_experts(plumb_bin, run, tmp_path):
+    """A mixture-of-experts model (synthetic qwen3moe: 20 Q4_K experts a layer, 4 used): a
+    generated token reads 4/20 of every expert tensor, not all of them."""
+    import make_moe_models
+
+    path = tmp_path / "qwen3moe-q4k.gguf"
+    make_moe_models.write_model(path, "qwen3moe-q4k")
+    r = run(plumb_bin, "bench", "-m", path, "-p", "0", "-n", "4", "-t", "1", "-r", "1", "-o", "json", "--no-membw",
+            timeout=60)
+    assert r.rc == 0, r.describe()
+    (x,) = json.loads(r.stdout)
+    want = expected_bytes_per_token(plumb_bin, path, run, 4)
+    assert x["bytes_per_token"] == pytest.approx(want, rel=1e-9)
+    r = run(plumb_bin, "inspect", path, "--json")
+    experts = sum(t["bytes"] for t in json.loads(r.stdout)["tensors"] if t["name"].endswith("_exps.weight"))
+    # below the whole file less the 16 of every 20 experts a token leaves alone (the file's
+    # embedding table, read one row a token, is larger than the KV cache of 4 positions)
+    assert experts > 0 and x["bytes_per_token"] < path.stat().st_size - experts // 20 * 16

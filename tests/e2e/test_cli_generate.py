@@ -86,7 +86,7 @@ def test_unsupported_architecture_is_named(run, plumb_bin, tmp_path):
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
     r = run(plumb_bin, "run", "-m", path, "-p", "x")
     assert r.rc == 1
-    assert "architecture 'rwkv6' is not supported (supported: llama, gemma3, qwen2)" in r.stderr
+    assert "architecture 'rwkv6' is not supported (supported: llama, gemma3, qwen2, qwen3, gemma2, phi3, qwen3moe)" in r.stderr
 
 
 def _chat(binary, model, lines, *extra, env=None, timeout=300):

@@ -262,7 +262,7 @@ def test_missing_tensor_and_unknown_architecture(tmp_path):
     w = gguf.GGUFWriter(path, "mamba")
     w.add_tensor("t", np.zeros(4, dtype=np.float32))
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
-    with pytest.raises(plumbffi.PlumbError, match=r"architecture 'mamba' is not supported \(supported: llama, gemma3, qwen2\)"):
+    with pytest.raises(plumbffi.PlumbError, match=r"architecture 'mamba' is not supported \(supported: llama, gemma3, qwen2, qwen3, gemma2, phi3, qwen3moe\)"):
         plumbffi.Model(path)
 
 

@@ -1,7 +1,7 @@
 """Corrupt-model matrix for model loading (src/model/), run through the release and the
 ASan+UBSan plumb binaries.
 
-Each case is a tiny valid llama or gemma3 model (make_model_seeds.Model) with exactly one
+Each case is a tiny valid model of an architecture (make_model_seeds.Model) with exactly one
 fault: a key missing, of the wrong type or out of range, hyperparameters that disagree, a
 tensor missing, misshapen, of the wrong type or misaligned. `plumb run -m FILE -p x -n 1`
 must exit 1 with exactly one line on stderr, "plumb run: FILE: ...", naming the key or the
@@ -16,24 +16,45 @@ from __future__ import annotations
 import math
 import os
 import random
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import make_model_seeds as mms
-from ggufcraft import BOOL, F16, F32_V, I32, STRING, U32, U64
-from make_model_seeds import Model, gemma3, llama
+from ggufcraft import BOOL, F16, F32, F32_V, I32, STRING, U32, U64
+from make_model_seeds import Model, gemma2, gemma3, llama, phi3, qwen3
 
 TIME_LIMIT = 5.0  # seconds per run, sanitizer build included
-ARCHS = {"llama": llama, "gemma3": gemma3}
+ARCHS = {"llama": llama, "gemma3": gemma3, "qwen3": qwen3, "gemma2": gemma2, "phi3": phi3}
 BINARIES = ["release", "san"]
 
 
 # ---- case builders ---------------------------------------------------------------------------
 def no_key_length(m: Model) -> Model:
-    """gemma3 models here carry attention.key_length; some cases need the derived head size."""
-    return m.drop(".attention.key_length", ".attention.value_length") if m.arch == "gemma3" else m
+    """gemma3 and qwen3 models here carry attention.key_length; some cases need the derived head
+    size."""
+    return m.drop(".attention.key_length", ".attention.value_length") if m.arch in ("gemma3", "qwen3") else m
+
+
+def phi3_split() -> Model:
+    """A phi3 model with separate q, k and v projections instead of attn_qkv (zero weights)."""
+    return (phi3().drop("blk.0.attn_qkv.weight").tensor("blk.0.attn_q.weight", ne=[8, 8])
+            .tensor("blk.0.attn_k.weight", ne=[8, 4]).tensor("blk.0.attn_v.weight", ne=[8, 4]))
+
+
+def f32s(*v: float) -> bytes:
+    return struct.pack(f"<{len(v)}f", *v)
+
+
+# The k projection (phi3: the fused q/k/v) with its rows and columns swapped, and the FFN's up
+# projection's shape (phi3: gate and up fused), of the one-layer base models.
+K_TRANSPOSED = {A: ("blk.0.attn_k.weight", [4, 8], "[8 x 4]") for A in ARCHS}
+K_TRANSPOSED["phi3"] = ("blk.0.attn_qkv.weight", [16, 8], "[8 x 16]")
+UP_SHAPE = {A: "[8 x 8]" for A in ARCHS}
+UP_SHAPE["phi3"] = "[8 x 16]"
 
 
 def misaligned(arch: str) -> bytes:
@@ -57,6 +78,29 @@ def required_tensors(arch: str) -> list[str]:
     return list(ARCHS[arch]().tensors)
 
 
+def moe(arch: str = "llama", n_expert: int = 4, n_used: int = 2, n_ff_exp: int | None = None, **kw) -> Model:
+    """A model whose layers have mixture-of-experts FFNs in place of the dense one: llama with
+    experts (Mixtral-style: experts of feed_forward_length rows) or qwen3moe (experts of
+    expert_feed_forward_length, else feed_forward_length / expert_used_count; q/k norms)."""
+    m = Model(arch, **kw)
+    key = lambda k: m.kvs[f"{arch}.{k}"][1]  # noqa: E731
+    d, n_ff, n_layer, hd = key("embedding_length"), key("feed_forward_length"), key("block_count"), \
+        kw.get("head_dim") or key("embedding_length") // key("attention.head_count")
+    m.kv(".expert_count", U32, n_expert).kv(".expert_used_count", U32, n_used)
+    if n_ff_exp:
+        m.kv(".expert_feed_forward_length", U32, n_ff_exp)
+    f = n_ff if arch == "llama" else n_ff_exp or n_ff // n_used
+    rng = np.random.default_rng(7)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        m.drop(p + "ffn_gate.weight", p + "ffn_up.weight", p + "ffn_down.weight")
+        for name, ne, offset in [("ffn_gate_inp.weight", [d, n_expert], 0.0), ("ffn_gate_exps.weight", [d, f, n_expert], 0.0),
+                                 ("ffn_up_exps.weight", [d, f, n_expert], 0.0), ("ffn_down_exps.weight", [f, d, n_expert], 0.0)] + \
+                ([("attn_q_norm.weight", [hd], 1.0), ("attn_k_norm.weight", [hd], 1.0)] if arch == "qwen3moe" else []):
+            m.tensor(p + name, ne=ne, ttype=F32, data=mms._weights(rng, ne, F32, offset))
+    return m
+
+
 # (id, bytes-producing function, key words the message must contain)
 CASES: list[tuple[str, object, list[str]]] = [
     # model.c: plumb__model_from_gguf
@@ -64,7 +108,7 @@ CASES: list[tuple[str, object, list[str]]] = [
     ("architecture-not-string", lambda: llama().kv("general.architecture", U32, 1).build(),
      ["no general.architecture string"]),
     ("unsupported-architecture", lambda: llama().kv("general.architecture", STRING, "mamba").build(),
-     ["architecture 'mamba' is not supported", "(supported: llama, gemma3, qwen2)"]),
+     ["architecture 'mamba' is not supported", "(supported: llama, gemma3, qwen2, qwen3, gemma2, phi3, qwen3moe)"]),
     ("vocab-model-missing", lambda: llama().drop("tokenizer.ggml.model").build(),
      ["vocab: tokenizer.ggml.model is missing"]),
     ("vocab-scores-short", lambda: gemma3().kv("tokenizer.ggml.scores", 9, [0.0] * 3, F32_V).build(),
@@ -161,10 +205,11 @@ for A, make in ARCHS.items():
            [f"missing tensor '{name}'", f"(architecture {A})"]) for name in required_tensors(A)],
         (f"{A}-missing-second-layer", lambda make=make: make().kv(".block_count", U32, 2).build(),
          ["missing tensor 'blk.1.attn_norm.weight'"]),
-        (f"{A}-k-transposed", lambda make=make: make().tensor("blk.0.attn_k.weight", ne=[4, 8]).build(),
-         ["tensor 'blk.0.attn_k.weight' has shape [4 x 8], expected [8 x 4]"]),
+        (f"{A}-k-transposed", lambda make=make, k=K_TRANSPOSED[A]: make().tensor(k[0], ne=k[1]).build(),
+         [f"tensor '{K_TRANSPOSED[A][0]}' has shape [{K_TRANSPOSED[A][1][0]} x {K_TRANSPOSED[A][1][1]}], "
+          f"expected {K_TRANSPOSED[A][2]}"]),
         (f"{A}-up-extra-dim", lambda make=make: make().tensor("blk.0.ffn_up.weight", ne=[8, 8, 2]).build(),
-         ["tensor 'blk.0.ffn_up.weight' has shape [8 x 8 x 2], expected [8 x 8]"]),
+         [f"tensor 'blk.0.ffn_up.weight' has shape [8 x 8 x 2], expected {UP_SHAPE[A]}"]),
         (f"{A}-down-flat", lambda make=make: make().tensor("blk.0.ffn_down.weight", ne=[64]).build(),
          ["tensor 'blk.0.ffn_down.weight' has shape [64], expected [8 x 8]"]),
         (f"{A}-attn-norm-length", lambda make=make: make().tensor("blk.0.attn_norm.weight", ne=[7]).build(),
@@ -202,6 +247,118 @@ CASES += [
      ["tensor 'blk.0.post_ffw_norm.weight' has type F16, expected F32"]),
 ]
 
+CASES += [
+    # moe.c: expert counts (plumb__model_moe_hparams) and the router and expert tensors that
+    # must fit them (plumb__model_moe_layer); qwen3moe.c
+    ("llama-moe-used-over-count", lambda: moe().kv(".expert_used_count", U32, 5).build(),
+     ["llama.expert_used_count is 5, must be 1 to expert_count (4)"]),
+    ("llama-moe-used-0", lambda: moe().kv(".expert_used_count", U32, 0).build(),
+     ["llama.expert_used_count is 0, must be 1 to expert_count (4)"]),
+    ("llama-moe-used-missing", lambda: moe().drop(".expert_used_count").build(),
+     ["missing key 'llama.expert_used_count'"]),
+    ("llama-moe-count-over-tensors", lambda: moe().kv(".expert_count", U32, 8).build(),
+     ["tensor 'blk.0.ffn_gate_inp.weight' holds 4 experts but llama.expert_count is 8"]),
+    ("llama-moe-count-under-tensors", lambda: moe().kv(".expert_count", U32, 3).build(),
+     ["tensor 'blk.0.ffn_gate_inp.weight' holds 4 experts but llama.expert_count is 3"]),
+    ("llama-moe-count-over-cap", lambda: moe().kv(".expert_count", U32, 513).build(),
+     ["llama.expert_count is 513, must be at most 512"]),
+    ("llama-used-without-experts", lambda: llama().kv(".expert_used_count", U32, 2).build(),
+     ["llama.expert_used_count is 2, must be 0 without experts (expert_count is 0)"]),
+    ("llama-experts-without-tensors", lambda: llama().kv(".expert_count", U32, 4).kv(".expert_used_count", U32, 2).build(),
+     ["missing tensor 'blk.0.ffn_gate_inp.weight'"]),
+    ("llama-moe-up-exps-experts", lambda: moe().tensor("blk.0.ffn_up_exps.weight", ne=[8, 8, 3]).build(),
+     ["tensor 'blk.0.ffn_up_exps.weight' holds 3 experts but llama.expert_count is 4"]),
+    ("llama-moe-down-exps-size", lambda: moe().tensor("blk.0.ffn_down_exps.weight", ne=[6, 8, 4]).build(),
+     ["tensor 'blk.0.ffn_down_exps.weight' has experts of size 6, but the expert size is 8 (llama.feed_forward_length)"]),
+    ("llama-moe-gate-exps-flat", lambda: moe().tensor("blk.0.ffn_gate_exps.weight", ne=[8, 32]).build(),
+     ["tensor 'blk.0.ffn_gate_exps.weight' has shape [8 x 32], expected [8 x 8 x 4]"]),
+    ("llama-moe-missing-down-exps", lambda: moe().drop("blk.0.ffn_down_exps.weight").build(),
+     ["missing tensor 'blk.0.ffn_down_exps.weight'"]),
+    ("qwen3moe-missing-expert-count", lambda: moe("qwen3moe").drop(".expert_count").build(),
+     ["missing key 'qwen3moe.expert_count'"]),
+    ("qwen3moe-expert-count-0", lambda: moe("qwen3moe").kv(".expert_count", U32, 0).build(),
+     ["qwen3moe.expert_count is 0, must be positive (qwen3moe is a mixture of experts)"]),
+    # the used count sets the expert size when expert_feed_forward_length is absent
+    ("qwen3moe-used-does-not-fit-experts", lambda: moe("qwen3moe").kv(".expert_used_count", U32, 4).build(),
+     ["tensor 'blk.0.ffn_gate_exps.weight' has experts of size 4, but the expert size is 2",
+      "(qwen3moe.feed_forward_length 8 / expert_used_count 4)"]),
+    ("qwen3moe-expert-ff-key-does-not-fit", lambda: moe("qwen3moe", n_ff_exp=6).kv(".expert_feed_forward_length", U32, 5).build(),
+     ["tensor 'blk.0.ffn_gate_exps.weight' has experts of size 6, but the expert size is 5",
+      "(qwen3moe.expert_feed_forward_length)"]),
+    ("qwen3moe-expert-size-0", lambda: moe("qwen3moe").kv(".feed_forward_length", U32, 1).build(),
+     ["the expert size is 0: qwen3moe.expert_feed_forward_length is absent (or 0) and feed_forward_length 1 / "
+      "expert_used_count 2 is 0"]),
+    ("qwen3moe-missing-k-norm", lambda: moe("qwen3moe").drop("blk.0.attn_k_norm.weight").build(),
+     ["missing tensor 'blk.0.attn_k_norm.weight'"]),
+    ("qwen3moe-rope-dims-not-head", lambda: moe("qwen3moe").kv(".rope.dimension_count", U32, 2).build(),
+     ["qwen3moe.rope.dimension_count is 2, must equal the head size (4)"]),
+]
+
+CASES += [
+    # qwen3.c: the Q/K norms, RoPE over the whole head, a head size that does not fit the tensors
+    ("qwen3-rope-dims-not-head", lambda: qwen3().kv(".rope.dimension_count", U32, 2).build(),
+     ["qwen3.rope.dimension_count is 2, must equal the head size (4)"]),
+    ("qwen3-q-norm-length", lambda: qwen3().tensor("blk.0.attn_q_norm.weight", ne=[8]).build(),
+     ["tensor 'blk.0.attn_q_norm.weight' has shape [8], expected [4]"]),
+    ("qwen3-k-norm-f16", lambda: qwen3().tensor("blk.0.attn_k_norm.weight", ttype=F16).build(),
+     ["tensor 'blk.0.attn_k_norm.weight' has type F16, expected F32"]),
+    ("qwen3-key-length-does-not-fit",
+     lambda: qwen3().kv(".attention.key_length", U32, 8).kv(".attention.value_length", U32, 8).build(),
+     ["tensor 'blk.0.attn_q.weight' has shape [8 x 8], expected [8 x 16]"]),
+    ("qwen3-key-length-norms-do-not-fit",
+     lambda: qwen3(head_dim=8).tensor("blk.0.attn_q_norm.weight", ne=[4]).build(),
+     ["tensor 'blk.0.attn_q_norm.weight' has shape [4], expected [8]"]),
+    # gemma2.c: the soft-caps, the window, the post norms
+    ("gemma2-attn-softcap-0", lambda: gemma2().kv(".attn_logit_softcapping", F32_V, 0.0).build(),
+     ["gemma2.attn_logit_softcapping is 0, must be positive"]),
+    ("gemma2-attn-softcap-nan", lambda: gemma2().kv(".attn_logit_softcapping", F32_V, math.nan).build(),
+     ["gemma2.attn_logit_softcapping is not a finite number"]),
+    ("gemma2-final-softcap-negative", lambda: gemma2().kv(".final_logit_softcapping", F32_V, -30.0).build(),
+     ["gemma2.final_logit_softcapping is -30, must be positive"]),
+    ("gemma2-sliding-window-string", lambda: gemma2().kv(".attention.sliding_window", STRING, "4096").build(),
+     ["key 'gemma2.attention.sliding_window' is a string, not a number"]),
+    ("gemma2-post-attention-norm-length", lambda: gemma2().tensor("blk.0.post_attention_norm.weight", ne=[7]).build(),
+     ["tensor 'blk.0.post_attention_norm.weight' has shape [7], expected [8]"]),
+    ("gemma2-27b-scale-divides-by-zero",
+     lambda: gemma2().kv(".block_count", U32, 46).kv(".attention.head_count", U32, 16)
+     .kv(".attention.key_length", U32, 4).kv(".attention.value_length", U32, 4).build(),
+     ["gemma2.embedding_length is 8, must be at least attention.head_count"]),
+    ("gemma2-key-length-does-not-fit",
+     lambda: gemma2().kv(".attention.key_length", U32, 2).kv(".attention.value_length", U32, 2).build(),
+     ["tensor 'blk.0.attn_q.weight' has shape [8 x 8], expected [8 x 4]"]),
+    # phi3.c: fused projections, partial RoPE, LongRoPE factors and attention factor
+    ("phi3-rope-dims-0", lambda: phi3().kv(".rope.dimension_count", U32, 0).build(),
+     ["phi3.rope.dimension_count is 0, must be even and 2 to the head size (4)"]),
+    ("phi3-rope-dims-over-head", lambda: phi3().kv(".rope.dimension_count", U32, 6).build(),
+     ["phi3.rope.dimension_count is 6", "head size (4)"]),
+    ("phi3-attn-factor-0", lambda: phi3().kv(".rope.scaling.attn_factor", F32_V, 0.0).build(),
+     ["phi3.rope.scaling.attn_factor is 0, must be positive"]),
+    ("phi3-attn-factor-inf", lambda: phi3().kv(".rope.scaling.attn_factor", F32_V, math.inf).build(),
+     ["phi3.rope.scaling.attn_factor is not a finite number"]),
+    ("phi3-original-context-0", lambda: phi3().kv(".rope.scaling.original_context_length", U32, 0).build(),
+     ["phi3.rope.scaling.original_context_length is 0, must be positive"]),
+    ("phi3-sliding-window-string", lambda: phi3().kv(".attention.sliding_window", STRING, "2047").build(),
+     ["key 'phi3.attention.sliding_window' is a string, not a number"]),
+    ("phi3-rope-factors-length", lambda: phi3().tensor("rope_factors_long.weight", ne=[4], data=f32s(1, 2, 3, 4)).build(),
+     ["tensor 'rope_factors_long.weight' has shape [4], expected [2]"]),
+    ("phi3-rope-factors-f16", lambda: phi3().tensor("rope_factors_short.weight", ne=[2], ttype=F16).build(),
+     ["tensor 'rope_factors_short.weight' has type F16, expected F32"]),
+    ("phi3-partial-rope-factors-length",
+     lambda: phi3().kv(".rope.dimension_count", U32, 2).tensor("rope_factors_long.weight", ne=[2], data=f32s(1, 2)).build(),
+     ["tensor 'rope_factors_long.weight' has shape [2], expected [1]"]),
+    ("phi3-qkv-rows", lambda: phi3().tensor("blk.0.attn_qkv.weight", ne=[8, 12]).build(),
+     ["tensor 'blk.0.attn_qkv.weight' has shape [8 x 12], expected [8 x 16]"]),
+    ("phi3-up-not-fused", lambda: phi3().tensor("blk.0.ffn_up.weight", ne=[8, 8]).build(),
+     ["tensor 'blk.0.ffn_up.weight' has shape [8 x 8], expected [8 x 16]"]),
+    ("phi3-key-length-does-not-fit",
+     lambda: phi3().kv(".attention.key_length", U32, 8).kv(".attention.value_length", U32, 8).build(),
+     ["tensor 'blk.0.attn_qkv.weight' has shape [8 x 16], expected [8 x 32]"]),
+    ("phi3-split-missing-v", lambda: phi3_split().drop("blk.0.attn_v.weight").build(),
+     ["missing tensor 'blk.0.attn_v.weight'", "(architecture phi3)"]),
+    ("phi3-split-q-shape", lambda: phi3_split().tensor("blk.0.attn_q.weight", ne=[8, 4]).build(),
+     ["tensor 'blk.0.attn_q.weight' has shape [8 x 4], expected [8 x 8]"]),
+]
+
 # Models that differ from the bases in ways the loader must accept.
 ACCEPTED = [
     ("llama-base", lambda: llama().build()),
@@ -222,6 +379,26 @@ ACCEPTED = [
      .tensor("rope_freqs.weight", ne=[1], data=bytes.fromhex("0000803f")).build()),
     ("llama-f16-matrices-biases-head", lambda: llama(mat_type=F16, biases=True, tied=False).build()),
     ("gemma3-two-layers-swa", lambda: gemma3(n_layer=2, n_swa=2).build()),
+    ("qwen3-base", lambda: qwen3().build()),
+    ("gemma2-base", lambda: gemma2().build()),
+    ("phi3-base", lambda: phi3().build()),
+    ("qwen3-key-length-not-embd-over-heads", lambda: qwen3(n_embd=8, n_head=2, n_head_kv=1, head_dim=8).build()),
+    ("gemma2-no-optional-keys", lambda: gemma2().drop(".context_length", ".attention.layer_norm_rms_epsilon",
+                                                      ".rope.freq_base").build()),
+    ("gemma2-two-layers-swa-softcaps", lambda: gemma2(n_layer=2, n_swa=2, softcap=20.0)
+     .kv(".attn_logit_softcapping", F32_V, 10.0).build()),
+    ("phi3-separate-qkv", lambda: phi3_split().build()),
+    ("phi3-partial-rope-long-factors", lambda: phi3().kv(".rope.dimension_count", U32, 2)
+     .kv(".rope.scaling.attn_factor", F32_V, 1.19).kv(".rope.scaling.original_context_length", U32, 16)
+     .tensor("rope_factors_long.weight", ne=[1], data=f32s(4.0))
+     .tensor("rope_factors_short.weight", ne=[1], data=f32s(1.5)).build()),
+    ("phi3-sliding-window-ignored", lambda: phi3().kv(".attention.sliding_window", U32, 2).build()),
+]
+ACCEPTED += [
+    ("llama-moe", lambda: moe().build()),
+    ("llama-moe-all-used", lambda: moe(n_expert=3, n_used=3).build()),
+    ("qwen3moe", lambda: moe("qwen3moe").build()),
+    ("qwen3moe-expert-ff-key", lambda: moe("qwen3moe", n_ff_exp=6, n_layer=2, head_dim=6).build()),
 ]
 
 
@@ -314,15 +491,15 @@ def test_seed_verdict(plumb_san_bin, run, gguf_dir, name):
 
 # ---- random mutations of the metadata --------------------------------------------------------
 def test_random_metadata_mutations(plumb_san_bin, run, gguf_dir):
-    """Seeded random byte mutations of the metadata and tensor infos of small llama and gemma3
-    models: exit 0 or 1 (with one message line), never a sanitizer report. The weights'
+    """Seeded random byte mutations of the metadata and tensor infos of small models of every
+    architecture: exit 0 or 1 (with one message line), never a sanitizer report. The weights'
     bytes are left alone: the loader does not scan weights, and NaN in them is the kernels'
     business."""
     rng = random.Random(20250612)
     bases = [(arch, make(n_layer=2).gguf().build()) for arch, make in ARCHS.items()]
     paths = []
     for i in range(240):
-        arch, (raw, lay) = bases[i % 2]
+        arch, (raw, lay) = bases[i % len(bases)]
         b = bytearray(raw)
         for _ in range(rng.randint(1, 3)):
             at = rng.randrange(24, lay.kv_end)  # metadata only: types and shapes of tensors stay

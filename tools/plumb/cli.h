@@ -4,6 +4,7 @@
 #define PLUMB_CLI_H
 
 #include "plumb.h"
+#include "server/chat_prompt.h"
 
 #include <stdio.h>
 
@@ -14,6 +15,7 @@ int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 /* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
 void cli_error(const char *cmd, plumb_status st, const char *msg);
@@ -31,5 +33,11 @@ char *cli_utf8_sanitize(const char *s, uint64_t len);
  * FIFO or a terminal alike. NULL with errno set when a read fails (EISDIR for a directory),
  * memory runs out, or f holds more than max bytes (EFBIG). */
 char *cli_read_all(FILE *f, size_t max, size_t *len);
+
+/* Chooses how conversations with m are rendered (template file, built-in format name, or the
+ * model's template: plumb_gen_chat_init), printing what the user should know on stderr as
+ * "plumb <cmd>: ...". 0 with *out ready (plumb_gen_chat_free it), else 1 after the message. */
+int cli_chat_choose(const char *cmd, const plumb_model_t *m, const char *format, const char *template_file,
+                    plumb_gen_chat *out);
 
 #endif

@@ -14,10 +14,11 @@
  * are pseudo-random (fixed seed) over the vocabulary, never BOS or EOS.
  *
  * Generation is bound by memory: every token reads every weight a one-token forward pass
- * touches plus the KV cache of the positions it attends. bench counts those bytes from the
- * model file's tensors, measures the machine's streaming read bandwidth with the same number
- * of threads (membw.c), and reports achieved GB/s, the roofline t/s (bandwidth / bytes per
- * token) and the fraction of it reached. */
+ * touches (of a mixture-of-experts model's expert tensors, the expert_used_count of
+ * expert_count experts it is routed to) plus the KV cache of the positions it attends. bench
+ * counts those bytes from the model file's tensors, measures the machine's streaming read
+ * bandwidth with the same number of threads (membw.c), and reports achieved GB/s, the
+ * roofline t/s (bandwidth / bytes per token) and the fraction of it reached. */
 #include "cli.h"
 #include "membw.h"
 #include "options.h"
@@ -49,7 +50,8 @@ typedef struct bench_options {
 /* What a one-token forward pass reads, from the model's tensors. */
 typedef struct bench_bytes {
     uint64_t weights;     /* every tensor but the embedding table, + one embedding row (+ the
-                             whole table when it is also the output head) */
+                             whole table when it is also the output head); of the expert
+                             tensors (*_exps), the routed experts' share */
     uint64_t kv_per_pos;  /* K and V of one position in every full-attention layer */
     uint64_t kv_per_pos_swa; /* the same for the sliding-window layers */
     int32_t n_swa;        /* window of the sliding layers (0: none) */
@@ -179,9 +181,17 @@ static int parse_options(bench_options *o, int argc, char **argv) {
 
 /* ---- what a generated token reads ------------------------------------------------------- */
 
-/* Reads tensor sizes from the model file: every weight a one-token forward pass reads. A
- * sliding-window layer attends at most n_swa positions; for gemma3, 5 of every 6 layers
- * slide (the model's own layer pattern). */
+/* Whether tensor `name` holds a layer's experts ("blk.N.ffn_up_exps.weight" and the like). */
+static bool is_expert_tensor(const char *name) {
+    static const char suffix[] = "_exps.weight";
+    const size_t n = strlen(name), k = sizeof suffix - 1;
+    return n > k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* Reads tensor sizes from the model file: every weight a one-token forward pass reads (a
+ * token runs expert_used_count of a layer's expert_count experts: that share of each expert
+ * tensor). A sliding-window layer attends at most n_swa positions; for gemma3, 5 of every 6
+ * layers slide (the model's own layer pattern). */
 static plumb_status count_bytes(const plumb_model_t *m, bench_bytes *out) {
     memset(out, 0, sizeof *out);
     const plumb_gguf_t *g = plumb_model_gguf(m);
@@ -189,6 +199,12 @@ static plumb_status count_bytes(const plumb_model_t *m, bench_bytes *out) {
     plumb_model_get_info(m, &info);
     const int64_t n = plumb_gguf_tensor_count(g);
     const bool tied = plumb_gguf_find_tensor(g, "output.weight") < 0;
+    char key[96];
+    uint64_t n_expert = 0, n_used = 0; /* the loader checked them: used 1 to count, or no experts */
+    snprintf(key, sizeof key, "%s.expert_count", info.arch);
+    if (plumb_gguf_get_count(g, key, &n_expert) != PLUMB_OK) n_expert = 0;
+    snprintf(key, sizeof key, "%s.expert_used_count", info.arch);
+    if (plumb_gguf_get_count(g, key, &n_used) != PLUMB_OK || n_used > n_expert) n_used = n_expert;
     for (int64_t i = 0; i < n; i++) {
         plumb_gguf_tensor_info t;
         plumb_status st = plumb_gguf_tensor(g, i, &t);
@@ -197,11 +213,12 @@ static plumb_status count_bytes(const plumb_model_t *m, bench_bytes *out) {
             uint64_t row = 0;
             if ((st = plumb_type_row_bytes(t.type, t.ne[0], &row))) return st;
             out->weights += row + (tied ? t.nbytes : 0); /* one row looked up (+ the head) */
+        } else if (n_expert > 0 && is_expert_tensor(t.name)) {
+            out->weights += t.nbytes / n_expert * n_used; /* the routed experts' rows only */
         } else {
             out->weights += t.nbytes;
         }
     }
-    char key[96];
     snprintf(key, sizeof key, "%s.attention.sliding_window", info.arch);
     uint32_t window = 0;
     const bool slides = strcmp(info.arch, "gemma3") == 0 && plumb_gguf_get_u32(g, key, &window) == PLUMB_OK && window > 0;

@@ -60,6 +60,8 @@ int cmd_chat(int argc, char **argv) {
         return 2;
     }
     session s;
+    plumb_gen_chat chat = {0};
+    bool have_chat = false;
     int rc = 1;
     size_t n_msgs = 0, cap_msgs = 16;
     plumb_chat_message *msgs = calloc(cap_msgs, sizeof *msgs);
@@ -70,12 +72,8 @@ int cmd_chat(int argc, char **argv) {
         cli_error("chat", st ? st : PLUMB_E_NOMEM, NULL);
         goto out;
     }
-    plumb_chat_format fmt = plumb_gen_chat_format(s.model, o.chat_format);
-    if (fmt == PLUMB_CHAT_UNKNOWN) { /* a --chat-format name was checked with the options */
-        fprintf(stderr, "plumb chat: the model's chat template is not one plumb recognizes; choose one with "
-                        "--chat-format gemma|llama3|chatml\n");
-        goto out;
-    }
+    if (cli_chat_choose("chat", s.model, o.chat_format, o.chat_template_file, &chat)) goto out;
+    have_chat = true;
     if (o.system) msgs[n_msgs++] = (plumb_chat_message){"system", strdup(o.system)};
     const bool tty = isatty(STDIN_FILENO);
     for (;;) {
@@ -96,7 +94,13 @@ int cmd_chat(int argc, char **argv) {
         char *text = NULL;
         size_t text_len, n_marks = 0;
         plumb_span *marks = NULL;
-        if ((st = plumb_chat_apply_marked(fmt, msgs, n_msgs, true, true, &text, &text_len, &marks, &n_marks))) {
+        st = plumb_gen_chat_render(&chat, msgs, n_msgs, NULL, true, &text, &text_len, &marks, &n_marks);
+        if (st == PLUMB_E_INVALID_ARG) { /* the template refuses this conversation: drop the message */
+            fprintf(stderr, "plumb chat: message dropped: %s: %s\n", chat.source, plumb_last_error());
+            free((char *)msgs[--n_msgs].content);
+            continue;
+        }
+        if (st) {
             cli_error("chat", st, NULL);
             goto out;
         }
@@ -139,6 +143,7 @@ int cmd_chat(int argc, char **argv) {
     }
     rc = 0;
 out:
+    if (have_chat) plumb_gen_chat_free(&chat);
     for (size_t i = 0; i < n_msgs; i++) free((char *)msgs[i].content);
     free(msgs);
     free(line);

@@ -9,6 +9,7 @@
 #include "server/server.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -31,7 +32,8 @@ static const char serve_usage[] =
     "      --api-key KEY         require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize, /metrics\n"
     "      --public-metrics      /metrics answers without the API key\n"
     "      --alias NAME          model id shown by the API (default: the file name)\n"
-    "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n"
+    "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
+    "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
     "      --timeout S           longest a request may take, in seconds (default 600)\n"
     "      --max-body BYTES      largest request body (default 1048576)\n"
     "      --max-connections N   open connections at most (default 128; 16 more for /health, /metrics)\n"
@@ -56,6 +58,7 @@ static void *shutdown_main(void *arg) {
 
 int cmd_serve(int argc, char **argv) {
     plumb_server_params p = plumb_server_default_params();
+    static char *template_text; /* lives as long as the server (static: still reachable at exit) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -77,7 +80,8 @@ int cmd_serve(int argc, char **argv) {
         static const char *const valued[] = {"-m", "--model", "--host", "--port", "-np", "--parallel", "-c", "--ctx-size",
                                              "-t", "--threads", "-b", "--batch-size", "--prefill-chunk", "--queue",
                                              "--api-key", "--alias", "--chat-format", "--timeout", "--max-body",
-                                             "--max-connections", "--max-connections-per-client", "--request-timeout"};
+                                             "--max-connections", "--max-connections-per-client", "--request-timeout",
+                                             "--chat-template-file"};
         bool known = false;
         for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
         if (!known) {
@@ -109,7 +113,19 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-body")) ok = options_parse_long(v, 1024, 1L << 30, &n) && (p.max_body = (size_t)n, true);
         else if (!strcmp(a, "--max-connections")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_connections = (int32_t)n, true);
         else if (!strcmp(a, "--max-connections-per-client")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_per_client = (int32_t)n, true);
-        else if (!strcmp(a, "--request-timeout")) ok = options_parse_long(v, 1, 3600, &n) && (p.request_timeout_s = (double)n, true);
+        else if (!strcmp(a, "--chat-template-file")) {
+            FILE *f = fopen(v, "rb");
+            size_t len = 0;
+            free(template_text);
+            template_text = f ? cli_read_all(f, 1u << 20, &len) : NULL;
+            if (f) fclose(f);
+            if (!template_text) {
+                fprintf(stderr, "plumb serve: cannot read chat template file '%s': %s\n", v, strerror(errno));
+                return 2;
+            }
+            p.chat_template = template_text;
+            p.chat_template_len = len;
+        } else if (!strcmp(a, "--request-timeout")) ok = options_parse_long(v, 1, 3600, &n) && (p.request_timeout_s = (double)n, true);
         if (!ok) {
             fprintf(stderr, "plumb serve: bad value '%s' for %s%s\n", v, a,
                     !strcmp(a, "--chat-format") ? " (gemma, llama3 or chatml)" : "");

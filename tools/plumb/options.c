@@ -25,7 +25,8 @@ const char gen_options_usage[] =
     "      --frequency-penalty F (default 0)\n"
     "  -s, --seed N              sampling seed (same seed, same output)\n"
     "      --stop TEXT           stop when TEXT appears (repeatable)\n"
-    "      --chat-format NAME    gemma, llama3 or chatml (default: from the model)\n"
+    "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
+    "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
 
 void gen_options_init(gen_options *o) {
@@ -94,7 +95,8 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
                   {"--top-k", NULL, NULL},          {"--top-p", NULL, NULL},             {"--min-p", NULL, NULL},
                   {"--repeat-penalty", NULL, NULL}, {"--repeat-last-n", NULL, NULL},     {"--presence-penalty", NULL, NULL},
                   {"--frequency-penalty", NULL, NULL}, {"--seed", "-s", NULL},           {"--stop", NULL, NULL},
-                  {"--chat-format", NULL, "gemma, llama3 or chatml"},                    {"--system", NULL, NULL}};
+                  {"--chat-format", NULL, "gemma, llama3 or chatml"},                    {"--system", NULL, NULL},
+                  {"--chat-template-file", NULL, NULL}};
     int k = -1;
     for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
         if (is(a, valued[j].l, valued[j].s)) k = (int)j;
@@ -127,6 +129,7 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     /* checked here, before any model is loaded, although only chat uses it */
     case 15: ok = plumb_chat_format_from_name(v) != PLUMB_CHAT_UNKNOWN && (o->chat_format = v, true); break;
     case 16: o->system = v; break;
+    case 17: o->chat_template_file = v; break;
     }
     if (!ok) {
         if (valued[k].what) fprintf(stderr, "plumb %s: bad value '%s' for %s (%s)\n", cmd, v, a, valued[k].what);

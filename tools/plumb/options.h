@@ -15,7 +15,8 @@ typedef struct gen_options {
     int32_t n_predict;
     char *stops[MAX_STOPS];
     int n_stops;
-    const char *chat_format; /* NULL: from the model's template */
+    const char *chat_format;        /* a built-in format's name; NULL: the model's template */
+    const char *chat_template_file; /* a Jinja template file to use instead (NULL: none) */
     const char *system;
     plumb_model_params model_params;
 } gen_options;

@@ -28,6 +28,13 @@ typedef struct plumb_cpu_ctx {
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g);
 /* Computes thread ith's share of one node. */
 void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *node, int ith, int nth);
+/* The mixture-of-experts ops (cpu_moe.c), split like the others; the expert matmul's scratch
+ * is what plumb__cpu_mul_mat_id_scratch says for nth threads. */
+size_t plumb__cpu_mul_mat_id_scratch(const plumb_cpu_ctx *c, const plumb_tensor *node, int nth);
+void plumb__cpu_mul_mat_id(plumb_cpu_ctx *c, plumb_tensor *node, int ith, int nth);
+void plumb__cpu_top_k(plumb_tensor *node, int ith, int nth);
+void plumb__cpu_moe_weights(plumb_tensor *node, int ith, int nth);
+void plumb__cpu_moe_sum(plumb_tensor *node, int ith, int nth);
 /* Waits until every compute thread reaches this point. */
 void plumb__cpu_barrier(plumb_cpu_ctx *c);
 /* Hands out chunks 0..n-1 of a node's work to whichever thread asks first (a thread that runs

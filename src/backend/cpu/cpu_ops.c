@@ -78,6 +78,8 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
                 matmul_widen_bytes(c, n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_ATTN) {
             s = attn_scratch_per_thread(n, c->n_threads) * (size_t)c->n_threads;
+        } else if (n->op == PLUMB_OP_MUL_MAT_ID) {
+            s = plumb__cpu_mul_mat_id_scratch(c, n, c->n_threads);
         }
         if (s > need) need = s;
     }
@@ -283,9 +285,11 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
             }
         }
         break;
-    case PLUMB_OP_SOFTCAP:
-        for (int64_t i = lo; i < hi; i++) o[i] = f * tanhf(x[i] / f);
+    case PLUMB_OP_SOFTCAP: { /* the reference's three ops: scale by 1/f, tanh, scale by f */
+        const float inv = 1.0f / f;
+        for (int64_t i = lo; i < hi; i++) o[i] = tanhf(x[i] * inv) * f;
         break;
+    }
     default: break;
     }
 }
@@ -332,6 +336,7 @@ static void op_rope(plumb_tensor *n, int ith, int nth) {
     const float *ff = n->src[2] ? n->src[2]->data : NULL;
     const int mode = n->iparams[0], n_rot = n->iparams[1];
     const float base = n->fparams[0], freq_scale = n->fparams[1];
+    const float mscale = n->fparams[2] > 0.0f ? n->fparams[2] : 1.0f; /* the attention factor */
     const int64_t hd = a->ne[0], n_head = a->ne[1], T = a->ne[2];
     const float theta_scale = powf(base, -2.0f / (float)n_rot);
     int64_t lo, hi;
@@ -355,7 +360,7 @@ static void op_rope(plumb_tensor *n, int ith, int nth) {
                 cs = cs_c[i0 / 2], sn = sn_c[i0 / 2];
             } else {
                 const float th = freq_scale * (ff ? theta / ff[i0 / 2] : theta);
-                cs = cosf(th), sn = sinf(th);
+                cs = cosf(th) * mscale, sn = sinf(th) * mscale;
                 if (fill) cs_c[i0 / 2] = cs, sn_c[i0 / 2] = sn;
             }
             const int64_t i_a = mode == PLUMB_ROPE_NEOX ? i0 / 2 : i0;
@@ -383,10 +388,18 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
             const float v = x[i] * scale;
             mx = v > mx ? v : mx;
         }
+        /* the reference's exponentials: its vectorized e^x (plumb__exp_poly) over whole groups
+         * of 16, each group summed by plumb__sum16, then libm's expf for the last n % 16; the
+         * sums added in double in order */
         double sum = 0.0;
-        for (int64_t i = 0; i < ne0; i++) {
-            o[i] = expf(x[i] * scale - mx);
-            sum += o[i];
+        int64_t j = 0;
+        for (; j + 16 <= ne0; j += 16) {
+            for (int l = 0; l < 16; l++) o[j + l] = plumb__exp_poly(x[j + l] * scale - mx);
+            sum += (double)plumb__sum16(o + j);
+        }
+        for (; j < ne0; j++) {
+            o[j] = expf(x[j] * scale - mx);
+            sum += o[j];
         }
         const float inv = (float)(1.0 / sum);
         for (int64_t i = 0; i < ne0; i++) o[i] *= inv;
@@ -422,6 +435,13 @@ static int32_t attn_first(const plumb_attn_params *p, int32_t pos) {
     return p->n_swa > 0 && pos - p->n_swa + 1 > 0 ? pos - p->n_swa + 1 : 0;
 }
 
+/* The reference's attention logit soft-cap on n raw scores (attn_qk's with scale 1), in its
+ * order of separate ops: times 1/cap, tanh, times cap, then the softmax scale. */
+static void attn_softcap(float *sc, int32_t n, float cap, float scale) {
+    const float inv = 1.0f / cap;
+    for (int32_t j = 0; j < n; j++) sc[j] = tanhf(sc[j] * inv) * cap * scale;
+}
+
 /* What the attention of one (token, KV head) item needs. */
 typedef struct attn_item {
     const float *q;      /* the item's first query head; heads hd apart */
@@ -431,6 +451,7 @@ typedef struct attn_item {
     int nh;              /* query heads */
     int32_t first, pos;  /* attended positions */
     float scale;
+    float softcap;       /* 0: none */
     float *out;          /* nh rows of hd */
 } attn_item;
 
@@ -459,7 +480,9 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
     }
     if (jlo <= jhi) {
         c->kernels->attn_qk(mine, per_head, nh, it->k + (size_t)jlo * it->kv_dim, it->kv_dim, jhi - jlo + 1,
-                            it->hd, it->scale, shared + (jlo - it->first), per_head);
+                            it->hd, it->softcap > 0.0f ? 1.0f : it->scale, shared + (jlo - it->first), per_head);
+        for (int i = 0; i < nh && it->softcap > 0.0f; i++)
+            attn_softcap(shared + (size_t)i * per_head + (jlo - it->first), jhi - jlo + 1, it->softcap, it->scale);
         for (int i = 0; i < nh; i++) {
             const float *sc = shared + (size_t)i * per_head + (jlo - it->first);
             float m = -INFINITY;
@@ -504,7 +527,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *q = n->src[0], *k = n->src[1], *v = n->src[2];
     const int64_t hd = kv->head_dim, n_head = q->ne[1], n_kv = k->ne[1], T = q->ne[2];
     const int64_t kv_dim = n_kv * hd, group = n_head / n_kv;
-    const float scale = n->fparams[0];
+    const float scale = n->fparams[0], softcap = n->fparams[1];
     uint16_t *kc = kv->k[p->layer], *vc = kv->v[p->layer];
     int64_t lo, hi;
     /* phase 1: write this batch's keys and values into the cache */
@@ -537,6 +560,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 .first = attn_first(p, pos),
                 .pos = pos,
                 .scale = scale,
+                .softcap = softcap,
                 .out = (float *)n->data + t * (n_head * hd) + hk * group * hd,
             };
             attn_shared_item(c, &it, per_head, kv->n_ctx, (float *)c->work, scratch + kv->n_ctx, ith, nth);
@@ -565,7 +589,9 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
                 c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
                                       scratch + (size_t)i * per_head + kv->n_ctx, hd);
             c->kernels->attn_qk(scratch + kv->n_ctx, per_head, (int)nh, kc + (seq_base + (size_t)first) * (size_t)kv_dim + hk * hd,
-                                (size_t)kv_dim, pos - first + 1, hd, scale, scratch, per_head);
+                                (size_t)kv_dim, pos - first + 1, hd, softcap > 0.0f ? 1.0f : scale, scratch, per_head);
+            for (int64_t i = 0; i < nh && softcap > 0.0f; i++)
+                attn_softcap(scratch + (size_t)i * per_head, pos - first + 1, softcap, scale);
             float mx[PLUMB_MAX_GROUP];
             for (int64_t i = 0; i < nh; i++) {
                 const float *sc = scratch + (size_t)i * per_head;
@@ -607,6 +633,10 @@ void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth
     case PLUMB_OP_ROPE: op_rope(n, ith, nth); break;
     case PLUMB_OP_SOFT_MAX: op_soft_max(n, ith, nth); break;
     case PLUMB_OP_ATTN: op_attn(c, n, ith, nth); break;
+    case PLUMB_OP_MUL_MAT_ID: plumb__cpu_mul_mat_id(c, n, ith, nth); break;
+    case PLUMB_OP_TOP_K: plumb__cpu_top_k(n, ith, nth); break;
+    case PLUMB_OP_MOE_WEIGHTS: plumb__cpu_moe_weights(n, ith, nth); break;
+    case PLUMB_OP_MOE_SUM: plumb__cpu_moe_sum(n, ith, nth); break;
     case PLUMB_OP_NONE:
     case PLUMB_OP_VIEW:
     case PLUMB_OP_COUNT: break;

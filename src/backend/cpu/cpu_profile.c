@@ -33,7 +33,8 @@ static const char *const op_names[PLUMB_OP_COUNT] = {
     [PLUMB_OP_SCALE] = "scale",       [PLUMB_OP_RMS_NORM] = "rms_norm",   [PLUMB_OP_ROPE] = "rope",
     [PLUMB_OP_ATTN] = "attn",         [PLUMB_OP_SILU] = "silu",           [PLUMB_OP_GELU_TANH] = "gelu",
     [PLUMB_OP_SILU_MUL] = "silu_mul", [PLUMB_OP_GELU_MUL] = "gelu_mul",   [PLUMB_OP_SOFTCAP] = "softcap",
-    [PLUMB_OP_SOFT_MAX] = "soft_max",
+    [PLUMB_OP_SOFT_MAX] = "soft_max",   [PLUMB_OP_MUL_MAT_ID] = "mul_mat_id", [PLUMB_OP_TOP_K] = "top_k",
+    [PLUMB_OP_MOE_WEIGHTS] = "moe_weights", [PLUMB_OP_MOE_SUM] = "moe_sum",
 };
 
 plumb_cpu_profile *plumb__cpu_profile_create(void) {

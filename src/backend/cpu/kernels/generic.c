@@ -148,19 +148,56 @@ PLUMB_CLONES static void act_q8_k(const float *x, void *out, int64_t n) {
 
 /* ---- dot products: float weights ---------------------------------------------------------- */
 
+/* F32 and F16 weights, as the reference's ggml_vec_dot_f32 and ggml_vec_dot_f16 (its
+ * activations for F16 weights rounded to F16 first) compute them: 4 x 16 FMA lanes over
+ * 64-element steps, folded (0+2, 1+3, then both) and summed by plumb__sum16; the last n % 64
+ * products added one by one, for F32 each product rounded and then added to the float sum,
+ * for F16 (as attn_dot) in double. */
 PLUMB_CLONES static float dot_f32(int64_t n, const void *w, const void *x) {
     const float *a = w, *b = x;
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    float acc[4][16];
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++) acc[j][l] = 0.0f;
+    const int64_t body = n & ~(int64_t)63;
+    for (int64_t i = 0; i < body; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) acc[j][l] = fmaf(a[i + 16 * j + l], b[i + 16 * j + l], acc[j][l]);
+    for (int l = 0; l < 16; l++) {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+    }
+    for (int l = 0; l < 16; l++) acc[0][l] += acc[1][l];
+    float s = plumb__sum16(acc[0]);
+    for (int64_t i = body; i < n; i++) {
+        const float p = a[i] * b[i]; /* rounded, then added: not fused */
+        s += p;
+    }
     return s;
 }
+
+static inline float round_to_f16(float v) { return plumb__f16_table[plumb__fp32_to_fp16(v)]; }
 
 PLUMB_CLONES static float dot_f16(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w;
     const float *b = x;
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += h2f(a + 2 * i) * b[i];
-    return s;
+    float acc[4][16];
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++) acc[j][l] = 0.0f;
+    const int64_t body = n & ~(int64_t)63;
+    for (int64_t i = 0; i < body; i += 64)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 16; l++) {
+                const int64_t e = i + 16 * j + l;
+                acc[j][l] = fmaf(h2f(a + 2 * e), round_to_f16(b[e]), acc[j][l]);
+            }
+    for (int l = 0; l < 16; l++) {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+    }
+    for (int l = 0; l < 16; l++) acc[0][l] += acc[1][l];
+    double s = plumb__sum16(acc[0]);
+    for (int64_t i = body; i < n; i++) s += (double)(h2f(a + 2 * i) * round_to_f16(b[i]));
+    return (float)s;
 }
 
 PLUMB_CLONES static float dot_bf16(int64_t n, const void *w, const void *x) {

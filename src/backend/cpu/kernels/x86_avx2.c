@@ -450,38 +450,51 @@ static float dot_q4_1(int64_t n, const void *w, const void *x) {
     return hsum(acc) + summs;
 }
 
-/* F32 and F16 weights with F32 activations: 4 x 8 FMA lanes, a scalar tail. */
+/* F32 and F16 weights as generic.c's dot_f32 and dot_f16 (the reference's order): acc[2 j + h]
+ * holds lanes 16 j + 8 h .. + 7 of its 4 x 16 accumulators; F16 weights dot with the
+ * activations rounded to F16. */
+static inline float fold_sum16(__m256 *acc) {
+    for (int h = 0; h < 2; h++) {
+        acc[h] = _mm256_add_ps(acc[h], acc[4 + h]);         /* 0 + 2 */
+        acc[2 + h] = _mm256_add_ps(acc[2 + h], acc[6 + h]); /* 1 + 3 */
+        acc[h] = _mm256_add_ps(acc[h], acc[2 + h]);
+    }
+    const __m256 t8 = _mm256_add_ps(acc[1], acc[0]);
+    const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
+    const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4)); /* (t4[0] + t4[2]) + (t4[1] + t4[3]) */
+    return _mm_cvtss_f32(_mm_add_ss(t2, _mm_movehdup_ps(t2)));
+}
+
 static float dot_f32(int64_t n, const void *w, const void *x) {
     const float *a = w, *b = x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), acc3);
+    __m256 acc[8];
+    for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+    const int64_t body = n & ~(int64_t)63;
+    for (int64_t i = 0; i < body; i += 64)
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * k), _mm256_loadu_ps(b + i + 8 * k), acc[k]);
+    float s = fold_sum16(acc);
+    for (int64_t i = body; i < n; i++) {
+        const float p = a[i] * b[i]; /* rounded, then added: not fused */
+        s += p;
     }
-    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
 static float dot_f16(int64_t n, const void *w, const void *x) {
     const uint16_t *a = w;
     const float *b = x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    int64_t i = 0;
-#define F16X8(k) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + (k))))
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm256_fmadd_ps(F16X8(0), _mm256_loadu_ps(b + i), acc0);
-        acc1 = _mm256_fmadd_ps(F16X8(8), _mm256_loadu_ps(b + i + 8), acc1);
-        acc2 = _mm256_fmadd_ps(F16X8(16), _mm256_loadu_ps(b + i + 16), acc2);
-        acc3 = _mm256_fmadd_ps(F16X8(24), _mm256_loadu_ps(b + i + 24), acc3);
-    }
-#undef F16X8
-    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; i < n; i++) s += _cvtsh_ss(a[i]) * b[i];
-    return s;
+    __m256 acc[8];
+    for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+    const int64_t body = n & ~(int64_t)63;
+    for (int64_t i = 0; i < body; i += 64)
+        for (int k = 0; k < 8; k++) {
+            const __m256 xr = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(b + i + 8 * k), _MM_FROUND_TO_NEAREST_INT));
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8 * k))), xr, acc[k]);
+        }
+    double s = (double)fold_sum16(acc);
+    for (int64_t i = body; i < n; i++)
+        s += (double)(_cvtsh_ss(a[i]) * _cvtsh_ss(_cvtss_sh(b[i], _MM_FROUND_TO_NEAREST_INT)));
+    return (float)s;
 }
 
 /* Q6_K: the weights' -32 offset is taken out once per block through the activations' 16-value
