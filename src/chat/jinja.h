@@ -223,6 +223,19 @@ jstr *jsb_finish(jsb *b);
  * what it puts) and then calls jlist_seal, which computes the depth and checks its cap. */
 jlist *jlist_new(jctx *c, size_t n, uint8_t kind);
 int jlist_seal(jctx *c, jlist *l);
+/* A list under construction (start it as (jvec){0}): jvec_push takes ownership of v (and
+ * releases it when it cannot grow); jvec_drop releases what was pushed; jvec_list consumes
+ * the vector into a sealed list (reversed when `rev`). */
+typedef struct jvec {
+    jval *v;
+    size_t n, cap;
+} jvec;
+int jvec_push(jctx *c, jvec *x, jval v);
+void jvec_drop(jctx *c, jvec *x);
+int jvec_list(jctx *c, jvec *x, bool rev, jlist **out);
+/* The sealed tuple (a, b) in *out (a dict item as items() gives it), retaining a and b; *out
+ * is left alone on failure. */
+int jv_pair(jctx *c, jval a, jval b, jval *out);
 /* How deeply v nests (what freeing it recurses through). */
 uint32_t jv_depth(jval v);
 /* Dicts: jdict_set takes ownership of k and v, replacing the value of an equal key (keeping

@@ -89,46 +89,6 @@ static int make_iter(jctx *c, jlist *items, jval *out) {
     return 0;
 }
 
-/* Items being collected into a list. */
-typedef struct acc {
-    jval *v;
-    size_t n, cap;
-} acc;
-
-static int acc_push(jctx *c, acc *x, jval v) {
-    if (x->n == x->cap) {
-        size_t cap = x->cap ? x->cap * 2 : 8;
-        jval *nv = jrealloc(c, x->v, cap * sizeof *nv);
-        if (!nv) {
-            jv_release(c, v);
-            return -1;
-        }
-        x->v = nv;
-        x->cap = cap;
-    }
-    x->v[x->n++] = v;
-    return 0;
-}
-
-static void acc_drop(jctx *c, acc *x) {
-    for (size_t i = 0; i < x->n; i++) jv_release(c, x->v[i]);
-    jfree(c, x->v);
-    *x = (acc){0};
-}
-
-static int acc_list(jctx *c, acc *x, uint8_t kind, jlist **out) {
-    jlist *l = jlist_new(c, x->n, kind);
-    if (!l) {
-        acc_drop(c, x);
-        return -1;
-    }
-    if (x->n) memcpy(l->v, x->v, x->n * sizeof *x->v);
-    jfree(c, x->v);
-    *x = (acc){0};
-    *out = l;
-    return jlist_seal(c, l);
-}
-
 /* jinja2's make_attrgetter: "a.b.0" looked up part by part with environment.getitem
  * (digits become integer indexes); an integer attribute is one index. */
 static int attr_get(jrender *r, jval item, jval attr, jval *out) {
@@ -390,16 +350,8 @@ static int f_dictsort(jrender *r, jval v, const jargs *a, jval *out) {
     size_t nk = 0; /* items and keys made so far */
     int rv = jiter_count(c, d->n);
     while (!rv && nk < d->n) {
-        jlist *t = jlist_new(c, 2, JL_TUPLE);
-        if (!t) {
-            rv = -1;
-            break;
-        }
-        t->v[0] = jv_retain(d->k[nk]);
-        t->v[1] = jv_retain(d->v[nk]);
-        items->v[nk] = jv_list(t);
         jval x = pos ? d->v[nk] : d->k[nk];
-        if (jlist_seal(c, t) || (ic ? jv_ignore_case(c, x, &keys[nk]) : (keys[nk] = jv_retain(x), 0))) {
+        if (jv_pair(c, d->k[nk], d->v[nk], &items->v[nk]) || (ic ? jv_ignore_case(c, x, &keys[nk]) : (keys[nk] = jv_retain(x), 0))) {
             rv = -1;
             break;
         }
@@ -584,15 +536,7 @@ static int f_items(jrender *r, jval v, const jargs *a, jval *out) {
     jlist *l = jlist_new(c, d->n, JL_LIST);
     if (!l) return -1;
     for (size_t i = 0; i < d->n; i++) {
-        jlist *t = jlist_new(c, 2, JL_TUPLE);
-        if (!t) {
-            jv_release(c, jv_list(l));
-            return -1;
-        }
-        t->v[0] = jv_retain(d->k[i]);
-        t->v[1] = jv_retain(d->v[i]);
-        l->v[i] = jv_list(t);
-        if (jlist_seal(c, t)) {
+        if (jv_pair(c, d->k[i], d->v[i], &l->v[i])) {
             jv_release(c, jv_list(l));
             return -1;
         }
@@ -1166,7 +1110,7 @@ static int select_common(jrender *r, jval v, const jargs *a, bool attr, bool kee
                   .n_kw = a->n_kw};
     jlist *items;
     if (jv_iterate(c, v, &items)) return -1;
-    acc keep = {0};
+    jvec keep = {0};
     int rv = jiter_count(c, items->n);
     for (size_t i = 0; i < items->n && !rv; i++) {
         jval x;
@@ -1181,12 +1125,12 @@ static int select_common(jrender *r, jval v, const jargs *a, bool attr, bool kee
         else
             pass = jv_truthy(x);
         jv_release(c, x);
-        if (!rv && pass == keep_if) rv = acc_push(c, &keep, jv_retain(items->v[i]));
+        if (!rv && pass == keep_if) rv = jvec_push(c, &keep, jv_retain(items->v[i]));
     }
     jv_release(c, jv_list(items));
     jlist *l;
-    if (rv || acc_list(c, &keep, JL_LIST, &l)) {
-        acc_drop(c, &keep);
+    if (rv || jvec_list(c, &keep, false, &l)) {
+        jvec_drop(c, &keep);
         return -1;
     }
     return make_iter(c, l, out);
@@ -1259,7 +1203,7 @@ static int f_unique(jrender *r, jval v, const jargs *a, jval *out) {
     if (jargs_bind(c, "unique", a, names, 2, p, g)) return -1;
     jlist *items;
     if (jv_iterate(c, v, &items)) return -1;
-    acc seen = {0}, keep = {0};
+    jvec seen = {0}, keep = {0};
     int rv = jiter_count(c, items->n);
     for (size_t i = 0; i < items->n && !rv; i++) {
         jval k;
@@ -1276,13 +1220,13 @@ static int f_unique(jrender *r, jval v, const jargs *a, jval *out) {
             jv_release(c, k);
             continue;
         }
-        rv = acc_push(c, &seen, k) || acc_push(c, &keep, jv_retain(items->v[i]));
+        rv = jvec_push(c, &seen, k) || jvec_push(c, &keep, jv_retain(items->v[i]));
     }
     jv_release(c, jv_list(items));
-    acc_drop(c, &seen);
+    jvec_drop(c, &seen);
     jlist *l;
-    if (rv || acc_list(c, &keep, JL_LIST, &l)) {
-        acc_drop(c, &keep);
+    if (rv || jvec_list(c, &keep, false, &l)) {
+        jvec_drop(c, &keep);
         return -1;
     }
     return make_iter(c, l, out);

@@ -665,15 +665,7 @@ static int dict_view(jctx *c, const jdict *d, int id, jval *out) {
     if (!l) return -1;
     for (size_t i = 0; i < d->n; i++) {
         if (id == M_DICT_ITEMS) {
-            jlist *t = jlist_new(c, 2, JL_TUPLE);
-            if (!t) {
-                jv_release(c, jv_list(l));
-                return -1;
-            }
-            t->v[0] = jv_retain(d->k[i]);
-            t->v[1] = jv_retain(d->v[i]);
-            l->v[i] = jv_list(t);
-            if (jlist_seal(c, t)) {
+            if (jv_pair(c, d->k[i], d->v[i], &l->v[i])) {
                 jv_release(c, jv_list(l));
                 return -1;
             }

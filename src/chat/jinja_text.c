@@ -285,29 +285,21 @@ int jtext_title_filter(jctx *c, const jstr *s, jstr **out) {
     return map_case(c, s, mode_title_filter, &start, out);
 }
 
-bool jtext_islower(const jstr *s) {
+/* Python's str.islower/isupper: some cased character, and none of the other case. */
+static bool all_cased(const jstr *s, bool (*is_case)(uint32_t), bool (*is_other)(uint32_t)) {
     bool cased = false;
     size_t i = 0;
     while (i < s->len) {
         uint32_t cp;
         i += utf8_dec((const unsigned char *)s->data + i, s->len - i, &cp);
-        if (is_upper_cp(cp)) return false;
-        if (is_lower_cp(cp)) cased = true;
+        if (is_other(cp)) return false;
+        if (is_case(cp)) cased = true;
     }
     return cased;
 }
 
-bool jtext_isupper(const jstr *s) {
-    bool cased = false;
-    size_t i = 0;
-    while (i < s->len) {
-        uint32_t cp;
-        i += utf8_dec((const unsigned char *)s->data + i, s->len - i, &cp);
-        if (is_lower_cp(cp)) return false;
-        if (is_upper_cp(cp)) cased = true;
-    }
-    return cased;
-}
+bool jtext_islower(const jstr *s) { return all_cased(s, is_lower_cp, is_upper_cp); }
+bool jtext_isupper(const jstr *s) { return all_cased(s, is_upper_cp, is_lower_cp); }
 
 /* ---- substrings -------------------------------------------------------------------------- */
 
@@ -370,49 +362,10 @@ int jtext_strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool right
     return sub(c, s, a, e, out);
 }
 
-/* A list under construction. */
-typedef struct vec {
-    jval *v;
-    size_t n, cap;
-} vec;
-
-static int vec_push(jctx *c, vec *x, jval v) {
-    if (x->n == x->cap) {
-        size_t cap = x->cap ? x->cap * 2 : 8;
-        jval *nv = jrealloc(c, x->v, cap * sizeof *nv);
-        if (!nv) {
-            jv_release(c, v);
-            return -1;
-        }
-        x->v = nv;
-        x->cap = cap;
-    }
-    x->v[x->n++] = v;
-    return 0;
-}
-
-static void vec_drop(jctx *c, vec *x) {
-    for (size_t i = 0; i < x->n; i++) jv_release(c, x->v[i]);
-    jfree(c, x->v);
-}
-
-/* The vector as a list (reversed when `rev`); the vector is consumed. */
-static int vec_list(jctx *c, vec *x, bool rev, jlist **out) {
-    jlist *l = jlist_new(c, x->n, JL_LIST);
-    if (!l) {
-        vec_drop(c, x);
-        return -1;
-    }
-    for (size_t i = 0; i < x->n; i++) l->v[i] = x->v[rev ? x->n - 1 - i : i];
-    jfree(c, x->v);
-    *out = l;
-    return jlist_seal(c, l);
-}
-
-static int push_sub(jctx *c, vec *x, const jstr *s, size_t a, size_t e) {
+static int push_sub(jctx *c, jvec *x, const jstr *s, size_t a, size_t e) {
     jstr *t;
     if (sub(c, s, a, e, &t)) return -1;
-    return vec_push(c, x, jv_str(t));
+    return jvec_push(c, x, jv_str(t));
 }
 
 long jtext_find(const jstr *s, size_t a, size_t e, const jstr *needle, bool last) {
@@ -431,7 +384,7 @@ long jtext_find(const jstr *s, size_t a, size_t e, const jstr *needle, bool last
 }
 
 int jtext_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool right, jlist **out) {
-    vec x = {0};
+    jvec x = {0};
     const unsigned char *p = (const unsigned char *)s->data;
     size_t n = s->len;
     if (maxsplit < 0) maxsplit = INT64_MAX;
@@ -453,7 +406,7 @@ int jtext_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool 
             while (i < n && u_space_at(s->data + i, n - i)) i += u_space_at(s->data + i, n - i);
             if (i != n && push_sub(c, &x, s, i, n)) goto fail;
         }
-        return vec_list(c, &x, false, out);
+        return jvec_list(c, &x, false, out);
     }
     if (!sep) { /* rsplit on whitespace */
         size_t e = n;
@@ -486,7 +439,7 @@ int jtext_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool 
             }
             if (e > 0 && push_sub(c, &x, s, 0, e)) goto fail;
         }
-        return vec_list(c, &x, true, out);
+        return jvec_list(c, &x, true, out);
     }
     if (!right) {
         size_t i = 0;
@@ -497,7 +450,7 @@ int jtext_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool 
             i = (size_t)pos + sep->len;
         }
         if (push_sub(c, &x, s, i, n)) goto fail;
-        return vec_list(c, &x, false, out);
+        return jvec_list(c, &x, false, out);
     }
     size_t j = n;
     while (maxsplit-- > 0) {
@@ -507,9 +460,9 @@ int jtext_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool 
         j = (size_t)pos;
     }
     if (push_sub(c, &x, s, 0, j)) goto fail;
-    return vec_list(c, &x, true, out);
+    return jvec_list(c, &x, true, out);
 fail:
-    vec_drop(c, &x);
+    jvec_drop(c, &x);
     return -1;
 }
 

@@ -365,6 +365,54 @@ int jlist_seal(jctx *c, jlist *l) {
     return 0;
 }
 
+int jvec_push(jctx *c, jvec *x, jval v) {
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 8;
+        jval *nv = jrealloc(c, x->v, cap * sizeof *nv);
+        if (!nv) {
+            jv_release(c, v);
+            return -1;
+        }
+        x->v = nv;
+        x->cap = cap;
+    }
+    x->v[x->n++] = v;
+    return 0;
+}
+
+void jvec_drop(jctx *c, jvec *x) {
+    for (size_t i = 0; i < x->n; i++) jv_release(c, x->v[i]);
+    jfree(c, x->v);
+    *x = (jvec){0};
+}
+
+int jvec_list(jctx *c, jvec *x, bool rev, jlist **out) {
+    jlist *l = jlist_new(c, x->n, JL_LIST);
+    if (!l) {
+        jvec_drop(c, x);
+        return -1;
+    }
+    for (size_t i = 0; i < x->n; i++) l->v[i] = x->v[rev ? x->n - 1 - i : i];
+    jfree(c, x->v);
+    *x = (jvec){0};
+    *out = l;
+    return jlist_seal(c, l);
+}
+
+int jv_pair(jctx *c, jval a, jval b, jval *out) {
+    jlist *t = jlist_new(c, 2, JL_TUPLE);
+    if (!t) return -1;
+    t->v[0] = jv_retain(a);
+    t->v[1] = jv_retain(b);
+    jval p = jv_list(t);
+    if (jlist_seal(c, t)) {
+        jv_release(c, p);
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
 jdict *jdict_new(jctx *c) {
     jdict *d = jalloc(c, sizeof *d);
     if (!d) return NULL;

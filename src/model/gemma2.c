@@ -9,7 +9,6 @@
 #include "core/error.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 static plumb_status gemma2_load(plumb_model_t *m) {
     plumb_hparams *hp = &m->hp;
@@ -43,19 +42,7 @@ static plumb_status gemma2_load(plumb_model_t *m) {
     hp->attn_scale = hp->n_layer == 46 ? 1.0f / sqrtf((float)(hp->n_embd / hp->n_head))
                                        : 1.0f / sqrtf((float)hp->head_dim);
     hp->embd_scale = sqrtf((float)hp->n_embd);
-
-    const int64_t E = hp->n_embd;
-    if ((st = plumb__model_embeddings(m))) return st;
-    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-    if (!m->layers) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
-    for (int il = 0; il < hp->n_layer; il++) {
-        plumb_layer_weights *L = &m->layers[il];
-        if ((st = plumb__model_common_layer(m, il, L)) ||
-            (st = plumb__model_layer_vector(m, il, "post_attention_norm.weight", E, false, &L->post_attn_norm)) ||
-            (st = plumb__model_layer_vector(m, il, "post_ffw_norm.weight", E, false, &L->post_ffn_norm)))
-            return st;
-    }
-    return PLUMB_OK;
+    return plumb__gemma_load_layers(m, false);
 }
 
 const plumb_arch plumb__arch_gemma2 = {"gemma2", gemma2_load, plumb__gemma_build};

@@ -34,7 +34,12 @@ static plumb_status gemma3_load(plumb_model_t *m) {
     hp->rope_attn_factor = 1.0f;
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     hp->embd_scale = sqrtf((float)hp->n_embd);
+    return plumb__gemma_load_layers(m, true);
+}
 
+plumb_status plumb__gemma_load_layers(plumb_model_t *m, bool qk_norm) {
+    const plumb_hparams *hp = &m->hp;
+    plumb_status st;
     const int64_t E = hp->n_embd;
     if ((st = plumb__model_embeddings(m))) return st;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
@@ -42,8 +47,8 @@ static plumb_status gemma3_load(plumb_model_t *m) {
     for (int il = 0; il < hp->n_layer; il++) {
         plumb_layer_weights *L = &m->layers[il];
         if ((st = plumb__model_common_layer(m, il, L)) ||
-            (st = plumb__model_layer_vector(m, il, "attn_q_norm.weight", hp->head_dim, false, &L->q_norm)) ||
-            (st = plumb__model_layer_vector(m, il, "attn_k_norm.weight", hp->head_dim, false, &L->k_norm)) ||
+            (qk_norm && ((st = plumb__model_layer_vector(m, il, "attn_q_norm.weight", hp->head_dim, false, &L->q_norm)) ||
+                         (st = plumb__model_layer_vector(m, il, "attn_k_norm.weight", hp->head_dim, false, &L->k_norm)))) ||
             (st = plumb__model_layer_vector(m, il, "post_attention_norm.weight", E, false, &L->post_attn_norm)) ||
             (st = plumb__model_layer_vector(m, il, "post_ffw_norm.weight", E, false, &L->post_ffn_norm)))
             return st;

@@ -156,17 +156,27 @@ plumb_status plumb__model_embeddings(plumb_model_t *m) {
     return PLUMB_OK;
 }
 
-plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_weights *L) {
+plumb_status plumb__model_attn_tensors(plumb_model_t *m, int il, plumb_layer_weights *L) {
     const plumb_hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
-    const int64_t q[2] = {E, Q}, kv[2] = {E, KV}, o[2] = {Q, E}, up[2] = {E, hp->n_ff}, down[2] = {hp->n_ff, E};
+    const int64_t q[2] = {E, Q}, kv[2] = {E, KV}, o[2] = {Q, E};
     plumb_status st;
     if ((st = plumb__model_layer_vector(m, il, "attn_norm.weight", E, false, &L->attn_norm)) ||
         (st = plumb__model_layer_tensor(m, il, "attn_q.weight", 2, q, false, &L->wq)) ||
         (st = plumb__model_layer_tensor(m, il, "attn_k.weight", 2, kv, false, &L->wk)) ||
         (st = plumb__model_layer_tensor(m, il, "attn_v.weight", 2, kv, false, &L->wv)) ||
         (st = plumb__model_layer_tensor(m, il, "attn_output.weight", 2, o, false, &L->wo)) ||
-        (st = plumb__model_layer_vector(m, il, "ffn_norm.weight", E, false, &L->ffn_norm)) ||
+        (st = plumb__model_layer_vector(m, il, "ffn_norm.weight", E, false, &L->ffn_norm)))
+        return st;
+    return PLUMB_OK;
+}
+
+plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_weights *L) {
+    const plumb_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd;
+    const int64_t up[2] = {E, hp->n_ff}, down[2] = {hp->n_ff, E};
+    plumb_status st;
+    if ((st = plumb__model_attn_tensors(m, il, L)) ||
         (st = plumb__model_layer_tensor(m, il, "ffn_gate.weight", 2, up, false, &L->ffn_gate)) ||
         (st = plumb__model_layer_tensor(m, il, "ffn_up.weight", 2, up, false, &L->ffn_up)) ||
         (st = plumb__model_layer_tensor(m, il, "ffn_down.weight", 2, down, false, &L->ffn_down)))

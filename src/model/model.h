@@ -106,6 +106,10 @@ plumb_status plumb__model_rope_scaling(plumb_model_t *m, float *freq_scale);
 /* Looks up token_embd.weight [n_embd, n_vocab] (one row per token of the vocabulary, which
  * sets hp.n_vocab), output_norm.weight and the optional output.weight. */
 plumb_status plumb__model_embeddings(plumb_model_t *m);
+/* Looks up layer il's attention weights and norms (attn_norm, attn_q/k/v/output, ffn_norm):
+ * plumb__model_common_layer without the dense FFN (a mixture-of-experts layer adds its
+ * experts instead). */
+plumb_status plumb__model_attn_tensors(plumb_model_t *m, int il, plumb_layer_weights *L);
 /* Looks up layer il's attention and FFN weights and norms that every architecture has. */
 plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_weights *L);
 
@@ -154,9 +158,6 @@ plumb_tensor *plumb__build_rows(plumb_graph *g, const plumb_tensor *w, int64_t r
  * weights' normalization as llama.cpp's llama and qwen3moe graphs have it. The caller sets
  * n_ff_exp (the architecture decides it). */
 plumb_status plumb__model_moe_hparams(plumb_model_t *m, bool required);
-/* Looks up layer il's attention weights and norms (attn_norm, attn_q/k/v/output, ffn_norm):
- * plumb__model_common_layer without the dense FFN. */
-plumb_status plumb__model_attn_tensors(plumb_model_t *m, int il, plumb_layer_weights *L);
 /* Looks up layer il's router and experts (n_expert of n_ff_exp rows each); a tensor whose
  * expert count or expert size disagrees with the hyperparameters is an error naming both. */
 plumb_status plumb__model_moe_layer(plumb_model_t *m, int il, plumb_layer_weights *L);
@@ -170,6 +171,9 @@ plumb_tensor *plumb__build_moe_ffn(const plumb_model_t *m, plumb_graph *g, int i
  * architectures that are llama with other details. */
 plumb_status plumb__llama_load(plumb_model_t *m, int rope_mode);
 plumb_tensor *plumb__llama_build(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
+/* qwen3's loader: llama's with NEOX RoPE over the whole head and the per-head q/k norms;
+ * qwen3moe.c calls it after reading its expert hyperparameters. */
+plumb_status plumb__qwen3_load(plumb_model_t *m);
 /* plumb__llama_build with the attention settings a for every layer (phi3.c). */
 plumb_tensor *plumb__llama_build_layers(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
                                         const plumb_attn_layer *a);
@@ -178,6 +182,9 @@ plumb_tensor *plumb__llama_build_layers(const plumb_model_t *m, plumb_graph *g, 
  * il % hp.swa_period < hp.swa_period - 1; q scaled by hp.attn_scale before attention; the
  * Q/K norms where the layers have them; hp.attn_softcap on the attention logits. */
 plumb_tensor *plumb__gemma_build(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in);
+/* Looks up the embeddings and every layer's gemma weights (common, post-attention and
+ * post-FFN norms, plus the Q/K norms when qk_norm), once the caller set the hyperparameters. */
+plumb_status plumb__gemma_load_layers(plumb_model_t *m, bool qk_norm);
 
 extern const plumb_arch plumb__arch_llama;
 extern const plumb_arch plumb__arch_gemma3;

@@ -36,21 +36,6 @@ plumb_status plumb__model_moe_hparams(plumb_model_t *m, bool required) {
     return PLUMB_OK;
 }
 
-plumb_status plumb__model_attn_tensors(plumb_model_t *m, int il, plumb_layer_weights *L) {
-    const plumb_hparams *hp = &m->hp;
-    const int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim, KV = (int64_t)hp->n_head_kv * hp->head_dim;
-    const int64_t q[2] = {E, Q}, kv[2] = {E, KV}, o[2] = {Q, E};
-    plumb_status st;
-    if ((st = plumb__model_layer_vector(m, il, "attn_norm.weight", E, false, &L->attn_norm)) ||
-        (st = plumb__model_layer_tensor(m, il, "attn_q.weight", 2, q, false, &L->wq)) ||
-        (st = plumb__model_layer_tensor(m, il, "attn_k.weight", 2, kv, false, &L->wk)) ||
-        (st = plumb__model_layer_tensor(m, il, "attn_v.weight", 2, kv, false, &L->wv)) ||
-        (st = plumb__model_layer_tensor(m, il, "attn_output.weight", 2, o, false, &L->wo)) ||
-        (st = plumb__model_layer_vector(m, il, "ffn_norm.weight", E, false, &L->ffn_norm)))
-        return st;
-    return PLUMB_OK;
-}
-
 /* Where n_ff_exp came from, for messages: "<arch>.<key>" (or the quotient qwen3moe takes). */
 static void expert_size_source(const plumb_model_t *m, char *buf, size_t cap) {
     int32_t v = -1;

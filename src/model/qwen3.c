@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-static plumb_status qwen3_load(plumb_model_t *m) {
+plumb_status plumb__qwen3_load(plumb_model_t *m) {
     plumb_hparams *hp = &m->hp;
     plumb_status st = plumb__llama_load(m, PLUMB_ROPE_NEOX);
     if (st) return st;
@@ -26,4 +26,4 @@ static plumb_status qwen3_load(plumb_model_t *m) {
     return PLUMB_OK;
 }
 
-const plumb_arch plumb__arch_qwen3 = {"qwen3", qwen3_load, plumb__llama_build};
+const plumb_arch plumb__arch_qwen3 = {"qwen3", plumb__qwen3_load, plumb__llama_build};

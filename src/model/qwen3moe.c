@@ -9,8 +9,6 @@
 
 #include "core/error.h"
 
-#include <stdio.h>
-
 static plumb_status qwen3moe_load(plumb_model_t *m) {
     plumb_hparams *hp = &m->hp;
     int32_t n_ff = 0;
@@ -26,19 +24,7 @@ static plumb_status qwen3moe_load(plumb_model_t *m) {
                            "%s: the expert size is 0: qwen3moe.expert_feed_forward_length is absent (or 0) and "
                            "feed_forward_length %d / expert_used_count %d is 0",
                            m->name, n_ff, hp->n_expert_used);
-    if ((st = plumb__llama_load(m, PLUMB_ROPE_NEOX))) return st;
-    if (hp->n_rot != hp->head_dim) { /* llama.cpp asserts it */
-        char why[64];
-        snprintf(why, sizeof why, "must equal the head size (%d)", hp->head_dim);
-        return plumb__model_bad_key(m, "rope.dimension_count", hp->n_rot, why);
-    }
-    for (int il = 0; il < hp->n_layer; il++) {
-        plumb_layer_weights *L = &m->layers[il];
-        if ((st = plumb__model_layer_vector(m, il, "attn_q_norm.weight", hp->head_dim, false, &L->q_norm)) ||
-            (st = plumb__model_layer_vector(m, il, "attn_k_norm.weight", hp->head_dim, false, &L->k_norm)))
-            return st;
-    }
-    return PLUMB_OK;
+    return plumb__qwen3_load(m);
 }
 
 const plumb_arch plumb__arch_qwen3moe = {"qwen3moe", qwen3moe_load, plumb__llama_build};

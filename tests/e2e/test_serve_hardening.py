@@ -136,8 +136,17 @@ def test_half_closed_client_gets_its_answer(server):
             assert j["usage"]["completion_tokens"] == 12, j
 
 
-def test_cancelled_stream_is_counted_as_cancelled(server):
-    """A stream whose client resets the connection is counted as cancelled, not as a 200."""
+def test_cancelled_stream_is_counted_as_cancelled(plumb_bin, real_model):
+    """A stream whose client resets the connection is counted as cancelled, not as a 200 (on a
+    server of its own, so that no other request's answer is counted meanwhile)."""
+    server = Server(plumb_bin, real_model, "--parallel", "1", "-c", "512")
+    try:
+        _cancel_one_stream(server)
+    finally:
+        assert server.stop() == 0, server.stderr
+
+
+def _cancel_one_stream(server):
     calls = [0]
 
     def metrics():

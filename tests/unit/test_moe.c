@@ -11,6 +11,8 @@
  * run's "kernel sets:" line; a set the CPU lacks is reported NOT TESTED with the reason. */
 #include "test.h"
 
+#include "cpu_fixture.h"
+
 #include "backend/backend.h"
 #include "backend/cpu/cpu_internal.h"
 #include "backend/cpu/kernels/kernels.h"
@@ -50,31 +52,6 @@ static void kernel_sets(const plumb_kernel_set *out[KS_COUNT]) {
                                                    : i == KS_AVX2 ? "CPU lacks AVX2/FMA/F16C"
                                                                   : "CPU lacks AVX2/FMA/F16C or AVX-512 F/BW/VL/VNNI");
     }
-}
-
-typedef struct fixture {
-    plumb_backend *cpu;
-    plumb_sched sched;
-    plumb_graph g;
-} fixture;
-
-/* A CPU backend of `threads` threads computing with kernel set ks (NULL: the default). */
-static void fixture_init(fixture *f, int threads, const plumb_kernel_set *ks) {
-    CHECK_STATUS(plumb_backend_cpu_create(threads, &f->cpu), PLUMB_OK);
-    if (ks) ((plumb_cpu_ctx *)f->cpu->ctx)->kernels = ks;
-    f->sched.backends[0] = f->cpu;
-    f->sched.n_backends = 1;
-    CHECK_STATUS(plumb_graph_init(&f->g, 64), PLUMB_OK);
-}
-
-static void fixture_run(fixture *f) {
-    CHECK_STATUS(plumb_graph_plan(&f->g), PLUMB_OK);
-    CHECK_STATUS(plumb_sched_compute(&f->sched, &f->g), PLUMB_OK);
-}
-
-static void fixture_free(fixture *f) {
-    plumb_graph_free(&f->g);
-    plumb_backend_free(f->cpu);
 }
 
 static size_t row_bytes(int type, int64_t n) {

@@ -9,6 +9,8 @@
  * misses, and a test left with nothing to compare counts as skipped, not passed. */
 #include "test.h"
 
+#include "cpu_fixture.h"
+
 #include "backend/backend.h"
 #include "backend/cpu/kernels/kernels.h"
 #include "core/graph.h"
@@ -130,29 +132,6 @@ KERNEL_TEST(vec_dot_every_type_matches_dequantized_reference) {
     }
 }
 
-typedef struct fixture {
-    plumb_backend *cpu;
-    plumb_sched sched;
-    plumb_graph g;
-} fixture;
-
-static void fixture_init(fixture *f, int threads) {
-    CHECK_STATUS(plumb_backend_cpu_create(threads, &f->cpu), PLUMB_OK);
-    f->sched.backends[0] = f->cpu;
-    f->sched.n_backends = 1;
-    CHECK_STATUS(plumb_graph_init(&f->g, 256), PLUMB_OK);
-}
-
-static void fixture_run(fixture *f) {
-    CHECK_STATUS(plumb_graph_plan(&f->g), PLUMB_OK);
-    CHECK_STATUS(plumb_sched_compute(&f->sched, &f->g), PLUMB_OK);
-}
-
-static void fixture_free(fixture *f) {
-    plumb_graph_free(&f->g);
-    plumb_backend_free(f->cpu);
-}
-
 /* A row's matmul result must not depend on how many rows are computed with it. */
 TEST(matmul_is_batch_invariant_and_thread_invariant) {
     const int64_t K = 512, N = 67, T = 13;
@@ -168,7 +147,7 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
         for (int64_t t0 = 0; t0 < T; t0 += (threads == 1 ? T : 1)) {
             int64_t tn = threads == 1 ? T : 1;
             fixture f;
-            fixture_init(&f, threads);
+            fixture_init(&f, threads, NULL);
             int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn}, ne_o[2] = {N, tn};
             plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
             plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x + t0 * K);
@@ -204,7 +183,7 @@ TEST(chunked_work_over_many_nodes_matches_one_thread) {
     for (int64_t T = 1; T <= 9; T += 8)
         for (int threads = 1; threads <= 4; threads++) {
             fixture f;
-            fixture_init(&f, threads);
+            fixture_init(&f, threads, NULL);
             int64_t ne_w[2] = {K, K}, ne_x[2] = {K, T};
             plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
             plumb_tensor *y = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
@@ -226,7 +205,7 @@ TEST(rms_norm_rope_and_planner_reuse) {
     for (int i = 0; i < 8; i++) w[i] = 1 + frand();
     for (int mode = 0; mode < 2; mode++) {
         fixture f;
-        fixture_init(&f, 2);
+        fixture_init(&f, 2, NULL);
         int64_t ne[3] = {hd, nh, T}, ne_p[1] = {T}, ne_w[1] = {hd};
         plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne, x);
         plumb_tensor *pt = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 1, ne_p, pos);
@@ -274,7 +253,7 @@ TEST(rms_norm_rope_and_planner_reuse) {
 static float *norm_rope(const float *x, const float *w, const int32_t *pos, int64_t hd, int64_t nh, int64_t T, int mode,
                         int threads) {
     fixture f;
-    fixture_init(&f, threads);
+    fixture_init(&f, threads, NULL);
     int64_t ne[3] = {hd, nh, T}, ne_p[1] = {T}, ne_w[1] = {hd};
     plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne, (void *)x);
     plumb_tensor *pt = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 1, ne_p, (void *)pos);
@@ -338,7 +317,7 @@ TEST(attention_gqa_causal_and_sliding_window) {
             for (int i = 0; i < T * nh * hd; i++) q[i] = frand();
             for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
             fixture f;
-            fixture_init(&f, 2);
+            fixture_init(&f, 2, NULL);
             int64_t ne_q[3] = {hd, nh, T}, ne_k[3] = {hd, nkv, T}, ne_o[2] = {hd * nh, T};
             plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q);
             plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k);
