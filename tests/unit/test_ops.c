@@ -830,3 +830,43 @@ KERNEL_TEST(vnni_kernels_equal_avx2_kernels) {
         }
     }
 }
+
+/* SiLU (times y, and alone) of every set equals the scalar definition bit for bit: random
+ * arguments of every magnitude, the ends of the vector range (|n| near 125), overflow and
+ * underflow of e^-x, signed zeros, infinities and NaN, on lengths that leave vector tails. */
+KERNEL_TEST(silu_kernels_equal_the_scalar_lane) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y), *o = malloc(N * sizeof *o);
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    static const float edges[] = {0.0f, -0.0f, 1.0f, -1.0f, 86.6f, 86.7f, 87.4f, 88.8f, 89.0f, -86.6f, -86.7f, -87.4f,
+                                  -88.8f, -103.9f, -104.0f, 133.0f, -133.0f, 1e30f, -1e30f, 1e-40f, -1e-40f,
+                                  INFINITY, -INFINITY, NAN};
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const float u = (float)(s >> 40) / (float)(1 << 24); /* [0, 1) */
+        x[i] = i < (int)(sizeof edges / sizeof edges[0]) ? edges[i] : (u - 0.5f) * (i % 3 == 0 ? 250.0f : 16.0f);
+        y[i] = (u - 0.3f) * 3.0f;
+    }
+    for (int k = 0; k < KS_COUNT; k++) {
+        if (!all[k]) continue;
+        checked(k);
+        for (int with_y = 0; with_y < 2; with_y++)
+            for (int64_t n = 1; n <= N; n = n < 40 ? n + 1 : n * 3 + 1) {
+                all[k]->silu(x, with_y ? y : NULL, o, n);
+                for (int64_t i = 0; i < n; i++) {
+                    const float want = plumb__silu_lane(x[i], with_y ? y : NULL, i);
+                    if (memcmp(&want, &o[i], sizeof want) != 0 && !(want != want && o[i] != o[i])) {
+                        plumb_test_fail(__FILE__, __LINE__, "%s silu x=%a y=%d: %a, want %a", ks_label[k], (double)x[i],
+                                        with_y, (double)o[i], (double)want);
+                        n = N + 1;
+                        break;
+                    }
+                }
+            }
+    }
+    free(x);
+    free(y);
+    free(o);
+}

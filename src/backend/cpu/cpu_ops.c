@@ -248,9 +248,10 @@ static void gelu_f16_init(void) {
 }
 
 /* SiLU as the reference engine computes it: x / (1 + e^-x) with its vectorized e^x
- * (plumb__exp_poly) over each row in groups of 16 lanes, and libm's expf for the row's last
- * n % 16 elements, its scalar tail. Which one an element gets depends on its column. */
-static inline float silu(float x, bool lane) { return x / (1.0f + (lane ? plumb__exp_poly(-x) : expf(-x))); }
+ * (plumb__exp_poly, the kernel set's silu) over each row in groups of 16 lanes, and libm's
+ * expf for the row's last n % 16 elements, its scalar tail. Which one an element gets depends
+ * on its column. */
+static inline float silu_tail(float x) { return x / (1.0f + expf(-x)); }
 
 static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const float *x = n->src[0]->data;
@@ -265,14 +266,20 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         for (int64_t i = lo; i < hi; i++) o[i] = x[i] * f;
         break;
     case PLUMB_OP_SILU:
-        for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i], i % ne0 < lanes);
+    case PLUMB_OP_SILU_MUL: /* each row: its groups of 16 by the kernel set, its tail by expf */
+        for (int64_t i = lo; i < hi;) {
+            const int64_t col = i % ne0, run = (col < lanes ? lanes : ne0) - col;
+            const int64_t m = hi - i < run ? hi - i : run;
+            if (col < lanes) c->kernels->silu(x + i, y ? y + i : NULL, o + i, m);
+            else
+                for (int64_t k = i; k < i + m; k++) o[k] = y ? silu_tail(x[k]) * y[k] : silu_tail(x[k]);
+            i += m;
+        }
         break;
     case PLUMB_OP_GELU_TANH:
         for (int64_t i = lo; i < hi; i++) o[i] = gelu_tanh(x[i]);
         break;
-    case PLUMB_OP_SILU_MUL:
-        for (int64_t i = lo; i < hi; i++) o[i] = silu(x[i], i % ne0 < lanes) * y[i];
-        break;
+
     case PLUMB_OP_GELU_MUL:
         pthread_once(&gelu_f16_once, gelu_f16_init);
         for (int64_t i0 = lo; i0 < hi; i0 += 256) { /* F16 table indices converted 256 at a time */

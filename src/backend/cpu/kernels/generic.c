@@ -629,6 +629,10 @@ PLUMB_CLONES static void attn_qk(const float *q, size_t qs, int nq, const uint16
         for (int32_t j = 0; j < nk; j++) out[(size_t)i * os + (size_t)j] = attn_dot(q + (size_t)i * qs, k + (size_t)j * ks, n) * scale;
 }
 
+PLUMB_CLONES static void silu(const float *x, const float *y, float *o, int64_t n) {
+    for (int64_t i = 0; i < n; i++) o[i] = plumb__silu_lane(x[i], y, i);
+}
+
 PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *bsum) {
     double sum = 0.0;
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
@@ -706,6 +710,7 @@ static const plumb_kernel_set generic_set = {
     .attn_dot = attn_dot,
     .attn_qk = attn_qk,
     .attn_exp = attn_exp,
+    .silu = silu,
     .attn_pv = attn_pv,
 };
 

@@ -172,7 +172,16 @@ typedef struct plumb_kernel_set {
     plumb_attn_qk_fn attn_qk;
     plumb_attn_exp_fn attn_exp;
     plumb_attn_pv_fn attn_pv;
+    /* o[i] = x[i] / (1 + plumb__exp_poly(-x[i])) * (y ? y[i] : 1), i < n: SiLU (times y) of
+     * the reference's vectorized lanes, bit for bit in every set */
+    void (*silu)(const float *x, const float *y, float *o, int64_t n);
 } plumb_kernel_set;
+
+/* One lane of the silu kernel. */
+static inline float plumb__silu_lane(float x, const float *y, int64_t i) {
+    const float s = x / (1.0f + plumb__exp_poly(-x));
+    return y ? s * y[i] : s;
+}
 
 /* Activation format that weight type `type` dots with; -1 for an unknown type. */
 int plumb__act_type(int type);
