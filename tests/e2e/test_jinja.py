@@ -34,8 +34,6 @@ import jinja2.nodes
 import jinja2.sandbox
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-QWEN_CODER_GGUF = REPO / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 PLUMB_OK = 0
 PLUMB_E_INVALID_ARG = -1
@@ -1405,11 +1403,9 @@ def _gguf_template(lib, path: Path) -> str | None:
         lib.plumb_gguf_free(g)
 
 
-def test_qwen_coder_gguf_template(lib):
-    """The real Qwen2.5-Coder GGUF's own template (skipped only when the file is absent)."""
-    if not QWEN_CODER_GGUF.is_file():
-        pytest.skip(f"{QWEN_CODER_GGUF} is absent")
-    template = _gguf_template(lib, QWEN_CODER_GGUF)
+def test_qwen_coder_gguf_template(lib, qwen_model):
+    """The real Qwen2.5-Coder GGUF's own template (conftest fetches the model when absent)."""
+    template = _gguf_template(lib, qwen_model)
     assert template, "the Qwen2.5-Coder GGUF has no tokenizer.chat_template"
     assert lib.plumb_template_check(template.encode(), len(template.encode()), None) == PLUMB_OK
     fam = Family("qwen2.5-coder-gguf", template, CHATML_TOKENS, eos="<|im_end|>")

@@ -1256,37 +1256,5 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 }
 
 #else
-/* silu eight lanes at a time: plumb__exp_poly's operations in the same order (fma is exact
- * either way), and 2^n as a float where the result stays normal (|n| <= 125), which makes
- * p * 2^n exact as the scalar's double product is; lanes outside that range, or NaN, are
- * done one at a time by the scalar code. */
-static void silu(const float *x, const float *y, float *o, int64_t n) {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f), one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(125.0f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + i), a = _mm256_sub_ps(_mm256_setzero_ps(), xv); /* -x */
-        const __m256 z = _mm256_fmadd_ps(a, _mm256_set1_ps(0x1.715476p+0f), shift);
-        const __m256 nv = _mm256_sub_ps(z, shift);
-        const __m256 b = _mm256_fnmadd_ps(nv, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fnmadd_ps(nv, _mm256_set1_ps(0x1.62e4p-1f), a));
-        const __m256 u = _mm256_mul_ps(b, b);
-        const __m256 p = _mm256_fmadd_ps(
-            _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
-                            _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
-            u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, one));
-        /* in range: |n| <= 125 (false for NaN too) */
-        const __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), nv), lim, _CMP_LE_OQ);
-        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nv), _mm256_set1_epi32(127)), 23);
-        const __m256 ex = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-        __m256 r = _mm256_div_ps(xv, _mm256_add_ps(one, ex));
-        if (y) r = _mm256_mul_ps(r, _mm256_loadu_ps(y + i));
-        _mm256_storeu_ps(o + i, r);
-        const int bad = ~_mm256_movemask_ps(ok) & 0xFF;
-        if (bad)
-            for (int l = 0; l < 8; l++)
-                if (bad >> l & 1) o[i + l] = plumb__silu_lane(x[i + l], y, i + l);
-    }
-    for (; i < n; i++) o[i] = plumb__silu_lane(x[i], y, i);
-}
-
 const plumb_kernel_set *PLUMB_X86_SET(void) { return NULL; }
 #endif
