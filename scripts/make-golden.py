@@ -216,6 +216,30 @@ def version_info():
     }
 
 
+def top_logits(llm, i, k=10):
+    """The k largest logits of row i of llm's last batch, as [id, logit], ties to the lowest id."""
+    import llama_cpp
+    import numpy as np
+    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, i)
+    logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
+    order = np.argsort(-logits, kind="stable")[:k]
+    return [[int(t), float(logits[t])] for t in order]
+
+
+def teacher_forced(llm, ids, n_greedy):
+    """Evaluates ids as one batch, then n_greedy argmax tokens one at a time: (the greedy ids,
+    the top-10 logits at every position, prompt and greedy alike)."""
+    llm.reset()
+    llm.eval(ids)
+    rows = [top_logits(llm, i) for i in range(len(ids))]
+    greedy = []
+    for _ in range(n_greedy):
+        greedy.append(rows[-1][0][0])
+        llm.eval([greedy[-1]])
+        rows.append(top_logits(llm, 0))
+    return greedy, rows
+
+
 def plain_cpu_kernels():
     """Turns off llama.cpp's extra CPU weight buffers (AMX tiles, repacked layouts): the
     reference then runs the generic quantized kernels, which any x86-64 machine can execute
@@ -305,7 +329,6 @@ N_MOE_GREEDY = 20
 def make_moe(cmake_args):
     os.environ.update(REF_ENV)
     import llama_cpp
-    import numpy as np
     sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
     import make_moe_models
 
@@ -317,25 +340,12 @@ def make_moe(cmake_args):
                            "greedy": "argmax, ties to the lowest id", "n_greedy": N_MOE_GREEDY},
               "models": {}}
 
-    def top(llm, i, k=10):
-        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, i)
-        logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
-        order = np.argsort(-logits, kind="stable")[:k]
-        return [[int(t), float(logits[t])] for t in order]
-
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in make_moe_models.build_all(tmp).items():
             llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
             entry = {"file": path.name, "sha256": make_moe_models.sha256(path), "prompts": []}
             for ids in make_moe_models.PROMPTS:
-                llm.reset()
-                llm.eval(ids)
-                rows = [top(llm, i) for i in range(len(ids))]
-                greedy = []
-                for _ in range(N_MOE_GREEDY):
-                    greedy.append(rows[-1][0][0])
-                    llm.eval([greedy[-1]])
-                    rows.append(top(llm, 0))
+                greedy, rows = teacher_forced(llm, ids, N_MOE_GREEDY)
                 entry["prompts"].append({"prompt_ids": list(ids), "greedy_ids": greedy, "top10": rows})
             result["models"][name] = entry
             del llm
@@ -366,7 +376,6 @@ def make_arch(cmake_args):
     os.environ.update(REF_ENV)
     import hashlib
     import llama_cpp
-    import numpy as np
     sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
     import make_arch_models
 
@@ -378,12 +387,6 @@ def make_arch(cmake_args):
                            "greedy": "argmax, ties to the lowest id", "n_greedy": N_ARCH_GREEDY},
               "models": {}}
 
-    def top(llm, i, k=10):
-        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, i)
-        logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float32)
-        order = np.argsort(-logits, kind="stable")[:k]
-        return [[int(t), float(logits[t])] for t in order]
-
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in make_arch_models.build_all(tmp).items():
             spec = make_arch_models.MODELS[name]
@@ -394,14 +397,7 @@ def make_arch(cmake_args):
                      "n_vocab": llm.n_vocab(), "prompts": []}
             for p in ARCH_PROMPTS[spec["vocab"]]:
                 ids = llm.tokenize(p["text"].encode("utf-8"), add_bos=p["add_bos"], special=True)
-                llm.reset()
-                llm.eval(ids)
-                rows = [top(llm, i) for i in range(len(ids))]
-                greedy = []
-                for _ in range(N_ARCH_GREEDY):
-                    greedy.append(rows[-1][0][0])
-                    llm.eval([greedy[-1]])
-                    rows.append(top(llm, 0))
+                greedy, rows = teacher_forced(llm, ids, N_ARCH_GREEDY)
                 entry["prompts"].append({**p, "prompt_ids": list(ids), "greedy_ids": greedy, "top10": rows})
             result["models"][name] = entry
             del llm
