@@ -296,6 +296,22 @@ static int sort_by(jrender *r, jlist *items, jval *keys, bool reverse, bool as_l
     return rv;
 }
 
+/* The end of the sort filters: after a failure (rv) the nk keys made so far and the items are
+ * dropped; otherwise the items are sorted by the keys (sort_by, which takes the keys). The
+ * items list is released either way. */
+static int sort_finish(jrender *r, jlist *items, jval *keys, size_t nk, int rv, bool reverse, bool as_lists, jval *out) {
+    jctx *c = r->c;
+    if (rv) {
+        for (size_t i = 0; i < nk; i++) jv_release(c, keys[i]);
+        jfree(c, keys);
+        jv_release(c, jv_list(items));
+        return -1;
+    }
+    rv = sort_by(r, items, keys, reverse, as_lists, out);
+    jv_release(c, jv_list(items));
+    return rv;
+}
+
 static int f_sort(jrender *r, jval v, const jargs *a, jval *out) {
     static const char *const names[] = {"reverse", "case_sensitive", "attribute"};
     jval p[3];
@@ -311,15 +327,7 @@ static int f_sort(jrender *r, jval v, const jargs *a, jval *out) {
         rv = sort_key(r, items->v[nk], g[2] ? p[2] : jv_none(), !(g[1] && jv_truthy(p[1])), &keys[nk]);
         if (!rv) nk++;
     }
-    if (rv) {
-        for (size_t i = 0; i < nk; i++) jv_release(c, keys[i]);
-        jfree(c, keys);
-        jv_release(c, jv_list(items));
-        return -1;
-    }
-    rv = sort_by(r, items, keys, g[0] && jv_truthy(p[0]), true, out);
-    jv_release(c, jv_list(items));
-    return rv;
+    return sort_finish(r, items, keys, nk, rv, g[0] && jv_truthy(p[0]), true, out);
 }
 
 static int f_dictsort(jrender *r, jval v, const jargs *a, jval *out) {
@@ -358,15 +366,7 @@ static int f_dictsort(jrender *r, jval v, const jargs *a, jval *out) {
         nk++;
     }
     if (!rv) rv = jlist_seal(c, items);
-    if (rv) {
-        for (size_t i = 0; i < nk; i++) jv_release(c, keys[i]);
-        jfree(c, keys);
-        jv_release(c, jv_list(items));
-        return -1;
-    }
-    rv = sort_by(r, items, keys, g[2] && jv_truthy(p[2]), false, out);
-    jv_release(c, jv_list(items));
-    return rv;
+    return sort_finish(r, items, keys, nk, rv, g[2] && jv_truthy(p[2]), false, out);
 }
 
 static int f_escape(jrender *r, jval v, const jargs *a, jval *out) {
