@@ -472,6 +472,10 @@ PLUMB_API void plumb_sampler_free(plumb_sampler_t *s);
 /* Picks the next token from logits [n_vocab] (not modified): penalties from the accepted
  * history, then temperature, top-k, top-p, min-p, and a draw from the seeded generator. */
 PLUMB_API int32_t plumb_sampler_sample(plumb_sampler_t *s, const float *logits);
+/* As plumb_sampler_sample over only the tokens whose bit is set in allowed (a
+ * plumb_constraint_mask; NULL: all): the others count as -inf. With nothing allowed, returns
+ * -1. */
+PLUMB_API int32_t plumb_sampler_sample_masked(plumb_sampler_t *s, const float *logits, const uint32_t *allowed);
 /* Adds a token to the history the penalties look at (prompt tokens too, if wanted). */
 PLUMB_API void plumb_sampler_accept(plumb_sampler_t *s, int32_t token);
 /* Clears the history and reseeds the generator with the original seed. */
@@ -579,6 +583,86 @@ PLUMB_API plumb_status plumb_template_render(const char *tmpl, size_t tmpl_len, 
  * give for its syntax. Cheap enough to call when a model is loaded, to decide whether to use
  * the model's template. */
 PLUMB_API plumb_status plumb_template_check(const char *tmpl, size_t tmpl_len, const plumb_template_limits *limits);
+
+
+/* ---------------------------------------------------------------------------------------- */
+/* Grammars and constrained decoding                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A grammar in llama.cpp's GBNF: rules `name ::= alternatives`, alternatives separated by |,
+ * sequences of "literals", [character classes] (ranges a-z, negation [^...]), . (any
+ * character), rule names and ( groups ), each optionally followed by *, +, ?, {m}, {m,} or
+ * {m,n}; escapes \x.., \u...., \U........, \t \n \r \\ \" \[ \] \-; # comments. A rule
+ * ends at a newline outside parentheses. Grammars are untrusted: their size, nesting and
+ * repetition counts are capped (plumb_grammar_limits), and a rule that reaches itself before
+ * consuming anything (left recursion) or a name no rule defines is an error naming its
+ * line:column. Parsed grammars are immutable and may be shared between threads. */
+typedef struct plumb_grammar plumb_grammar_t;
+
+typedef struct plumb_grammar_limits {
+    size_t max_text;       /* bytes of grammar text; default 1 MiB */
+    uint32_t max_elements; /* elements after repetitions and character classes are expanded;
+                              default 1,000,000 */
+    uint32_t max_repeat;   /* the largest count in {m,n}; default 10,000 */
+    uint32_t max_depth;    /* nesting of parentheses; default 64 */
+} plumb_grammar_limits;
+
+PLUMB_API plumb_grammar_limits plumb_grammar_default_limits(void);
+/* Parses GBNF text[0..len); the start rule is `root` (NULL: "root"). PLUMB_E_INVALID_ARG for
+ * a malformed grammar (plumb_last_error(): "grammar 3:14: ..."), PLUMB_E_RANGE for a cap of
+ * `limits` (NULL: the defaults), PLUMB_E_NOMEM. */
+PLUMB_API plumb_status plumb_grammar_parse(const char *text, size_t len, const char *root,
+                                           const plumb_grammar_limits *limits, plumb_grammar_t **out);
+PLUMB_API void plumb_grammar_free(plumb_grammar_t *g);
+/* Matches bytes text[0..len) against g: *viable when they are the start of some sentence of
+ * the grammar, *complete when they are a whole one. PLUMB_E_RANGE when matching would take
+ * more than 256 MiB of tables. */
+PLUMB_API plumb_status plumb_grammar_match(const plumb_grammar_t *g, const char *text, size_t len, bool *viable,
+                                           bool *complete);
+
+/* A JSON Schema (JSON text) as GBNF text whose sentences are exactly the JSON documents
+ * (compact or with whitespace between tokens) valid against the schema, for the keywords
+ * plumb enforces (see docs/structured-output.md). *gbnf is malloc'd and NUL-terminated.
+ * A keyword plumb does not enforce is PLUMB_E_UNSUPPORTED and a malformed schema
+ * PLUMB_E_INVALID_ARG, plumb_last_error() naming the keyword and its JSON pointer
+ * ("unsupported keyword 'patternProperties' at /properties/a"); a grammar past its caps is
+ * PLUMB_E_RANGE. */
+PLUMB_API plumb_status plumb_json_schema_to_gbnf(const char *schema, size_t len, char **gbnf, size_t *gbnf_len);
+
+/* The token texts of a vocabulary arranged for grammar matching (a byte trie). Build it once
+ * per model; it is immutable and may be shared between threads. */
+typedef struct plumb_token_index plumb_token_index_t;
+PLUMB_API plumb_status plumb_token_index_create(const plumb_vocab_t *v, plumb_token_index_t **out);
+PLUMB_API void plumb_token_index_free(plumb_token_index_t *ti);
+
+/* A grammar bound to a token index: which tokens may come next in each parse state. It
+ * caches what it computes (states, their steps, token masks) for every sequence that uses it,
+ * so keep one per grammar and reuse it across requests. Not thread-safe: one thread at a
+ * time. A parse state is a plain number (copy it freely); it stays valid for the life of the
+ * constraint. g and ti must outlive it. */
+typedef struct plumb_constraint plumb_constraint_t;
+/* max_memory bounds its caches (0: 512 MiB); past it, calls fail with PLUMB_E_RANGE. */
+PLUMB_API plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token_index_t *ti,
+                                               size_t max_memory, plumb_constraint_t **out);
+PLUMB_API void plumb_constraint_free(plumb_constraint_t *c);
+/* The state before any token. */
+PLUMB_API plumb_status plumb_constraint_start(plumb_constraint_t *c, uint32_t *state);
+/* The tokens allowed in `state`: *bits (borrowed, valid until the next call on c) has bit t
+ * (bits[t / 32] >> t % 32 & 1) set when token t may come next: its text continues a sentence
+ * of the grammar. End-of-generation tokens are allowed only where the grammar may end; other
+ * control tokens and tokens with no text never are. *n_allowed counts them (0: a dead end). */
+PLUMB_API plumb_status plumb_constraint_mask(plumb_constraint_t *c, uint32_t state, const uint32_t **bits,
+                                             int32_t *n_allowed);
+/* The state after token tok. PLUMB_E_INVALID_ARG when tok is not allowed in `state`. */
+PLUMB_API plumb_status plumb_constraint_accept(plumb_constraint_t *c, uint32_t state, int32_t tok, uint32_t *next);
+/* The state after bytes b[0..n) (e.g. text forced before decoding). PLUMB_E_INVALID_ARG when
+ * they do not continue a sentence. */
+PLUMB_API plumb_status plumb_constraint_accept_bytes(plumb_constraint_t *c, uint32_t state, const char *b, size_t n,
+                                                     uint32_t *next);
+/* Whether the text so far is a whole sentence (the grammar may end here). */
+PLUMB_API bool plumb_constraint_can_end(const plumb_constraint_t *c, uint32_t state);
+/* Whether nothing but the end may follow. */
+PLUMB_API bool plumb_constraint_must_end(const plumb_constraint_t *c, uint32_t state);
 
 #ifdef __cplusplus
 }

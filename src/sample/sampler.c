@@ -43,6 +43,7 @@ struct plumb_sampler {
     uint64_t rng[4]; /* xoshiro256** state */
 
     float *logits; /* [n_vocab] sanitized, penalized copy of the caller's logits */
+    float *masked; /* [n_vocab] the caller's logits with disallowed tokens at -inf (sample_masked) */
     float *e;      /* [n_vocab] exp((logit - max) / T) for the full-vocabulary paths */
     double *block_sum; /* [n_vocab / BLOCK + 1] sums of e per block of PLUMB_SAMPLER_BLOCK tokens */
     double bucket_mass[PLUMB_SAMPLER_BUCKETS]; /* weight per exponent bucket (top-p, top-k off) */
@@ -151,6 +152,7 @@ plumb_status plumb_sampler_create(const plumb_sampler_params *p, int32_t n_vocab
     s->n_vocab = n_vocab;
     size_t n = (size_t)n_vocab;
     s->logits = malloc(n * sizeof *s->logits);
+    s->masked = malloc(n * sizeof *s->masked);
     s->e = malloc(n * sizeof *s->e);
     s->cands = malloc(n * sizeof *s->cands);
     s->block_sum = malloc((n / PLUMB_SAMPLER_BLOCK + 1) * sizeof *s->block_sum);
@@ -159,7 +161,7 @@ plumb_status plumb_sampler_create(const plumb_sampler_params *p, int32_t n_vocab
     s->pos = malloc(n * sizeof *s->pos);
     s->window = p->repeat_last_n;
     if (s->window > 0) s->ring = malloc((size_t)s->window * sizeof *s->ring);
-    if (!s->logits || !s->e || !s->cands || !s->block_sum || !s->counts || !s->uniq || !s->pos ||
+    if (!s->logits || !s->masked || !s->e || !s->cands || !s->block_sum || !s->counts || !s->uniq || !s->pos ||
         (s->window > 0 && !s->ring)) {
         plumb_sampler_free(s);
         return plumb__fail(PLUMB_E_NOMEM, "sampler: out of memory for a vocabulary of %d", (int)n_vocab);
@@ -173,6 +175,7 @@ plumb_status plumb_sampler_create(const plumb_sampler_params *p, int32_t n_vocab
 void plumb_sampler_free(plumb_sampler_t *s) {
     if (!s) return;
     free(s->logits);
+    free(s->masked);
     free(s->e);
     free(s->cands);
     free(s->block_sum);
@@ -666,4 +669,21 @@ int32_t plumb_sampler_sample(plumb_sampler_t *s, const float *in) {
     for (int32_t i = 0; i < nc; i++) total += c[i].w;
     if (nc <= 0 || !(total > 0.0)) return best;
     return c[draw_cand(c, nc, total, u)].id;
+}
+
+int32_t plumb_sampler_sample_masked(plumb_sampler_t *s, const float *in, const uint32_t *allowed) {
+    if (!s || !in) return -1;
+    if (!allowed) return plumb_sampler_sample(s, in);
+    float *x = s->masked;
+    bool any = false;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        if (allowed[i >> 5] >> (i & 31) & 1) {
+            /* an allowed token keeps a finite logit, so it always wins over the disallowed ones */
+            const float v = in[i];
+            x[i] = v != v || v == -INFINITY ? -FLT_MAX : v;
+            any = true;
+        } else
+            x[i] = -INFINITY;
+    }
+    return any ? plumb_sampler_sample(s, x) : -1;
 }
