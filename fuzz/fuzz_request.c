@@ -3,9 +3,12 @@
  * body fed in pieces), then the body (or, when the bytes are no request, all of them) as the
  * JSON of a chat completion, a completion, /tokenize and /detokenize (src/server/request.c).
  * Whatever parses is walked field by field, so a bad pointer or length behind the parsers'
- * checks shows up under ASan. */
+ * checks shows up under ASan. A request with tools also gets its tool-call grammar built in
+ * every syntax (src/server/tools.c), which must parse, and the body is split into text and
+ * tool calls as if a model had written it. */
 #include "server/http_parse.h"
 #include "server/request.h"
+#include "server/tools.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -69,6 +72,23 @@ static void parse_json(const char *body, size_t size) {
         for (size_t i = 0; i < r.n_ids; i++) sink += (size_t)r.ids[i];
         for (int i = 0; i < r.n_stops; i++) sink += strlen(r.stops[i]);
         sink += (size_t)r.max_tokens + r.stream + r.include_usage + r.parse_special + (size_t)r.sampling.top_k;
+        if (r.messages_json) sink += strlen(r.messages_json);
+        if (r.grammar) sink += strlen(r.grammar);
+        for (int syn = 0; r.tools_json && r.tool_choice != PLUMB_SRV_TOOLS_NONE && syn <= PLUMB_SRV_SYNTAX_GENERIC; syn++) {
+            plumb_srv_tool_grammar tg;
+            char msg[200];
+            if (plumb_srv_tools_grammar((plumb_srv_tool_syntax)syn, &r, &tg, msg, sizeof msg) == PLUMB_OK) {
+                plumb_grammar_t *g = NULL;
+                plumb_status st = plumb_grammar_parse(tg.gbnf, strlen(tg.gbnf), tg.root, NULL, &g);
+                if (st != PLUMB_OK && st != PLUMB_E_RANGE) __builtin_trap(); /* a grammar plumb wrote must parse */
+                plumb_grammar_free(g);
+                plumb_srv_tool_grammar_free(&tg);
+            } else
+                sink += strlen(msg);
+            char *generic = syn == PLUMB_SRV_SYNTAX_GENERIC ? plumb_srv_tools_generic_messages(&r) : NULL;
+            if (generic) sink += strlen(generic);
+            free(generic);
+        }
         plumb_srv_request_free(&r);
     }
     char *content;
@@ -86,12 +106,27 @@ static void parse_json(const char *body, size_t size) {
     }
 }
 
+/* data as a model's answer, split into text and tool calls in every syntax */
+static void parse_answer(const char *data, size_t size) {
+    for (int syn = 0; syn <= PLUMB_SRV_SYNTAX_GENERIC; syn++) {
+        char *content;
+        cJSON *calls;
+        if (plumb_srv_tools_parse((plumb_srv_tool_syntax)syn, data, size, &content, &calls) != PLUMB_OK) continue;
+        if (content) sink += strlen(content);
+        sink += (size_t)cJSON_GetArraySize(calls);
+        free(content);
+        cJSON_Delete(calls);
+        sink += plumb_srv_tools_content_prefix((plumb_srv_tool_syntax)syn, data, size);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *body;
     size_t body_len;
     parse_http(data, size, &body, &body_len);
     if (body) parse_json(body, body_len);
     else parse_json((const char *)data, size);
+    parse_answer((const char *)data, size);
     free(body);
     return 0;
 }

@@ -604,7 +604,7 @@ typedef struct plumb_grammar_limits {
     uint32_t max_elements; /* elements after repetitions and character classes are expanded;
                               default 1,000,000 */
     uint32_t max_repeat;   /* the largest count in {m,n}; default 10,000 */
-    uint32_t max_depth;    /* nesting of parentheses; default 64 */
+    uint32_t max_depth;    /* nesting of parentheses; default 64 (at most 1024) */
 } plumb_grammar_limits;
 
 PLUMB_API plumb_grammar_limits plumb_grammar_default_limits(void);

@@ -39,8 +39,9 @@ void plumb_token_index_free(plumb_token_index_t *ti) {
     free(ti);
 }
 
-static const plumb_token_index_t *sort_ti; /* qsort has no context argument */
-static int cmp_piece(const void *a, const void *b) {
+/* qsort_r's context, not a global: indexes may be built on several threads at once */
+static int cmp_piece(const void *a, const void *b, void *ctx) {
+    const plumb_token_index_t *sort_ti = ctx;
     const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     const uint32_t lx = sort_ti->piece_off[x + 1] - sort_ti->piece_off[x];
     const uint32_t ly = sort_ti->piece_off[y + 1] - sort_ti->piece_off[y];
@@ -94,9 +95,7 @@ plumb_status plumb_token_index_create(const plumb_vocab_t *v, plumb_token_index_
     if (!st) ti->piece_off[n] = (uint32_t)used;
     /* the trie: tokens sorted by text, so depth-first order is their order */
     if (!st) {
-        sort_ti = ti;
-        qsort(ti->toks, ti->n_toks, sizeof *ti->toks, cmp_piece);
-        sort_ti = NULL;
+        qsort_r(ti->toks, ti->n_toks, sizeof *ti->toks, cmp_piece, ti);
         const size_t max_nodes = used + 1;
         ti->byte = malloc(max_nodes), ti->depth = malloc(max_nodes * 2), ti->skip = malloc(max_nodes * 4);
         ti->tok_at = malloc(max_nodes * 4), ti->tok_n = calloc(max_nodes, 2);

@@ -40,6 +40,8 @@ typedef struct parser {
     uint32_t n_sets, cap_sets;
     uint32_t *set_hash; /* open addressing: set index + 1, 0 empty */
     uint32_t set_hash_cap;
+    uint32_t *name_hash; /* open addressing over the named rules: rule index + 1, 0 empty */
+    uint32_t name_hash_cap, n_named;
     uint32_t total; /* elements so far */
     uint32_t depth;
     uint32_t any_rule; /* the helper of `.`, GR_INF until made */
@@ -109,16 +111,43 @@ static plumb_status new_alt(parser *p, uint32_t rule, evec **out) {
     return PLUMB_OK;
 }
 
-/* The rule named s[at..at+n), made (undefined) on first sight. */
+static uint32_t name_hash(const char *s, size_t n) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001B3ull;
+    return (uint32_t)(h ^ h >> 32);
+}
+
+/* The rule named s[at..at+n), made (undefined) on first sight. Names are found by a hash
+ * table: a scan of every rule per reference is quadratic in the size of the grammar. */
 static plumb_status named_rule(parser *p, size_t at, size_t n, uint32_t *id) {
-    for (uint32_t i = 0; i < p->n_rules; i++)
-        if (p->rules[i].name && strlen(p->rules[i].name) == n && !memcmp(p->rules[i].name, p->s + at, n)) {
-            *id = i;
+    if (p->n_named * 2 >= p->name_hash_cap) {
+        uint32_t cap = p->name_hash_cap ? p->name_hash_cap * 2 : 64;
+        uint32_t *h = calloc(cap, sizeof *h);
+        if (!h) return nomem();
+        for (uint32_t i = 0; i < p->name_hash_cap; i++)
+            if (p->name_hash[i]) {
+                const char *nm = p->rules[p->name_hash[i] - 1].name;
+                uint32_t k = name_hash(nm, strlen(nm)) & (cap - 1);
+                while (h[k]) k = (k + 1) & (cap - 1);
+                h[k] = p->name_hash[i];
+            }
+        free(p->name_hash);
+        p->name_hash = h;
+        p->name_hash_cap = cap;
+    }
+    uint32_t k = name_hash(p->s + at, n) & (p->name_hash_cap - 1);
+    for (; p->name_hash[k]; k = (k + 1) & (p->name_hash_cap - 1)) {
+        const char *nm = p->rules[p->name_hash[k] - 1].name;
+        if (strlen(nm) == n && !memcmp(nm, p->s + at, n)) {
+            *id = p->name_hash[k] - 1;
             return PLUMB_OK;
         }
+    }
     plumb_status st = new_rule(p, at, id);
     if (st) return st;
     if (!(p->rules[*id].name = strndup(p->s + at, n))) return nomem();
+    p->name_hash[k] = *id + 1;
+    p->n_named++;
     return PLUMB_OK;
 }
 
@@ -708,6 +737,7 @@ static void free_builder(parser *p) {
     }
     free(p->rules);
     free(p->set_hash);
+    free(p->name_hash);
 }
 
 void plumb_grammar_free(plumb_grammar_t *g) {
@@ -748,7 +778,7 @@ static plumb_status flatten(parser *p, uint32_t root, plumb_grammar_t **out) {
             const evec *v = &p->rules[r].alts[a];
             alt_rule[na] = r;
             g->alt_start[na++] = e;
-            memcpy(g->elems + e, v->v, (size_t)v->n * sizeof *v->v);
+            if (v->n) memcpy(g->elems + e, v->v, (size_t)v->n * sizeof *v->v); /* an empty one has no v */
             e += v->n;
             g->elems[e++] = (gr_elem){GR_END, 0};
         }
@@ -781,6 +811,7 @@ plumb_status plumb_grammar_parse(const char *text, size_t len, const char *root,
     if (!p.lim.max_elements) p.lim.max_elements = def.max_elements;
     if (!p.lim.max_repeat) p.lim.max_repeat = def.max_repeat;
     if (!p.lim.max_depth) p.lim.max_depth = def.max_depth;
+    if (p.lim.max_depth > 1024) p.lim.max_depth = 1024; /* nesting is parsed by recursion */
     if (len > p.lim.max_text)
         return plumb__fail(PLUMB_E_RANGE, "grammar: %zu bytes, over the limit of %zu", len, p.lim.max_text);
     if (memchr(p.s, 0, len)) return plumb__fail(PLUMB_E_INVALID_ARG, "grammar: the text holds a NUL byte");

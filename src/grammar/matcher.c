@@ -182,6 +182,7 @@ static void next_epoch(gm *m) {
     }
     m->out_n = 0;
     m->out_end = false;
+    m->work_n = 0; /* a step that failed part way may have left work behind */
 }
 
 /* ---- states ------------------------------------------------------------------------------ */
@@ -282,6 +283,7 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next) {
         *next = GM_DEAD;
         return PLUMB_OK;
     }
+    if (s >= m->n_states) return plumb__fail(PLUMB_E_INVALID_ARG, "grammar: no parse state %u", s);
     const uint64_t key = ((uint64_t)s << 8 | b) + 1;
     if (m->tcap) {
         for (size_t k = mix(key) & (m->tcap - 1); m->tkey[k]; k = (k + 1) & (m->tcap - 1))
@@ -326,7 +328,9 @@ plumb_status plumb__gm_start(gm *m, uint32_t *state) {
     return st;
 }
 
-bool plumb__gm_can_end(const gm *m, uint32_t s) { return s != GM_DEAD && m->spool[m->soff[s]] == 0; }
+bool plumb__gm_can_end(const gm *m, uint32_t s) {
+    return s != GM_DEAD && s < m->n_states && m->spool[m->soff[s]] == 0;
+}
 
 bool plumb__gm_only_end(const gm *m, uint32_t s) { return plumb__gm_can_end(m, s) && m->slen[s] == 1; }
 

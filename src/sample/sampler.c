@@ -494,8 +494,10 @@ static void apply_penalties(plumb_sampler_t *s) {
         float x = s->logits[t];
         if (p->repeat_penalty != 1.0f) x = x > 0.0f ? x / p->repeat_penalty : x * p->repeat_penalty;
         x -= (float)s->counts[t] * p->frequency_penalty + p->presence_penalty;
-        /* a penalty below 1 or a negative one can push a logit to +inf: keep it finite */
-        s->logits[t] = isnan(x) ? -INFINITY : (x > FLT_MAX ? FLT_MAX : x);
+        /* a penalty below 1 or a negative one can push a logit to +inf, a large one a finite
+         * logit to -inf: keep finite logits finite (a masked token, at -inf, stays there, so an
+         * allowed one always ranks above it) */
+        s->logits[t] = isnan(x) || s->logits[t] == -INFINITY ? -INFINITY : x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : x;
     }
 }
 

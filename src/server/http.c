@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "request.h"
 #include "sched.h"
+#include "tools.h"
 
 #include <cjson/cJSON.h>
 
@@ -87,6 +88,8 @@ typedef struct conn {
     plumb_srv_job *job;
     plumb_srv_kind kind;
     bool include_usage;
+    bool tools;                  /* the answer may call tools: split it into text and calls */
+    plumb_srv_tool_syntax syntax; /* ... written in this syntax */
     char id[48];
     long long created;
 } conn;
@@ -351,28 +354,89 @@ static bool cancelled(conn *c) {
     return false;
 }
 
+/* A chunk with tool_calls[0] = {"index": i, ...}: the call's id, type and name with empty
+ * arguments (args NULL), or its arguments. */
+static cJSON *call_chunk(const conn *c, int i, const cJSON *call, const char *args) {
+    cJSON *root = chunk(c, NULL, NULL, NULL);
+    cJSON *delta = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0), "delta");
+    cJSON *tc = cJSON_CreateObject(), *f = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), tc);
+    cJSON_AddNumberToObject(tc, "index", i);
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+    if (!args) {
+        cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItemCaseSensitive(call, "id")->valuestring);
+        cJSON_AddStringToObject(tc, "type", "function");
+        cJSON_AddStringToObject(f, "name", cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring);
+    }
+    cJSON_AddStringToObject(f, "arguments", args ? args : "");
+    cJSON_AddItemToObject(tc, "function", f);
+    return root;
+}
+
+/* The held end of a streamed answer with tools: its text, then each call as OpenAI streams
+ * one (id and name, then the arguments). *any_call when there was a call. */
+static bool send_held_calls(conn *c, const char *held, size_t len, bool *any_call) {
+    char *content;
+    cJSON *calls;
+    *any_call = false;
+    if (plumb_srv_tools_parse(c->syntax, held, len, &content, &calls)) return false;
+    bool ok = !content || send_event(c, chunk(c, content, NULL, NULL));
+    int i = 0;
+    const cJSON *call;
+    cJSON_ArrayForEach(call, calls) {
+        const char *args = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(call, "function"), "arguments")->valuestring;
+        ok = ok && send_event(c, call_chunk(c, i, call, NULL)) && send_event(c, call_chunk(c, i, call, args));
+        i++;
+    }
+    *any_call = i > 0;
+    free(content);
+    cJSON_Delete(calls);
+    return ok;
+}
+
 static bool stream_events(conn *c) {
     plumb_srv_sched *s = c->srv->sched;
     if (!plumb_http_stream_start(c->hc, 200, "text/event-stream", "Cache-Control: no-cache\r\n")) return cancelled(c);
     if (c->kind == PLUMB_SRV_CHAT && !send_event(c, chunk(c, "", "assistant", NULL))) return cancelled(c);
     size_t sent = 0;
+    char *held = NULL; /* with tools: text not yet known to be content rather than a call */
+    size_t held_len = 0, held_cap = 0;
     for (;;) {
         char *text;
         size_t len;
         plumb_srv_progress pr;
-        if (plumb_srv_job_poll(s, c->job, sent, POLL_MS, &text, &len, &pr)) return cancelled(c);
+        if (plumb_srv_job_poll(s, c->job, sent, POLL_MS, &text, &len, &pr)) {
+            free(held);
+            return cancelled(c);
+        }
         bool ok = true;
-        if (text) {
+        if (text && c->tools) {
+            sent += len;
+            ok = plumb_gen_append(&held, &held_len, &held_cap, text, len);
+            free(text);
+            size_t safe = ok ? plumb_srv_tools_content_prefix(c->syntax, held, held_len) : 0;
+            if (safe) {
+                char keep = held[safe];
+                held[safe] = '\0';
+                ok = send_event(c, chunk(c, held, NULL, NULL));
+                held[safe] = keep;
+                memmove(held, held + safe, held_len - safe + 1);
+                held_len -= safe;
+            }
+        } else if (text) {
             ok = send_event(c, chunk(c, text, NULL, NULL));
             sent += len;
             free(text);
         } else if (pr.done) {
             int status = 200;
+            bool any_call = false;
             if (pr.error_status) {
                 status = pr.error_status;
                 ok = send_event(c, error_json(pr.error_status, pr.error_message, NULL, NULL));
             } else {
-                ok = send_event(c, chunk(c, NULL, NULL, pr.finish_reason));
+                if (c->tools) ok = send_held_calls(c, held ? held : "", held_len, &any_call);
+                const char *reason = any_call && !strcmp(pr.finish_reason, "stop") ? "tool_calls" : pr.finish_reason;
+                ok = ok && send_event(c, chunk(c, NULL, NULL, reason));
                 if (ok && c->include_usage) {
                     cJSON *u = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion.chunk" : "text_completion");
                     cJSON_AddArrayToObject(u, "choices");
@@ -381,6 +445,7 @@ static bool stream_events(conn *c) {
                 }
             }
             ok = ok && send_event(c, NULL) && plumb_http_stream_end(c->hc);
+            free(held);
             if (!ok) return cancelled(c);
             plumb_srv_metrics_request(&c->srv->metrics, status);
             char outcome[32];
@@ -390,7 +455,10 @@ static bool stream_events(conn *c) {
         } else if (plumb_http_client_gone(c->hc)) {
             ok = false;
         }
-        if (!ok) return cancelled(c);
+        if (!ok) {
+            free(held);
+            return cancelled(c);
+        }
     }
 }
 
@@ -407,29 +475,66 @@ static bool finish_whole(conn *c) {
     if (pr.error_status) return send_json(c, pr.error_status, error_json(pr.error_status, pr.error_message, NULL, NULL));
     if (plumb_srv_job_poll(s, c->job, 0, 0, &text, &len, &pr)) return send_error(c, 500, NULL, NULL, "out of memory");
     cJSON *root = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion" : "text_completion");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"),
-                         choice(c, false, text ? text : "", c->kind == PLUMB_SRV_CHAT ? "assistant" : NULL, pr.finish_reason));
+    cJSON *calls = NULL;
+    if (c->tools) { /* the answer's text and its calls */
+        char *content;
+        if (plumb_srv_tools_parse(c->syntax, text ? text : "", len, &content, &calls)) {
+            free(text);
+            cJSON_Delete(root);
+            return send_error(c, 500, NULL, NULL, "out of memory");
+        }
+        free(text);
+        text = content;
+    }
+    const char *reason = calls && !strcmp(pr.finish_reason, "stop") ? "tool_calls" : pr.finish_reason;
+    cJSON *ch = choice(c, false, text || !calls ? (text ? text : "") : NULL, c->kind == PLUMB_SRV_CHAT ? "assistant" : NULL, reason);
+    if (calls) {
+        cJSON *m = cJSON_GetObjectItemCaseSensitive(ch, "message");
+        if (!text) cJSON_AddNullToObject(m, "content");
+        cJSON_AddItemToObject(m, "tool_calls", calls);
+    }
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
     free(text);
     add_usage(root, &pr);
     return send_json(c, 200, root);
 }
 
-/* The conversation as the model's prompt (chat_prompt.h). PLUMB_E_INVALID_ARG is the
- * client's fault (the template refused the conversation, or the model has no chat format):
- * msg says why. */
-static plumb_status render_chat(conn *c, const plumb_chat_message *msgs, size_t n, const char *tools_json, bool gen_prompt,
-                                char **text, size_t *len, plumb_span **marks, size_t *n_marks, char *msg, size_t msg_cap) {
+/* The syntax the model's tool calls are written in. */
+static plumb_srv_tool_syntax tool_syntax(conn *c) {
+    const plumb_gen_chat *chat = plumb_srv_sched_chat(c->srv->sched);
+    return plumb_srv_tool_syntax_of(chat ? chat->tmpl : NULL);
+}
+
+/* The conversation as the model's prompt (chat_prompt.h): messages_json (a JSON array) and
+ * tools_json (NULL: none). PLUMB_E_INVALID_ARG is the client's fault (the template refused the
+ * conversation, or the model has no chat format): msg says why. */
+static plumb_status render_chat(conn *c, const char *messages_json, const char *tools_json, bool gen_prompt, char **text,
+                                size_t *len, plumb_span **marks, size_t *n_marks, char *msg, size_t msg_cap) {
     const plumb_gen_chat *chat = plumb_srv_sched_chat(c->srv->sched);
     if (!chat) {
         snprintf(msg, msg_cap, "the model has no chat format plumb knows; use /v1/completions or start the server with "
                                "--chat-format or --chat-template-file");
         return PLUMB_E_INVALID_ARG;
     }
-    plumb_status st = plumb_gen_chat_render(chat, msgs, n, tools_json, gen_prompt, text, len, marks, n_marks);
+    plumb_status st = plumb_gen_chat_render_json(chat, messages_json, tools_json, gen_prompt, text, len, marks, n_marks);
     if (st && st != PLUMB_E_NOMEM) {
         snprintf(msg, msg_cap, "%s: %s", chat->source, plumb_last_error());
         return PLUMB_E_INVALID_ARG;
     }
+    return st;
+}
+
+/* A chat request's prompt: its messages and tools as the model's template shows them; for a
+ * model whose template has no tool syntax, the tools and the answer's form are explained in a
+ * system message instead. */
+static plumb_status render_request(conn *c, const plumb_srv_request *r, char **text, size_t *len, plumb_span **marks,
+                                   size_t *n_marks, char *msg, size_t msg_cap) {
+    if (!r->tools_json || r->tool_choice == PLUMB_SRV_TOOLS_NONE || tool_syntax(c) != PLUMB_SRV_SYNTAX_GENERIC)
+        return render_chat(c, r->messages_json, r->tools_json, true, text, len, marks, n_marks, msg, msg_cap);
+    char *msgs = plumb_srv_tools_generic_messages(r);
+    if (!msgs) return PLUMB_E_NOMEM;
+    plumb_status st = render_chat(c, msgs, NULL, true, text, len, marks, n_marks, msg, msg_cap);
+    free(msgs);
     return st;
 }
 
@@ -461,7 +566,7 @@ static plumb_status request_tokens(conn *c, const plumb_srv_request *r, int32_t 
     char *text = NULL;
     size_t len, n_marks = 0;
     plumb_span *marks = NULL;
-    plumb_status st = render_chat(c, r->msgs, r->n_msgs, NULL, true, &text, &len, &marks, &n_marks, msg, msg_cap);
+    plumb_status st = render_request(c, r, &text, &len, &marks, &n_marks, msg, msg_cap);
     if (st) return st;
     /* the formatted text carries its BOS */
     st = plumb_gen_tokenize_marked(v, text, len, false, true, r->parse_special ? NULL : marks, n_marks, ids, n);
@@ -493,8 +598,22 @@ static bool handle_generate(conn *c) {
                    "shorten the prompt or start the server with a larger --ctx-size",
                    (int)n_ctx, n);
     if (st || n == 0 || n >= (size_t)n_ctx) goto out;
+    plumb_srv_tool_grammar tg = {0};
+    plumb_srv_guide_spec spec = {0};
+    if (r.grammar) spec = (plumb_srv_guide_spec){.gbnf = r.grammar, .root = "root"};
+    else if (r.tools_json && r.tool_choice != PLUMB_SRV_TOOLS_NONE) {
+        c->tools = true;
+        c->syntax = tool_syntax(c);
+        st = plumb_srv_tools_grammar(c->syntax, &r, &tg, msg, sizeof msg);
+        if (st == PLUMB_E_INVALID_ARG) send_error(c, 400, "tools", NULL, "%s", msg);
+        else if (st) send_error(c, 500, NULL, NULL, "out of memory");
+        if (st) goto out;
+        spec = (plumb_srv_guide_spec){tg.gbnf, tg.root, tg.trigger, tg.trigger2, tg.root_after, tg.force_trigger};
+    }
     if (!r.seed_given) r.sampling.seed = (uint64_t)time(NULL) * 6364136223846793005ull + atomic_fetch_add(&srv->next_id, 1);
     st = plumb_srv_job_create(ids, n, &r, srv->p.timeout_s, &c->job);
+    if (!st && spec.gbnf) st = plumb_srv_job_constrain(c->job, &spec);
+    plumb_srv_tool_grammar_free(&tg);
     if (!st) st = plumb_srv_sched_submit(srv->sched, c->job);
     if (st == PLUMB_E_RANGE)
         send_error(c, 503, NULL, "server_busy", "all %d slots are busy and the queue is full; retry later", (int)srv->p.n_parallel);
@@ -524,7 +643,7 @@ static bool handle_apply_template(conn *c) {
     char *text = NULL, msg[256] = "";
     size_t len, n_marks;
     plumb_span *marks = NULL;
-    st = render_chat(c, r.msgs, r.n_msgs, tools, true, &text, &len, &marks, &n_marks, msg, sizeof msg);
+    st = render_chat(c, r.messages_json, tools, true, &text, &len, &marks, &n_marks, msg, sizeof msg);
     free(tools);
     plumb_srv_request_free(&r);
     free(marks);

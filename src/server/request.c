@@ -1,6 +1,7 @@
 /* request.c — JSON request bodies of the server, parsed with cJSON and checked field by
- * field (see request.h). Unknown fields are ignored, as OpenAI clients send many; a known
- * field of the wrong type or out of range is an error naming it. */
+ * field (see request.h). A field of the OpenAI API that plumb does not implement is refused,
+ * naming it; fields no API defines are ignored (clients send their own); a known field of the
+ * wrong type or out of range is an error naming it. */
 #include "request.h"
 
 #include <cjson/cJSON.h>
@@ -161,6 +162,9 @@ static int opt_bool(const cJSON *o, const char *key, bool *out, plumb_srv_error 
 void plumb_srv_request_free(plumb_srv_request *r) {
     for (size_t i = 0; i < r->n_msgs; i++) free((char *)r->msgs[i].content);
     free(r->msgs);
+    free(r->messages_json);
+    free(r->tools_json);
+    free(r->grammar);
     free(r->prompt);
     free(r->ids);
     for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
@@ -207,6 +211,63 @@ static plumb_status message_content(const cJSON *m, size_t i, bool assistant, ch
     return PLUMB_OK;
 }
 
+/* A string field of o that must be there: 1, or -1 after filling err. */
+static int need_string(const cJSON *o, const char *key, const char *param, const char **out, plumb_srv_error *err) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(f)) {
+        fail(err, param, "'%s' must be a string", param);
+        return -1;
+    }
+    *out = f->valuestring;
+    return 1;
+}
+
+/* An assistant message's tool_calls: [{"id", "type": "function", "function": {"name",
+ * "arguments": a JSON text}}], into out (as a template sees them: arguments as a JSON value
+ * when they parse, else kept as the string). */
+static plumb_status message_tool_calls(const cJSON *calls, size_t i, cJSON *out, plumb_srv_error *err) {
+    char param[72];
+    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+    if (!cJSON_IsArray(calls)) return fail(err, param, "'%s' must be an array of tool calls", param);
+    cJSON *arr = cJSON_AddArrayToObject(out, "tool_calls");
+    if (!arr) return PLUMB_E_NOMEM;
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        snprintf(param, sizeof param, "messages[%zu].tool_calls[%d]", i, k);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "type");
+        if (!cJSON_IsObject(c) || !cJSON_IsObject(fn) || (type && !cJSON_IsNull(type) && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))))
+            return fail(err, param, "'%s' must be {\"id\": string, \"type\": \"function\", \"function\": {\"name\": string, \"arguments\": string}}", param);
+        const char *id = "", *name, *args;
+        const cJSON *idf = cJSON_GetObjectItemCaseSensitive(c, "id");
+        if (idf && !cJSON_IsNull(idf)) {
+            if (!cJSON_IsString(idf)) return fail(err, param, "'%s.id' must be a string", param);
+            id = idf->valuestring;
+        }
+        char sub[96];
+        snprintf(sub, sizeof sub, "%s.function.name", param);
+        if (need_string(fn, "name", sub, &name, err) < 0) return PLUMB_E_INVALID_ARG;
+        snprintf(sub, sizeof sub, "%s.function.arguments", param);
+        if (need_string(fn, "arguments", sub, &args, err) < 0) return PLUMB_E_INVALID_ARG;
+        cJSON *call = cJSON_CreateObject(), *f = cJSON_CreateObject();
+        if (!call || !f) {
+            cJSON_Delete(call), cJSON_Delete(f);
+            return PLUMB_E_NOMEM;
+        }
+        cJSON_AddItemToArray(arr, call);
+        cJSON_AddStringToObject(call, "id", id);
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON_AddItemToObject(call, "function", f);
+        cJSON_AddStringToObject(f, "name", name);
+        cJSON *parsed = cJSON_Parse(args);
+        if (parsed) cJSON_AddItemToObject(f, "arguments", parsed);
+        else cJSON_AddStringToObject(f, "arguments", args);
+        k++;
+    }
+    return PLUMB_OK;
+}
+
 static plumb_status parse_messages(const cJSON *root, plumb_srv_request *r, plumb_srv_error *err) {
     const cJSON *ms = field(root, "messages");
     if (!ms) return fail(err, "messages", "'messages' is required");
@@ -215,29 +276,249 @@ static plumb_status parse_messages(const cJSON *root, plumb_srv_request *r, plum
     if (n == 0) return fail(err, "messages", "'messages' must not be empty");
     if (n > PLUMB_SRV_MAX_MESSAGES) return fail(err, "messages", "'messages' has more than %d messages", PLUMB_SRV_MAX_MESSAGES);
     r->msgs = calloc((size_t)n, sizeof *r->msgs);
-    if (!r->msgs) return PLUMB_E_NOMEM;
+    cJSON *out = cJSON_CreateArray();
+    plumb_status st = r->msgs && out ? PLUMB_OK : PLUMB_E_NOMEM;
     const cJSON *m;
     cJSON_ArrayForEach(m, ms) {
+        if (st) break;
         size_t i = r->n_msgs;
-        char param[40];
+        char param[48];
         snprintf(param, sizeof param, "messages[%zu]", i);
-        if (!cJSON_IsObject(m)) return fail(err, param, "'%s' must be an object", param);
+        if (!cJSON_IsObject(m)) {
+            st = fail(err, param, "'%s' must be an object", param);
+            break;
+        }
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%zu].role", i);
-        if (!cJSON_IsString(role)) return fail(err, param, "'%s' must be a string", param);
+        if (!cJSON_IsString(role)) {
+            st = fail(err, param, "'%s' must be a string", param);
+            break;
+        }
         const char *rs = role->valuestring;
         if (!strcmp(rs, "developer")) rs = "system";
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
-            return fail(err, param, "'%s' must be one of system, developer, user, assistant (got '%.40s')", param,
-                        role->valuestring);
+        static const char *const roles[] = {"system", "user", "assistant", "tool"};
+        const char *known = NULL;
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(rs, roles[k])) known = roles[k];
+        if (!known) {
+            st = fail(err, param, "'%s' must be one of system, developer, user, assistant, tool (got '%.40s')", param,
+                      role->valuestring);
+            break;
+        }
+        const cJSON *calls = field(m, "tool_calls");
+        const bool assistant = known == roles[2];
+        if (calls && !assistant) {
+            snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+            st = fail(err, param, "only assistant messages carry 'tool_calls'");
+            break;
+        }
         char *content = NULL;
-        plumb_status st = message_content(m, i, !strcmp(rs, "assistant"), &content, err);
-        if (st) return st;
-        r->msgs[i].role = !strcmp(rs, "system") ? "system" : !strcmp(rs, "user") ? "user" : "assistant";
+        if ((st = message_content(m, i, assistant, &content, err))) break;
+        r->msgs[i].role = known;
         r->msgs[i].content = content;
         r->n_msgs++;
+        cJSON *o = cJSON_CreateObject();
+        if (!o) {
+            st = PLUMB_E_NOMEM;
+            break;
+        }
+        cJSON_AddItemToArray(out, o);
+        cJSON_AddStringToObject(o, "role", known);
+        if (assistant && calls && !field(m, "content")) cJSON_AddNullToObject(o, "content");
+        else cJSON_AddStringToObject(o, "content", content);
+        if (calls) {
+            r->has_tool_turns = true;
+            if ((st = message_tool_calls(calls, i, o, err))) break;
+        }
+        if (known == roles[3]) { /* a tool's answer: the call it answers */
+            r->has_tool_turns = true;
+            const cJSON *id = field(m, "tool_call_id");
+            snprintf(param, sizeof param, "messages[%zu].tool_call_id", i);
+            if (id && !cJSON_IsString(id)) {
+                st = fail(err, param, "'%s' must be a string", param);
+                break;
+            }
+            if (id) cJSON_AddStringToObject(o, "tool_call_id", id->valuestring);
+        }
+        const cJSON *name = field(m, "name");
+        if (name) {
+            snprintf(param, sizeof param, "messages[%zu].name", i);
+            if (!cJSON_IsString(name)) {
+                st = fail(err, param, "'%s' must be a string", param);
+                break;
+            }
+            cJSON_AddStringToObject(o, "name", name->valuestring);
+        }
     }
+    if (!st && !(r->messages_json = cJSON_PrintUnformatted(out))) st = PLUMB_E_NOMEM;
+    cJSON_Delete(out);
+    return st;
+}
+
+/* A function name as OpenAI allows it: 1-64 of [a-zA-Z0-9_-]. */
+static bool good_name(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' ||
+              s[i] == '-'))
+            return false;
+    return true;
+}
+
+/* tools, tool_choice, parallel_tool_calls. */
+static plumb_status parse_tools(const cJSON *root, plumb_srv_request *r, plumb_srv_error *err) {
+    r->parallel_tool_calls = true;
+    if (opt_bool(root, "parallel_tool_calls", &r->parallel_tool_calls, err) < 0) return PLUMB_E_INVALID_ARG;
+    const cJSON *tools = field(root, "tools"), *choice = field(root, "tool_choice");
+    if (!tools) {
+        if (choice && !(cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")))
+            return fail(err, "tool_choice", "'tool_choice' needs 'tools'");
+        r->tool_choice = PLUMB_SRV_TOOLS_NONE;
+        return PLUMB_OK;
+    }
+    if (!cJSON_IsArray(tools)) return fail(err, "tools", "'tools' must be an array of tool definitions");
+    if (cJSON_GetArraySize(tools) > 128) return fail(err, "tools", "'tools' has more than 128 tools");
+    cJSON *out = cJSON_CreateArray();
+    if (!out) return PLUMB_E_NOMEM;
+    plumb_status st = PLUMB_OK;
+    int k = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools) {
+        char param[48];
+        snprintf(param, sizeof param, "tools[%d]", k);
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type"), *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (!cJSON_IsObject(t) || !cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsObject(fn)) {
+            st = fail(err, param, "'%s' must be {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}} "
+                                  "(only function tools are supported)", param);
+            break;
+        }
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name"), *params = field(fn, "parameters");
+        const cJSON *desc = field(fn, "description"), *strict = field(fn, "strict");
+        snprintf(param, sizeof param, "tools[%d].function.name", k);
+        if (!cJSON_IsString(name) || !good_name(name->valuestring)) {
+            st = fail(err, param, "'%s' must be 1 to 64 letters, digits, '_' or '-'", param);
+            break;
+        }
+        for (const cJSON *o = tools->child; o != t; o = o->next)
+            if (!strcmp(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "function"), "name")->valuestring,
+                        name->valuestring)) {
+                st = fail(err, param, "two tools are named '%s'", name->valuestring);
+                break;
+            }
+        if (st) break;
+        snprintf(param, sizeof param, "tools[%d].function.parameters", k);
+        if (params && !cJSON_IsObject(params)) {
+            st = fail(err, param, "'%s' must be a JSON Schema object", param);
+            break;
+        }
+        snprintf(param, sizeof param, "tools[%d].function.description", k);
+        if (desc && !cJSON_IsString(desc)) {
+            st = fail(err, param, "'%s' must be a string", param);
+            break;
+        }
+        snprintf(param, sizeof param, "tools[%d].function.strict", k);
+        if (strict && !cJSON_IsBool(strict)) {
+            st = fail(err, param, "'%s' must be a boolean", param);
+            break;
+        }
+        cJSON *copy = cJSON_Duplicate(t, true);
+        if (!copy) {
+            st = PLUMB_E_NOMEM;
+            break;
+        }
+        cJSON_AddItemToArray(out, copy);
+        k++;
+    }
+    if (!st && k == 0) st = fail(err, "tools", "'tools' must not be empty");
+    if (!st && !(r->tools_json = cJSON_PrintUnformatted(out))) st = PLUMB_E_NOMEM;
+    if (!st && choice) {
+        if (cJSON_IsString(choice) && !strcmp(choice->valuestring, "auto")) r->tool_choice = PLUMB_SRV_TOOLS_AUTO;
+        else if (cJSON_IsString(choice) && !strcmp(choice->valuestring, "none")) r->tool_choice = PLUMB_SRV_TOOLS_NONE;
+        else if (cJSON_IsString(choice) && !strcmp(choice->valuestring, "required")) r->tool_choice = PLUMB_SRV_TOOLS_REQUIRED;
+        else {
+            const cJSON *fn = cJSON_IsObject(choice) ? cJSON_GetObjectItemCaseSensitive(choice, "function") : NULL;
+            const cJSON *name = cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+            const cJSON *type = cJSON_IsObject(choice) ? cJSON_GetObjectItemCaseSensitive(choice, "type") : NULL;
+            if (!cJSON_IsString(name) || !cJSON_IsString(type) || strcmp(type->valuestring, "function"))
+                st = fail(err, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                                              "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+            else {
+                bool found = false;
+                for (const cJSON *o = out->child; o; o = o->next)
+                    found |= !strcmp(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "function"), "name")->valuestring,
+                                     name->valuestring);
+                if (!found) st = fail(err, "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'", name->valuestring);
+                else {
+                    r->tool_choice = PLUMB_SRV_TOOLS_NAMED;
+                    snprintf(r->tool_name, sizeof r->tool_name, "%s", name->valuestring);
+                }
+            }
+        }
+    }
+    cJSON_Delete(out);
+    return st;
+}
+
+/* A JSON Schema as the grammar of the output. */
+static plumb_status schema_grammar(const cJSON *schema, const char *param, plumb_srv_request *r, plumb_srv_error *err) {
+    if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema)) return fail(err, param, "'%s' must be a JSON Schema object", param);
+    char *text = cJSON_PrintUnformatted(schema);
+    if (!text) return PLUMB_E_NOMEM;
+    size_t len;
+    plumb_status st = plumb_json_schema_to_gbnf(text, strlen(text), &r->grammar, &len);
+    free(text);
+    if (st == PLUMB_E_NOMEM) return st;
+    if (st) return fail(err, param, "'%s': %s", param, plumb_last_error());
+    r->grammar_param = param;
     return PLUMB_OK;
+}
+
+/* grammar, json_schema, response_format: at most one of them constrains the output. */
+static plumb_status parse_constraint(const cJSON *root, plumb_srv_request *r, plumb_srv_error *err) {
+    const cJSON *g = field(root, "grammar"), *js = field(root, "json_schema"), *rf = field(root, "response_format");
+    const cJSON *rf_type = cJSON_IsObject(rf) ? cJSON_GetObjectItemCaseSensitive(rf, "type") : NULL;
+    if (rf && (!cJSON_IsObject(rf) || !cJSON_IsString(rf_type)))
+        return fail(err, "response_format", "'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}");
+    if (rf && !strcmp(rf_type->valuestring, "text")) rf = NULL;
+    if ((g != NULL) + (js != NULL) + (rf != NULL) > 1)
+        return fail(err, g ? "grammar" : "json_schema", "give only one of 'grammar', 'json_schema' and 'response_format'");
+    if (g) {
+        if (!cJSON_IsString(g)) return fail(err, "grammar", "'grammar' must be a string of GBNF");
+        plumb_grammar_t *parsed;
+        plumb_status st = plumb_grammar_parse(g->valuestring, strlen(g->valuestring), NULL, NULL, &parsed);
+        if (st == PLUMB_E_NOMEM) return st;
+        if (st) return fail(err, "grammar", "'grammar': %s", plumb_last_error());
+        plumb_grammar_free(parsed);
+        r->grammar_param = "grammar";
+        return (r->grammar = strdup(g->valuestring)) ? PLUMB_OK : PLUMB_E_NOMEM;
+    }
+    if (js) return schema_grammar(js, "json_schema", r, err);
+    if (!rf) return PLUMB_OK;
+    const char *t = rf_type->valuestring;
+    if (!strcmp(t, "json_object")) {
+        const cJSON *schema = field(rf, "schema"); /* llama-server's extension */
+        if (schema) return schema_grammar(schema, "response_format.schema", r, err);
+        cJSON *any = cJSON_CreateObject();
+        if (!any || !cJSON_AddStringToObject(any, "type", "object")) {
+            cJSON_Delete(any);
+            return PLUMB_E_NOMEM;
+        }
+        plumb_status st = schema_grammar(any, "response_format", r, err);
+        cJSON_Delete(any);
+        return st;
+    }
+    if (strcmp(t, "json_schema"))
+        return fail(err, "response_format.type", "'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"");
+    const cJSON *j = field(rf, "json_schema");
+    if (!cJSON_IsObject(j))
+        return fail(err, "response_format.json_schema", "'response_format.json_schema' must be {\"name\": ..., \"schema\": {...}}");
+    const cJSON *name = field(j, "name"), *strict = field(j, "strict"), *schema = field(j, "schema");
+    if (name && !cJSON_IsString(name)) return fail(err, "response_format.json_schema.name", "'response_format.json_schema.name' must be a string");
+    if (strict && !cJSON_IsBool(strict))
+        return fail(err, "response_format.json_schema.strict", "'response_format.json_schema.strict' must be a boolean");
+    if (!schema) return fail(err, "response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
+    return schema_grammar(schema, "response_format.json_schema.schema", r, err);
 }
 
 static plumb_status parse_ids(const cJSON *arr, const char *param, int32_t **ids, size_t *n, plumb_srv_error *err) {
@@ -300,12 +581,42 @@ static plumb_status parse_stop(const cJSON *root, plumb_srv_request *r, plumb_sr
     return PLUMB_OK;
 }
 
+/* OpenAI fields that would change the answer and that plumb does not implement: refused
+ * rather than ignored (a false or empty value asks for nothing and passes). */
+static plumb_status refuse_unimplemented(const cJSON *root, plumb_srv_error *err) {
+    static const char *const names[] = {"logit_bias", "top_logprobs", "functions", "function_call", "audio",
+                                        "prediction", "web_search_options", "suffix", "echo", "best_of"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        const cJSON *f = field(root, names[k]);
+        if (!f || cJSON_IsFalse(f) || ((cJSON_IsObject(f) || cJSON_IsArray(f)) && !f->child)) continue;
+        if (!strcmp(names[k], "best_of") && cJSON_IsNumber(f) && f->valuedouble == 1) continue;
+        if (!strcmp(names[k], "top_logprobs") && cJSON_IsNumber(f) && f->valuedouble == 0) continue;
+        return fail(err, names[k], "'%s' is not supported", names[k]);
+    }
+    const cJSON *mod = field(root, "modalities");
+    if (mod && (!cJSON_IsArray(mod) || cJSON_GetArraySize(mod) != 1 || !cJSON_IsString(mod->child) ||
+                strcmp(mod->child->valuestring, "text")))
+        return fail(err, "modalities", "only the \"text\" modality is supported");
+    return PLUMB_OK;
+}
+
 static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t max_tokens_cap,
                                  plumb_srv_request *r, plumb_srv_error *err) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (model && !cJSON_IsNull(model) && !cJSON_IsString(model)) return fail(err, "model", "'model' must be a string");
     plumb_status st = kind == PLUMB_SRV_CHAT ? parse_messages(root, r, err) : parse_prompt(root, r, err);
     if (st) return st;
+    if (kind == PLUMB_SRV_CHAT && (st = parse_tools(root, r, err))) return st;
+    if (kind == PLUMB_SRV_COMPLETION)
+        for (int k = 0; k < 3; k++) {
+            static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls"};
+            if (field(root, chat_only[k]))
+                return fail(err, chat_only[k], "'%s' is for /v1/chat/completions", chat_only[k]);
+        }
+    if ((st = parse_constraint(root, r, err))) return st;
+    if (r->grammar && r->tools_json && r->tool_choice != PLUMB_SRV_TOOLS_NONE)
+        return fail(err, r->grammar_param, "'%s' and 'tools' cannot constrain one answer together (use tool_choice \"none\" "
+                                           "or leave one out)", r->grammar_param);
     double v;
     int got;
     static const char *const max_keys[] = {"max_tokens", "max_completion_tokens"};
@@ -350,9 +661,10 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
     }
     if (opt_bool(root, "parse_special", &r->parse_special, err) < 0) return PLUMB_E_INVALID_ARG;
     bool logprobs = false;
-    if (opt_bool(root, "logprobs", &logprobs, err) < 0) return PLUMB_E_INVALID_ARG;
-    if (logprobs) return fail(err, "logprobs", "'logprobs' is not supported");
-    return PLUMB_OK;
+    if (kind == PLUMB_SRV_CHAT && opt_bool(root, "logprobs", &logprobs, err) < 0) return PLUMB_E_INVALID_ARG;
+    if (logprobs || (kind == PLUMB_SRV_COMPLETION && field(root, "logprobs")))
+        return fail(err, "logprobs", "'logprobs' is not supported");
+    return refuse_unimplemented(root, err);
 }
 
 plumb_status plumb_srv_request_parse(const char *body, size_t len, plumb_srv_kind kind, int32_t max_tokens_cap,

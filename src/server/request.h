@@ -17,10 +17,29 @@ typedef enum plumb_srv_kind {
 } plumb_srv_kind;
 
 /* A validated generation request. Strings and arrays are owned (plumb_srv_request_free). */
+typedef enum plumb_srv_tool_choice {
+    PLUMB_SRV_TOOLS_AUTO,     /* the model may call a tool */
+    PLUMB_SRV_TOOLS_NONE,     /* the model answers in text; tools are only shown to it */
+    PLUMB_SRV_TOOLS_REQUIRED, /* the model must call one or more tools */
+    PLUMB_SRV_TOOLS_NAMED,    /* the model must call tool_name */
+} plumb_srv_tool_choice;
+
 typedef struct plumb_srv_request {
     plumb_srv_kind kind;
-    plumb_chat_message *msgs; /* chat: [n_msgs], roles "system", "user" or "assistant" */
+    plumb_chat_message *msgs; /* chat: [n_msgs], roles "system", "user", "assistant" or "tool" */
     size_t n_msgs;
+    char *messages_json; /* chat: the messages as a chat template sees them: role, content (null
+                            for an assistant turn that only calls tools), tool_calls (arguments
+                            as JSON values), tool_call_id, name */
+    bool has_tool_turns; /* some message calls a tool or answers a call */
+    char *tools_json;    /* chat: the tool definitions (a JSON array of {"type": "function",
+                            "function": {name, description, parameters}}), or NULL */
+    plumb_srv_tool_choice tool_choice;
+    char tool_name[72];       /* PLUMB_SRV_TOOLS_NAMED: the function */
+    bool parallel_tool_calls; /* default true */
+    char *grammar;            /* GBNF the output must match (from grammar, json_schema or
+                                 response_format), or NULL */
+    const char *grammar_param; /* the field it came from */
     char *prompt;       /* completion: prompt text, or NULL when given as token ids */
     int32_t *ids;       /* completion: prompt token ids [n_ids] (range-checked by the caller) */
     size_t n_ids;

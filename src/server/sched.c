@@ -23,6 +23,9 @@ struct plumb_srv_job {
     plumb_sampler_params sampling;
     char *stops[PLUMB_SRV_MAX_STOPS];
     int n_stops;
+    char *gbnf; /* the output's grammar (guide.h), or NULL */
+    char root[40], root_after[40], trigger[40], trigger2[40];
+    bool has_trigger, force_trigger;
     double t_arrival, deadline; /* monotonic seconds */
     /* shared, under mu */
     int refs;
@@ -46,6 +49,7 @@ typedef struct slot {
     int32_t logit_at;    /* which logits row of the last decode is this slot's; -1: none */
     int32_t batch_n;     /* tokens of this slot in the last decode */
     plumb_sampler_t *sampler;
+    plumb_srv_guide guide;
     plumb_gen_stream stream;
     double t_last_token;
     uint64_t last_used;
@@ -68,6 +72,7 @@ struct plumb_srv_sched {
     plumb_model_t *model;
     plumb_context_t *ctx;
     plumb_gen_chat chat;
+    plumb_srv_grammars *grammars; /* the output grammars of requests, kept for later ones */
     bool has_chat; /* the model has a chat format plumb can render */
     int32_t n_ctx, n_batch, n_vocab;
     slot *slots;
@@ -108,6 +113,7 @@ static void cond_init_monotonic(pthread_cond_t *cv) {
 
 static void job_destroy(plumb_srv_job *j) {
     free(j->prompt);
+    free(j->gbnf);
     for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
     free(j->text);
     pthread_cond_destroy(&j->cv);
@@ -144,6 +150,18 @@ plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const 
     j->deadline = j->t_arrival + timeout_s;
     j->progress.n_prompt = j->n_prompt;
     *out = j;
+    return PLUMB_OK;
+}
+
+plumb_status plumb_srv_job_constrain(plumb_srv_job *j, const plumb_srv_guide_spec *spec) {
+    free(j->gbnf);
+    if (!(j->gbnf = strdup(spec->gbnf))) return PLUMB_E_NOMEM;
+    snprintf(j->root, sizeof j->root, "%s", spec->root ? spec->root : "root");
+    snprintf(j->root_after, sizeof j->root_after, "%s", spec->root_after ? spec->root_after : j->root);
+    snprintf(j->trigger, sizeof j->trigger, "%s", spec->trigger ? spec->trigger : "");
+    snprintf(j->trigger2, sizeof j->trigger2, "%s", spec->trigger2 ? spec->trigger2 : "");
+    j->has_trigger = spec->trigger != NULL;
+    j->force_trigger = spec->force_trigger;
     return PLUMB_OK;
 }
 
@@ -251,6 +269,7 @@ static void slot_finish(plumb_srv_sched *s, slot *sl, const char *finish_reason,
     }
     job_end(j, finish_reason, status, message);
     plumb_gen_stream_free(&sl->stream);
+    plumb_srv_guide_end(&sl->guide);
     plumb_sampler_free(sl->sampler);
     sl->sampler = NULL;
     sl->job = NULL;
@@ -285,10 +304,16 @@ static void assign_locked(plumb_srv_sched *s) {
         j->progress.n_cached = (int32_t)best_keep;
         plumb_status st = plumb_sampler_create(&j->sampling, s->n_vocab, &best->sampler);
         if (!st) st = plumb_gen_stream_init(&best->stream, plumb_model_vocab(s->model), j->stops, j->n_stops);
+        char why[160], gmsg[120] = "";
+        if (!st && j->gbnf) {
+            const plumb_srv_guide_spec spec = {j->gbnf, j->root, j->has_trigger ? j->trigger : NULL,
+                                               j->trigger2[0] ? j->trigger2 : NULL, j->root_after, j->force_trigger};
+            if ((st = plumb_srv_guide_start(&best->guide, s->grammars, &spec, gmsg, sizeof gmsg)))
+                plumb_gen_stream_free(&best->stream);
+        }
         if (st) { /* the request's settings were refused (400), or memory ran out */
-            char why[160];
             snprintf(why, sizeof why, "cannot start the job: %s",
-                     st == PLUMB_E_NOMEM ? "out of memory" : plumb_last_error());
+                     st == PLUMB_E_NOMEM ? "out of memory" : gmsg[0] ? gmsg : plumb_last_error());
             job_end(j, NULL, st == PLUMB_E_INVALID_ARG ? 400 : 500, why);
             plumb_sampler_free(best->sampler);
             best->sampler = NULL;
@@ -384,8 +409,16 @@ static void after_decode(plumb_srv_sched *s) {
         }
         if (sl->logit_at < 0) continue;
         const float *logits = plumb_get_logits(s->ctx, sl->logit_at);
-        int32_t tok = plumb_sampler_sample(sl->sampler, logits);
-        plumb_sampler_accept(sl->sampler, tok);
+        bool must_end;
+        char why[160];
+        int32_t tok = plumb_srv_guide_next(&sl->guide, sl->sampler, logits, &must_end, why, sizeof why);
+        if (tok < 0) { /* the grammar allows nothing more: the answer ends here */
+            plumb_srv_log("grammar: generation stopped after %d tokens: %s", (int)j->progress.n_gen, why);
+            pthread_mutex_lock(&s->mu);
+            slot_finish(s, sl, "stop", false, 0, NULL);
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
         const char *t;
         size_t n;
         plumb_status err;
@@ -399,7 +432,7 @@ static void after_decode(plumb_srv_sched *s) {
         }
         sl->t_last_token = now;
         if (err || !job_append(j, t, n)) slot_finish(s, sl, NULL, false, 500, "generation failed: out of memory");
-        else if (ev != PLUMB_GEN_MORE) slot_finish(s, sl, "stop", ev == PLUMB_GEN_STOP, 0, NULL);
+        else if (ev != PLUMB_GEN_MORE || must_end) slot_finish(s, sl, "stop", ev == PLUMB_GEN_STOP, 0, NULL);
         else if (j->max_tokens >= 0 && j->progress.n_gen >= j->max_tokens) slot_finish(s, sl, "length", false, 0, NULL);
         else if (sl->n_cache >= s->n_ctx) slot_finish(s, sl, "length", false, 0, NULL);
         else {
@@ -436,6 +469,7 @@ static plumb_status load(plumb_srv_sched *s) {
         return st;
     }
     s->has_chat = st == PLUMB_OK;
+    if (!(s->grammars = plumb_srv_grammars_create(plumb_model_vocab(s->model), 8))) return PLUMB_E_NOMEM;
     if (warning[0]) plumb_srv_log("%s", warning);
     s->slots = calloc((size_t)s->p.n_parallel, sizeof *s->slots);
     s->b_tokens = malloc(3 * (size_t)s->n_batch * sizeof *s->b_tokens); /* tokens, positions, sequences */
@@ -559,6 +593,7 @@ void plumb_srv_sched_free(plumb_srv_sched *s) {
     free(s->queue);
     plumb_context_free(s->ctx);
     plumb_gen_chat_free(&s->chat);
+    plumb_srv_grammars_free(s->grammars);
     plumb_model_free(s->model);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->ready_cv);

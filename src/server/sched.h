@@ -9,6 +9,7 @@
 #define PLUMB_SERVER_SCHED_H
 
 #include "chat_prompt.h"
+#include "guide.h"
 #include "metrics.h"
 #include "plumb.h"
 #include "request.h"
@@ -65,6 +66,8 @@ const plumb_gen_chat *plumb_srv_sched_chat(plumb_srv_sched *s);
  * (copied). timeout_s bounds the job's whole life. One reference, the caller's. */
 plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const plumb_srv_request *r,
                                   double timeout_s, plumb_srv_job **out);
+/* Constrains the job's output (spec copied): see guide.h. PLUMB_E_NOMEM. */
+plumb_status plumb_srv_job_constrain(plumb_srv_job *job, const plumb_srv_guide_spec *spec);
 /* Queues the job (the scheduler takes its own reference). PLUMB_E_RANGE when the queue is
  * full, PLUMB_E_UNSUPPORTED when the scheduler is not accepting work. */
 plumb_status plumb_srv_sched_submit(plumb_srv_sched *s, plumb_srv_job *job);

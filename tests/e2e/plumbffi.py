@@ -85,3 +85,14 @@ class Model:
             ptr = lib().plumb_get_logits(self.c, j)
             out[j] = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
         return out
+
+
+def declare_grammar(L):
+    """Argument types of the grammar functions (plumb_grammar_*, plumb_json_schema_to_gbnf) on L."""
+    P, V = ctypes.POINTER, ctypes.c_void_p
+    L.plumb_last_error.restype = ctypes.c_char_p
+    L.plumb_json_schema_to_gbnf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, P(V), P(ctypes.c_size_t)]
+    L.plumb_grammar_parse.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, V, P(V)]
+    L.plumb_grammar_free.argtypes = [V]
+    L.plumb_grammar_match.argtypes = [V, ctypes.c_char_p, ctypes.c_size_t, P(ctypes.c_bool), P(ctypes.c_bool)]
+    return L

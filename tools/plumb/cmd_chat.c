@@ -59,6 +59,8 @@ int cmd_chat(int argc, char **argv) {
         fprintf(stderr, "plumb chat: usage: plumb chat -m MODEL [--system TEXT] (see --help)\n");
         return 2;
     }
+    char *gbnf;
+    if (!gen_options_grammar(&o, "chat", &gbnf)) return 1;
     session s;
     plumb_gen_chat chat = {0};
     bool have_chat = false;
@@ -67,7 +69,7 @@ int cmd_chat(int argc, char **argv) {
     plumb_chat_message *msgs = calloc(cap_msgs, sizeof *msgs);
     char *line = NULL;
     size_t line_cap = 0;
-    plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling);
+    plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling, gbnf);
     if (st || !msgs) {
         cli_error("chat", st ? st : PLUMB_E_NOMEM, NULL);
         goto out;
@@ -148,5 +150,6 @@ out:
     free(msgs);
     free(line);
     session_close(&s);
+    free(gbnf);
     return rc;
 }

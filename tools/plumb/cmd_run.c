@@ -67,9 +67,14 @@ int cmd_run(int argc, char **argv) {
         if (!(file_text = read_prompt_file(prompt_file))) return 1;
         prompt = file_text;
     }
+    char *gbnf;
+    if (!gen_options_grammar(&o, "run", &gbnf)) {
+        free(file_text);
+        return 1;
+    }
     session s;
     int rc = 1;
-    plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling);
+    plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling, gbnf);
     if (st) {
         cli_error("run", st, NULL);
         goto out;
@@ -102,6 +107,7 @@ int cmd_run(int argc, char **argv) {
     rc = 0;
 out:
     session_close(&s);
+    free(gbnf);
     free(file_text);
     return rc;
 }

@@ -27,7 +27,9 @@ const char gen_options_usage[] =
     "      --stop TEXT           stop when TEXT appears (repeatable)\n"
     "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
     "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
-    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
+    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
+    "      --grammar-file F      the output must match the GBNF grammar in F\n"
+    "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n";
 
 void gen_options_init(gen_options *o) {
     memset(o, 0, sizeof *o);
@@ -96,7 +98,8 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
                   {"--repeat-penalty", NULL, NULL}, {"--repeat-last-n", NULL, NULL},     {"--presence-penalty", NULL, NULL},
                   {"--frequency-penalty", NULL, NULL}, {"--seed", "-s", NULL},           {"--stop", NULL, NULL},
                   {"--chat-format", NULL, "gemma, llama3 or chatml"},                    {"--system", NULL, NULL},
-                  {"--chat-template-file", NULL, NULL}};
+                  {"--chat-template-file", NULL, NULL}, {"--grammar-file", NULL, NULL},
+                  {"--json-schema", NULL, NULL}};
     int k = -1;
     for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
         if (is(a, valued[j].l, valued[j].s)) k = (int)j;
@@ -130,6 +133,8 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     case 15: ok = plumb_chat_format_from_name(v) != PLUMB_CHAT_UNKNOWN && (o->chat_format = v, true); break;
     case 16: o->system = v; break;
     case 17: o->chat_template_file = v; break;
+    case 18: ok = !o->json_schema && (o->grammar_file = v, true); break;
+    case 19: ok = !o->grammar_file && (o->json_schema = v, true); break;
     }
     if (!ok) {
         if (valued[k].what) fprintf(stderr, "plumb %s: bad value '%s' for %s (%s)\n", cmd, v, a, valued[k].what);
@@ -137,4 +142,64 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
         return -1;
     }
     return 1;
+}
+
+/* The whole file at path (malloc'd, NUL-terminated), or NULL after printing why. */
+static char *read_all(const char *cmd, const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    if (f) {
+        for (;;) {
+            if (n + 4096 + 1 > cap) {
+                char *g = realloc(buf, cap = (n + 4096 + 1) * 2);
+                if (!g) break;
+                buf = g;
+            }
+            size_t got = fread(buf + n, 1, 4096, f);
+            n += got;
+            if (got < 4096) break;
+        }
+        bool bad = ferror(f) || !buf;
+        fclose(f);
+        if (!bad) {
+            buf[n] = '\0';
+            *len = n;
+            return buf;
+        }
+    }
+    fprintf(stderr, "plumb %s: cannot read '%s'\n", cmd, path);
+    free(buf);
+    return NULL;
+}
+
+bool gen_options_grammar(const gen_options *o, const char *cmd, char **gbnf) {
+    *gbnf = NULL;
+    size_t len = 0;
+    if (o->grammar_file) {
+        if (!(*gbnf = read_all(cmd, o->grammar_file, &len))) return false;
+    } else if (o->json_schema) {
+        const char *s = o->json_schema;
+        while (isspace((unsigned char)*s)) s++;
+        char *file = NULL;
+        if (*s != '{' && *s != '[' && strcmp(s, "true") && !(file = read_all(cmd, o->json_schema, &len))) return false;
+        const char *text = file ? file : o->json_schema;
+        plumb_status st = plumb_json_schema_to_gbnf(text, strlen(text), gbnf, &len);
+        free(file);
+        if (st) {
+            fprintf(stderr, "plumb %s: --json-schema: %s\n", cmd, plumb_last_error());
+            return false;
+        }
+    } else
+        return true;
+    plumb_grammar_t *g;
+    if (plumb_grammar_parse(*gbnf, len, NULL, NULL, &g)) {
+        fprintf(stderr, "plumb %s: %s%s%s\n", cmd, o->grammar_file ? o->grammar_file : "", o->grammar_file ? ": " : "",
+                plumb_last_error());
+        free(*gbnf);
+        *gbnf = NULL;
+        return false;
+    }
+    plumb_grammar_free(g);
+    return true;
 }

@@ -19,6 +19,8 @@ typedef struct gen_options {
     const char *chat_template_file; /* a Jinja template file to use instead (NULL: none) */
     const char *system;
     plumb_model_params model_params;
+    const char *grammar_file; /* --grammar-file: GBNF the output must match */
+    const char *json_schema;  /* --json-schema: a JSON Schema (text, or a file) it must match */
 } gen_options;
 
 void gen_options_init(gen_options *o);
@@ -31,6 +33,9 @@ const char *options_value(const char *cmd, int argc, char **argv, int *i);
 /* Parses s as a whole decimal integer in [lo, hi] into *out; false otherwise. Like every
  * number of the command line, s may not have white space around it. */
 bool options_parse_long(const char *s, long lo, long hi, long *out);
+/* The grammar the options ask for (--grammar-file, or --json-schema converted), checked, into
+ * *gbnf (malloc'd; NULL when neither option was given). false after printing why not. */
+bool gen_options_grammar(const gen_options *o, const char *cmd, char **gbnf);
 /* Usage lines of the shared options. */
 extern const char gen_options_usage[];
 

@@ -7,6 +7,7 @@
 
 #include "server/gen.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -24,7 +25,7 @@ long session_peak_rss_kib(void) {
 }
 
 plumb_status session_open(session *s, const char *path, const plumb_model_params *mp, const plumb_context_params *cp,
-                          const plumb_sampler_params *sp) {
+                          const plumb_sampler_params *sp, const char *gbnf) {
     memset(s, 0, sizeof *s);
     double t0 = session_now();
     plumb_status st = plumb_model_load_params(path, mp, &s->model);
@@ -35,6 +36,8 @@ plumb_status session_open(session *s, const char *path, const plumb_model_params
     plumb_model_get_info(s->model, &info);
     s->n_vocab = info.n_vocab;
     if ((st = plumb_sampler_create(sp, s->n_vocab, &s->sampler))) return st;
+    s->gbnf = gbnf;
+    if (gbnf && !(s->grammars = plumb_srv_grammars_create(s->vocab, 1))) return PLUMB_E_NOMEM;
     s->cap = plumb_context_n_ctx(s->ctx);
     s->tokens = malloc((size_t)s->cap * sizeof *s->tokens);
     s->flags = malloc((size_t)plumb_context_n_batch(s->ctx) * sizeof *s->flags);
@@ -44,6 +47,7 @@ plumb_status session_open(session *s, const char *path, const plumb_model_params
 }
 
 void session_close(session *s) {
+    plumb_srv_grammars_free(s->grammars);
     plumb_sampler_free(s->sampler);
     plumb_context_free(s->ctx);
     plumb_model_free(s->model);
@@ -81,15 +85,28 @@ plumb_status session_feed(session *s, const int32_t *ids, size_t n) {
 session_stop session_generate(session *s, int32_t n_max, char *const *stops, int n_stops, session_emit_fn emit,
                               void *user, plumb_status *err) {
     plumb_gen_stream gs;
+    plumb_srv_guide guide;
+    char why_not[160];
+    const plumb_srv_guide_spec spec = {.gbnf = s->gbnf, .root = "root"};
     if ((*err = plumb_gen_stream_init(&gs, s->vocab, stops, n_stops))) return SESSION_STOP_ERROR;
+    if ((*err = plumb_srv_guide_start(&guide, s->grammars, s->gbnf ? &spec : NULL, why_not, sizeof why_not))) {
+        fprintf(stderr, "plumb: the grammar cannot be used: %s\n", why_not);
+        plumb_gen_stream_free(&gs);
+        return SESSION_STOP_ERROR;
+    }
     session_stop why = SESSION_STOP_LENGTH;
     const char *text;
     size_t len;
     double t0 = session_now();
     for (int32_t i = 0; n_max < 0 || i < n_max; i++) {
         const float *logits = plumb_get_logits(s->ctx, plumb_n_logits(s->ctx) - 1);
-        int32_t tok = plumb_sampler_sample(s->sampler, logits);
-        plumb_sampler_accept(s->sampler, tok);
+        bool must_end;
+        int32_t tok = plumb_srv_guide_next(&guide, s->sampler, logits, &must_end, why_not, sizeof why_not);
+        if (tok < 0) {
+            fprintf(stderr, "plumb: generation stopped: %s\n", why_not);
+            why = SESSION_STOP_GRAMMAR;
+            break;
+        }
         s->gen_tokens++;
         plumb_gen_event ev = plumb_gen_stream_push(&gs, tok, &text, &len, err);
         if (len) emit(user, text, len);
@@ -99,6 +116,10 @@ session_stop session_generate(session *s, int32_t n_max, char *const *stops, int
         }
         if (ev != PLUMB_GEN_MORE) {
             why = ev == PLUMB_GEN_EOG ? SESSION_STOP_EOG : SESSION_STOP_STRING;
+            break;
+        }
+        if (must_end) { /* the grammar is complete: nothing else may follow */
+            why = SESSION_STOP_GRAMMAR;
             break;
         }
         if (s->n_tokens >= s->cap) {
@@ -117,6 +138,7 @@ session_stop session_generate(session *s, int32_t n_max, char *const *stops, int
     plumb_gen_stream_finish(&gs, why == SESSION_STOP_STRING, &text, &len);
     if (len) emit(user, text, len);
     plumb_gen_stream_free(&gs);
+    plumb_srv_guide_end(&guide);
     s->gen_seconds += session_now() - t0;
     return why;
 }

@@ -3,6 +3,7 @@
 #define PLUMB_CLI_SESSION_H
 
 #include "plumb.h"
+#include "server/guide.h"
 
 typedef struct session {
     plumb_model_t *model;
@@ -13,6 +14,8 @@ typedef struct session {
     int32_t *tokens; /* tokens in the KV cache of sequence 0, [cap] */
     int32_t n_tokens, cap;
     bool *flags; /* [n_batch] logits flags for prompt batches */
+    const char *gbnf;             /* the grammar every answer must match (borrowed), or NULL */
+    plumb_srv_grammars *grammars; /* ... bound to the vocabulary */
     double load_seconds, prompt_seconds, gen_seconds;
     int64_t prompt_tokens, gen_tokens;
 } session;
@@ -22,6 +25,7 @@ typedef enum session_stop {
     SESSION_STOP_EOG,     /* an end-of-generation token */
     SESSION_STOP_STRING,  /* a stop string appeared (not emitted) */
     SESSION_STOP_CONTEXT, /* the context is full */
+    SESSION_STOP_GRAMMAR, /* the grammar is complete, or allows nothing more */
     SESSION_STOP_ERROR,
 } session_stop;
 
@@ -31,10 +35,11 @@ double session_now(void);
 long session_peak_rss_kib(void);
 /* The timing line (load, prompt and generation speed, peak RSS) on stderr (cmd_run.c). */
 void print_stats(const session *s);
-/* Loads the model, creates the context and the sampler. On failure the caller still calls
- * session_close. */
+/* Loads the model, creates the context and the sampler (and, with a grammar, what constrains
+ * each answer to it: gbnf is borrowed and must be checked already). On failure the caller
+ * still calls session_close. */
 plumb_status session_open(session *s, const char *path, const plumb_model_params *mp, const plumb_context_params *cp,
-                          const plumb_sampler_params *sp);
+                          const plumb_sampler_params *sp, const char *gbnf);
 void session_close(session *s);
 /* Tokenizes text (special tokens parsed; BOS added when add_special). *ids is malloc'd. */
 plumb_status session_tokenize(const session *s, const char *text, bool add_special, int32_t **ids, size_t *n);
