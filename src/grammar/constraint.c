@@ -150,6 +150,7 @@ struct plumb_constraint {
     uint32_t *masks; /* [cap_masks * words] */
     int32_t *counts; /* [cap_masks] */
     uint32_t *walk;  /* [max_depth + 1] states along the trie path */
+    uint32_t *hits;  /* [n_nodes] trie nodes with tokens that a walk reached */
 };
 
 plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token_index_t *ti, size_t max_memory,
@@ -164,7 +165,8 @@ plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token
     c->words = (uint32_t)(((size_t)ti->n_vocab + 31) / 32);
     c->m = plumb__gm_create(g, c->max_mem - c->mask_budget);
     c->walk = malloc(((size_t)ti->max_depth + 1) * sizeof *c->walk);
-    if (!c->m || !c->walk) {
+    c->hits = malloc(((size_t)ti->n_nodes + 1) * sizeof *c->hits);
+    if (!c->m || !c->walk || !c->hits) {
         plumb_constraint_free(c);
         return plumb__fail(PLUMB_E_NOMEM, "constraint: out of memory");
     }
@@ -175,7 +177,7 @@ plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token
 void plumb_constraint_free(plumb_constraint_t *c) {
     if (!c) return;
     plumb__gm_free(c->m);
-    free(c->mkey), free(c->mslot), free(c->masks), free(c->counts), free(c->walk);
+    free(c->mkey), free(c->mslot), free(c->masks), free(c->counts), free(c->walk), free(c->hits);
     free(c);
 }
 
@@ -248,23 +250,17 @@ static const uint32_t *cached_mask(const plumb_constraint_t *c, uint32_t s, int3
 /* The trie walk: marks in bits every token whose text continues state s. */
 static plumb_status walk(plumb_constraint_t *c, uint32_t s, uint32_t *bits, int32_t *count) {
     const plumb_token_index_t *ti = c->ti;
+    uint32_t n_hit;
+    plumb_status st = plumb__gm_walk(c->m, s, ti->byte, ti->depth, ti->skip, ti->tok_n, ti->n_nodes, c->walk, c->hits, &n_hit);
+    if (st) return st;
     int32_t n = 0;
-    c->walk[0] = s;
-    for (uint32_t i = 1; i < ti->n_nodes;) {
-        uint32_t next;
-        plumb_status st = plumb__gm_step(c->m, c->walk[ti->depth[i] - 1], ti->byte[i], &next);
-        if (st) return st;
-        if (next == GM_DEAD) {
-            i = ti->skip[i];
-            continue;
-        }
-        c->walk[ti->depth[i]] = next;
+    for (uint32_t h = 0; h < n_hit; h++) {
+        const uint32_t i = c->hits[h];
         for (uint32_t k = 0; k < ti->tok_n[i]; k++) {
             const int32_t t = ti->toks[ti->tok_at[i] + k];
             bits[t >> 5] |= 1u << (t & 31);
             n++;
         }
-        i++;
     }
     if (plumb__gm_can_end(c->m, s))
         for (int32_t t = 0; t < ti->n_vocab; t++)

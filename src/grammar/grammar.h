@@ -58,6 +58,13 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next);
 bool plumb__gm_can_end(const gm *m, uint32_t s);
 /* Whether only the end may follow (s holds the empty stack and nothing else). */
 bool plumb__gm_only_end(const gm *m, uint32_t s);
+/* Walks a byte trie (nodes in depth-first order from the root, node 0: byte[i] on the edge
+ * into node i, depth[i] its depth, skip[i] the first node after its subtree) from state s,
+ * skipping every subtree whose prefix the grammar rejects: appends to out (room for n_nodes)
+ * each node reached that has has_end[i] set, and sets *n_out. walk has room for the trie's
+ * depth + 1 states. */
+plumb_status plumb__gm_walk(gm *m, uint32_t s, const uint8_t *byte, const uint16_t *depth, const uint32_t *skip,
+                            const uint16_t *has_end, uint32_t n_nodes, uint32_t *walk, uint32_t *out, uint32_t *n_out);
 /* Bytes of memory the tables hold now. */
 size_t plumb__gm_memory(const gm *m);
 

@@ -6,7 +6,9 @@
  * again: a reference pushes its rule's alternatives (its continuation dropped when the
  * reference ends its alternative, so right recursion keeps the stack flat), and the end of an
  * alternative pops. Steps are memoized per (state, byte), so matching the same text twice,
- * or tokens that share a prefix, costs one table lookup per byte. */
+ * or tokens that share a prefix, costs one table lookup per byte; a state stepped from often
+ * (inside a JSON string, most bytes lead back to it) gets a row of all 256 steps, so the trie
+ * walks of constraint.c find its steps without hashing. */
 #include "core/error.h"
 #include "grammar/grammar.h"
 
@@ -26,7 +28,9 @@ struct gm {
 
     /* states: state 0 is the empty set */
     uint32_t *soff, *slen;
-    uint32_t n_states, cap_states;
+    uint32_t **row;  /* [cap_states] the steps of a busy state by byte (GM_UNKNOWN: not yet), or NULL */
+    uint16_t *hits;  /* [cap_states] table lookups from the state, until it gets a row */
+    uint32_t n_states, cap_states, n_rows;
     uint32_t *spool;
     size_t spool_n, spool_cap;
     uint32_t *shash; /* state id + 1, 0 empty */
@@ -43,8 +47,12 @@ struct gm {
     bool out_end;
 };
 
+#define GM_UNKNOWN UINT32_MAX
+#define GM_ROW_AFTER 32 /* lookups from a state before it gets a row */
+
 static size_t memory(const gm *m) {
-    return (size_t)m->cap_nodes * 12 + (size_t)m->nhash_cap * 4 + (size_t)m->cap_states * 8 + m->spool_cap * 4 +
+    return (size_t)m->cap_nodes * 12 + (size_t)m->nhash_cap * 4 + (size_t)m->cap_states * 18 + (size_t)m->n_rows * 1024 +
+           m->spool_cap * 4 +
            (size_t)m->shash_cap * 4 + m->tcap * 12 + (m->work_cap + m->out_cap) * 4;
 }
 
@@ -244,11 +252,14 @@ static plumb_status intern(gm *m, uint32_t *id) {
         uint32_t c = m->cap_states;
         st = grow32(m, (void **)&m->soff, &c, (size_t)m->n_states + 1, 4);
         if (!st) c = m->cap_states, st = grow32(m, (void **)&m->slen, &c, (size_t)m->n_states + 1, 4);
+        if (!st) c = m->cap_states, st = grow32(m, (void **)&m->row, &c, (size_t)m->n_states + 1, sizeof *m->row);
+        if (!st) c = m->cap_states, st = grow32(m, (void **)&m->hits, &c, (size_t)m->n_states + 1, 2);
         if (!st) m->cap_states = c;
     }
     if (st) return st;
     const uint32_t s = m->n_states++;
     m->soff[s] = (uint32_t)m->spool_n, m->slen[s] = (uint32_t)m->out_n;
+    m->row[s] = NULL, m->hits[s] = 0;
     memcpy(m->spool + m->spool_n, m->out, m->out_n * sizeof *m->out);
     m->spool_n += m->out_n;
     m->shash[k] = s + 1;
@@ -284,11 +295,22 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next) {
         return PLUMB_OK;
     }
     if (s >= m->n_states) return plumb__fail(PLUMB_E_INVALID_ARG, "grammar: no parse state %u", s);
+    if (m->row[s] && m->row[s][b] != GM_UNKNOWN) {
+        *next = m->row[s][b];
+        return PLUMB_OK;
+    }
     const uint64_t key = ((uint64_t)s << 8 | b) + 1;
     if (m->tcap) {
         for (size_t k = mix(key) & (m->tcap - 1); m->tkey[k]; k = (k + 1) & (m->tcap - 1))
             if (m->tkey[k] == key) {
                 *next = m->tval[k];
+                if (m->row[s]) m->row[s][b] = *next;
+                else if (++m->hits[s] == GM_ROW_AFTER && memory(m) + 1024 <= m->max_mem &&
+                         (m->row[s] = malloc(256 * sizeof **m->row))) {
+                    memset(m->row[s], 0xFF, 256 * sizeof **m->row); /* GM_UNKNOWN */
+                    m->row[s][b] = *next;
+                    m->n_rows++;
+                }
                 return PLUMB_OK;
             }
     }
@@ -314,7 +336,35 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next) {
     while (m->tkey[k]) k = (k + 1) & (m->tcap - 1);
     m->tkey[k] = key, m->tval[k] = id;
     m->tn++;
+    if (m->row[s]) m->row[s][b] = id;
     *next = id;
+    return PLUMB_OK;
+}
+
+plumb_status plumb__gm_walk(gm *m, uint32_t s, const uint8_t *byte, const uint16_t *depth, const uint32_t *skip,
+                            const uint16_t *has_end, uint32_t n_nodes, uint32_t *walk, uint32_t *out, uint32_t *n_out) {
+    uint32_t n = 0;
+    *n_out = 0;
+    if (s >= m->n_states) return plumb__fail(PLUMB_E_INVALID_ARG, "grammar: no parse state %u", s);
+    if (s == GM_DEAD) return PLUMB_OK;
+    walk[0] = s;
+    for (uint32_t i = 1; i < n_nodes;) {
+        const uint32_t from = walk[depth[i] - 1];
+        const uint32_t *row = m->row[from]; /* the fast path of plumb__gm_step */
+        uint32_t next = row ? row[byte[i]] : GM_UNKNOWN;
+        if (next == GM_UNKNOWN) {
+            plumb_status st = plumb__gm_step(m, from, byte[i], &next);
+            if (st) return st;
+        }
+        if (next == GM_DEAD) {
+            i = skip[i];
+            continue;
+        }
+        walk[depth[i]] = next;
+        if (has_end[i]) out[n++] = i;
+        i++;
+    }
+    *n_out = n;
     return PLUMB_OK;
 }
 
@@ -346,7 +396,8 @@ gm *plumb__gm_create(const plumb_grammar_t *g, size_t max_memory) {
     m->npos = calloc(m->cap_nodes, 4), m->npar = calloc(m->cap_nodes, 4), m->stamp = calloc(m->cap_nodes, 4);
     m->cap_states = 256;
     m->soff = calloc(m->cap_states, 4), m->slen = calloc(m->cap_states, 4);
-    if (!m->npos || !m->npar || !m->stamp || !m->soff || !m->slen) {
+    m->row = calloc(m->cap_states, sizeof *m->row), m->hits = calloc(m->cap_states, 2);
+    if (!m->npos || !m->npar || !m->stamp || !m->soff || !m->slen || !m->row || !m->hits) {
         plumb__gm_free(m);
         return NULL;
     }
@@ -356,6 +407,8 @@ gm *plumb__gm_create(const plumb_grammar_t *g, size_t max_memory) {
 void plumb__gm_free(gm *m) {
     if (!m) return;
     free(m->npos), free(m->npar), free(m->stamp), free(m->nhash);
+    for (uint32_t i = 0; m->row && i < m->n_states; i++) free(m->row[i]);
+    free(m->row), free(m->hits);
     free(m->soff), free(m->slen), free(m->spool), free(m->shash);
     free(m->tkey), free(m->tval), free(m->work), free(m->out);
     free(m);
