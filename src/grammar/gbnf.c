@@ -698,7 +698,7 @@ static plumb_status check_left_recursion(const parser *p, const plumb_grammar_t 
                 if (!nullable[g->elems[i].arg]) break;
             }
     }
-    first[g->n_rules] = ne;
+    if (!st) first[g->n_rules] = ne;
     for (uint32_t root = 0; root < g->n_rules && !st; root++) {
         if (color[root]) continue;
         uint32_t sp = 0;

@@ -222,6 +222,26 @@ static int need_string(const cJSON *o, const char *key, const char *param, const
     return 1;
 }
 
+/* cJSON building that notes running out of memory in *ok (a half-built message must not pass
+ * for a whole one): adds item (NULL: it could not be made) to an object under key, or to an
+ * array when key is NULL. */
+static cJSON *put(cJSON *to, const char *key, cJSON *item, bool *ok) {
+    if (!item || !(key ? cJSON_AddItemToObject(to, key, item) : cJSON_AddItemToArray(to, item))) {
+        cJSON_Delete(item);
+        *ok = false;
+        return NULL;
+    }
+    return item;
+}
+
+/* text parsed as JSON, or NULL when it is not JSON. cJSON does not tell a syntax error from a
+ * lack of memory: a second try tells them apart (a failed allocation does not fail twice in a
+ * row but when memory has truly run out, and then the request fails elsewhere too). */
+static cJSON *parse_arguments(const char *text) {
+    cJSON *j = cJSON_Parse(text);
+    return j ? j : cJSON_Parse(text);
+}
+
 /* An assistant message's tool_calls: [{"id", "type": "function", "function": {"name",
  * "arguments": a JSON text}}], into out (as a template sees them: arguments as a JSON value
  * when they parse, else kept as the string). */
@@ -229,7 +249,8 @@ static plumb_status message_tool_calls(const cJSON *calls, size_t i, cJSON *out,
     char param[72];
     snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
     if (!cJSON_IsArray(calls)) return fail(err, param, "'%s' must be an array of tool calls", param);
-    cJSON *arr = cJSON_AddArrayToObject(out, "tool_calls");
+    bool ok = true;
+    cJSON *arr = put(out, "tool_calls", cJSON_CreateArray(), &ok);
     if (!arr) return PLUMB_E_NOMEM;
     int k = 0;
     const cJSON *c;
@@ -250,19 +271,16 @@ static plumb_status message_tool_calls(const cJSON *calls, size_t i, cJSON *out,
         if (need_string(fn, "name", sub, &name, err) < 0) return PLUMB_E_INVALID_ARG;
         snprintf(sub, sizeof sub, "%s.function.arguments", param);
         if (need_string(fn, "arguments", sub, &args, err) < 0) return PLUMB_E_INVALID_ARG;
-        cJSON *call = cJSON_CreateObject(), *f = cJSON_CreateObject();
-        if (!call || !f) {
-            cJSON_Delete(call), cJSON_Delete(f);
-            return PLUMB_E_NOMEM;
+        cJSON *call = put(arr, NULL, cJSON_CreateObject(), &ok);
+        cJSON *f = call ? put(call, "function", cJSON_CreateObject(), &ok) : NULL;
+        if (f) {
+            put(call, "id", cJSON_CreateString(id), &ok);
+            put(call, "type", cJSON_CreateString("function"), &ok);
+            put(f, "name", cJSON_CreateString(name), &ok);
+            cJSON *parsed = parse_arguments(args);
+            put(f, "arguments", parsed ? parsed : cJSON_CreateString(args), &ok);
         }
-        cJSON_AddItemToArray(arr, call);
-        cJSON_AddStringToObject(call, "id", id);
-        cJSON_AddStringToObject(call, "type", "function");
-        cJSON_AddItemToObject(call, "function", f);
-        cJSON_AddStringToObject(f, "name", name);
-        cJSON *parsed = cJSON_Parse(args);
-        if (parsed) cJSON_AddItemToObject(f, "arguments", parsed);
-        else cJSON_AddStringToObject(f, "arguments", args);
+        if (!ok) return PLUMB_E_NOMEM;
         k++;
     }
     return PLUMB_OK;
@@ -317,15 +335,16 @@ static plumb_status parse_messages(const cJSON *root, plumb_srv_request *r, plum
         r->msgs[i].role = known;
         r->msgs[i].content = content;
         r->n_msgs++;
-        cJSON *o = cJSON_CreateObject();
-        if (!o) {
+        bool ok = true;
+        cJSON *o = put(out, NULL, cJSON_CreateObject(), &ok);
+        if (o) {
+            put(o, "role", cJSON_CreateString(known), &ok);
+            put(o, "content", assistant && calls && !field(m, "content") ? cJSON_CreateNull() : cJSON_CreateString(content), &ok);
+        }
+        if (!ok) {
             st = PLUMB_E_NOMEM;
             break;
         }
-        cJSON_AddItemToArray(out, o);
-        cJSON_AddStringToObject(o, "role", known);
-        if (assistant && calls && !field(m, "content")) cJSON_AddNullToObject(o, "content");
-        else cJSON_AddStringToObject(o, "content", content);
         if (calls) {
             r->has_tool_turns = true;
             if ((st = message_tool_calls(calls, i, o, err))) break;
@@ -338,7 +357,10 @@ static plumb_status parse_messages(const cJSON *root, plumb_srv_request *r, plum
                 st = fail(err, param, "'%s' must be a string", param);
                 break;
             }
-            if (id) cJSON_AddStringToObject(o, "tool_call_id", id->valuestring);
+            if (id && !put(o, "tool_call_id", cJSON_CreateString(id->valuestring), &ok)) {
+                st = PLUMB_E_NOMEM;
+                break;
+            }
         }
         const cJSON *name = field(m, "name");
         if (name) {
@@ -347,7 +369,10 @@ static plumb_status parse_messages(const cJSON *root, plumb_srv_request *r, plum
                 st = fail(err, param, "'%s' must be a string", param);
                 break;
             }
-            cJSON_AddStringToObject(o, "name", name->valuestring);
+            if (!put(o, "name", cJSON_CreateString(name->valuestring), &ok)) {
+                st = PLUMB_E_NOMEM;
+                break;
+            }
         }
     }
     if (!st && !(r->messages_json = cJSON_PrintUnformatted(out))) st = PLUMB_E_NOMEM;
@@ -422,12 +447,11 @@ static plumb_status parse_tools(const cJSON *root, plumb_srv_request *r, plumb_s
             st = fail(err, param, "'%s' must be a boolean", param);
             break;
         }
-        cJSON *copy = cJSON_Duplicate(t, true);
-        if (!copy) {
+        bool ok = true;
+        if (!put(out, NULL, cJSON_Duplicate(t, true), &ok)) {
             st = PLUMB_E_NOMEM;
             break;
         }
-        cJSON_AddItemToArray(out, copy);
         k++;
     }
     if (!st && k == 0) st = fail(err, "tools", "'tools' must not be empty");
@@ -660,9 +684,12 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
         }
     }
     if (opt_bool(root, "parse_special", &r->parse_special, err) < 0) return PLUMB_E_INVALID_ARG;
-    bool logprobs = false;
-    if (kind == PLUMB_SRV_CHAT && opt_bool(root, "logprobs", &logprobs, err) < 0) return PLUMB_E_INVALID_ARG;
-    if (logprobs || (kind == PLUMB_SRV_COMPLETION && field(root, "logprobs")))
+    /* chat: a boolean; completions: how many alternatives per token (0 or false: none) */
+    const cJSON *lp = field(root, "logprobs");
+    if (lp && kind == PLUMB_SRV_CHAT && !cJSON_IsBool(lp)) return fail(err, "logprobs", "'logprobs' must be a boolean");
+    if (lp && kind == PLUMB_SRV_COMPLETION && !cJSON_IsBool(lp) && (!cJSON_IsNumber(lp) || lp->valuedouble < 0))
+        return fail(err, "logprobs", "'logprobs' must be a number of alternatives per token");
+    if (lp && (cJSON_IsTrue(lp) || (cJSON_IsNumber(lp) && lp->valuedouble > 0)))
         return fail(err, "logprobs", "'logprobs' is not supported");
     return refuse_unimplemented(root, err);
 }

@@ -6,6 +6,8 @@
  * the converted grammar (prefixed plumb-, which no converted rule uses). */
 #include "tools.h"
 
+#include "gen.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,91 +27,78 @@ const char *plumb_srv_tool_syntax_name(plumb_srv_tool_syntax s) {
     return names[s];
 }
 
-/* {"name": {"const": name}, args_key: parameters} as a schema, for one tool. */
-static cJSON *call_schema(const cJSON *tool, const char *args_key) {
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tool, "function");
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-    cJSON *s = cJSON_CreateObject(), *props = cJSON_CreateObject(), *name = cJSON_CreateObject();
-    cJSON *args = params && !cJSON_IsNull(params) ? cJSON_Duplicate(params, true) : cJSON_CreateObject();
-    cJSON *req = cJSON_CreateArray();
-    if (!s || !props || !name || !args || !req) {
-        cJSON_Delete(s), cJSON_Delete(props), cJSON_Delete(name), cJSON_Delete(args), cJSON_Delete(req);
-        return NULL;
-    }
-    if (!params || cJSON_IsNull(params)) cJSON_AddStringToObject(args, "type", "object");
-    cJSON_AddStringToObject(name, "const", cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring);
-    cJSON_AddStringToObject(s, "type", "object");
-    cJSON_AddItemToObject(s, "properties", props);
-    cJSON_AddItemToObject(props, "name", name);
-    cJSON_AddItemToObject(props, args_key, args);
-    cJSON_AddItemToArray(req, cJSON_CreateString("name"));
-    cJSON_AddItemToArray(req, cJSON_CreateString(args_key));
-    cJSON_AddItemToObject(s, "required", req);
-    cJSON_AddBoolToObject(s, "additionalProperties", false);
-    return s;
+/* Text appended to a growing buffer; *ok turns false when memory runs out. */
+static void cat(char **buf, size_t *len, size_t *cap, const char *s, bool *ok) {
+    if (*ok && !plumb_gen_append(buf, len, cap, s, strlen(s))) *ok = false;
 }
 
-/* anyOf the calls r allows (all tools, or the named one). */
-static cJSON *calls_schema(const plumb_srv_request *r, const char *args_key) {
+/* anyOf the calls r allows (all tools, or the named one), each {"name": {"const": name},
+ * args_key: the tool's parameters}, as schema text (malloc'd; NULL: out of memory). Tool names
+ * are [A-Za-z0-9_-] (request.c checks), so they need no escaping. */
+static char *calls_schema(const plumb_srv_request *r, const char *args_key) {
     cJSON *tools = cJSON_Parse(r->tools_json);
-    cJSON *any = cJSON_CreateArray(), *s = cJSON_CreateObject();
-    bool ok = tools && any && s;
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = tools != NULL, first = true;
+    cat(&out, &len, &cap, "{\"anyOf\":[", &ok);
     const cJSON *t;
     cJSON_ArrayForEach(t, tools) {
-        const char *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name")->valuestring;
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const char *name = cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring;
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
         if (!ok || (r->tool_choice == PLUMB_SRV_TOOLS_NAMED && strcmp(name, r->tool_name))) continue;
-        cJSON *c = call_schema(t, args_key);
-        if (!c) ok = false;
-        else cJSON_AddItemToArray(any, c);
+        char *p = params && !cJSON_IsNull(params) ? cJSON_PrintUnformatted(params) : strdup("{\"type\":\"object\"}");
+        if (!p) ok = false;
+        cat(&out, &len, &cap, first ? "" : ",", &ok);
+        cat(&out, &len, &cap, "{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"", &ok);
+        cat(&out, &len, &cap, name, &ok);
+        cat(&out, &len, &cap, "\"},\"", &ok);
+        cat(&out, &len, &cap, args_key, &ok);
+        cat(&out, &len, &cap, "\":", &ok);
+        if (p) cat(&out, &len, &cap, p, &ok);
+        cat(&out, &len, &cap, "},\"required\":[\"name\",\"", &ok);
+        cat(&out, &len, &cap, args_key, &ok);
+        cat(&out, &len, &cap, "\"],\"additionalProperties\":false}", &ok);
+        free(p);
+        first = false;
     }
+    cat(&out, &len, &cap, "]}", &ok);
     cJSON_Delete(tools);
     if (!ok) {
-        cJSON_Delete(any), cJSON_Delete(s);
+        free(out);
         return NULL;
     }
-    cJSON_AddItemToObject(s, "anyOf", any);
-    return s;
+    return out;
 }
 
 /* The generic syntax's answer: {"tool_calls": [call, ...]} (or, with auto, {"content": text}). */
-static cJSON *generic_schema(const plumb_srv_request *r) {
-    cJSON *calls = calls_schema(r, "arguments");
-    cJSON *obj = cJSON_CreateObject(), *props = cJSON_CreateObject(), *arr = cJSON_CreateObject(), *req = cJSON_CreateArray();
-    if (!calls || !obj || !props || !arr || !req) {
-        cJSON_Delete(calls), cJSON_Delete(obj), cJSON_Delete(props), cJSON_Delete(arr), cJSON_Delete(req);
+static char *generic_schema(const plumb_srv_request *r) {
+    char *calls = calls_schema(r, "arguments"), *out = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = calls != NULL;
+    const bool any = r->tool_choice == PLUMB_SRV_TOOLS_AUTO;
+    if (any) cat(&out, &len, &cap, "{\"anyOf\":[", &ok);
+    cat(&out, &len, &cap, "{\"type\":\"object\",\"properties\":{\"tool_calls\":{\"type\":\"array\",\"minItems\":1,", &ok);
+    if (!r->parallel_tool_calls) cat(&out, &len, &cap, "\"maxItems\":1,", &ok);
+    cat(&out, &len, &cap, "\"items\":", &ok);
+    if (calls) cat(&out, &len, &cap, calls, &ok);
+    cat(&out, &len, &cap, "}},\"required\":[\"tool_calls\"],\"additionalProperties\":false}", &ok);
+    if (any)
+        cat(&out, &len, &cap, ",{\"type\":\"object\",\"properties\":{\"content\":{\"type\":\"string\"}},"
+                              "\"required\":[\"content\"],\"additionalProperties\":false}]}", &ok);
+    free(calls);
+    if (!ok) {
+        free(out);
         return NULL;
     }
-    cJSON_AddStringToObject(arr, "type", "array");
-    cJSON_AddItemToObject(arr, "items", calls);
-    cJSON_AddNumberToObject(arr, "minItems", 1);
-    if (!r->parallel_tool_calls) cJSON_AddNumberToObject(arr, "maxItems", 1);
-    cJSON_AddStringToObject(obj, "type", "object");
-    cJSON_AddItemToObject(obj, "properties", props);
-    cJSON_AddItemToObject(props, "tool_calls", arr);
-    cJSON_AddItemToArray(req, cJSON_CreateString("tool_calls"));
-    cJSON_AddItemToObject(obj, "required", req);
-    cJSON_AddBoolToObject(obj, "additionalProperties", false);
-    if (r->tool_choice != PLUMB_SRV_TOOLS_AUTO) return obj;
-    cJSON *text = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"content\":{\"type\":\"string\"}},"
-                              "\"required\":[\"content\"],\"additionalProperties\":false}");
-    cJSON *any = cJSON_CreateArray(), *s = cJSON_CreateObject();
-    if (!text || !any || !s) {
-        cJSON_Delete(obj), cJSON_Delete(text), cJSON_Delete(any), cJSON_Delete(s);
-        return NULL;
-    }
-    cJSON_AddItemToArray(any, obj);
-    cJSON_AddItemToArray(any, text);
-    cJSON_AddItemToObject(s, "anyOf", any);
-    return s;
+    return out;
 }
 
 plumb_status plumb_srv_tools_grammar(plumb_srv_tool_syntax syn, const plumb_srv_request *r, plumb_srv_tool_grammar *out,
                                      char *msg, size_t msg_cap) {
     memset(out, 0, sizeof *out);
-    cJSON *schema = syn == PLUMB_SRV_SYNTAX_GENERIC ? generic_schema(r)
-                                                    : calls_schema(r, syn == PLUMB_SRV_SYNTAX_LLAMA3 ? "parameters" : "arguments");
-    char *text = schema ? cJSON_PrintUnformatted(schema) : NULL;
-    cJSON_Delete(schema);
+    char *text = syn == PLUMB_SRV_SYNTAX_GENERIC ? generic_schema(r)
+                                                 : calls_schema(r, syn == PLUMB_SRV_SYNTAX_LLAMA3 ? "parameters" : "arguments");
     if (!text) return PLUMB_E_NOMEM;
     char *base = NULL;
     size_t base_len = 0;

@@ -699,8 +699,24 @@ static const char *const COMPLETION_BODIES[] = {
     "{\"prompt\": [\"one\"], \"logprobs\": false}",
 };
 
+/* Chat bodies with tools and tool turns, and with a JSON Schema response format. */
+static const char *const CHAT_TOOL_BODIES[] = {
+    "{\"messages\": [{\"role\": \"user\", \"content\": \"weather?\"}, {\"role\": \"assistant\", \"content\": null,"
+    " \"tool_calls\": [{\"id\": \"c1\", \"type\": \"function\", \"function\": {\"name\": \"w\", \"arguments\": \"{\\\"city\\\": \\\"Oslo\\\"}\"}}]},"
+    " {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"content\": \"3 C\"}], \"tools\": [{\"type\": \"function\", \"function\":"
+    " {\"name\": \"w\", \"description\": \"weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\":"
+    " {\"type\": \"string\"}}, \"required\": [\"city\"]}}}], \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"w\"}}}",
+    "{\"messages\": [{\"role\": \"user\", \"content\": \"a person\"}], \"response_format\": {\"type\": \"json_schema\","
+    " \"json_schema\": {\"name\": \"p\", \"schema\": {\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\","
+    " \"pattern\": \"^[A-Z][a-z]+$\"}, \"age\": {\"type\": \"integer\", \"minimum\": 0, \"maximum\": 150}}, \"required\": [\"name\"]}}}}",
+    "{\"messages\": [{\"role\": \"user\", \"content\": \"yes?\"}], \"grammar\": \"root ::= (\\\"yes\\\" | \\\"no\\\") [a-z]*\"}",
+};
+
 static uint64_t request_digest(uint64_t h, const plumb_srv_request *r) {
     for (size_t i = 0; i < r->n_msgs; i++) h = mix_str(mix_str(h, r->msgs[i].role), r->msgs[i].content);
+    h = mix_str(mix_str(mix_str(h, r->messages_json), r->tools_json), r->grammar);
+    h = mix(h, (int32_t[]){(int32_t)r->tool_choice, r->parallel_tool_calls, r->has_tool_turns}, 3 * sizeof(int32_t));
+    h = mix_str(h, r->tool_name);
     h = mix_str(h, r->prompt);
     h = mix(h, r->ids, r->n_ids * sizeof *r->ids);
     for (int i = 0; i < r->n_stops; i++) h = mix_str(h, r->stops[i]);
@@ -726,6 +742,13 @@ static void run_request(outcome *o) {
     if (srv_failed(o, st, &err)) return;
     h = request_digest(h, &r);
     plumb_srv_request_free(&r);
+    for (size_t i = 0; i < sizeof CHAT_TOOL_BODIES / sizeof CHAT_TOOL_BODIES[0]; i++) {
+        const char *body = CHAT_TOOL_BODIES[i];
+        st = plumb_srv_request_parse(body, strlen(body), PLUMB_SRV_CHAT, 1000, &r, &err);
+        if (srv_failed(o, st, &err)) return;
+        h = request_digest(h, &r);
+        plumb_srv_request_free(&r);
+    }
     for (size_t i = 0; i < sizeof COMPLETION_BODIES / sizeof COMPLETION_BODIES[0]; i++) {
         const char *body = COMPLETION_BODIES[i];
         st = plumb_srv_request_parse(body, strlen(body), PLUMB_SRV_COMPLETION, 1000, &r, &err);
