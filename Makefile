@@ -1,5 +1,7 @@
 # plumb — top-level entry points. `make run` and `make test` work on a fresh Debian machine:
-# both set up what they need (scripts/setup.sh) before building.
+# each target first installs the Debian packages it needs (scripts/setup.sh): `make` only the
+# build's, `make model` what downloading needs, `make fuzz` clang too, `make test` all of
+# these and the test tools (.venv, chromium, man-db).
 BUILD      ?= build
 SAN_BUILD  ?= build-san
 FUZZ_BUILD ?= build-fuzz
@@ -7,13 +9,27 @@ JOBS       ?= $(shell nproc)
 PY         := .venv/bin/python
 MODEL      := models/gemma-3-270m-q4_k_m.gguf
 FUZZ_SECONDS ?= 30
+# make install / uninstall: the installation prefix, and a staging root put in front of it
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
-.PHONY: all setup build sanitize fuzz fuzz-smoke model run bench test unit-test e2e-test clean
+.PHONY: all setup setup-model setup-fuzz setup-test build sanitize fuzz fuzz-smoke model run bench \
+        test unit-test e2e-test install uninstall clean
 
 all: build
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh build
+
+setup-model:
+	@bash scripts/setup.sh model
+
+setup-fuzz:
+	@bash scripts/setup.sh build fuzz
+
+# everything make test uses, in one apt-get run
+setup-test:
+	@bash scripts/setup.sh build fuzz model test
 
 build: setup
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -23,7 +39,7 @@ sanitize: setup
 	@cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON >/dev/null
 	@cmake --build $(SAN_BUILD) -j $(JOBS)
 
-fuzz: setup
+fuzz: setup-fuzz
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request fuzz_model fuzz_template fuzz_schema fuzz_grammar
 
@@ -43,7 +59,7 @@ fuzz-smoke: fuzz
 	    echo "fuzz-smoke: fuzz_$$h ran $(FUZZ_SECONDS) s without a crash"; \
 	done
 
-model: setup
+model: setup-model
 	@bash scripts/get-model.sh
 
 PROMPT ?= The three most useful things to know about the ocean are
@@ -63,15 +79,35 @@ unit-test: build sanitize
 	@echo "== unit tests (release)" && $(BUILD)/plumb_unit_tests
 	@echo "== unit tests (ASan+UBSan)" && $(SAN_BUILD)/plumb_unit_tests
 
-e2e-test: build sanitize
+e2e-test: setup-test build sanitize
 	@echo "== end-to-end tests (pytest)"
-	@PLUMB_BIN=$(BUILD)/plumb PLUMB_SAN_BIN=$(SAN_BUILD)/plumb PLUMB_LIB=$(BUILD)/libplumb.so \
+	@PLUMB_BUILD=$(BUILD) PLUMB_BIN=$(BUILD)/plumb PLUMB_SAN_BIN=$(SAN_BUILD)/plumb PLUMB_LIB=$(BUILD)/libplumb.so \
 	    $(PY) -m pytest -q tests/e2e
 
 # Ends by repeating which CPU kernel sets the unit tests checked on this machine and which
 # they could not (the kernel tests, run again: about a second).
-test: unit-test e2e-test fuzz-smoke
+test: setup-test unit-test e2e-test fuzz-smoke
 	@$(BUILD)/plumb_unit_tests --kernel-sets
+
+# Installs the command, libplumb.so.0 (+ the libplumb.so link), libplumb.a, plumb.h, plumb.pc
+# and the plumb(1) man page under $(DESTDIR)$(PREFIX), with CMake's install rules.
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+# Removes exactly the files make install puts under $(DESTDIR)$(PREFIX): the list comes from
+# installing into a scratch directory with the same prefix (directories are left in place).
+uninstall:
+	@[ -f $(BUILD)/cmake_install.cmake ] || { echo "uninstall: $(BUILD) is not built (make build)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	DESTDIR="$$tmp/root" cmake --install $(BUILD) --prefix "$(PREFIX)" >/dev/null && \
+	(cd "$$tmp/root" && find . ! -type d | sed 's|^\.||' | sort) > "$$tmp/files" && \
+	while IFS= read -r f; do \
+	    if [ -e "$(DESTDIR)$$f" ] || [ -L "$(DESTDIR)$$f" ]; then \
+	        echo "-- Removing: $(DESTDIR)$$f" && rm -f "$(DESTDIR)$$f" || exit 1; \
+	    fi; \
+	done < "$$tmp/files"
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) fuzz/corpus-work

@@ -297,6 +297,20 @@ PLUMB_API int32_t plumb_vocab_n_tokens(const plumb_vocab_t *v);
 PLUMB_API int32_t plumb_vocab_bos(const plumb_vocab_t *v);
 PLUMB_API int32_t plumb_vocab_eos(const plumb_vocab_t *v);
 PLUMB_API int32_t plumb_vocab_eot(const plumb_vocab_t *v);
+/* Fill-in-the-middle tokens: prefix, suffix, middle (the model writes the middle after them),
+ * pad, repository name and file separator. */
+typedef enum plumb_vocab_fim_kind {
+    PLUMB_FIM_PRE = 0,
+    PLUMB_FIM_SUF = 1,
+    PLUMB_FIM_MID = 2,
+    PLUMB_FIM_PAD = 3,
+    PLUMB_FIM_REP = 4,
+    PLUMB_FIM_SEP = 5,
+} plumb_vocab_fim_kind;
+/* The id of a fill-in-the-middle token: the file's tokenizer.ggml.fim_*_token_id, else the
+ * token whose text is the family's (<|fim_prefix|>, <fim-prefix>, <PRE>, ...); -1 when the
+ * vocabulary has none. The pad, repository and file-separator tokens end generation. */
+PLUMB_API int32_t plumb_vocab_fim(const plumb_vocab_t *v, plumb_vocab_fim_kind k);
 /* Whether plumb_tokenize(add_special = true) prepends BOS / appends EOS for this model. */
 PLUMB_API bool plumb_vocab_add_bos(const plumb_vocab_t *v);
 PLUMB_API bool plumb_vocab_add_eos(const plumb_vocab_t *v);
@@ -368,7 +382,7 @@ typedef struct plumb_context plumb_context_t;
 
 typedef struct plumb_model_info {
     const char *arch; /* "llama", "gemma3" */
-    const char *name; /* general.name or "" */
+    const char *name; /* general.name (up to a NUL byte in it), or "" */
     int64_t n_params;
     uint64_t file_size;
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
@@ -393,6 +407,9 @@ PLUMB_API plumb_model_params plumb_model_default_params(void);
 PLUMB_API plumb_status plumb_model_load_params(const char *path, const plumb_model_params *params,
                                                plumb_model_t **out);
 PLUMB_API void plumb_model_free(plumb_model_t *m);
+/* Fills *out with m's architecture, name, parameter count, file size and hyperparameters. Its
+ * strings (arch, name) are borrowed from the model: valid until plumb_model_free(m), whatever
+ * else is called in between, on any thread. */
 PLUMB_API void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *out);
 /* Borrowed from the model. */
 PLUMB_API const plumb_vocab_t *plumb_model_vocab(const plumb_model_t *m);
@@ -406,7 +423,9 @@ PLUMB_API const char *plumb_model_supported_archs(void);
 typedef struct plumb_context_params {
     int32_t n_ctx;     /* positions per sequence; 0: min(model context, 4096) */
     int32_t n_batch;   /* tokens computed in one forward pass; a larger batch is split */
-    int32_t n_threads; /* compute threads; 0: one per online CPU */
+    int32_t n_threads; /* compute threads; 0: the CPUs this process may use (its affinity
+                          mask, at most its cgroup v2 CPU quota rounded up; `plumb info`
+                          shows the count), not every online CPU */
     int32_t n_seq;     /* independent sequences (server slots) sharing the context */
 } plumb_context_params;
 
@@ -418,8 +437,10 @@ PLUMB_API void plumb_context_free(plumb_context_t *c);
 PLUMB_API int32_t plumb_context_n_ctx(const plumb_context_t *c);
 PLUMB_API int32_t plumb_context_n_batch(const plumb_context_t *c);
 
-/* A batch of tokens: token i goes at position pos[i] of sequence seq[i] (NULL: all 0);
- * logits[i] asks for its next-token logits (NULL: only the last token's). */
+/* A batch of tokens: token i goes into sequence seq[i] (seq NULL: every token in sequence 0)
+ * at position pos[i] (pos NULL: the next position of its sequence, i.e. the sequence's
+ * current length plus its tokens earlier in this batch, so the batch continues each sequence
+ * where it ended); logits[i] asks for its next-token logits (NULL: only the last token's). */
 typedef struct plumb_batch {
     int32_t n_tokens;
     const int32_t *tokens;
@@ -440,6 +461,10 @@ PLUMB_API const float *plumb_get_logits(const plumb_context_t *c, int32_t j);
 PLUMB_API int32_t plumb_n_logits(const plumb_context_t *c);
 /* Current length (next position) of sequence seq. */
 PLUMB_API int32_t plumb_seq_len(const plumb_context_t *c, int32_t seq);
+/* Makes sequence dst hold the first len positions of sequence src (their keys and values
+ * copied; dst's own are dropped): a prompt decoded once can start several continuations.
+ * PLUMB_E_RANGE when src holds fewer than len positions. */
+PLUMB_API plumb_status plumb_seq_copy(plumb_context_t *c, int32_t src, int32_t dst, int32_t len);
 /* Forgets positions >= len of sequence seq (len 0 clears it). */
 PLUMB_API plumb_status plumb_seq_truncate(plumb_context_t *c, int32_t seq, int32_t len);
 

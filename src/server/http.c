@@ -4,11 +4,12 @@
  * event streams, clients leaving, and graceful shutdown. Connection threads parse, tokenize
  * (the vocabulary is immutable, so safe from any thread) and hand jobs to the scheduler;
  * they never run the model. */
-#include "server.h"
+#include "api.h"
 
 #include "gen.h"
 #include "httpd.h"
 #include "log.h"
+#include "logprobs.h"
 #include "metrics.h"
 #include "request.h"
 #include "sched.h"
@@ -28,31 +29,6 @@
 extern const unsigned char plumb_srv_page_index[];
 extern const size_t plumb_srv_page_index_len;
 
-#define POLL_MS 50 /* how often a waiting connection looks for its client having gone */
-
-struct plumb_server {
-    plumb_server_params p;
-    char alias[256];
-    char key[513]; /* the API key, "" when none is needed */
-    plumb_httpd *httpd;
-    plumb_srv_metrics metrics;
-    plumb_srv_sched *sched;
-    atomic_uint_fast64_t next_id;
-};
-
-typedef enum route {
-    R_NONE,
-    R_PAGE,
-    R_HEALTH,
-    R_METRICS,
-    R_MODELS,
-    R_CHAT,
-    R_COMPLETIONS,
-    R_TOKENIZE,
-    R_DETOKENIZE,
-    R_APPLY_TEMPLATE,
-} route;
-
 enum {
     F_AUTH = 1,       /* needs the API key when one is set */
     F_READY = 2,      /* needs the model loaded */
@@ -60,11 +36,7 @@ enum {
     F_METRICS = 8,    /* needs the API key unless --public-metrics */
 };
 
-static const struct route_def {
-    const char *path, *method;
-    route r;
-    unsigned flags;
-} routes[] = {
+static const struct route_def routes[] = {
     {"/", "GET", R_PAGE, 0},
     {"/index.html", "GET", R_PAGE, 0},
     {"/health", "GET", R_HEALTH, F_LIGHT},
@@ -75,24 +47,11 @@ static const struct route_def {
     {"/tokenize", "POST", R_TOKENIZE, F_AUTH | F_READY},
     {"/detokenize", "POST", R_DETOKENIZE, F_AUTH | F_READY},
     {"/apply-template", "POST", R_APPLY_TEMPLATE, F_AUTH | F_READY},
+    {"/v1/models/", "GET", R_MODEL, F_AUTH | F_READY}, /* followed by the model's id */
+    {"/props", "GET", R_PROPS, F_AUTH | F_READY},
+    {"/slots", "GET", R_SLOTS, F_AUTH | F_READY},
+    {"/infill", "POST", R_INFILL, F_AUTH | F_READY},
 };
-
-/* One request being answered. */
-typedef struct conn {
-    plumb_server_t *srv;
-    plumb_http_conn *hc;
-    const plumb_http_request *req;
-    const struct route_def *route;
-    double t0;
-    /* generation */
-    plumb_srv_job *job;
-    plumb_srv_kind kind;
-    bool include_usage;
-    bool tools;                  /* the answer may call tools: split it into text and calls */
-    plumb_srv_tool_syntax syntax; /* ... written in this syntax */
-    char id[48];
-    long long created;
-} conn;
 
 static double now_s(void) {
     struct timespec ts;
@@ -100,10 +59,37 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void log_request(const conn *c, const char *outcome) {
-    if (c->srv->p.log_requests)
-        plumb_srv_log("%s %.200s %s %.3f s %s", c->req ? c->req->method : "-", c->req ? c->req->path : "-", outcome,
-                      now_s() - c->t0, plumb_http_peer(c->hc));
+/* One access-log line: method, path, outcome (the status), prompt and generated tokens and the
+ * time to the first token (generation requests), total time, client; text or a JSON object. */
+void plumb_srv_api_log(const conn *c, const char *outcome) {
+    if (!c->srv->p.log_requests) return;
+    const char *method = c->req ? c->req->method : "-", *path = c->req ? c->req->path : "-";
+    const plumb_srv_progress *pr = c->has_progress ? &c->progress : NULL;
+    const double total = now_s() - c->t0;
+    const double ttft = pr && pr->prompt_ms >= 0 ? (pr->queue_ms + pr->prompt_ms) / 1e3 : -1;
+    if (c->srv->p.log_json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "method", method);
+        cJSON_AddStringToObject(j, "path", path);
+        cJSON_AddStringToObject(j, "outcome", outcome);
+        cJSON_AddNumberToObject(j, "status", atoi(outcome));
+        if (pr) {
+            cJSON_AddNumberToObject(j, "prompt_tokens", pr->n_prompt);
+            cJSON_AddNumberToObject(j, "cached_tokens", pr->n_cached);
+            cJSON_AddNumberToObject(j, "completion_tokens", pr->n_gen);
+            if (ttft >= 0) cJSON_AddNumberToObject(j, "ttft_s", ttft);
+        }
+        cJSON_AddNumberToObject(j, "total_s", total);
+        cJSON_AddStringToObject(j, "client", plumb_http_peer(c->hc));
+        char *line = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (line) plumb_srv_log("%s", line);
+        free(line);
+    } else if (pr)
+        plumb_srv_log("%s %.200s %s prompt %d (%d cached) gen %d ttft %.3f s total %.3f s %s", method, path, outcome,
+                      pr->n_prompt, pr->n_cached, pr->n_gen, ttft, total, plumb_http_peer(c->hc));
+    else
+        plumb_srv_log("%s %.200s %s %.3f s %s", method, path, outcome, total, plumb_http_peer(c->hc));
 }
 
 /* ---- responses -------------------------------------------------------------------------- */
@@ -117,14 +103,14 @@ static bool send_text(conn *c, int status, const char *text, size_t len, const c
     plumb_srv_metrics_request(&c->srv->metrics, status);
     char outcome[16];
     snprintf(outcome, sizeof outcome, "%d", status);
-    log_request(c, outcome);
+    plumb_srv_api_log(c, outcome);
     return ok;
 }
 
 static const char oom_json[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
 
 /* Sends j as JSON and deletes it. */
-static bool send_json(conn *c, int status, cJSON *j) {
+bool plumb_srv_api_send_json(conn *c, int status, cJSON *j) {
     char *s = j ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
     if (!s) return send_text(c, 500, oom_json, sizeof oom_json - 1, "application/json");
@@ -146,7 +132,7 @@ static const char *error_type(int status) {
 }
 
 /* OpenAI's error object: {"error": {"message", "type", "param", "code"}}. */
-static cJSON *error_json(int status, const char *message, const char *param, const char *code) {
+cJSON *plumb_srv_api_error_json(int status, const char *message, const char *param, const char *code) {
     cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(e, "message", message);
     cJSON_AddStringToObject(e, "type", error_type(status));
@@ -157,15 +143,13 @@ static cJSON *error_json(int status, const char *message, const char *param, con
     return root;
 }
 
-static bool send_error(conn *c, int status, const char *param, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static bool send_error(conn *c, int status, const char *param, const char *code, const char *fmt, ...) {
+bool plumb_srv_api_send_error(conn *c, int status, const char *param, const char *code, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return send_json(c, status, error_json(status, msg, param, code));
+    return plumb_srv_api_send_json(c, status, plumb_srv_api_error_json(status, msg, param, code));
 }
 
 /* ---- simple endpoints ------------------------------------------------------------------- */
@@ -179,22 +163,91 @@ static bool handle_health(conn *c) {
 
 static bool handle_metrics(conn *c) {
     char *t = plumb_srv_metrics_render(&c->srv->metrics);
-    if (!t) return send_error(c, 500, NULL, NULL, "out of memory");
+    if (!t) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     bool ok = send_text(c, 200, t, strlen(t), "text/plain; version=0.0.4");
     free(t);
     return ok;
 }
 
-static bool handle_models(conn *c) {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "object", "list");
+/* The model as GET /v1/models lists it. */
+static cJSON *model_json(const conn *c) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", c->srv->alias);
     cJSON_AddStringToObject(m, "object", "model");
-    cJSON_AddNumberToObject(m, "created", (double)time(NULL));
+    cJSON_AddNumberToObject(m, "created", (double)c->srv->started);
     cJSON_AddStringToObject(m, "owned_by", "plumb");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), m);
-    return send_json(c, 200, root);
+    return m;
+}
+
+static bool handle_models(conn *c) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_json(c));
+    return plumb_srv_api_send_json(c, 200, root);
+}
+
+/* GET /v1/models/{id}: the model when id is its name. */
+static bool handle_model(conn *c) {
+    const char *id = c->req->path + strlen("/v1/models/");
+    if (strcmp(id, c->srv->alias))
+        return plumb_srv_api_send_error(c, 404, "model", "model_not_found", "no model '%.200s' here (this server has '%s')", id, c->srv->alias);
+    return plumb_srv_api_send_json(c, 200, model_json(c));
+}
+
+/* GET /props: the model, its context, slots, chat template and build, as llama-server has it. */
+static bool handle_props(conn *c) {
+    const plumb_model_t *m = plumb_srv_sched_model(c->srv->sched);
+    plumb_model_info info;
+    plumb_model_get_info(m, &info);
+    const plumb_gen_chat *chat = plumb_srv_sched_chat(c->srv->sched);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *gen = cJSON_AddObjectToObject(root, "default_generation_settings");
+    cJSON_AddNumberToObject(gen, "n_ctx", plumb_srv_sched_n_ctx(c->srv->sched));
+    const plumb_sampler_params sp = plumb_sampler_default_params();
+    cJSON *params = cJSON_AddObjectToObject(gen, "params");
+    cJSON_AddNumberToObject(params, "temperature", sp.temperature);
+    cJSON_AddNumberToObject(params, "top_k", sp.top_k);
+    cJSON_AddNumberToObject(params, "top_p", sp.top_p);
+    cJSON_AddNumberToObject(params, "min_p", sp.min_p);
+    cJSON_AddNumberToObject(root, "total_slots", c->srv->p.n_parallel);
+    cJSON_AddStringToObject(root, "model_path", c->srv->p.model_path);
+    cJSON_AddStringToObject(root, "model_alias", c->srv->alias);
+    cJSON *mi = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(mi, "architecture", info.arch);
+    cJSON_AddStringToObject(mi, "name", info.name);
+    cJSON_AddNumberToObject(mi, "n_params", (double)info.n_params);
+    cJSON_AddNumberToObject(mi, "n_vocab", info.n_vocab);
+    cJSON_AddNumberToObject(mi, "n_ctx_train", info.n_ctx_train);
+    cJSON_AddNumberToObject(mi, "n_embd", info.n_embd);
+    cJSON_AddNumberToObject(mi, "n_layer", info.n_layer);
+    if (chat && chat->tmpl) cJSON_AddStringToObject(root, "chat_template", chat->tmpl);
+    else cJSON_AddStringToObject(root, "chat_template", "");
+    cJSON_AddStringToObject(root, "chat_format", chat ? chat->source : "none");
+    cJSON_AddStringToObject(root, "tool_call_syntax", plumb_srv_tool_syntax_name(plumb_srv_tool_syntax_of(chat ? chat->tmpl : NULL)));
+    cJSON_AddStringToObject(root, "build_info", "plumb " PLUMB_VERSION_STRING);
+    cJSON_AddBoolToObject(cJSON_AddObjectToObject(root, "modalities"), "vision", false);
+    return plumb_srv_api_send_json(c, 200, root);
+}
+
+/* GET /slots (with --slots): what each slot is doing. */
+static bool handle_slots(conn *c) {
+    if (!c->srv->p.slots_endpoint)
+        return plumb_srv_api_send_error(c, 501, NULL, "not_supported", "the slots endpoint is off; start the server with --slots");
+    plumb_srv_slot_info info[256];
+    const int32_t n = plumb_srv_sched_slots(c->srv->sched, info, 256);
+    cJSON *root = cJSON_CreateArray();
+    for (int32_t i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", info[i].id);
+        cJSON_AddStringToObject(o, "state", info[i].state);
+        cJSON_AddBoolToObject(o, "is_processing", strcmp(info[i].state, "idle") != 0);
+        cJSON_AddNumberToObject(o, "n_ctx", info[i].n_ctx);
+        cJSON_AddNumberToObject(o, "n_cached", info[i].n_cached);
+        cJSON_AddNumberToObject(o, "n_prompt_tokens", info[i].n_prompt);
+        cJSON_AddNumberToObject(o, "n_decoded", info[i].n_gen);
+        cJSON_AddItemToArray(root, o);
+    }
+    return plumb_srv_api_send_json(c, 200, root);
 }
 
 static bool handle_tokenize(conn *c) {
@@ -204,8 +257,8 @@ static bool handle_tokenize(conn *c) {
     plumb_srv_error err;
     plumb_status st = plumb_srv_parse_tokenize(c->req->body, c->req->body_len, &content, &len, &add_special,
                                                &parse_special, &err);
-    if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
-    if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
+    if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+    if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     size_t cap = len + 8, n = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
@@ -213,12 +266,12 @@ static bool handle_tokenize(conn *c) {
     free(content);
     if (st) {
         free(ids);
-        return send_error(c, 500, NULL, NULL, "tokenization failed: %s", plumb_status_message(st));
+        return plumb_srv_api_send_error(c, 500, NULL, NULL, "tokenization failed: %s", plumb_status_message(st));
     }
     cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "tokens");
     for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
     free(ids);
-    return send_json(c, 200, root);
+    return plumb_srv_api_send_json(c, 200, root);
 }
 
 static bool handle_detokenize(conn *c) {
@@ -226,15 +279,15 @@ static bool handle_detokenize(conn *c) {
     size_t n;
     plumb_srv_error err;
     plumb_status st = plumb_srv_parse_detokenize(c->req->body, c->req->body_len, &ids, &n, &err);
-    if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
-    if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
+    if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+    if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     const int32_t n_vocab = plumb_vocab_n_tokens(v);
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= n_vocab) {
             const int32_t bad = ids[i]; /* read before the array is freed */
             free(ids);
-            return send_error(c, 400, "tokens", NULL, "'tokens[%zu]' is %d, past the vocabulary (%d tokens)", i, (int)bad,
+            return plumb_srv_api_send_error(c, 400, "tokens", NULL, "'tokens[%zu]' is %d, past the vocabulary (%d tokens)", i, (int)bad,
                               (int)n_vocab);
         }
     size_t cap = n * 8 + 16, len = 0;
@@ -260,7 +313,7 @@ static bool handle_detokenize(conn *c) {
         text = grown;
         cap += 4;
     }
-    if (!text) return send_error(c, 500, NULL, NULL, "out of memory");
+    if (!text) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     len += plumb_detok_flush(&d, text + len, cap - len);
     /* the text may hold NUL bytes, which cJSON strings cannot: write the JSON by hand */
     char *body = NULL;
@@ -279,224 +332,11 @@ static bool handle_detokenize(conn *c) {
     free(text);
     if (!ok) {
         free(body);
-        return send_error(c, 500, NULL, NULL, "out of memory");
+        return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     }
     bool sent = send_text(c, 200, body, blen, "application/json");
     free(body);
     return sent;
-}
-
-/* ---- generation ------------------------------------------------------------------------- */
-
-static void add_usage(cJSON *obj, const plumb_srv_progress *pr) {
-    cJSON *u = cJSON_AddObjectToObject(obj, "usage");
-    cJSON_AddNumberToObject(u, "prompt_tokens", pr->n_prompt);
-    cJSON_AddNumberToObject(u, "completion_tokens", pr->n_gen);
-    cJSON_AddNumberToObject(u, "total_tokens", pr->n_prompt + pr->n_gen);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "prompt_tokens_details"), "cached_tokens", pr->n_cached);
-}
-
-/* {"id", "object", "created", "model"} of a response or chunk. */
-static cJSON *response_base(const conn *c, const char *object) {
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "id", c->id);
-    cJSON_AddStringToObject(root, "object", object);
-    cJSON_AddNumberToObject(root, "created", (double)c->created);
-    cJSON_AddStringToObject(root, "model", c->srv->alias);
-    cJSON_AddStringToObject(root, "system_fingerprint", "plumb-" PLUMB_VERSION_STRING);
-    return root;
-}
-
-/* A choice carrying text (delta or whole) and a finish reason (NULL: null). */
-static cJSON *choice(const conn *c, bool chunk, const char *text, const char *role, const char *finish_reason) {
-    cJSON *ch = cJSON_CreateObject();
-    cJSON_AddNumberToObject(ch, "index", 0);
-    if (c->kind == PLUMB_SRV_CHAT) {
-        cJSON *m = cJSON_AddObjectToObject(ch, chunk ? "delta" : "message");
-        if (role) cJSON_AddStringToObject(m, "role", role);
-        if (text) cJSON_AddStringToObject(m, "content", text);
-    } else {
-        cJSON_AddStringToObject(ch, "text", text ? text : "");
-        cJSON_AddNullToObject(ch, "logprobs");
-    }
-    if (finish_reason) cJSON_AddStringToObject(ch, "finish_reason", finish_reason);
-    else cJSON_AddNullToObject(ch, "finish_reason");
-    return ch;
-}
-
-static cJSON *chunk(const conn *c, const char *text, const char *role, const char *finish_reason) {
-    cJSON *root = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion.chunk" : "text_completion");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), choice(c, true, text, role, finish_reason));
-    if (c->include_usage) cJSON_AddNullToObject(root, "usage");
-    return root;
-}
-
-/* Sends "data: <json>\n\n" (j deleted) or "data: [DONE]\n\n" (j NULL). false when the
- * client cannot be written to or out of memory. */
-static bool send_event(conn *c, cJSON *j) {
-    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
-    cJSON_Delete(j);
-    if (j && !s) return false;
-    const char *payload = j ? s : "[DONE]";
-    size_t n = strlen(payload) + 8;
-    char *ev = malloc(n + 1);
-    bool ok = ev && plumb_http_stream_send(c->hc, ev, (size_t)snprintf(ev, n + 1, "data: %s\n\n", payload));
-    free(ev);
-    free(s);
-    return ok;
-}
-
-/* The client left: the job ends, and the request counts as cancelled. */
-static bool cancelled(conn *c) {
-    plumb_srv_job_cancel(c->srv->sched, c->job);
-    plumb_srv_metrics_cancelled(&c->srv->metrics);
-    log_request(c, "cancelled");
-    return false;
-}
-
-/* A chunk with tool_calls[0] = {"index": i, ...}: the call's id, type and name with empty
- * arguments (args NULL), or its arguments. */
-static cJSON *call_chunk(const conn *c, int i, const cJSON *call, const char *args) {
-    cJSON *root = chunk(c, NULL, NULL, NULL);
-    cJSON *delta = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0), "delta");
-    cJSON *tc = cJSON_CreateObject(), *f = cJSON_CreateObject();
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), tc);
-    cJSON_AddNumberToObject(tc, "index", i);
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
-    if (!args) {
-        cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItemCaseSensitive(call, "id")->valuestring);
-        cJSON_AddStringToObject(tc, "type", "function");
-        cJSON_AddStringToObject(f, "name", cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring);
-    }
-    cJSON_AddStringToObject(f, "arguments", args ? args : "");
-    cJSON_AddItemToObject(tc, "function", f);
-    return root;
-}
-
-/* The held end of a streamed answer with tools: its text, then each call as OpenAI streams
- * one (id and name, then the arguments). *any_call when there was a call. */
-static bool send_held_calls(conn *c, const char *held, size_t len, bool *any_call) {
-    char *content;
-    cJSON *calls;
-    *any_call = false;
-    if (plumb_srv_tools_parse(c->syntax, held, len, &content, &calls)) return false;
-    bool ok = !content || send_event(c, chunk(c, content, NULL, NULL));
-    int i = 0;
-    const cJSON *call;
-    cJSON_ArrayForEach(call, calls) {
-        const char *args = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(call, "function"), "arguments")->valuestring;
-        ok = ok && send_event(c, call_chunk(c, i, call, NULL)) && send_event(c, call_chunk(c, i, call, args));
-        i++;
-    }
-    *any_call = i > 0;
-    free(content);
-    cJSON_Delete(calls);
-    return ok;
-}
-
-static bool stream_events(conn *c) {
-    plumb_srv_sched *s = c->srv->sched;
-    if (!plumb_http_stream_start(c->hc, 200, "text/event-stream", "Cache-Control: no-cache\r\n")) return cancelled(c);
-    if (c->kind == PLUMB_SRV_CHAT && !send_event(c, chunk(c, "", "assistant", NULL))) return cancelled(c);
-    size_t sent = 0;
-    char *held = NULL; /* with tools: text not yet known to be content rather than a call */
-    size_t held_len = 0, held_cap = 0;
-    for (;;) {
-        char *text;
-        size_t len;
-        plumb_srv_progress pr;
-        if (plumb_srv_job_poll(s, c->job, sent, POLL_MS, &text, &len, &pr)) {
-            free(held);
-            return cancelled(c);
-        }
-        bool ok = true;
-        if (text && c->tools) {
-            sent += len;
-            ok = plumb_gen_append(&held, &held_len, &held_cap, text, len);
-            free(text);
-            size_t safe = ok ? plumb_srv_tools_content_prefix(c->syntax, held, held_len) : 0;
-            if (safe) {
-                char keep = held[safe];
-                held[safe] = '\0';
-                ok = send_event(c, chunk(c, held, NULL, NULL));
-                held[safe] = keep;
-                memmove(held, held + safe, held_len - safe + 1);
-                held_len -= safe;
-            }
-        } else if (text) {
-            ok = send_event(c, chunk(c, text, NULL, NULL));
-            sent += len;
-            free(text);
-        } else if (pr.done) {
-            int status = 200;
-            bool any_call = false;
-            if (pr.error_status) {
-                status = pr.error_status;
-                ok = send_event(c, error_json(pr.error_status, pr.error_message, NULL, NULL));
-            } else {
-                if (c->tools) ok = send_held_calls(c, held ? held : "", held_len, &any_call);
-                const char *reason = any_call && !strcmp(pr.finish_reason, "stop") ? "tool_calls" : pr.finish_reason;
-                ok = ok && send_event(c, chunk(c, NULL, NULL, reason));
-                if (ok && c->include_usage) {
-                    cJSON *u = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion.chunk" : "text_completion");
-                    cJSON_AddArrayToObject(u, "choices");
-                    add_usage(u, &pr);
-                    ok = send_event(c, u);
-                }
-            }
-            ok = ok && send_event(c, NULL) && plumb_http_stream_end(c->hc);
-            free(held);
-            if (!ok) return cancelled(c);
-            plumb_srv_metrics_request(&c->srv->metrics, status);
-            char outcome[32];
-            snprintf(outcome, sizeof outcome, "%d streamed", status);
-            log_request(c, outcome);
-            return true;
-        } else if (plumb_http_client_gone(c->hc)) {
-            ok = false;
-        }
-        if (!ok) {
-            free(held);
-            return cancelled(c);
-        }
-    }
-}
-
-static bool finish_whole(conn *c) {
-    plumb_srv_sched *s = c->srv->sched;
-    char *text;
-    size_t len;
-    plumb_srv_progress pr;
-    for (;;) { /* wait for the end, watching for the client resetting the connection */
-        if (plumb_srv_job_poll(s, c->job, (size_t)-1, POLL_MS, &text, &len, &pr)) return cancelled(c);
-        if (pr.done) break;
-        if (plumb_http_client_gone(c->hc)) return cancelled(c);
-    }
-    if (pr.error_status) return send_json(c, pr.error_status, error_json(pr.error_status, pr.error_message, NULL, NULL));
-    if (plumb_srv_job_poll(s, c->job, 0, 0, &text, &len, &pr)) return send_error(c, 500, NULL, NULL, "out of memory");
-    cJSON *root = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion" : "text_completion");
-    cJSON *calls = NULL;
-    if (c->tools) { /* the answer's text and its calls */
-        char *content;
-        if (plumb_srv_tools_parse(c->syntax, text ? text : "", len, &content, &calls)) {
-            free(text);
-            cJSON_Delete(root);
-            return send_error(c, 500, NULL, NULL, "out of memory");
-        }
-        free(text);
-        text = content;
-    }
-    const char *reason = calls && !strcmp(pr.finish_reason, "stop") ? "tool_calls" : pr.finish_reason;
-    cJSON *ch = choice(c, false, text || !calls ? (text ? text : "") : NULL, c->kind == PLUMB_SRV_CHAT ? "assistant" : NULL, reason);
-    if (calls) {
-        cJSON *m = cJSON_GetObjectItemCaseSensitive(ch, "message");
-        if (!text) cJSON_AddNullToObject(m, "content");
-        cJSON_AddItemToObject(m, "tool_calls", calls);
-    }
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
-    free(text);
-    add_usage(root, &pr);
-    return send_json(c, 200, root);
 }
 
 /* The syntax the model's tool calls are written in. */
@@ -538,6 +378,71 @@ static plumb_status render_request(conn *c, const plumb_srv_request *r, char **t
     return st;
 }
 
+/* Appends the tokens of text[0..len) (parsed as the request says) to *ids. */
+static plumb_status append_text_tokens(const plumb_vocab_t *v, const plumb_srv_request *r, const char *text,
+                                       int32_t **ids, size_t *n, size_t *cap) {
+    int32_t *t;
+    size_t m;
+    plumb_status st = plumb_gen_tokenize_marked(v, text, strlen(text), false, r->parse_special, NULL, 0, &t, &m);
+    if (st) return st;
+    if (*n + m > *cap) {
+        size_t c = (*n + m) * 2 + 8;
+        int32_t *g = realloc(*ids, c * sizeof *g);
+        if (!g) {
+            free(t);
+            return PLUMB_E_NOMEM;
+        }
+        *ids = g, *cap = c;
+    }
+    memcpy(*ids + *n, t, m * sizeof *t);
+    *n += m;
+    free(t);
+    return PLUMB_OK;
+}
+
+static plumb_status append_token(int32_t tok, int32_t **ids, size_t *n, size_t *cap) {
+    if (*n == *cap) {
+        size_t c = *cap * 2 + 8;
+        int32_t *g = realloc(*ids, c * sizeof *g);
+        if (!g) return PLUMB_E_NOMEM;
+        *ids = g, *cap = c;
+    }
+    (*ids)[(*n)++] = tok;
+    return PLUMB_OK;
+}
+
+/* A fill-in-the-middle prompt, in the order these models were trained on (prefix, suffix,
+ * middle): [BOS] [<file_sep> file]... <fim_prefix> prefix <fim_suffix> suffix <fim_middle>;
+ * the model then writes the middle. */
+static plumb_status fim_tokens(const plumb_vocab_t *v, const plumb_srv_request *r, int32_t **ids, size_t *n, char *msg,
+                               size_t msg_cap) {
+    const int32_t pre = plumb_vocab_fim(v, PLUMB_FIM_PRE), suf = plumb_vocab_fim(v, PLUMB_FIM_SUF);
+    const int32_t mid = plumb_vocab_fim(v, PLUMB_FIM_MID), sep = plumb_vocab_fim(v, PLUMB_FIM_SEP);
+    *ids = NULL, *n = 0;
+    if (pre < 0 || suf < 0 || mid < 0) {
+        snprintf(msg, msg_cap, "the model has no fill-in-the-middle tokens (<fim_prefix>, <fim_suffix>, <fim_middle>): "
+                               "it cannot fill in the middle");
+        return PLUMB_E_INVALID_ARG;
+    }
+    size_t cap = 0;
+    plumb_status st = PLUMB_OK;
+    if (plumb_vocab_add_bos(v)) st = append_token(plumb_vocab_bos(v), ids, n, &cap);
+    for (size_t i = 0; i < r->n_extra && !st; i++) {
+        if (sep >= 0) st = append_token(sep, ids, n, &cap);
+        if (!st) st = append_text_tokens(v, r, r->extra[i], ids, n, &cap);
+    }
+    if (!st) st = append_token(pre, ids, n, &cap);
+    if (!st) st = append_text_tokens(v, r, r->prompt, ids, n, &cap);
+    if (!st) st = append_token(suf, ids, n, &cap);
+    if (!st) st = append_text_tokens(v, r, r->suffix, ids, n, &cap);
+    if (!st) st = append_token(mid, ids, n, &cap);
+    if (st) {
+        free(*ids);
+        *ids = NULL, *n = 0;
+    }
+    return st;
+}
+
 /* Tokenizes the request's prompt into *ids (malloc'd). Text from the client (messages, the
  * prompt) is tokenized as text: only the chat format's own markers become control tokens,
  * unless the request set parse_special. PLUMB_E_INVALID_ARG is the client's fault: msg says
@@ -561,6 +466,10 @@ static plumb_status request_tokens(conn *c, const plumb_srv_request *r, int32_t 
         *n = r->n_ids;
         return PLUMB_OK;
     }
+    if (r->suffix) {
+        *param = r->kind == PLUMB_SRV_INFILL ? "input_suffix" : "suffix";
+        return fim_tokens(v, r, ids, n, msg, msg_cap);
+    }
     if (r->kind == PLUMB_SRV_COMPLETION)
         return plumb_gen_tokenize_marked(v, r->prompt, strlen(r->prompt), true, r->parse_special, NULL, 0, ids, n);
     char *text = NULL;
@@ -580,20 +489,22 @@ static bool handle_generate(conn *c) {
     const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched);
     plumb_srv_request r;
     plumb_srv_error err;
-    c->kind = c->route->r == R_CHAT ? PLUMB_SRV_CHAT : PLUMB_SRV_COMPLETION;
-    plumb_status st = plumb_srv_request_parse(c->req->body, c->req->body_len, c->kind, n_ctx, &r, &err);
-    if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
-    if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
+    c->kind = c->route->r == R_CHAT ? PLUMB_SRV_CHAT : c->route->r == R_INFILL ? PLUMB_SRV_INFILL : PLUMB_SRV_COMPLETION;
+    /* max_tokens past what the context holds is capped by it (finish_reason "length"), as
+     * llama-server does: only a prompt that does not fit is refused */
+    plumb_status st = plumb_srv_request_parse(c->req->body, c->req->body_len, c->kind, INT32_MAX, &r, &err);
+    if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+    if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
     int32_t *ids;
     size_t n;
     const char *param;
     char msg[256] = "";
     st = request_tokens(c, &r, &ids, &n, &param, msg, sizeof msg);
-    if (st == PLUMB_E_INVALID_ARG) send_error(c, 400, param, NULL, "%s", msg);
-    else if (st) send_error(c, 500, NULL, NULL, "cannot prepare the prompt: %s", plumb_status_message(st));
-    else if (n == 0) send_error(c, 400, param, NULL, "the prompt is empty");
+    if (st == PLUMB_E_INVALID_ARG) plumb_srv_api_send_error(c, 400, param, NULL, "%s", msg);
+    else if (st) plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot prepare the prompt: %s", plumb_status_message(st));
+    else if (n == 0) plumb_srv_api_send_error(c, 400, param, NULL, "the prompt is empty");
     else if (n >= (size_t)n_ctx)
-        send_error(c, 400, param, "context_length_exceeded",
+        plumb_srv_api_send_error(c, 400, param, "context_length_exceeded",
                    "This model's maximum context length is %d tokens, but the prompt has %zu tokens; "
                    "shorten the prompt or start the server with a larger --ctx-size",
                    (int)n_ctx, n);
@@ -605,27 +516,39 @@ static bool handle_generate(conn *c) {
         c->tools = true;
         c->syntax = tool_syntax(c);
         st = plumb_srv_tools_grammar(c->syntax, &r, &tg, msg, sizeof msg);
-        if (st == PLUMB_E_INVALID_ARG) send_error(c, 400, "tools", NULL, "%s", msg);
-        else if (st) send_error(c, 500, NULL, NULL, "out of memory");
+        if (st == PLUMB_E_INVALID_ARG) plumb_srv_api_send_error(c, 400, "tools", NULL, "%s", msg);
+        else if (st) plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
         if (st) goto out;
         spec = (plumb_srv_guide_spec){tg.gbnf, tg.root, tg.trigger, tg.trigger2, tg.root_after, tg.force_trigger};
     }
     if (!r.seed_given) r.sampling.seed = (uint64_t)time(NULL) * 6364136223846793005ull + atomic_fetch_add(&srv->next_id, 1);
-    st = plumb_srv_job_create(ids, n, &r, srv->p.timeout_s, &c->job);
-    if (!st && spec.gbnf) st = plumb_srv_job_constrain(c->job, &spec);
+    /* n choices: n jobs; the others wait for the first one's prompt and copy its KV cache */
+    for (int i = 0; i < r.n && !st; i++) {
+        plumb_srv_job **j = &c->ch[i].job;
+        if ((st = plumb_srv_job_create(ids, n, &r, srv->p.timeout_s, j))) break;
+        c->n_ch++;
+        if (spec.gbnf && (st = plumb_srv_job_constrain(*j, &spec))) break;
+        if (i > 0) plumb_srv_job_follow(*j, c->ch[0].job);
+        r.sampling.seed++;
+    }
     plumb_srv_tool_grammar_free(&tg);
-    if (!st) st = plumb_srv_sched_submit(srv->sched, c->job);
+    for (int i = 0; i < c->n_ch && !st; i++) {
+        if ((st = plumb_srv_sched_submit(srv->sched, c->ch[i].job)))
+            for (int k = 0; k < i; k++) plumb_srv_job_cancel(srv->sched, c->ch[k].job);
+    }
     if (st == PLUMB_E_RANGE)
-        send_error(c, 503, NULL, "server_busy", "all %d slots are busy and the queue is full; retry later", (int)srv->p.n_parallel);
-    else if (st == PLUMB_E_UNSUPPORTED) send_error(c, 503, NULL, NULL, "the server is not accepting requests (loading or shutting down)");
-    else if (st) send_error(c, 500, NULL, NULL, "cannot queue the request: %s", plumb_status_message(st));
+        plumb_srv_api_send_error(c, 503, NULL, "server_busy", "all %d slots are busy and the queue is full; retry later", (int)srv->p.n_parallel);
+    else if (st == PLUMB_E_UNSUPPORTED) plumb_srv_api_send_error(c, 503, NULL, NULL, "the server is not accepting requests (loading or shutting down)");
+    else if (st) plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot queue the request: %s", plumb_status_message(st));
     if (st) goto out;
     snprintf(c->id, sizeof c->id, "%s-%llx%08llx", c->kind == PLUMB_SRV_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)time(NULL), (unsigned long long)atomic_fetch_add(&srv->next_id, 1));
     c->created = (long long)time(NULL);
     c->include_usage = r.include_usage;
-    if (r.stream) stream_events(c);
-    else finish_whole(c);
+    c->timings = r.timings;
+    c->logprobs = r.logprobs >= 0;
+    if (r.stream) plumb_srv_answer_stream(c);
+    else plumb_srv_answer_whole(c);
 out:
     free(ids);
     plumb_srv_request_free(&r);
@@ -638,8 +561,8 @@ static bool handle_apply_template(conn *c) {
     plumb_srv_error err;
     char *tools = NULL;
     plumb_status st = plumb_srv_parse_apply_template(c->req->body, c->req->body_len, &r, &tools, &err);
-    if (st == PLUMB_E_NOMEM) return send_error(c, 500, NULL, NULL, "out of memory");
-    if (st) return send_error(c, 400, err.param, NULL, "%s", err.message);
+    if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+    if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
     char *text = NULL, msg[256] = "";
     size_t len, n_marks;
     plumb_span *marks = NULL;
@@ -647,19 +570,22 @@ static bool handle_apply_template(conn *c) {
     free(tools);
     plumb_srv_request_free(&r);
     free(marks);
-    if (st == PLUMB_E_INVALID_ARG) return send_error(c, 400, "messages", NULL, "%s", msg);
-    if (st) return send_error(c, 500, NULL, NULL, "cannot render the template: %s", plumb_status_message(st));
+    if (st == PLUMB_E_INVALID_ARG) return plumb_srv_api_send_error(c, 400, "messages", NULL, "%s", msg);
+    if (st) return plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot render the template: %s", plumb_status_message(st));
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "prompt", text);
     free(text);
-    return send_json(c, 200, root);
+    return plumb_srv_api_send_json(c, 200, root);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
 
 static const struct route_def *find_route(const char *path) {
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (!strcmp(path, routes[i].path)) return &routes[i];
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const size_t n = strlen(routes[i].path);
+        if (!strcmp(path, routes[i].path) || (routes[i].path[n - 1] == '/' && n > 1 && !strncmp(path, routes[i].path, n) && path[n]))
+            return &routes[i];
+    }
     return NULL;
 }
 
@@ -686,23 +612,23 @@ static bool answer_head(void *app, plumb_http_conn *hc, const plumb_http_request
     plumb_server_t *srv = app;
     conn c = {.srv = srv, .hc = hc, .req = req, .t0 = now_s()};
     const struct route_def *rt = c.route = find_route(req->path);
-    if (!rt) return send_error(&c, 404, NULL, "not_found", "no such endpoint: %s %.200s", req->method, req->path);
+    if (!rt) return plumb_srv_api_send_error(&c, 404, NULL, "not_found", "no such endpoint: %s %.200s", req->method, req->path);
     bool head_ok = !strcmp(req->method, "HEAD") && !strcmp(rt->method, "GET");
     if (strcmp(req->method, rt->method) != 0 && !head_ok)
-        return send_error(&c, 405, NULL, "method_not_allowed", "%.200s takes %s, not %s", req->path, rt->method, req->method);
+        return plumb_srv_api_send_error(&c, 405, NULL, "method_not_allowed", "%.200s takes %s, not %s", req->path, rt->method, req->method);
     if (req->restricted && !(rt->flags & F_LIGHT))
-        return send_error(&c, 503, NULL, "too_many_connections",
+        return plumb_srv_api_send_error(&c, 503, NULL, "too_many_connections",
                           "too many open connections; only /health and /metrics answer now, retry later");
     bool needs_key = (rt->flags & F_AUTH) || ((rt->flags & F_METRICS) && !srv->p.public_metrics);
     bool present;
     if (srv->key[0] && needs_key && !authorized(srv, req->head, &present))
-        return send_error(&c, 401, NULL, "invalid_api_key",
+        return plumb_srv_api_send_error(&c, 401, NULL, "invalid_api_key",
                           present ? "invalid API key" : "missing API key: send 'Authorization: Bearer <key>'");
     if (rt->flags & F_READY) {
         plumb_srv_state st = plumb_srv_sched_state(srv->sched);
         bool draining = plumb_http_draining(hc);
         if (st != PLUMB_SRV_READY || draining)
-            return send_error(&c, 503, NULL, NULL,
+            return plumb_srv_api_send_error(&c, 503, NULL, NULL,
                               st == PLUMB_SRV_LOADING ? "the model is loading"
                               : draining           ? "the server is shutting down"
                                                    : "the model failed to load");
@@ -725,19 +651,24 @@ static void on_request(void *app, plumb_http_conn *hc, const plumb_http_request 
     case R_TOKENIZE: handle_tokenize(&c); break;
     case R_DETOKENIZE: handle_detokenize(&c); break;
     case R_APPLY_TEMPLATE: handle_apply_template(&c); break;
+    case R_MODEL: handle_model(&c); break;
+    case R_PROPS: handle_props(&c); break;
+    case R_SLOTS: handle_slots(&c); break;
     case R_CHAT:
-    case R_COMPLETIONS: handle_generate(&c); break;
-    case R_NONE: send_error(&c, 404, NULL, "not_found", "no such endpoint"); break;
+    case R_COMPLETIONS:
+    case R_INFILL: handle_generate(&c); break;
+    case R_NONE: plumb_srv_api_send_error(&c, 404, NULL, "not_found", "no such endpoint"); break;
     }
-    if (c.job) {
-        plumb_srv_job_cancel(srv->sched, c.job); /* no-op when it has ended */
-        plumb_srv_job_release(srv->sched, c.job);
+    for (int i = 0; i < c.n_ch; i++) {
+        plumb_srv_job_cancel(srv->sched, c.ch[i].job); /* no-op when it has ended */
+        plumb_srv_job_release(srv->sched, c.ch[i].job);
+        free(c.ch[i].held);
     }
 }
 
 static void on_error(void *app, plumb_http_conn *hc, int status, const char *code, const char *message) {
     conn c = {.srv = app, .hc = hc, .t0 = now_s()};
-    send_error(&c, status, NULL, code, "%s", message);
+    plumb_srv_api_send_error(&c, status, NULL, code, "%s", message);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -782,6 +713,7 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
         return fail_start(s, PLUMB_E_INVALID_ARG, "invalid server parameters");
     if (p->api_key && strlen(p->api_key) > 512) return fail_start(s, PLUMB_E_INVALID_ARG, "the API key is longer than 512 bytes");
     if (p->api_key) snprintf(s->key, sizeof s->key, "%s", p->api_key);
+    s->started = time(NULL);
     if (p->alias) snprintf(s->alias, sizeof s->alias, "%s", p->alias);
     else default_alias(p->model_path, s->alias, sizeof s->alias);
 

@@ -166,6 +166,9 @@ void plumb_srv_request_free(plumb_srv_request *r) {
     free(r->tools_json);
     free(r->grammar);
     free(r->prompt);
+    free(r->suffix);
+    for (size_t i = 0; i < r->n_extra; i++) free(r->extra[i]);
+    free(r->extra);
     free(r->ids);
     for (int i = 0; i < r->n_stops; i++) free(r->stops[i]);
     memset(r, 0, sizeof *r);
@@ -583,6 +586,51 @@ static plumb_status parse_prompt(const cJSON *root, plumb_srv_request *r, plumb_
     return parse_ids(p, "prompt", &r->ids, &r->n_ids, err);
 }
 
+/* An optional string field into *out (malloc'd; NULL when absent). */
+static plumb_status opt_string(const cJSON *o, const char *key, char **out, plumb_srv_error *err) {
+    const cJSON *f = field(o, key);
+    *out = NULL;
+    if (!f) return PLUMB_OK;
+    if (!cJSON_IsString(f)) return fail(err, key, "'%s' must be a string", key);
+    return (*out = strdup(f->valuestring)) ? PLUMB_OK : PLUMB_E_NOMEM;
+}
+
+/* /infill: input_prefix, input_suffix, prompt (more text before the cursor), input_extra
+ * ([{"filename", "text"}], other files for context). */
+static plumb_status parse_infill(const cJSON *root, plumb_srv_request *r, plumb_srv_error *err) {
+    char *prefix, *more;
+    plumb_status st = opt_string(root, "input_prefix", &prefix, err);
+    if (st || (st = opt_string(root, "prompt", &more, err))) {
+        free(prefix);
+        return st;
+    }
+    size_t a = prefix ? strlen(prefix) : 0, b = more ? strlen(more) : 0;
+    if ((r->prompt = malloc(a + b + 1))) {
+        memcpy(r->prompt, prefix ? prefix : "", a);
+        memcpy(r->prompt + a, more ? more : "", b + 1);
+    }
+    free(prefix), free(more);
+    if (!r->prompt) return PLUMB_E_NOMEM;
+    if ((st = opt_string(root, "input_suffix", &r->suffix, err))) return st;
+    if (!r->suffix && !(r->suffix = strdup(""))) return PLUMB_E_NOMEM;
+    const cJSON *extra = field(root, "input_extra");
+    if (!extra) return PLUMB_OK;
+    if (!cJSON_IsArray(extra) || cJSON_GetArraySize(extra) > 256)
+        return fail(err, "input_extra", "'input_extra' must be an array of at most 256 {\"filename\", \"text\"} objects");
+    if (!(r->extra = calloc((size_t)cJSON_GetArraySize(extra) + 1, sizeof *r->extra))) return PLUMB_E_NOMEM;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, extra) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(e, "filename"), *text = cJSON_GetObjectItemCaseSensitive(e, "text");
+        if (!cJSON_IsObject(e) || !cJSON_IsString(text) || (fn && !cJSON_IsNull(fn) && !cJSON_IsString(fn)))
+            return fail(err, "input_extra", "'input_extra[%zu]' must be {\"filename\": string, \"text\": string}", r->n_extra);
+        const char *name = cJSON_IsString(fn) ? fn->valuestring : "";
+        size_t n = strlen(name) + strlen(text->valuestring) + 2;
+        if (!(r->extra[r->n_extra] = malloc(n))) return PLUMB_E_NOMEM;
+        snprintf(r->extra[r->n_extra++], n, "%s\n%s", name, text->valuestring);
+    }
+    return PLUMB_OK;
+}
+
 static plumb_status parse_stop(const cJSON *root, plumb_srv_request *r, plumb_srv_error *err) {
     const cJSON *s = field(root, "stop");
     if (!s) return PLUMB_OK;
@@ -608,13 +656,12 @@ static plumb_status parse_stop(const cJSON *root, plumb_srv_request *r, plumb_sr
 /* OpenAI fields that would change the answer and that plumb does not implement: refused
  * rather than ignored (a false or empty value asks for nothing and passes). */
 static plumb_status refuse_unimplemented(const cJSON *root, plumb_srv_error *err) {
-    static const char *const names[] = {"logit_bias", "top_logprobs", "functions", "function_call", "audio",
-                                        "prediction", "web_search_options", "suffix", "echo", "best_of"};
+    static const char *const names[] = {"logit_bias", "functions", "function_call", "audio",
+                                        "prediction", "web_search_options", "echo", "best_of"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         const cJSON *f = field(root, names[k]);
         if (!f || cJSON_IsFalse(f) || ((cJSON_IsObject(f) || cJSON_IsArray(f)) && !f->child)) continue;
         if (!strcmp(names[k], "best_of") && cJSON_IsNumber(f) && f->valuedouble == 1) continue;
-        if (!strcmp(names[k], "top_logprobs") && cJSON_IsNumber(f) && f->valuedouble == 0) continue;
         return fail(err, names[k], "'%s' is not supported", names[k]);
     }
     const cJSON *mod = field(root, "modalities");
@@ -628,10 +675,15 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
                                  plumb_srv_request *r, plumb_srv_error *err) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (model && !cJSON_IsNull(model) && !cJSON_IsString(model)) return fail(err, "model", "'model' must be a string");
-    plumb_status st = kind == PLUMB_SRV_CHAT ? parse_messages(root, r, err) : parse_prompt(root, r, err);
+    plumb_status st = kind == PLUMB_SRV_CHAT ? parse_messages(root, r, err)
+                      : kind == PLUMB_SRV_INFILL ? parse_infill(root, r, err)
+                                                 : parse_prompt(root, r, err);
     if (st) return st;
+    if (kind == PLUMB_SRV_COMPLETION && (st = opt_string(root, "suffix", &r->suffix, err))) return st;
+    if (kind == PLUMB_SRV_COMPLETION && r->suffix && !r->prompt)
+        return fail(err, "suffix", "'suffix' needs the prompt as text, not token ids");
     if (kind == PLUMB_SRV_CHAT && (st = parse_tools(root, r, err))) return st;
-    if (kind == PLUMB_SRV_COMPLETION)
+    if (kind != PLUMB_SRV_CHAT)
         for (int k = 0; k < 3; k++) {
             static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls"};
             if (field(root, chat_only[k]))
@@ -669,10 +721,9 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
         r->sampling.seed = v < 0 ? (uint64_t)(int64_t)v : v >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)v;
         r->seed_given = true;
     }
-    if ((got = opt_int(root, "n", 1, 1, &v, err)) < 0) {
-        snprintf(err->message, sizeof err->message, "'n' must be 1 (one choice per request)");
-        return PLUMB_E_INVALID_ARG;
-    }
+    r->n = 1;
+    if ((got = opt_int(root, "n", 1, PLUMB_SRV_MAX_N, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
+    if (got) r->n = (int32_t)v;
     if ((st = parse_stop(root, r, err))) return st;
     if (opt_bool(root, "stream", &r->stream, err) < 0) return PLUMB_E_INVALID_ARG;
     const cJSON *so = field(root, "stream_options");
@@ -684,13 +735,28 @@ static plumb_status parse_fields(const cJSON *root, plumb_srv_kind kind, int32_t
         }
     }
     if (opt_bool(root, "parse_special", &r->parse_special, err) < 0) return PLUMB_E_INVALID_ARG;
-    /* chat: a boolean; completions: how many alternatives per token (0 or false: none) */
-    const cJSON *lp = field(root, "logprobs");
-    if (lp && kind == PLUMB_SRV_CHAT && !cJSON_IsBool(lp)) return fail(err, "logprobs", "'logprobs' must be a boolean");
-    if (lp && kind == PLUMB_SRV_COMPLETION && !cJSON_IsBool(lp) && (!cJSON_IsNumber(lp) || lp->valuedouble < 0))
-        return fail(err, "logprobs", "'logprobs' must be a number of alternatives per token");
-    if (lp && (cJSON_IsTrue(lp) || (cJSON_IsNumber(lp) && lp->valuedouble > 0)))
-        return fail(err, "logprobs", "'logprobs' is not supported");
+    r->timings = true;
+    if (opt_bool(root, "timings", &r->timings, err) < 0) return PLUMB_E_INVALID_ARG;
+    /* chat: logprobs (a boolean) and top_logprobs (alternatives per token); completions:
+     * logprobs, the number of alternatives (OpenAI's legacy form; false or null: none) */
+    r->logprobs = -1;
+    bool want = false;
+    if (kind == PLUMB_SRV_CHAT) {
+        if (opt_bool(root, "logprobs", &want, err) < 0) return PLUMB_E_INVALID_ARG;
+        if ((got = opt_int(root, "top_logprobs", 0, PLUMB_SRV_MAX_LOGPROBS, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
+        if (got && !want) return fail(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        if (want) r->logprobs = got ? (int32_t)v : 0;
+    } else {
+        const cJSON *lp = field(root, "logprobs");
+        if (lp && !cJSON_IsBool(lp) && !cJSON_IsNumber(lp))
+            return fail(err, "logprobs", "'logprobs' must be a number of alternatives per token (0 to %d)", PLUMB_SRV_MAX_LOGPROBS);
+        if (cJSON_IsTrue(lp)) r->logprobs = 0;
+        else if (cJSON_IsNumber(lp)) {
+            if ((got = opt_int(root, "logprobs", 0, PLUMB_SRV_MAX_LOGPROBS, &v, err)) < 0) return PLUMB_E_INVALID_ARG;
+            r->logprobs = (int32_t)v;
+        }
+    }
+    if (kind == PLUMB_SRV_CHAT && field(root, "suffix")) return fail(err, "suffix", "'suffix' is for /v1/completions");
     return refuse_unimplemented(root, err);
 }
 

@@ -10,10 +10,13 @@
 #define PLUMB_SRV_MAX_STOP_LEN 256
 #define PLUMB_SRV_MAX_MESSAGES 4096
 #define PLUMB_SRV_MAX_IDS (1 << 20)
+#define PLUMB_SRV_MAX_LOGPROBS 20
+#define PLUMB_SRV_MAX_N 16
 
 typedef enum plumb_srv_kind {
     PLUMB_SRV_CHAT,       /* POST /v1/chat/completions */
     PLUMB_SRV_COMPLETION, /* POST /v1/completions */
+    PLUMB_SRV_INFILL,     /* POST /infill (llama-server's fill-in-the-middle) */
 } plumb_srv_kind;
 
 /* A validated generation request. Strings and arrays are owned (plumb_srv_request_free). */
@@ -40,16 +43,25 @@ typedef struct plumb_srv_request {
     char *grammar;            /* GBNF the output must match (from grammar, json_schema or
                                  response_format), or NULL */
     const char *grammar_param; /* the field it came from */
-    char *prompt;       /* completion: prompt text, or NULL when given as token ids */
+    char *prompt;       /* completion: prompt text, or NULL when given as token ids; infill:
+                           the text before the cursor (input_prefix, then prompt) */
+    char *suffix;       /* completion, infill: the text after the cursor (fill in the middle), or NULL */
+    char **extra;       /* infill: other files for context, "filename\ntext" each [n_extra] */
+    size_t n_extra;
     int32_t *ids;       /* completion: prompt token ids [n_ids] (range-checked by the caller) */
     size_t n_ids;
     int32_t max_tokens; /* -1: not given */
+    int32_t n;          /* choices, 1 to PLUMB_SRV_MAX_N */
     plumb_sampler_params sampling;
     bool seed_given;
     char *stops[PLUMB_SRV_MAX_STOPS];
     int n_stops;
     bool stream, include_usage;
     bool parse_special; /* the client's text may hold control tokens (default: it is text) */
+    bool timings;       /* the answer carries llama-server's "timings" object (default true) */
+    int32_t logprobs;   /* -1: none; else each generated token's log probability and that many
+                           most likely alternatives (chat: logprobs + top_logprobs; completions:
+                           logprobs), at most PLUMB_SRV_MAX_LOGPROBS */
 } plumb_srv_request;
 
 /* A failure: the message for the client, and the field it is about ("" for the body). */

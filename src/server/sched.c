@@ -9,6 +9,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +24,15 @@ struct plumb_srv_job {
     plumb_sampler_params sampling;
     char *stops[PLUMB_SRV_MAX_STOPS];
     int n_stops;
+    plumb_srv_job *leader;     /* a job with the same prompt whose KV cache this one copies, or NULL */
+    int32_t n_logprobs;        /* -1: none, else alternatives per token */
+    plumb_srv_logprob *lps;    /* [n_lps] per generated token, under mu */
+    size_t n_lps, cap_lps;
     char *gbnf; /* the output's grammar (guide.h), or NULL */
     char root[40], root_after[40], trigger[40], trigger2[40];
     bool has_trigger, force_trigger;
     double t_arrival, deadline; /* monotonic seconds */
+    double t_slot, t_first;     /* when it got a slot, when its first token came (0: not yet) */
     /* shared, under mu */
     int refs;
     bool cancelled;
@@ -36,7 +42,12 @@ struct plumb_srv_job {
     pthread_cond_t cv; /* signalled when text grows or the job ends */
 };
 
-typedef enum slot_state { SLOT_IDLE, SLOT_PREFILL, SLOT_GEN } slot_state;
+typedef enum slot_state {
+    SLOT_IDLE,
+    SLOT_FOLLOW, /* waiting for its job's leader to have the prompt in its KV cache */
+    SLOT_PREFILL,
+    SLOT_GEN,
+} slot_state;
 
 typedef struct slot {
     int32_t id;          /* its sequence in the context */
@@ -53,6 +64,7 @@ typedef struct slot {
     plumb_gen_stream stream;
     double t_last_token;
     uint64_t last_used;
+    int32_t shown_cache; /* n_cache as GET /slots shows it: written under mu */
 } slot;
 
 struct plumb_srv_sched {
@@ -111,9 +123,13 @@ static void cond_init_monotonic(pthread_cond_t *cv) {
 
 /* ---- jobs ------------------------------------------------------------------------------- */
 
+static void job_unref_locked(plumb_srv_job *j);
+
 static void job_destroy(plumb_srv_job *j) {
+    if (j->leader) job_unref_locked(j->leader);
     free(j->prompt);
     free(j->gbnf);
+    free(j->lps);
     for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
     free(j->text);
     pthread_cond_destroy(&j->cv);
@@ -138,6 +154,7 @@ plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const 
     memcpy(j->prompt, prompt, n_prompt * sizeof *prompt);
     j->n_prompt = (int32_t)n_prompt;
     j->max_tokens = r->max_tokens;
+    j->n_logprobs = r->logprobs;
     j->sampling = r->sampling;
     for (int i = 0; i < r->n_stops; i++) {
         if (!(j->stops[i] = strdup(r->stops[i]))) {
@@ -149,8 +166,14 @@ plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const 
     j->t_arrival = now_s();
     j->deadline = j->t_arrival + timeout_s;
     j->progress.n_prompt = j->n_prompt;
+    j->progress.queue_ms = j->progress.prompt_ms = j->progress.predicted_ms = -1;
     *out = j;
     return PLUMB_OK;
+}
+
+void plumb_srv_job_follow(plumb_srv_job *job, plumb_srv_job *leader) {
+    leader->refs++; /* neither is shared yet: no lock needed */
+    job->leader = leader;
 }
 
 plumb_status plumb_srv_job_constrain(plumb_srv_job *j, const plumb_srv_guide_spec *spec) {
@@ -163,6 +186,60 @@ plumb_status plumb_srv_job_constrain(plumb_srv_job *j, const plumb_srv_guide_spe
     j->has_trigger = spec->trigger != NULL;
     j->force_trigger = spec->force_trigger;
     return PLUMB_OK;
+}
+
+plumb_status plumb_srv_job_logprobs(plumb_srv_sched *s, plumb_srv_job *job, size_t from, plumb_srv_logprob **out,
+                                    size_t *n) {
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    plumb_status st = PLUMB_OK;
+    if (job->n_lps > from) {
+        if ((*out = malloc((job->n_lps - from) * sizeof **out))) {
+            *n = job->n_lps - from;
+            memcpy(*out, job->lps + from, *n * sizeof **out);
+        } else
+            st = PLUMB_E_NOMEM;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+/* The log probability of tok under logits[0..n) and the k most likely tokens (ties: lower id
+ * first), into r. */
+static void token_logprob(const float *logits, int32_t n, int32_t tok, int32_t k, plumb_srv_logprob *r) {
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    const double lse = mx + log(sum);
+    r->tok = tok;
+    r->logprob = (float)(logits[tok] - lse);
+    r->n_top = 0;
+    for (int32_t i = 0; i < n && k > 0; i++) { /* insertion into the k best so far */
+        const float v = logits[i];
+        if (r->n_top == k && v <= logits[r->top_tok[k - 1]]) continue;
+        int32_t at = r->n_top < k ? r->n_top++ : k - 1;
+        while (at > 0 && logits[r->top_tok[at - 1]] < v) {
+            r->top_tok[at] = r->top_tok[at - 1];
+            at--;
+        }
+        r->top_tok[at] = i;
+    }
+    for (int32_t i = 0; i < r->n_top; i++) r->top_logprob[i] = (float)(logits[r->top_tok[i]] - lse);
+}
+
+/* Under mu: adds a log-probability record to the job. */
+static bool job_add_logprob(plumb_srv_job *j, const plumb_srv_logprob *r) {
+    if (j->n_lps == j->cap_lps) {
+        size_t cap = j->cap_lps ? j->cap_lps * 2 : 64;
+        plumb_srv_logprob *g = realloc(j->lps, cap * sizeof *g);
+        if (!g) return false;
+        j->lps = g, j->cap_lps = cap;
+    }
+    j->lps[j->n_lps++] = *r;
+    return true;
 }
 
 static void job_unref_locked(plumb_srv_job *j) {
@@ -297,11 +374,13 @@ static void assign_locked(plumb_srv_sched *s) {
         if (!best) return;
         memmove(s->queue, s->queue + 1, (size_t)(--s->n_queue) * sizeof *s->queue);
         plumb_seq_truncate(s->ctx, best->id, (int32_t)best_keep);
-        best->n_cache = best->n_fed = (int32_t)best_keep;
+        best->n_cache = best->n_fed = best->shown_cache = (int32_t)best_keep;
         best->job = j;
-        best->state = SLOT_PREFILL;
+        best->state = j->leader && best_keep + 1 < (size_t)j->n_prompt ? SLOT_FOLLOW : SLOT_PREFILL;
         best->logit_at = -1;
         j->progress.n_cached = (int32_t)best_keep;
+        j->t_slot = now_s();
+        j->progress.queue_ms = (j->t_slot - j->t_arrival) * 1e3;
         plumb_status st = plumb_sampler_create(&j->sampling, s->n_vocab, &best->sampler);
         if (!st) st = plumb_gen_stream_init(&best->stream, plumb_model_vocab(s->model), j->stops, j->n_stops);
         char why[160], gmsg[120] = "";
@@ -351,6 +430,28 @@ static bool any_active(const plumb_srv_sched *s) {
     for (int32_t i = 0; i < s->p.n_parallel; i++)
         if (s->slots[i].job) return true;
     return false;
+}
+
+/* Followers whose leader now holds the prompt copy its KV cache of all but the last prompt
+ * token (decoded again for its logits), and go on as a prompt with that much cached; a
+ * follower whose leader is gone (ended, or in no slot while this one has one) processes the
+ * prompt itself. Scheduler thread; the slots' job pointers only change on this thread. */
+static void follow_leaders(plumb_srv_sched *s) {
+    for (int32_t i = 0; i < s->p.n_parallel; i++) {
+        slot *f = &s->slots[i];
+        if (f->state != SLOT_FOLLOW) continue;
+        const plumb_srv_job *j = f->job;
+        const slot *l = NULL;
+        for (int32_t k = 0; k < s->p.n_parallel && !l; k++)
+            if (s->slots[k].job == j->leader && k != i) l = &s->slots[k];
+        const int32_t want = j->n_prompt - 1;
+        if (l && l->n_fed < want && l->state != SLOT_IDLE) continue; /* not there yet */
+        if (l && l->n_fed >= want && plumb_seq_copy(s->ctx, l->id, f->id, want) == PLUMB_OK) {
+            memcpy(f->cache, j->prompt, (size_t)want * sizeof *f->cache);
+            f->n_cache = f->n_fed = f->shown_cache = want;
+        }
+        f->state = SLOT_PREFILL;
+    }
 }
 
 /* Fills the batch: one token of every generating slot, then prompt chunks (at most
@@ -419,18 +520,27 @@ static void after_decode(plumb_srv_sched *s) {
             pthread_mutex_unlock(&s->mu);
             continue;
         }
+        plumb_srv_logprob lp;
+        if (j->n_logprobs >= 0) token_logprob(logits, s->n_vocab, tok, j->n_logprobs, &lp);
         const char *t;
         size_t n;
         plumb_status err;
         plumb_gen_event ev = plumb_gen_stream_push(&sl->stream, tok, &t, &n, &err);
         double now = now_s();
         pthread_mutex_lock(&s->mu);
+        sl->shown_cache = sl->n_cache;
         bool first = sl->state == SLOT_PREFILL;
+        if (first) {
+            j->t_first = now;
+            j->progress.prompt_ms = (now - j->t_slot) * 1e3;
+        }
+        j->progress.predicted_ms = (now - j->t_first) * 1e3;
         if (ev != PLUMB_GEN_EOG) {
             j->progress.n_gen++;
             plumb_srv_metrics_token(s->metrics, first ? now - j->t_arrival : -1, first ? -1 : now - sl->t_last_token);
         }
         sl->t_last_token = now;
+        if (j->n_logprobs >= 0 && ev != PLUMB_GEN_EOG && !job_add_logprob(j, &lp)) err = PLUMB_E_NOMEM;
         if (err || !job_append(j, t, n)) slot_finish(s, sl, NULL, false, 500, "generation failed: out of memory");
         else if (ev != PLUMB_GEN_MORE || must_end) slot_finish(s, sl, "stop", ev == PLUMB_GEN_STOP, 0, NULL);
         else if (j->max_tokens >= 0 && j->progress.n_gen >= j->max_tokens) slot_finish(s, sl, "length", false, 0, NULL);
@@ -523,7 +633,9 @@ static void *sched_main(void *arg) {
             return NULL;
         }
         pthread_mutex_unlock(&s->mu);
+        follow_leaders(s);
         int32_t n = build_batch(s);
+        if (n == 0) continue; /* only followers waiting: their leaders move on without a decode */
         plumb_batch b = {.n_tokens = n, .tokens = s->b_tokens, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits};
         st = plumb_decode(s->ctx, &b);
         if (st == PLUMB_OK) {
@@ -615,6 +727,20 @@ plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **mess
     pthread_mutex_unlock(&s->mu);
     if (message) *message = s->load_error;
     return st;
+}
+
+int32_t plumb_srv_sched_slots(plumb_srv_sched *s, plumb_srv_slot_info *out, int32_t cap) {
+    pthread_mutex_lock(&s->mu);
+    int32_t n = s->slots ? (s->p.n_parallel < cap ? s->p.n_parallel : cap) : 0;
+    for (int32_t i = 0; i < n; i++) {
+        const slot *sl = &s->slots[i];
+        const plumb_srv_job *j = sl->job;
+        out[i] = (plumb_srv_slot_info){.id = sl->id, .n_ctx = s->n_ctx, .n_cached = sl->shown_cache,
+                                       .state = !j ? "idle" : j->progress.n_gen || j->t_first > 0 ? "generating" : "prompt",
+                                       .n_prompt = j ? j->n_prompt : 0, .n_gen = j ? j->progress.n_gen : 0};
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s) { return s->model; }

@@ -42,6 +42,9 @@ typedef struct plumb_srv_progress {
     int error_status;          /* HTTP status of a failure (500, 503, 504), 0 when none */
     char error_message[160];
     int32_t n_prompt, n_cached, n_gen;
+    /* times (ms): waiting for a slot; from the slot to the first generated token (the prompt's
+     * processing); from the first to the last generated token; -1 while not reached */
+    double queue_ms, prompt_ms, predicted_ms;
 } plumb_srv_progress;
 
 /* Starts the scheduler thread, which loads the model. */
@@ -62,12 +65,43 @@ int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s);
 /* How conversations are rendered (borrowed), or NULL when the model has no chat format. */
 const plumb_gen_chat *plumb_srv_sched_chat(plumb_srv_sched *s);
 
+/* A generated token's log probability under the model (log-softmax of its logits) and its most
+ * likely alternatives, most likely first. */
+typedef struct plumb_srv_logprob {
+    int32_t tok;
+    float logprob;
+    int32_t n_top;
+    int32_t top_tok[PLUMB_SRV_MAX_LOGPROBS];
+    float top_logprob[PLUMB_SRV_MAX_LOGPROBS];
+} plumb_srv_logprob;
+
+/* The log probabilities of the job's tokens from index `from` on (r->logprobs >= 0): *out
+ * malloc'd (NULL when none), *n of them. PLUMB_E_NOMEM. */
+plumb_status plumb_srv_job_logprobs(plumb_srv_sched *s, plumb_srv_job *job, size_t from, plumb_srv_logprob **out,
+                                    size_t *n);
+
+/* What a slot is doing, for GET /slots. */
+typedef struct plumb_srv_slot_info {
+    int32_t id;
+    const char *state; /* "idle", "prompt" (processing a prompt) or "generating" */
+    int32_t n_ctx, n_cached; /* positions, and tokens held in its KV cache */
+    int32_t n_prompt, n_gen; /* its job's prompt and generated tokens (0 when idle) */
+} plumb_srv_slot_info;
+
+/* Fills out[0..n) (n: the slot count, at most cap) with a snapshot of the slots. */
+int32_t plumb_srv_sched_slots(plumb_srv_sched *s, plumb_srv_slot_info *out, int32_t cap);
+
 /* A job for prompt[0..n_prompt) (copied) with the request's limits, sampling and stop strings
  * (copied). timeout_s bounds the job's whole life. One reference, the caller's. */
 plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const plumb_srv_request *r,
                                   double timeout_s, plumb_srv_job **out);
 /* Constrains the job's output (spec copied): see guide.h. PLUMB_E_NOMEM. */
 plumb_status plumb_srv_job_constrain(plumb_srv_job *job, const plumb_srv_guide_spec *spec);
+/* Makes job a follower of leader (both created, neither submitted yet): with the same prompt,
+ * it does not process the prompt itself but copies the leader's KV cache of it once the leader
+ * has it, then generates on its own (n choices of one request). The job holds a reference to
+ * the leader until it starts. */
+void plumb_srv_job_follow(plumb_srv_job *job, plumb_srv_job *leader);
 /* Queues the job (the scheduler takes its own reference). PLUMB_E_RANGE when the queue is
  * full, PLUMB_E_UNSUPPORTED when the scheduler is not accepting work. */
 plumb_status plumb_srv_sched_submit(plumb_srv_sched *s, plumb_srv_job *job);

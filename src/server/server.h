@@ -39,7 +39,10 @@ typedef struct plumb_server_params {
     double timeout_s;        /* a request's whole life at most (default 600) */
     double request_timeout_s; /* receiving a request's head and body at most, and the longest a
                                  response write may stall (default 30) */
-    bool log_requests;       /* one line per request on stderr */
+    bool log_requests;       /* one line per request on stderr: method, path, status, prompt and
+                                generated tokens, time to first token, total time, client */
+    bool log_json;           /* ... as a JSON object per line */
+    bool slots_endpoint;     /* GET /slots answers (behind the API key when there is one) */
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
 } plumb_server_params;
 

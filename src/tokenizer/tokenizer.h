@@ -77,6 +77,7 @@ struct plumb_vocab {
     int n_regex;
 
     int32_t bos, eos, eot, eom, unk, pad;
+    int32_t fim[6]; /* fill-in-the-middle tokens by plumb_vocab_fim_kind, -1: none */
     bool add_bos, add_eos, add_space_prefix;
 };
 

@@ -453,6 +453,13 @@ static plumb_status create(plumb_vocab_t *v, const plumb_gguf_t *g) {
     if (!st) st = read_id(g, "tokenizer.ggml.padding_token_id", n, &v->pad);
     if (!st) st = read_id(g, "tokenizer.ggml.eot_token_id", n, &v->eot);
     if (!st) st = read_id(g, "tokenizer.ggml.eom_token_id", n, &v->eom);
+    static const char *const fim_keys[6] = {"tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
+                                            "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
+                                            "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id"};
+    for (int k = 0; k < 6; k++) {
+        v->fim[k] = -1;
+        if (!st) st = read_id(g, fim_keys[k], n, &v->fim[k]);
+    }
     if (!st) st = read_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos);
     if (!st) st = read_bool(g, "tokenizer.ggml.add_eos_token", &v->add_eos);
     if (!st) st = read_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
@@ -468,6 +475,20 @@ static plumb_status create(plumb_vocab_t *v, const plumb_gguf_t *g) {
         for (size_t k = 0; k < sizeof EOT_TEXTS / sizeof EOT_TEXTS[0] && v->eot < 0; k++) v->eot = find_cstr(v, EOT_TEXTS[k]);
     }
     if (v->eom < 0) v->eom = find_cstr(v, "<|eom_id|>");
+    /* fill-in-the-middle tokens by their texts when the file does not name them (the families
+     * llama.cpp knows: Qwen2.5-Coder / StarCoder, CodeLlama, DeepSeek-Coder, CodeGemma); as in
+     * llama.cpp, the pad, repository and file-separator tokens end generation */
+    static const char *const fim_texts[6][5] = {
+        {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>"},
+        {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>"},
+        {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>"},
+        {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", NULL, NULL},
+        {"<|repo_name|>", "<repo_name>", "<reponame>", NULL, NULL},
+        {"<|file_sep|>", "<file_sep>", NULL, NULL, NULL}};
+    for (int k = 0; k < 6; k++) {
+        for (int j = 0; j < 5 && v->fim[k] < 0 && fim_texts[k][j]; j++) v->fim[k] = find_cstr(v, fim_texts[k][j]);
+        if (k >= PLUMB_FIM_PAD && v->fim[k] >= 0) v->attr[v->fim[k]] |= TOK_ATTR_EOG | TOK_ATTR_CONTROL;
+    }
     for (size_t k = 0; k < sizeof EOG_TEXTS / sizeof EOG_TEXTS[0]; k++) {
         int32_t id = find_cstr(v, EOG_TEXTS[k]);
         if (id >= 0) v->attr[id] |= TOK_ATTR_EOG | TOK_ATTR_CONTROL;
@@ -528,6 +549,9 @@ int32_t plumb_vocab_n_tokens(const plumb_vocab_t *v) { return v->n_tokens; }
 int32_t plumb_vocab_bos(const plumb_vocab_t *v) { return v->bos; }
 int32_t plumb_vocab_eos(const plumb_vocab_t *v) { return v->eos; }
 int32_t plumb_vocab_eot(const plumb_vocab_t *v) { return v->eot; }
+int32_t plumb_vocab_fim(const plumb_vocab_t *v, plumb_vocab_fim_kind k) {
+    return k >= PLUMB_FIM_PRE && k <= PLUMB_FIM_SEP ? v->fim[k] : -1;
+}
 bool plumb_vocab_add_bos(const plumb_vocab_t *v) { return v->add_bos; }
 bool plumb_vocab_add_eos(const plumb_vocab_t *v) { return v->add_eos; }
 

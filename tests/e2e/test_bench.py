@@ -10,6 +10,7 @@ output head), of a mixture-of-experts model's expert tensors the share of the ex
 token is routed to, plus the F16 K and V of the attended positions averaged over the tokens.
 """
 import json
+import re
 import math
 import statistics
 
@@ -146,7 +147,7 @@ def test_zero_lengths_skip_and_no_membw(plumb_bin, real_model, run):
     (["-t", "0"], 2),
     (["-t", ""], 2),
     (["-r", "0"], 2),
-    (["-o", "csv"], 2),
+    (["-o", "tsv"], 2),
     (["--frobnicate"], 2),
     (["-p", "0", "-n", "0"], 2),
     # usage is fine; the model's context is too short: found once it is loaded
@@ -266,3 +267,35 @@ def test_moe_tokens_read_their_routed_experts(plumb_bin, run, tmp_path):
     # below the whole file less the 16 of every 20 experts a token leaves alone (the file's
     # embedding table, read one row a token, is larger than the KV cache of 4 positions)
     assert experts > 0 and x["bytes_per_token"] < path.stat().st_size - experts // 20 * 16
+
+
+def test_csv_has_llama_bench_columns(plumb_bin, real_model, run):
+    """-o csv: llama-bench's header names for the columns plumb has, every field quoted as
+    llama-bench quotes it, one row per test; the numbers agree with -o json's meaning."""
+    import csv
+    import io
+    r = run(plumb_bin, "bench", "-m", real_model, "-p", "8", "-n", "2", "-t", "1,2", "-r", "2", "--no-membw",
+            "-o", "csv", timeout=120)
+    assert r.rc == 0 and r.stderr == "", r.describe()
+    lines = r.stdout.splitlines()
+    header = lines[0].split(",")
+    assert header == ["cpu_info", "backends", "model_filename", "model_type", "model_size", "model_n_params",
+                      "n_batch", "n_threads", "type_k", "type_v", "use_mmap", "n_prompt", "n_gen", "n_depth",
+                      "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts"]
+    assert all(l.startswith('"') and l.endswith('"') for l in lines[1:]), r.stdout
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [(x["n_threads"], x["n_prompt"], x["n_gen"], x["n_depth"]) for x in rows] == [
+        ("1", "8", "0", "0"), ("1", "0", "2", "0"), ("2", "8", "0", "0"), ("2", "0", "2", "0")]
+    for x in rows:
+        assert x["model_filename"] == str(real_model)
+        assert x["model_type"] == "gemma3 268M Q4_K_M"
+        assert int(x["model_size"]) == real_model.stat().st_size
+        assert int(x["model_n_params"]) == 268098176
+        assert x["backends"] == "CPU" and x["type_k"] == x["type_v"] == "f16" and x["use_mmap"] == "0"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", x["test_time"])
+        n = int(x["n_prompt"]) or int(x["n_gen"])
+        avg_ts, avg_ns = float(x["avg_ts"]), float(x["avg_ns"])
+        assert avg_ts > 0 and float(x["stddev_ts"]) >= 0 and float(x["stddev_ns"]) >= 0
+        # the mean of the rates is at least the rate of the mean duration (Jensen), and near it
+        assert avg_ts >= n * 1e9 / avg_ns * (1 - 1e-6)
+        assert avg_ts == pytest.approx(n * 1e9 / avg_ns, rel=0.5)

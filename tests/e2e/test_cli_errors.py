@@ -117,7 +117,7 @@ def test_numbers_with_white_space_are_rejected(run, plumb_bin, args):
 @pytest.mark.parametrize("args", [
     ["--frobnicate"],
     ["-r", "0"],
-    ["-o", "csv"],
+    ["-o", "tsv"],
     ["-t", "x"],
     ["-p", "0", "-n", "0"],
     [],

@@ -156,3 +156,46 @@ def test_mmap_gives_the_same_text(run, plumb_bin, real_model):
     a, b = run(plumb_bin, *args), run(plumb_bin, *args, "--mmap")
     assert a.rc == 0 and b.rc == 0, a.describe() + b.describe()
     assert a.stdout == b.stdout and len(a.stdout.strip()) > 0
+
+
+# ---- a base model in chat ------------------------------------------------------------------
+BASE_WARNING = "plumb chat: warning: the model has no chat template (tokenizer.chat_template)"
+
+
+def test_chat_on_a_base_model_warns(plumb_bin, real_model, qwen_model):
+    """Gemma 3 270M (pretrained) has no tokenizer.chat_template: chat says it is likely not
+    instruction-tuned and which format it uses; the instruct Qwen model carries its template
+    and gets no such line."""
+    p = _chat(plumb_bin, real_model, ["Hi"], "-n", "2")
+    assert p.returncode == 0, p.stderr
+    warn = [l for l in p.stderr.splitlines() if l.startswith(BASE_WARNING)]
+    assert len(warn) == 1 and "not instruction-tuned" in warn[0] and "built-in gemma" in warn[0], p.stderr
+    q = _chat(plumb_bin, qwen_model, ["Hi"], "-n", "2")
+    assert q.returncode == 0 and "warning" not in q.stderr, q.stderr
+
+
+# ---- progress of a long prompt --------------------------------------------------------------
+PROGRESS = re.compile(r"^prompt: (\d+)/(\d+) tokens$", re.M)
+
+
+def test_long_prompt_shows_progress(run, plumb_bin, real_model, tmp_path):
+    """A prompt that takes more than a second (1500 tokens, one thread, 8 per batch) reports
+    its progress on stderr, ending with the whole count; stdout carries only the text."""
+    f = tmp_path / "long.txt"
+    f.write_text("The quick brown fox jumps over the lazy dog. " * 150)
+    r = run(plumb_bin, "run", "-m", real_model, "-f", f, "-n", "2", "--temp", "0", "-t", "1", "-b", "8", timeout=180)
+    assert r.rc == 0, r.describe()
+    counts = [(int(a), int(b)) for a, b in PROGRESS.findall(r.stderr)]
+    prompt_tokens, prompt_seconds_rate = _stats(r.stderr)[0:2]
+    if prompt_tokens / prompt_seconds_rate < 1.0:
+        pytest.skip("the prompt took less than a second on this machine")
+    assert counts, r.describe()
+    assert all(total == prompt_tokens for _, total in counts)
+    assert counts[-1][0] == prompt_tokens
+    assert [d for d, _ in counts] == sorted(d for d, _ in counts)
+    assert "prompt:" not in r.stdout
+
+
+def test_short_prompt_shows_no_progress(run, plumb_bin, real_model):
+    r = run(plumb_bin, "run", "-m", real_model, "-p", "Hello", "-n", "2", "--temp", "0", timeout=60)
+    assert r.rc == 0 and not PROGRESS.search(r.stderr), r.describe()

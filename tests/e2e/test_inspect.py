@@ -487,3 +487,34 @@ def test_real_model_text(real_model, plumb_san_bin, run):
                 r"^ +1  token_embd\.weight +Q8_0 +640 x 262144 +178257920 +2560$",
                 r"^parameters: +268098176 "]:
         assert re.search(pat, r.stdout, re.M), f"no line matches {pat!r}\n{r.stdout[:3000]}"
+
+
+# ---- the file type by name -------------------------------------------------------------------
+def test_real_model_file_type(real_model, plumb_san_bin, run):
+    """general.file_type 15 is llama.cpp's LLAMA_FTYPE_MOSTLY_Q4_K_M, shown by its name."""
+    r = run(plumb_san_bin, "inspect", real_model, timeout=120)
+    assert r.rc == 0 and not r.sanitizer_report, r.describe()
+    assert re.search(r"^file type: +Q4_K_M \(general\.file_type 15\)$", r.stdout, re.M), r.stdout[:600]
+    doc = inspect_json(run, plumb_san_bin, real_model)
+    assert doc["file_type"] == "Q4_K_M" and doc["file_type_id"] == 15
+
+
+@pytest.mark.parametrize("value, name", [(0, "F32"), (1, "F16"), (2, "Q4_0"), (7, "Q8_0"), (10, "Q2_K"),
+                                         (12, "Q3_K_M"), (14, "Q4_K_S"), (17, "Q5_K_M"), (18, "Q6_K"),
+                                         (32, "BF16"), (4, None), (99, None), (None, None)])
+def test_file_type_names(plumb_san_bin, run, gguf_dir, value, name):
+    g = gc.Gguf()
+    g.kv("general.architecture", gc.STRING, "test")
+    if value is not None:
+        g.kv("general.file_type", gc.U32, value)
+    p = gguf_dir / "ftype.gguf"
+    p.write_bytes(g.build()[0])
+    r = run(plumb_san_bin, "inspect", p)
+    assert r.rc == 0 and not r.sanitizer_report, r.describe()
+    lines = [l for l in r.stdout.splitlines() if l.startswith("file type:")]
+    if value is None:
+        assert lines == [], r.stdout
+    else:
+        assert lines == [f"file type:    {name or 'unknown'} (general.file_type {value})"], r.stdout
+    doc = inspect_json(run, plumb_san_bin, p)
+    assert doc["file_type"] == name and doc["file_type_id"] == value

@@ -282,7 +282,7 @@ MALFORMED = [
     ("top_k float", CHAT, {"messages": OK_MSGS, "top_k": 2.5}, 400, "top_k"),
     ("min_p negative", CHAT, {"messages": OK_MSGS, "min_p": -0.1}, 400, "min_p"),
     ("max_tokens zero", CHAT, {"messages": OK_MSGS, "max_tokens": 0}, 400, "max_tokens"),
-    ("max_tokens huge", CHAT, {"messages": OK_MSGS, "max_tokens": 10 ** 9}, 400, "max_tokens"),
+    ("max_tokens past 32 bits", CHAT, {"messages": OK_MSGS, "max_tokens": 10 ** 12}, 400, "max_tokens"),
     ("max_completion_tokens string", CHAT, {"messages": OK_MSGS, "max_completion_tokens": "5"}, 400,
      "max_completion_tokens"),
     ("seed float", CHAT, {"messages": OK_MSGS, "seed": 1.5}, 400, "seed"),
@@ -295,11 +295,11 @@ MALFORMED = [
      "stream_options.include_usage"),
     ("presence_penalty range", CHAT, {"messages": OK_MSGS, "presence_penalty": 3}, 400, "presence_penalty"),
     ("frequency_penalty string", CHAT, {"messages": OK_MSGS, "frequency_penalty": "x"}, 400, "frequency_penalty"),
-    ("n two", CHAT, {"messages": OK_MSGS, "n": 2}, 400, "n"),
+    ("n too many", CHAT, {"messages": OK_MSGS, "n": 17}, 400, "n"),
     ("model number", CHAT, {"messages": OK_MSGS, "model": 7}, 400, "model"),
-    ("logprobs", CHAT, {"messages": OK_MSGS, "logprobs": True}, 400, "logprobs"),
+    ("logprobs string", CHAT, {"messages": OK_MSGS, "logprobs": "yes"}, 400, "logprobs"),
     ("logprobs number in chat", CHAT, {"messages": OK_MSGS, "logprobs": 2}, 400, "logprobs"),
-    ("completion logprobs", "/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "logprobs"),
+    ("completion logprobs too many", "/v1/completions", {"prompt": "x", "logprobs": 21}, 400, "logprobs"),
     ("completion logprobs string", "/v1/completions", {"prompt": "x", "logprobs": "2"}, 400, "logprobs"),
     ("logit_bias", CHAT, {"messages": OK_MSGS, "logit_bias": {"1": 3}}, 400, "logit_bias"),
     ("functions", CHAT, {"messages": OK_MSGS, "functions": [{"name": "f"}]}, 400, "functions"),
@@ -531,3 +531,92 @@ def test_metrics_every_family(plumb_bin, real_model):
         wait_for(lambda: s.metrics()["plumb_queue_depth"] == 0 and s.metrics()["plumb_slots_busy"] == 0, 20, "idle")
     finally:
         assert s.stop() == 0, s.stderr
+
+
+def test_max_tokens_past_the_context_is_capped(plumb_bin, real_model):
+    """max_tokens larger than what fits runs to the end of the context: finish_reason "length",
+    as llama-server does; only a prompt that does not fit is an error."""
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "64")
+    try:
+        for path, body in (("/v1/completions", {"prompt": "Once upon a time"}),
+                           ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Tell a story."}]})):
+            st, _, b = s.post(path, dict(body, max_tokens=10 ** 9, temperature=0))
+            assert st == 200, b
+            ch, u = b["choices"][0], b["usage"]
+            assert ch["finish_reason"] == "length", b
+            # every position of the context holds a token, and the last one sampled needs none
+            assert u["prompt_tokens"] + u["completion_tokens"] == 64 + 1, u
+        st, _, b = s.post("/v1/completions", {"prompt": "word " * 200, "max_tokens": 5})
+        assert st == 400 and b["error"]["code"] == "context_length_exceeded", b
+    finally:
+        s.stop()
+
+
+def test_timings_and_access_log(plumb_bin, real_model):
+    """llama-server's "timings" on completions (whole and the last streamed chunk; "timings":
+    false leaves them out), and --log's line per request with tokens, time to first token and
+    the client."""
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "256", "--log")
+    try:
+        st, _, b = s.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
+        assert st == 200, b
+        t = b["timings"]
+        assert t["prompt_n"] + t["cache_n"] == b["usage"]["prompt_tokens"] and t["predicted_n"] == b["usage"]["completion_tokens"]
+        assert t["prompt_ms"] > 0 and t["predicted_ms"] > 0 and t["predicted_per_second"] > 0
+        assert abs(t["predicted_per_token_ms"] * t["predicted_n"] - t["predicted_ms"]) < 1e-6 * t["predicted_ms"] + 1e-9
+        st, _, b = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+                                                   "timings": False})
+        assert st == 200 and "timings" not in b, b
+        events, _ = stream_raw(s.port, "/v1/completions", {"prompt": "Hello", "max_tokens": 4, "stream": True})
+        last = json.loads(events[-2])
+        assert last["choices"][0]["finish_reason"] and last["timings"]["predicted_n"] == 4, last
+        wait_for(lambda: sum("POST /v1/completions 200" in ln for ln in s.lines) >= 1, 10, "the access log line")
+        line = next(ln for ln in s.lines if "POST /v1/completions 200" in ln)
+        assert re.search(r"prompt \d+ \(\d+ cached\) gen 8 ttft [0-9.]+ s total [0-9.]+ s 127\.0\.0\.1", line), line
+    finally:
+        s.stop()
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "256", "--log", "--log-format", "json")
+    try:
+        st, _, b = s.post("/v1/completions", {"prompt": "One two", "max_tokens": 3})
+        assert st == 200
+        wait_for(lambda: any('"path":"/v1/completions"' in ln for ln in s.lines), 10, "the JSON access log line")
+        rec = json.loads(next(ln[ln.index("{"):] for ln in s.lines if '"path":"/v1/completions"' in ln))
+        assert rec["status"] == 200 and rec["completion_tokens"] == 3 and rec["ttft_s"] > 0 and rec["client"] == "127.0.0.1"
+        assert rec["method"] == "POST" and rec["prompt_tokens"] >= 2 and rec["total_s"] >= rec["ttft_s"]
+    finally:
+        s.stop()
+
+
+def test_introspection(plumb_bin, real_model):
+    """GET /v1/models/{id}, /props and /slots (on with --slots, behind the API key)."""
+    s = Server(plumb_bin, real_model, "--parallel", "2", "-c", "256", "--alias", "g3", "--slots", "--api-key", "k")
+    try:
+        auth = {"Authorization": "Bearer k"}
+        st, _, b = s.request("GET", "/v1/models/g3", headers=auth)
+        m = json.loads(b)
+        assert st == 200 and m["id"] == "g3" and m["object"] == "model", b
+        st, _, b = s.request("GET", "/v1/models/other", headers=auth)
+        assert st == 404 and json.loads(b)["error"]["code"] == "model_not_found"
+        st, _, b = s.request("GET", "/props", headers=auth)
+        p = json.loads(b)
+        assert st == 200 and p["total_slots"] == 2 and p["default_generation_settings"]["n_ctx"] == 256
+        assert p["model"]["architecture"] == "gemma3" and p["build_info"].startswith("plumb ") and "chat_template" in p
+        assert s.request("GET", "/slots")[0] == 401
+        st, _, b = s.request("GET", "/slots", headers=auth)
+        slots = json.loads(b)
+        assert st == 200 and [x["id"] for x in slots] == [0, 1] and all(x["state"] == "idle" for x in slots)
+        st, _, b = s.post("/v1/completions", {"prompt": "Hello there", "max_tokens": 3, "temperature": 0}, headers=auth)
+        assert st == 200
+        slots = json.loads(s.request("GET", "/slots", headers=auth)[2])
+        assert max(x["n_cached"] for x in slots) >= b["usage"]["prompt_tokens"], slots
+        # the client's model
+        assert [m.id for m in s.client(api_key="k").models.list()] == ["g3"]
+        assert s.client(api_key="k").models.retrieve("g3").id == "g3"
+    finally:
+        s.stop()
+    s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "128")
+    try:
+        st, _, b = s.request("GET", "/slots")
+        assert st == 501 and "--slots" in json.loads(b)["error"]["message"]
+    finally:
+        s.stop()

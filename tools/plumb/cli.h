@@ -34,6 +34,13 @@ char *cli_utf8_sanitize(const char *s, uint64_t len);
  * memory runs out, or f holds more than max bytes (EFBIG). */
 char *cli_read_all(FILE *f, size_t max, size_t *len);
 
+/* The name of llama.cpp's file type value ftype (general.file_type): "Q4_K_M", "Q8_0", "F16";
+ * NULL for a value it does not know (file_type.c). */
+const char *cli_file_type_name(uint64_t ftype);
+/* g's general.file_type into *ftype and its name (NULL when unknown) into *name; false when
+ * the file has no such integer key. */
+bool cli_file_type(const plumb_gguf_t *g, uint64_t *ftype, const char **name);
+
 /* Chooses how conversations with m are rendered (template file, built-in format name, or the
  * model's template: plumb_gen_chat_init), printing what the user should know on stderr as
  * "plumb <cmd>: ...". 0 with *out ready (plumb_gen_chat_free it), else 1 after the message. */

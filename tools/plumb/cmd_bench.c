@@ -20,6 +20,7 @@
  * bandwidth with the same number of threads (membw.c), and reports achieved GB/s, the
  * roofline t/s (bandwidth / bytes per token) and the fraction of it reached. */
 #include "cli.h"
+#include "core/cpu_count.h"
 #include "membw.h"
 #include "options.h"
 
@@ -42,7 +43,7 @@ typedef struct bench_options {
     int32_t p[BENCH_MAX_LIST], n[BENCH_MAX_LIST], t[BENCH_MAX_LIST], d[BENCH_MAX_LIST];
     int np, nn, nt, nd;
     int reps;
-    bool json;
+    enum { OUT_MD, OUT_JSON, OUT_CSV } output;
     bool membw; /* measure the read bandwidth (off: no roofline) */
     plumb_model_params mp;
 } bench_options;
@@ -63,6 +64,7 @@ typedef struct bench_result {
     double mean, sd;
     double bytes_per_token; /* tg only; 0 for pp */
     double membw_gbs;       /* < 0: not measured */
+    time_t started;         /* when the test's timed repetitions began */
 } bench_result;
 
 static const char bench_usage[] =
@@ -72,9 +74,10 @@ static const char bench_usage[] =
     "  -n, --n-gen LIST       generated lengths, comma-separated (default 128; 0: no tg test)\n"
     "  -d, --n-depth LIST     tokens already in the context before each test, comma-separated\n"
     "                         (default 0)\n"
-    "  -t, --threads LIST     thread counts, comma-separated (default 1,2)\n"
+    "  -t, --threads LIST     thread counts, comma-separated (default: the CPUs this process may\n"
+    "                         use, as plumb info shows)\n"
     "  -r, --repetitions N    timed repetitions per test (default 5)\n"
-    "  -o, --output FORMAT    md (default) or json\n"
+    "  -o, --output FORMAT    md (default), json or csv (llama-bench's columns)\n"
     "      --no-membw         skip the read-bandwidth measurement (no roofline)\n"
     "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n";
 
@@ -125,13 +128,15 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         [OPT_DEPTH] = {"-d", "--n-depth", "comma-separated lengths, 0 to 65536, at most 16"},
         [OPT_THREADS] = {"-t", "--threads", "comma-separated counts, 1 to 512, at most 16"},
         [OPT_REPS] = {"-r", "--repetitions", "1 to 1000"},
-        [OPT_OUTPUT] = {"-o", "--output", "md or json"},
+        [OPT_OUTPUT] = {"-o", "--output", "md, json or csv"},
     };
     memset(o, 0, sizeof *o);
     o->p[0] = 512, o->np = 1;
     o->n[0] = 128, o->nn = 1;
     o->d[0] = 0, o->nd = 1;
-    o->t[0] = 1, o->t[1] = 2, o->nt = 2;
+    plumb_cpu_count cpus;
+    plumb__cpu_count(&cpus);
+    o->t[0] = cpus.n, o->nt = 1;
     o->reps = 5;
     o->membw = true;
     o->mp = plumb_model_default_params();
@@ -151,10 +156,13 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         }
         int k = -1;
         for (int j = 0; j < (int)(sizeof valued / sizeof valued[0]); j++)
-            if (!strcmp(a, valued[j].s) || !strcmp(a, valued[j].l)) k = j;
+            if (options_is(a, valued[j].l, valued[j].s)) k = j;
         if (k < 0) return bench_usage_error("unknown option '%s' (see plumb bench --help)", a);
-        if (i + 1 >= argc) return bench_usage_error("%s needs a value (%s)", a, valued[k].what);
-        const char *v = argv[++i];
+        char name[32];
+        options_name(a, name, sizeof name);
+        const bool inline_value = strchr(a, '=') != NULL;
+        if (!inline_value && i + 1 >= argc) return bench_usage_error("%s needs a value (%s)", name, valued[k].what);
+        const char *v = inline_value ? strchr(a, '=') + 1 : argv[++i];
         bool ok = true;
         long r;
         switch (k) {
@@ -165,11 +173,11 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         case OPT_THREADS: ok = parse_list(v, 1, 512, o->t, &o->nt); break;
         case OPT_REPS: ok = options_parse_long(v, 1, 1000, &r) && (o->reps = (int)r, true); break;
         case OPT_OUTPUT:
-            ok = !strcmp(v, "json") || !strcmp(v, "md");
-            o->json = !strcmp(v, "json");
+            ok = !strcmp(v, "json") || !strcmp(v, "md") || !strcmp(v, "csv");
+            o->output = !strcmp(v, "json") ? OUT_JSON : !strcmp(v, "csv") ? OUT_CSV : OUT_MD;
             break;
         }
-        if (!ok) return bench_usage_error("bad value '%s' for %s (%s)", v, a, valued[k].what);
+        if (!ok) return bench_usage_error("bad value '%s' for %s (%s)", v, name, valued[k].what);
     }
     if (!o->model) return bench_usage_error("-m MODEL is required (see plumb bench --help)");
     bool any = false;
@@ -315,8 +323,10 @@ static void mean_sd(const double *x, int n, double *mean, double *sd) {
 /* ---- output ----------------------------------------------------------------------------- */
 
 typedef struct bench_model_desc {
+    const char *path; /* as given */
     const char *file; /* basename of the path */
     const char *name, *arch;
+    const char *file_type; /* general.file_type by name ("Q4_K_M"), or "" */
     uint64_t size;
     int64_t params;
 } bench_model_desc;
@@ -434,6 +444,76 @@ static void print_json(const bench_model_desc *d, const bench_result *rs, int n_
     printf("\n]\n");
 }
 
+/* One CSV field as llama-bench writes them: in double quotes, a quote doubled. */
+static void print_csv_field(const char *s, bool last) {
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"') putchar('"');
+        putchar(*s);
+    }
+    putchar('"');
+    putchar(last ? '\n' : ',');
+}
+
+/* llama-bench's -o csv: its header names and order, for the columns plumb has a value for (the
+ * build, GPU and offload columns are left out), one row per test. model_type is
+ * "<arch> <params> <file type>" ("gemma3 268M Q4_K_M"); the ns columns are the mean and
+ * standard deviation of the repetitions' durations. */
+static void print_csv(const bench_model_desc *d, const bench_result *rs, int n_rs, int reps, int32_t n_batch,
+                      bool use_mmap) {
+    static const char *const header[] = {"cpu_info", "backends", "model_filename", "model_type", "model_size",
+                                         "model_n_params", "n_batch", "n_threads", "type_k", "type_v", "use_mmap",
+                                         "n_prompt", "n_gen", "n_depth", "test_time", "avg_ns", "stddev_ns",
+                                         "avg_ts", "stddev_ts"};
+    const size_t n_cols = sizeof header / sizeof header[0];
+    for (size_t c = 0; c < n_cols; c++) printf("%s%c", header[c], c + 1 < n_cols ? ',' : '\n');
+    const plumb_cpu_features *f = plumb_cpu_get();
+    char type[160], num[64], when[32];
+    if (d->params >= 1000000000) snprintf(num, sizeof num, "%.1fB", (double)d->params / 1e9);
+    else snprintf(num, sizeof num, "%.0fM", (double)d->params / 1e6);
+    snprintf(type, sizeof type, "%s %s%s%s", d->arch, num, d->file_type[0] ? " " : "", d->file_type);
+    for (int i = 0; i < n_rs; i++) {
+        const bench_result *r = &rs[i];
+        const int32_t len = r->n_prompt > 0 ? r->n_prompt : r->n_gen;
+        double ns[1000]; /* -r is at most 1000 */
+        for (int k = 0; k < reps; k++) ns[k] = (double)len * 1e9 / r->samples[k];
+        double ns_mean, ns_sd;
+        mean_sd(ns, reps, &ns_mean, &ns_sd);
+        print_csv_field(f->brand[0] ? f->brand : "unknown", false);
+        print_csv_field("CPU", false);
+        print_csv_field(d->path, false);
+        print_csv_field(type, false);
+        snprintf(num, sizeof num, "%llu", (unsigned long long)d->size);
+        print_csv_field(num, false);
+        snprintf(num, sizeof num, "%lld", (long long)d->params);
+        print_csv_field(num, false);
+        const long long ints[] = {n_batch, r->threads};
+        for (size_t k = 0; k < 2; k++) {
+            snprintf(num, sizeof num, "%lld", ints[k]);
+            print_csv_field(num, false);
+        }
+        print_csv_field("f16", false);
+        print_csv_field("f16", false);
+        print_csv_field(use_mmap ? "1" : "0", false);
+        const long long lens[] = {r->n_prompt, r->n_gen, r->n_depth};
+        for (size_t k = 0; k < 3; k++) {
+            snprintf(num, sizeof num, "%lld", lens[k]);
+            print_csv_field(num, false);
+        }
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&r->started, &tm));
+        print_csv_field(when, false);
+        snprintf(num, sizeof num, "%.0f", ns_mean);
+        print_csv_field(num, false);
+        snprintf(num, sizeof num, "%.0f", ns_sd);
+        print_csv_field(num, false);
+        snprintf(num, sizeof num, "%.6f", r->mean);
+        print_csv_field(num, false);
+        snprintf(num, sizeof num, "%.6f", r->sd);
+        print_csv_field(num, true);
+    }
+}
+
 /* ---- the command ------------------------------------------------------------------------ */
 
 int cmd_bench(int argc, char **argv) {
@@ -482,8 +562,12 @@ int cmd_bench(int argc, char **argv) {
         goto out;
     }
     const char *slash = strrchr(o.model, '/');
-    const bench_model_desc desc = {.file = slash ? slash + 1 : o.model, .name = info.name, .arch = info.arch,
-                                   .size = info.file_size, .params = info.n_params};
+    uint64_t ftype;
+    const char *ftype_name = NULL;
+    if (!cli_file_type(plumb_model_gguf(model), &ftype, &ftype_name) || !ftype_name) ftype_name = "";
+    const bench_model_desc desc = {.path = o.model, .file = slash ? slash + 1 : o.model, .name = info.name,
+                                   .arch = info.arch, .file_type = ftype_name, .size = info.file_size,
+                                   .params = info.n_params};
 
     const int per_t = (o.np + o.nn) * o.nd;
     ids = malloc((size_t)max_pos * sizeof *ids);
@@ -498,7 +582,7 @@ int cmd_bench(int argc, char **argv) {
     for (int32_t i = 0; i < max_pos; i++) pos[i] = i;
     fill_tokens(ids, max_pos, plumb_model_vocab(model), info.n_vocab, 0x5EEDBE7C4ull);
 
-    if (!o.json) print_md_header();
+    if (o.output == OUT_MD) print_md_header();
     for (int ti = 0; ti < o.nt; ti++) {
         const int32_t threads = o.t[ti];
         const double gbs = bw ? membw_measure(bw, threads, BENCH_MEMBW_PASSES) : -1.0;
@@ -530,6 +614,7 @@ int cmd_bench(int argc, char **argv) {
                                 .membw_gbs = gbs};
             n_rs++;
             double dt;
+            r->started = time(NULL);
             st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, 1, &dt); /* warm-up */
             for (int rep = 0; rep < o.reps && !st; rep++) {
                 st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, len, &dt);
@@ -544,14 +629,16 @@ int cmd_bench(int argc, char **argv) {
                 fprintf(stderr, "plumb bench: the clock did not advance during a repetition\n");
                 goto out;
             }
-            if (!o.json) print_md_row(&desc, r);
+            if (o.output == OUT_MD) print_md_row(&desc, r);
         }
         plumb_context_free(ctx);
         ctx = NULL;
         first_of[ti + 1] = n_rs;
     }
-    if (o.json) {
+    if (o.output == OUT_JSON) {
         print_json(&desc, rs, n_rs, o.reps);
+    } else if (o.output == OUT_CSV) {
+        print_csv(&desc, rs, n_rs, o.reps, n_batch, o.mp.use_mmap);
     } else {
         printf("\n");
         for (int ti = 0; ti < o.nt; ti++)

@@ -36,8 +36,7 @@ static void emit_reply(void *user, const char *text, size_t len) {
 
 int cmd_chat(int argc, char **argv) {
     gen_options o;
-    gen_options_init(&o);
-    o.n_predict = -1;
+    gen_options_init(&o, -1); /* a reply runs until the model ends its turn */
     bool stats = false;
     for (int i = 1; i < argc; i++) {
         int r = gen_options_parse(&o, "chat", argc, argv, &i);
@@ -47,8 +46,8 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: plumb chat -m MODEL [--system TEXT] [options]\n"
                    "  one user message per line on stdin; end with EOF (Ctrl-D)\n"
-                   "      --system TEXT         system prompt\n      --stats               timing line after each reply\n%s",
-                   gen_options_usage);
+                   "      --system TEXT         system prompt\n      --stats               timing line after each reply\n");
+            gen_options_print_usage(stdout, -1);
             return 0;
         } else {
             fprintf(stderr, "plumb chat: unknown option '%s' (see plumb chat --help)\n", argv[i]);
@@ -76,6 +75,15 @@ int cmd_chat(int argc, char **argv) {
     }
     if (cli_chat_choose("chat", s.model, o.chat_format, o.chat_template_file, &chat)) goto out;
     have_chat = true;
+    /* Instruction-tuned GGUF files carry the chat template they were tuned with; a file
+     * without one is, in practice, a base (pretrained) model such as Gemma 3 270M, which
+     * continues text rather than answering. The file has no more reliable sign:
+     * general.type is "model" for both, and general.finetune is often absent. */
+    plumb_str tmpl;
+    if (plumb_model_chat_template(s.model, &tmpl) == PLUMB_E_NOT_FOUND)
+        fprintf(stderr, "plumb chat: warning: the model has no chat template (tokenizer.chat_template): it is "
+                        "likely a base model, not instruction-tuned, and will continue text rather than answer "
+                        "(formatting with %s)\n", chat.source);
     if (o.system) msgs[n_msgs++] = (plumb_chat_message){"system", strdup(o.system)};
     const bool tty = isatty(STDIN_FILENO);
     for (;;) {

@@ -1,5 +1,7 @@
-/* cmd_info.c — `plumb info` / `plumb --version`: version, CPU and its SIMD features. */
+/* cmd_info.c — `plumb info` / `plumb --version`: version, CPU and its SIMD features, and the
+ * default thread count with what it comes from. */
 #include "cli.h"
+#include "core/cpu_count.h"
 
 #include <string.h>
 
@@ -18,5 +20,10 @@ int cmd_info(int argc, char **argv) {
     printf("plumb %s\n", plumb_version());
     printf("cpu: %s%s%s\n", f->brand[0] ? f->brand : "unknown", f->vendor[0] ? " / " : "", f->vendor);
     printf("features: %s\n", plumb_cpu_describe(feats, sizeof feats));
+    plumb_cpu_count c;
+    plumb__cpu_count(&c);
+    char quota[16] = "none";
+    if (c.quota > 0) snprintf(quota, sizeof quota, "%d", c.quota);
+    printf("threads: %d (online CPUs %d, affinity %d, cgroup quota %s)\n", c.n, c.online, c.affinity, quota);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* cmd_inspect.c — `plumb inspect MODEL.gguf [--json] [--array-items N]`: the GGUF version,
- * architecture, every metadata key with its type and value (long arrays summarized by type,
+ * architecture, the file type by name (general.file_type: Q4_K_M, ...), every metadata key with its type and value (long arrays summarized by type,
  * length and first items), the tensor table, totals by type, parameter count and file size.
  * --json prints the same as one JSON document (built with cJSON). */
 #include "cli.h"
@@ -107,6 +107,10 @@ static void print_text(const char *path, const plumb_gguf_t *g, uint64_t max_ite
     printf("gguf version: %u\n", plumb_gguf_version(g));
     printf("architecture: ");
     cli_print_quoted(stdout, arch.ptr, arch.len, STRING_PREVIEW);
+    uint64_t ftype;
+    const char *ftype_name;
+    if (cli_file_type(g, &ftype, &ftype_name))
+        printf("\nfile type:    %s (general.file_type %" PRIu64 ")", ftype_name ? ftype_name : "unknown", ftype);
     printf("\nalignment:    %" PRIu64 "\n", plumb_gguf_alignment(g));
     printf("data offset:  %" PRIu64 "\n", plumb_gguf_data_offset(g));
     printf("parameters:   %" PRId64 " (%.2f M)\n", s.params, (double)s.params / 1e6);
@@ -242,6 +246,12 @@ static cJSON *build_json(const char *path, const plumb_gguf_t *g, uint64_t max_i
     cJSON_AddItemToObject(root, "file_size", json_u64(plumb_gguf_file_size(g)));
     cJSON_AddNumberToObject(root, "gguf_version", plumb_gguf_version(g));
     cJSON_AddItemToObject(root, "architecture", json_str(arch.ptr, arch.len));
+    uint64_t ftype;
+    const char *ftype_name = NULL;
+    const bool has_ftype = cli_file_type(g, &ftype, &ftype_name);
+    /* the name, or null when the file has none or plumb does not know the value */
+    cJSON_AddItemToObject(root, "file_type", ftype_name ? cJSON_CreateString(ftype_name) : cJSON_CreateNull());
+    cJSON_AddItemToObject(root, "file_type_id", has_ftype ? json_u64(ftype) : cJSON_CreateNull());
     cJSON_AddItemToObject(root, "alignment", json_u64(plumb_gguf_alignment(g)));
     cJSON_AddItemToObject(root, "data_offset", json_u64(plumb_gguf_data_offset(g)));
     cJSON_AddItemToObject(root, "parameters", json_i64(s.params));
@@ -305,7 +315,7 @@ int cmd_inspect(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = true;
-        } else if (strcmp(argv[i], "--array-items") == 0) {
+        } else if (options_is(argv[i], "--array-items", NULL)) {
             const char *v = options_value("inspect", argc, argv, &i);
             long n;
             if (!v) return 2;

@@ -15,6 +15,7 @@ static void emit_stdout(void *user, const char *text, size_t len) {
     fflush(stdout);
 }
 
+#define RUN_N_PREDICT 256 /* tokens generated unless -n says otherwise */
 #define MAX_PROMPT_FILE ((size_t)64 << 20) /* far beyond any context; a bound on memory */
 
 /* The prompt file's text (a file, a FIFO or /dev/stdin); NULL after an error line. */
@@ -29,29 +30,29 @@ static char *read_prompt_file(const char *path) {
 }
 
 void print_stats(const session *s) {
-    fprintf(stderr, "\n\nplumb: load %.2f s | prompt %lld tokens, %.1f tokens/s | generation %lld tokens, %.1f tokens/s | peak RSS %.1f MiB\n",
+    fprintf(stderr, "\n\nplumb: load %.2f s | prompt %lld tokens, %.1f tokens/s | generation %lld tokens, %.1f tokens/s | peak RSS %.1f MiB | threads %d\n",
             s->load_seconds, (long long)s->prompt_tokens,
             s->prompt_seconds > 0 ? (double)s->prompt_tokens / s->prompt_seconds : 0.0, (long long)s->gen_tokens,
-            s->gen_seconds > 0 ? (double)s->gen_tokens / s->gen_seconds : 0.0, (double)session_peak_rss_kib() / 1024.0);
+            s->gen_seconds > 0 ? (double)s->gen_tokens / s->gen_seconds : 0.0, (double)session_peak_rss_kib() / 1024.0, (int)s->n_threads);
 }
 
 int cmd_run(int argc, char **argv) {
     gen_options o;
-    gen_options_init(&o);
+    gen_options_init(&o, RUN_N_PREDICT);
     const char *prompt = NULL, *prompt_file = NULL;
     bool stats = true;
     for (int i = 1; i < argc; i++) {
         int r = gen_options_parse(&o, "run", argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
-        if (!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) {
+        if (options_is(argv[i], "--prompt", "-p")) {
             if (!(prompt = options_value("run", argc, argv, &i))) return 2;
-        } else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--file")) {
+        } else if (options_is(argv[i], "--file", "-f")) {
             if (!(prompt_file = options_value("run", argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--no-stats")) stats = false;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: plumb run -m MODEL -p PROMPT [options]\n  -p, --prompt TEXT\n  -f, --file FILE           prompt from a file\n      --no-stats            no timing line on stderr\n%s",
-                   gen_options_usage);
+            printf("usage: plumb run -m MODEL -p PROMPT [options]\n  -p, --prompt TEXT\n  -f, --file FILE           prompt from a file\n      --no-stats            no timing line on stderr\n");
+            gen_options_print_usage(stdout, RUN_N_PREDICT);
             return 0;
         } else {
             fprintf(stderr, "plumb run: unknown option '%s' (see plumb run --help)\n", argv[i]);

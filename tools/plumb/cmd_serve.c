@@ -1,5 +1,6 @@
 /* cmd_serve.c — `plumb serve -m MODEL [options]`: the OpenAI-compatible HTTP server
- * (src/server/). Listens at once (GET /health answers 503 until the model is loaded), prints
+ * (src/server/). Every option may also be set by an environment variable (PLUMB_ARG_PORT
+ * for --port, like llama-server's LLAMA_ARG_*); the command line wins. Listens at once (GET /health answers 503 until the model is loaded), prints
  * "plumb serve: listening on http://HOST:PORT" on stderr, and on SIGTERM or SIGINT stops
  * accepting, lets the requests in flight finish and exits 0; a second signal exits at once.
  * A signal while the model is still loading exits at once too. */
@@ -25,7 +26,7 @@ static const char serve_usage[] =
     "      --port N              port (default 8080; 0: any free port)\n"
     "  -np, --parallel N         slots: requests generated together (default 4)\n"
     "  -c, --ctx-size N          context positions per slot (default: min(model, 4096))\n"
-    "  -t, --threads N           compute threads (default: all online CPUs)\n"
+    "  -t, --threads N           compute threads (default: the CPUs this process may use, see plumb info)\n"
     "  -b, --batch-size N        tokens per decode step at most (default 512)\n"
     "      --prefill-chunk N     prompt tokens per step while others generate (default 64)\n"
     "      --queue N             requests that may wait for a slot (default 16)\n"
@@ -41,6 +42,8 @@ static const char serve_usage[] =
     "                            open connections from one address at most (default: half the above)\n"
     "      --request-timeout S   longest time to receive a request, and for a stalled write (default 30)\n"
     "      --log                 one line per request on stderr\n"
+    "      --log-format FMT      text (default) or json: one JSON object per --log line\n"
+    "      --slots               GET /slots answers (behind the API key when there is one)\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
 
 typedef struct shutdown_job {
@@ -56,81 +59,162 @@ static void *shutdown_main(void *arg) {
     return NULL;
 }
 
+/* Every option of `plumb serve`: long name, short name, whether it is a flag (no value). The
+ * environment variable of an option is PLUMB_ARG_ and the long name upper-cased with dashes
+ * as underscores (env_name). */
+enum {
+    SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
+    SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_MMAP, SV_COUNT
+};
+static const struct {
+    const char *l, *s;
+    bool flag;
+} serve_opts[SV_COUNT] = {
+    [SV_MODEL] = {"--model", "-m", false},
+    [SV_HOST] = {"--host", NULL, false},
+    [SV_PORT] = {"--port", NULL, false},
+    [SV_PARALLEL] = {"--parallel", "-np", false},
+    [SV_CTX_SIZE] = {"--ctx-size", "-c", false},
+    [SV_THREADS] = {"--threads", "-t", false},
+    [SV_BATCH_SIZE] = {"--batch-size", "-b", false},
+    [SV_PREFILL_CHUNK] = {"--prefill-chunk", NULL, false},
+    [SV_QUEUE] = {"--queue", NULL, false},
+    [SV_API_KEY] = {"--api-key", NULL, false},
+    [SV_PUBLIC_METRICS] = {"--public-metrics", NULL, true},
+    [SV_ALIAS] = {"--alias", NULL, false},
+    [SV_CHAT_FORMAT] = {"--chat-format", NULL, false},
+    [SV_CHAT_TEMPLATE_FILE] = {"--chat-template-file", NULL, false},
+    [SV_TIMEOUT] = {"--timeout", NULL, false},
+    [SV_MAX_BODY] = {"--max-body", NULL, false},
+    [SV_MAX_CONNECTIONS] = {"--max-connections", NULL, false},
+    [SV_MAX_PER_CLIENT] = {"--max-connections-per-client", NULL, false},
+    [SV_REQUEST_TIMEOUT] = {"--request-timeout", NULL, false},
+    [SV_LOG] = {"--log", NULL, true},
+    [SV_LOG_FORMAT] = {"--log-format", NULL, false},
+    [SV_SLOTS] = {"--slots", NULL, true},
+    [SV_MMAP] = {"--mmap", NULL, true},
+};
+
+/* "PLUMB_ARG_CTX_SIZE" for "--ctx-size" */
+static void env_name(int k, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, "PLUMB_ARG_");
+    for (const char *c = serve_opts[k].l + 2; *c && (size_t)n + 1 < cap; c++)
+        buf[n++] = *c == '-' ? '_' : (char)(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
+    buf[n] = '\0';
+}
+
+/* Sets option k to v (a flag's v is "1", or from the environment 1/true/on or 0/false/off).
+ * Returns 0, or 2 after printing why not; `from` names the variable for a value that came
+ * from the environment (NULL: the command line). */
+static int serve_set(plumb_server_params *p, int k, const char *v, const char *from) {
+    static char *template_text; /* lives as long as the server (static: still reachable at exit) */
+    long n = 0;
+    bool ok = true;
+    switch (k) {
+    case SV_PUBLIC_METRICS:
+    case SV_LOG:
+    case SV_SLOTS:
+    case SV_MMAP: {
+        const bool on = !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on");
+        ok = on || !strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off");
+        if (k == SV_PUBLIC_METRICS) p->public_metrics = on;
+        else if (k == SV_LOG) p->log_requests = on;
+        else if (k == SV_SLOTS) p->slots_endpoint = on;
+        else p->use_mmap = on;
+        break;
+    }
+    case SV_LOG_FORMAT:
+        ok = !strcmp(v, "text") || !strcmp(v, "json");
+        p->log_json = !strcmp(v, "json");
+        break;
+    case SV_MODEL: p->model_path = v; break;
+    case SV_HOST: p->host = v; break;
+    case SV_API_KEY: ok = *v && (p->api_key = v); break;
+    case SV_ALIAS: ok = *v && (p->alias = v); break;
+    case SV_CHAT_FORMAT:
+        ok = plumb_chat_format_from_name(v) != PLUMB_CHAT_UNKNOWN;
+        p->chat_format = v;
+        break;
+    case SV_PORT: ok = options_parse_long(v, 0, 65535, &n) && (p->port = (int)n, true); break;
+    case SV_PARALLEL: ok = options_parse_long(v, 1, 256, &n) && (p->n_parallel = (int32_t)n, true); break;
+    case SV_CTX_SIZE: ok = options_parse_long(v, 0, 1 << 24, &n) && (p->n_ctx = (int32_t)n, true); break;
+    case SV_THREADS: ok = options_parse_long(v, 1, 512, &n) && (p->n_threads = (int32_t)n, true); break;
+    case SV_BATCH_SIZE: ok = options_parse_long(v, 1, 65536, &n) && (p->n_batch = (int32_t)n, true); break;
+    case SV_PREFILL_CHUNK: ok = options_parse_long(v, 1, 65536, &n) && (p->prefill_chunk = (int32_t)n, true); break;
+    case SV_QUEUE: ok = options_parse_long(v, 0, 4096, &n) && (p->queue_size = (int32_t)n, true); break;
+    case SV_TIMEOUT: ok = options_parse_long(v, 1, 86400, &n) && (p->timeout_s = (double)n, true); break;
+    case SV_MAX_BODY: ok = options_parse_long(v, 1024, 1L << 30, &n) && (p->max_body = (size_t)n, true); break;
+    case SV_MAX_CONNECTIONS: ok = options_parse_long(v, 1, 4096, &n) && (p->max_connections = (int32_t)n, true); break;
+    case SV_MAX_PER_CLIENT: ok = options_parse_long(v, 1, 4096, &n) && (p->max_per_client = (int32_t)n, true); break;
+    case SV_REQUEST_TIMEOUT: ok = options_parse_long(v, 1, 3600, &n) && (p->request_timeout_s = (double)n, true); break;
+    case SV_CHAT_TEMPLATE_FILE: {
+        FILE *f = fopen(v, "rb");
+        size_t len = 0;
+        free(template_text);
+        template_text = f ? cli_read_all(f, 1u << 20, &len) : NULL;
+        const int err = errno;
+        if (f) fclose(f);
+        if (!template_text) {
+            fprintf(stderr, "plumb serve: cannot read chat template file '%s'%s%s: %s\n", v, from ? " from " : "",
+                    from ? from : "", strerror(err));
+            return 2;
+        }
+        p->chat_template = template_text;
+        p->chat_template_len = len;
+        break;
+    }
+    }
+    if (ok) return 0;
+    const char *what = k == SV_CHAT_FORMAT   ? " (gemma, llama3 or chatml)"
+                       : k == SV_LOG_FORMAT ? " (text or json)"
+                       : serve_opts[k].flag ? " (1, true, on, 0, false or off)"
+                                            : "";
+    if (from) fprintf(stderr, "plumb serve: bad value '%s' in %s (for %s)%s\n", v, from, serve_opts[k].l, what);
+    else fprintf(stderr, "plumb serve: bad value '%s' for %s%s\n", v, serve_opts[k].l, what);
+    return 2;
+}
+
 int cmd_serve(int argc, char **argv) {
     plumb_server_params p = plumb_server_default_params();
-    static char *template_text; /* lives as long as the server (static: still reachable at exit) */
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             fputs(serve_usage, stdout);
+            printf("\nEvery option may come from the environment instead: PLUMB_ARG_ and its long name upper-cased,\n"
+                   "dashes as underscores (PLUMB_ARG_CTX_SIZE=8192; a flag takes 1/true/on or 0/false/off). The\n"
+                   "command line wins. The variables:\n");
+            char name[64];
+            for (int k = 0, col = 0; k < SV_COUNT; k++) {
+                env_name(k, name, sizeof name);
+                const int w = (int)strlen(name) + 1;
+                if (col + w > 96) {
+                    putchar('\n');
+                    col = 0;
+                }
+                printf("%s%s", col ? " " : "  ", name);
+                col += w + (col ? 0 : 1);
+            }
+            putchar('\n');
             return 0;
         }
-        if (!strcmp(a, "--log")) {
-            p.log_requests = true;
-            continue;
-        }
-        if (!strcmp(a, "--mmap")) {
-            p.use_mmap = true;
-            continue;
-        }
-        if (!strcmp(a, "--public-metrics")) {
-            p.public_metrics = true;
-            continue;
-        }
-        static const char *const valued[] = {"-m", "--model", "--host", "--port", "-np", "--parallel", "-c", "--ctx-size",
-                                             "-t", "--threads", "-b", "--batch-size", "--prefill-chunk", "--queue",
-                                             "--api-key", "--alias", "--chat-format", "--timeout", "--max-body",
-                                             "--max-connections", "--max-connections-per-client", "--request-timeout",
-                                             "--chat-template-file"};
-        bool known = false;
-        for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++) known |= !strcmp(a, valued[k]);
-        if (!known) {
+    /* the environment first, so that the command line overrides it */
+    for (int k = 0; k < SV_COUNT; k++) {
+        char name[64];
+        env_name(k, name, sizeof name);
+        const char *v = getenv(name);
+        if (v && serve_set(&p, k, v, name)) return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int k = -1;
+        for (int j = 0; j < SV_COUNT && k < 0; j++)
+            if (serve_opts[j].flag ? !strcmp(a, serve_opts[j].l) : options_is(a, serve_opts[j].l, serve_opts[j].s)) k = j;
+        if (k < 0) {
             fprintf(stderr, "plumb serve: unknown option '%s' (see plumb serve --help)\n", a);
             return 2;
         }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "plumb serve: %s needs a value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        long n = 0;
-        bool ok = true;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) p.model_path = v;
-        else if (!strcmp(a, "--host")) p.host = v;
-        else if (!strcmp(a, "--api-key")) ok = *v && (p.api_key = v);
-        else if (!strcmp(a, "--alias")) ok = *v && (p.alias = v);
-        else if (!strcmp(a, "--chat-format")) {
-            ok = plumb_chat_format_from_name(v) != PLUMB_CHAT_UNKNOWN;
-            p.chat_format = v;
-        } else if (!strcmp(a, "--port")) ok = options_parse_long(v, 0, 65535, &n) && (p.port = (int)n, true);
-        else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) ok = options_parse_long(v, 1, 256, &n) && (p.n_parallel = (int32_t)n, true);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = options_parse_long(v, 0, 1 << 24, &n) && (p.n_ctx = (int32_t)n, true);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = options_parse_long(v, 1, 512, &n) && (p.n_threads = (int32_t)n, true);
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) ok = options_parse_long(v, 1, 65536, &n) && (p.n_batch = (int32_t)n, true);
-        else if (!strcmp(a, "--prefill-chunk")) ok = options_parse_long(v, 1, 65536, &n) && (p.prefill_chunk = (int32_t)n, true);
-        else if (!strcmp(a, "--queue")) ok = options_parse_long(v, 0, 4096, &n) && (p.queue_size = (int32_t)n, true);
-        else if (!strcmp(a, "--timeout")) ok = options_parse_long(v, 1, 86400, &n) && (p.timeout_s = (double)n, true);
-        else if (!strcmp(a, "--max-body")) ok = options_parse_long(v, 1024, 1L << 30, &n) && (p.max_body = (size_t)n, true);
-        else if (!strcmp(a, "--max-connections")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_connections = (int32_t)n, true);
-        else if (!strcmp(a, "--max-connections-per-client")) ok = options_parse_long(v, 1, 4096, &n) && (p.max_per_client = (int32_t)n, true);
-        else if (!strcmp(a, "--chat-template-file")) {
-            FILE *f = fopen(v, "rb");
-            size_t len = 0;
-            free(template_text);
-            template_text = f ? cli_read_all(f, 1u << 20, &len) : NULL;
-            if (f) fclose(f);
-            if (!template_text) {
-                fprintf(stderr, "plumb serve: cannot read chat template file '%s': %s\n", v, strerror(errno));
-                return 2;
-            }
-            p.chat_template = template_text;
-            p.chat_template_len = len;
-        } else if (!strcmp(a, "--request-timeout")) ok = options_parse_long(v, 1, 3600, &n) && (p.request_timeout_s = (double)n, true);
-        if (!ok) {
-            fprintf(stderr, "plumb serve: bad value '%s' for %s%s\n", v, a,
-                    !strcmp(a, "--chat-format") ? " (gemma, llama3 or chatml)" : "");
-            return 2;
-        }
+        const char *v = serve_opts[k].flag ? "1" : options_value("serve", argc, argv, &i);
+        if (!v || serve_set(&p, k, v, NULL)) return 2;
     }
     if (!p.model_path) {
         fprintf(stderr, "plumb serve: usage: plumb serve -m MODEL [options] (see --help)\n");

@@ -42,11 +42,11 @@ int cmd_template(int argc, char **argv) {
             gen_prompt = false;
             continue;
         }
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) dst = &model;
-        else if (!strcmp(a, "--messages")) dst = &messages;
-        else if (!strcmp(a, "--tools")) dst = &tools;
-        else if (!strcmp(a, "--template-file")) dst = &template_file;
-        else if (!strcmp(a, "--chat-format")) dst = &format;
+        if (options_is(a, "--model", "-m")) dst = &model;
+        else if (options_is(a, "--messages", NULL)) dst = &messages;
+        else if (options_is(a, "--tools", NULL)) dst = &tools;
+        else if (options_is(a, "--template-file", NULL)) dst = &template_file;
+        else if (options_is(a, "--chat-format", NULL)) dst = &format;
         if (!dst) {
             fprintf(stderr, "plumb template: unknown option '%s' (see plumb template --help)\n", a);
             return 2;

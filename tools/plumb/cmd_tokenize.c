@@ -59,7 +59,7 @@ int cmd_tokenize(int argc, char **argv) {
     bool ids_only = false, add_special = true, parse_special = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+        if (options_is(a, "--model", "-m")) {
             if (!(model = options_value("tokenize", argc, argv, &i))) return 2;
         } else if (strcmp(a, "--ids") == 0) ids_only = true;
         else if (strcmp(a, "--no-bos") == 0) add_special = false;

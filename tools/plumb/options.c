@@ -9,39 +9,69 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char gen_options_usage[] =
-    "  -m, --model FILE          GGUF model (required)\n"
-    "  -n, --n-predict N         tokens to generate (default 256; -1: until end of generation)\n"
-    "  -t, --threads N           compute threads (default: all online CPUs)\n"
-    "  -c, --ctx-size N          context positions (default: min(model, 4096))\n"
-    "  -b, --batch-size N        prompt tokens per forward pass (default 512)\n"
-    "      --temp T              temperature (default 0.8; 0 = greedy)\n"
-    "      --top-k N             (default 40; 0 = off)\n"
-    "      --top-p P             (default 0.95; 1 = off)\n"
-    "      --min-p P             (default 0.05; 0 = off)\n"
-    "      --repeat-penalty F    (default 1 = off)\n"
-    "      --repeat-last-n N     penalty window (default 64)\n"
-    "      --presence-penalty F  (default 0)\n"
-    "      --frequency-penalty F (default 0)\n"
-    "  -s, --seed N              sampling seed (same seed, same output)\n"
-    "      --stop TEXT           stop when TEXT appears (repeatable)\n"
-    "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
-    "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
-    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
-    "      --grammar-file F      the output must match the GBNF grammar in F\n"
-    "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n";
+void gen_options_print_usage(FILE *f, int32_t n_predict) {
+    /* the defaults are printed from what gen_options_init sets, so help and code agree */
+    gen_options d;
+    gen_options_init(&d, n_predict);
+    const plumb_sampler_params *sp = &d.sampling;
+    char n_text[48];
+    if (d.n_predict < 0) snprintf(n_text, sizeof n_text, "default %d: until end of generation", (int)d.n_predict);
+    else snprintf(n_text, sizeof n_text, "default %d; -1: until end of generation", (int)d.n_predict);
+    fprintf(f,
+            "  -m, --model FILE          GGUF model (required)\n"
+            "  -n, --n-predict N         tokens to generate (%s)\n"
+            "  -t, --threads N           compute threads (default: the CPUs this process may use, see plumb info)\n"
+            "  -c, --ctx-size N          context positions (default: min(model, 4096))\n"
+            "  -b, --batch-size N        prompt tokens per forward pass (default %d)\n"
+            "      --temp T              temperature (default %g; 0 = greedy)\n"
+            "      --top-k N             (default %d; 0 = off)\n"
+            "      --top-p P             (default %g; 1 = off)\n"
+            "      --min-p P             (default %g; 0 = off)\n"
+            "      --repeat-penalty F    (default %g = off)\n"
+            "      --repeat-last-n N     penalty window (default %d; -1: all)\n"
+            "      --presence-penalty F  (default %g)\n"
+            "      --frequency-penalty F (default %g)\n"
+            "  -s, --seed N              sampling seed (default %llu; same seed, same output)\n"
+            "      --stop TEXT           stop when TEXT appears (repeatable)\n"
+            "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
+            "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
+            "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
+            "      --grammar-file F      the output must match the GBNF grammar in F\n"
+            "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n"
+            "Valued long options also take the form --name=VALUE.\n",
+            n_text, (int)d.ctx.n_batch, (double)sp->temperature, (int)sp->top_k, (double)sp->top_p, (double)sp->min_p,
+            (double)sp->repeat_penalty, (int)sp->repeat_last_n, (double)sp->presence_penalty,
+            (double)sp->frequency_penalty, (unsigned long long)sp->seed);
+}
 
-void gen_options_init(gen_options *o) {
+void gen_options_init(gen_options *o, int32_t n_predict) {
     memset(o, 0, sizeof *o);
     o->ctx = plumb_context_default_params();
     o->sampling = plumb_sampler_default_params();
-    o->n_predict = 256;
+    o->n_predict = n_predict;
     o->model_params = plumb_model_default_params();
 }
 
+bool options_is(const char *arg, const char *name, const char *short_name) {
+    if (short_name && strcmp(arg, short_name) == 0) return true;
+    if (!name) return false;
+    const size_t n = strlen(name);
+    return strncmp(arg, name, n) == 0 && (arg[n] == '\0' || (arg[n] == '=' && name[0] == '-' && name[1] == '-'));
+}
+
+void options_name(const char *arg, char *buf, size_t cap) {
+    const char *eq = arg[0] == '-' && arg[1] == '-' ? strchr(arg, '=') : NULL;
+    snprintf(buf, cap, "%.*s", (int)(eq ? (size_t)(eq - arg) : strlen(arg)), arg);
+}
+
 const char *options_value(const char *cmd, int argc, char **argv, int *i) {
+    const char *arg = argv[*i];
+    if (arg[0] == '-' && arg[1] == '-') {
+        const char *eq = strchr(arg, '=');
+        if (eq) return eq + 1;
+    }
     if (*i + 1 >= argc) {
-        fprintf(stderr, "plumb %s: %s needs a value\n", cmd, argv[*i]);
+        fprintf(stderr, "plumb %s: %s needs a value\n", cmd, arg);
         return NULL;
     }
     return argv[++*i];
@@ -81,8 +111,6 @@ static bool parse_u64(const char *s, unsigned long long *out) {
     return true;
 }
 
-static bool is(const char *a, const char *s1, const char *s2) { return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0); }
-
 int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i) {
     const char *a = argv[*i];
     if (strcmp(a, "--mmap") == 0) {
@@ -102,7 +130,7 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
                   {"--json-schema", NULL, NULL}};
     int k = -1;
     for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
-        if (is(a, valued[j].l, valued[j].s)) k = (int)j;
+        if (options_is(a, valued[j].l, valued[j].s)) k = (int)j;
     if (k < 0) return 0;
     const char *v = options_value(cmd, argc, argv, i);
     if (!v) return -1;
@@ -137,8 +165,10 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     case 19: ok = !o->grammar_file && (o->json_schema = v, true); break;
     }
     if (!ok) {
-        if (valued[k].what) fprintf(stderr, "plumb %s: bad value '%s' for %s (%s)\n", cmd, v, a, valued[k].what);
-        else fprintf(stderr, "plumb %s: bad value '%s' for %s\n", cmd, v, a);
+        char name[64];
+        options_name(a, name, sizeof name);
+        if (valued[k].what) fprintf(stderr, "plumb %s: bad value '%s' for %s (%s)\n", cmd, v, name, valued[k].what);
+        else fprintf(stderr, "plumb %s: bad value '%s' for %s\n", cmd, v, name);
         return -1;
     }
     return 1;

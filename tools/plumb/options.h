@@ -6,6 +6,8 @@
 
 #include "plumb.h"
 
+#include <stdio.h>
+
 #define MAX_STOPS 16
 
 typedef struct gen_options {
@@ -23,12 +25,21 @@ typedef struct gen_options {
     const char *json_schema;  /* --json-schema: a JSON Schema (text, or a file) it must match */
 } gen_options;
 
-void gen_options_init(gen_options *o);
+/* The defaults: the library's context and sampler defaults, n_predict tokens to generate
+ * (-1: until end of generation). */
+void gen_options_init(gen_options *o, int32_t n_predict);
 /* Consumes argv[*i] (and its value) when it is a shared option: 1 when consumed, 0 when
  * not ours, -1 after printing an error for a bad value. */
 int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i);
-/* The value of the option argv[*i] (advancing *i past it), or NULL after printing
- * "plumb <cmd>: <option> needs a value" when the option ends the line. */
+/* Whether the argument arg is the option with the long name `name` ("--temp") or the short
+ * name `short_name` ("-t"; either may be NULL): exactly, or GNU-style as "--temp=VALUE" (long
+ * names only). */
+bool options_is(const char *arg, const char *name, const char *short_name);
+/* The option's name of an argument: arg without its "=VALUE" part, into buf[cap]. */
+void options_name(const char *arg, char *buf, size_t cap);
+/* The value of the option argv[*i]: the text after '=' of "--name=VALUE", else the next
+ * argument (advancing *i past it); NULL after printing "plumb <cmd>: <option> needs a
+ * value" when the option ends the line. */
 const char *options_value(const char *cmd, int argc, char **argv, int *i);
 /* Parses s as a whole decimal integer in [lo, hi] into *out; false otherwise. Like every
  * number of the command line, s may not have white space around it. */
@@ -36,7 +47,7 @@ bool options_parse_long(const char *s, long lo, long hi, long *out);
 /* The grammar the options ask for (--grammar-file, or --json-schema converted), checked, into
  * *gbnf (malloc'd; NULL when neither option was given). false after printing why not. */
 bool gen_options_grammar(const gen_options *o, const char *cmd, char **gbnf);
-/* Usage lines of the shared options. */
-extern const char gen_options_usage[];
+/* Usage lines of the shared options, with the defaults of gen_options_init(o, n_predict). */
+void gen_options_print_usage(FILE *f, int32_t n_predict);
 
 #endif

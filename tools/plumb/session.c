@@ -1,10 +1,11 @@
 /* session.c — the generation loop shared by `plumb run` and `plumb chat`: a model and a
  * context, the tokens held in the KV cache (so a new prompt reuses the longest common
- * prefix), prompt feeding in batches, and token-by-token generation with streaming output
+ * prefix), prompt feeding in batches (with progress on stderr when it is slow), and token-by-token generation with streaming output
  * through the text stream of server/gen.h (never half a UTF-8 character, nothing of a stop
  * string). */
 #include "session.h"
 
+#include "core/cpu_count.h"
 #include "server/gen.h"
 
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 double session_now(void) {
     struct timespec ts;
@@ -30,7 +32,15 @@ plumb_status session_open(session *s, const char *path, const plumb_model_params
     double t0 = session_now();
     plumb_status st = plumb_model_load_params(path, mp, &s->model);
     if (st) return st;
-    if ((st = plumb_context_create(s->model, cp, &s->ctx))) return st;
+    /* the library's default thread count, resolved here so that the stats line can show it */
+    plumb_context_params params = *cp;
+    if (params.n_threads <= 0) {
+        plumb_cpu_count cpus;
+        plumb__cpu_count(&cpus);
+        params.n_threads = cpus.n;
+    }
+    s->n_threads = params.n_threads;
+    if ((st = plumb_context_create(s->model, &params, &s->ctx))) return st;
     s->vocab = plumb_model_vocab(s->model);
     plumb_model_info info;
     plumb_model_get_info(s->model, &info);
@@ -60,6 +70,32 @@ plumb_status session_tokenize(const session *s, const char *text, bool add_speci
     return plumb_gen_tokenize(s->vocab, text, strlen(text), add_special, ids, n);
 }
 
+/* Progress of a long prompt on stderr: "prompt: 1024/4096 tokens", only once the prompt has
+ * taken PROGRESS_AFTER_S (a fast one shows nothing). On a terminal the line is rewritten in
+ * place after every batch and ended with a newline; elsewhere (a log, a pipe) a line is
+ * written at most once a second, and the last count when the prompt is done. */
+#define PROGRESS_AFTER_S 1.0
+
+typedef struct progress {
+    double t0, last; /* when feeding began; when a line was last written (0: never) */
+    bool tty;
+} progress;
+
+static void progress_show(progress *p, size_t done, size_t total) {
+    const double now = session_now();
+    if (now - p->t0 < PROGRESS_AFTER_S || (!p->tty && p->last > 0 && now - p->last < 1.0 && done < total)) return;
+    if (p->tty) fprintf(stderr, "\rprompt: %zu/%zu tokens", done, total);
+    else fprintf(stderr, "prompt: %zu/%zu tokens\n", done, total);
+    fflush(stderr);
+    p->last = now;
+}
+
+/* Ends what progress_show started: the terminal's line gets its newline. */
+static void progress_end(progress *p) {
+    if (p->last > 0 && p->tty) fputc('\n', stderr);
+    p->last = 0;
+}
+
 plumb_status session_feed(session *s, const int32_t *ids, size_t n) {
     /* reuse the cached prefix that matches */
     size_t keep = plumb_gen_reuse_len(s->tokens, (size_t)s->n_tokens, ids, n);
@@ -68,15 +104,21 @@ plumb_status session_feed(session *s, const int32_t *ids, size_t n) {
     if (n > (size_t)s->cap) return PLUMB_E_RANGE;
     const int32_t nb = plumb_context_n_batch(s->ctx);
     double t0 = session_now();
+    progress pr = {.t0 = t0, .tty = isatty(STDERR_FILENO)};
     for (size_t i = keep; i < n; i += (size_t)nb) {
         int32_t m = (int32_t)(n - i < (size_t)nb ? n - i : (size_t)nb);
         for (int32_t j = 0; j < m; j++) s->flags[j] = (i + (size_t)j == n - 1);
         plumb_batch b = {.n_tokens = m, .tokens = ids + i, .logits = s->flags};
         plumb_status st = plumb_decode(s->ctx, &b);
-        if (st) return st;
+        if (st) {
+            progress_end(&pr);
+            return st;
+        }
         memcpy(s->tokens + i, ids + i, (size_t)m * sizeof *ids);
         s->n_tokens += m;
+        progress_show(&pr, i + (size_t)m - keep, n - keep);
     }
+    progress_end(&pr);
     s->prompt_seconds += session_now() - t0;
     s->prompt_tokens += (int64_t)(n - keep);
     return PLUMB_OK;

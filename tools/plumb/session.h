@@ -11,6 +11,7 @@ typedef struct session {
     const plumb_vocab_t *vocab;
     plumb_sampler_t *sampler;
     int32_t n_vocab;
+    int32_t n_threads; /* compute threads of the context */
     int32_t *tokens; /* tokens in the KV cache of sequence 0, [cap] */
     int32_t n_tokens, cap;
     bool *flags; /* [n_batch] logits flags for prompt batches */
