@@ -386,7 +386,17 @@ typedef struct plumb_model_info {
     int64_t n_params;
     uint64_t file_size;
     int32_t n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int32_t pooling; /* how the model's embeddings are pooled ({arch}.pooling_type, a
+                        plumb_pooling), -1 when the file does not say */
 } plumb_model_info;
+
+/* How token hidden states become one embedding (the values of GGUF's {arch}.pooling_type). */
+typedef enum plumb_pooling {
+    PLUMB_POOLING_NONE = 0, /* one vector per token */
+    PLUMB_POOLING_MEAN = 1,
+    PLUMB_POOLING_CLS = 2,  /* the first token's */
+    PLUMB_POOLING_LAST = 3, /* the last token's */
+} plumb_pooling;
 
 /* Loads a model: reads the GGUF file into memory (plumb_model_params), checks the architecture, every hyperparameter and the
  * presence, type and shape of every weight, and loads the vocabulary. Weights stay as stored
@@ -427,6 +437,8 @@ typedef struct plumb_context_params {
                           mask, at most its cgroup v2 CPU quota rounded up; `plumb info`
                           shows the count), not every online CPU */
     int32_t n_seq;     /* independent sequences (server slots) sharing the context */
+    bool embeddings;   /* decodes give each wanted token's final hidden state (after the output
+                          norm, [n_embd]: plumb_get_embeddings) instead of its logits */
 } plumb_context_params;
 
 PLUMB_API plumb_context_params plumb_context_default_params(void);
@@ -459,6 +471,10 @@ PLUMB_API plumb_status plumb_decode(plumb_context_t *c, const plumb_batch *b);
  * NULL when j is out of range. Valid until the next decode. */
 PLUMB_API const float *plumb_get_logits(const plumb_context_t *c, int32_t j);
 PLUMB_API int32_t plumb_n_logits(const plumb_context_t *c);
+/* In an embeddings context: the final hidden state [n_embd] of the j-th token that asked for
+ * output (the logits flags) in the last decode, or NULL when j is out of range or the context
+ * computes logits. Valid until the next decode. plumb_n_logits counts them. */
+PLUMB_API const float *plumb_get_embeddings(const plumb_context_t *c, int32_t j);
 /* Current length (next position) of sequence seq. */
 PLUMB_API int32_t plumb_seq_len(const plumb_context_t *c, int32_t seq);
 /* Makes sequence dst hold the first len positions of sequence src (their keys and values

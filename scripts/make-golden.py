@@ -22,6 +22,10 @@ llama-cpp-python built from source) and writes:
         prompts: the greedy continuation of N_MOE_GREEDY tokens and the top-10 (id, logit) at
         every position of prompt + continuation (logits_all: the prompt as one batch, then
         token by token).
+  tests/e2e/data/golden_embed.json
+      * for each of EMBED_TEXTS: llama.cpp's embedding of the text by the Qwen model
+        (Llama(embedding=True)) with mean and with last pooling, L2-normalized, and the token ids
+        it embedded.
   tests/e2e/data/golden_arch.json
       * the same for the synthetic qwen3, gemma2 and phi3 models that
         tests/e2e/make_arch_models.py writes (with the real tokenizers of the models in
@@ -35,7 +39,7 @@ How to rebuild the reference:
       takes several minutes — then runs itself inside it;
   python3 scripts/make-golden.py --python /path/to/python
       runs with an interpreter that already has llama_cpp, numpy and gguf.
-  Options: --only gemma|qwen2|bpe|moe|arch, --model PATH (for --only gemma/qwen2; default the file
+  Options: --only gemma|qwen2|bpe|moe|arch|embed, --model PATH (for --only gemma/qwen2; default the file
   `make model` fetches into models/), --ref avx512|avx2 (the reference's instruction sets:
   .venv-ref is built for AVX-512 machines, .venv-ref-avx2 for the others; the golden file
   records which in settings.cmake_args).
@@ -307,6 +311,32 @@ def make_real(model_path, cases, prompts, cmake_args):
     return result
 
 
+EMBED_TEXTS = ["The cat sat on the mat.", "A cat was sitting on a rug.", "Quantum chromodynamics describes quarks.",
+               "def add(a, b):\n    return a + b", "日本語のテキストです。"]
+
+
+def make_embed(model_path, cmake_args):
+    os.environ.update(REF_ENV)
+    import llama_cpp
+    import numpy as np
+
+    plain_cpu_kernels()
+    out = {"generator": "scripts/make-golden.py", "reference": version_info(), "model": os.path.basename(model_path),
+           "settings": {"n_ctx": 512, "n_threads": 2, "cmake_args": cmake_args, "environment": REF_ENV,
+                        "normalize": "L2"}, "texts": []}
+    for pooling, code in (("mean", llama_cpp.LLAMA_POOLING_TYPE_MEAN), ("last", llama_cpp.LLAMA_POOLING_TYPE_LAST)):
+        llm = llama_cpp.Llama(model_path=model_path, n_ctx=512, n_threads=2, embedding=True, pooling_type=code,
+                              verbose=False)
+        for i, t in enumerate(EMBED_TEXTS):
+            v = np.asarray(llm.embed(t, normalize=False), dtype=np.float64)
+            v = v / np.linalg.norm(v)
+            if pooling == "mean":
+                out["texts"].append({"text": t, "ids": list(llm.tokenize(t.encode(), add_bos=True, special=False))})
+            out["texts"][i][pooling] = [float(x) for x in v]
+        del llm
+    return out
+
+
 def make_bpe():
     import llama_cpp
     sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -435,7 +465,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--python", help="interpreter with llama_cpp, numpy and gguf (default: the --ref environment)")
     ap.add_argument("--model", help="the model of --only gemma or qwen2 (default: models/<its file>)")
-    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe", "moe", "arch"])
+    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe", "moe", "arch", "embed"])
     ap.add_argument("--ref", choices=sorted(REFS), default="avx512",
                     help="the reference build: avx512 (.venv-ref) or, on CPUs without AVX-512, avx2 (.venv-ref-avx2)")
     args = ap.parse_args()
@@ -457,6 +487,8 @@ def main():
         if not os.path.exists(path):
             sys.exit(f"make-golden: {path} not found (run `make model`)")
         write_json(out, make_real(path, cases, prompts, cmake_args))
+    if args.only in (None, "embed"):
+        write_json("golden_embed.json", make_embed(os.path.join(ROOT, "models", real["qwen2"][0]), cmake_args))
     if args.only in (None, "bpe"):
         write_json("golden_bpe.json", make_bpe())
     if args.only in (None, "moe"):

@@ -73,6 +73,9 @@ plumb_status plumb__model_common_hparams(plumb_model_t *m) {
         (st = plumb__model_u32(m, "attention.head_count", true, &hp->n_head)))
         return st;
     hp->n_head_kv = hp->n_head;
+    hp->pooling = -1;
+    if ((st = plumb__model_u32(m, "pooling_type", false, &hp->pooling))) return st;
+    if (hp->pooling > PLUMB_POOLING_LAST) return plumb__model_bad_key(m, "pooling_type", hp->pooling, "must be 0 to 3");
     if ((st = plumb__model_u32(m, "attention.head_count_kv", false, &hp->n_head_kv)) ||
         (st = plumb__model_f32(m, "attention.layer_norm_rms_epsilon", false, &hp->eps)) ||
         (st = plumb__model_f32(m, "rope.freq_base", false, &hp->rope_base)))
@@ -362,6 +365,7 @@ void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *o) {
     o->file_size = plumb_gguf_file_size(m->gguf);
     o->n_vocab = m->hp.n_vocab;
     o->n_ctx_train = m->hp.n_ctx_train;
+    o->pooling = m->hp.pooling;
     o->n_embd = m->hp.n_embd;
     o->n_layer = m->hp.n_layer;
     o->n_head = m->hp.n_head;
@@ -392,13 +396,17 @@ plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor 
     return y;
 }
 
-plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
-                                  plumb_tensor *x) {
-    if (in->out_ids) { /* keep only the rows whose logits are needed */
+plumb_tensor *plumb__build_hidden(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, plumb_tensor *x) {
+    if (in->out_ids) { /* keep only the rows that are wanted */
         int64_t ne[2] = {x->ne[0], in->n_out};
         x = plumb_graph_op(g, PLUMB_OP_GET_ROWS, 2, ne, x, in->out_ids, NULL);
     }
-    x = plumb__build_norm(g, x, m->output_norm, m->hp.eps);
+    return plumb__build_norm(g, x, m->output_norm, m->hp.eps);
+}
+
+plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
+                                  plumb_tensor *x) {
+    x = plumb__build_hidden(m, g, in, x);
     plumb_tensor *logits = plumb__build_matmul(g, m->output ? m->output : m->token_embd, x, NULL);
     if (m->hp.final_softcap > 0.0f) {
         logits = plumb_graph_op(g, PLUMB_OP_SOFTCAP, 2, logits->ne, logits, NULL, NULL);

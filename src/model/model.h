@@ -26,6 +26,7 @@ typedef struct plumb_hparams {
     int32_t n_expert, n_expert_used, n_ff_exp;
     bool expert_weights_norm;   /* the chosen experts' probabilities divided by their sum */
     float expert_weights_scale; /* then times this (0 or 1 = none) */
+    int32_t pooling;            /* {arch}.pooling_type (plumb_pooling), -1 when the file has none */
 } plumb_hparams;
 
 typedef struct plumb_layer_weights {
@@ -117,6 +118,9 @@ plumb_status plumb__model_common_layer(plumb_model_t *m, int il, plumb_layer_wei
 /* Shared graph pieces */
 plumb_tensor *plumb__build_norm(plumb_graph *g, plumb_tensor *x, plumb_tensor *w, float eps);
 plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor *x, plumb_tensor *bias);
+/* The final norm of the rows of x that are wanted (all, or in->out_ids): [n_embd, n_out],
+ * the hidden states embeddings are pooled from. */
+plumb_tensor *plumb__build_hidden(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, plumb_tensor *x);
 plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
                                   plumb_tensor *x);
 

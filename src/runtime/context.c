@@ -141,7 +141,8 @@ static plumb_status check_batch(const plumb_context_t *c, const plumb_batch *b, 
 
 static plumb_status ensure_logits(plumb_context_t *c, int32_t n) {
     if (n <= c->cap_logits) return PLUMB_OK;
-    float *grown = realloc(c->logits, (size_t)n * (size_t)c->model->hp.n_vocab * sizeof(float));
+    const size_t row = (size_t)(c->model->hp.n_vocab > c->model->hp.n_embd ? c->model->hp.n_vocab : c->model->hp.n_embd);
+    float *grown = realloc(c->logits, (size_t)n * row * sizeof(float));
     if (!grown) return plumb__fail(PLUMB_E_NOMEM, "out of memory for %d rows of logits", n);
     c->logits = grown;
     c->cap_logits = n;
@@ -186,21 +187,27 @@ plumb_status plumb_decode(plumb_context_t *c, const plumb_batch *b) {
         };
         plumb_tensor *x = m->arch->build(m, g, &in);
         plumb_tensor *logits = NULL;
-        if (chunk_out > 0) logits = plumb__build_output(m, g, &in, x);
+        if (chunk_out > 0 && c->params.embeddings) (logits = plumb__build_hidden(m, g, &in, x))->is_output = true;
+        else if (chunk_out > 0) logits = plumb__build_output(m, g, &in, x);
         else x->is_output = true; /* only the KV cache is wanted */
         if ((st = plumb_graph_plan(g))) return st;
         if ((st = plumb_sched_compute(&c->sched, g))) return st;
         if (chunk_out > 0) {
-            memcpy(c->logits + (size_t)c->n_logits * (size_t)n_vocab, logits->data,
-                   (size_t)chunk_out * (size_t)n_vocab * sizeof(float));
+            const size_t row = c->params.embeddings ? (size_t)m->hp.n_embd : (size_t)n_vocab;
+            memcpy(c->logits + (size_t)c->n_logits * row, logits->data, (size_t)chunk_out * row * sizeof(float));
             c->n_logits += chunk_out;
         }
     }
     return PLUMB_OK;
 }
 
+const float *plumb_get_embeddings(const plumb_context_t *c, int32_t j) {
+    if (!c || !c->params.embeddings || j < 0 || j >= c->n_logits) return NULL;
+    return c->logits + (size_t)j * (size_t)c->model->hp.n_embd;
+}
+
 const float *plumb_get_logits(const plumb_context_t *c, int32_t j) {
-    if (!c || j < 0 || j >= c->n_logits) return NULL;
+    if (!c || c->params.embeddings || j < 0 || j >= c->n_logits) return NULL;
     return c->logits + (size_t)j * (size_t)c->model->hp.n_vocab;
 }
 

@@ -44,6 +44,7 @@ typedef enum route {
     R_PROPS,
     R_SLOTS,
     R_INFILL,
+    R_EMBEDDINGS,
 } route;
 
 struct route_def {

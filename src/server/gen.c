@@ -1,6 +1,7 @@
 /* gen.c — generation pieces shared by the plumb command and the server (see gen.h). */
 #include "gen.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,4 +174,11 @@ plumb_chat_format plumb_gen_chat_format(const plumb_model_t *m, const char *name
     for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)
         if (plumb_vocab_find(v, markers[i].marker, strlen(markers[i].marker)) >= 0) return markers[i].format;
     return PLUMB_CHAT_UNKNOWN;
+}
+
+void plumb_gen_normalize(const double *sum, int32_t d, float *out) {
+    double norm = 0;
+    for (int32_t i = 0; i < d; i++) norm += sum[i] * sum[i];
+    norm = norm > 0 ? sqrt(norm) : 1;
+    for (int32_t i = 0; i < d; i++) out[i] = (float)(sum[i] / norm);
 }

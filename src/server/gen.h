@@ -56,6 +56,10 @@ plumb_status plumb_gen_tokenize_marked(const plumb_vocab_t *v, const char *text,
                                        bool parse_special, const plumb_span *marks, size_t n_marks, int32_t **ids,
                                        size_t *n);
 
+/* An embedding from the sum of the pooled tokens' hidden states sum[0..d): scaled to unit
+ * length (L2; the mean's division cancels out), into out[0..d). */
+void plumb_gen_normalize(const double *sum, int32_t d, float *out);
+
 /* The chat format named `name` (non-NULL), else the one of the file's template, else the one
  * whose turn markers the vocabulary has (some GGUF files carry no template);
  * PLUMB_CHAT_UNKNOWN when none fits. */

@@ -51,6 +51,7 @@ static const struct route_def routes[] = {
     {"/props", "GET", R_PROPS, F_AUTH | F_READY},
     {"/slots", "GET", R_SLOTS, F_AUTH | F_READY},
     {"/infill", "POST", R_INFILL, F_AUTH | F_READY},
+    {"/v1/embeddings", "POST", R_EMBEDDINGS, F_AUTH | F_READY},
 };
 
 static double now_s(void) {
@@ -555,6 +556,162 @@ out:
     return true;
 }
 
+/* base64 of n bytes into out (room for 4 * ((n + 2) / 3) + 1). */
+static void base64(const unsigned char *in, size_t n, char *out) {
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = a[v >> 18 & 63], out[o++] = a[v >> 12 & 63];
+        out[o++] = i + 1 < n ? a[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? a[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* An embedding as OpenAI writes it: a list of floats, or base64 of little-endian float32s. */
+static cJSON *embedding_json(const float *v, int32_t n, bool b64) {
+    if (!b64) return cJSON_CreateFloatArray(v, n);
+    char *s = malloc(4 * (((size_t)n * 4 + 2) / 3) + 1);
+    if (!s) return NULL;
+    base64((const unsigned char *)v, (size_t)n * sizeof *v, s); /* x86 and ARM are little-endian */
+    cJSON *j = cJSON_CreateString(s);
+    free(s);
+    return j;
+}
+
+/* POST /v1/embeddings (--embeddings): each input's pooled, normalized embedding. Inputs run
+ * as embedding jobs, as many at once as there are slots. */
+static bool handle_embeddings(conn *c) {
+    plumb_server_t *srv = c->srv;
+    if (!srv->p.embeddings)
+        return plumb_srv_api_send_error(c, 501, NULL, "not_supported", "embeddings are off: start the server with --embeddings");
+    if (plumb_srv_sched_pooling(srv->sched) == PLUMB_POOLING_NONE)
+        return plumb_srv_api_send_error(c, 400, NULL, NULL,
+                                        "the server pools nothing (--pooling none): OpenAI's embeddings need one vector per "
+                                        "input; start it with --pooling mean, last or cls");
+    plumb_srv_embed_request r;
+    plumb_srv_error err;
+    plumb_status st = plumb_srv_parse_embeddings(c->req->body, c->req->body_len, &r, &err);
+    if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+    if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
+    const plumb_model_t *m = plumb_srv_sched_model(srv->sched);
+    const plumb_vocab_t *v = plumb_model_vocab(m);
+    plumb_model_info info;
+    plumb_model_get_info(m, &info);
+    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched), n_vocab = plumb_vocab_n_tokens(v);
+    if (r.dimensions >= 0 && r.dimensions != info.n_embd) {
+        plumb_srv_embed_request_free(&r);
+        return plumb_srv_api_send_error(c, 400, "dimensions", NULL,
+                                        "'dimensions' must be the model's embedding size, %d (it cannot shorten them)", info.n_embd);
+    }
+    /* every input's tokens first, so a bad one fails the request before any runs */
+    int32_t **ids = calloc(r.n, sizeof *ids);
+    size_t *n_ids = calloc(r.n, sizeof *n_ids), total = 0;
+    bool ok = ids && n_ids;
+    for (size_t i = 0; ok && i < r.n; i++) {
+        if (r.texts[i]) {
+            if ((st = plumb_gen_tokenize_marked(v, r.texts[i], strlen(r.texts[i]), true, false, NULL, 0, &ids[i], &n_ids[i]))) {
+                ok = false;
+                break;
+            }
+        } else {
+            for (size_t k = 0; k < r.n_ids[i]; k++)
+                if (r.ids[i][k] >= n_vocab) {
+                    plumb_srv_api_send_error(c, 400, "input", NULL, "'input[%zu]' holds %d, past the vocabulary (%d tokens)", i,
+                                             (int)r.ids[i][k], (int)n_vocab);
+                    goto fail;
+                }
+            ids[i] = r.ids[i], n_ids[i] = r.n_ids[i];
+            r.ids[i] = NULL;
+        }
+        if (n_ids[i] == 0 || n_ids[i] > (size_t)n_ctx) {
+            plumb_srv_api_send_error(c, 400, "input", "context_length_exceeded",
+                                     "'input[%zu]' is %zu tokens; each input must be 1 to %d (the context)", i, n_ids[i], (int)n_ctx);
+            goto fail;
+        }
+        total += n_ids[i];
+    }
+    if (!ok) {
+        plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot tokenize the input: %s", plumb_status_message(st ? st : PLUMB_E_NOMEM));
+        goto fail;
+    }
+    snprintf(c->id, sizeof c->id, "embd-%llx", (unsigned long long)atomic_fetch_add(&srv->next_id, 1));
+    cJSON *root = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(root, "data");
+    cJSON_AddStringToObject(root, "object", "list");
+    plumb_srv_request base;
+    memset(&base, 0, sizeof base);
+    base.max_tokens = -1;
+    base.logprobs = -1;
+    base.sampling = plumb_sampler_default_params();
+    for (size_t first = 0; first < r.n && root; first += (size_t)srv->p.n_parallel) { /* a wave of jobs */
+        const size_t last = first + (size_t)srv->p.n_parallel < r.n ? first + (size_t)srv->p.n_parallel : r.n;
+        c->n_ch = 0;
+        for (size_t i = first; i < last && !st; i++) {
+            plumb_srv_job **j = &c->ch[c->n_ch].job;
+            if ((st = plumb_srv_job_create(ids[i], n_ids[i], &base, srv->p.timeout_s, j))) break;
+            c->n_ch++;
+            plumb_srv_job_embed(*j);
+            st = plumb_srv_sched_submit(srv->sched, *j);
+        }
+        for (int k = 0; k < c->n_ch && !st; k++) { /* wait for each */
+            api_choice *a = &c->ch[k];
+            char *text;
+            size_t len;
+            do {
+                if (plumb_srv_job_poll(srv->sched, a->job, (size_t)-1, POLL_MS, &text, &len, &a->pr) ||
+                    (!a->pr.done && plumb_http_client_gone(c->hc))) {
+                    for (int q = 0; q < c->n_ch; q++) plumb_srv_job_cancel(srv->sched, c->ch[q].job);
+                    cJSON_Delete(root);
+                    plumb_srv_metrics_cancelled(&srv->metrics);
+                    plumb_srv_api_log(c, "cancelled");
+                    goto fail;
+                }
+            } while (!a->pr.done);
+            if (a->pr.error_status) {
+                plumb_srv_api_send_json(c, a->pr.error_status,
+                                        plumb_srv_api_error_json(a->pr.error_status, a->pr.error_message, NULL, NULL));
+                cJSON_Delete(root);
+                goto fail;
+            }
+            float *vec;
+            int32_t dim;
+            if (plumb_srv_job_embedding(srv->sched, a->job, &vec, &dim)) st = PLUMB_E_NOMEM;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "object", "embedding");
+            cJSON_AddNumberToObject(e, "index", (double)(first + (size_t)k));
+            cJSON_AddItemToObject(e, "embedding", vec ? embedding_json(vec, dim, r.base64) : cJSON_CreateNull());
+            cJSON_AddItemToArray(data, e);
+            free(vec);
+        }
+        for (int k = 0; k < c->n_ch; k++) {
+            if (st) plumb_srv_job_cancel(srv->sched, c->ch[k].job);
+            plumb_srv_job_release(srv->sched, c->ch[k].job);
+        }
+        c->n_ch = 0;
+        if (st == PLUMB_E_RANGE || st == PLUMB_E_UNSUPPORTED) {
+            cJSON_Delete(root);
+            plumb_srv_api_send_error(c, 503, NULL, "server_busy", "the server cannot take the inputs now; retry later");
+            goto fail;
+        }
+        if (st) {
+            cJSON_Delete(root);
+            plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+            goto fail;
+        }
+    }
+    cJSON_AddStringToObject(root, "model", srv->alias);
+    cJSON *u = cJSON_AddObjectToObject(root, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)total);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)total);
+    plumb_srv_api_send_json(c, 200, root);
+fail:
+    for (size_t i = 0; ids && i < r.n; i++) free(ids[i]);
+    free(ids), free(n_ids);
+    plumb_srv_embed_request_free(&r);
+    return true;
+}
+
 /* POST /apply-template: the prompt the chat endpoint would build, {"prompt": text}. */
 static bool handle_apply_template(conn *c) {
     plumb_srv_request r;
@@ -656,7 +813,14 @@ static void on_request(void *app, plumb_http_conn *hc, const plumb_http_request 
     case R_SLOTS: handle_slots(&c); break;
     case R_CHAT:
     case R_COMPLETIONS:
-    case R_INFILL: handle_generate(&c); break;
+    case R_INFILL:
+        if (srv->p.embeddings)
+            plumb_srv_api_send_error(&c, 501, NULL, "not_supported",
+                                     "this server computes embeddings (started with --embeddings): no text generation");
+        else
+            handle_generate(&c);
+        break;
+    case R_EMBEDDINGS: handle_embeddings(&c); break;
     case R_NONE: plumb_srv_api_send_error(&c, 404, NULL, "not_found", "no such endpoint"); break;
     }
     for (int i = 0; i < c.n_ch; i++) {
@@ -677,7 +841,7 @@ plumb_server_params plumb_server_default_params(void) {
     return (plumb_server_params){.host = "127.0.0.1", .port = 8080, .n_parallel = 4, .n_batch = 512,
                                  .prefill_chunk = 64, .queue_size = 16, .max_connections = 128,
                                  .max_body = 1u << 20, .max_header = 16u << 10, .timeout_s = 600,
-                                 .request_timeout_s = 30};
+                                 .request_timeout_s = 30, .pooling = -1};
 }
 
 /* The file name of path without directories and ".gguf", into out[0..cap). */
@@ -718,6 +882,8 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
     else default_alias(p->model_path, s->alias, sizeof s->alias);
 
     plumb_srv_sched_params sp = {.model_path = p->model_path,
+                                 .embeddings = p->embeddings,
+                                 .pooling = p->pooling,
                                  .n_parallel = p->n_parallel,
                                  .n_ctx = p->n_ctx,
                                  .n_threads = p->n_threads,

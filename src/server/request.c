@@ -824,3 +824,71 @@ plumb_status plumb_srv_parse_apply_template(const char *body, size_t len, plumb_
     if (st) plumb_srv_request_free(out);
     return st;
 }
+
+void plumb_srv_embed_request_free(plumb_srv_embed_request *r) {
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->texts) free(r->texts[i]);
+        if (r->ids) free(r->ids[i]);
+    }
+    free(r->texts), free(r->ids), free(r->n_ids);
+    memset(r, 0, sizeof *r);
+}
+
+/* One input: a string, or an array of token ids. */
+static plumb_status embed_input(const cJSON *in, size_t i, plumb_srv_embed_request *r, plumb_srv_error *err) {
+    char param[32];
+    snprintf(param, sizeof param, "input[%zu]", i);
+    if (cJSON_IsString(in)) {
+        if (!in->valuestring[0]) return fail(err, "input", "'%s' is empty", param);
+        return (r->texts[i] = strdup(in->valuestring)) ? PLUMB_OK : PLUMB_E_NOMEM;
+    }
+    if (!cJSON_IsArray(in) || cJSON_GetArraySize(in) == 0)
+        return fail(err, "input", "'%s' must be a non-empty string or array of token ids", param);
+    return parse_ids(in, "input", &r->ids[i], &r->n_ids[i], err);
+}
+
+plumb_status plumb_srv_parse_embeddings(const char *body, size_t len, plumb_srv_embed_request *out, plumb_srv_error *err) {
+    memset(out, 0, sizeof *out);
+    out->dimensions = -1;
+    cJSON *root;
+    plumb_status st = parse_object(body, len, &root, err);
+    if (st) return st;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model"), *in = field(root, "input");
+    const cJSON *fmt = field(root, "encoding_format");
+    double v;
+    int got;
+    if (model && !cJSON_IsNull(model) && !cJSON_IsString(model)) st = fail(err, "model", "'model' must be a string");
+    else if (!in) st = fail(err, "input", "'input' is required");
+    else if (fmt && (!cJSON_IsString(fmt) || (strcmp(fmt->valuestring, "float") && strcmp(fmt->valuestring, "base64"))))
+        st = fail(err, "encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+    else if ((got = opt_int(root, "dimensions", 1, 1 << 20, &v, err)) < 0)
+        st = PLUMB_E_INVALID_ARG;
+    else {
+        if (got) out->dimensions = (int32_t)v;
+        out->base64 = fmt && !strcmp(fmt->valuestring, "base64");
+        /* one input (a string or one array of ids), or a list of them */
+        const bool list = cJSON_IsArray(in) && in->child && (cJSON_IsString(in->child) || cJSON_IsArray(in->child));
+        const size_t n = list ? (size_t)cJSON_GetArraySize(in) : 1;
+        if (cJSON_IsArray(in) && !in->child) st = fail(err, "input", "'input' must not be empty");
+        else if (n > PLUMB_SRV_MAX_INPUTS) st = fail(err, "input", "'input' has more than %d items", PLUMB_SRV_MAX_INPUTS);
+        else if (!(out->texts = calloc(n, sizeof *out->texts)) || !(out->ids = calloc(n, sizeof *out->ids)) ||
+                 !(out->n_ids = calloc(n, sizeof *out->n_ids)))
+            st = PLUMB_E_NOMEM;
+        else {
+            out->n = n;
+            if (!list) st = embed_input(in, 0, out, err);
+            size_t i = 0;
+            const cJSON *e;
+            if (list) cJSON_ArrayForEach(e, in) {
+                    if (st) break;
+                    st = embed_input(e, i++, out, err);
+                }
+        }
+    }
+    cJSON_Delete(root);
+    if (st) {
+        if (st == PLUMB_E_NOMEM) fail(err, "", "out of memory");
+        plumb_srv_embed_request_free(out);
+    }
+    return st;
+}

@@ -87,6 +87,24 @@ plumb_status plumb_srv_parse_tokenize(const char *body, size_t len, char **conte
 plumb_status plumb_srv_parse_detokenize(const char *body, size_t len, int32_t **ids, size_t *n,
                                         plumb_srv_error *err);
 
+/* POST /v1/embeddings: "input" (a string, an array of strings, an array of token ids, or an
+ * array of arrays of ids), "encoding_format" ("float" or "base64"), "dimensions" (checked by
+ * the caller against the model), "model". Each input is texts[i] (NULL for ids) or
+ * ids[i][0..n_ids[i]). */
+typedef struct plumb_srv_embed_request {
+    size_t n;
+    char **texts;
+    int32_t **ids;
+    size_t *n_ids;
+    bool base64;
+    int32_t dimensions; /* -1: not given */
+} plumb_srv_embed_request;
+
+#define PLUMB_SRV_MAX_INPUTS 2048
+
+plumb_status plumb_srv_parse_embeddings(const char *body, size_t len, plumb_srv_embed_request *out, plumb_srv_error *err);
+void plumb_srv_embed_request_free(plumb_srv_embed_request *r);
+
 /* POST /apply-template: a chat request's messages (as plumb_srv_request_parse with kind chat)
  * and optional "tools", an array passed to the template as JSON (*tools_json malloc'd, NULL
  * when absent). */

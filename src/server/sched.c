@@ -25,6 +25,11 @@ struct plumb_srv_job {
     char *stops[PLUMB_SRV_MAX_STOPS];
     int n_stops;
     plumb_srv_job *leader;     /* a job with the same prompt whose KV cache this one copies, or NULL */
+    bool embed;                /* an embedding job */
+    double *emb_sum;           /* [n_embd] hidden states pooled so far (scheduler thread) */
+    int32_t emb_count;
+    float *embedding;          /* [n_embd] the result, under mu */
+    int32_t n_embd;
     int32_t n_logprobs;        /* -1: none, else alternatives per token */
     plumb_srv_logprob *lps;    /* [n_lps] per generated token, under mu */
     size_t n_lps, cap_lps;
@@ -65,6 +70,7 @@ typedef struct slot {
     double t_last_token;
     uint64_t last_used;
     int32_t shown_cache; /* n_cache as GET /slots shows it: written under mu */
+    int32_t emb_at, emb_n; /* embedding jobs: this slot's hidden states in the last decode */
 } slot;
 
 struct plumb_srv_sched {
@@ -92,6 +98,7 @@ struct plumb_srv_sched {
     bool *b_logits;
     uint64_t use_clock;
     int32_t rr; /* next slot to prefill first (round robin) */
+    int32_t pooling, n_embd; /* embeddings server: its plumb_pooling and vector size */
 };
 
 static double now_s(void) {
@@ -130,6 +137,8 @@ static void job_destroy(plumb_srv_job *j) {
     free(j->prompt);
     free(j->gbnf);
     free(j->lps);
+    free(j->emb_sum);
+    free(j->embedding);
     for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
     free(j->text);
     pthread_cond_destroy(&j->cv);
@@ -170,6 +179,26 @@ plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const 
     *out = j;
     return PLUMB_OK;
 }
+
+void plumb_srv_job_embed(plumb_srv_job *job) { job->embed = true; }
+
+plumb_status plumb_srv_job_embedding(plumb_srv_sched *s, plumb_srv_job *job, float **out, int32_t *n) {
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    plumb_status st = PLUMB_OK;
+    if (job->embedding) {
+        if ((*out = malloc((size_t)job->n_embd * sizeof **out))) {
+            memcpy(*out, job->embedding, (size_t)job->n_embd * sizeof **out);
+            *n = job->n_embd;
+        } else
+            st = PLUMB_E_NOMEM;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+int32_t plumb_srv_sched_pooling(plumb_srv_sched *s) { return s->pooling; }
 
 void plumb_srv_job_follow(plumb_srv_job *job, plumb_srv_job *leader) {
     leader->refs++; /* neither is shared yet: no lock needed */
@@ -365,7 +394,8 @@ static void assign_locked(plumb_srv_sched *s) {
         for (int32_t i = 0; i < s->p.n_parallel; i++) {
             slot *sl = &s->slots[i];
             if (sl->job) continue;
-            size_t keep = plumb_gen_reuse_len(sl->cache, (size_t)sl->n_cache, j->prompt, (size_t)j->n_prompt);
+            /* an embedding pools every token's hidden state: nothing cached can stand in */
+            size_t keep = j->embed ? 0 : plumb_gen_reuse_len(sl->cache, (size_t)sl->n_cache, j->prompt, (size_t)j->n_prompt);
             if (!best || keep > best_keep || (keep == best_keep && sl->last_used < best->last_used)) {
                 best = sl;
                 best_keep = keep;
@@ -479,20 +509,56 @@ static int32_t build_batch(plumb_srv_sched *s) {
         const plumb_srv_job *j = sl->job;
         int32_t m = j->n_prompt - sl->n_fed;
         if (m > budget) m = budget;
+        sl->emb_at = n_logits, sl->emb_n = 0;
         for (int32_t t = 0; t < m; t++) {
             int32_t at = sl->n_fed + t;
             s->b_tokens[n] = j->prompt[at];
             s->b_pos[n] = at;
             s->b_seq[n] = sl->id;
-            s->b_logits[n] = at == j->n_prompt - 1;
+            if (j->embed) { /* the tokens the pooling reads */
+                s->b_logits[n] = s->pooling == PLUMB_POOLING_MEAN ? true
+                                 : s->pooling == PLUMB_POOLING_CLS ? at == 0
+                                                                   : at == j->n_prompt - 1;
+                if (s->b_logits[n]) sl->emb_n++, n_logits++;
+            } else
+                s->b_logits[n] = at == j->n_prompt - 1;
             n++;
         }
-        if (sl->n_fed + m == j->n_prompt) sl->logit_at = n_logits++;
+        if (!j->embed && sl->n_fed + m == j->n_prompt) sl->logit_at = n_logits++;
         sl->batch_n = m;
         budget -= m;
     }
     s->rr = (s->rr + 1) % s->p.n_parallel;
     return n;
+}
+
+/* Adds the hidden states of an embedding job's tokens in the last decode to its sum; when its
+ * prompt is all in, the pooled vector, L2-normalized, is its result. Scheduler thread. */
+static void embed_step(plumb_srv_sched *s, slot *sl) {
+    plumb_srv_job *j = sl->job;
+    const int32_t d = s->n_embd;
+    if (!j->emb_sum && !(j->emb_sum = calloc((size_t)d, sizeof *j->emb_sum))) {
+        pthread_mutex_lock(&s->mu);
+        slot_finish(s, sl, NULL, false, 500, "out of memory");
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    for (int32_t k = 0; k < sl->emb_n; k++) {
+        const float *h = plumb_get_embeddings(s->ctx, sl->emb_at + k);
+        for (int32_t i = 0; h && i < d; i++) j->emb_sum[i] += h[i];
+        j->emb_count++;
+    }
+    if (sl->n_fed < j->n_prompt) return;
+    float *v = malloc((size_t)d * sizeof *v);
+    if (v) plumb_gen_normalize(j->emb_sum, d, v);
+    pthread_mutex_lock(&s->mu);
+    if (!v) slot_finish(s, sl, NULL, false, 500, "out of memory");
+    else {
+        j->embedding = v, j->n_embd = d;
+        j->progress.n_gen = 0;
+        slot_finish(s, sl, "stop", false, 0, NULL);
+    }
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* After a successful decode: samples each slot that has logits and hands its text to the
@@ -507,6 +573,10 @@ static void after_decode(plumb_srv_sched *s) {
             memcpy(sl->cache + sl->n_fed, j->prompt + sl->n_fed, (size_t)sl->batch_n * sizeof *sl->cache);
             sl->n_fed += sl->batch_n;
             sl->n_cache = sl->n_fed;
+        }
+        if (j->embed) {
+            embed_step(s, sl);
+            continue;
         }
         if (sl->logit_at < 0) continue;
         const float *logits = plumb_get_logits(s->ctx, sl->logit_at);
@@ -563,10 +633,14 @@ static plumb_status load(plumb_srv_sched *s) {
     cp.n_threads = s->p.n_threads;
     cp.n_seq = s->p.n_parallel;
     if (s->p.n_batch > 0) cp.n_batch = s->p.n_batch;
+    cp.embeddings = s->p.embeddings;
     if ((st = plumb_context_create(s->model, &cp, &s->ctx))) return st;
     plumb_model_info info;
     plumb_model_get_info(s->model, &info);
     s->n_vocab = info.n_vocab;
+    s->n_embd = info.n_embd;
+    /* the pooling asked for, else the model's, else the mean */
+    s->pooling = s->p.pooling >= 0 ? s->p.pooling : info.pooling >= 0 ? info.pooling : PLUMB_POOLING_MEAN;
     s->n_ctx = plumb_context_n_ctx(s->ctx);
     s->n_batch = plumb_context_n_batch(s->ctx);
     if (s->p.prefill_chunk <= 0 || s->p.prefill_chunk > s->n_batch) s->p.prefill_chunk = s->n_batch;

@@ -28,6 +28,8 @@ typedef struct plumb_srv_sched_params {
     const char *chat_template; /* a Jinja template to use instead of the model's (NULL: none) */
     size_t chat_template_len;
     bool use_mmap;           /* plumb_model_params.use_mmap */
+    bool embeddings;         /* the context computes embeddings (jobs are embedding jobs), not logits */
+    int32_t pooling;         /* a plumb_pooling; -1: the model's, else mean */
 } plumb_srv_sched_params;
 
 typedef enum plumb_srv_state { PLUMB_SRV_LOADING, PLUMB_SRV_READY, PLUMB_SRV_FAILED } plumb_srv_state;
@@ -97,6 +99,14 @@ plumb_status plumb_srv_job_create(const int32_t *prompt, size_t n_prompt, const 
                                   double timeout_s, plumb_srv_job **out);
 /* Constrains the job's output (spec copied): see guide.h. PLUMB_E_NOMEM. */
 plumb_status plumb_srv_job_constrain(plumb_srv_job *job, const plumb_srv_guide_spec *spec);
+/* Makes the job an embedding job: its prompt's hidden states are pooled (the scheduler's
+ * pooling) into one L2-normalized vector instead of generating (an embeddings server). */
+void plumb_srv_job_embed(plumb_srv_job *job);
+/* A finished embedding job's vector: *out malloc'd, *n floats. PLUMB_E_NOMEM. */
+plumb_status plumb_srv_job_embedding(plumb_srv_sched *s, plumb_srv_job *job, float **out, int32_t *n);
+/* The pooling an embeddings server uses (a plumb_pooling). */
+int32_t plumb_srv_sched_pooling(plumb_srv_sched *s);
+
 /* Makes job a follower of leader (both created, neither submitted yet): with the same prompt,
  * it does not process the prompt itself but copies the leader's KV cache of it once the leader
  * has it, then generates on its own (n choices of one request). The job holds a reference to

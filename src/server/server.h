@@ -43,6 +43,8 @@ typedef struct plumb_server_params {
                                 generated tokens, time to first token, total time, client */
     bool log_json;           /* ... as a JSON object per line */
     bool slots_endpoint;     /* GET /slots answers (behind the API key when there is one) */
+    bool embeddings;         /* serve POST /v1/embeddings (and no text generation) */
+    int32_t pooling;         /* a plumb_pooling for embeddings; -1: the model's, else mean */
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
 } plumb_server_params;
 

@@ -16,6 +16,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_template(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 /* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
 void cli_error(const char *cmd, plumb_status st, const char *msg);

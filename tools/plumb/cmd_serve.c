@@ -44,6 +44,8 @@ static const char serve_usage[] =
     "      --log                 one line per request on stderr\n"
     "      --log-format FMT      text (default) or json: one JSON object per --log line\n"
     "      --slots               GET /slots answers (behind the API key when there is one)\n"
+    "      --embeddings          serve POST /v1/embeddings (and no text generation)\n"
+    "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
 
 typedef struct shutdown_job {
@@ -65,7 +67,7 @@ static void *shutdown_main(void *arg) {
 enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
-    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_MMAP, SV_COUNT
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_COUNT
 };
 static const struct {
     const char *l, *s;
@@ -93,6 +95,8 @@ static const struct {
     [SV_LOG] = {"--log", NULL, true},
     [SV_LOG_FORMAT] = {"--log-format", NULL, false},
     [SV_SLOTS] = {"--slots", NULL, true},
+    [SV_EMBEDDINGS] = {"--embeddings", NULL, true},
+    [SV_POOLING] = {"--pooling", NULL, false},
     [SV_MMAP] = {"--mmap", NULL, true},
 };
 
@@ -115,15 +119,22 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
     case SV_PUBLIC_METRICS:
     case SV_LOG:
     case SV_SLOTS:
+    case SV_EMBEDDINGS:
     case SV_MMAP: {
         const bool on = !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on");
         ok = on || !strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off");
         if (k == SV_PUBLIC_METRICS) p->public_metrics = on;
         else if (k == SV_LOG) p->log_requests = on;
         else if (k == SV_SLOTS) p->slots_endpoint = on;
+        else if (k == SV_EMBEDDINGS) p->embeddings = on;
         else p->use_mmap = on;
         break;
     }
+    case SV_POOLING:
+        p->pooling = !strcmp(v, "none") ? PLUMB_POOLING_NONE : !strcmp(v, "mean") ? PLUMB_POOLING_MEAN
+                     : !strcmp(v, "cls")  ? PLUMB_POOLING_CLS : !strcmp(v, "last") ? PLUMB_POOLING_LAST : -2;
+        ok = p->pooling >= 0;
+        break;
     case SV_LOG_FORMAT:
         ok = !strcmp(v, "text") || !strcmp(v, "json");
         p->log_json = !strcmp(v, "json");

@@ -15,6 +15,7 @@ static void usage(FILE *f) {
             "  inspect MODEL.gguf [--json]   show a GGUF file's metadata and tensors\n"
             "  tokenize -m MODEL TEXT|-      show TEXT's tokens ([--ids] [--no-bos] [--no-special])\n"
             "  template -m MODEL --messages F  the prompt a conversation becomes (see template --help)\n"
+            "  embed -m MODEL TEXT...        embeddings of texts, one JSON line each (see embed --help)\n"
             "  info                          show version and CPU features\n"
             "  --version                     same as info\n"
             "  help                          this text\n");
@@ -33,6 +34,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "template") == 0) return cmd_template(argc - 1, argv + 1);
+    if (strcmp(cmd, "embed") == 0) return cmd_embed(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
