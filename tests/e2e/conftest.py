@@ -137,3 +137,12 @@ def real_model() -> Path:
 def qwen_model() -> Path:
     """models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf (qwen2, instruction-tuned)."""
     return _fetched(QWEN_MODEL)
+
+
+@pytest.fixture(scope="module")
+def qwen_server(plumb_bin, qwen_model):
+    """A `plumb serve` of the Qwen model (4 slots, 1024 positions each) for one test module."""
+    from serving import Server
+    s = Server(plumb_bin, qwen_model, "--parallel", "4", "-c", "1024")
+    yield s
+    s.stop()

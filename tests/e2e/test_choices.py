@@ -8,16 +8,14 @@ import json
 
 import pytest
 
-from serving import Server, stream_raw
+from serving import stream_raw
 
 MSGS = [{"role": "user", "content": "Write one short sentence about the sea."}]
 
 
-@pytest.fixture(scope="module")
-def srv(plumb_bin, qwen_model):
-    s = Server(plumb_bin, qwen_model, "--parallel", "4", "-c", "1024")
-    yield s
-    s.stop()
+@pytest.fixture
+def srv(qwen_server):
+    return qwen_server
 
 
 def test_greedy_choices_equal_the_single_answer(srv):

@@ -12,11 +12,9 @@ PREFIX = "def add(a, b):\n    return "
 SUFFIX = "\n\n\nprint(add(2, 3))\n"
 
 
-@pytest.fixture(scope="module")
-def qwen(plumb_bin, qwen_model):
-    s = Server(plumb_bin, qwen_model, "--parallel", "1", "-c", "1024")
-    yield s
-    s.stop()
+@pytest.fixture
+def qwen(qwen_server):
+    return qwen_server
 
 
 def test_completions_suffix_fills_the_middle(qwen):

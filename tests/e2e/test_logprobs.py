@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 from plumbffi import Model
-from serving import Server, stream_raw
+from serving import stream_raw
 
 
-@pytest.fixture(scope="module")
-def srv(plumb_bin, qwen_model):
-    s = Server(plumb_bin, qwen_model, "--parallel", "1", "-c", "1024")
-    yield s
-    s.stop()
+@pytest.fixture
+def srv(qwen_server):
+    return qwen_server
 
 
 MSGS = [{"role": "user", "content": "Name three colors."}]
