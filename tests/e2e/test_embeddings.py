@@ -33,7 +33,7 @@ def test_embeddings_match_llama_cpp(srv):
         got, want = np.array(d.embedding), np.array(g[srv.pooling])
         assert got.shape == want.shape == (896,)
         assert abs(np.linalg.norm(got) - 1) < 1e-5
-        assert np.abs(got - want).max() < 2e-4, (g["text"], np.abs(got - want).max())
+        assert np.abs(got - want).max() < 1e-6, (g["text"], np.abs(got - want).max())
     assert r.usage.prompt_tokens == sum(len(g["ids"]) for g in GOLDEN["texts"]) == r.usage.total_tokens
 
 
@@ -80,12 +80,12 @@ def test_cli_embed(plumb_bin, qwen_model):
     rows = [json.loads(ln) for ln in r.stdout.splitlines()]
     assert [x["index"] for x in rows] == [0, 1, 2]
     for x, g in zip(rows, GOLDEN["texts"]):
-        assert x["tokens"] == len(g["ids"]) and np.abs(np.array(x["embedding"]) - g["last"]).max() < 2e-4
+        assert x["tokens"] == len(g["ids"]) and np.abs(np.array(x["embedding"]) - g["last"]).max() < 1e-6
     r = subprocess.run([str(plumb_bin), "embed", "-m", str(qwen_model), "-"], input="\n".join(texts[:2]) + "\n",
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     got = [json.loads(ln)["embedding"] for ln in r.stdout.splitlines()]
-    assert len(got) == 2 and np.abs(np.array(got[1]) - GOLDEN["texts"][1]["mean"]).max() < 2e-4
+    assert len(got) == 2 and np.abs(np.array(got[1]) - GOLDEN["texts"][1]["mean"]).max() < 1e-6
     r = subprocess.run([str(plumb_bin), "embed", "-m", str(qwen_model), "--pooling", "max", "x"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "mean, last or cls" in r.stderr
