@@ -123,7 +123,7 @@ static cJSON *call_chunk(const conn *c, int i, int k, const cJSON *call, const c
     cJSON *tc = cJSON_CreateObject(), *f = cJSON_CreateObject();
     cJSON_AddItemToArray(cJSON_AddArrayToObject(delta, "tool_calls"), tc);
     cJSON_AddNumberToObject(tc, "index", k);
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+    const cJSON *fn = call ? cJSON_GetObjectItemCaseSensitive(call, "function") : NULL;
     if (!args) {
         cJSON_AddStringToObject(tc, "id", cJSON_GetObjectItemCaseSensitive(call, "id")->valuestring);
         cJSON_AddStringToObject(tc, "type", "function");
@@ -135,25 +135,109 @@ static cJSON *call_chunk(const conn *c, int i, int k, const cJSON *call, const c
 }
 
 /* The held end of choice i's streamed answer with tools: its text, then each call as OpenAI
- * streams one (id and name, then the arguments). *any_call when there was a call. */
+ * streams one (id and name, then the arguments), numbered after the calls already streamed.
+ * *any_call when there was a call. */
 static bool send_held_calls(conn *c, int i, bool *any_call) {
-    const api_choice *a = &c->ch[i];
+    api_choice *a = &c->ch[i];
     char *content;
     cJSON *calls;
     *any_call = false;
     if (plumb_srv_tools_parse(c->syntax, a->held ? a->held : "", a->held_len, &content, &calls)) return false;
     bool ok = !content || send_event(c, chunk(c, i, content, NULL, NULL));
-    int k = 0;
     const cJSON *call;
     cJSON_ArrayForEach(call, calls) {
         const char *args = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(call, "function"), "arguments")->valuestring;
-        ok = ok && send_event(c, call_chunk(c, i, k, call, NULL)) && send_event(c, call_chunk(c, i, k, call, args));
-        k++;
+        ok = ok && send_event(c, call_chunk(c, i, a->n_calls, call, NULL)) && send_event(c, call_chunk(c, i, a->n_calls, call, args));
+        a->n_calls++;
     }
-    *any_call = k > 0;
+    *any_call = a->n_calls > 0;
     free(content);
     cJSON_Delete(calls);
     return ok;
+}
+
+/* Drops the first n held bytes of choice a. */
+static void drop_held(api_choice *a, size_t n) {
+    memmove(a->held, a->held + n, a->held_len - n + 1);
+    a->held_len -= n;
+}
+
+/* Sends held[0..n) of choice i as content (with its log probabilities) and drops it. */
+static bool send_held_content(conn *c, int i, size_t n) {
+    api_choice *a = &c->ch[i];
+    char keep = a->held[n];
+    a->held[n] = '\0';
+    cJSON *ev = chunk(c, i, a->held, NULL, NULL);
+    bool ok = attach_logprobs(c, i, first_choice(ev)) && send_event(c, ev);
+    a->held[n] = keep;
+    drop_held(a, n);
+    return ok;
+}
+
+enum { CALL_CONTENT, CALL_HEAD, CALL_ARGS, CALL_TAIL, CALL_WHOLE };
+
+/* Hermes calls as they are written: text streams as content until a call starts; then a
+ * delta with the call's index, id, type and name as soon as the name is complete, and the
+ * arguments' text as it comes (OpenAI's chunks). A call whose head is not the usual one is
+ * kept whole and sent at the end. */
+static bool stream_hermes(conn *c, int i) {
+    api_choice *a = &c->ch[i];
+    for (;;) {
+        if (a->call_state == CALL_CONTENT) {
+            size_t safe = plumb_srv_tools_content_prefix(c->syntax, a->held, a->held_len);
+            if (safe && !send_held_content(c, i, safe)) return false;
+            static const char tag[] = "<tool_call>", bare[] = "{\"name\"";
+            const bool started = (a->held_len >= sizeof tag - 1 && !memcmp(a->held, tag, sizeof tag - 1)) ||
+                                 (a->held_len >= sizeof bare - 1 && !memcmp(a->held, bare, sizeof bare - 1));
+            if (!started) return true; /* nothing held, or what may become a marker */
+            a->call_state = CALL_HEAD;
+        }
+        if (a->call_state == CALL_HEAD) {
+            size_t name, name_len, args;
+            int r = plumb_srv_tools_call_head(a->held, a->held_len, &name, &name_len, &args);
+            if (r == 0) return true;
+            if (r < 0) {
+                a->call_state = CALL_WHOLE;
+                return true;
+            }
+            char id[32], fname[72];
+            plumb_srv_tools_call_id(id, sizeof id);
+            snprintf(fname, sizeof fname, "%.*s", (int)(name_len < 64 ? name_len : 64), a->held + name);
+            cJSON *call = cJSON_CreateObject(), *fn = cJSON_AddObjectToObject(call, "function");
+            cJSON_AddStringToObject(call, "id", id);
+            cJSON_AddStringToObject(fn, "name", fname);
+            bool ok = send_event(c, call_chunk(c, i, a->n_calls, call, NULL));
+            cJSON_Delete(call);
+            if (!ok) return false;
+            a->call_tagged = a->held[0] == '<';
+            drop_held(a, args);
+            memset(&a->scan, 0, sizeof a->scan);
+            a->call_state = CALL_ARGS;
+        }
+        if (a->call_state == CALL_ARGS) {
+            size_t end = plumb_srv_json_scan_to_end(&a->scan, a->held, 0, a->held_len);
+            if (end) {
+                char keep = a->held[end];
+                a->held[end] = '\0';
+                bool ok = send_event(c, call_chunk(c, i, a->n_calls, NULL, a->held));
+                a->held[end] = keep;
+                drop_held(a, end);
+                if (!ok) return false;
+            }
+            if (a->scan.depth > 0 || !a->scan.started) return true;
+            a->call_state = CALL_TAIL;
+        }
+        if (a->call_state == CALL_TAIL) {
+            size_t end;
+            int r = plumb_srv_tools_call_tail(a->held, a->held_len, a->call_tagged, &end);
+            if (r == 0) return true;
+            a->n_calls++;
+            if (r > 0) drop_held(a, end);
+            a->call_state = CALL_CONTENT;
+            continue;
+        }
+        return true; /* CALL_WHOLE: kept for the end */
+    }
 }
 
 /* Streams the text choice i has produced past what was sent (held back where a tool call may
@@ -166,6 +250,7 @@ static bool stream_text(conn *c, int i, char *text, size_t len) {
         return attach_logprobs(c, i, first_choice(ev)) && send_event(c, ev);
     }
     if (!plumb_gen_append(&a->held, &a->held_len, &a->held_cap, text, len)) return false;
+    if (c->syntax == PLUMB_SRV_SYNTAX_HERMES) return stream_hermes(c, i);
     size_t safe = plumb_srv_tools_content_prefix(c->syntax, a->held, a->held_len);
     if (!safe) return true;
     char keep = a->held[safe];
@@ -182,7 +267,10 @@ static bool stream_text(conn *c, int i, char *text, size_t len) {
  * log probabilities). */
 static bool stream_end(conn *c, int i) {
     api_choice *a = &c->ch[i];
-    bool any_call = false, ok = !c->tools || send_held_calls(c, i, &any_call);
+    bool any_call = a->n_calls > 0, ok = true;
+    /* what is held: text that looked like the start of a call, or a call kept whole (a call cut
+     * short by the length limit stays as far as it was streamed) */
+    if (c->tools && (a->call_state == CALL_CONTENT || a->call_state == CALL_WHOLE)) ok = send_held_calls(c, i, &any_call);
     const char *reason = any_call && !strcmp(a->pr.finish_reason, "stop") ? "tool_calls" : a->pr.finish_reason;
     cJSON *last = chunk(c, i, NULL, NULL, reason);
     if (c->timings) add_timings(last, &a->pr);

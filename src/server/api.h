@@ -60,6 +60,10 @@ typedef struct api_choice {
     char *held;                /* with tools: text not yet known to be content rather than a call */
     size_t held_len, held_cap;
     size_t lp_sent, lp_offset; /* log-probability records sent, and the text offset of the next */
+    int call_state;            /* streaming Hermes tool calls (answer.c) */
+    bool call_tagged;          /* the call in progress has <tool_call> tags */
+    int n_calls;               /* calls streamed so far */
+    plumb_srv_json_scan scan;  /* through the arguments of the call in progress */
     bool done;
     plumb_srv_progress pr;     /* once done */
 } api_choice;

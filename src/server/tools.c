@@ -203,7 +203,7 @@ char *plumb_srv_tools_generic_messages(const plumb_srv_request *r) {
 
 /* ---- parsing answers --------------------------------------------------------------------- */
 
-static void new_call_id(char *id, size_t cap) {
+void plumb_srv_tools_call_id(char *id, size_t cap) {
     static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -231,7 +231,7 @@ static bool add_call(cJSON **calls, const cJSON *obj, const char *args_key) {
         return false;
     }
     char id[32];
-    new_call_id(id, sizeof id);
+    plumb_srv_tools_call_id(id, sizeof id);
     cJSON_AddStringToObject(c, "id", id);
     cJSON_AddStringToObject(c, "type", "function");
     cJSON_AddItemToObject(c, "function", f);
@@ -360,4 +360,82 @@ size_t plumb_srv_tools_content_prefix(plumb_srv_tool_syntax syn, const char *tex
     if (syn != PLUMB_SRV_SYNTAX_HERMES) return 0; /* the whole answer is one call or one text: wait for it */
     size_t a = before_marker(text, len, "<tool_call>"), b = before_marker(text, len, "{\"name\"");
     return a < b ? a : b;
+}
+
+/* ---- a Hermes call as it streams ----------------------------------------------------------- */
+
+/* Matches lit at text[*at..len): 1 matched (advanced), 0 text ends inside it, -1 mismatch. */
+static int expect(const char *text, size_t len, size_t *at, const char *lit) {
+    const size_t n = strlen(lit);
+    for (size_t k = 0; k < n; k++) {
+        if (*at + k >= len) return 0;
+        if (text[*at + k] != lit[k]) return -1;
+    }
+    *at += n;
+    return 1;
+}
+
+/* Skips white space; 0 when the text ends there (more may come). */
+static int skip_ws(const char *text, size_t len, size_t *at) {
+    while (*at < len && blank(text[*at])) (*at)++;
+    return *at < len;
+}
+
+int plumb_srv_tools_call_head(const char *text, size_t len, size_t *name, size_t *name_len, size_t *args) {
+    size_t at = 0;
+    int r = expect(text, len, &at, "<tool_call>");
+    if (r == 0) return 0;
+    if (r < 0) at = 0; /* the bare form */
+    static const char *const steps[] = {"{", "\"name\"", ":", "\""};
+    for (int k = 0; k < 4; k++) {
+        if (!skip_ws(text, len, &at)) return 0;
+        if ((r = expect(text, len, &at, steps[k])) <= 0) return r;
+    }
+    *name = at;
+    while (at < len && text[at] != '"') {
+        const char ch = text[at++];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+            return -1; /* tool names are plain: anything else is not a call head */
+    }
+    if (at >= len) return 0;
+    *name_len = at - *name;
+    at++;
+    static const char *const rest[] = {",", "\"arguments\"", ":"};
+    for (int k = 0; k < 3; k++) {
+        if (!skip_ws(text, len, &at)) return 0;
+        if ((r = expect(text, len, &at, rest[k])) <= 0) return r;
+    }
+    if (!skip_ws(text, len, &at)) return 0;
+    if (text[at] != '{') return -1;
+    *args = at;
+    return 1;
+}
+
+size_t plumb_srv_json_scan_to_end(plumb_srv_json_scan *sc, const char *text, size_t from, size_t len) {
+    for (size_t i = from; i < len; i++) {
+        const char ch = text[i];
+        if (sc->in_string) {
+            if (sc->escape) sc->escape = false;
+            else if (ch == '\\') sc->escape = true;
+            else if (ch == '"') sc->in_string = false;
+            continue;
+        }
+        if (ch == '"') sc->in_string = true;
+        else if (ch == '{' || ch == '[') sc->depth++, sc->started = true;
+        else if ((ch == '}' || ch == ']') && --sc->depth == 0 && sc->started) return i + 1;
+    }
+    return len;
+}
+
+int plumb_srv_tools_call_tail(const char *text, size_t len, bool tagged, size_t *end) {
+    size_t at = 0;
+    int r;
+    if (!skip_ws(text, len, &at)) return 0;
+    if ((r = expect(text, len, &at, "}")) <= 0) return r;
+    if (tagged) {
+        if (!skip_ws(text, len, &at)) return 0;
+        if ((r = expect(text, len, &at, "</tool_call>")) <= 0) return r;
+    }
+    *end = at;
+    return 1;
 }

@@ -54,4 +54,24 @@ plumb_status plumb_srv_tools_parse(plumb_srv_tool_syntax syn, const char *text, 
  * surely content (no call starts in it). */
 size_t plumb_srv_tools_content_prefix(plumb_srv_tool_syntax syn, const char *text, size_t len);
 
+/* A new tool call id, "call_" and 24 letters and digits. */
+void plumb_srv_tools_call_id(char *id, size_t cap);
+
+/* Streaming a Hermes call as it is written (<tool_call>{"name": "...", "arguments": {...}}</tool_call>,
+ * or the same object without the tags): the head up to the arguments' first byte. Returns 1
+ * with the name at text[*name, *name + *name_len) and the arguments from *args on; 0 when
+ * text[0..len) may still become a head; -1 when it will not (the call is then taken whole). */
+int plumb_srv_tools_call_head(const char *text, size_t len, size_t *name, size_t *name_len, size_t *args);
+/* The arguments' JSON value as it streams: feed bytes, get the offset just past its end. */
+typedef struct plumb_srv_json_scan {
+    int depth;
+    bool in_string, escape, started;
+} plumb_srv_json_scan;
+/* Scans text[from..len) on from state sc; returns the offset just past the end of the value
+ * (an object or array) or len when it has not ended yet. */
+size_t plumb_srv_json_scan_to_end(plumb_srv_json_scan *sc, const char *text, size_t from, size_t len);
+/* After the arguments: the rest of a Hermes call ("}" and "</tool_call>", with white space).
+ * Returns 1 with *end just past it, 0 when it may still come, -1 when text is not that. */
+int plumb_srv_tools_call_tail(const char *text, size_t len, bool tagged, size_t *end);
+
 #endif

@@ -258,7 +258,8 @@ def test_streamed_tool_call_deltas(srv, choice):
     calls: dict[int, dict] = {}
     for c in chunks:
         for d in c["choices"][0]["delta"].get("tool_calls") or []:
-            cur = calls.setdefault(d["index"], {"id": None, "name": None, "arguments": ""})
+            cur = calls.setdefault(d["index"], {"id": None, "name": None, "arguments": "", "pieces": 0})
+            cur["pieces"] += 1
             if "id" in d:
                 assert cur["id"] is None and d["type"] == "function"
                 cur["id"], cur["name"] = d["id"], d["function"]["name"]
@@ -268,6 +269,7 @@ def test_streamed_tool_call_deltas(srv, choice):
     for c in calls.values():
         assert c["id"].startswith("call_")
         jsonschema.validate(json.loads(c["arguments"]), by_name[c["name"]])
+        assert c["pieces"] > 3, c  # the arguments stream as they are written, not in one piece
     # the same through the openai client's stream
     stream = srv.client().chat.completions.create(model="m", messages=[{"role": "user", "content": ASK}], tools=tools,
                                                   tool_choice=choice, temperature=0, seed=SEED, max_tokens=200, stream=True)
