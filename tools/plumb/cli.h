@@ -17,6 +17,11 @@ int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+/* models as OCI artifacts (cmd_oci.c) */
+int cmd_pull(int argc, char **argv);
+int cmd_push(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
 
 /* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
 void cli_error(const char *cmd, plumb_status st, const char *msg);
