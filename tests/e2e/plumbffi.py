@@ -96,3 +96,15 @@ def declare_grammar(L):
     L.plumb_grammar_free.argtypes = [V]
     L.plumb_grammar_match.argtypes = [V, ctypes.c_char_p, ctypes.c_size_t, P(ctypes.c_bool), P(ctypes.c_bool)]
     return L
+
+
+def declare_vocab(L):
+    """Argument types of the GGUF-open and vocabulary functions on L."""
+    P, V, I32 = ctypes.POINTER, ctypes.c_void_p, ctypes.c_int32
+    L.plumb_gguf_open.argtypes = [ctypes.c_char_p, P(V)]
+    L.plumb_gguf_free.argtypes = [V]
+    L.plumb_vocab_create.argtypes = [V, P(V)]
+    L.plumb_vocab_free.argtypes = [V]
+    L.plumb_vocab_n_tokens.argtypes = [V]
+    L.plumb_vocab_n_tokens.restype = I32
+    return L

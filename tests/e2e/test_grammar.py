@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from plumbffi import declare_grammar, lib
+from plumbffi import declare_grammar, declare_vocab, lib
 
 JSON_GBNF = r'''root   ::= object
 value  ::= object | array | string | number | ("true" | "false" | "null") ws
@@ -52,12 +52,7 @@ CASES = [
 class _Vocab:
     def __init__(self, path):
         L = lib()
-        L.plumb_gguf_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
-        L.plumb_gguf_free.argtypes = [ctypes.c_void_p]
-        L.plumb_vocab_create.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
-        L.plumb_vocab_free.argtypes = [ctypes.c_void_p]
-        L.plumb_vocab_n_tokens.argtypes = [ctypes.c_void_p]
-        L.plumb_vocab_n_tokens.restype = ctypes.c_int32
+        declare_vocab(L)
         L.plumb_vocab_is_eog.argtypes = [ctypes.c_void_p, ctypes.c_int32]
         L.plumb_vocab_is_eog.restype = ctypes.c_bool
         L.plumb_vocab_is_control.argtypes = [ctypes.c_void_p, ctypes.c_int32]

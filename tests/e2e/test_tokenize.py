@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import make_bpe_vocab
+from plumbffi import declare_vocab
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -167,12 +168,7 @@ def test_vocab_loads(plumb_lib, real_model):
     """The real vocabulary loads, repeatedly, with every token (its speed is measured by
     bench/vocab_load.py, not here: a time limit would fail on a busy machine)."""
     L = ctypes.CDLL(str(plumb_lib))
-    L.plumb_gguf_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
-    L.plumb_gguf_free.argtypes = [ctypes.c_void_p]
-    L.plumb_vocab_create.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
-    L.plumb_vocab_free.argtypes = [ctypes.c_void_p]
-    L.plumb_vocab_n_tokens.argtypes = [ctypes.c_void_p]
-    L.plumb_vocab_n_tokens.restype = ctypes.c_int32
+    declare_vocab(L)
     g = ctypes.c_void_p()
     assert L.plumb_gguf_open(str(real_model).encode(), ctypes.byref(g)) == 0
     try:

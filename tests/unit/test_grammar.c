@@ -5,6 +5,7 @@
  * caps (text, elements, repeat counts, nesting, matcher memory), left recursion, token masks
  * against brute force over a small byte-level BPE vocabulary, and masked sampling. */
 #include "test.h"
+#include "byte_level.h"
 
 #include "grammar/grammar.h"
 #include "plumb.h"
@@ -639,16 +640,6 @@ TEST(grammar_matcher_deep_and_long) {
 
 enum { T_NORMAL = 1, T_CONTROL = 3, T_USER = 4, T_UNUSED = 5 };
 
-/* GPT-2's byte-level alphabet: byte b as the UTF-8 of its code point. */
-static void byte_level(unsigned b, char *out) {
-    unsigned cp;
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE) cp = b;
-    else if (b <= 0x20) cp = 256 + b;
-    else if (b <= 0xA0) cp = 256 + 33 + (b - 0x7F);
-    else cp = 256 + 67;
-    if (cp < 0x80) out[0] = (char)cp, out[1] = 0;
-    else out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
-}
 
 /* Multi-byte token texts (raw bytes; stored byte-level encoded). */
 static const char *const PIECES[] = {

@@ -3,6 +3,7 @@
  * fallback, space prefix, special-token splitting (llama.cpp's longest-first rule), output
  * capacity, pieces, the streaming detokenizer with split UTF-8, and bad vocabulary files. */
 #include "test.h"
+#include "byte_level.h"
 
 #include "plumb.h"
 
@@ -336,16 +337,6 @@ TEST(tokenizer_detok_streaming) {
 
 /* ---- BPE ----------------------------------------------------------------------------------- */
 
-/* The GPT-2 byte-level alphabet in byte order, as UTF-8. */
-static void byte_level(unsigned b, char *out) {
-    unsigned cp;
-    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE) cp = b;
-    else if (b <= 0x20) cp = 256 + b;
-    else if (b <= 0xA0) cp = 256 + 33 + (b - 0x7F);
-    else cp = 256 + 67;
-    if (cp < 0x80) out[0] = (char)cp, out[1] = 0;
-    else out[0] = (char)(0xC0 | (cp >> 6)), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
-}
 
 enum { B_BYTES = 0, B_BOT = 256, B_EOT, B_EOTEXT, B_HE, B_LL, B_HELL, B_HELLO, B_GW, B_GWO, B_WORLD_WHOLE, B_12, B_TOOL };
 
