@@ -41,15 +41,16 @@ sanitize: setup
 
 fuzz: setup-fuzz
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request fuzz_model fuzz_template fuzz_schema fuzz_grammar
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request fuzz_model fuzz_template fuzz_schema fuzz_grammar fuzz_manifest
 
 # Bounded libFuzzer runs of the GGUF reader, of the vocabulary loader + tokenizers, of the
 # server's request parsing (the whole HTTP request), of model loading (+ one decode), of Jinja
-# chat templates, of the JSON Schema converter and of GBNF grammars (parser and matcher), from
+# chat templates, of the JSON Schema converter, of GBNF grammars (parser and matcher) and of OCI
+# references, manifests and model configs, from
 # the committed seed corpora (fuzz/corpus-<name> when there is one, else
 # fuzz/corpus). A crash fails the target (libFuzzer exits non-zero).
 fuzz-smoke: fuzz
-	@for h in gguf vocab request model template schema grammar; do \
+	@for h in gguf vocab request model template schema grammar manifest; do \
 	    seeds=fuzz/corpus-$$h; [ -d $$seeds ] || seeds=fuzz/corpus; \
 	    rm -rf fuzz/corpus-work/$$h && mkdir -p fuzz/corpus-work/$$h && \
 	    $(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 \

@@ -2,12 +2,15 @@
  * a byte trie) and the constraint (a grammar's matcher plus a cache of token masks per parse
  * state).
  *
- * The mask of a state is found by walking the trie depth-first from that state, one matcher
- * step per trie edge: a subtree whose prefix the grammar rejects is skipped whole, and every
- * token whose node is reached is allowed. Steps are memoized in the matcher, so states that
- * recur (inside a JSON string, every character leads back to the same state) cost one table
- * lookup per trie node, and masks are cached per state: a state seen before (in this request
- * or an earlier one with the same grammar) costs nothing. */
+ * The mask of a state is the union over its stacks. A stack is cut to its top CUT_FRAMES frames
+ * (the rest unknown, GM_CTX) and the trie is walked depth-first from the cut stack, one matcher
+ * step per trie edge, skipping every subtree whose prefix the grammar rejects: the tokens that
+ * stay inside those frames are allowed whatever lies below, and the few that pop out of them
+ * (inside a JSON string: the tokens holding the closing quote) are checked against the real
+ * state one by one. The walk's result is cached per cut stack, so every string of a schema, at
+ * any depth, shares one walk; masks are cached per state, so a state seen before (in this
+ * request or an earlier one with the same grammar) costs nothing. Steps are memoized in the
+ * matcher: states that recur cost one table lookup per trie node. */
 #include "core/error.h"
 #include "grammar/grammar.h"
 
@@ -150,8 +153,17 @@ struct plumb_constraint {
     uint32_t *masks; /* [cap_masks * words] */
     int32_t *counts; /* [cap_masks] */
     uint32_t *walk;  /* [max_depth + 1] states along the trie path */
-    uint32_t *hits;  /* [n_nodes] trie nodes with tokens that a walk reached */
+    uint8_t *ctx;    /* [max_depth + 1] whether the path has reached GM_CTX */
+    uint32_t *acc, *unc, *range; /* [n_nodes] x 2, [n_nodes], [2 n_nodes]: a cut walk's result */
+    /* cut-walk cache: cut state -> entry */
+    uint32_t *ckey, *cslot; /* key: state + 1, 0 empty */
+    uint32_t ccap;
+    struct cut { uint32_t *allowed; int32_t *unsure; uint32_t n_unsure; } *cuts;
+    uint32_t n_cuts, cap_cuts;
+    size_t cut_bytes;
 };
+
+#define CUT_FRAMES 3
 
 plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token_index_t *ti, size_t max_memory,
                                      plumb_constraint_t **out) {
@@ -165,8 +177,11 @@ plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token
     c->words = (uint32_t)(((size_t)ti->n_vocab + 31) / 32);
     c->m = plumb__gm_create(g, c->max_mem - c->mask_budget);
     c->walk = malloc(((size_t)ti->max_depth + 1) * sizeof *c->walk);
-    c->hits = malloc(((size_t)ti->n_nodes + 1) * sizeof *c->hits);
-    if (!c->m || !c->walk || !c->hits) {
+    c->ctx = malloc((size_t)ti->max_depth + 1);
+    c->acc = malloc(((size_t)ti->n_nodes + 1) * sizeof *c->acc);
+    c->unc = malloc(((size_t)ti->n_nodes + 1) * sizeof *c->unc);
+    c->range = malloc(((size_t)ti->n_nodes + 1) * 2 * sizeof *c->range);
+    if (!c->m || !c->walk || !c->ctx || !c->acc || !c->unc || !c->range) {
         plumb_constraint_free(c);
         return plumb__fail(PLUMB_E_NOMEM, "constraint: out of memory");
     }
@@ -177,7 +192,10 @@ plumb_status plumb_constraint_create(const plumb_grammar_t *g, const plumb_token
 void plumb_constraint_free(plumb_constraint_t *c) {
     if (!c) return;
     plumb__gm_free(c->m);
-    free(c->mkey), free(c->mslot), free(c->masks), free(c->counts), free(c->walk), free(c->hits);
+    free(c->mkey), free(c->mslot), free(c->masks), free(c->counts), free(c->walk), free(c->ctx);
+    free(c->acc), free(c->unc), free(c->range);
+    for (uint32_t i = 0; i < c->n_cuts; i++) free(c->cuts[i].allowed), free(c->cuts[i].unsure);
+    free(c->cuts), free(c->ckey), free(c->cslot);
     free(c);
 }
 
@@ -196,6 +214,10 @@ bool plumb_constraint_must_end(const plumb_constraint_t *c, uint32_t state) {
 static void forget_masks(plumb_constraint_t *c) {
     if (c->mkey) memset(c->mkey, 0, (size_t)c->mcap * sizeof *c->mkey);
     c->n_masks = 0;
+    for (uint32_t i = 0; i < c->n_cuts; i++) free(c->cuts[i].allowed), free(c->cuts[i].unsure);
+    if (c->ckey) memset(c->ckey, 0, (size_t)c->ccap * sizeof *c->ckey);
+    c->n_cuts = 0;
+    c->cut_bytes = 0;
 }
 
 /* A free mask slot for state s, registered in the cache. */
@@ -247,24 +269,125 @@ static const uint32_t *cached_mask(const plumb_constraint_t *c, uint32_t s, int3
     return NULL;
 }
 
-/* The trie walk: marks in bits every token whose text continues state s. */
+/* Marks in bits the tokens that end at trie node i. */
+static void mark_node(const plumb_token_index_t *ti, uint32_t i, uint32_t *bits) {
+    for (uint32_t k = 0; k < ti->tok_n[i]; k++) {
+        const int32_t t = ti->toks[ti->tok_at[i] + k];
+        bits[t >> 5] |= 1u << (t & 31);
+    }
+}
+
+/* The walk of the cut state t: cached, or made now. NULL after setting *st. */
+static struct cut *cut_walk(plumb_constraint_t *c, uint32_t t, plumb_status *st) {
+    const plumb_token_index_t *ti = c->ti;
+    if (c->ccap)
+        for (uint32_t k = ((t + 1) * 0x9E3779B1u) & (c->ccap - 1); c->ckey[k]; k = (k + 1) & (c->ccap - 1))
+            if (c->ckey[k] == t + 1) return &c->cuts[c->cslot[k]];
+    uint32_t n_acc, n_unc, n_range;
+    if ((*st = plumb__gm_walk_cut(c->m, t, ti->byte, ti->depth, ti->skip, ti->tok_n, ti->n_nodes, c->walk, c->ctx, c->acc,
+                                  &n_acc, c->unc, &n_unc, c->range, &n_range)))
+        return NULL;
+    uint32_t n_unsure = 0;
+    for (uint32_t k = 0; k < n_unc; k++) n_unsure += ti->tok_n[c->unc[k]];
+    for (uint32_t k = 0; k < n_range; k += 2)
+        for (uint32_t i = c->range[k]; i < c->range[k + 1]; i++) n_unsure += ti->tok_n[i];
+    const size_t bytes = (size_t)c->words * 4 + (size_t)n_unsure * 4;
+    if (c->cut_bytes + bytes > c->mask_budget / 2) forget_masks(c); /* the masks go too: they point nowhere else */
+    if (c->n_cuts == c->cap_cuts) {
+        uint32_t cap = c->cap_cuts ? c->cap_cuts * 2 : 16;
+        struct cut *g = realloc(c->cuts, (size_t)cap * sizeof *g);
+        if (!g) goto nomem;
+        c->cuts = g, c->cap_cuts = cap;
+    }
+    if ((c->n_cuts + 1) * 2 > c->ccap) {
+        uint32_t cap = c->ccap ? c->ccap * 2 : 64;
+        uint32_t *k2 = calloc(cap, 4), *v2 = malloc((size_t)cap * 4);
+        if (!k2 || !v2) {
+            free(k2), free(v2);
+            goto nomem;
+        }
+        for (uint32_t i = 0; i < c->ccap; i++)
+            if (c->ckey[i]) {
+                uint32_t k = (c->ckey[i] * 0x9E3779B1u) & (cap - 1);
+                while (k2[k]) k = (k + 1) & (cap - 1);
+                k2[k] = c->ckey[i], v2[k] = c->cslot[i];
+            }
+        free(c->ckey), free(c->cslot);
+        c->ckey = k2, c->cslot = v2, c->ccap = cap;
+    }
+    struct cut *e = &c->cuts[c->n_cuts];
+    e->allowed = calloc(c->words, 4);
+    e->unsure = malloc(((size_t)n_unsure + 1) * sizeof *e->unsure);
+    if (!e->allowed || !e->unsure) {
+        free(e->allowed), free(e->unsure);
+        goto nomem;
+    }
+    for (uint32_t k = 0; k < n_acc; k++) mark_node(ti, c->acc[k], e->allowed);
+    e->n_unsure = 0;
+    for (uint32_t k = 0; k < n_unc; k++)
+        for (uint32_t j = 0; j < ti->tok_n[c->unc[k]]; j++) e->unsure[e->n_unsure++] = ti->toks[ti->tok_at[c->unc[k]] + j];
+    for (uint32_t k = 0; k < n_range; k += 2)
+        for (uint32_t i = c->range[k]; i < c->range[k + 1]; i++)
+            for (uint32_t j = 0; j < ti->tok_n[i]; j++) e->unsure[e->n_unsure++] = ti->toks[ti->tok_at[i] + j];
+    uint32_t k = ((t + 1) * 0x9E3779B1u) & (c->ccap - 1);
+    while (c->ckey[k]) k = (k + 1) & (c->ccap - 1);
+    c->ckey[k] = t + 1, c->cslot[k] = c->n_cuts++;
+    c->cut_bytes += bytes;
+    return e;
+nomem:
+    *st = plumb__fail(PLUMB_E_NOMEM, "constraint: out of memory");
+    return NULL;
+}
+
+/* Whether token t's text continues state s (the real stacks). */
+static plumb_status token_fits(plumb_constraint_t *c, uint32_t s, int32_t t, bool *fits) {
+    const plumb_token_index_t *ti = c->ti;
+    for (uint32_t i = ti->piece_off[t]; i < ti->piece_off[t + 1] && s != GM_DEAD; i++) {
+        plumb_status st = plumb__gm_step(c->m, s, (uint8_t)ti->pool[i], &s);
+        if (st) return st;
+    }
+    *fits = s != GM_DEAD;
+    return PLUMB_OK;
+}
+
+/* Adds to bits the tokens that continue state s through its stack `stack`: those of the cut
+ * stack's walk that stay inside it, and those of its unsure ones that fit s. */
+static plumb_status stack_tokens(plumb_constraint_t *c, uint32_t s, uint32_t stack, uint32_t *bits) {
+    uint32_t t;
+    plumb_status st = plumb__gm_truncate(c->m, stack, CUT_FRAMES, &t);
+    const struct cut *e = st ? NULL : cut_walk(c, t, &st);
+    if (st) return st;
+    for (uint32_t w = 0; w < c->words; w++) bits[w] |= e->allowed[w];
+    for (uint32_t k = 0; k < e->n_unsure; k++) {
+        const int32_t tok = e->unsure[k];
+        bool fits = false;
+        if (bits[tok >> 5] >> (tok & 31) & 1) continue;
+        if ((st = token_fits(c, s, tok, &fits))) return st;
+        if (fits) bits[tok >> 5] |= 1u << (tok & 31);
+    }
+    return PLUMB_OK;
+}
+
+/* The tokens whose text continues state s, into bits. */
 static plumb_status walk(plumb_constraint_t *c, uint32_t s, uint32_t *bits, int32_t *count) {
     const plumb_token_index_t *ti = c->ti;
-    uint32_t n_hit;
-    plumb_status st = plumb__gm_walk(c->m, s, ti->byte, ti->depth, ti->skip, ti->tok_n, ti->n_nodes, c->walk, c->hits, &n_hit);
+    const uint32_t *nodes;
+    uint32_t n_nodes, local[64];
+    plumb_status st = plumb__gm_state_nodes(c->m, s, &nodes, &n_nodes);
     if (st) return st;
-    int32_t n = 0;
-    for (uint32_t h = 0; h < n_hit; h++) {
-        const uint32_t i = c->hits[h];
-        for (uint32_t k = 0; k < ti->tok_n[i]; k++) {
-            const int32_t t = ti->toks[ti->tok_at[i] + k];
-            bits[t >> 5] |= 1u << (t & 31);
-            n++;
-        }
-    }
+    /* copied: the matcher's pool moves as the walks make states */
+    uint32_t *stacks = n_nodes <= 64 ? local : malloc((size_t)n_nodes * sizeof *stacks);
+    if (!stacks) return plumb__fail(PLUMB_E_NOMEM, "constraint: out of memory");
+    memcpy(stacks, nodes, (size_t)n_nodes * sizeof *stacks);
+    for (uint32_t i = 0; i < n_nodes && !st; i++)
+        if (stacks[i] > GM_CTX) st = stack_tokens(c, s, stacks[i], bits);
+    if (stacks != local) free(stacks);
+    if (st) return st;
     if (plumb__gm_can_end(c->m, s))
         for (int32_t t = 0; t < ti->n_vocab; t++)
-            if (ti->kind[t] == 2) bits[t >> 5] |= 1u << (t & 31), n++;
+            if (ti->kind[t] == 2) bits[t >> 5] |= 1u << (t & 31);
+    int32_t n = 0;
+    for (uint32_t w = 0; w < c->words; w++) n += __builtin_popcount(bits[w]);
     *count = n;
     return PLUMB_OK;
 }

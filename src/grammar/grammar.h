@@ -58,13 +58,31 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next);
 bool plumb__gm_can_end(const gm *m, uint32_t s);
 /* Whether only the end may follow (s holds the empty stack and nothing else). */
 bool plumb__gm_only_end(const gm *m, uint32_t s);
+/* ---- context-independent masks (constraint.c) -------------------------------------------
+ * Node 1 (GM_CTX) stands for "the rest of the stack, unknown": a state of stacks cut to their
+ * top frames with GM_CTX below tells which tokens stay inside those frames (allowed whatever
+ * lies below) and which reach GM_CTX (to be checked against the real stack). Stepping skips
+ * GM_CTX; a state holds it where a stack popped into it. */
+#define GM_CTX 1u
+
+/* The state holding the stack `node` cut to its top `frames` frames, GM_CTX below (or the
+ * whole stack when it is that short). */
+plumb_status plumb__gm_truncate(gm *m, uint32_t node, int frames, uint32_t *state);
+/* The nodes of state s (borrowed until the next call on m). PLUMB_E_INVALID_ARG for a state
+ * the matcher never made. */
+plumb_status plumb__gm_state_nodes(const gm *m, uint32_t s, const uint32_t **nodes, uint32_t *n);
 /* Walks a byte trie (nodes in depth-first order from the root, node 0: byte[i] on the edge
- * into node i, depth[i] its depth, skip[i] the first node after its subtree) from state s,
- * skipping every subtree whose prefix the grammar rejects: appends to out (room for n_nodes)
- * each node reached that has has_end[i] set, and sets *n_out. walk has room for the trie's
- * depth + 1 states. */
-plumb_status plumb__gm_walk(gm *m, uint32_t s, const uint8_t *byte, const uint16_t *depth, const uint32_t *skip,
-                            const uint16_t *has_end, uint32_t n_nodes, uint32_t *walk, uint32_t *out, uint32_t *n_out);
+ * into node i, depth[i] its depth, skip[i] the first node after its subtree) from a cut state
+ * t, skipping every subtree whose prefix the grammar rejects (walk, ctx: room for the trie's
+ * depth + 1 entries): acc gets the nodes with tokens that stay inside t's frames (allowed
+ * below any stack), unc the nodes with tokens that reached GM_CTX on the way (they depend on
+ * the stack below), and unc_range [from, to) pairs of whole subtrees that reached GM_CTX and
+ * then died (their tokens depend on it too). acc and unc have room for n_nodes entries,
+ * unc_range for 2 n_nodes. */
+plumb_status plumb__gm_walk_cut(gm *m, uint32_t t, const uint8_t *byte, const uint16_t *depth, const uint32_t *skip,
+                                const uint16_t *has_end, uint32_t n_nodes, uint32_t *walk, uint8_t *ctx,
+                                uint32_t *acc, uint32_t *n_acc, uint32_t *unc, uint32_t *n_unc, uint32_t *unc_range,
+                                uint32_t *n_range);
 /* Bytes of memory the tables hold now. */
 size_t plumb__gm_memory(const gm *m);
 

@@ -44,7 +44,7 @@ struct gm {
     /* scratch */
     uint32_t *work, *out;
     size_t work_n, work_cap, out_n, out_cap;
-    bool out_end;
+    bool out_end, out_ctx;
 };
 
 #define GM_UNKNOWN UINT32_MAX
@@ -97,7 +97,7 @@ static plumb_status node_rehash(gm *m) {
     if (memory(m) + (size_t)cap * 4 > m->max_mem) return over(m);
     uint32_t *h = calloc(cap, sizeof *h);
     if (!h) return plumb__fail(PLUMB_E_NOMEM, "grammar: out of memory");
-    for (uint32_t n = 1; n < m->n_nodes; n++) {
+    for (uint32_t n = 2; n < m->n_nodes; n++) { /* nodes 0 and GM_CTX are never looked up */
         uint32_t k = mix((uint64_t)m->npos[n] << 32 | m->npar[n]) & (cap - 1);
         while (h[k]) k = (k + 1) & (cap - 1);
         h[k] = n;
@@ -154,8 +154,9 @@ static plumb_status expand(gm *m) {
     const plumb_grammar_t *g = m->g;
     while (m->work_n) {
         const uint32_t n = m->work[--m->work_n];
-        if (n == 0) {
-            m->out_end = true;
+        if (n == 0 || n == GM_CTX) {
+            if (n == 0) m->out_end = true;
+            else m->out_ctx = true;
             continue;
         }
         if (m->stamp[n] == m->epoch) continue;
@@ -189,7 +190,7 @@ static void next_epoch(gm *m) {
         m->epoch = 1;
     }
     m->out_n = 0;
-    m->out_end = false;
+    m->out_end = m->out_ctx = false;
     m->work_n = 0; /* a step that failed part way may have left work behind */
 }
 
@@ -225,10 +226,11 @@ static plumb_status state_rehash(gm *m) {
 /* The state holding out[0..out_n) (and the empty stack when out_end): sorted, then looked
  * up or added. */
 static plumb_status intern(gm *m, uint32_t *id) {
-    if (m->out_end) { /* node 0 sorts first */
-        plumb_status st = grow_to(m, (void **)&m->out, &m->out_cap, m->out_n + 1, 4);
+    if (m->out_end || m->out_ctx) { /* nodes 0 and GM_CTX sort first */
+        plumb_status st = grow_to(m, (void **)&m->out, &m->out_cap, m->out_n + 2, 4);
         if (st) return st;
-        m->out[m->out_n++] = 0;
+        if (m->out_end) m->out[m->out_n++] = 0;
+        if (m->out_ctx) m->out[m->out_n++] = GM_CTX;
     }
     if (m->out_n == 0) {
         *id = GM_DEAD;
@@ -319,7 +321,7 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next) {
     plumb_status st = PLUMB_OK;
     for (uint32_t i = 0; i < m->slen[s] && !st; i++) {
         const uint32_t n = m->spool[m->soff[s] + i];
-        if (n == 0) continue;
+        if (n == 0 || n == GM_CTX) continue;
         const uint32_t pos = m->npos[n];
         if (!gr_set_has(g, g->elems[pos].arg, b)) continue;
         uint32_t c = m->npar[n];
@@ -341,30 +343,66 @@ plumb_status plumb__gm_step(gm *m, uint32_t s, uint8_t b, uint32_t *next) {
     return PLUMB_OK;
 }
 
-plumb_status plumb__gm_walk(gm *m, uint32_t s, const uint8_t *byte, const uint16_t *depth, const uint32_t *skip,
-                            const uint16_t *has_end, uint32_t n_nodes, uint32_t *walk, uint32_t *out, uint32_t *n_out) {
-    uint32_t n = 0;
-    *n_out = 0;
+plumb_status plumb__gm_truncate(gm *m, uint32_t n, int frames, uint32_t *state) {
+    uint32_t pos[8], k = 0, below = n;
+    if (frames > 8) frames = 8;
+    while (below > GM_CTX && k < (uint32_t)frames) pos[k++] = m->npos[below], below = m->npar[below];
+    uint32_t cur = below == 0 ? 0 : GM_CTX; /* the whole stack when it ends within the frames */
+    plumb_status st = PLUMB_OK;
+    while (k-- && !st) st = node(m, pos[k], cur, &cur);
+    if (st) return st;
+    next_epoch(m);
+    if ((st = grow_to(m, (void **)&m->out, &m->out_cap, 1, 4))) return st;
+    m->out[m->out_n++] = cur;
+    return intern(m, state);
+}
+
+plumb_status plumb__gm_state_nodes(const gm *m, uint32_t s, const uint32_t **nodes, uint32_t *n) {
+    *nodes = NULL;
+    *n = 0;
     if (s >= m->n_states) return plumb__fail(PLUMB_E_INVALID_ARG, "grammar: no parse state %u", s);
     if (s == GM_DEAD) return PLUMB_OK;
-    walk[0] = s;
+    *nodes = m->spool + m->soff[s];
+    *n = m->slen[s];
+    return PLUMB_OK;
+}
+
+/* Whether state s holds GM_CTX / a stack other than GM_CTX. */
+static bool has_ctx(const gm *m, uint32_t s) {
+    const uint32_t *v = m->spool + m->soff[s];
+    return m->slen[s] && (v[0] == GM_CTX || (m->slen[s] > 1 && v[1] == GM_CTX));
+}
+static bool has_stack(const gm *m, uint32_t s) { return m->slen[s] > (uint32_t)has_ctx(m, s); }
+
+plumb_status plumb__gm_walk_cut(gm *m, uint32_t t, const uint8_t *byte, const uint16_t *depth, const uint32_t *skip,
+                                const uint16_t *has_end, uint32_t n_nodes, uint32_t *walk, uint8_t *ctx,
+                                uint32_t *acc, uint32_t *n_acc, uint32_t *unc, uint32_t *n_unc, uint32_t *unc_range,
+                                uint32_t *n_range) {
+    *n_acc = *n_unc = *n_range = 0;
+    if (t >= m->n_states || t == GM_DEAD) return plumb__fail(PLUMB_E_INVALID_ARG, "grammar: no parse state %u", t);
+    walk[0] = t;
+    ctx[0] = has_ctx(m, t);
     for (uint32_t i = 1; i < n_nodes;) {
-        const uint32_t from = walk[depth[i] - 1];
-        const uint32_t *row = m->row[from]; /* the fast path of plumb__gm_step */
+        const uint32_t d = depth[i], from = walk[d - 1];
+        const uint32_t *row = m->row[from];
         uint32_t next = row ? row[byte[i]] : GM_UNKNOWN;
         if (next == GM_UNKNOWN) {
             plumb_status st = plumb__gm_step(m, from, byte[i], &next);
             if (st) return st;
         }
         if (next == GM_DEAD) {
+            if (ctx[d - 1]) unc_range[(*n_range)++] = i, unc_range[(*n_range)++] = skip[i];
             i = skip[i];
             continue;
         }
-        walk[depth[i]] = next;
-        if (has_end[i]) out[n++] = i;
+        walk[d] = next;
+        ctx[d] = ctx[d - 1] || has_ctx(m, next);
+        if (has_end[i]) {
+            if (has_stack(m, next)) acc[(*n_acc)++] = i;
+            else if (ctx[d]) unc[(*n_unc)++] = i;
+        }
         i++;
     }
-    *n_out = n;
     return PLUMB_OK;
 }
 
@@ -389,7 +427,7 @@ gm *plumb__gm_create(const plumb_grammar_t *g, size_t max_memory) {
     if (!m) return NULL;
     m->g = g;
     m->max_mem = max_memory ? max_memory : (size_t)256 << 20;
-    m->n_nodes = 1;  /* node 0: the empty stack */
+    m->n_nodes = 2;  /* node 0: the empty stack; node 1: GM_CTX */
     m->n_states = 1; /* state 0: dead */
     m->epoch = 1;
     m->cap_nodes = 1024;

@@ -100,8 +100,9 @@ static bool send_text(conn *c, int status, const char *text, size_t len, const c
     if (status == 503) snprintf(extra, sizeof extra, "Retry-After: 1\r\n");
     if (status == 401) snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer\r\n");
     if (status == 405 && c->route) snprintf(extra, sizeof extra, "Allow: %s\r\n", c->route->method);
-    bool ok = plumb_http_respond(c->hc, status, type, extra, text, len);
+    /* counted before the client can read the answer, so the client's next request sees it */
     plumb_srv_metrics_request(&c->srv->metrics, status);
+    bool ok = plumb_http_respond(c->hc, status, type, extra, text, len);
     char outcome[16];
     snprintf(outcome, sizeof outcome, "%d", status);
     plumb_srv_api_log(c, outcome);

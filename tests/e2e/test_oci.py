@@ -7,6 +7,7 @@ never enter the store. The test never skips: a missing docker-registry is a fail
 test's setup installs it)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def _free_port() -> int:
 
 
 class Registry:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, auth: Path | None = None):
         self.storage = root / "storage"
         self.storage.mkdir(parents=True)
         self.port = _free_port()
@@ -44,7 +46,8 @@ class Registry:
             "version: 0.1\n"
             "log:\n  level: error\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n")
+            + (f"auth:\n  htpasswd:\n    realm: plumb-test\n    path: {auth}\n" if auth else "")
+            + f"http:\n  addr: {self.host}\n")
         self.log = open(root / "registry.log", "wb")
         self.proc = subprocess.Popen([shutil.which("docker-registry"), "serve", str(cfg)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -54,6 +57,9 @@ class Registry:
                 with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2) as r:
                     if r.status == 200:
                         break
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, and asking for credentials
+                    break
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -239,3 +245,255 @@ def test_help_options_are_in_the_man_page(plumb_bin):
         assert f".SS plumb {cmd}" in page
         for opt in set(re.findall(r"--[a-z][a-z-]+", p.stdout)) - {"--help"}:
             assert opt.replace("-", r"\-") in page, f"{cmd} {opt} is not in packaging/plumb.1"
+
+
+def _push(registry, plumb_bin, model, tmp_path, name):
+    ref = f"{registry.host}/plumb-test/{name}:v1"
+    rc, out, err = plumb(plumb_bin, tmp_path / "push-home", "push", model, ref)
+    assert rc == 0, err
+    manifest = json.loads(registry.get(f"/v2/plumb-test/{name}/manifests/v1", MT_MANIFEST))
+    return ref, manifest["layers"][0]["digest"]
+
+
+def test_interrupted_download_resumes(registry, plumb_bin, real_model, tmp_path):
+    """A partial download left in the store's tmp/ (what an interrupted pull leaves) is
+    continued with an HTTP Range request; a partial file with wrong bytes is caught by the
+    digest, thrown away, and the next pull starts over."""
+    ref, digest = _push(registry, plumb_bin, real_model, tmp_path, "resume")
+    data = real_model.read_bytes()
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    partial = home / "tmp" / f"{digest[7:]}.partial"
+    partial.write_bytes(data[: len(data) // 3])
+    rc, out, err = plumb(plumb_bin, home, "pull", ref)
+    assert rc == 0, err
+    assert Path(out.splitlines()[1]).read_bytes() == data
+    assert not partial.exists()
+
+    home2 = tmp_path / "home2"
+    (home2 / "tmp").mkdir(parents=True)
+    partial = home2 / "tmp" / f"{digest[7:]}.partial"
+    partial.write_bytes(b"\0" * 4096)  # not the blob's first bytes
+    rc, out, err = plumb(plumb_bin, home2, "pull", ref)
+    assert rc == 1 and len(err.splitlines()) == 1 and "digest mismatch" in err, err
+    assert not partial.exists() and digest[7:] not in _blobs(home2)
+    rc, out, err = plumb(plumb_bin, home2, "pull", ref)
+    assert rc == 0, err
+    assert Path(out.splitlines()[1]).read_bytes() == data
+
+
+def test_concurrent_pulls_share_the_store(registry, plumb_bin, real_model, tmp_path):
+    ref, digest = _push(registry, plumb_bin, real_model, tmp_path, "concurrent")
+    home = tmp_path / "home"
+    env = dict(os.environ, PLUMB_HOME=str(home))
+    procs = [subprocess.Popen([str(plumb_bin), "pull", ref], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e.decode()
+    assert len({o for o, _ in outs}) == 1
+    assert (home / "blobs/sha256" / digest[7:]).read_bytes() == real_model.read_bytes()
+    assert not list((home / "tmp").iterdir())
+    index = json.loads((home / "index.json").read_text())
+    assert list(index["references"]) == [ref]
+
+
+def _upload(registry, repo: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    req = urllib.request.Request(f"http://{registry.host}/v2/{repo}/blobs/uploads/", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        loc = r.headers["Location"]
+    if loc.startswith("/"):
+        loc = f"http://{registry.host}{loc}"
+    sep = "&" if "?" in loc else "?"
+    req = urllib.request.Request(f"{loc}{sep}digest={digest}", data=data, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201
+    return digest
+
+
+def test_unknown_media_type_is_one_line(registry, plumb_bin, tmp_path):
+    """An artifact with a layer type plumb does not know (written here by speaking the
+    distribution API directly) is refused before anything is downloaded."""
+    repo = "plumb-test/odd"
+    config = json.dumps({"config": {"format": "gguf"}}).encode()
+    layer = b"not a model"
+    manifest = {"schemaVersion": 2, "mediaType": MT_MANIFEST,
+                "config": {"mediaType": MT_CONFIG, "digest": _upload(registry, repo, config), "size": len(config)},
+                "layers": [{"mediaType": "application/vnd.example.unknown", "digest": _upload(registry, repo, layer),
+                            "size": len(layer)}]}
+    req = urllib.request.Request(f"http://{registry.host}/v2/{repo}/manifests/v1", data=json.dumps(manifest).encode(),
+                                 method="PUT", headers={"Content-Type": MT_MANIFEST})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201
+    home = tmp_path / "home"
+    rc, out, err = plumb(plumb_bin, home, "pull", f"{registry.host}/{repo}:v1", timeout=60)
+    assert rc == 1 and out == "", err
+    assert len(err.splitlines()) == 1 and "unknown media type application/vnd.example.unknown" in err, err
+    assert _blobs(home) == set() and not (home / "index.json").exists()
+
+
+def test_basic_auth(plumb_bin, real_model, tmp_path):
+    """An htpasswd-protected registry: no credentials and wrong ones each give one line;
+    PLUMB_REGISTRY_USER/PASSWORD push and pull."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt through libxcrypt: what htpasswd files hold
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
+    reg = Registry(tmp_path / "reg", auth=tmp_path / "htpasswd")
+    try:
+        ref = f"{reg.host}/plumb-test/auth:v1"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PLUMB_REGISTRY_")}
+        rc, out, err = plumb(plumb_bin, tmp_path / "h0", "push", real_model, ref)
+        assert rc == 1 and len(err.splitlines()) == 1 and "PLUMB_REGISTRY_USER" in err, err
+
+        def with_creds(password, *args):
+            e = dict(env, PLUMB_HOME=str(tmp_path / "h1"), PLUMB_REGISTRY_USER="alice", PLUMB_REGISTRY_PASSWORD=password)
+            p = subprocess.run([str(plumb_bin), *map(str, args)], capture_output=True, text=True, timeout=300, env=e)
+            return p.returncode, p.stdout, p.stderr
+
+        rc, out, err = with_creds("wrong", "push", real_model, ref)
+        assert rc == 1 and len(err.splitlines()) == 1 and "refused" in err, err
+        rc, out, err = with_creds("s3cret", "push", real_model, ref)
+        assert rc == 0, err
+        rc, out, err = with_creds("s3cret", "pull", ref)
+        assert rc == 0, err
+        assert Path(out.splitlines()[1]).read_bytes() == real_model.read_bytes()
+
+        # the same from Docker's config.json (auths, base64 user:password), as `docker login` writes it
+        import base64
+        dcfg = tmp_path / "docker"
+        dcfg.mkdir()
+        token = base64.b64encode(b"alice:s3cret").decode()
+        (dcfg / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+        e = dict(env, PLUMB_HOME=str(tmp_path / "h2"), DOCKER_CONFIG=str(dcfg))
+        p = subprocess.run([str(plumb_bin), "pull", ref], capture_output=True, text=True, timeout=300, env=e)
+        assert p.returncode == 0, p.stderr
+        (dcfg / "config.json").write_text(json.dumps(
+            {"auths": {f"http://{reg.host}": {"auth": base64.b64encode(b"alice:nope").decode()}}}))
+        e["PLUMB_HOME"] = str(tmp_path / "h3")
+        p = subprocess.run([str(plumb_bin), "pull", ref], capture_output=True, text=True, timeout=300, env=e)
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and "refused" in p.stderr, p.stderr
+    finally:
+        reg.stop()
+
+
+class _FakeRegistry:
+    """A registry written here in Python, for what docker-registry cannot show: the Bearer
+    token flow (401 + WWW-Authenticate: Bearer realm,service,scope -> GET token), blobs
+    redirected to another path, and a download cut in the middle, then resumed with Range."""
+
+    TOKEN = "tok-0123456789"
+
+    def __init__(self, model: bytes):
+        import http.server
+        import threading
+
+        self.model = model
+        self.gguf_digest = "sha256:" + hashlib.sha256(model).hexdigest()
+        cfg = {"config": {"format": "gguf", "architecture": "gemma3", "quantization": "Q4_K_M"},
+               "descriptor": {}, "rootfs": {"type": "rootfs", "diff_ids": [self.gguf_digest]}}
+        self.config = json.dumps(cfg).encode()
+        self.config_digest = "sha256:" + hashlib.sha256(self.config).hexdigest()
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": MT_MANIFEST,
+            "config": {"mediaType": MT_CONFIG, "digest": self.config_digest, "size": len(self.config)},
+            "layers": [{"mediaType": MT_GGUF, "digest": self.gguf_digest, "size": len(model)}]}).encode()
+        self.token_queries: list[str] = []
+        self.ranges: list[str | None] = []
+        self.cut_next = False
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body=b"", headers=()):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self.do_GET()
+
+            def do_GET(self):
+                path, _, query = self.path.partition("?")
+                if path == "/token":
+                    fake.token_queries.append(query)
+                    return self._send(200, json.dumps({"token": fake.TOKEN}).encode(),
+                                      [("Content-Type", "application/json")])
+                if path.startswith("/storage/"):
+                    return self._storage()
+                if self.headers.get("Authorization") != f"Bearer {fake.TOKEN}":
+                    challenge = (f'Bearer realm="http://{fake.host}/token",service="fake-registry",'
+                                 f'scope="repository:ns/model:pull"')
+                    return self._send(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                                      [("WWW-Authenticate", challenge), ("Content-Type", "application/json")])
+                if path == "/v2/ns/model/manifests/v1":
+                    return self._send(200, fake.manifest, [("Content-Type", MT_MANIFEST)])
+                if path == f"/v2/ns/model/blobs/{fake.config_digest}":
+                    return self._send(200, fake.config)
+                if path == f"/v2/ns/model/blobs/{fake.gguf_digest}":
+                    return self._send(307, b"", [("Location", f"/storage/{fake.gguf_digest}")])
+                return self._send(404, b'{"errors":[{"code":"NOT_FOUND","message":"not found"}]}')
+
+            def _storage(self):
+                rng = self.headers.get("Range")
+                fake.ranges.append(rng)
+                data = fake.model
+                if fake.cut_next:  # promise everything, send a third, hang up
+                    fake.cut_next = False
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 3])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if rng and rng.startswith("bytes=") and rng.endswith("-"):
+                    start = int(rng[6:-1])
+                    return self._send(206, data[start:], [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")])
+                return self._send(200, data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_bearer_token_redirect_and_resume(plumb_bin, real_model, tmp_path):
+    data = real_model.read_bytes()
+    fake = _FakeRegistry(data)
+    try:
+        ref = f"{fake.host}/ns/model:v1"
+        home = tmp_path / "home"
+        fake.cut_next = True
+        rc, out, err = plumb(plumb_bin, home, "pull", ref, timeout=120)
+        assert rc == 1 and out == "" and len(err.splitlines()) == 1, err
+        partial = home / "tmp" / f"{fake.gguf_digest[7:]}.partial"
+        assert partial.is_file() and 0 < partial.stat().st_size < len(data)
+        kept = partial.stat().st_size
+        assert fake.gguf_digest[7:] not in _blobs(home)
+
+        rc, out, err = plumb(plumb_bin, home, "pull", ref, timeout=120)
+        assert rc == 0, err
+        assert Path(out.splitlines()[1]).read_bytes() == data
+        assert fake.ranges == [None, f"bytes={kept}-"]
+        assert fake.token_queries and all(
+            "service=fake-registry" in q and "scope=repository%3Ans%2Fmodel%3Apull" in q for q in fake.token_queries)
+    finally:
+        fake.stop()

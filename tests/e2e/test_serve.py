@@ -150,8 +150,9 @@ def test_openai_errors(server):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="x", messages=[{"role": "assistant", "content": "hi"}])
     assert e.value.body["param"] == "messages"
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.InternalServerError) as e:  # a generation server: 501, as llama-server answers
         c.embeddings.create(model="x", input="hi")
+    assert e.value.status_code == 501 and "--embeddings" in str(e.value)
 
 
 def test_multi_turn_reuses_prefix(server):
