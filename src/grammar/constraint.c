@@ -378,7 +378,7 @@ static plumb_status walk(plumb_constraint_t *c, uint32_t s, uint32_t *bits, int3
     /* copied: the matcher's pool moves as the walks make states */
     uint32_t *stacks = n_nodes <= 64 ? local : malloc((size_t)n_nodes * sizeof *stacks);
     if (!stacks) return plumb__fail(PLUMB_E_NOMEM, "constraint: out of memory");
-    memcpy(stacks, nodes, (size_t)n_nodes * sizeof *stacks);
+    if (n_nodes) memcpy(stacks, nodes, (size_t)n_nodes * sizeof *stacks);
     for (uint32_t i = 0; i < n_nodes && !st; i++)
         if (stacks[i] > GM_CTX) st = stack_tokens(c, s, stacks[i], bits);
     if (stacks != local) free(stacks);
