@@ -11,6 +11,7 @@
 #           OCI registry tests/e2e/test_oci.py starts on loopback); make test asks for
 #           build, fuzz, model and test together
 # The Makefile's targets call it with the sets they need (`make` only `build`).
+# `setup.sh --list SET...` prints the packages of the sets, one per line, and installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,11 @@ MODEL_PACKAGES=(python3 python3-pip ca-certificates)
 TEST_PACKAGES=(python3 python3-venv python3-pip ca-certificates chromium man-db groff-base binutils
                docker-registry)
 
+list=0
+if [ "${1:-}" = "--list" ]; then
+  list=1
+  shift
+fi
 [ $# -gt 0 ] || set -- build
 wanted=()
 venv=0
@@ -33,6 +39,11 @@ for set in "$@"; do
     *) echo "setup: unknown set '$set' (build, fuzz, model or test)" >&2; exit 2 ;;
   esac
 done
+
+if [ "$list" = 1 ]; then
+  printf '%s\n' "${wanted[@]}" | sort -u
+  exit 0
+fi
 
 missing=()
 for p in "${wanted[@]}"; do

@@ -239,3 +239,23 @@ def test_uninstall_leaves_nothing(tmp_path: Path):
     bystander.write_text("not plumb's")
     _make("uninstall", destdir, None)
     assert _files(destdir) == {"usr/local/lib/libother.so.1"}
+
+
+def test_build_sets_up_only_the_build():
+    """`make` installs only what the build needs; the test tools come with `make test` (and
+    fuzzing with `make fuzz`): the set-up's package sets and the targets that ask for them."""
+    def packages(*sets):
+        r = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--list", *sets], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        return set(r.stdout.split())
+    build = packages("build")
+    assert {"cmake", "gcc", "pkg-config", "libcjson-dev", "libpcre2-dev"} <= build
+    tools = {"clang", "chromium", "python3-venv", "docker-registry", "groff-base", "man-db"}
+    assert not build & tools, build & tools
+    assert tools <= packages("build", "fuzz", "model", "test")
+    def setup_calls(target):
+        r = subprocess.run(["make", "-n", "-C", str(REPO), target], capture_output=True, text=True, timeout=60)
+        return [ln for ln in r.stdout.splitlines() if "scripts/setup.sh" in ln]
+    assert setup_calls("build") == ["bash scripts/setup.sh build"], setup_calls("build")
+    assert any(ln.endswith("setup.sh build fuzz model test") for ln in setup_calls("test")), setup_calls("test")
