@@ -187,8 +187,9 @@ def test_long_prompt_shows_progress(run, plumb_bin, real_model, tmp_path):
     assert r.rc == 0, r.describe()
     counts = [(int(a), int(b)) for a, b in PROGRESS.findall(r.stderr)]
     prompt_tokens, prompt_seconds_rate = _stats(r.stderr)[0:2]
-    if prompt_tokens / prompt_seconds_rate < 1.0:
-        pytest.skip("the prompt took less than a second on this machine")
+    if prompt_tokens / prompt_seconds_rate < 0.9:  # a machine this fast shows no progress at all
+        assert not counts, r.describe()
+        return
     assert counts, r.describe()
     assert all(total == prompt_tokens for _, total in counts)
     assert counts[-1][0] == prompt_tokens

@@ -155,10 +155,8 @@ def test_chat_reply_is_not_cut_at_256_tokens(plumb_bin, real_model):
     if "context full" in err:
         return  # ran to the end of the context: not cut at 256
     assert m, err
-    n = int(m.group(1))
-    if n < 256:
-        pytest.skip(f"the model ended its reply after {n} tokens: nothing to tell from it")
-    assert n != 256, "the reply stopped at exactly 256 tokens: the old default"
+    n = int(m.group(1))  # greedy and bit-exact on every kernel set: the same reply everywhere
+    assert n > 256, f"the reply stopped after {n} tokens, not past the old default of 256"
 
 
 def test_help_defaults_of_sampling(plumb_bin, run):
