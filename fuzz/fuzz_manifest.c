@@ -38,7 +38,9 @@ static void check_manifest(const char *s, size_t n) {
         if (!oci_digest_valid(m->layers[i].digest) || m->layers[i].size > OCI_BLOB_MAX) __builtin_trap();
     char *w = oci_manifest_write(m);
     oci_manifest *m2 = malloc(sizeof *m2);
-    if (w && m2 && (oci_manifest_parse(w, strlen(w), m2) != PLUMB_OK || m2->n_layers != m->n_layers)) __builtin_trap();
+    if (w && m2 && (oci_manifest_parse(w, strlen(w), m2) != PLUMB_OK || m2->n_layers != m->n_layers ||
+                    m2->n_gguf != m->n_gguf || m2->format != m->format))
+        __builtin_trap();
     free(w);
     free(m2);
     free(m);
@@ -50,12 +52,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!s) return 0;
     memcpy(s, data + 1, size - 1);
     s[size - 1] = 0; /* the parsers take NUL-terminated (reference) or sized (JSON) input */
-    switch (data[0] % 3) {
+    switch (data[0] % 5) {
     case 0: check_ref(s); break;
     case 1: check_manifest(s, size - 1); break;
-    default: {
+    default: { /* the three config formats */
         oci_model_meta meta;
-        if (oci_config_parse(s, size - 1, &meta) != PLUMB_OK && !plumb_last_error()[0]) __builtin_trap();
+        oci_format f = (oci_format)(data[0] % 5 - 2);
+        if (oci_config_parse(s, size - 1, f, &meta) != PLUMB_OK && !plumb_last_error()[0]) __builtin_trap();
         break;
     }
     }

@@ -416,6 +416,27 @@ PLUMB_API plumb_model_params plumb_model_default_params(void);
 /* plumb_model_load with parameters (NULL: the defaults). */
 PLUMB_API plumb_status plumb_model_load_params(const char *path, const plumb_model_params *params,
                                                plumb_model_t **out);
+/* Split models (llama.cpp's gguf-split layout): a model sharded over N GGUF files, each with
+ * split.no (its 0-based place), split.count (N) and split.tensors.count (the tensors of all
+ * files); the first file holds all the other metadata, each file its share of the tensors.
+ * plumb_model_load(_params) given the first shard, named <prefix>-00001-of-<N>.gguf (5 digits
+ * each), opens the others by that convention in the same directory; given another shard it
+ * fails with PLUMB_E_INVALID_ARG naming the first. Each shard is mapped or read as a single
+ * file is (plumb_model_params), its weights used where they lie.
+ *
+ * plumb_model_load_shards loads one from the n paths given in order, whatever the files are
+ * named (blobs named by digest): paths[i] must hold split.no i and split.count n (n 1 with a
+ * file that is not split loads it as plumb_model_load_params does). For both: every shard
+ * must agree on split.count, the shards together must hold split.tensors.count tensors, no
+ * tensor name twice; a list that does not match the files (count, order) is
+ * PLUMB_E_INVALID_ARG, shards that disagree PLUMB_E_FORMAT, a file that cannot be read
+ * PLUMB_E_IO; plumb_last_error() names the file. paths are borrowed for the call only. Of the
+ * loaded model, plumb_model_get_info's file_size is the sum of the files', and
+ * plumb_model_gguf() gives the first file's metadata with the tensors of every file (each
+ * tensor's offset is into the data section of its own file; plumb_gguf_file_size is the first
+ * file's size, plumb_gguf_is_file_mapping whether any file is mapped). */
+PLUMB_API plumb_status plumb_model_load_shards(const char *const *paths, int n, const plumb_model_params *params,
+                                               plumb_model_t **out);
 PLUMB_API void plumb_model_free(plumb_model_t *m);
 /* Fills *out with m's architecture, name, parameter count, file size and hyperparameters. Its
  * strings (arch, name) are borrowed from the model: valid until plumb_model_free(m), whatever

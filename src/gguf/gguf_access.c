@@ -9,7 +9,13 @@
 
 uint32_t plumb_gguf_version(const plumb_gguf_t *g) { return g->version; }
 uint64_t plumb_gguf_file_size(const plumb_gguf_t *g) { return g->size; }
-bool plumb_gguf_is_file_mapping(const plumb_gguf_t *g) { return g->file_mapping; }
+bool plumb_gguf_is_file_mapping(const plumb_gguf_t *g) {
+    /* a split model's: whether any of its files is mapped (each falls back to its mapping on
+     * its own when it cannot be read into memory) */
+    bool any = g->file_mapping;
+    for (int i = 0; i < g->n_shards; i++) any = any || g->shards[i]->file_mapping;
+    return any;
+}
 uint64_t plumb_gguf_alignment(const plumb_gguf_t *g) { return g->alignment; }
 uint64_t plumb_gguf_data_offset(const plumb_gguf_t *g) { return g->data_offset; }
 int64_t plumb_gguf_kv_count(const plumb_gguf_t *g) { return g->n_kv; }
@@ -287,6 +293,7 @@ plumb_status plumb_gguf_tensor(const plumb_gguf_t *g, int64_t i, plumb_gguf_tens
     out->type = t->type;
     out->offset = t->offset;
     out->nbytes = t->nbytes;
-    out->data = g->data + g->data_offset + t->offset;
+    const plumb_gguf_t *f = t->shard ? g->shards[t->shard - 1] : g; /* the file holding its data */
+    out->data = f->data + f->data_offset + t->offset;
     return PLUMB_OK;
 }

@@ -22,8 +22,9 @@ typedef struct plumb__gguf_tensor {
     int n_dims;
     int64_t ne[PLUMB_GGUF_MAX_DIMS];
     int type;
-    uint64_t offset; /* relative to the data section */
+    uint64_t offset; /* relative to the data section (of the file holding it) */
     uint64_t nbytes;
+    uint32_t shard; /* the file holding its data: 0 this one, k > 0 shards[k - 1] (split models) */
 } plumb__gguf_tensor;
 
 /* Open-addressing hash of entry indexes by name; slots hold -1 when empty. */
@@ -51,6 +52,10 @@ struct plumb_gguf {
     char **strings; /* every owned name */
     size_t n_strings, cap_strings;
     plumb__gguf_index kv_index, tensor_index;
+    /* A split model (gguf_split.c): this is its first file, shards[] the others in order
+     * (owned), whose tensors follow this file's own in tensors[] and tensor_index. */
+    struct plumb_gguf **shards;
+    int n_shards;
 };
 
 size_t plumb__gguf_value_size(int type);
@@ -58,5 +63,11 @@ uint64_t plumb__gguf_hash(const char *s);
 /* Index of the entry whose name (a char* at names + i*stride) equals name, or -1. */
 int64_t plumb__gguf_index_find(const plumb__gguf_index *ix, const char *const *names, size_t stride,
                                const char *name);
+
+/* Allocates an empty index sized for n entries. */
+plumb_status plumb__gguf_index_build(plumb__gguf_index *ix, int64_t n);
+/* Inserts entry idx of names[]; returns the index already holding an equal name (and
+ * inserts nothing), or -1 when idx was inserted. */
+int64_t plumb__gguf_index_insert(plumb__gguf_index *ix, const char *const *names, size_t stride, int64_t idx);
 
 #endif

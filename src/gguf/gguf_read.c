@@ -52,10 +52,7 @@ uint64_t plumb__gguf_hash(const char *s) {
     return h;
 }
 
-/* Inserts index idx of names[] into the table; returns the index already holding an equal
- * name, or -1 when idx was inserted. */
-static int64_t index_insert(plumb__gguf_index *ix, const char *const *names, size_t stride,
-                            int64_t idx) {
+int64_t plumb__gguf_index_insert(plumb__gguf_index *ix, const char *const *names, size_t stride, int64_t idx) {
     const char *name = *(const char *const *)((const char *)names + (size_t)idx * stride);
     uint64_t mask = ix->cap - 1;
     for (uint64_t h = plumb__gguf_hash(name) & mask;; h = (h + 1) & mask) {
@@ -69,7 +66,7 @@ static int64_t index_insert(plumb__gguf_index *ix, const char *const *names, siz
     }
 }
 
-static plumb_status index_build(plumb__gguf_index *ix, int64_t n) {
+plumb_status plumb__gguf_index_build(plumb__gguf_index *ix, int64_t n) {
     uint64_t cap = 16;
     while (cap < (uint64_t)n * 2) cap <<= 1;
     ix->slots = malloc(cap * sizeof *ix->slots);
@@ -269,9 +266,9 @@ static plumb_status parse_kvs(plumb_gguf_t *g, cursor *c, uint64_t n_kv) {
         kv->type = type;
         if ((st = parse_value(c, kv))) return st;
     }
-    if ((st = index_build(&g->kv_index, g->n_kv))) return st;
+    if ((st = plumb__gguf_index_build(&g->kv_index, g->n_kv))) return st;
     for (int64_t i = 0; i < g->n_kv; i++) {
-        int64_t dup = index_insert(&g->kv_index, (const char *const *)&g->kvs[0].key, sizeof g->kvs[0], i);
+        int64_t dup = plumb__gguf_index_insert(&g->kv_index, (const char *const *)&g->kvs[0].key, sizeof g->kvs[0], i);
         if (dup >= 0)
             return plumb__fail(PLUMB_E_FORMAT, "%s: metadata key '%s' appears twice (entries %" PRId64 " and %" PRId64 ")",
                                c->file, g->kvs[i].key, dup, i);
@@ -346,9 +343,9 @@ static plumb_status parse_tensor_infos(plumb_gguf_t *g, cursor *c, uint64_t n_te
             return bad(c, c->pos - 8, "tensor '%s': data offset %" PRIu64 " is not a multiple of the alignment %" PRIu64,
                        t->name, t->offset, g->alignment);
     }
-    if ((st = index_build(&g->tensor_index, g->n_tensors))) return st;
+    if ((st = plumb__gguf_index_build(&g->tensor_index, g->n_tensors))) return st;
     for (int64_t i = 0; i < g->n_tensors; i++) {
-        int64_t dup = index_insert(&g->tensor_index, (const char *const *)&g->tensors[0].name, sizeof g->tensors[0], i);
+        int64_t dup = plumb__gguf_index_insert(&g->tensor_index, (const char *const *)&g->tensors[0].name, sizeof g->tensors[0], i);
         if (dup >= 0)
             return plumb__fail(PLUMB_E_FORMAT, "%s: tensor name '%s' appears twice (tensors %" PRId64 " and %" PRId64 ")",
                                c->file, g->tensors[i].name, dup, i);
@@ -591,6 +588,8 @@ void plumb_gguf_free(plumb_gguf_t *g) {
     free(g->tensors);
     free(g->kv_index.slots);
     free(g->tensor_index.slots);
+    for (int i = 0; i < g->n_shards; i++) plumb_gguf_free(g->shards[i]);
+    free(g->shards);
     free(g->name);
     free(g);
 }

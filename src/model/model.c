@@ -4,6 +4,7 @@
 
 #include "backend/cpu/kernels/kernels.h"
 #include "core/error.h"
+#include "gguf/gguf_split.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -283,8 +284,21 @@ plumb_status plumb_model_load_params(const char *path, const plumb_model_params 
     *out = NULL;
     const plumb_model_params p = params ? *params : plumb_model_default_params();
     plumb_gguf_t *g;
-    plumb_status st = plumb_gguf_open_ex(path, p.use_mmap ? 0 : PLUMB_GGUF_OPEN_READ, &g);
+    /* a single file as plumb_gguf_open_ex opens it; the first shard of a split model with
+     * its siblings, found by their names */
+    plumb_status st = plumb__gguf_open_model(path, p.use_mmap ? 0 : PLUMB_GGUF_OPEN_READ, &g);
     return st ? st : plumb__model_from_gguf(g, path, out);
+}
+
+plumb_status plumb_model_load_shards(const char *const *paths, int n, const plumb_model_params *params,
+                                     plumb_model_t **out) {
+    if (!paths || !out || n < 1 || !paths[0])
+        return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_model_load_shards: NULL argument or no paths");
+    *out = NULL;
+    const plumb_model_params p = params ? *params : plumb_model_default_params();
+    plumb_gguf_t *g;
+    plumb_status st = plumb__gguf_open_shards(paths, n, p.use_mmap ? 0 : PLUMB_GGUF_OPEN_READ, &g);
+    return st ? st : plumb__model_from_gguf(g, paths[0], out);
 }
 
 plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_model_t **out) {
@@ -362,7 +376,7 @@ void plumb_model_get_info(const plumb_model_t *m, plumb_model_info *o) {
         plumb_gguf_tensor(m->gguf, i, &t);
         o->n_params += t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3];
     }
-    o->file_size = plumb_gguf_file_size(m->gguf);
+    o->file_size = plumb__gguf_total_size(m->gguf); /* every shard's, for a split model */
     o->n_vocab = m->hp.n_vocab;
     o->n_ctx_train = m->hp.n_ctx_train;
     o->pooling = m->hp.pooling;

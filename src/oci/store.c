@@ -4,8 +4,11 @@
  *   locks/<name>.lock    flock files: one per blob being fetched, "index" for the index,
  *                        "gc" (pulls hold it shared, so rm never frees blobs a pull has
  *                        fetched but not yet recorded)
- *   index.json           {"references": {"registry/repo:tag": "sha256:..."}}, rewritten by
- *                        temp + rename under the index lock */
+ *   index.json           {"references": {"registry/repo:tag": {"manifest": "sha256:...",
+ *                        "pulled": "<RFC 3339>"}}}, rewritten by temp + rename under the
+ *                        index lock (a bare digest string is read as an entry too)
+ *   models/<hex>/        for a split model: its shards linked under llama.cpp's names
+ *                        (model-00001-of-00003.gguf ...), so loading the first finds the rest */
 #include "oci/oci.h"
 
 #include "core/error.h"
@@ -19,6 +22,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define INDEX_MAX (16u << 20)
@@ -222,18 +226,37 @@ static plumb_status index_save(const oci_store *s, cJSON *j) {
     return PLUMB_OK;
 }
 
-plumb_status oci_store_index_get(const oci_store *s, const char *ref, char digest[OCI_DIGEST_LEN + 1]) {
+/* The manifest digest of an index entry (an object, or a bare digest string); NULL when the
+ * entry is neither. */
+static const char *entry_digest(const cJSON *e) {
+    const cJSON *d = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "manifest") : e;
+    return cJSON_IsString(d) && oci_digest_valid(d->valuestring) ? d->valuestring : NULL;
+}
+
+plumb_status oci_store_index_entry(const oci_store *s, const char *ref, char digest[OCI_DIGEST_LEN + 1],
+                                   char pulled[32]) {
     cJSON *j;
     plumb_status st = index_load(s, &j);
     if (st) return st;
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "references"), ref);
-    if (!cJSON_IsString(v) || !oci_digest_valid(v->valuestring)) {
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "references"), ref);
+    const char *d = entry_digest(e);
+    if (!d) {
         cJSON_Delete(j);
         return plumb__fail(PLUMB_E_NOT_FOUND, "%s: not in the store", ref);
     }
-    memcpy(digest, v->valuestring, OCI_DIGEST_LEN + 1);
+    memcpy(digest, d, OCI_DIGEST_LEN + 1);
+    if (pulled) {
+        const cJSON *t = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "pulled") : NULL;
+        snprintf(pulled, 32, "%s", cJSON_IsString(t) && strlen(t->valuestring) < 32 ? t->valuestring : "");
+        for (char *c = pulled; *c; c++)
+            if (*c < ' ' || *c >= 0x7f) *c = '?';
+    }
     cJSON_Delete(j);
     return PLUMB_OK;
+}
+
+plumb_status oci_store_index_get(const oci_store *s, const char *ref, char digest[OCI_DIGEST_LEN + 1]) {
+    return oci_store_index_entry(s, ref, digest, NULL);
 }
 
 static plumb_status index_update(const oci_store *s, const char *ref, const char *digest) {
@@ -247,9 +270,16 @@ static plumb_status index_update(const oci_store *s, const char *ref, const char
     }
     cJSON *refs = cJSON_GetObjectItemCaseSensitive(j, "references");
     if (digest) {
-        cJSON *v = cJSON_CreateString(digest);
-        if (!v) st = plumb__fail(PLUMB_E_NOMEM, "out of memory");
-        else if (cJSON_GetObjectItemCaseSensitive(refs, ref)) cJSON_ReplaceItemInObjectCaseSensitive(refs, ref, v);
+        char now[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        cJSON *v = cJSON_CreateObject();
+        if (!v || !cJSON_AddStringToObject(v, "manifest", digest) || !cJSON_AddStringToObject(v, "pulled", now)) {
+            cJSON_Delete(v);
+            st = plumb__fail(PLUMB_E_NOMEM, "out of memory");
+        } else if (cJSON_GetObjectItemCaseSensitive(refs, ref)) cJSON_ReplaceItemInObjectCaseSensitive(refs, ref, v);
         else cJSON_AddItemToObject(refs, ref, v);
     } else if (!cJSON_GetObjectItemCaseSensitive(refs, ref)) {
         st = plumb__fail(PLUMB_E_NOT_FOUND, "%s: not in the store", ref);
@@ -277,8 +307,9 @@ plumb_status oci_store_index_each(const oci_store *s, int (*fn)(const char *ref,
     if (st) return st;
     cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "references")) {
-        if (!cJSON_IsString(e) || !e->string) continue;
-        if (fn(e->string, e->valuestring, u)) break;
+        const char *d = entry_digest(e);
+        if (!d || !e->string) continue;
+        if (fn(e->string, d, u)) break;
     }
     cJSON_Delete(j);
     return PLUMB_OK;
@@ -324,6 +355,45 @@ static int keep_ref(const char *ref, const char *digest, void *u) {
     return k->st != PLUMB_OK;
 }
 
+/* "sha256:<name>" into dg when name is 64 lowercase hex digits. */
+static bool digest_of_name(const char *name, char dg[OCI_DIGEST_LEN + 1]) {
+    if (strlen(name) != 64) return false;
+    memcpy(dg, "sha256:", 7);
+    memcpy(dg + 7, name, 65);
+    return oci_digest_valid(dg);
+}
+
+static bool keep_has(const keep_set *k, const char *dg) {
+    for (size_t i = 0; i < k->n; i++)
+        if (strcmp(k->d[i], dg) == 0) return true;
+    return false;
+}
+
+/* Removes models/<hex>/ (a split model's shard links) of manifests no reference keeps. */
+static void unlink_model_dirs(const oci_store *s, const keep_set *k) {
+    char dir[3200];
+    snprintf(dir, sizeof dir, "%s/models", s->root);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char dg[OCI_DIGEST_LEN + 1];
+        if (!digest_of_name(e->d_name, dg) || keep_has(k, dg)) continue;
+        char sub[3300];
+        snprintf(sub, sizeof sub, "%s/%s", dir, e->d_name);
+        DIR *sd = opendir(sub);
+        struct dirent *f;
+        while (sd && (f = readdir(sd)) != NULL) {
+            if (f->d_name[0] == '.') continue;
+            char p[3600];
+            snprintf(p, sizeof p, "%s/%s", sub, f->d_name);
+            unlink(p);
+        }
+        if (sd) closedir(sd);
+        rmdir(sub);
+    }
+    if (d) closedir(d);
+}
+
 plumb_status oci_store_gc(const oci_store *s, uint64_t *n_blobs, uint64_t *n_bytes) {
     *n_blobs = *n_bytes = 0;
     int gc = oci_store_lock(s, "gc"); /* waits for pulls, which hold it shared */
@@ -343,13 +413,7 @@ plumb_status oci_store_gc(const oci_store *s, uint64_t *n_blobs, uint64_t *n_byt
     struct dirent *e;
     while (d && (e = readdir(d)) != NULL) {
         char dg[OCI_DIGEST_LEN + 1];
-        if (strlen(e->d_name) != 64) continue;
-        memcpy(dg, "sha256:", 7);
-        memcpy(dg + 7, e->d_name, 65);
-        if (!oci_digest_valid(dg)) continue;
-        bool keep = false;
-        for (size_t i = 0; i < k.n && !keep; i++) keep = strcmp(k.d[i], dg) == 0;
-        if (keep) continue;
+        if (!digest_of_name(e->d_name, dg) || keep_has(&k, dg)) continue;
         char p[3300];
         struct stat sb;
         oci_store_blob_path(s, dg, p, sizeof p);
@@ -359,6 +423,7 @@ plumb_status oci_store_gc(const oci_store *s, uint64_t *n_blobs, uint64_t *n_byt
         }
     }
     if (d) closedir(d);
+    if (!st) unlink_model_dirs(s, &k);
     free(k.d);
     oci_store_unlock(fd);
     oci_store_unlock(gc);

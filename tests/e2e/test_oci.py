@@ -158,7 +158,7 @@ def test_push_pull_list_rm(registry, plumb_bin, real_model, tmp_path):
     row = [l for l in out.splitlines() if l.startswith(ref)]
     assert len(row) == 1, out
     assert mdigest[:19] in row[0] and "gemma3" in row[0] and "Q4_K_M" in row[0]
-    total = sum(l["size"] for l in manifest["layers"])
+    total = sum(l["size"] for l in manifest["layers"] if l["mediaType"] == MT_GGUF)  # the model's size
     assert str(total) in row[0].split()
 
     # the same model by digest shares the blobs; rm of one reference keeps them

@@ -23,6 +23,21 @@ int cmd_push(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 
+/* What a -m argument names (model_source.c). */
+typedef struct cli_model_src {
+    char path[3300];          /* the GGUF to load (a split model's first shard) */
+    char ref[700];            /* the canonical reference, "" when -m named a file */
+    char manifest_digest[72]; /* the stored manifest's digest, "" for a file */
+    char chat_template[3300]; /* the artifact's chat template file, "" when none */
+    int64_t context_size;     /* the artifact's context size, 0 when none */
+} cli_model_src;
+
+/* Resolves -m's argument: a file (anything that exists, ends in ".gguf" or starts with '/',
+ * "./", "../" or '~'), else a model reference looked up in the store and pulled into it when
+ * missing ("plumb <cmd>: pulling REF" on stderr). 0 with *out filled, else 1 after printing
+ * one line. */
+int cli_model_source(const char *cmd, const char *arg, cli_model_src *out);
+
 /* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
 void cli_error(const char *cmd, plumb_status st, const char *msg);
 

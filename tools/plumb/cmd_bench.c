@@ -543,6 +543,9 @@ int cmd_bench(int argc, char **argv) {
     int first_of[BENCH_MAX_LIST + 1] = {0}; /* results of thread count ti: [first_of[ti], first_of[ti+1]) */
     double gbs_of[BENCH_MAX_LIST];
 
+    cli_model_src src;
+    if (cli_model_source("bench", o.model, &src)) goto out;
+    o.model = src.path;
     const double load_t0 = now_seconds();
     plumb_status st = plumb_model_load_params(o.model, &o.mp, &model);
     if (st) {
@@ -565,7 +568,7 @@ int cmd_bench(int argc, char **argv) {
     uint64_t ftype;
     const char *ftype_name = NULL;
     if (!cli_file_type(plumb_model_gguf(model), &ftype, &ftype_name) || !ftype_name) ftype_name = "";
-    const bench_model_desc desc = {.path = o.model, .file = slash ? slash + 1 : o.model, .name = info.name,
+    const bench_model_desc desc = {.path = o.model, .file = src.ref[0] ? src.ref : slash ? slash + 1 : o.model, .name = info.name,
                                    .arch = info.arch, .file_type = ftype_name, .size = info.file_size,
                                    .params = info.n_params};
 

@@ -58,6 +58,8 @@ int cmd_chat(int argc, char **argv) {
         fprintf(stderr, "plumb chat: usage: plumb chat -m MODEL [--system TEXT] (see --help)\n");
         return 2;
     }
+    cli_model_src src;
+    if (gen_options_model(&o, "chat", &src)) return 1;
     char *gbnf;
     if (!gen_options_grammar(&o, "chat", &gbnf)) return 1;
     session s;

@@ -98,9 +98,14 @@ int cmd_embed(int argc, char **argv) {
         fprintf(stderr, "plumb embed: usage: plumb embed -m MODEL TEXT... (see --help)\n");
         goto usage;
     }
+    cli_model_src src;
+    if (cli_model_source("embed", model, &src)) {
+        free(texts);
+        return 1;
+    }
     plumb_model_t *m = NULL;
     plumb_context_t *ctx = NULL;
-    plumb_status st = plumb_model_load(model, &m);
+    plumb_status st = plumb_model_load(src.path, &m);
     if (!st) st = plumb_context_create(m, &cp, &ctx);
     if (st) {
         cli_error("embed", st, NULL);

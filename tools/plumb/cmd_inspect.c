@@ -325,7 +325,7 @@ int cmd_inspect(int argc, char **argv) {
             }
             max_items = (uint64_t)n;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: plumb inspect MODEL.gguf [--json] [--array-items N]\n");
+            printf("usage: plumb inspect MODEL.gguf|REF [--json] [--array-items N]\n");
             return 0;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "plumb inspect: unknown option '%s'\n", argv[i]);
@@ -338,9 +338,12 @@ int cmd_inspect(int argc, char **argv) {
         }
     }
     if (!path) {
-        fprintf(stderr, "usage: plumb inspect MODEL.gguf [--json] [--array-items N]\n");
+        fprintf(stderr, "usage: plumb inspect MODEL.gguf|REF [--json] [--array-items N]\n");
         return 2;
     }
+    cli_model_src src;
+    if (cli_model_source("inspect", path, &src)) return 1;
+    path = src.path;
     plumb_gguf_t *g;
     plumb_status st = plumb_gguf_open(path, &g);
     if (st) {
@@ -350,6 +353,10 @@ int cmd_inspect(int argc, char **argv) {
     int rc = 0;
     if (json) {
         cJSON *root = build_json(path, g, max_items);
+        if (root && src.ref[0]) { /* a model from the store: which artifact it is */
+            cJSON_AddStringToObject(root, "reference", src.ref);
+            cJSON_AddStringToObject(root, "manifest", src.manifest_digest);
+        }
         char *text = root ? cJSON_PrintUnformatted(root) : NULL;
         if (text) {
             puts(text);
@@ -360,6 +367,7 @@ int cmd_inspect(int argc, char **argv) {
         }
         cJSON_Delete(root);
     } else {
+        if (src.ref[0]) printf("reference:    %s\nmanifest:     %s\n", src.ref, src.manifest_digest);
         print_text(path, g, max_items);
     }
     plumb_gguf_free(g);

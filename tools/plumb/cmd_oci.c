@@ -26,60 +26,12 @@ static int pull(const char *refstr, bool insecure) {
     oci_store s;
     plumb_status st = oci_ref_parse(refstr, &ref);
     if (st || (st = oci_store_open(&s))) return fail("pull", st);
-    char name[700];
+    char name[700], mdigest[OCI_DIGEST_LEN + 1];
     oci_ref_format(&ref, name, sizeof name);
-    int gc = oci_store_lock_mode(&s, "gc", true); /* no rm frees what this pull fetches */
-    if (gc < 0) return fail("pull", PLUMB_E_IO);
-    oci_client *c;
-    if ((st = oci_client_create(&ref, insecure, false, &c))) {
-        oci_store_unlock(gc);
+    oci_model_files mf;
+    if ((st = oci_pull(&s, &ref, insecure, mdigest)) || (st = oci_store_model_files(&s, mdigest, &mf)))
         return fail("pull", st);
-    }
-    char *body = NULL;
-    size_t len = 0;
-    char mdigest[OCI_DIGEST_LEN + 1];
-    oci_manifest *m = malloc(sizeof *m);
-    char *cfg = NULL;
-    size_t cfg_len = 0;
-    if (!m) st = PLUMB_E_NOMEM;
-    if (!st) st = oci_client_get_manifest(c, &body, &len, mdigest);
-    if (!st) st = oci_manifest_parse(body, len, m);
-    if (!st) { /* refuse what the disk cannot hold before downloading */
-        uint64_t need = m->config.size;
-        for (int i = 0; i < m->n_layers; i++)
-            if (!oci_store_has_blob(&s, m->layers[i].digest, (int64_t)m->layers[i].size)) need += m->layers[i].size;
-        struct statvfs vf;
-        if (statvfs(s.root, &vf) == 0 && (uint64_t)vf.f_bavail * vf.f_frsize < need) {
-            fprintf(stderr, "plumb pull: %s needs %" PRIu64 " bytes but %s has %" PRIu64 " free\n", name, need, s.root,
-                    (uint64_t)vf.f_bavail * vf.f_frsize);
-            free(body), free(m), oci_client_free(c);
-            oci_store_unlock(gc);
-            return 1;
-        }
-    }
-    if (!st) st = oci_client_fetch_blob(c, &s, &m->config);
-    if (!st) st = oci_store_read(&s, m->config.digest, OCI_CONFIG_MAX, &cfg, &cfg_len);
-    oci_model_meta meta;
-    if (!st) st = oci_config_parse(cfg, cfg_len, &meta);
-    for (int i = 0; !st && i < m->n_layers; i++) st = oci_client_fetch_blob(c, &s, &m->layers[i]);
-    if (!st) st = oci_store_put(&s, body, len, mdigest, NULL);
-    if (!st) st = oci_store_index_set(&s, name, mdigest);
-    oci_store_unlock(gc);
-    oci_client_free(c);
-    free(body);
-    free(cfg);
-    if (st) {
-        free(m);
-        return fail("pull", st);
-    }
-    char path[3200];
-    for (int i = 0; i < m->n_layers; i++)
-        if (strcmp(m->layers[i].media_type, OCI_MT_GGUF) == 0) {
-            oci_store_blob_path(&s, m->layers[i].digest, path, sizeof path);
-            break;
-        }
-    printf("%s %s\n%s\n", name, mdigest, path);
-    free(m);
+    printf("%s %s\n%s\n", name, mdigest, mf.gguf);
     return 0;
 }
 
@@ -109,38 +61,23 @@ int cmd_pull(int argc, char **argv) {
 }
 
 /* ---- list ---- */
-typedef struct list_ctx {
-    const oci_store *s;
-    int n;
-} list_ctx;
-
 static int list_one(const char *ref, const char *digest, void *u) {
-    list_ctx *lc = u;
-    char *b = NULL, *cfg = NULL;
-    size_t n = 0, cn = 0;
-    oci_manifest *m = malloc(sizeof *m);
-    oci_model_meta meta = {0};
-    uint64_t size = 0;
+    const oci_store *s = u;
+    oci_model_files mf;
+    char pulled[32] = "", d[OCI_DIGEST_LEN + 1];
     const char *note = "";
-    if (!m || oci_store_read(lc->s, digest, OCI_MANIFEST_MAX, &b, &n) || oci_manifest_parse(b, n, m)) {
-        note = " (manifest missing or unreadable)";
-    } else {
-        for (int i = 0; i < m->n_layers; i++) size += m->layers[i].size;
-        if (oci_store_read(lc->s, m->config.digest, OCI_CONFIG_MAX, &cfg, &cn) || oci_config_parse(cfg, cn, &meta))
-            note = " (config missing or unreadable)";
-    }
-    printf("%-50s %-19.19s %12" PRIu64 "  %-10s %-8s%s\n", ref, digest, size, meta.architecture[0] ? meta.architecture : "-",
-           meta.quantization[0] ? meta.quantization : "-", note);
-    lc->n++;
-    free(b);
-    free(cfg);
-    free(m);
+    if (oci_store_model_files(s, digest, &mf)) note = " (incomplete or unreadable: pull it again)";
+    if (oci_store_index_entry(s, ref, d, pulled) || !pulled[0]) snprintf(pulled, sizeof pulled, "-");
+    const oci_model_meta *m = &mf.meta;
+    printf("%-50s %-19.19s %12" PRIu64 "  %-10s %-8s %-20s%s\n", ref, digest, mf.size,
+           m->architecture[0] ? m->architecture : "-", m->quantization[0] ? m->quantization : "-", pulled, note);
     return 0;
 }
 
 int cmd_list(int argc, char **argv) {
     if (argc > 1 && is_help(argv[1])) {
-        printf("usage: plumb list\n  the models in the store: reference, manifest digest, size, architecture, quantization\n");
+        printf("usage: plumb list\n  the models in the store: reference, manifest digest, size, architecture, quantization,\n"
+               "  when it was pulled (UTC)\n");
         return 0;
     }
     if (argc > 1) {
@@ -150,9 +87,8 @@ int cmd_list(int argc, char **argv) {
     oci_store s;
     plumb_status st = oci_store_open(&s);
     if (st) return fail("list", st);
-    printf("%-50s %-19s %12s  %-10s %-8s\n", "REFERENCE", "DIGEST", "SIZE", "ARCH", "QUANT");
-    list_ctx lc = {.s = &s};
-    if ((st = oci_store_index_each(&s, list_one, &lc))) return fail("list", st);
+    printf("%-50s %-19s %12s  %-10s %-8s %-20s\n", "REFERENCE", "DIGEST", "SIZE", "ARCH", "QUANT", "PULLED");
+    if ((st = oci_store_index_each(&s, list_one, &s))) return fail("list", st);
     return 0;
 }
 

@@ -63,6 +63,8 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "plumb run: usage: plumb run -m MODEL -p PROMPT [options] (see --help)\n");
         return 2;
     }
+    cli_model_src src;
+    if (gen_options_model(&o, "run", &src)) return 1;
     char *file_text = NULL;
     if (prompt_file) {
         if (!(file_text = read_prompt_file(prompt_file))) return 1;

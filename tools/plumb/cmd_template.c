@@ -61,6 +61,10 @@ int cmd_template(int argc, char **argv) {
         fprintf(stderr, "plumb template: bad value '%s' for --chat-format (gemma, llama3 or chatml)\n", format);
         return 2;
     }
+    cli_model_src src;
+    if (cli_model_source("template", model, &src)) return 1;
+    model = src.path;
+    if (src.chat_template[0] && !format && !template_file) template_file = src.chat_template;
     char *msgs = read_text("messages file", messages), *tls = tools ? read_text("tools file", tools) : NULL;
     plumb_model_t *m = NULL;
     plumb_model_params mp = plumb_model_default_params();

@@ -82,6 +82,9 @@ int cmd_tokenize(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    cli_model_src src;
+    if (cli_model_source("tokenize", model, &src)) return 1;
+    model = src.path;
 
     char *owned = NULL;
     const char *text = text_arg;

@@ -47,6 +47,11 @@ bool options_parse_long(const char *s, long lo, long hi, long *out);
 /* The grammar the options ask for (--grammar-file, or --json-schema converted), checked, into
  * *gbnf (malloc'd; NULL when neither option was given). false after printing why not. */
 bool gen_options_grammar(const gen_options *o, const char *cmd, char **gbnf);
+/* Resolves o->model (a file or a model reference, cli_model_source) into src and points
+ * o->model at the GGUF; an artifact's chat template and context size are used when no
+ * --chat-format/--chat-template-file/--ctx-size says otherwise. 0, or 1 after one line. */
+typedef struct cli_model_src cli_model_src;
+int gen_options_model(gen_options *o, const char *cmd, cli_model_src *src);
 /* Usage lines of the shared options, with the defaults of gen_options_init(o, n_predict). */
 void gen_options_print_usage(FILE *f, int32_t n_predict);
 
