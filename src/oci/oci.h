@@ -9,6 +9,7 @@
 #include "plumb.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,14 @@ void oci_sha256_update(oci_sha256 *h, const void *p, size_t n);
 /* Writes "sha256:<hex>" into out and frees h. */
 void oci_sha256_final(oci_sha256 *h, char out[OCI_DIGEST_LEN + 1]);
 void oci_sha256_bytes(const void *p, size_t n, char out[OCI_DIGEST_LEN + 1]);
+/* A file written and hashed on a second thread (hash_writer.c): the caller's f and h belong
+ * to the writer from start to finish. start: NULL when memory or a thread is lacking (write
+ * and hash inline then). put copies n bytes in (blocking while the writer is behind); false
+ * once a write has failed. finish drains, joins and frees; false when a write failed. */
+typedef struct oci_hash_writer oci_hash_writer;
+oci_hash_writer *oci_hash_writer_start(FILE *f, oci_sha256 *h);
+bool oci_hash_writer_put(oci_hash_writer *w, const void *p, size_t n);
+bool oci_hash_writer_finish(oci_hash_writer *w);
 /* The digest and size of a file; PLUMB_E_IO naming it. */
 plumb_status oci_sha256_file(const char *path, char out[OCI_DIGEST_LEN + 1], uint64_t *size);
 
@@ -75,8 +84,10 @@ bool oci_store_has_blob(const oci_store *s, const char *digest, int64_t size);
 /* A temp path in the store for a download of digest (kept between runs for resuming). */
 void oci_store_tmp_path(const oci_store *s, const char *digest, char *buf, size_t n);
 /* Verifies tmp (size, sha256) and renames it to the blob; on a mismatch tmp is removed and
- * the result is PLUMB_E_FORMAT ("digest mismatch"). */
-plumb_status oci_store_commit(const oci_store *s, const char *tmp, const char *digest, uint64_t size);
+ * the result is PLUMB_E_FORMAT ("digest mismatch"). hashed: the digest of the bytes computed
+ * as they were written (then only the size is checked on disk), or NULL to hash the file. */
+plumb_status oci_store_commit(const oci_store *s, const char *tmp, const char *digest, uint64_t size,
+                              const char *hashed);
 /* Adds bytes as a blob (verified against digest when digest is not NULL); *out_digest gets
  * its digest when not NULL. */
 plumb_status oci_store_put(const oci_store *s, const void *p, size_t n, const char *digest,

@@ -64,6 +64,7 @@ typedef struct resp {
     size_t mem_len, mem_cap;
     FILE *file;
     oci_sha256 *hash;
+    oci_hash_writer *writer; /* writes and hashes file on a second thread when not NULL */
     uint64_t file_len, file_cap;
     bool over;
     CURL *curl;
@@ -107,8 +108,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *u) {
             r->over = true;
             return 0; /* more than the descriptor's size: stop */
         }
-        if (fwrite(p, 1, len, r->file) != len) return 0;
-        oci_sha256_update(r->hash, p, len);
+        if (r->writer) {
+            if (!oci_hash_writer_put(r->writer, p, len)) return 0;
+        } else {
+            if (fwrite(p, 1, len, r->file) != len) return 0;
+            oci_sha256_update(r->hash, p, len);
+        }
         r->file_len += len;
         return len;
     }
@@ -790,12 +795,15 @@ plumb_status oci_client_fetch_blob(oci_client *c, const oci_store *s, const oci_
     bool show = strstr(d->media_type, ".config.") == NULL;
     oci_progress prog = {0}; /* mode 0: off until begun */
     if (!st && show) oci_progress_begin(&prog, "pull", d->media_type, d->digest, d->size, have);
+    if (!st) r.writer = oci_hash_writer_start(r.file, r.hash);
     if (!st) {
         snprintf(range, sizeof range, "%llu-", (unsigned long long)have);
         req q = {.method = "GET", .url = url, .range = have ? range : NULL, .prog = show ? &prog : NULL,
                  .prog_base = have};
         st = perform(c, &q, &r);
         if (!st && have && r.code == 200) { /* the server ignored the range: start over */
+            if (r.writer) oci_hash_writer_finish(r.writer);
+            r.writer = NULL;
             fclose(r.file);
             free(r.mem);
             r.mem = NULL;
@@ -806,6 +814,7 @@ plumb_status oci_client_fetch_blob(oci_client *c, const oci_store *s, const oci_
             r.file_len = 0;
             if (!r.hash || !r.file) st = plumb__fail(PLUMB_E_IO, "%s: %s", tmp, strerror(errno));
             else {
+                r.writer = oci_hash_writer_start(r.file, r.hash);
                 if (show) oci_progress_begin(&prog, "pull", d->media_type, d->digest, d->size, 0);
                 req q2 = {.method = "GET", .url = url, .prog = show ? &prog : NULL};
                 st = perform(c, &q2, &r);
@@ -813,6 +822,7 @@ plumb_status oci_client_fetch_blob(oci_client *c, const oci_store *s, const oci_
         }
         if (!st && r.code != 200 && r.code != 206) st = http_fail(c, "GET", d->digest, &r);
     }
+    if (r.writer && !oci_hash_writer_finish(r.writer) && !st) st = plumb__fail(PLUMB_E_IO, "%s: write failed", tmp);
     if (r.file && fclose(r.file) != 0 && !st) st = plumb__fail(PLUMB_E_IO, "%s: write failed", tmp);
     char got[OCI_DIGEST_LEN + 1] = "";
     if (r.hash) oci_sha256_final(r.hash, got);
@@ -826,7 +836,7 @@ plumb_status oci_client_fetch_blob(oci_client *c, const oci_store *s, const oci_
             st = plumb__fail(PLUMB_E_FORMAT, "blob %s: digest mismatch (the registry sent bytes hashing to %s); not stored",
                              d->digest, got);
         } else {
-            st = oci_store_commit(s, tmp, d->digest, d->size); /* verifies again from disk */
+            st = oci_store_commit(s, tmp, d->digest, d->size, got); /* hashed as written */
         }
     } else if (st == PLUMB_E_FORMAT) {
         unlink(tmp);

@@ -45,7 +45,7 @@ static cJSON *response_base(const conn *c, const char *object) {
     cJSON_AddStringToObject(root, "id", c->id);
     cJSON_AddStringToObject(root, "object", object);
     cJSON_AddNumberToObject(root, "created", (double)c->created);
-    cJSON_AddStringToObject(root, "model", c->srv->alias);
+    cJSON_AddStringToObject(root, "model", plumb_srv_api_model_id(c));
     cJSON_AddStringToObject(root, "system_fingerprint", "plumb-" PLUMB_VERSION_STRING);
     return root;
 }

@@ -20,7 +20,7 @@
 
 struct plumb_server {
     plumb_server_params p;
-    char alias[256];
+    char alias[256]; /* the id of the model of model_path ("" when none) */
     char key[513]; /* the API key, "" when none is needed */
     plumb_httpd *httpd;
     plumb_srv_metrics metrics;
@@ -88,7 +88,14 @@ typedef struct conn {
     plumb_srv_tool_syntax syntax; /* ... written in this syntax */
     char id[48];
     long long created;
+    /* the model: with a catalog, this request's lease on it (NULL until granted), ended when
+     * the request is answered */
+    plumb_srv_lease *lease;
+    char model_id[512]; /* the model answering, as responses name it ("": the alias) */
 } conn;
+
+/* The id of the model answering c. */
+static inline const char *plumb_srv_api_model_id(const conn *c) { return c->model_id[0] ? c->model_id : c->srv->alias; }
 
 /* One access-log line for the request (--log). */
 void plumb_srv_api_log(const conn *c, const char *outcome);

@@ -156,8 +156,112 @@ bool plumb_srv_api_send_error(conn *c, int status, const char *param, const char
 
 /* ---- simple endpoints ------------------------------------------------------------------- */
 
+/* ---- the models of a server with a catalog ------------------------------------------------ */
+
+/* The model a request's `name` names into *e: the model of model_path (by its id), a catalog
+ * entry, or the model loaded now (it may have left the catalog). false when none. */
+static bool find_model(plumb_server_t *srv, const char *name, plumb_server_model_entry *e) {
+    memset(e, 0, sizeof *e);
+    if (srv->p.model_path && !strcmp(name, srv->alias)) {
+        snprintf(e->id, sizeof e->id, "%s", srv->alias);
+        snprintf(e->path, sizeof e->path, "%s", srv->p.model_path);
+        e->created = (int64_t)srv->started;
+        return true;
+    }
+    const plumb_server_catalog *cat = srv->p.catalog;
+    if (cat->resolve(cat->user, name, e)) {
+        e->id[sizeof e->id - 1] = e->path[sizeof e->path - 1] = e->owned_by[sizeof e->owned_by - 1] = '\0';
+        if (e->id[0] && e->path[0]) return true;
+    }
+    memset(e, 0, sizeof *e);
+    plumb_srv_sched_loaded(srv->sched, e->id, sizeof e->id, e->path, sizeof e->path, NULL, 0);
+    if (e->id[0] && !strcmp(e->id, name)) {
+        e->created = (int64_t)srv->started;
+        return true;
+    }
+    return false;
+}
+
+/* Makes the model the request names (name "": the one loaded) this request's: without a
+ * catalog the one model; with one, a lease on it, waiting (in the queue of leases) for the
+ * requests of another model to finish and for a switch when it is not the one loaded. Sets
+ * c->model_id. false after answering with the error, or when the client left meanwhile. */
+static bool use_model(conn *c, const char *name) {
+    plumb_server_t *srv = c->srv;
+    if (!srv->p.catalog) {
+        snprintf(c->model_id, sizeof c->model_id, "%s", srv->alias);
+        return true;
+    }
+    plumb_server_model_entry *e = NULL;
+    if (*name) {
+        if (!(e = malloc(sizeof *e))) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory"), false;
+        if (!find_model(srv, name, e)) {
+            free(e);
+            plumb_srv_api_send_error(c, 404, "model", "model_not_found",
+                                     "the model '%.200s' does not exist on this server; GET /v1/models lists the models it has",
+                                     name);
+            return false;
+        }
+    }
+    plumb_srv_lease *l;
+    plumb_status st = plumb_srv_lease_begin(srv->sched, e ? e->id : NULL, e ? e->path : NULL, c->t0 + srv->p.timeout_s, &l);
+    free(e);
+    if (st == PLUMB_E_RANGE)
+        return plumb_srv_api_send_error(c, 503, NULL, "server_busy", "too many requests wait for a model to be loaded; retry later"),
+               false;
+    if (st == PLUMB_E_UNSUPPORTED)
+        return plumb_srv_api_send_error(c, 503, NULL, NULL, "the server is shutting down"), false;
+    if (st) return plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot wait for the model: %s", plumb_status_message(st)), false;
+    for (;;) {
+        const char *id = NULL, *code = NULL, *msg = NULL;
+        int status = 500;
+        const int r = plumb_srv_lease_wait(srv->sched, l, POLL_MS, &id, &status, &code, &msg);
+        if (r > 0) {
+            c->lease = l;
+            snprintf(c->model_id, sizeof c->model_id, "%s", id);
+            return true;
+        }
+        if (r < 0) {
+            plumb_srv_api_send_error(c, status, status == 400 ? "model" : NULL, code, "%s", msg);
+            plumb_srv_lease_end(srv->sched, l);
+            return false;
+        }
+        if (plumb_http_client_gone(c->hc)) {
+            plumb_srv_lease_end(srv->sched, l);
+            plumb_srv_metrics_cancelled(&srv->metrics);
+            plumb_srv_api_log(c, "cancelled");
+            return false;
+        }
+    }
+}
+
+/* With a catalog: the request body's "model" into name[0..cap) and the lease on it
+ * (use_model). false after answering with the error. */
+static bool use_body_model(conn *c, char *name, size_t cap) {
+    if (!c->srv->p.catalog) return use_model(c, "");
+    plumb_srv_error err;
+    plumb_status st = plumb_srv_parse_model(c->req->body, c->req->body_len, name, cap, &err);
+    if (st == PLUMB_E_RANGE)
+        return plumb_srv_api_send_error(c, 404, "model", "model_not_found",
+                                        "the model named is not on this server; GET /v1/models lists the models it has"),
+               false;
+    if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory"), false;
+    if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message), false;
+    return use_model(c, name);
+}
+
 static bool handle_health(conn *c) {
     plumb_srv_state st = plumb_srv_sched_state(c->srv->sched);
+    if (c->srv->p.catalog && st == PLUMB_SRV_READY) { /* which model is in memory, or loading */
+        char id[512], loading[512];
+        plumb_srv_sched_loaded(c->srv->sched, id, sizeof id, NULL, 0, loading, sizeof loading);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "status", loading[0] ? "loading" : "ok");
+        if (loading[0] || id[0]) cJSON_AddStringToObject(j, "model", loading[0] ? loading : id);
+        else cJSON_AddNullToObject(j, "model");
+        cJSON_AddBoolToObject(j, "loaded", id[0] != '\0');
+        return plumb_srv_api_send_json(c, 200, j);
+    }
     const char *body = st == PLUMB_SRV_READY ? "{\"status\":\"ok\"}" : st == PLUMB_SRV_LOADING ? "{\"status\":\"loading\"}"
                                                                                               : "{\"status\":\"error\"}";
     return send_text(c, st == PLUMB_SRV_READY ? 200 : 503, body, strlen(body), "application/json");
@@ -181,7 +285,56 @@ static cJSON *model_json(const conn *c) {
     return m;
 }
 
+/* A catalog's model as GET /v1/models lists it, with whether it is the one in memory. */
+static cJSON *entry_json(const plumb_server_model_entry *e, bool loaded) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", e->id);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)e->created);
+    cJSON_AddStringToObject(m, "owned_by", e->owned_by[0] ? e->owned_by : "plumb");
+    cJSON_AddBoolToObject(m, "loaded", loaded);
+    return m;
+}
+
+/* With a catalog: the model in memory, the model of model_path and the catalog's, each id
+ * once (with the catalog's details when it has them). */
+static bool handle_catalog_models(conn *c) {
+    plumb_server_t *srv = c->srv;
+    const plumb_server_catalog *cat = srv->p.catalog;
+    plumb_server_model_entry *e = calloc(PLUMB_SERVER_MAX_MODELS + 2, sizeof *e); /* [n] */
+    if (!e) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+    int n = 0;
+    char loaded[512];
+    plumb_srv_sched_loaded(srv->sched, loaded, sizeof loaded, NULL, 0, NULL, 0);
+    if (loaded[0]) snprintf(e[n++].id, sizeof e->id, "%s", loaded);
+    if (srv->p.model_path) snprintf(e[n++].id, sizeof e->id, "%s", srv->alias);
+    for (int i = 0; i < n; i++) e[i].created = (int64_t)srv->started;
+    const int first = n; /* the catalog's from here */
+    int got = cat->list(cat->user, e + first, PLUMB_SERVER_MAX_MODELS);
+    if (got < 0) plumb_srv_log("the model catalog cannot be read: listing the models known already");
+    n += got < 0 ? 0 : got > PLUMB_SERVER_MAX_MODELS ? PLUMB_SERVER_MAX_MODELS : got;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    for (int i = 0; i < n; i++) e[i].id[sizeof e->id - 1] = e[i].owned_by[sizeof e->owned_by - 1] = '\0';
+    for (int i = 0; i < n; i++) {
+        bool dup = !e[i].id[0];
+        for (int k = 0; k < i && !dup; k++) dup = !strcmp(e[k].id, e[i].id);
+        if (dup) continue;
+        const plumb_server_model_entry *d = &e[i];
+        for (int k = first; k < n && i < first; k++)
+            if (!strcmp(e[k].id, e[i].id)) {
+                d = &e[k];
+                break;
+            }
+        cJSON_AddItemToArray(data, entry_json(d, loaded[0] && !strcmp(e[i].id, loaded)));
+    }
+    free(e);
+    return plumb_srv_api_send_json(c, 200, root);
+}
+
 static bool handle_models(conn *c) {
+    if (c->srv->p.catalog) return handle_catalog_models(c);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "data"), model_json(c));
@@ -191,6 +344,21 @@ static bool handle_models(conn *c) {
 /* GET /v1/models/{id}: the model when id is its name. */
 static bool handle_model(conn *c) {
     const char *id = c->req->path + strlen("/v1/models/");
+    if (c->srv->p.catalog) {
+        plumb_server_model_entry *e = malloc(sizeof *e);
+        if (!e) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
+        char loaded[512];
+        plumb_srv_sched_loaded(c->srv->sched, loaded, sizeof loaded, NULL, 0, NULL, 0);
+        bool ok = find_model(c->srv, id, e);
+        if (ok) {
+            cJSON *j = entry_json(e, !strcmp(loaded, e->id));
+            free(e);
+            return plumb_srv_api_send_json(c, 200, j);
+        }
+        free(e);
+        return plumb_srv_api_send_error(c, 404, "model", "model_not_found",
+                                        "the model '%.200s' does not exist on this server; GET /v1/models lists the models it has", id);
+    }
     if (strcmp(id, c->srv->alias))
         return plumb_srv_api_send_error(c, 404, "model", "model_not_found", "no model '%.200s' here (this server has '%s')", id, c->srv->alias);
     return plumb_srv_api_send_json(c, 200, model_json(c));
@@ -198,6 +366,16 @@ static bool handle_model(conn *c) {
 
 /* GET /props: the model, its context, slots, chat template and build, as llama-server has it. */
 static bool handle_props(conn *c) {
+    char path[4096] = "";
+    if (c->srv->p.catalog) { /* the model loaded now; none: nothing to describe */
+        char loaded[512], loading[512];
+        plumb_srv_sched_loaded(c->srv->sched, loaded, sizeof loaded, NULL, 0, loading, sizeof loading);
+        if (!loaded[0] && !loading[0])
+            return plumb_srv_api_send_error(c, 503, NULL, "model_not_loaded",
+                                            "no model is loaded yet: a request naming one loads it (GET /v1/models lists them)");
+        if (!use_model(c, "")) return false;
+        plumb_srv_sched_loaded(c->srv->sched, NULL, 0, path, sizeof path, NULL, 0);
+    }
     const plumb_model_t *m = plumb_srv_sched_model(c->srv->sched);
     plumb_model_info info;
     plumb_model_get_info(m, &info);
@@ -212,8 +390,8 @@ static bool handle_props(conn *c) {
     cJSON_AddNumberToObject(params, "top_p", sp.top_p);
     cJSON_AddNumberToObject(params, "min_p", sp.min_p);
     cJSON_AddNumberToObject(root, "total_slots", c->srv->p.n_parallel);
-    cJSON_AddStringToObject(root, "model_path", c->srv->p.model_path);
-    cJSON_AddStringToObject(root, "model_alias", c->srv->alias);
+    cJSON_AddStringToObject(root, "model_path", c->srv->p.catalog ? path : c->srv->p.model_path);
+    cJSON_AddStringToObject(root, "model_alias", plumb_srv_api_model_id(c));
     cJSON *mi = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(mi, "architecture", info.arch);
     cJSON_AddStringToObject(mi, "name", info.name);
@@ -261,6 +439,11 @@ static bool handle_tokenize(conn *c) {
                                                &parse_special, &err);
     if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
+    char name[512];
+    if (!use_body_model(c, name, sizeof name)) {
+        free(content);
+        return false;
+    }
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     size_t cap = len + 8, n = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
@@ -283,6 +466,11 @@ static bool handle_detokenize(conn *c) {
     plumb_status st = plumb_srv_parse_detokenize(c->req->body, c->req->body_len, &ids, &n, &err);
     if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
+    char name[512];
+    if (!use_body_model(c, name, sizeof name)) {
+        free(ids);
+        return false;
+    }
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     const int32_t n_vocab = plumb_vocab_n_tokens(v);
     for (size_t i = 0; i < n; i++)
@@ -488,7 +676,6 @@ static plumb_status request_tokens(conn *c, const plumb_srv_request *r, int32_t 
 
 static bool handle_generate(conn *c) {
     plumb_server_t *srv = c->srv;
-    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched);
     plumb_srv_request r;
     plumb_srv_error err;
     c->kind = c->route->r == R_CHAT ? PLUMB_SRV_CHAT : c->route->r == R_INFILL ? PLUMB_SRV_INFILL : PLUMB_SRV_COMPLETION;
@@ -497,6 +684,15 @@ static bool handle_generate(conn *c) {
     plumb_status st = plumb_srv_request_parse(c->req->body, c->req->body_len, c->kind, INT32_MAX, &r, &err);
     if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
+    char name[512];
+    if (!use_body_model(c, name, sizeof name)) { /* with a catalog this may wait for a switch */
+        plumb_srv_request_free(&r);
+        return false;
+    }
+    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched);
+    /* a request's whole life is timeout_s, the wait for its model included */
+    double timeout_s = srv->p.timeout_s;
+    if (srv->p.catalog && (timeout_s -= now_s() - c->t0) < 0.001) timeout_s = 0.001;
     int32_t *ids;
     size_t n;
     const char *param;
@@ -527,7 +723,7 @@ static bool handle_generate(conn *c) {
     /* n choices: n jobs; the others wait for the first one's prompt and copy its KV cache */
     for (int i = 0; i < r.n && !st; i++) {
         plumb_srv_job **j = &c->ch[i].job;
-        if ((st = plumb_srv_job_create(ids, n, &r, srv->p.timeout_s, j))) break;
+        if ((st = plumb_srv_job_create(ids, n, &r, timeout_s, j))) break;
         c->n_ch++;
         if (spec.gbnf && (st = plumb_srv_job_constrain(*j, &spec))) break;
         if (i > 0) plumb_srv_job_follow(*j, c->ch[0].job);
@@ -721,6 +917,12 @@ static bool handle_apply_template(conn *c) {
     plumb_status st = plumb_srv_parse_apply_template(c->req->body, c->req->body_len, &r, &tools, &err);
     if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
+    char name[512];
+    if (!use_body_model(c, name, sizeof name)) {
+        free(tools);
+        plumb_srv_request_free(&r);
+        return false;
+    }
     char *text = NULL, msg[256] = "";
     size_t len, n_marks;
     plumb_span *marks = NULL;
@@ -829,6 +1031,7 @@ static void on_request(void *app, plumb_http_conn *hc, const plumb_http_request 
         plumb_srv_job_release(srv->sched, c.ch[i].job);
         free(c.ch[i].held);
     }
+    plumb_srv_lease_end(srv->sched, c.lease); /* the model may be switched once no request holds it */
 }
 
 static void on_error(void *app, plumb_http_conn *hc, int status, const char *code, const char *message) {
@@ -872,17 +1075,21 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
     if (!s) return PLUMB_E_NOMEM;
     s->p = *p;
     plumb_srv_metrics_init(&s->metrics, p->n_parallel);
-    if (!p->model_path || p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0 || p->port < 0 ||
-        p->port > 65535 || p->max_connections < 1 || p->max_per_client < 0 || p->timeout_s <= 0 ||
-        !(p->request_timeout_s > 0))
+    if ((!p->model_path && !p->catalog) || (p->catalog && (!p->catalog->list || !p->catalog->resolve)) ||
+        p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0 || p->port < 0 || p->port > 65535 ||
+        p->max_connections < 1 || p->max_per_client < 0 || p->timeout_s <= 0 || !(p->request_timeout_s > 0))
         return fail_start(s, PLUMB_E_INVALID_ARG, "invalid server parameters");
+    if (p->catalog && p->embeddings)
+        return fail_start(s, PLUMB_E_INVALID_ARG, "an embeddings server serves one model: it takes no model catalog");
     if (p->api_key && strlen(p->api_key) > 512) return fail_start(s, PLUMB_E_INVALID_ARG, "the API key is longer than 512 bytes");
     if (p->api_key) snprintf(s->key, sizeof s->key, "%s", p->api_key);
     s->started = time(NULL);
-    if (p->alias) snprintf(s->alias, sizeof s->alias, "%s", p->alias);
-    else default_alias(p->model_path, s->alias, sizeof s->alias);
+    if (p->alias && p->model_path) snprintf(s->alias, sizeof s->alias, "%s", p->alias);
+    else if (p->model_path) default_alias(p->model_path, s->alias, sizeof s->alias);
 
     plumb_srv_sched_params sp = {.model_path = p->model_path,
+                                 .model_id = s->alias,
+                                 .switchable = p->catalog != NULL,
                                  .embeddings = p->embeddings,
                                  .pooling = p->pooling,
                                  .n_parallel = p->n_parallel,

@@ -70,6 +70,22 @@ void plumb_srv_metrics_gauges(plumb_srv_metrics *m, int64_t queue_depth, int64_t
     pthread_mutex_unlock(&m->mu);
 }
 
+void plumb_srv_metrics_model_load(plumb_srv_metrics *m, const char *id, bool ok) {
+    pthread_mutex_lock(&m->mu);
+    if (ok) {
+        m->model_loads++;
+        snprintf(m->model, sizeof m->model, "%s", id);
+    } else
+        m->model_load_failures++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void plumb_srv_metrics_model_unloaded(plumb_srv_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    m->model[0] = '\0';
+    pthread_mutex_unlock(&m->mu);
+}
+
 typedef struct text {
     char *s;
     size_t len, cap;
@@ -140,6 +156,21 @@ char *plumb_srv_metrics_render(plumb_srv_metrics *m) {
     put(&t, "plumb_slots_busy %lld\n", (long long)m->slots_busy);
     metric(&t, "plumb_slots_total", "gauge", "Slots (parallel sequences).");
     put(&t, "plumb_slots_total %lld\n", (long long)m->slots_total);
+    metric(&t, "plumb_model_loads_total", "counter", "Models loaded (the first one included).");
+    put(&t, "plumb_model_loads_total %llu\n", (unsigned long long)m->model_loads);
+    metric(&t, "plumb_model_load_failures_total", "counter", "Model loads that failed.");
+    put(&t, "plumb_model_load_failures_total %llu\n", (unsigned long long)m->model_load_failures);
+    metric(&t, "plumb_model_loaded", "gauge", "The model in memory, by its id (no sample when none is).");
+    if (m->model[0]) {
+        char label[2 * sizeof m->model]; /* escaped: backslash, quote and newline take two bytes */
+        size_t n = 0;
+        for (const char *c = m->model; *c; c++) {
+            if (*c == '\\' || *c == '"' || *c == '\n') label[n++] = '\\';
+            label[n++] = *c == '\n' ? 'n' : *c;
+        }
+        label[n] = '\0';
+        put(&t, "plumb_model_loaded{model=\"%s\"} 1\n", label);
+    }
     histogram(&t, "plumb_time_to_first_token_seconds", "Seconds from a request's arrival to its first token.", &m->ttft);
     histogram(&t, "plumb_inter_token_latency_seconds", "Seconds between consecutive tokens of a request.", &m->itl);
     pthread_mutex_unlock(&m->mu);

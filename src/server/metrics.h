@@ -4,6 +4,7 @@
 #define PLUMB_SERVER_METRICS_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,8 @@ typedef struct plumb_srv_metrics {
     uint64_t prompt_tokens, prompt_tokens_cached, generated_tokens;
     int64_t queue_depth, slots_busy, slots_total;
     plumb_srv_histogram ttft, itl;
+    uint64_t model_loads, model_load_failures;
+    char model[512]; /* the id of the model in memory, "" when none */
 } plumb_srv_metrics;
 
 void plumb_srv_metrics_init(plumb_srv_metrics *m, int n_slots);
@@ -40,6 +43,10 @@ void plumb_srv_metrics_prompt(plumb_srv_metrics *m, int64_t n, int64_t cached);
  * itl >= 0: seconds since the request's previous token. */
 void plumb_srv_metrics_token(plumb_srv_metrics *m, double ttft, double itl);
 void plumb_srv_metrics_gauges(plumb_srv_metrics *m, int64_t queue_depth, int64_t slots_busy);
+/* A model load ended: ok, and model id (copied) is the one in memory now; else a failure. */
+void plumb_srv_metrics_model_load(plumb_srv_metrics *m, const char *id, bool ok);
+/* The model in memory was freed. */
+void plumb_srv_metrics_model_unloaded(plumb_srv_metrics *m);
 /* The Prometheus text exposition, malloc'd and NUL-terminated (NULL when out of memory). */
 char *plumb_srv_metrics_render(plumb_srv_metrics *m);
 

@@ -825,6 +825,19 @@ plumb_status plumb_srv_parse_apply_template(const char *body, size_t len, plumb_
     return st;
 }
 
+plumb_status plumb_srv_parse_model(const char *body, size_t len, char *out, size_t cap, plumb_srv_error *err) {
+    out[0] = '\0';
+    cJSON *root;
+    plumb_status st = parse_object(body, len, &root, err);
+    if (st) return st;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (m && !cJSON_IsNull(m) && !cJSON_IsString(m)) st = fail(err, "model", "'model' must be a string");
+    else if (cJSON_IsString(m) && strlen(m->valuestring) >= cap) st = PLUMB_E_RANGE;
+    else if (cJSON_IsString(m)) memcpy(out, m->valuestring, strlen(m->valuestring) + 1);
+    cJSON_Delete(root);
+    return st;
+}
+
 void plumb_srv_embed_request_free(plumb_srv_embed_request *r) {
     for (size_t i = 0; i < r->n; i++) {
         if (r->texts) free(r->texts[i]);

@@ -87,6 +87,11 @@ plumb_status plumb_srv_parse_tokenize(const char *body, size_t len, char **conte
 plumb_status plumb_srv_parse_detokenize(const char *body, size_t len, int32_t **ids, size_t *n,
                                         plumb_srv_error *err);
 
+/* The body's "model" (a string, null or absent) into out[0..cap) ("" when null, absent or
+ * empty). PLUMB_E_INVALID_ARG with *err for a bad body or a "model" that is not a string,
+ * PLUMB_E_RANGE when it is cap bytes or longer, PLUMB_E_NOMEM. */
+plumb_status plumb_srv_parse_model(const char *body, size_t len, char *out, size_t cap, plumb_srv_error *err);
+
 /* POST /v1/embeddings: "input" (a string, an array of strings, an array of token ids, or an
  * array of arrays of ids), "encoding_format" ("float" or "base64"), "dimensions" (checked by
  * the caller against the model), "model". Each input is texts[i] (NULL for ids) or

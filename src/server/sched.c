@@ -1,7 +1,10 @@
 /* sched.c — the slot scheduler (see sched.h). Locking: one mutex `mu` guards the queue, the
- * job pointers of the slots and every job's output; the scheduler thread holds it only for
- * bookkeeping, never during plumb_decode or sampling. Slot fields other than `job` belong to
- * the scheduler thread alone. */
+ * job pointers of the slots, every job's output, and the leases (their queue, the count of
+ * granted ones, the ids of the model loaded and loading); the scheduler thread holds it only
+ * for bookkeeping, never during plumb_decode, sampling or a model load. Slot fields other
+ * than `job` belong to the scheduler thread alone. The model, context and chat format change
+ * only on the scheduler thread, and only while no lease is granted and no job is queued or
+ * running, so a connection holding a granted lease may read them without the lock. */
 #include "sched.h"
 
 #include "chat_prompt.h"
@@ -47,6 +50,18 @@ struct plumb_srv_job {
     pthread_cond_t cv; /* signalled when text grows or the job ends */
 };
 
+/* A request's claim on a model (sched.h). id, path, any and deadline are fixed at begin
+ * (a lease for any model gets the loaded model's id when granted); the rest is under mu. */
+struct plumb_srv_lease {
+    char id[512], path[4096];
+    bool any; /* whichever model is loaded */
+    double deadline;
+    int state; /* 0 waiting, 1 granted, -1 refused */
+    int status;
+    const char *code;
+    char message[1200];
+};
+
 typedef enum slot_state {
     SLOT_IDLE,
     SLOT_FOLLOW, /* waiting for its job's leader to have the prompt in its KV cache */
@@ -86,6 +101,13 @@ struct plumb_srv_sched {
     bool stopping;
     plumb_srv_job **queue; /* FIFO, [queue_cap] */
     int32_t n_queue, queue_cap;
+    /* leases (switchable): under mu */
+    pthread_cond_t lease_cv;     /* broadcast when leases are granted or refused */
+    plumb_srv_lease **waiters;   /* FIFO, [waiters_cap] */
+    int32_t n_waiters, waiters_cap;
+    int32_t pins;                /* granted leases not yet ended */
+    char loaded_id[512], loaded_path[4096]; /* the model in memory ("": none) */
+    char loading_id[512];        /* the model a switch is loading ("": none) */
     /* scheduler thread's own */
     plumb_model_t *model;
     plumb_context_t *ctx;
@@ -387,6 +409,14 @@ static void slot_finish(plumb_srv_sched *s, slot *sl, const char *finish_reason,
 /* Under mu: moves queued jobs into idle slots, each to the slot whose cache shares the
  * longest prefix with its prompt (the least recently used one among equals). */
 static void assign_locked(plumb_srv_sched *s) {
+    if (!s->ctx) { /* cannot happen: jobs are submitted under a lease on the loaded model */
+        for (int32_t i = 0; i < s->n_queue; i++) {
+            job_end(s->queue[i], NULL, 503, "no model is loaded");
+            job_unref_locked(s->queue[i]);
+        }
+        s->n_queue = 0;
+        return;
+    }
     while (s->n_queue > 0) {
         plumb_srv_job *j = s->queue[0];
         slot *best = NULL;
@@ -435,9 +465,151 @@ static void assign_locked(plumb_srv_sched *s) {
     }
 }
 
-/* Under mu: ends queued and running jobs that were cancelled or ran out of time. */
+/* ---- leases ------------------------------------------------------------------------------ */
+
+/* Under mu: grants l (the loaded model is its model until it ends) or refuses it (status !=
+ * 0); the caller broadcasts lease_cv. */
+static void lease_decide_locked(plumb_srv_sched *s, plumb_srv_lease *l, int status, const char *code, const char *message) {
+    if (status) {
+        l->state = -1;
+        l->status = status;
+        l->code = code;
+        snprintf(l->message, sizeof l->message, "%s", message);
+        return;
+    }
+    l->state = 1;
+    s->pins++;
+    if (l->any) snprintf(l->id, sizeof l->id, "%s", s->loaded_id);
+}
+
+/* Under mu: decides the leases at the head of the queue that can be: when the head is for
+ * the loaded model (or any), it and every other waiter for that model are granted; a lease
+ * for any model with none loaded is refused. Stops at a head for a model not loaded: a
+ * switch is due once the granted leases end. */
+static void grant_locked(plumb_srv_sched *s) {
+    bool changed = false;
+    while (s->n_waiters > 0) {
+        plumb_srv_lease *h = s->waiters[0];
+        if (!s->loaded_id[0]) {
+            if (!h->any) break;
+            lease_decide_locked(s, h, 400, "model_not_loaded",
+                                "no model is loaded: name one in 'model' (GET /v1/models lists them)");
+            memmove(s->waiters, s->waiters + 1, (size_t)(--s->n_waiters) * sizeof *s->waiters);
+            changed = true;
+            continue;
+        }
+        if (!h->any && strcmp(h->id, s->loaded_id) != 0) break;
+        int32_t w = 0;
+        for (int32_t i = 0; i < s->n_waiters; i++) {
+            plumb_srv_lease *l = s->waiters[i];
+            if (l->any || !strcmp(l->id, s->loaded_id)) lease_decide_locked(s, l, 0, NULL, NULL);
+            else s->waiters[w++] = l;
+        }
+        s->n_waiters = w;
+        changed = true;
+        break;
+    }
+    if (changed) pthread_cond_broadcast(&s->lease_cv);
+}
+
+plumb_status plumb_srv_lease_begin(plumb_srv_sched *s, const char *id, const char *path, double deadline,
+                                   plumb_srv_lease **out) {
+    *out = NULL;
+    if (!s->p.switchable) return PLUMB_E_UNSUPPORTED;
+    plumb_srv_lease *l = calloc(1, sizeof *l);
+    if (!l) return PLUMB_E_NOMEM;
+    if (id && (!path || strlen(id) >= sizeof l->id || strlen(path) >= sizeof l->path || !*id)) {
+        free(l);
+        return PLUMB_E_INVALID_ARG;
+    }
+    l->any = !id;
+    if (id) {
+        memcpy(l->id, id, strlen(id) + 1);
+        memcpy(l->path, path, strlen(path) + 1);
+    }
+    l->deadline = deadline;
+    plumb_status st = PLUMB_OK;
+    pthread_mutex_lock(&s->mu);
+    const bool quiet = s->n_waiters == 0 && !s->loading_id[0]; /* nothing waits, no switch runs */
+    if (s->stopping) st = PLUMB_E_UNSUPPORTED;
+    else if (quiet && s->loaded_id[0] && (l->any || !strcmp(l->id, s->loaded_id))) lease_decide_locked(s, l, 0, NULL, NULL);
+    else if (quiet && l->any && !s->loaded_id[0] && s->state == PLUMB_SRV_READY)
+        lease_decide_locked(s, l, 400, "model_not_loaded", "no model is loaded: name one in 'model' (GET /v1/models lists them)");
+    else if (s->n_waiters >= s->waiters_cap) st = PLUMB_E_RANGE;
+    else {
+        s->waiters[s->n_waiters++] = l;
+        pthread_cond_signal(&s->work_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (st) free(l);
+    else *out = l;
+    return st;
+}
+
+int plumb_srv_lease_wait(plumb_srv_sched *s, plumb_srv_lease *l, int wait_ms, const char **id, int *status,
+                         const char **code, const char **message) {
+    pthread_mutex_lock(&s->mu);
+    if (l->state == 0 && wait_ms > 0) {
+        struct timespec until = deadline_in(wait_ms);
+        while (l->state == 0)
+            if (pthread_cond_timedwait(&s->lease_cv, &s->mu, &until) == ETIMEDOUT) break;
+    }
+    const int r = l->state;
+    pthread_mutex_unlock(&s->mu);
+    /* decided fields are written once, under mu, before state changes: safe to read now */
+    if (r > 0 && id) *id = l->id;
+    if (r < 0) {
+        if (status) *status = l->status;
+        if (code) *code = l->code;
+        if (message) *message = l->message;
+    }
+    return r;
+}
+
+void plumb_srv_lease_end(plumb_srv_sched *s, plumb_srv_lease *l) {
+    if (!l) return;
+    pthread_mutex_lock(&s->mu);
+    if (l->state == 1) s->pins--;
+    else if (l->state == 0)
+        for (int32_t i = 0; i < s->n_waiters; i++)
+            if (s->waiters[i] == l) {
+                memmove(s->waiters + i, s->waiters + i + 1, (size_t)(s->n_waiters - i - 1) * sizeof *s->waiters);
+                s->n_waiters--;
+                break;
+            }
+    pthread_cond_signal(&s->work_cv); /* a switch may be due, or the head may have changed */
+    pthread_mutex_unlock(&s->mu);
+    free(l);
+}
+
+void plumb_srv_sched_loaded(plumb_srv_sched *s, char *id, size_t id_cap, char *path, size_t path_cap, char *loading,
+                            size_t loading_cap) {
+    pthread_mutex_lock(&s->mu);
+    if (id) snprintf(id, id_cap, "%s", s->loaded_id);
+    if (path) snprintf(path, path_cap, "%s", s->loaded_path);
+    if (loading) snprintf(loading, loading_cap, "%s", s->loading_id);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Under mu: ends queued and running jobs that were cancelled or ran out of time, and refuses
+ * leases still waiting past their deadline. */
 static void expire_locked(plumb_srv_sched *s, double now) {
     int32_t w = 0;
+    bool refused = false;
+    for (int32_t i = 0; i < s->n_waiters; i++) {
+        plumb_srv_lease *l = s->waiters[i];
+        if (now > l->deadline) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "the request timed out waiting for model '%.500s' to be loaded", l->any ? "(any)" : l->id);
+            lease_decide_locked(s, l, 504, NULL, msg);
+            refused = true;
+        } else {
+            s->waiters[w++] = l;
+        }
+    }
+    s->n_waiters = w;
+    if (refused) pthread_cond_broadcast(&s->lease_cv);
+    w = 0;
     for (int32_t i = 0; i < s->n_queue; i++) {
         plumb_srv_job *j = s->queue[i];
         if (j->cancelled || now > j->deadline) {
@@ -623,62 +795,149 @@ static void after_decode(plumb_srv_sched *s) {
     }
 }
 
-static plumb_status load(plumb_srv_sched *s) {
+/* Frees the model and what was made for it (context, chat format, grammars); the slots keep
+ * their buffers but hold nothing. Scheduler thread, with no job in a slot. */
+static void unload(plumb_srv_sched *s) {
+    plumb_srv_grammars_free(s->grammars);
+    s->grammars = NULL;
+    plumb_gen_chat_free(&s->chat);
+    s->has_chat = false;
+    plumb_context_free(s->ctx);
+    s->ctx = NULL;
+    plumb_model_free(s->model);
+    s->model = NULL;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) s->slots[i].n_cache = s->slots[i].n_fed = 0;
+}
+
+/* Loads the model at path with a context for the slots, its chat format, and the buffers
+ * sized by it. On failure why[0..why_cap) says why (what was made stays for unload()).
+ * Scheduler thread (the other threads do not read these fields until it is done). */
+static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t why_cap) {
+    why[0] = '\0';
     plumb_model_params mp = plumb_model_default_params();
     mp.use_mmap = s->p.use_mmap;
-    plumb_status st = plumb_model_load_params(s->p.model_path, &mp, &s->model);
-    if (st) return st;
-    plumb_context_params cp = plumb_context_default_params();
-    cp.n_ctx = s->p.n_ctx;
-    cp.n_threads = s->p.n_threads;
-    cp.n_seq = s->p.n_parallel;
-    if (s->p.n_batch > 0) cp.n_batch = s->p.n_batch;
-    cp.embeddings = s->p.embeddings;
-    if ((st = plumb_context_create(s->model, &cp, &s->ctx))) return st;
+    plumb_status st = plumb_model_load_params(path, &mp, &s->model);
+    if (!st) {
+        plumb_context_params cp = plumb_context_default_params();
+        cp.n_ctx = s->p.n_ctx;
+        cp.n_threads = s->p.n_threads;
+        cp.n_seq = s->p.n_parallel;
+        if (s->p.n_batch > 0) cp.n_batch = s->p.n_batch;
+        cp.embeddings = s->p.embeddings;
+        st = plumb_context_create(s->model, &cp, &s->ctx);
+    }
+    if (st) {
+        const char *d = plumb_last_error();
+        snprintf(why, why_cap, "%s", d && *d ? d : plumb_status_message(st));
+        return st;
+    }
     plumb_model_info info;
     plumb_model_get_info(s->model, &info);
     s->n_vocab = info.n_vocab;
     s->n_embd = info.n_embd;
     /* the pooling asked for, else the model's, else the mean */
     s->pooling = s->p.pooling >= 0 ? s->p.pooling : info.pooling >= 0 ? info.pooling : PLUMB_POOLING_MEAN;
+    pthread_mutex_lock(&s->mu); /* GET /slots reads it */
     s->n_ctx = plumb_context_n_ctx(s->ctx);
+    pthread_mutex_unlock(&s->mu);
     s->n_batch = plumb_context_n_batch(s->ctx);
     if (s->p.prefill_chunk <= 0 || s->p.prefill_chunk > s->n_batch) s->p.prefill_chunk = s->n_batch;
     char warning[600];
     st = plumb_gen_chat_init(&s->chat, s->model, s->p.chat_format, s->p.chat_template, s->p.chat_template_len, warning,
                              sizeof warning);
-    if (st == PLUMB_E_NOMEM) return st;
+    if (st == PLUMB_E_NOMEM) {
+        snprintf(why, why_cap, "out of memory");
+        return st;
+    }
     if (st == PLUMB_E_UNSUPPORTED) {
-        snprintf(s->load_error, sizeof s->load_error, "the chat template file cannot be used: %s", plumb_last_error());
+        snprintf(why, why_cap, "the chat template file cannot be used: %s", plumb_last_error());
         return st;
     }
     s->has_chat = st == PLUMB_OK;
+    snprintf(why, why_cap, "out of memory"); /* the only failure from here on */
     if (!(s->grammars = plumb_srv_grammars_create(plumb_model_vocab(s->model), 8))) return PLUMB_E_NOMEM;
     if (warning[0]) plumb_srv_log("%s", warning);
-    s->slots = calloc((size_t)s->p.n_parallel, sizeof *s->slots);
-    s->b_tokens = malloc(3 * (size_t)s->n_batch * sizeof *s->b_tokens); /* tokens, positions, sequences */
-    s->b_logits = malloc((size_t)s->n_batch * sizeof *s->b_logits);
-    if (!s->slots || !s->b_tokens || !s->b_logits) return PLUMB_E_NOMEM;
+    int32_t *bt = realloc(s->b_tokens, 3 * (size_t)s->n_batch * sizeof *s->b_tokens); /* tokens, positions, sequences */
+    if (bt) s->b_tokens = bt;
+    bool *bl = realloc(s->b_logits, (size_t)s->n_batch * sizeof *s->b_logits);
+    if (bl) s->b_logits = bl;
+    if (!bt || !bl) return PLUMB_E_NOMEM;
     s->b_pos = s->b_tokens + s->n_batch;
     s->b_seq = s->b_pos + s->n_batch;
     for (int32_t i = 0; i < s->p.n_parallel; i++) {
-        s->slots[i].id = i;
-        if (!(s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof(int32_t)))) return PLUMB_E_NOMEM;
+        int32_t *c = realloc(s->slots[i].cache, (size_t)s->n_ctx * sizeof(int32_t));
+        if (!c) return PLUMB_E_NOMEM;
+        s->slots[i].cache = c;
+        s->slots[i].n_cache = s->slots[i].n_fed = 0;
     }
+    why[0] = '\0';
     return PLUMB_OK;
+}
+
+/* Under mu, with no lease granted and no job queued or running: frees the loaded model and
+ * loads the one the head of the lease queue names (the lock is let go meanwhile). On failure
+ * the leases waiting for that model are refused and no model is loaded. */
+static void switch_model_locked(plumb_srv_sched *s) {
+    char id[sizeof s->loaded_id], path[sizeof s->loaded_path], why[512];
+    snprintf(id, sizeof id, "%s", s->waiters[0]->id);
+    snprintf(path, sizeof path, "%s", s->waiters[0]->path);
+    if (s->loaded_id[0]) plumb_srv_log("unloading model '%s' for '%s'", s->loaded_id, id);
+    snprintf(s->loading_id, sizeof s->loading_id, "%s", id);
+    s->loaded_id[0] = s->loaded_path[0] = '\0';
+    for (int32_t i = 0; i < s->p.n_parallel; i++) s->slots[i].shown_cache = 0;
+    plumb_srv_metrics_model_unloaded(s->metrics);
+    pthread_mutex_unlock(&s->mu);
+    unload(s);
+    const double t0 = now_s();
+    plumb_status st = load(s, path, why, sizeof why);
+    if (st) unload(s);
+    pthread_mutex_lock(&s->mu);
+    s->loading_id[0] = '\0';
+    plumb_srv_metrics_model_load(s->metrics, id, st == PLUMB_OK);
+    if (!st) {
+        snprintf(s->loaded_id, sizeof s->loaded_id, "%s", id);
+        snprintf(s->loaded_path, sizeof s->loaded_path, "%s", path);
+        plumb_srv_log("loaded model '%s' in %.2f s", id, now_s() - t0);
+        return; /* grant_locked grants its leases */
+    }
+    plumb_srv_log("cannot load model '%s': %s", id, why);
+    /* clients see the file's name, not where the server keeps it */
+    const char *base = strrchr(path, '/'), *reason = why;
+    char shown[600];
+    if (base && !strncmp(why, path, strlen(path))) {
+        snprintf(shown, sizeof shown, "%.80s%.500s", base + 1, why + strlen(path));
+        reason = shown;
+    }
+    char msg[1100];
+    snprintf(msg, sizeof msg, "cannot load model '%.500s': %.500s", id, reason);
+    int32_t w = 0;
+    for (int32_t i = 0; i < s->n_waiters; i++) {
+        plumb_srv_lease *l = s->waiters[i];
+        if (!l->any && !strcmp(l->id, id)) lease_decide_locked(s, l, 500, "model_load_failed", msg);
+        else s->waiters[w++] = l;
+    }
+    s->n_waiters = w;
+    pthread_cond_broadcast(&s->lease_cv);
+}
+
+/* Under mu: whether the head of the lease queue waits for a model other than the loaded one
+ * and nothing holds the loaded one any more. */
+static bool switch_due_locked(const plumb_srv_sched *s) {
+    if (!s->p.switchable || s->n_waiters == 0 || s->pins > 0 || s->n_queue > 0 || any_active(s)) return false;
+    const plumb_srv_lease *h = s->waiters[0];
+    return !h->any && strcmp(h->id, s->loaded_id) != 0;
 }
 
 static void *sched_main(void *arg) {
     plumb_srv_sched *s = arg;
-    plumb_status st = load(s);
+    plumb_status st = PLUMB_OK;
+    if (s->p.model_path) st = load(s, s->p.model_path, s->load_error, sizeof s->load_error);
     pthread_mutex_lock(&s->mu);
-    if (st) {
-        const char *d = plumb_last_error();
-        if (!s->load_error[0]) /* load() may have said it better */
-            snprintf(s->load_error, sizeof s->load_error, "%s", d && *d ? d : plumb_status_message(st));
-        s->state = PLUMB_SRV_FAILED;
-    } else {
-        s->state = PLUMB_SRV_READY;
+    s->state = st ? PLUMB_SRV_FAILED : PLUMB_SRV_READY;
+    if (s->p.model_path) {
+        plumb_srv_metrics_model_load(s->metrics, s->loaded_id, st == PLUMB_OK);
+        if (st) s->loaded_id[0] = '\0';
+        else snprintf(s->loaded_path, sizeof s->loaded_path, "%s", s->p.model_path);
     }
     pthread_cond_broadcast(&s->ready_cv);
     pthread_mutex_unlock(&s->mu);
@@ -688,9 +947,14 @@ static void *sched_main(void *arg) {
         for (;;) {
             expire_locked(s, now_s());
             if (s->stopping) break;
+            grant_locked(s);
             assign_locked(s);
             update_gauges_locked(s);
             if (any_active(s)) break;
+            if (switch_due_locked(s)) {
+                switch_model_locked(s);
+                continue;
+            }
             struct timespec until = deadline_in(200); /* wake to check deadlines */
             pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
         }
@@ -702,6 +966,10 @@ static void *sched_main(void *arg) {
             s->n_queue = 0;
             for (int32_t i = 0; i < s->p.n_parallel; i++)
                 if (s->slots[i].job) slot_finish(s, &s->slots[i], NULL, false, 503, "the server is shutting down");
+            for (int32_t i = 0; i < s->n_waiters; i++)
+                lease_decide_locked(s, s->waiters[i], 503, NULL, "the server is shutting down");
+            s->n_waiters = 0;
+            pthread_cond_broadcast(&s->lease_cv);
             update_gauges_locked(s);
             pthread_mutex_unlock(&s->mu);
             return NULL;
@@ -734,20 +1002,32 @@ static void *sched_main(void *arg) {
 plumb_status plumb_srv_sched_create(const plumb_srv_sched_params *p, plumb_srv_metrics *metrics,
                                     plumb_srv_sched **out) {
     *out = NULL;
-    if (!p->model_path || p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0) return PLUMB_E_INVALID_ARG;
+    if ((!p->model_path && !p->switchable) || p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0 ||
+        (p->switchable && p->embeddings))
+        return PLUMB_E_INVALID_ARG;
     plumb_srv_sched *s = calloc(1, sizeof *s);
     if (!s) return PLUMB_E_NOMEM;
     s->p = *p;
+    s->p.model_id = NULL; /* copied into loaded_id */
     s->metrics = metrics;
     s->queue_cap = p->queue_size + p->n_parallel;
     s->queue = calloc((size_t)s->queue_cap, sizeof *s->queue);
-    if (!s->queue) {
+    s->slots = calloc((size_t)p->n_parallel, sizeof *s->slots);
+    s->waiters_cap = p->switchable ? s->queue_cap : 0;
+    s->waiters = p->switchable ? calloc((size_t)s->waiters_cap, sizeof *s->waiters) : NULL;
+    if (!s->queue || !s->slots || (p->switchable && !s->waiters)) {
+        free(s->queue);
+        free(s->slots);
+        free(s->waiters);
         free(s);
         return PLUMB_E_NOMEM;
     }
+    for (int32_t i = 0; i < p->n_parallel; i++) s->slots[i].id = i;
+    if (p->model_path) snprintf(s->loaded_id, sizeof s->loaded_id, "%s", p->model_id ? p->model_id : p->model_path);
     pthread_mutex_init(&s->mu, NULL);
     cond_init_monotonic(&s->work_cv);
     cond_init_monotonic(&s->ready_cv);
+    cond_init_monotonic(&s->lease_cv);
     s->state = PLUMB_SRV_LOADING;
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
         plumb_srv_sched_free(s);
@@ -777,12 +1057,14 @@ void plumb_srv_sched_free(plumb_srv_sched *s) {
     free(s->b_tokens);
     free(s->b_logits);
     free(s->queue);
+    free(s->waiters);
     plumb_context_free(s->ctx);
     plumb_gen_chat_free(&s->chat);
     plumb_srv_grammars_free(s->grammars);
     plumb_model_free(s->model);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->ready_cv);
+    pthread_cond_destroy(&s->lease_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

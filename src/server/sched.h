@@ -4,7 +4,14 @@
  * prefix with the prompt, so a multi-turn chat is not processed again), and runs decode
  * steps in which every generating slot advances one token and prompts are prefilled in
  * chunks, all in one plumb_decode call. Connection threads submit jobs and read their text
- * as it grows. */
+ * as it grows.
+ * A switchable scheduler (a server with a model catalog) changes models: a connection takes a
+ * lease on the model its request names before it touches the model or submits jobs, and
+ * ends it when the request is answered. Leases wait in one FIFO queue; the scheduler grants
+ * the head (and every other waiter for the same model) when that model is loaded, and when
+ * the head names another one it lets the granted leases and their jobs finish, frees the
+ * model and loads the next. Once a switch is pending, new leases for the loaded model queue
+ * behind it, so a stream of them cannot hold it off. */
 #ifndef PLUMB_SERVER_SCHED_H
 #define PLUMB_SERVER_SCHED_H
 
@@ -17,7 +24,9 @@
 typedef struct plumb_srv_sched plumb_srv_sched;
 
 typedef struct plumb_srv_sched_params {
-    const char *model_path;
+    const char *model_path; /* the model loaded at start; NULL (switchable only): none */
+    const char *model_id;   /* its id (switchable: leases name models by id; copied) */
+    bool switchable;        /* models change by leases (plumb_srv_lease_begin) */
     int32_t n_parallel;    /* slots */
     int32_t n_ctx;         /* positions per slot; 0: min(model, 4096) */
     int32_t n_threads;     /* 0: all online CPUs */
@@ -59,13 +68,45 @@ void plumb_srv_sched_stop(plumb_srv_sched *s);
 void plumb_srv_sched_free(plumb_srv_sched *s);
 plumb_srv_state plumb_srv_sched_state(plumb_srv_sched *s);
 /* Blocks until the model is loaded or failed to load; on failure *message (owned by s)
- * says why. */
+ * says why. A switchable scheduler with no model to start with is READY at once, and stays
+ * READY whatever later loads do. */
 plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **message);
-/* Once READY: the model (borrowed), the positions of a slot, the chat format. */
+/* Once READY (switchable: while holding a granted lease): the model (borrowed), the
+ * positions of a slot, the chat format. */
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s);
 int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s);
 /* How conversations are rendered (borrowed), or NULL when the model has no chat format. */
 const plumb_gen_chat *plumb_srv_sched_chat(plumb_srv_sched *s);
+
+/* ---- leases (switchable schedulers) ---------------------------------------------------- */
+
+/* One request's claim on a model: while granted, the model loaded is the lease's and stays so
+ * until plumb_srv_lease_end. Owned by the connection that began it. */
+typedef struct plumb_srv_lease plumb_srv_lease;
+
+/* Asks for the model `id` (file `path`; both copied) for a request whose life ends at
+ * `deadline` (monotonic seconds, as the jobs'); id NULL: whichever model is loaded. Granted
+ * at once when that model is loaded and nothing waits, else queued. *out is the caller's,
+ * to end with plumb_srv_lease_end. PLUMB_E_RANGE when the queue of leases is full
+ * (queue_size + n_parallel), PLUMB_E_UNSUPPORTED when stopping or not switchable,
+ * PLUMB_E_NOMEM, PLUMB_E_INVALID_ARG for an id or path too long. */
+plumb_status plumb_srv_lease_begin(plumb_srv_sched *s, const char *id, const char *path, double deadline,
+                                   plumb_srv_lease **out);
+/* Waits up to wait_ms for the lease to be decided: 1 granted (*id: the model's id, owned by
+ * the lease), 0 still waiting, -1 refused: *status is the HTTP status, *code an OpenAI error
+ * code or NULL and *message why (both owned by the lease). Refusals: 400 "model_not_loaded"
+ * (id NULL and no model is loaded), 500 "model_load_failed" (the model failed to load), 504
+ * (the deadline passed), 503 (the server is stopping). */
+int plumb_srv_lease_wait(plumb_srv_sched *s, plumb_srv_lease *l, int wait_ms, const char **id, int *status,
+                         const char **code, const char **message);
+/* Ends the lease, granted or still waiting, and frees it. NULL is a no-op. */
+void plumb_srv_lease_end(plumb_srv_sched *s, plumb_srv_lease *l);
+
+/* What the scheduler holds, for /health, /v1/models and /props: the id and path of the model
+ * loaded ("" when none) and the id of one being loaded by a switch ("" when none). Any
+ * argument may be NULL. */
+void plumb_srv_sched_loaded(plumb_srv_sched *s, char *id, size_t id_cap, char *path, size_t path_cap, char *loading,
+                            size_t loading_cap);
 
 /* A generated token's log probability under the model (log-softmax of its logits) and its most
  * likely alternatives, most likely first. */

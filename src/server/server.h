@@ -3,7 +3,8 @@
  * GET /v1/models, /health, /metrics, POST /tokenize and /detokenize, and the chat page at /.
  * HTTP is plumb's strict HTTP/1.1 transport (httpd.h: a thread per connection, deadlines,
  * caps), JSON is cJSON; generation runs on the slot scheduler (sched.h), the only thread that
- * calls the engine. */
+ * calls the engine. With a model catalog the server serves several models, one loaded at a
+ * time, chosen by each request's "model" field. */
 #ifndef PLUMB_SERVER_H
 #define PLUMB_SERVER_H
 
@@ -14,16 +15,53 @@
 
 typedef struct plumb_server plumb_server_t;
 
+/* ---- model catalog: where a multi-model server finds its models ------------------------
+ * The caller (the CLI) provides it, so the server knows nothing of directories, registries or
+ * stores. One model is in memory at a time: a request naming another one waits until the
+ * requests of the loaded model are done, then the scheduler loads the one it names. */
+
+#define PLUMB_SERVER_MAX_MODELS 256 /* catalog entries GET /v1/models lists at most */
+
+/* One model a catalog offers. */
+typedef struct plumb_server_model_entry {
+    char id[512];      /* what a request's "model" names and GET /v1/models lists: non-empty,
+                          printable, NUL-terminated */
+    char path[4096];   /* the GGUF file to load (a model in several shards: the first shard) */
+    int64_t created;   /* Unix time shown as "created" (e.g. the file's mtime); 0: unknown */
+    uint64_t size;     /* bytes, for information; 0: unknown */
+    char owned_by[64]; /* shown as "owned_by"; "": "plumb" */
+} plumb_server_model_entry;
+
+/* Both functions are called from connection threads, several at once: they must be
+ * thread-safe, must not block for long (they run per request) and must not call back into
+ * the server. */
+typedef struct plumb_server_catalog {
+    /* Writes the models available now to out[0..max) and returns how many it wrote (0..max),
+     * or -1 when the catalog cannot be read. Fresh on each call: models may be added or
+     * removed while serving. */
+    int (*list)(void *user, plumb_server_model_entry *out, int max);
+    /* The model a request's "model" field names (name: non-empty, NUL-terminated, untrusted)
+     * into *out: its id or any alias the catalog accepts; out->id is the model's own id.
+     * false when it names none. */
+    bool (*resolve)(void *user, const char *name, plumb_server_model_entry *out);
+    void *user; /* passed to both */
+} plumb_server_catalog;
+
 typedef struct plumb_server_params {
-    const char *model_path;  /* GGUF model (required) */
+    const char *model_path;  /* GGUF model (required without a catalog; with one: the model
+                                loaded at start, NULL: none until a request names one) */
+    const plumb_server_catalog *catalog; /* NULL: one model, model_path (the request's "model"
+                                is not checked); else the models requests may name (borrowed:
+                                it must outlive the server). Not with embeddings. */
     const char *host;        /* address to bind (default "127.0.0.1") */
     int port;                /* 0: any free port (see plumb_server_port) */
     const char *api_key;     /* non-NULL: /v1/..., /tokenize, /detokenize and /metrics need an
                                 Authorization: Bearer <api_key> header */
     bool public_metrics;     /* /metrics answers without the API key */
-    const char *alias;       /* model id reported by the API (default: the file's name) */
+    const char *alias;       /* model_path's id reported by the API (default: the file's name) */
     const char *chat_format; /* a built-in format's name; NULL: the model's template */
-    const char *chat_template; /* a Jinja template to use instead (NULL: none); borrowed */
+    const char *chat_template; /* a Jinja template to use instead (NULL: none), for every
+                                  model; borrowed */
     size_t chat_template_len;
     int32_t n_parallel;      /* slots: requests generated together (default 4) */
     int32_t n_ctx;           /* positions per slot (0: min(model, 4096)) */
@@ -50,13 +88,14 @@ typedef struct plumb_server_params {
 
 plumb_server_params plumb_server_default_params(void);
 /* Binds and starts serving (GET /health answers 503 while the model loads in the
- * background). PLUMB_E_IO when the address cannot be bound, PLUMB_E_INVALID_ARG for bad
- * parameters; plumb_last_error() says why. On success *out is the caller's to free. */
+ * background; with a catalog and no model_path, 200 at once with no model loaded).
+ * PLUMB_E_IO when the address cannot be bound, PLUMB_E_INVALID_ARG for bad parameters;
+ * plumb_last_error() says why. On success *out is the caller's to free. */
 plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **out);
 /* The port the server listens on. */
 int plumb_server_port(const plumb_server_t *s);
 /* Blocks until the model is loaded (PLUMB_OK) or failed to load (PLUMB_E_FORMAT and the
- * reason in *message, owned by s). */
+ * reason in *message, owned by s). With a catalog and no model_path: PLUMB_OK at once. */
 plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message);
 /* Whether the model is still loading. */
 bool plumb_server_loading(plumb_server_t *s);

@@ -16,9 +16,9 @@ import threading
 import urllib.request
 from pathlib import Path
 
-import gguf
 import pytest
 
+from ggufsplit import split_file
 from test_oci import MT_CONFIG, MT_GGUF, MT_MANIFEST, _blobs, _upload, plumb, registry  # noqa: F401
 
 PROMPT = "The ocean is"
@@ -220,44 +220,11 @@ def test_dmr_v02_artifact(registry, plumb_bin, real_model, tmp_path):
     assert mm_d.split(":")[1] not in _blobs(home)
 
 
-def _split(src: Path, out_dir: Path, n: int) -> list[Path]:
-    """src as n shards in llama.cpp's gguf-split layout: every shard carries split.no,
-    split.count and split.tensors.count; the first holds the metadata."""
-    r = gguf.GGUFReader(src)
-    arch = r.fields["general.architecture"].contents()
-    tensors = list(r.tensors)
-    per = -(-len(tensors) // n)
-    paths = []
-    for i in range(n):
-        p = out_dir / f"model-{i + 1:05d}-of-{n:05d}.gguf"
-        w = gguf.GGUFWriter(p, arch, endianess=gguf.GGUFEndian.LITTLE)
-        if i == 0:
-            for name, f in r.fields.items():
-                if name.startswith("GGUF.") or name == "general.architecture":
-                    continue
-                vt = f.types[0]
-                if vt == gguf.GGUFValueType.ARRAY:
-                    w.add_key_value(name, f.contents(), vt, sub_type=f.types[-1])
-                else:
-                    w.add_key_value(name, f.contents(), vt)
-        w.add_uint16("split.no", i)
-        w.add_uint16("split.count", n)
-        w.add_int32("split.tensors.count", len(tensors))
-        for t in tensors[i * per:(i + 1) * per]:
-            w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        paths.append(p)
-    return paths
-
-
 def test_split_model_as_layers(registry, plumb_bin, real_model, tmp_path):
     """A split GGUF travels as one gguf layer per shard, in order; pulled, its shards are
     linked under llama.cpp's names so the loader finds them, and it generates what the
     single file does; rm removes the links with the blobs."""
-    shards = _split(real_model, tmp_path, 3)
+    shards = split_file(real_model, tmp_path, 3)
     repo = "plumb-test/split"
     layers, diff_ids = [], []
     for p in shards:

@@ -24,8 +24,10 @@ import os
 import pty
 import re
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ggufsplit import split_file
 from test_oci import MT_CONFIG, MT_GGUF, MT_LICENSE, MT_MANIFEST, Registry, _free_port, plumb
 
 
@@ -330,8 +333,52 @@ def test_declined_mount_continues_the_upload(reg, plumb_bin, real_model, tmp_pat
 
 # ---- progress ----
 
+class _Throttle:
+    """A TCP proxy on loopback passing bytes both ways at about `rate` bytes a second, so that a
+    transfer lasts long enough to be watched whatever the machine's speed."""
+
+    def __init__(self, upstream_port: int, rate: float):
+        self.rate = rate
+        self.up = upstream_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.up))
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        t0, sent = time.monotonic(), 0
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+                sent += len(data)
+                ahead = sent / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
 def test_progress_on_a_terminal(reg, plumb_bin, real_model, tmp_path):
-    ref = f"{reg.host}/plumb-test/progress:v1"
+    slow = _Throttle(reg.port, 100e6)  # ~2.5 s for the model each way
+    ref = f"127.0.0.1:{slow.port}/plumb-test/progress:v1"
     size = real_model.stat().st_size
     total = f"{size / 2**20:.1f} MiB"
     for args in (("push", real_model, ref), ("pull", ref)):
@@ -350,6 +397,7 @@ def test_progress_on_a_terminal(reg, plumb_bin, real_model, tmp_path):
         assert re.search(rf"{verb}ed {re.escape(total)} / {re.escape(total)} 100% [\d.]+ [KMG]?i?B/s in \d+:\d\d", last), last
         assert re.search(r"\r(?!\n)", shown)  # redrawn in place (the pty itself turns \n into \r\n)
         assert len(running) <= 10 * elapsed + 2, (len(running), elapsed)  # at most ~10 redraws a second
+    slow.close()
 
 
 def test_progress_without_a_terminal(reg, plumb_bin, real_model, tmp_path):
@@ -372,42 +420,6 @@ def test_progress_without_a_terminal(reg, plumb_bin, real_model, tmp_path):
 
 # ---- split GGUFs ----
 
-def _write_split(src: Path, prefix: Path, n: int) -> list[Path]:
-    """Splits src into n shards as llama.cpp's gguf-split does: the first shard holds all the
-    metadata, every shard split.no (u16, from 0), split.count (u16) and split.tensors.count
-    (i32, all shards' tensors) — the types of llama.cpp's gguf-split.cpp — and its part of the
-    tensors; files are <prefix>-%05d-of-%05d.gguf."""
-    import gguf
-    r = gguf.GGUFReader(src)
-    arch = r.fields["general.architecture"].contents()
-    tensors = list(r.tensors)
-    per = math.ceil(len(tensors) / n)
-    paths = []
-    for i in range(n):
-        path = Path(f"{prefix}-{i + 1:05d}-of-{n:05d}.gguf")
-        w = gguf.GGUFWriter(path, arch)
-        if i == 0:
-            for name, field in r.fields.items():
-                if name.startswith("GGUF.") or name == "general.architecture":
-                    continue
-                vtype = field.types[0]
-                sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-                w.add_key_value(name, field.contents(), vtype, sub)
-        else:
-            w.kv_data[0].pop("general.architecture", None)  # later shards carry only the split keys
-        w.add_uint16("split.no", i)
-        w.add_uint16("split.count", n)
-        w.add_int32("split.tensors.count", len(tensors))
-        for t in tensors[i * per:(i + 1) * per]:
-            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        paths.append(path)
-    return paths
-
-
 @pytest.fixture
 def split_model(tmp_path):
     from synth import write_model
@@ -415,7 +427,7 @@ def split_model(tmp_path):
     write_model(str(src), "llama", n_layer=3)
     d = tmp_path / "split"
     d.mkdir()
-    return src, _write_split(src, d / "model", 3)
+    return src, split_file(src, d, 3)
 
 
 def test_split_gguf_push(reg, plumb_bin, split_model, tmp_path):

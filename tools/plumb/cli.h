@@ -62,6 +62,18 @@ const char *cli_file_type_name(uint64_t ftype);
  * the file has no such integer key. */
 bool cli_file_type(const plumb_gguf_t *g, uint64_t *ftype, const char **name);
 
+/* The model catalog of `plumb serve --models-dir DIR` (catalog_dir.c): the GGUF files in DIR,
+ * by file name without ".gguf", read afresh on each call. Other catalogs (a model store)
+ * implement server.h's plumb_server_catalog the same way: a struct of their own as `user`,
+ * and list/resolve functions over it. */
+struct plumb_server_catalog;
+typedef struct cli_catalog_dir {
+    char dir[4096];
+} cli_catalog_dir;
+/* Points *out at d's functions (d must outlive the server using *out). 0, or -1 with errno
+ * set when dir is not a directory that can be read. */
+int cli_catalog_dir_init(cli_catalog_dir *d, const char *dir, struct plumb_server_catalog *out);
+
 /* Chooses how conversations with m are rendered (template file, built-in format name, or the
  * model's template: plumb_gen_chat_init), printing what the user should know on stderr as
  * "plumb <cmd>: ...". 0 with *out ready (plumb_gen_chat_free it), else 1 after the message. */

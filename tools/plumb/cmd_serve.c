@@ -1,5 +1,7 @@
 /* cmd_serve.c — `plumb serve -m MODEL [options]`: the OpenAI-compatible HTTP server
- * (src/server/). Every option may also be set by an environment variable (PLUMB_ARG_PORT
+ * (src/server/); with `--models-dir DIR` it serves the GGUF files in DIR too, one loaded at a
+ * time, as each request's "model" names them (catalog_dir.c), and -m becomes optional.
+ * Every option may also be set by an environment variable (PLUMB_ARG_PORT
  * for --port, like llama-server's LLAMA_ARG_*); the command line wins. Listens at once (GET /health answers 503 until the model is loaded), prints
  * "plumb serve: listening on http://HOST:PORT" on stderr, and on SIGTERM or SIGINT stops
  * accepting, lets the requests in flight finish and exits 0; a second signal exits at once.
@@ -21,7 +23,12 @@
 
 static const char serve_usage[] =
     "usage: plumb serve -m MODEL [options]\n"
-    "  -m, --model FILE          GGUF model (required)\n"
+    "       plumb serve --models-dir DIR [-m MODEL] [options]\n"
+    "  -m, --model FILE          GGUF model (required without --models-dir; with it, the model loaded at start)\n"
+    "      --models-dir DIR      serve the GGUF files in DIR as well, by file name without .gguf (listed by\n"
+    "                            GET /v1/models, read afresh each time); one model is in memory at a time: a\n"
+    "                            request whose \"model\" names another waits until the requests of the loaded\n"
+    "                            one finish, then that model is loaded in its place (not with --embeddings)\n"
     "      --host ADDR           address to bind (default 127.0.0.1)\n"
     "      --port N              port (default 8080; 0: any free port)\n"
     "  -np, --parallel N         slots: requests generated together (default 4)\n"
@@ -32,9 +39,10 @@ static const char serve_usage[] =
     "      --queue N             requests that may wait for a slot (default 16)\n"
     "      --api-key KEY         require 'Authorization: Bearer KEY' on /v1/*, /tokenize, /detokenize, /metrics\n"
     "      --public-metrics      /metrics answers without the API key\n"
-    "      --alias NAME          model id shown by the API (default: the file name)\n"
+    "      --alias NAME          the -m model's id shown by the API (default: the file name)\n"
     "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
-    "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
+    "      --chat-template-file F  a Jinja chat template to use instead of the model's (with --models-dir:\n"
+    "                            for every model; without it each model uses its own)\n"
     "      --timeout S           longest a request may take, in seconds (default 600)\n"
     "      --max-body BYTES      largest request body (default 1048576)\n"
     "      --max-connections N   open connections at most (default 128; 16 more for /health, /metrics)\n"
@@ -67,7 +75,7 @@ static void *shutdown_main(void *arg) {
 enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
-    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_COUNT
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_COUNT
 };
 static const struct {
     const char *l, *s;
@@ -98,6 +106,7 @@ static const struct {
     [SV_EMBEDDINGS] = {"--embeddings", NULL, true},
     [SV_POOLING] = {"--pooling", NULL, false},
     [SV_MMAP] = {"--mmap", NULL, true},
+    [SV_MODELS_DIR] = {"--models-dir", NULL, false},
 };
 
 /* "PLUMB_ARG_CTX_SIZE" for "--ctx-size" */
@@ -107,6 +116,8 @@ static void env_name(int k, char *buf, size_t cap) {
         buf[n++] = *c == '-' ? '_' : (char)(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
     buf[n] = '\0';
 }
+
+static const char *models_dir; /* --models-dir (NULL: one model, -m) */
 
 /* Sets option k to v (a flag's v is "1", or from the environment 1/true/on or 0/false/off).
  * Returns 0, or 2 after printing why not; `from` names the variable for a value that came
@@ -140,6 +151,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
         p->log_json = !strcmp(v, "json");
         break;
     case SV_MODEL: p->model_path = v; break;
+    case SV_MODELS_DIR: ok = *v && (models_dir = v); break;
     case SV_HOST: p->host = v; break;
     case SV_API_KEY: ok = *v && (p->api_key = v); break;
     case SV_ALIAS: ok = *v && (p->alias = v); break;
@@ -227,9 +239,28 @@ int cmd_serve(int argc, char **argv) {
         const char *v = serve_opts[k].flag ? "1" : options_value("serve", argc, argv, &i);
         if (!v || serve_set(&p, k, v, NULL)) return 2;
     }
-    if (!p.model_path) {
+    if (!p.model_path && !models_dir) {
         fprintf(stderr, "plumb serve: usage: plumb serve -m MODEL [options] (see --help)\n");
         return 2;
+    }
+    if (p.alias && !p.model_path) {
+        fprintf(stderr, "plumb serve: --alias names the -m model: give -m too (the models of --models-dir go by "
+                        "their file names)\n");
+        return 2;
+    }
+    static cli_catalog_dir dir_catalog; /* outlive the server */
+    static plumb_server_catalog catalog;
+    if (models_dir) {
+        if (p.embeddings) {
+            fprintf(stderr, "plumb serve: --models-dir cannot be used with --embeddings: an embeddings server serves "
+                            "one model (-m)\n");
+            return 2;
+        }
+        if (cli_catalog_dir_init(&dir_catalog, models_dir, &catalog)) {
+            fprintf(stderr, "plumb serve: --models-dir '%s': %s\n", models_dir, strerror(errno));
+            return 1;
+        }
+        p.catalog = &catalog;
     }
     /* every thread started from here on leaves SIGTERM/SIGINT to the sigwait below */
     sigset_t sigs;
@@ -241,7 +272,11 @@ int cmd_serve(int argc, char **argv) {
 
     plumb_server_t *srv;
     if (plumb_server_start(&p, &srv)) return 1;
-    fprintf(stderr, "plumb serve: listening on http://%s:%d (loading %s)\n", p.host, plumb_server_port(srv), p.model_path);
+    if (p.model_path)
+        fprintf(stderr, "plumb serve: listening on http://%s:%d (loading %s)\n", p.host, plumb_server_port(srv), p.model_path);
+    else
+        fprintf(stderr, "plumb serve: listening on http://%s:%d (models in %s; none loaded until a request names one)\n",
+                p.host, plumb_server_port(srv), models_dir);
     /* signals stay deliverable while the model loads: a stop then needs no waiting for it */
     int sig = 0;
     const struct timespec tick = {0, 50 * 1000 * 1000};
