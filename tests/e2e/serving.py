@@ -103,6 +103,12 @@ class Server:
             self.proc.send_signal(signal.SIGTERM)
         self.signalled = True
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self, timeout: float = 60.0) -> int:
         self.sigterm()
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ggufsplit import split_file
+from test_serve_models import CatalogServer
 from test_oci import MT_CONFIG, MT_GGUF, MT_MANIFEST, _blobs, _upload, plumb, registry  # noqa: F401
 
 PROMPT = "The ocean is"
@@ -294,3 +295,44 @@ def test_model_too_large_for_the_disk_is_refused_first(plumb_bin, tmp_path):
     assert rc == 1 and len(err.strip().splitlines()) == 1, err
     assert "needs" in err and "free" in err
     assert blob_requests == [] and _blobs(home) == set() and not (home / "index.json").exists()
+
+
+def test_serve_from_the_store(registry, plumb_bin, real_model, qwen_model, pushed, tmp_path):
+    """`plumb serve -m REF` pulls and serves the model under its reference; `--store` serves
+    every stored model, chosen by a request's model field in any reference form."""
+    ref, mdigest = pushed
+    home = tmp_path / "home"
+    qref = f"{registry.host}/plumb-test/qwen:v1"
+    rc, out, err = plumb(plumb_bin, tmp_path / "push", "push", qwen_model, qref)
+    assert rc == 0, err
+    env = {"PLUMB_HOME": str(home)}
+    body = {"prompt": PROMPT, "max_tokens": 8, "temperature": 0}
+    with CatalogServer(plumb_bin, None, "--mmap", model=ref, env=env) as s:  # pulls on first use
+        assert f"plumb serve: pulling {ref}" in s.stderr
+        assert [m["id"] for m in json.loads(s.get("/v1/models")[1])["data"]] == [ref]
+        st, _, j = s.post("/v1/completions", body)
+        assert st == 200 and j["model"] == ref, j
+        want_gemma = j["choices"][0]["text"]
+    with CatalogServer(plumb_bin, None, "--mmap", model=real_model) as s:  # the same file, named by path
+        st, _, j = s.post("/v1/completions", body)
+        assert st == 200 and j["choices"][0]["text"] == want_gemma, j
+    rc, out, err = plumb(plumb_bin, home, "pull", qref)
+    assert rc == 0, err
+    with CatalogServer(plumb_bin, None, "--store", "--mmap", env=env) as s:
+        assert set(s.models()) == {ref, qref} and not any(s.models().values())
+        short = ref.replace(":v1", "")  # no tag: ":latest", which the store does not hold
+        st, _, j = s.post("/v1/completions", dict(body, model=short))
+        assert st == 404, j
+        by_digest = ref.rsplit(":", 1)[0] + "@" + mdigest
+        for name, want in ((ref, want_gemma), (qref, None), (by_digest, want_gemma)):
+            st, _, j = s.post("/v1/completions", dict(body, model=name))
+            assert st == 200 and j["model"] == (ref if name == by_digest else name), j
+            if want is not None:
+                assert j["choices"][0]["text"] == want
+        assert s.models()[ref] is True
+        # a model pulled while serving is listed by the next GET /v1/models
+        late = f"{registry.host}/plumb-test/late:v1"
+        rc, out, err = plumb(plumb_bin, tmp_path / "push", "push", real_model, late)
+        assert rc == 0, err
+        rc, out, err = plumb(plumb_bin, home, "pull", late)
+        assert rc == 0 and late in s.models(), err

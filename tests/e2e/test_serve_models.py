@@ -34,11 +34,12 @@ N_PREDICT = 8
 
 
 class CatalogServer(Server):
-    """`plumb serve --models-dir DIR` (with -m only when model is given), otherwise as Server."""
+    """`plumb serve --models-dir DIR` (no DIR: another catalog given in args, such as --store;
+    with -m only when model is given), otherwise as Server."""
 
-    def __init__(self, binary: Path, models_dir: Path, *args, model: Path | None = None, ready_timeout: float = 60.0,
-                 env: dict | None = None):
-        argv = [str(binary), "serve", "--models-dir", str(models_dir), "--port", "0", "-t", "2",
+    def __init__(self, binary: Path, models_dir: Path | None, *args, model: Path | str | None = None,
+                 ready_timeout: float = 60.0, env: dict | None = None):
+        argv = [str(binary), "serve", *(["--models-dir", str(models_dir)] if models_dir else []), "--port", "0", "-t", "2",
                 *(["-m", str(model)] if model else []), *[str(a) for a in args]]
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      env=dict(os.environ, **SAN_ENV, **(env or {})))

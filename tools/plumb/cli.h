@@ -4,6 +4,7 @@
 #define PLUMB_CLI_H
 
 #include "plumb.h"
+#include "oci/oci.h"
 #include "server/chat_prompt.h"
 
 #include <stdio.h>
@@ -73,6 +74,14 @@ typedef struct cli_catalog_dir {
 /* Points *out at d's functions (d must outlive the server using *out). 0, or -1 with errno
  * set when dir is not a directory that can be read. */
 int cli_catalog_dir_init(cli_catalog_dir *d, const char *dir, struct plumb_server_catalog *out);
+/* The catalog of `plumb serve --store` (catalog_store.c): the models in plumb's store, by
+ * canonical reference; a request may name one in any reference form. */
+typedef struct cli_catalog_store {
+    oci_store store;
+} cli_catalog_store;
+/* Points *out at c's functions (c must outlive the server). 0, or -1 after setting
+ * plumb_last_error() when the store cannot be opened. */
+int cli_catalog_store_init(cli_catalog_store *c, struct plumb_server_catalog *out);
 
 /* Chooses how conversations with m are rendered (template file, built-in format name, or the
  * model's template: plumb_gen_chat_init), printing what the user should know on stderr as

@@ -1,6 +1,7 @@
 /* cmd_serve.c — `plumb serve -m MODEL [options]`: the OpenAI-compatible HTTP server
- * (src/server/); with `--models-dir DIR` it serves the GGUF files in DIR too, one loaded at a
- * time, as each request's "model" names them (catalog_dir.c), and -m becomes optional.
+ * (src/server/); with `--models-dir DIR` it serves the GGUF files in DIR too (catalog_dir.c),
+ * with `--store` the models of the store (catalog_store.c), one loaded at a time, as each
+ * request's "model" names them, and -m (a file or a model reference) becomes optional.
  * Every option may also be set by an environment variable (PLUMB_ARG_PORT
  * for --port, like llama-server's LLAMA_ARG_*); the command line wins. Listens at once (GET /health answers 503 until the model is loaded), prints
  * "plumb serve: listening on http://HOST:PORT" on stderr, and on SIGTERM or SIGINT stops
@@ -23,12 +24,15 @@
 
 static const char serve_usage[] =
     "usage: plumb serve -m MODEL [options]\n"
-    "       plumb serve --models-dir DIR [-m MODEL] [options]\n"
-    "  -m, --model FILE          GGUF model (required without --models-dir; with it, the model loaded at start)\n"
+    "       plumb serve --models-dir DIR | --store [-m MODEL] [options]\n"
+    "  -m, --model FILE|REF      GGUF model or model reference, pulled if not in the store (required without\n"
+    "                            --models-dir/--store; with them, the model loaded at start)\n"
     "      --models-dir DIR      serve the GGUF files in DIR as well, by file name without .gguf (listed by\n"
     "                            GET /v1/models, read afresh each time); one model is in memory at a time: a\n"
     "                            request whose \"model\" names another waits until the requests of the loaded\n"
     "                            one finish, then that model is loaded in its place (not with --embeddings)\n"
+    "      --store               serve the models of the store ($PLUMB_HOME, see plumb list) the same way, by\n"
+    "                            reference (a request may name one as ns/model, registry/ns/model:tag, ...)\n"
     "      --host ADDR           address to bind (default 127.0.0.1)\n"
     "      --port N              port (default 8080; 0: any free port)\n"
     "  -np, --parallel N         slots: requests generated together (default 4)\n"
@@ -75,7 +79,7 @@ static void *shutdown_main(void *arg) {
 enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
-    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_COUNT
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_STORE, SV_COUNT
 };
 static const struct {
     const char *l, *s;
@@ -107,6 +111,7 @@ static const struct {
     [SV_POOLING] = {"--pooling", NULL, false},
     [SV_MMAP] = {"--mmap", NULL, true},
     [SV_MODELS_DIR] = {"--models-dir", NULL, false},
+    [SV_STORE] = {"--store", NULL, true},
 };
 
 /* "PLUMB_ARG_CTX_SIZE" for "--ctx-size" */
@@ -118,6 +123,7 @@ static void env_name(int k, char *buf, size_t cap) {
 }
 
 static const char *models_dir; /* --models-dir (NULL: one model, -m) */
+static bool use_store;          /* --store */
 
 /* Sets option k to v (a flag's v is "1", or from the environment 1/true/on or 0/false/off).
  * Returns 0, or 2 after printing why not; `from` names the variable for a value that came
@@ -131,6 +137,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
     case SV_LOG:
     case SV_SLOTS:
     case SV_EMBEDDINGS:
+    case SV_STORE:
     case SV_MMAP: {
         const bool on = !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on");
         ok = on || !strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off");
@@ -138,6 +145,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
         else if (k == SV_LOG) p->log_requests = on;
         else if (k == SV_SLOTS) p->slots_endpoint = on;
         else if (k == SV_EMBEDDINGS) p->embeddings = on;
+        else if (k == SV_STORE) use_store = on;
         else p->use_mmap = on;
         break;
     }
@@ -239,7 +247,11 @@ int cmd_serve(int argc, char **argv) {
         const char *v = serve_opts[k].flag ? "1" : options_value("serve", argc, argv, &i);
         if (!v || serve_set(&p, k, v, NULL)) return 2;
     }
-    if (!p.model_path && !models_dir) {
+    if (models_dir && use_store) {
+        fprintf(stderr, "plumb serve: --models-dir and --store cannot be used together\n");
+        return 2;
+    }
+    if (!p.model_path && !models_dir && !use_store) {
         fprintf(stderr, "plumb serve: usage: plumb serve -m MODEL [options] (see --help)\n");
         return 2;
     }
@@ -249,18 +261,42 @@ int cmd_serve(int argc, char **argv) {
         return 2;
     }
     static cli_catalog_dir dir_catalog; /* outlive the server */
+    static cli_catalog_store store_catalog;
     static plumb_server_catalog catalog;
-    if (models_dir) {
+    if (models_dir || use_store) {
         if (p.embeddings) {
-            fprintf(stderr, "plumb serve: --models-dir cannot be used with --embeddings: an embeddings server serves "
-                            "one model (-m)\n");
+            fprintf(stderr, "plumb serve: %s cannot be used with --embeddings: an embeddings server serves one model "
+                            "(-m)\n", models_dir ? "--models-dir" : "--store");
             return 2;
         }
-        if (cli_catalog_dir_init(&dir_catalog, models_dir, &catalog)) {
+        if (models_dir && cli_catalog_dir_init(&dir_catalog, models_dir, &catalog)) {
             fprintf(stderr, "plumb serve: --models-dir '%s': %s\n", models_dir, strerror(errno));
             return 1;
         }
+        if (use_store && cli_catalog_store_init(&store_catalog, &catalog)) {
+            cli_error("serve", PLUMB_E_IO, NULL);
+            return 1;
+        }
         p.catalog = &catalog;
+    }
+    static cli_model_src src; /* p.model_path points into it */
+    static char *artifact_template;
+    if (p.model_path) {
+        if (cli_model_source("serve", p.model_path, &src)) return 1;
+        p.model_path = src.path;
+        if (src.ref[0] && !p.alias) p.alias = src.ref; /* the API names it by its reference, not its blob */
+        if (src.context_size > 0 && p.n_ctx == 0)
+            p.n_ctx = src.context_size > (1 << 24) ? (1 << 24) : (int32_t)src.context_size;
+        /* the artifact's template, when nothing else is asked for (with a catalog it would apply to every model) */
+        FILE *f;
+        if (src.chat_template[0] && !p.catalog && !p.chat_template && !p.chat_format &&
+            (f = fopen(src.chat_template, "rb")) != NULL) {
+            size_t len = 0;
+            artifact_template = cli_read_all(f, 1u << 20, &len);
+            fclose(f);
+            p.chat_template = artifact_template;
+            p.chat_template_len = artifact_template ? len : 0;
+        }
     }
     /* every thread started from here on leaves SIGTERM/SIGINT to the sigwait below */
     sigset_t sigs;
@@ -276,7 +312,7 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "plumb serve: listening on http://%s:%d (loading %s)\n", p.host, plumb_server_port(srv), p.model_path);
     else
         fprintf(stderr, "plumb serve: listening on http://%s:%d (models in %s; none loaded until a request names one)\n",
-                p.host, plumb_server_port(srv), models_dir);
+                p.host, plumb_server_port(srv), models_dir ? models_dir : store_catalog.store.root);
     /* signals stay deliverable while the model loads: a stop then needs no waiting for it */
     int sig = 0;
     const struct timespec tick = {0, 50 * 1000 * 1000};
