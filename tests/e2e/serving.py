@@ -22,9 +22,11 @@ from conftest import SAN_ENV
 class Server:
     """A running `plumb serve` with its port and collected stderr."""
 
-    def __init__(self, binary: Path, model: Path, *args, ready_timeout: float = 60.0, wait_ready: bool = True,
-                 env: dict | None = None):
-        argv = [str(binary), "serve", "-m", str(model), "--port", "0", "-t", "2", *[str(a) for a in args]]
+    def __init__(self, binary: Path, model: Path | str | None, *args, ready_timeout: float = 60.0,
+                 wait_ready: bool = True, env: dict | None = None):
+        """model None: no -m (a server with a model catalog given in args)."""
+        argv = [str(binary), "serve", *(["-m", str(model)] if model else []), "--port", "0", "-t", "2",
+                *[str(a) for a in args]]
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      env=dict(os.environ, **SAN_ENV, **(env or {})))
         self.lines: list[str] = []

@@ -142,12 +142,8 @@ def test_modelpack_artifact(registry, plumb_bin, real_model, tmp_path):
     layer named by org.cncf.model.filepath, a LICENSE doc, a tokenizer config plumb does not
     need (not downloaded)."""
     repo = "plumb-test/modelpack"
-    data = real_model.read_bytes()
-    weight = _upload(registry, repo, data)
-    lic = b"Apache-2.0\n"
-    lic_d = _upload(registry, repo, lic)
-    tok = b'{"unused": true}'
-    tok_d = _upload(registry, repo, tok)
+    data, lic, tok = real_model.read_bytes(), b"Apache-2.0\n", b'{"unused": true}'
+    weight, lic_d, tok_d = (_upload(registry, repo, b) for b in (data, lic, tok))
     config = json.dumps({"descriptor": {"createdAt": "2026-01-01T00:00:00Z", "name": "gemma-3-270m",
                                         "family": "gemma3", "licenses": ["Gemma"]},
                          "config": {"architecture": "transformer", "format": "gguf", "paramSize": "270m",
@@ -197,12 +193,9 @@ def test_dmr_v02_artifact(registry, plumb_bin, real_model, tmp_path):
     """DMR's layer-per-file layout (config v0.2): file names as annotations, an mmproj
     layer plumb does not use (not downloaded), a chat template layer (used)."""
     repo = "plumb-test/dmr-v02"
-    data = real_model.read_bytes()
-    weight = _upload(registry, repo, data)
-    mmproj = b"GGUF projector stand-in"
-    mm_d = _upload(registry, repo, mmproj)
+    data, mmproj = real_model.read_bytes(), b"GGUF projector stand-in"
     tmpl = b"{% for m in messages %}[v02 {{ m.content }}]{% endfor %}"
-    t_d = _upload(registry, repo, tmpl)
+    weight, mm_d, t_d = (_upload(registry, repo, b) for b in (data, mmproj, tmpl))
     config = json.dumps({"config": {"format": "gguf", "architecture": "gemma3", "quantization": "Q4_K_M",
                                     "parameters": "268.10 M", "size": str(len(data))},
                          "descriptor": {"created": "2026-01-01T00:00:00Z"},

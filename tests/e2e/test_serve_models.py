@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import struct
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAN_ENV, SAN_MARKERS
+from conftest import SAN_MARKERS
 from serving import Server, stream_raw, wait_for
 
 CHAT = "/v1/chat/completions"
@@ -39,29 +38,8 @@ class CatalogServer(Server):
 
     def __init__(self, binary: Path, models_dir: Path | None, *args, model: Path | str | None = None,
                  ready_timeout: float = 60.0, env: dict | None = None):
-        argv = [str(binary), "serve", *(["--models-dir", str(models_dir)] if models_dir else []), "--port", "0", "-t", "2",
-                *(["-m", str(model)] if model else []), *[str(a) for a in args]]
-        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     env=dict(os.environ, **SAN_ENV, **(env or {})))
-        self.lines: list[str] = []
-        self.signalled = False
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + ready_timeout
-        while not self._listening.wait(0.05) and self.proc.poll() is None and time.monotonic() < deadline:
-            pass
-        if not self._listening.is_set():
-            self.kill()
-            pytest.fail("plumb serve did not start listening:\n" + self.stderr)
-        self.port = int(re.search(r"listening on http://[^:]+:(\d+)", "\n".join(self.lines)).group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + ready_timeout
-        while self.get("/health")[0] != 200:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.kill()
-                pytest.fail("plumb serve did not become ready:\n" + self.stderr)
-            time.sleep(0.05)
+        super().__init__(binary, model, *(["--models-dir", models_dir] if models_dir else []), *args,
+                         ready_timeout=ready_timeout, env=env)
 
     def health(self) -> dict:
         s, b = self.get("/health")
