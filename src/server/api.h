@@ -6,6 +6,7 @@
 
 #include "server.h"
 
+#include "agent.h"
 #include "httpd.h"
 #include "metrics.h"
 #include "request.h"
@@ -25,6 +26,8 @@ struct plumb_server {
     plumb_httpd *httpd;
     plumb_srv_metrics metrics;
     plumb_srv_sched *sched;
+    plumb_srv_agent *agent;  /* NULL without --agent-port */
+    atomic_bool draining;    /* plumb_server_shutdown has begun */
     atomic_uint_fast64_t next_id;
     time_t started; /* the "created" time of the model */
 };

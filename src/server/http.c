@@ -250,21 +250,31 @@ static bool use_body_model(conn *c, char *name, size_t cap) {
     return use_model(c, name);
 }
 
+/* GET /health: 200 {"status":"ok"} once serving (with a catalog also the model in memory or
+ * being loaded), 503 {"status":"loading"} or {"status":"error"} before, and 503
+ * {"status":"draining"} once shutting down, so that a balancer's HTTP check takes the server
+ * out too. Serving or draining, it adds the slots free for a new request and all of them. */
 static bool handle_health(conn *c) {
     plumb_srv_state st = plumb_srv_sched_state(c->srv->sched);
-    if (c->srv->p.catalog && st == PLUMB_SRV_READY) { /* which model is in memory, or loading */
-        char id[512], loading[512];
-        plumb_srv_sched_loaded(c->srv->sched, id, sizeof id, NULL, 0, loading, sizeof loading);
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "status", loading[0] ? "loading" : "ok");
+    const bool draining = atomic_load(&c->srv->draining);
+    if (st != PLUMB_SRV_READY && !draining) {
+        const char *body = st == PLUMB_SRV_LOADING ? "{\"status\":\"loading\"}" : "{\"status\":\"error\"}";
+        return send_text(c, 503, body, strlen(body), "application/json");
+    }
+    cJSON *j = cJSON_CreateObject();
+    char id[512] = "", loading[512] = "";
+    if (c->srv->p.catalog) plumb_srv_sched_loaded(c->srv->sched, id, sizeof id, NULL, 0, loading, sizeof loading);
+    cJSON_AddStringToObject(j, "status", draining ? "draining" : loading[0] ? "loading" : "ok");
+    if (c->srv->p.catalog) { /* which model is in memory, or loading */
         if (loading[0] || id[0]) cJSON_AddStringToObject(j, "model", loading[0] ? loading : id);
         else cJSON_AddNullToObject(j, "model");
         cJSON_AddBoolToObject(j, "loaded", id[0] != '\0');
-        return plumb_srv_api_send_json(c, 200, j);
     }
-    const char *body = st == PLUMB_SRV_READY ? "{\"status\":\"ok\"}" : st == PLUMB_SRV_LOADING ? "{\"status\":\"loading\"}"
-                                                                                              : "{\"status\":\"error\"}";
-    return send_text(c, st == PLUMB_SRV_READY ? 200 : 503, body, strlen(body), "application/json");
+    int32_t n_free = 0, n_total = 0;
+    plumb_srv_sched_slot_counts(c->srv->sched, &n_free, &n_total);
+    cJSON_AddNumberToObject(j, "slots_idle", n_free);
+    cJSON_AddNumberToObject(j, "slots_total", n_total);
+    return plumb_srv_api_send_json(c, draining ? 503 : 200, j);
 }
 
 static bool handle_metrics(conn *c) {
@@ -409,7 +419,9 @@ static bool handle_props(conn *c) {
     return plumb_srv_api_send_json(c, 200, root);
 }
 
-/* GET /slots (with --slots): what each slot is doing. */
+/* GET /slots (with --slots): what each slot is doing, and which prompt prefix its KV cache
+ * holds: "prefix_hash" is FNV-1a 64 (16 hex digits) of its first "prefix_hash_tokens" token ids
+ * (sched.h), null when it holds none. */
 static bool handle_slots(conn *c) {
     if (!c->srv->p.slots_endpoint)
         return plumb_srv_api_send_error(c, 501, NULL, "not_supported", "the slots endpoint is off; start the server with --slots");
@@ -425,6 +437,13 @@ static bool handle_slots(conn *c) {
         cJSON_AddNumberToObject(o, "n_cached", info[i].n_cached);
         cJSON_AddNumberToObject(o, "n_prompt_tokens", info[i].n_prompt);
         cJSON_AddNumberToObject(o, "n_decoded", info[i].n_gen);
+        if (info[i].n_hashed > 0) {
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)info[i].prefix_hash);
+            cJSON_AddStringToObject(o, "prefix_hash", hex);
+        } else
+            cJSON_AddNullToObject(o, "prefix_hash");
+        cJSON_AddNumberToObject(o, "prefix_hash_tokens", info[i].n_hashed);
         cJSON_AddItemToArray(root, o);
     }
     return plumb_srv_api_send_json(c, 200, root);
@@ -988,10 +1007,10 @@ static bool answer_head(void *app, plumb_http_conn *hc, const plumb_http_request
         plumb_srv_state st = plumb_srv_sched_state(srv->sched);
         bool draining = plumb_http_draining(hc);
         if (st != PLUMB_SRV_READY || draining)
-            return plumb_srv_api_send_error(&c, 503, NULL, NULL,
-                              st == PLUMB_SRV_LOADING ? "the model is loading"
-                              : draining           ? "the server is shutting down"
-                                                   : "the model failed to load");
+            return plumb_srv_api_send_error(&c, 503, NULL, draining ? "shutting_down" : NULL,
+                              draining                  ? "the server is shutting down"
+                              : st == PLUMB_SRV_LOADING ? "the model is loading"
+                                                        : "the model failed to load");
     }
     return false;
 }
@@ -1045,7 +1064,20 @@ plumb_server_params plumb_server_default_params(void) {
     return (plumb_server_params){.host = "127.0.0.1", .port = 8080, .n_parallel = 4, .n_batch = 512,
                                  .prefill_chunk = 64, .queue_size = 16, .max_connections = 128,
                                  .max_body = 1u << 20, .max_header = 16u << 10, .timeout_s = 600,
-                                 .request_timeout_s = 30, .pooling = -1};
+                                 .request_timeout_s = 30, .pooling = -1, .agent_port = -1};
+}
+
+/* What the agent check reports (agent.h), on the agent's thread. */
+static void agent_status(void *user, plumb_srv_agent_status *out) {
+    plumb_server_t *s = user;
+    if (atomic_load(&s->draining)) {
+        out->state = PLUMB_SRV_AGENT_DRAINING;
+        return;
+    }
+    const plumb_srv_state st = plumb_srv_sched_state(s->sched);
+    out->state = st == PLUMB_SRV_LOADING ? PLUMB_SRV_AGENT_LOADING : st == PLUMB_SRV_FAILED ? PLUMB_SRV_AGENT_FAILED
+                                                                                          : PLUMB_SRV_AGENT_SERVING;
+    plumb_srv_sched_slot_counts(s->sched, &out->free_slots, &out->total_slots);
 }
 
 /* The file name of path without directories and ".gguf", into out[0..cap). */
@@ -1077,7 +1109,8 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
     plumb_srv_metrics_init(&s->metrics, p->n_parallel);
     if ((!p->model_path && !p->catalog) || (p->catalog && (!p->catalog->list || !p->catalog->resolve)) ||
         p->n_parallel < 1 || p->n_parallel > 256 || p->queue_size < 0 || p->port < 0 || p->port > 65535 ||
-        p->max_connections < 1 || p->max_per_client < 0 || p->timeout_s <= 0 || !(p->request_timeout_s > 0))
+        p->max_connections < 1 || p->max_per_client < 0 || p->timeout_s <= 0 || !(p->request_timeout_s > 0) ||
+        p->agent_port < -1 || p->agent_port > 65535)
         return fail_start(s, PLUMB_E_INVALID_ARG, "invalid server parameters");
     if (p->catalog && p->embeddings)
         return fail_start(s, PLUMB_E_INVALID_ARG, "an embeddings server serves one model: it takes no model catalog");
@@ -1118,11 +1151,21 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
     plumb_httpd_handler h = {.app = s, .on_head = on_head, .on_request = on_request, .on_error = on_error};
     char why[256];
     if ((st = plumb_httpd_start(&hp, &h, &s->httpd, why, sizeof why))) return fail_start(s, st, "%s", why);
+    if (p->agent_port >= 0) {
+        /* a few connections per checking balancer, answered at once: 64 open and a second's
+         * read cover many balancers, and a flood only closes its own oldest connections */
+        plumb_srv_agent_params ap = {.host = p->agent_host ? p->agent_host : p->host, .port = p->agent_port,
+                                     .max_clients = 64, .read_ms = 1000};
+        if ((st = plumb_srv_agent_start(&ap, agent_status, s, &s->agent, why, sizeof why)))
+            return fail_start(s, st, "%s", why);
+    }
     *out = s;
     return PLUMB_OK;
 }
 
 int plumb_server_port(const plumb_server_t *s) { return plumb_httpd_port(s->httpd); }
+
+int plumb_server_agent_port(const plumb_server_t *s) { return s->agent ? plumb_srv_agent_port(s->agent) : -1; }
 
 plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message) {
     return plumb_srv_sched_wait_ready(s->sched, message) == PLUMB_SRV_READY ? PLUMB_OK : PLUMB_E_FORMAT;
@@ -1130,19 +1173,28 @@ plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message) {
 
 bool plumb_server_loading(plumb_server_t *s) { return plumb_srv_sched_state(s->sched) == PLUMB_SRV_LOADING; }
 
+/* The listener stays open while the requests in flight finish: a balancer may have sent
+ * requests before it saw the drain (some already in the listener's backlog, which closing it
+ * would reset), and those get a clean 503 with Retry-After that it can retry elsewhere, while
+ * its health check reads {"status":"draining"} rather than a refused connection. */
 void plumb_server_shutdown(plumb_server_t *s, double grace_s) {
     if (!s->httpd) return;
-    plumb_httpd_drain(s->httpd); /* no new connections; none waiting for a request */
+    atomic_store(&s->draining, true); /* the agent says "drain", /health 503 */
+    plumb_httpd_drain(s->httpd);      /* idle kept-alive connections close; new requests are refused */
     plumb_httpd_wait_idle(s->httpd, grace_s);
+    plumb_httpd_stop_accepting(s->httpd);
     /* jobs still running end now (503), which lets their connection threads finish */
     plumb_srv_sched_stop(s->sched);
     plumb_httpd_free(s->httpd);
     s->httpd = NULL;
+    plumb_srv_agent_free(s->agent);
+    s->agent = NULL;
 }
 
 void plumb_server_free(plumb_server_t *s) {
     if (!s) return;
     if (s->httpd) plumb_server_shutdown(s, 0); /* when still serving */
+    plumb_srv_agent_free(s->agent);               /* when the HTTP listener failed to start */
     if (s->sched) plumb_srv_sched_free(s->sched);
     plumb_srv_metrics_destroy(&s->metrics);
     free(s);

@@ -32,6 +32,9 @@ struct plumb_http_conn {
     struct sockaddr_storage addr;
     char peer[64];
     bool restricted;
+    bool late;   /* had sent nothing when draining began (or came after): its one request is read
+                    and answered, not cut off by draining */
+    bool served; /* has answered a request */
     char *in; /* received bytes [in_cap]: the request being read, then what follows it */
     size_t in_len, in_cap;
     /* the request being answered */
@@ -47,7 +50,7 @@ struct plumb_httpd {
     plumb_httpd_handler h;
     int listen_fd, wake[2], port;
     pthread_t acceptor;
-    bool accepting;
+    bool accepting; /* the acceptor runs (until plumb_httpd_stop_accepting) */
     pthread_mutex_t mu;
     pthread_cond_t cv;     /* n_conns or n_busy dropped */
     plumb_http_conn *conns; /* open connections */
@@ -180,7 +183,10 @@ static got read_more(plumb_http_conn *c, double deadline, size_t limit) {
         c->in_cap = cap;
     }
     for (;;) {
-        if (atomic_load(&c->d->draining)) return GOT_DRAINING;
+        if (atomic_load(&c->d->draining) && !c->late) {
+            if (c->served || c->in_len > 0) return GOT_DRAINING;
+            c->late = true; /* a client about to send its first request gets an answer, not a close */
+        }
         ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
         if (n > 0) {
             c->in_len += (size_t)n;
@@ -325,6 +331,7 @@ static bool serve_one(plumb_http_conn *c) {
     c->in_len -= used;
 out:
     free(path);
+    c->served = c->served || c->responded;
     return keep && !atomic_load(&d->draining);
 }
 
@@ -425,6 +432,7 @@ static void accept_one(plumb_httpd *d) {
         c->fd = fd;
         c->addr = sa;
         c->restricted = d->n_conns >= d->p.max_connections;
+        c->late = atomic_load(&d->draining);
         c->write_timeout = d->p.request_timeout_s;
         describe_peer(&sa, c->peer, sizeof c->peer);
         c->next = d->conns;
@@ -452,7 +460,7 @@ static void *accept_main(void *arg) {
     for (;;) {
         struct pollfd pf[2] = {{.fd = d->listen_fd, .events = POLLIN}, {.fd = d->wake[0], .events = POLLIN}};
         if (poll(pf, 2, -1) < 0 && errno != EINTR) break;
-        if (pf[1].revents || atomic_load(&d->draining)) break;
+        if (pf[1].revents) break;
         if (pf[0].revents & POLLIN) accept_one(d);
     }
     return NULL;
@@ -460,17 +468,18 @@ static void *accept_main(void *arg) {
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
-static plumb_status listen_on(plumb_httpd *d, char *err, size_t cap) {
+plumb_status plumb_http_listen(const char *host, int port_no, int *fd_out, int *port_out, char *err, size_t cap) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
     char port[16];
-    snprintf(port, sizeof port, "%d", d->p.port);
-    const char *host = d->p.host ? d->p.host : "127.0.0.1";
+    snprintf(port, sizeof port, "%d", port_no);
+    if (!host) host = "127.0.0.1";
     int gai = getaddrinfo(host, port, &hints, &ai);
     if (gai) {
         snprintf(err, cap, "cannot resolve host '%s': %s", host, gai_strerror(gai));
         return PLUMB_E_INVALID_ARG;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), e = 0;
+    /* non-blocking: a connection reset between poll and accept must not block the acceptor */
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), e = 0;
     int one = 1;
     /* SO_REUSEADDR lets a restarted server bind past TIME_WAIT; it never lets two servers
      * listen on one port (that would be SO_REUSEPORT, which is not set) */
@@ -480,15 +489,15 @@ static plumb_status listen_on(plumb_httpd *d, char *err, size_t cap) {
     freeaddrinfo(ai);
     if (e) {
         if (fd >= 0) close(fd);
-        snprintf(err, cap, "cannot listen on %s:%d: %s", host, d->p.port, strerror(e));
+        snprintf(err, cap, "cannot listen on %s:%d: %s", host, port_no, strerror(e));
         return PLUMB_E_IO;
     }
     struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
-    d->port = d->p.port;
+    *port_out = port_no;
     if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        d->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port : ((struct sockaddr_in *)&sa)->sin_port);
-    d->listen_fd = fd;
+        *port_out = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port : ((struct sockaddr_in *)&sa)->sin_port);
+    *fd_out = fd;
     return PLUMB_OK;
 }
 
@@ -510,7 +519,7 @@ plumb_status plumb_httpd_start(const plumb_httpd_params *p, const plumb_httpd_ha
     d->listen_fd = d->wake[0] = d->wake[1] = -1;
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
-    plumb_status st = listen_on(d, err, err_cap);
+    plumb_status st = plumb_http_listen(d->p.host, d->p.port, &d->listen_fd, &d->port, err, err_cap);
     if (!st && pipe2(d->wake, O_CLOEXEC | O_NONBLOCK)) {
         snprintf(err, err_cap, "cannot create a pipe: %s", strerror(errno));
         st = PLUMB_E_IO;
@@ -530,8 +539,9 @@ plumb_status plumb_httpd_start(const plumb_httpd_params *p, const plumb_httpd_ha
 
 int plumb_httpd_port(const plumb_httpd *d) { return d->port; }
 
-void plumb_httpd_drain(plumb_httpd *d) {
-    atomic_store(&d->draining, true);
+void plumb_httpd_drain(plumb_httpd *d) { atomic_store(&d->draining, true); }
+
+void plumb_httpd_stop_accepting(plumb_httpd *d) {
     if (d->accepting) {
         ssize_t w = write(d->wake[1], "x", 1);
         (void)w;
@@ -559,6 +569,7 @@ bool plumb_httpd_wait_idle(plumb_httpd *d, double grace_s) {
 void plumb_httpd_free(plumb_httpd *d) {
     if (!d) return;
     plumb_httpd_drain(d);
+    plumb_httpd_stop_accepting(d);
     pthread_mutex_lock(&d->mu);
     for (plumb_http_conn *c = d->conns; c; c = c->next) shutdown(c->fd, SHUT_RDWR);
     while (d->n_conns > 0) pthread_cond_wait(&d->cv, &d->mu);

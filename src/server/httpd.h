@@ -8,8 +8,12 @@
  *     checks and metrics still answer when every ordinary connection is taken;
  *   - a client leaving is only a reset or a failed write: a half-closed connection (the
  *     client shut down its sending side after its request) still gets its answer;
- *   - once draining, connections waiting for or receiving a request are closed at once and
- *     no connection is kept alive after its current answer.
+ *   - once draining, kept-alive connections waiting for their next request and those
+ *     receiving one are closed at once (the latter answered 503 first), and no connection is
+ *     kept alive after its current answer; the listener stays open until
+ *     plumb_httpd_stop_accepting, and a connection that has sent nothing yet (one accepted
+ *     meanwhile too) is read and answered once: the application refuses its work, a clean
+ *     answer rather than a reset for a request already on its way.
  * Errors found by the transport itself go to the handler's on_error, so every answer has
  * the application's shape. */
 #ifndef PLUMB_SERVER_HTTPD_H
@@ -57,13 +61,23 @@ typedef struct plumb_httpd_params {
 plumb_status plumb_httpd_start(const plumb_httpd_params *p, const plumb_httpd_handler *h, plumb_httpd **out, char *err,
                                size_t err_cap);
 int plumb_httpd_port(const plumb_httpd *d);
-/* Stops accepting and closes connections that are not answering a request. */
+/* Starts draining: closes the connections that are not answering a request (within 100 ms),
+ * keeps no connection alive after its answer, and answers each connection accepted from now on
+ * once. Still accepting: see plumb_httpd_stop_accepting. */
 void plumb_httpd_drain(plumb_httpd *d);
+/* Closes the listener: connections are refused from here on. Idempotent. */
+void plumb_httpd_stop_accepting(plumb_httpd *d);
 /* Waits until no request is being answered, at most grace_s seconds; true when none is. */
 bool plumb_httpd_wait_idle(plumb_httpd *d, double grace_s);
 /* Closes every connection's socket (answers in progress fail), waits for the connection
  * threads to end and frees d. */
 void plumb_httpd_free(plumb_httpd *d);
+
+/* Binds a non-blocking listening socket to host:port (host NULL: 127.0.0.1; port 0: any free
+ * one): *fd is the caller's to close, *bound the port it got. No port sharing: SO_REUSEADDR
+ * only. PLUMB_E_IO or PLUMB_E_INVALID_ARG (a host that does not resolve) with the reason in
+ * err[0..err_cap). */
+plumb_status plumb_http_listen(const char *host, int port, int *fd, int *bound, char *err, size_t err_cap);
 
 /* Answers. extra_headers: "Name: value\r\n" lines or NULL. Each returns false when the
  * client could not be written to (it reset the connection or stopped reading). */

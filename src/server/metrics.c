@@ -154,6 +154,9 @@ char *plumb_srv_metrics_render(plumb_srv_metrics *m) {
     put(&t, "plumb_queue_depth %lld\n", (long long)m->queue_depth);
     metric(&t, "plumb_slots_busy", "gauge", "Slots serving a request.");
     put(&t, "plumb_slots_busy %lld\n", (long long)m->slots_busy);
+    metric(&t, "plumb_slots_idle", "gauge", "Slots free for a new request: idle and not claimed by a queued one.");
+    const int64_t idle = m->slots_total - m->slots_busy - m->queue_depth;
+    put(&t, "plumb_slots_idle %lld\n", (long long)(idle > 0 ? idle : 0));
     metric(&t, "plumb_slots_total", "gauge", "Slots (parallel sequences).");
     put(&t, "plumb_slots_total %lld\n", (long long)m->slots_total);
     metric(&t, "plumb_model_loads_total", "counter", "Models loaded (the first one included).");

@@ -85,6 +85,8 @@ typedef struct slot {
     double t_last_token;
     uint64_t last_used;
     int32_t shown_cache; /* n_cache as GET /slots shows it: written under mu */
+    uint64_t shown_hash; /* FNV-1a 64 of cache[0..shown_hashed) (sched.h), under mu */
+    int32_t shown_hashed;
     int32_t emb_at, emb_n; /* embedding jobs: this slot's hidden states in the last decode */
 } slot;
 
@@ -356,6 +358,31 @@ static void job_end(plumb_srv_job *j, const char *finish_reason, int status, con
     pthread_cond_broadcast(&j->cv);
 }
 
+/* ---- what GET /slots shows ---------------------------------------------------------------- */
+
+#define FNV64_BASIS 0xcbf29ce484222325ull
+#define FNV64_PRIME 0x100000001b3ull
+
+/* Under mu, on the scheduler thread (the owner of sl->cache): the slot holds n tokens,
+ * cache[0..n), from now on. The prefix hash is extended while the cache grows and computed
+ * afresh when it shrinks below what was hashed (the first tokens stay the same while it grows,
+ * and a prompt reusing the cache keeps its first tokens). */
+static void show_cache_locked(slot *sl, int32_t n) {
+    sl->shown_cache = n;
+    const int32_t want = n < PLUMB_SRV_PREFIX_HASH_TOKENS ? n : PLUMB_SRV_PREFIX_HASH_TOKENS;
+    if (want < sl->shown_hashed || sl->shown_hashed == 0) {
+        sl->shown_hash = FNV64_BASIS;
+        sl->shown_hashed = 0;
+    }
+    for (; sl->shown_hashed < want; sl->shown_hashed++) {
+        const uint32_t t = (uint32_t)sl->cache[sl->shown_hashed];
+        for (int b = 0; b < 4; b++) { /* the id's bytes, least significant first */
+            sl->shown_hash ^= (t >> (8 * b)) & 0xffu;
+            sl->shown_hash *= FNV64_PRIME;
+        }
+    }
+}
+
 /* ---- submit ----------------------------------------------------------------------------- */
 
 static int32_t idle_slots_locked(const plumb_srv_sched *s) {
@@ -404,6 +431,7 @@ static void slot_finish(plumb_srv_sched *s, slot *sl, const char *finish_reason,
     sl->state = SLOT_IDLE;
     sl->last_used = ++s->use_clock;
     job_unref_locked(j);
+    update_gauges_locked(s);
 }
 
 /* Under mu: moves queued jobs into idle slots, each to the slot whose cache shares the
@@ -434,7 +462,8 @@ static void assign_locked(plumb_srv_sched *s) {
         if (!best) return;
         memmove(s->queue, s->queue + 1, (size_t)(--s->n_queue) * sizeof *s->queue);
         plumb_seq_truncate(s->ctx, best->id, (int32_t)best_keep);
-        best->n_cache = best->n_fed = best->shown_cache = (int32_t)best_keep;
+        best->n_cache = best->n_fed = (int32_t)best_keep;
+        show_cache_locked(best, (int32_t)best_keep);
         best->job = j;
         best->state = j->leader && best_keep + 1 < (size_t)j->n_prompt ? SLOT_FOLLOW : SLOT_PREFILL;
         best->logit_at = -1;
@@ -650,7 +679,10 @@ static void follow_leaders(plumb_srv_sched *s) {
         if (l && l->n_fed < want && l->state != SLOT_IDLE) continue; /* not there yet */
         if (l && l->n_fed >= want && plumb_seq_copy(s->ctx, l->id, f->id, want) == PLUMB_OK) {
             memcpy(f->cache, j->prompt, (size_t)want * sizeof *f->cache);
-            f->n_cache = f->n_fed = f->shown_cache = want;
+            f->n_cache = f->n_fed = want;
+            pthread_mutex_lock(&s->mu);
+            show_cache_locked(f, want);
+            pthread_mutex_unlock(&s->mu);
         }
         f->state = SLOT_PREFILL;
     }
@@ -746,6 +778,11 @@ static void after_decode(plumb_srv_sched *s) {
             sl->n_fed += sl->batch_n;
             sl->n_cache = sl->n_fed;
         }
+        if (j->embed || sl->logit_at < 0) { /* a prompt chunk with nothing to sample: show how far it is */
+            pthread_mutex_lock(&s->mu);
+            show_cache_locked(sl, sl->n_cache);
+            pthread_mutex_unlock(&s->mu);
+        }
         if (j->embed) {
             embed_step(s, sl);
             continue;
@@ -770,7 +807,7 @@ static void after_decode(plumb_srv_sched *s) {
         plumb_gen_event ev = plumb_gen_stream_push(&sl->stream, tok, &t, &n, &err);
         double now = now_s();
         pthread_mutex_lock(&s->mu);
-        sl->shown_cache = sl->n_cache;
+        show_cache_locked(sl, sl->n_cache);
         bool first = sl->state == SLOT_PREFILL;
         if (first) {
             j->t_first = now;
@@ -884,7 +921,7 @@ static void switch_model_locked(plumb_srv_sched *s) {
     if (s->loaded_id[0]) plumb_srv_log("unloading model '%s' for '%s'", s->loaded_id, id);
     snprintf(s->loading_id, sizeof s->loading_id, "%s", id);
     s->loaded_id[0] = s->loaded_path[0] = '\0';
-    for (int32_t i = 0; i < s->p.n_parallel; i++) s->slots[i].shown_cache = 0;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) show_cache_locked(&s->slots[i], 0);
     plumb_srv_metrics_model_unloaded(s->metrics);
     pthread_mutex_unlock(&s->mu);
     unload(s);
@@ -994,6 +1031,7 @@ static void *sched_main(void *arg) {
             slot_finish(s, sl, NULL, false, 500, msg);
             plumb_seq_truncate(s->ctx, sl->id, 0);
             sl->n_cache = 0;
+            show_cache_locked(sl, 0);
         }
         pthread_mutex_unlock(&s->mu);
     }
@@ -1092,11 +1130,20 @@ int32_t plumb_srv_sched_slots(plumb_srv_sched *s, plumb_srv_slot_info *out, int3
         const slot *sl = &s->slots[i];
         const plumb_srv_job *j = sl->job;
         out[i] = (plumb_srv_slot_info){.id = sl->id, .n_ctx = s->n_ctx, .n_cached = sl->shown_cache,
+                                       .prefix_hash = sl->shown_hash, .n_hashed = sl->shown_hashed,
                                        .state = !j ? "idle" : j->progress.n_gen || j->t_first > 0 ? "generating" : "prompt",
                                        .n_prompt = j ? j->n_prompt : 0, .n_gen = j ? j->progress.n_gen : 0};
     }
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+void plumb_srv_sched_slot_counts(plumb_srv_sched *s, int32_t *n_free, int32_t *n_total) {
+    pthread_mutex_lock(&s->mu);
+    const int32_t free = idle_slots_locked(s) - s->n_queue;
+    pthread_mutex_unlock(&s->mu);
+    *n_free = free > 0 ? free : 0;
+    *n_total = s->p.n_parallel;
 }
 
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s) { return s->model; }

@@ -123,16 +123,29 @@ typedef struct plumb_srv_logprob {
 plumb_status plumb_srv_job_logprobs(plumb_srv_sched *s, plumb_srv_job *job, size_t from, plumb_srv_logprob **out,
                                     size_t *n);
 
+/* Tokens of a slot's KV cache that its prefix hash covers at most (the first ones). */
+#define PLUMB_SRV_PREFIX_HASH_TOKENS 256
+
 /* What a slot is doing, for GET /slots. */
 typedef struct plumb_srv_slot_info {
     int32_t id;
     const char *state; /* "idle", "prompt" (processing a prompt) or "generating" */
     int32_t n_ctx, n_cached; /* positions, and tokens held in its KV cache */
     int32_t n_prompt, n_gen; /* its job's prompt and generated tokens (0 when idle) */
+    /* FNV-1a 64 of the first n_hashed = min(n_cached, PLUMB_SRV_PREFIX_HASH_TOKENS) token ids
+     * of its KV cache, each id as 4 bytes, least significant first (n_hashed 0: none). Two
+     * slots, or a slot and a prompt tokenized by POST /tokenize, with the same hash over the
+     * same count start with the same tokens: where a conversation's next turn finds its
+     * prefix cached. */
+    uint64_t prefix_hash;
+    int32_t n_hashed;
 } plumb_srv_slot_info;
 
 /* Fills out[0..n) (n: the slot count, at most cap) with a snapshot of the slots. */
 int32_t plumb_srv_sched_slots(plumb_srv_sched *s, plumb_srv_slot_info *out, int32_t cap);
+/* Slots free for a new request now (idle, less the requests queued for one: never below 0)
+ * and slots in all. Quick (one short lock): for /health, /metrics and the agent check. */
+void plumb_srv_sched_slot_counts(plumb_srv_sched *s, int32_t *n_free, int32_t *n_total);
 
 /* A job for prompt[0..n_prompt) (copied) with the request's limits, sampling and stop strings
  * (copied). timeout_s bounds the job's whole life. One reference, the caller's. */

@@ -4,7 +4,8 @@
  * HTTP is plumb's strict HTTP/1.1 transport (httpd.h: a thread per connection, deadlines,
  * caps), JSON is cJSON; generation runs on the slot scheduler (sched.h), the only thread that
  * calls the engine. With a model catalog the server serves several models, one loaded at a
- * time, chosen by each request's "model" field. */
+ * time, chosen by each request's "model" field. With agent_port it also answers HAProxy's
+ * agent check on a port of its own (agent.h). */
 #ifndef PLUMB_SERVER_H
 #define PLUMB_SERVER_H
 
@@ -84,23 +85,31 @@ typedef struct plumb_server_params {
     bool embeddings;         /* serve POST /v1/embeddings (and no text generation) */
     int32_t pooling;         /* a plumb_pooling for embeddings; -1: the model's, else mean */
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
+    int agent_port;          /* the HAProxy agent-check port (agent.h): -1 (default) none, 0 any free port */
+    const char *agent_host;  /* the address it binds (NULL: host) */
 } plumb_server_params;
 
 plumb_server_params plumb_server_default_params(void);
 /* Binds and starts serving (GET /health answers 503 while the model loads in the
- * background; with a catalog and no model_path, 200 at once with no model loaded).
+ * background; with a catalog and no model_path, 200 at once with no model loaded), and the
+ * agent-check port when agent_port >= 0.
  * PLUMB_E_IO when the address cannot be bound, PLUMB_E_INVALID_ARG for bad parameters;
  * plumb_last_error() says why. On success *out is the caller's to free. */
 plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **out);
 /* The port the server listens on. */
 int plumb_server_port(const plumb_server_t *s);
+/* The port its agent-check listener answers on, -1 when it has none. */
+int plumb_server_agent_port(const plumb_server_t *s);
 /* Blocks until the model is loaded (PLUMB_OK) or failed to load (PLUMB_E_FORMAT and the
  * reason in *message, owned by s). With a catalog and no model_path: PLUMB_OK at once. */
 plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message);
 /* Whether the model is still loading. */
 bool plumb_server_loading(plumb_server_t *s);
-/* Stops accepting connections, closes those not answering a request, lets the requests in flight finish (at most grace_s seconds),
- * then stops serving. */
+/* Drains, then stops serving: at once the agent check says "drain", GET /health answers 503
+ * {"status":"draining",...}, kept-alive connections waiting for their next request are closed
+ * and every other request (on a connection accepted meanwhile too: the listener stays open)
+ * is refused with 503 and Retry-After; the requests in flight finish (at most grace_s seconds); then the
+ * listeners close and what still runs ends with 503. */
 void plumb_server_shutdown(plumb_server_t *s, double grace_s);
 /* Shuts down (without grace) if still running and frees everything. */
 void plumb_server_free(plumb_server_t *s);

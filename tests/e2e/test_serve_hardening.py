@@ -96,7 +96,7 @@ def test_expect_100_continue(server):
 def test_absolute_form_target(server):
     """A server must accept the absolute form (RFC 9112 section 3.2.2)."""
     rs = split_responses(raw(server.port, b"GET http://localhost/health?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
-    assert rs[0][0] == 200 and rs[0][2] == b'{"status":"ok"}'
+    assert rs[0][0] == 200 and rs[0][2] == b'{"status":"ok","slots_idle":2,"slots_total":2}'
 
 
 def test_identical_content_lengths_and_pipelining(server):
@@ -309,7 +309,7 @@ def test_connection_caps_keep_health_answering(plumb_bin, real_model):
         held += idle_connections(s.port, 3, "127.0.0.3")
         time.sleep(0.2)
         # max_connections is reached: health checks and metrics still answer, work does not
-        assert get_from(s.port, "/health", "127.0.0.4") == (200, b'{"status":"ok"}')
+        assert get_from(s.port, "/health", "127.0.0.4") == (200, b'{"status":"ok","slots_idle":1,"slots_total":1}')
         assert get_from(s.port, "/metrics", "127.0.0.4")[0] == 200
         st, body = get_from(s.port, "/v1/models", "127.0.0.4")
         assert st == 503 and json.loads(body)["error"]["code"] == "too_many_connections"

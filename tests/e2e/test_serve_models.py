@@ -108,7 +108,7 @@ def loads(s: Server) -> float:
 def test_no_model_at_start_then_first_request_loads(plumb_bin, models_dir, reference):
     s = CatalogServer(plumb_bin, models_dir, "--mmap", "-np", "2")
     try:
-        assert s.health() == {"status": "ok", "model": None, "loaded": False}
+        assert s.health() == {"status": "ok", "model": None, "loaded": False, "slots_idle": 2, "slots_total": 2}
         assert s.models() == {"gemma": False, "qwen": False}
         m = s.metrics()
         assert m["plumb_model_loads_total"] == 0 and not any(k.startswith("plumb_model_loaded{") for k in m)
@@ -120,7 +120,7 @@ def test_no_model_at_start_then_first_request_loads(plumb_bin, models_dir, refer
         st, _, j = s.chat("qwen")
         assert st == 200 and j["model"] == "qwen", j
         assert j["choices"][0]["message"]["content"] == reference["qwen"]
-        assert s.health() == {"status": "ok", "model": "qwen", "loaded": True}
+        assert s.health() == {"status": "ok", "model": "qwen", "loaded": True, "slots_idle": 2, "slots_total": 2}
         assert s.models() == {"qwen": True, "gemma": False}
         m = s.metrics()
         assert m["plumb_model_loads_total"] == 1 and m['plumb_model_loaded{model="qwen"}'] == 1
@@ -331,7 +331,8 @@ def test_corrupt_model_fails_its_requests_only(plumb_bin, models_dir, real_model
             assert st == 500 and j["error"]["code"] == "model_load_failed", j
             assert f"cannot load model '{name}'" in j["error"]["message"], j
             assert f"{name}.gguf" in j["error"]["message"] and str(models_dir) not in j["error"]["message"], j
-            assert s.health() == {"status": "ok", "model": None, "loaded": False}
+            assert s.health() == {"status": "ok", "model": None, "loaded": False, "slots_idle": 2,
+                                  "slots_total": 2}
         st, _, j = s.chat(None)
         assert st == 400 and j["error"]["code"] == "model_not_loaded"
         st, _, j = s.chat("qwen", 2)
@@ -346,7 +347,7 @@ def test_corrupt_model_fails_its_requests_only(plumb_bin, models_dir, real_model
 def test_m_with_models_dir_lists_and_loads_it_first(plumb_bin, models_dir, qwen_model):
     s = CatalogServer(plumb_bin, models_dir, "--mmap", "-np", "1", "--alias", "coder", model=qwen_model)
     try:
-        assert s.health() == {"status": "ok", "model": "coder", "loaded": True}
+        assert s.health() == {"status": "ok", "model": "coder", "loaded": True, "slots_idle": 1, "slots_total": 1}
         assert s.models() == {"coder": True, "gemma": False, "qwen": False}
         st, _, j = s.chat("coder", 2)
         assert st == 200 and j["model"] == "coder"

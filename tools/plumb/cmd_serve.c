@@ -4,9 +4,11 @@
  * request's "model" names them, and -m (a file or a model reference) becomes optional.
  * Every option may also be set by an environment variable (PLUMB_ARG_PORT
  * for --port, like llama-server's LLAMA_ARG_*); the command line wins. Listens at once (GET /health answers 503 until the model is loaded), prints
- * "plumb serve: listening on http://HOST:PORT" on stderr, and on SIGTERM or SIGINT stops
- * accepting, lets the requests in flight finish and exits 0; a second signal exits at once.
- * A signal while the model is still loading exits at once too. */
+ * "plumb serve: listening on http://HOST:PORT" on stderr (after "plumb serve: agent-check on
+ * HOST:PORT" with --agent-port: HAProxy's agent-check protocol, src/server/agent.h), and on
+ * SIGTERM or SIGINT drains (the agent says "drain", /health and new requests 503), lets the
+ * requests in flight finish and exits 0; a second signal exits at once. A signal while the
+ * model is still loading exits at once too. */
 #include "cli.h"
 #include "options.h"
 
@@ -58,7 +60,11 @@ static const char serve_usage[] =
     "      --slots               GET /slots answers (behind the API key when there is one)\n"
     "      --embeddings          serve POST /v1/embeddings (and no text generation)\n"
     "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
-    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n";
+    "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
+    "      --agent-port N        answer HAProxy's agent check on port N (0: any free port): 'down' while the\n"
+    "                            model loads, 'up ready W% maxconn:SLOTS' (W from the free slots), 'drain'\n"
+    "                            once SIGTERM came\n"
+    "      --agent-host ADDR     address the agent check binds (default: --host)\n";
 
 typedef struct shutdown_job {
     plumb_server_t *srv;
@@ -79,7 +85,8 @@ static void *shutdown_main(void *arg) {
 enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
-    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_STORE, SV_COUNT
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_STORE,
+    SV_AGENT_PORT, SV_AGENT_HOST, SV_COUNT
 };
 static const struct {
     const char *l, *s;
@@ -112,6 +119,8 @@ static const struct {
     [SV_MMAP] = {"--mmap", NULL, true},
     [SV_MODELS_DIR] = {"--models-dir", NULL, false},
     [SV_STORE] = {"--store", NULL, true},
+    [SV_AGENT_PORT] = {"--agent-port", NULL, false},
+    [SV_AGENT_HOST] = {"--agent-host", NULL, false},
 };
 
 /* "PLUMB_ARG_CTX_SIZE" for "--ctx-size" */
@@ -161,6 +170,8 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
     case SV_MODEL: p->model_path = v; break;
     case SV_MODELS_DIR: ok = *v && (models_dir = v); break;
     case SV_HOST: p->host = v; break;
+    case SV_AGENT_HOST: ok = *v && (p->agent_host = v); break;
+    case SV_AGENT_PORT: ok = options_parse_long(v, 0, 65535, &n) && (p->agent_port = (int)n, true); break;
     case SV_API_KEY: ok = *v && (p->api_key = v); break;
     case SV_ALIAS: ok = *v && (p->alias = v); break;
     case SV_CHAT_FORMAT:
@@ -308,6 +319,9 @@ int cmd_serve(int argc, char **argv) {
 
     plumb_server_t *srv;
     if (plumb_server_start(&p, &srv)) return 1;
+    if (p.agent_port >= 0)
+        fprintf(stderr, "plumb serve: agent-check on %s:%d\n", p.agent_host ? p.agent_host : p.host,
+                plumb_server_agent_port(srv));
     if (p.model_path)
         fprintf(stderr, "plumb serve: listening on http://%s:%d (loading %s)\n", p.host, plumb_server_port(srv), p.model_path);
     else
