@@ -20,7 +20,7 @@ BUILD_PACKAGES=(make cmake gcc libc6-dev pkg-config libcjson-dev libpcre2-dev li
 FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 MODEL_PACKAGES=(python3 python3-pip ca-certificates)
 TEST_PACKAGES=(python3 python3-venv python3-pip ca-certificates chromium man-db groff-base binutils
-               docker-registry skopeo openssl)
+               docker-registry skopeo openssl haproxy iproute2)
 
 list=0
 if [ "${1:-}" = "--list" ]; then

@@ -18,6 +18,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_cluster_config(int argc, char **argv); /* HAProxy configuration (cmd_cluster.c) */
 /* models as OCI artifacts (cmd_oci.c) */
 int cmd_pull(int argc, char **argv);
 int cmd_push(int argc, char **argv);

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
             "  push MODEL.gguf REF           package a GGUF as an OCI artifact and push it (see push --help)\n"
             "  list                          the models in the store\n"
             "  rm REF                        remove a model from the store, freeing unused blobs\n"
+            "  cluster-config --server H:P ... an HAProxy configuration for several servers (see cluster-config --help)\n"
             "  info                          show version and CPU features\n"
             "  --version                     same as info\n"
             "  help                          this text\n");
@@ -43,6 +44,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "push") == 0) return cmd_push(argc - 1, argv + 1);
     if (strcmp(cmd, "list") == 0) return cmd_list(argc - 1, argv + 1);
     if (strcmp(cmd, "rm") == 0) return cmd_rm(argc - 1, argv + 1);
+    if (strcmp(cmd, "cluster-config") == 0) return cmd_cluster_config(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
