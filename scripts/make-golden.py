@@ -26,6 +26,11 @@ llama-cpp-python built from source) and writes:
       * for each of EMBED_TEXTS: llama.cpp's embedding of the text by the Qwen model
         (Llama(embedding=True)) with mean and with last pooling, L2-normalized, and the token ids
         it embedded.
+  tests/e2e/data/golden_split.json
+      * the real Gemma model split in three by gguf-py's writer (tests/e2e/ggufsplit.py,
+        deterministic; the shards' SHA-256 recorded): llama.cpp's prompt ids and SPLIT_GREEDY
+        greedy tokens for SPLIT_PROMPT on the split files (loaded from the first shard) and on
+        the whole file.
   tests/e2e/data/golden_arch.json
       * the same for the synthetic qwen3, gemma2 and phi3 models that
         tests/e2e/make_arch_models.py writes (with the real tokenizers of the models in
@@ -39,7 +44,7 @@ How to rebuild the reference:
       takes several minutes — then runs itself inside it;
   python3 scripts/make-golden.py --python /path/to/python
       runs with an interpreter that already has llama_cpp, numpy and gguf.
-  Options: --only gemma|qwen2|bpe|moe|arch|embed, --model PATH (for --only gemma/qwen2; default the file
+  Options: --only gemma|qwen2|bpe|moe|arch|embed|split, --model PATH (for --only gemma/qwen2; default the file
   `make model` fetches into models/), --ref avx512|avx2 (the reference's instruction sets:
   .venv-ref is built for AVX-512 machines, .venv-ref-avx2 for the others; the golden file
   records which in settings.cmake_args).
@@ -337,6 +342,45 @@ def make_embed(model_path, cmake_args):
     return out
 
 
+SPLIT_PROMPT = "The capital of France is"
+SPLIT_GREEDY = 16
+
+
+def make_split(model_path, cmake_args):
+    """llama.cpp on the real model split in three (see the module docstring)."""
+    os.environ.update(REF_ENV)
+    import hashlib
+    import tempfile
+
+    import gguf
+    import llama_cpp
+    import numpy as np
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    from ggufsplit import split_with_gguf_py
+
+    plain_cpu_kernels()
+    out = {"generator": "scripts/make-golden.py", "reference": version_info(), "model": os.path.basename(model_path),
+           "settings": {"n_ctx": 512, "n_threads": 2, "cmake_args": cmake_args, "environment": REF_ENV},
+           "prompt": SPLIT_PROMPT}
+    with tempfile.TemporaryDirectory() as d:
+        n = len(gguf.GGUFReader(model_path).tensors)
+        shards = split_with_gguf_py(model_path, os.path.join(d, "gemma.gguf"), (n + 2) // 3)
+        out["shards_sha256"] = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in shards]
+        for key, path in (("whole", model_path), ("split", str(shards[0]))):
+            llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_threads=2, verbose=False)
+            ids = llm.tokenize(SPLIT_PROMPT.encode(), add_bos=True, special=True)
+            llm.reset()
+            llm.eval(ids)
+            toks = []
+            for _ in range(SPLIT_GREEDY):
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+                toks.append(int(np.argmax(row)))
+                llm.eval([toks[-1]])
+            out[key] = {"prompt_ids": [int(i) for i in ids], "greedy": toks}
+            del llm
+    return out
+
+
 def make_bpe():
     import llama_cpp
     sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -465,7 +509,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--python", help="interpreter with llama_cpp, numpy and gguf (default: the --ref environment)")
     ap.add_argument("--model", help="the model of --only gemma or qwen2 (default: models/<its file>)")
-    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe", "moe", "arch", "embed"])
+    ap.add_argument("--only", choices=["gemma", "qwen2", "bpe", "moe", "arch", "embed", "split"])
     ap.add_argument("--ref", choices=sorted(REFS), default="avx512",
                     help="the reference build: avx512 (.venv-ref) or, on CPUs without AVX-512, avx2 (.venv-ref-avx2)")
     args = ap.parse_args()
@@ -489,6 +533,8 @@ def main():
         write_json(out, make_real(path, cases, prompts, cmake_args))
     if args.only in (None, "embed"):
         write_json("golden_embed.json", make_embed(os.path.join(ROOT, "models", real["qwen2"][0]), cmake_args))
+    if args.only in (None, "split"):
+        write_json("golden_split.json", make_split(os.path.join(ROOT, "models", real["gemma"][0]), cmake_args))
     if args.only in (None, "bpe"):
         write_json("golden_bpe.json", make_bpe())
     if args.only in (None, "moe"):

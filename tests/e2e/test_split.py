@@ -8,7 +8,8 @@ writer below whose split keys a test can set wrongly. Checked:
   * plumb on the split model gives the unsplit model's output: `plumb run` text (read into
     memory and mapped) and logits bit for bit, with the first shard's name or the explicit list
     (plumb_model_load_shards) of digest-named files, including a first shard without tensors;
-  * llama.cpp (llama-cpp-python built from source, .venv-ref) loads the same split files, and
+  * llama.cpp (llama-cpp-python built from source, recorded by scripts/make-golden.py --only
+    split in data/golden_split.json with the shards' SHA-256) loads the same split files, and
     its greedy tokens on them are its tokens on the unsplit file and plumb's;
   * hostile sets of shards (one missing, split.no wrong, a tensor in two shards, the tensor
     count wrong, split.count disagreeing, a shard other than the first given, a first shard
@@ -20,8 +21,6 @@ import ctypes
 import hashlib
 import json
 import shutil
-import subprocess
-from pathlib import Path
 
 import gguf
 import numpy as np
@@ -34,7 +33,6 @@ import synth
 from ggufsplit import shard_names, split_with_gguf_py, thirds, write_shards
 
 PROMPT = "The capital of France is"
-REF_PYTHON = conftest.REPO / ".venv-ref" / "bin" / "python"
 GOLDEN_PROMPT_IDS = json.loads((conftest.E2E / "data" / "golden_gemma3.json").read_text())["prompts"][0]["prompt_ids"]
 
 
@@ -228,50 +226,21 @@ def test_single_file_paths_unchanged(plumb_lib, synth_model):
 
 # ---- llama.cpp reads the same files -----------------------------------------------------------
 
-REF_SCRIPT = r"""
-import json, os, sys
-os.environ["GGML_CPU_TILED_MM"] = "0"
-import numpy as np
-import llama_cpp
-import llama_cpp.llama_cpp as C
-default = C.llama_model_default_params
-def params():
-    p = default()
-    p.use_extra_bufts = False
-    return p
-C.llama_model_default_params = params
-out = {}
-for path in sys.argv[2:]:
-    llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_threads=2, verbose=False)
-    ids = llm.tokenize(sys.argv[1].encode(), add_bos=True, special=True)
-    llm.reset()
-    llm.eval(ids)
-    toks = []
-    for _ in range(16):
-        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
-        toks.append(int(np.argmax(row)))
-        llm.eval([toks[-1]])
-    out[path] = {"prompt_ids": list(ids), "greedy": toks}
-    llm.close()
-print(json.dumps(out))
-"""
+GOLDEN_SPLIT = json.loads((conftest.E2E / "data" / "golden_split.json").read_text())
 
 
 def test_llama_cpp_loads_split_files(plumb_lib, real_model, real_split):
-    if not REF_PYTHON.is_file():
-        pytest.fail(f"{REF_PYTHON} is missing: the llama.cpp reference (scripts/make-golden.py builds it)", pytrace=False)
-    p = subprocess.run([str(REF_PYTHON), "-c", REF_SCRIPT, PROMPT, str(real_model), str(real_split[0])],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-4000:]
-    res = json.loads(p.stdout.strip().splitlines()[-1])
-    whole, split = res[str(real_model)], res[str(real_split[0])]
-    assert split == whole and len(split["greedy"]) == 16
+    """llama.cpp (scripts/make-golden.py --only split, llama-cpp-python built from source) on
+    these very shards: it gave its whole-file tokens, and plumb gives the same."""
+    g = GOLDEN_SPLIT
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in real_split] == g["shards_sha256"]
+    assert g["split"] == g["whole"] and g["prompt"] == PROMPT and len(g["split"]["greedy"]) == 16
     st, h, err = load_path(real_split[0])
     assert st == 0, err
     m = LoadedModel(h)
-    _, ours = greedy(m, split["prompt_ids"], 262144, 16)
+    _, ours = greedy(m, g["split"]["prompt_ids"], 262144, 16)
     m.close()
-    assert ours == split["greedy"], f"plumb {ours} vs llama.cpp {split['greedy']}"
+    assert ours == g["split"]["greedy"], f"plumb {ours} vs llama.cpp {g['split']['greedy']}"
 
 
 # ---- hostile shards ---------------------------------------------------------------------------
