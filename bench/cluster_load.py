@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from serve_load import pct, sse_events
+
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["Tell me about the history of the printing press.", "How do I grow tomatoes on a balcony?",
            "Why is the sky blue?", "Explain the rules of chess briefly.", "How are suspension bridges built?",
@@ -53,11 +55,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def stream_chat(port: int, n: int, max_tokens: int, timeout: float, tag: str = "") -> dict:
@@ -76,17 +73,13 @@ def stream_chat(port: int, n: int, max_tokens: int, timeout: float, tag: str = "
             out["error"] = f"HTTP {r.status}"
             return out
         last = None
+        events = sse_events(r)
         while True:
-            line = r.readline()
-            if not line:
+            try:
+                ev = next(events)
+            except StopIteration as done:
+                out["ok"] = bool(done.value)
                 break
-            if not line.startswith(b"data: "):
-                continue
-            data = line[6:].strip()
-            if data == b"[DONE]":
-                out["ok"] = True
-                break
-            ev = json.loads(data)
             if ev["choices"] and (ev["choices"][0].get("delta") or {}).get("content"):
                 now = time.monotonic()
                 if last is None:

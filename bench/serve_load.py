@@ -13,7 +13,6 @@ import argparse
 import http.client
 import json
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -32,6 +31,21 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def sse_events(r):
+    """The JSON events of a streamed OpenAI answer r (an http.client response), in order, up to
+    "data: [DONE]"; returns True when [DONE] came (False: the stream ended early)."""
+    while True:
+        line = r.readline()
+        if not line:
+            return False
+        if not line.startswith(b"data: "):
+            continue
+        data = line[6:].strip()
+        if data == b"[DONE]":
+            return True
+        yield json.loads(data)
+
+
 def one_request(host, port, prompt, max_tokens, timeout):
     c = http.client.HTTPConnection(host, port, timeout=timeout)
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
@@ -41,17 +55,8 @@ def one_request(host, port, prompt, max_tokens, timeout):
     r = c.getresponse()
     if r.status != 200:
         raise RuntimeError(f"HTTP {r.status}: {r.read()[:200]!r}")
-    times, tokens, buf = [], 0, b""
-    while True:
-        line = r.readline()
-        if not line:
-            break
-        if not line.startswith(b"data: "):
-            continue
-        data = line[6:].strip()
-        if data == b"[DONE]":
-            break
-        ev = json.loads(data)
+    times, tokens = [], 0
+    for ev in sse_events(r):
         if ev.get("usage"):
             tokens = ev["usage"]["completion_tokens"]
         elif ev["choices"] and ev["choices"][0]["text"]:

@@ -40,6 +40,9 @@ typedef struct cli_model_src {
  * one line. */
 int cli_model_source(const char *cmd, const char *arg, cli_model_src *out);
 
+/* Prints "plumb <cmd>: " and the printf-formatted message as one line on stderr. */
+void cli_errorf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Prints "plumb <cmd>: <message>" (the library's last error when msg is NULL) on stderr. */
 void cli_error(const char *cmd, plumb_status st, const char *msg);
 

@@ -25,7 +25,6 @@
 #include "options.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -85,16 +84,7 @@ static const char bench_usage[] =
 
 /* Prints "plumb bench: <message>" as one line on stderr; returns the exit status of a usage
  * error, 2, as the other subcommands do. */
-static int bench_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bench_usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "plumb bench: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 2;
-}
+#define bench_usage_error(...) (cli_errorf("bench", __VA_ARGS__), 2)
 
 /* Parses "a,b,c" into out[0..*n): every item a whole decimal in [lo, hi], without white space. */
 static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {

@@ -15,7 +15,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -66,17 +65,8 @@ typedef struct cluster_options {
     bool check;
 } cluster_options;
 
-/* Prints "plumb cluster-config: <message>" on stderr; returns 2 (a usage error). */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "plumb cluster-config: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 2;
-}
+/* Prints "plumb cluster-config: <message>" on stderr; 2 (a usage error). */
+#define usage_error(...) (cli_errorf("cluster-config", __VA_ARGS__), 2)
 
 /* Whether s is a host name HAProxy can resolve: dot-separated labels of letters, digits and
  * inner dashes, 63 characters each at most, 253 in all. */

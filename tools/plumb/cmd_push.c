@@ -8,7 +8,6 @@
 #include "oci/oci.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,17 +19,8 @@ static int fail(plumb_status st) {
     return 1;
 }
 
-/* "plumb push: <message>" on stderr; returns 0 (no files) for model_files. */
-static int fail_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail_line(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "plumb push: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return 0;
-}
+/* "plumb push: <message>" on stderr; 0 (no files) for model_files. */
+#define fail_line(...) (cli_errorf("push", __VA_ARGS__), 0)
 
 /* The sum of the tensors' element counts. */
 static int64_t n_params(const plumb_gguf_t *g) {
