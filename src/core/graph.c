@@ -1,5 +1,6 @@
-/* graph.c — graph building and the memory planner that places op outputs in one pool,
- * reusing the memory of values whose last reader has run. */
+/* graph.c — the op table's names and sizes, the typed builders of the dense ops (the
+ * mixture-of-experts ones are in graph_moe.c), and the memory planner that places op
+ * outputs in one pool, reusing the memory of values whose last reader has run. */
 #include "core/graph.h"
 
 #include "core/error.h"
@@ -8,6 +9,27 @@
 #include <string.h>
 
 #define POOL_ALIGN 64
+
+static const char *const op_names[PLUMB_OP_COUNT] = {
+#define PLUMB_X(e, name, n_src, params) #name,
+    PLUMB_OP_TABLE(PLUMB_X)
+#undef PLUMB_X
+};
+
+static const int op_n_src[PLUMB_OP_COUNT] = {
+#define PLUMB_X(e, name, n_src, params) n_src,
+    PLUMB_OP_TABLE(PLUMB_X)
+#undef PLUMB_X
+};
+
+static const size_t op_params_size[PLUMB_OP_COUNT] = {
+#define PLUMB_X(e, name, n_src, params) sizeof(params),
+    PLUMB_OP_TABLE(PLUMB_X)
+#undef PLUMB_X
+};
+
+const char *plumb_op_name(plumb_op op) { return (int)op >= 0 && op < PLUMB_OP_COUNT ? op_names[op] : "?"; }
+int plumb_op_n_src(plumb_op op) { return (int)op >= 0 && op < PLUMB_OP_COUNT ? op_n_src[op] : 0; }
 
 size_t plumb_row_size(int type, int64_t ne0) {
     if (type == PLUMB_TYPE_I32) return (size_t)ne0 * 4;
@@ -29,23 +51,21 @@ plumb_status plumb_graph_init(plumb_graph *g, int32_t max_tensors) {
     memset(g, 0, sizeof *g);
     g->tensors = calloc((size_t)max_tensors, sizeof *g->tensors);
     g->nodes = calloc((size_t)max_tensors, sizeof *g->nodes);
-    g->attn = calloc((size_t)max_tensors, sizeof *g->attn);
     g->plan_free = calloc((size_t)max_tensors + 2, sizeof(block));
     g->plan_offs = calloc((size_t)max_tensors, sizeof *g->plan_offs);
     g->plan_order = calloc((size_t)max_tensors, sizeof *g->plan_order);
     g->plan_head = calloc((size_t)max_tensors + 1, sizeof *g->plan_head);
-    if (!g->tensors || !g->nodes || !g->attn || !g->plan_free || !g->plan_offs || !g->plan_order || !g->plan_head) {
+    if (!g->tensors || !g->nodes || !g->plan_free || !g->plan_offs || !g->plan_order || !g->plan_head) {
         plumb_graph_free(g);
         return plumb__fail(PLUMB_E_NOMEM, "out of memory for a graph of %d tensors", max_tensors);
     }
-    g->cap_tensors = g->cap_nodes = g->cap_attn = max_tensors;
+    g->cap_tensors = g->cap_nodes = max_tensors;
     return PLUMB_OK;
 }
 
 void plumb_graph_free(plumb_graph *g) {
     free(g->tensors);
     free(g->nodes);
-    free(g->attn);
     free(g->pool);
     free(g->plan_free);
     free(g->plan_offs);
@@ -57,7 +77,6 @@ void plumb_graph_free(plumb_graph *g) {
 void plumb_graph_reset(plumb_graph *g) {
     g->n_tensors = 0;
     g->n_nodes = 0;
-    g->n_attn = 0;
 }
 
 static plumb_tensor *new_tensor(plumb_graph *g, int type, int n_dims, const int64_t *ne) {
@@ -88,13 +107,16 @@ static plumb_tensor *add_node(plumb_graph *g, plumb_tensor *t) {
     return t;
 }
 
-plumb_tensor *plumb_graph_op(plumb_graph *g, plumb_op op, int n_dims, const int64_t *ne, plumb_tensor *a,
-                             plumb_tensor *b, plumb_tensor *c) {
+plumb_tensor *plumb__graph_node(plumb_graph *g, plumb_op op, int n_dims, const int64_t *ne, plumb_tensor *a,
+                                plumb_tensor *b, plumb_tensor *c, const void *params) {
+    PLUMB_ASSERT(op > PLUMB_OP_VIEW && op < PLUMB_OP_COUNT);
+    PLUMB_ASSERT((c ? 3 : b ? 2 : a ? 1 : 0) <= op_n_src[op]);
     plumb_tensor *t = new_tensor(g, PLUMB_TYPE_F32, n_dims, ne);
     t->op = op;
     t->src[0] = a;
     t->src[1] = b;
     t->src[2] = c;
+    if (params) memcpy(&t->params, params, op_params_size[op]);
     return add_node(g, t);
 }
 
@@ -111,11 +133,83 @@ plumb_tensor *plumb_graph_view(plumb_graph *g, plumb_tensor *src, int n_dims, co
     return add_node(g, t);
 }
 
-plumb_attn_params *plumb_graph_attn_params(plumb_graph *g) {
-    PLUMB_ASSERT(g->n_attn < g->cap_attn);
-    plumb_attn_params *p = &g->attn[g->n_attn++];
-    memset(p, 0, sizeof *p);
-    return p;
+/* ---- typed builders ------------------------------------------------------------------------ */
+
+static int64_t rows_of(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
+
+plumb_tensor *plumb_graph_get_rows(plumb_graph *g, plumb_tensor *w, plumb_tensor *ids) {
+    PLUMB_ASSERT(ids->type == PLUMB_TYPE_I32 && rows_of(ids) == 1);
+    const int64_t ne[2] = {w->ne[0], ids->ne[0]};
+    return plumb__graph_node(g, PLUMB_OP_GET_ROWS, 2, ne, w, ids, NULL, NULL);
+}
+
+plumb_tensor *plumb_graph_mul_mat(plumb_graph *g, plumb_tensor *w, plumb_tensor *x) {
+    PLUMB_ASSERT(x->type == PLUMB_TYPE_F32 && x->ne[0] == w->ne[0]);
+    const int64_t ne[2] = {w->ne[1], rows_of(x)};
+    return plumb__graph_node(g, PLUMB_OP_MUL_MAT, 2, ne, w, x, NULL, NULL);
+}
+
+/* An elementwise node of x's shape. */
+static plumb_tensor *like(plumb_graph *g, plumb_op op, plumb_tensor *x, plumb_tensor *y, const void *params) {
+    PLUMB_ASSERT(x->type == PLUMB_TYPE_F32 && (!y || y->type == PLUMB_TYPE_F32));
+    return plumb__graph_node(g, op, 4, x->ne, x, y, NULL, params);
+}
+
+static plumb_tensor *binary(plumb_graph *g, plumb_op op, plumb_tensor *a, plumb_tensor *b) {
+    PLUMB_ASSERT(b->ne[0] == a->ne[0] && (rows_of(b) == 1 || rows_of(b) == rows_of(a)));
+    return like(g, op, a, b, NULL);
+}
+
+plumb_tensor *plumb_graph_add(plumb_graph *g, plumb_tensor *a, plumb_tensor *b) { return binary(g, PLUMB_OP_ADD, a, b); }
+plumb_tensor *plumb_graph_mul(plumb_graph *g, plumb_tensor *a, plumb_tensor *b) { return binary(g, PLUMB_OP_MUL, a, b); }
+
+plumb_tensor *plumb_graph_scale(plumb_graph *g, plumb_tensor *x, const plumb_scale_params *p) {
+    return like(g, PLUMB_OP_SCALE, x, NULL, p);
+}
+
+plumb_tensor *plumb_graph_rms_norm(plumb_graph *g, plumb_tensor *x, plumb_tensor *w, const plumb_rms_norm_params *p) {
+    PLUMB_ASSERT(!w || (w->type == PLUMB_TYPE_F32 && w->ne[0] == x->ne[0]));
+    return like(g, PLUMB_OP_RMS_NORM, x, w, p);
+}
+
+plumb_tensor *plumb_graph_rope(plumb_graph *g, plumb_tensor *x, plumb_tensor *pos, plumb_tensor *freq_factors,
+                               const plumb_rope_params *p) {
+    PLUMB_ASSERT(x->type == PLUMB_TYPE_F32 && x->ne[3] == 1);
+    PLUMB_ASSERT(pos->type == PLUMB_TYPE_I32 && pos->ne[0] == x->ne[2]);
+    PLUMB_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= x->ne[0]);
+    PLUMB_ASSERT(!freq_factors || (freq_factors->type == PLUMB_TYPE_F32 && freq_factors->ne[0] >= p->n_rot / 2));
+    return plumb__graph_node(g, PLUMB_OP_ROPE, 3, x->ne, x, pos, freq_factors, p);
+}
+
+plumb_tensor *plumb_graph_attn(plumb_graph *g, plumb_tensor *q, plumb_tensor *k, plumb_tensor *v,
+                               const plumb_attn_params *p) {
+    PLUMB_ASSERT(p->kv && p->pos && p->seq);
+    PLUMB_ASSERT(k->ne[0] == q->ne[0] && v->ne[0] == q->ne[0] && k->ne[1] == v->ne[1] && k->ne[1] > 0);
+    PLUMB_ASSERT(q->ne[1] % k->ne[1] == 0 && k->ne[2] == q->ne[2] && v->ne[2] == q->ne[2]);
+    const int64_t ne[2] = {q->ne[0] * q->ne[1], q->ne[2]};
+    return plumb__graph_node(g, PLUMB_OP_ATTN, 2, ne, q, k, v, p);
+}
+
+plumb_tensor *plumb_graph_silu(plumb_graph *g, plumb_tensor *x) { return like(g, PLUMB_OP_SILU, x, NULL, NULL); }
+plumb_tensor *plumb_graph_gelu_tanh(plumb_graph *g, plumb_tensor *x) { return like(g, PLUMB_OP_GELU_TANH, x, NULL, NULL); }
+
+plumb_tensor *plumb_graph_silu_mul(plumb_graph *g, plumb_tensor *gate, plumb_tensor *up) {
+    PLUMB_ASSERT(plumb_tensor_nelements(up) == plumb_tensor_nelements(gate));
+    return like(g, PLUMB_OP_SILU_MUL, gate, up, NULL);
+}
+
+plumb_tensor *plumb_graph_gelu_mul(plumb_graph *g, plumb_tensor *gate, plumb_tensor *up) {
+    PLUMB_ASSERT(plumb_tensor_nelements(up) == plumb_tensor_nelements(gate));
+    return like(g, PLUMB_OP_GELU_MUL, gate, up, NULL);
+}
+
+plumb_tensor *plumb_graph_softcap(plumb_graph *g, plumb_tensor *x, const plumb_softcap_params *p) {
+    PLUMB_ASSERT(p->cap > 0.0f);
+    return like(g, PLUMB_OP_SOFTCAP, x, NULL, p);
+}
+
+plumb_tensor *plumb_graph_soft_max(plumb_graph *g, plumb_tensor *x, const plumb_soft_max_params *p) {
+    return like(g, PLUMB_OP_SOFT_MAX, x, NULL, p);
 }
 
 /* ---- planner ----------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /* blocks.c — graph pieces the architectures share: the token embedding, the attention sublayer
  * (projections, fused or not; per-head q/k norms; RoPE; attention over the KV cache with its
- * scale, window and soft-cap; the output projection) and the gated FFN (separate or fused
- * gate and up). An architecture file says what differs: its norms, residuals and settings.
+ * scale, window and soft-cap; the output projection), the gated FFN (separate or fused
+ * gate and up) and the whole pre-norm layer around them (optional post-norms, residuals, a
+ * dense or mixture-of-experts FFN). An architecture file says what differs: its settings.
  * Each piece builds the reference engine's ops in its order, so results are its bits. */
 #include "model/model.h"
 
@@ -21,12 +22,8 @@ plumb_attn_layer plumb__attn_layer_default(const plumb_model_t *m) {
 }
 
 plumb_tensor *plumb__build_embd(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in) {
-    const int64_t ne[2] = {m->hp.n_embd, in->n_tokens};
-    plumb_tensor *x = plumb_graph_op(g, PLUMB_OP_GET_ROWS, 2, ne, m->token_embd, in->tokens, NULL);
-    if (m->hp.embd_scale != 1.0f) {
-        x = plumb_graph_op(g, PLUMB_OP_SCALE, 2, ne, x, NULL, NULL);
-        x->fparams[0] = m->hp.embd_scale;
-    }
+    plumb_tensor *x = plumb_graph_get_rows(g, m->token_embd, in->tokens); /* [n_embd, T] */
+    if (m->hp.embd_scale != 1.0f) x = plumb_graph_scale(g, x, &(plumb_scale_params){.s = m->hp.embd_scale});
     return x;
 }
 
@@ -39,13 +36,14 @@ plumb_tensor *plumb__build_rows(plumb_graph *g, const plumb_tensor *w, int64_t r
 /* x [hd, heads, T] rotated as the layer says. */
 static plumb_tensor *rope(plumb_graph *g, const plumb_hparams *hp, const plumb_graph_inputs *in,
                           const plumb_attn_layer *a, plumb_tensor *x) {
-    plumb_tensor *r = plumb_graph_op(g, PLUMB_OP_ROPE, 3, x->ne, x, in->pos, a->rope_factors);
-    r->iparams[0] = hp->rope_mode;
-    r->iparams[1] = hp->n_rot;
-    r->fparams[0] = a->rope_base;
-    r->fparams[1] = a->rope_freq_scale;
-    r->fparams[2] = a->rope_attn_factor;
-    return r;
+    return plumb_graph_rope(g, x, in->pos, a->rope_factors,
+                            &(plumb_rope_params){
+                                .mode = hp->rope_mode,
+                                .n_rot = hp->n_rot,
+                                .base = a->rope_base,
+                                .freq_scale = a->rope_freq_scale,
+                                .attn_factor = a->rope_attn_factor,
+                            });
 }
 
 plumb_tensor *plumb__build_attention(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, int il,
@@ -70,21 +68,19 @@ plumb_tensor *plumb__build_attention(const plumb_model_t *m, plumb_graph *g, con
     k = rope(g, hp, in, a, k);
     float scale = hp->attn_scale;
     if (a->scale_q) {
-        q = plumb_graph_op(g, PLUMB_OP_SCALE, 3, qs, q, NULL, NULL);
-        q->fparams[0] = hp->attn_scale;
+        q = plumb_graph_scale(g, q, &(plumb_scale_params){.s = hp->attn_scale});
         scale = 1.0f;
     }
-    int64_t os[2] = {Q, T};
-    plumb_tensor *o = plumb_graph_op(g, PLUMB_OP_ATTN, 2, os, q, k, v);
-    plumb_attn_params *p = plumb_graph_attn_params(g);
-    p->kv = in->kv;
-    p->layer = il;
-    p->n_swa = a->n_swa;
-    p->pos = in->pos->data;
-    p->seq = in->seq;
-    o->pparams = p;
-    o->fparams[0] = scale;
-    o->fparams[1] = a->softcap;
+    plumb_tensor *o = plumb_graph_attn(g, q, k, v,
+                                       &(plumb_attn_params){
+                                           .kv = in->kv,
+                                           .layer = il,
+                                           .n_swa = a->n_swa,
+                                           .pos = in->pos->data,
+                                           .seq = in->seq,
+                                           .scale = scale,
+                                           .softcap = a->softcap,
+                                       }); /* [Q, T] */
     return plumb__build_matmul(g, L->wo, o, L->bo);
 }
 
@@ -99,6 +95,20 @@ plumb_tensor *plumb__build_ffn(const plumb_model_t *m, plumb_graph *g, int il, p
         gate = plumb__build_matmul(g, plumb__build_rows(g, L->ffn_up, 0, n_ff), h, NULL);
         up = plumb__build_matmul(g, plumb__build_rows(g, L->ffn_up, n_ff, n_ff), h, NULL);
     }
-    plumb_tensor *f = plumb_graph_op(g, act, 2, gate->ne, gate, up, NULL);
+    PLUMB_ASSERT(act == PLUMB_OP_SILU_MUL || act == PLUMB_OP_GELU_MUL);
+    plumb_tensor *f = act == PLUMB_OP_GELU_MUL ? plumb_graph_gelu_mul(g, gate, up) : plumb_graph_silu_mul(g, gate, up);
     return plumb__build_matmul(g, L->ffn_down, f, NULL);
+}
+
+plumb_tensor *plumb__build_layer(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, int il,
+                                 plumb_tensor *x, const plumb_attn_layer *a, plumb_op act) {
+    const plumb_layer_weights *L = &m->layers[il];
+    const float eps = m->hp.eps;
+    plumb_tensor *h = plumb__build_attention(m, g, in, il, plumb__build_norm(g, x, L->attn_norm, eps), a);
+    if (L->post_attn_norm) h = plumb__build_norm(g, h, L->post_attn_norm, eps);
+    x = plumb_graph_add(g, x, h);
+    h = plumb__build_norm(g, x, L->ffn_norm, eps);
+    h = L->ffn_gate_inp ? plumb__build_moe_ffn(m, g, il, h) : plumb__build_ffn(m, g, il, h, act);
+    if (L->post_ffn_norm) h = plumb__build_norm(g, h, L->post_ffn_norm, eps);
+    return plumb_graph_add(g, x, h);
 }

@@ -62,10 +62,8 @@ static bool is_sliding(const plumb_hparams *hp, int il) {
 
 plumb_tensor *plumb__gemma_build(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in) {
     const plumb_hparams *hp = &m->hp;
-    int64_t ne[2] = {hp->n_embd, in->n_tokens};
     plumb_tensor *x = plumb__build_embd(m, g, in);
     for (int il = 0; il < hp->n_layer; il++) {
-        const plumb_layer_weights *L = &m->layers[il];
         plumb_attn_layer a = plumb__attn_layer_default(m);
         a.scale_q = true;
         if (is_sliding(hp, il)) {
@@ -73,12 +71,7 @@ plumb_tensor *plumb__gemma_build(const plumb_model_t *m, plumb_graph *g, const p
             a.rope_freq_scale = hp->rope_freq_scale_swa;
             a.n_swa = hp->n_swa;
         }
-        plumb_tensor *h = plumb__build_norm(g, x, L->attn_norm, hp->eps);
-        h = plumb__build_norm(g, plumb__build_attention(m, g, in, il, h, &a), L->post_attn_norm, hp->eps);
-        x = plumb_graph_op(g, PLUMB_OP_ADD, 2, ne, x, h, NULL);
-        h = plumb__build_norm(g, x, L->ffn_norm, hp->eps);
-        h = plumb__build_norm(g, plumb__build_ffn(m, g, il, h, PLUMB_OP_GELU_MUL), L->post_ffn_norm, hp->eps);
-        x = plumb_graph_op(g, PLUMB_OP_ADD, 2, ne, x, h, NULL);
+        x = plumb__build_layer(m, g, in, il, x, &a, PLUMB_OP_GELU_MUL);
     }
     return x;
 }

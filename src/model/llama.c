@@ -60,17 +60,8 @@ plumb_tensor *plumb__llama_build(const plumb_model_t *m, plumb_graph *g, const p
 
 plumb_tensor *plumb__llama_build_layers(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in,
                                         const plumb_attn_layer *a) {
-    const plumb_hparams *hp = &m->hp;
-    int64_t ne[2] = {hp->n_embd, in->n_tokens};
     plumb_tensor *x = plumb__build_embd(m, g, in);
-    for (int il = 0; il < hp->n_layer; il++) {
-        const plumb_layer_weights *L = &m->layers[il];
-        plumb_tensor *h = plumb__build_norm(g, x, L->attn_norm, hp->eps);
-        x = plumb_graph_op(g, PLUMB_OP_ADD, 2, ne, x, plumb__build_attention(m, g, in, il, h, a), NULL);
-        h = plumb__build_norm(g, x, L->ffn_norm, hp->eps);
-        h = L->ffn_gate_inp ? plumb__build_moe_ffn(m, g, il, h) : plumb__build_ffn(m, g, il, h, PLUMB_OP_SILU_MUL);
-        x = plumb_graph_op(g, PLUMB_OP_ADD, 2, ne, x, h, NULL);
-    }
+    for (int il = 0; il < m->hp.n_layer; il++) x = plumb__build_layer(m, g, in, il, x, a, PLUMB_OP_SILU_MUL);
     return x;
 }
 

@@ -398,23 +398,16 @@ plumb_status plumb_model_chat_template(const plumb_model_t *m, plumb_str *out) {
 /* ---- shared graph pieces -------------------------------------------------------------------- */
 
 plumb_tensor *plumb__build_norm(plumb_graph *g, plumb_tensor *x, plumb_tensor *w, float eps) {
-    plumb_tensor *t = plumb_graph_op(g, PLUMB_OP_RMS_NORM, 4, x->ne, x, w, NULL);
-    t->fparams[0] = eps;
-    return t;
+    return plumb_graph_rms_norm(g, x, w, &(plumb_rms_norm_params){.eps = eps});
 }
 
 plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor *x, plumb_tensor *bias) {
-    int64_t ne[2] = {w->ne[1], x->ne[1] * x->ne[2] * x->ne[3]};
-    plumb_tensor *y = plumb_graph_op(g, PLUMB_OP_MUL_MAT, 2, ne, w, x, NULL);
-    if (bias) y = plumb_graph_op(g, PLUMB_OP_ADD, 2, ne, y, bias, NULL);
-    return y;
+    plumb_tensor *y = plumb_graph_mul_mat(g, w, x);
+    return bias ? plumb_graph_add(g, y, bias) : y;
 }
 
 plumb_tensor *plumb__build_hidden(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, plumb_tensor *x) {
-    if (in->out_ids) { /* keep only the rows that are wanted */
-        int64_t ne[2] = {x->ne[0], in->n_out};
-        x = plumb_graph_op(g, PLUMB_OP_GET_ROWS, 2, ne, x, in->out_ids, NULL);
-    }
+    if (in->out_ids) x = plumb_graph_get_rows(g, x, in->out_ids); /* keep only the rows that are wanted */
     return plumb__build_norm(g, x, m->output_norm, m->hp.eps);
 }
 
@@ -422,10 +415,8 @@ plumb_tensor *plumb__build_output(const plumb_model_t *m, plumb_graph *g, const 
                                   plumb_tensor *x) {
     x = plumb__build_hidden(m, g, in, x);
     plumb_tensor *logits = plumb__build_matmul(g, m->output ? m->output : m->token_embd, x, NULL);
-    if (m->hp.final_softcap > 0.0f) {
-        logits = plumb_graph_op(g, PLUMB_OP_SOFTCAP, 2, logits->ne, logits, NULL, NULL);
-        logits->fparams[0] = m->hp.final_softcap;
-    }
+    if (m->hp.final_softcap > 0.0f)
+        logits = plumb_graph_softcap(g, logits, &(plumb_softcap_params){.cap = m->hp.final_softcap});
     logits->is_output = true;
     return logits;
 }

@@ -153,6 +153,12 @@ plumb_tensor *plumb__build_attention(const plumb_model_t *m, plumb_graph *g, con
  * PLUMB_OP_SILU_MUL or PLUMB_OP_GELU_MUL; a fused ffn_up [n_embd, 2 n_ff] without ffn_gate
  * holds the gate in its first n_ff rows and up in the rest. */
 plumb_tensor *plumb__build_ffn(const plumb_model_t *m, plumb_graph *g, int il, plumb_tensor *h, plumb_op act);
+/* One pre-norm layer il on the residual stream x [n_embd, T]: x + post_attn_norm(attention(
+ * attn_norm(x))), then that + post_ffn_norm(ffn(ffn_norm(that))), the post-norms only where
+ * the layer has them (gemma), the FFN the layer's experts where it has a router (moe.c), else
+ * the gated FFN with act. Returns the new x. */
+plumb_tensor *plumb__build_layer(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, int il,
+                                 plumb_tensor *x, const plumb_attn_layer *a, plumb_op act);
 /* A leaf over rows [row0, row0 + n) of weight w (no copy): one part of a fused weight. */
 plumb_tensor *plumb__build_rows(plumb_graph *g, const plumb_tensor *w, int64_t row0, int64_t n);
 

@@ -92,16 +92,16 @@ plumb_tensor *plumb__build_moe_ffn(const plumb_model_t *m, plumb_graph *g, int i
     const int64_t T = h->ne[1];
     /* routing: the probabilities of every expert, the chosen ones, their weights */
     plumb_tensor *probs = plumb__build_matmul(g, L->ffn_gate_inp, h, NULL); /* [n_expert, T] */
-    probs = plumb_graph_op(g, PLUMB_OP_SOFT_MAX, 2, probs->ne, probs, NULL, NULL);
-    probs->fparams[0] = 1.0f;
-    plumb_tensor *ids = plumb_graph_top_k(g, probs, hp->n_expert_used); /* [k, T] */
-    plumb_tensor *w = plumb_graph_moe_weights(g, probs, ids, hp->expert_weights_norm, hp->expert_weights_scale);
+    probs = plumb_graph_soft_max(g, probs, &(plumb_soft_max_params){.scale = 1.0f});
+    plumb_tensor *ids = plumb_graph_top_k(g, probs, &(plumb_top_k_params){.k = hp->n_expert_used}); /* [k, T] */
+    plumb_tensor *w = plumb_graph_moe_weights(
+        g, probs, ids, &(plumb_moe_weights_params){.norm = hp->expert_weights_norm, .scale = hp->expert_weights_scale});
     /* the routed experts: every slot of a token reads its one row of h */
     const int64_t xs[3] = {hp->n_embd, 1, T};
     plumb_tensor *x = plumb_graph_view(g, h, 3, xs);
     plumb_tensor *up = plumb_graph_mul_mat_id(g, L->ffn_up_exps, x, ids);     /* [n_ff_exp, k, T] */
     plumb_tensor *gate = plumb_graph_mul_mat_id(g, L->ffn_gate_exps, x, ids); /* [n_ff_exp, k, T] */
-    plumb_tensor *f = plumb_graph_op(g, PLUMB_OP_SILU_MUL, 3, gate->ne, gate, up, NULL);
+    plumb_tensor *f = plumb_graph_silu_mul(g, gate, up);
     plumb_tensor *down = plumb_graph_mul_mat_id(g, L->ffn_down_exps, f, ids); /* [n_embd, k, T] */
     return plumb_graph_moe_sum(g, down, w);
 }

@@ -113,10 +113,10 @@ static void dense_row(const plumb_kernel_set *ks, int type, const uint8_t *we, i
                       float *out) {
     fixture f;
     fixture_init(&f, 1, ks);
-    const int64_t ne_w[2] = {K, N}, ne_x[2] = {K, 1}, ne_o[2] = {N, 1};
+    const int64_t ne_w[2] = {K, N}, ne_x[2] = {K, 1};
     plumb_tensor *wt = plumb_graph_leaf(&f.g, type, 2, ne_w, (void *)we);
     plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, (void *)xrow);
-    plumb_tensor *y = plumb_graph_op(&f.g, PLUMB_OP_MUL_MAT, 2, ne_o, wt, xt, NULL);
+    plumb_tensor *y = plumb_graph_mul_mat(&f.g, wt, xt);
     y->is_output = true;
     fixture_run(&f);
     memcpy(out, y->data, (size_t)N * sizeof(float));
@@ -252,11 +252,10 @@ TEST(moe_routing_ops_follow_their_definitions) {
             fixture_init(&f, threads, NULL);
             const int64_t ne[2] = {E, T};
             plumb_tensor *l = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne, logits);
-            plumb_tensor *p = plumb_graph_op(&f.g, PLUMB_OP_SOFT_MAX, 2, ne, l, NULL, NULL);
-            p->fparams[0] = 1.0f;
-            plumb_tensor *ids = plumb_graph_top_k(&f.g, p, (int)k);
-            plumb_tensor *wn = plumb_graph_moe_weights(&f.g, p, ids, true, 0.0f);
-            plumb_tensor *ws = plumb_graph_moe_weights(&f.g, p, ids, false, 2.5f);
+            plumb_tensor *p = plumb_graph_soft_max(&f.g, l, &(plumb_soft_max_params){.scale = 1.0f});
+            plumb_tensor *ids = plumb_graph_top_k(&f.g, p, &(plumb_top_k_params){.k = (int32_t)k});
+            plumb_tensor *wn = plumb_graph_moe_weights(&f.g, p, ids, &(plumb_moe_weights_params){.norm = true, .scale = 0.0f});
+            plumb_tensor *ws = plumb_graph_moe_weights(&f.g, p, ids, &(plumb_moe_weights_params){.norm = false, .scale = 2.5f});
             float ex[MAXE * 4 * T];
             for (int64_t i = 0; i < 8 * k * T; i++) ex[i] = frand();
             const int64_t ne_ex[3] = {8, k, T};
@@ -320,7 +319,7 @@ TEST(moe_weights_clamp_tiny_sums) {
     const int64_t ne_p[2] = {4, 1}, ne_i[2] = {2, 1};
     plumb_tensor *p = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_p, probs);
     plumb_tensor *ids = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 2, ne_i, (void *)idsv);
-    plumb_tensor *w = plumb_graph_moe_weights(&f.g, p, ids, true, 0.0f);
+    plumb_tensor *w = plumb_graph_moe_weights(&f.g, p, ids, &(plumb_moe_weights_params){.norm = true});
     w->is_output = true;
     fixture_run(&f);
     const float *got = w->data, min_sum = 6.103515625e-5f;

@@ -148,10 +148,10 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
             int64_t tn = threads == 1 ? T : 1;
             fixture f;
             fixture_init(&f, threads, NULL);
-            int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn}, ne_o[2] = {N, tn};
+            int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
             plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
             plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x + t0 * K);
-            plumb_tensor *y = plumb_graph_op(&f.g, PLUMB_OP_MUL_MAT, 2, ne_o, w, xt, NULL);
+            plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, xt);
             y->is_output = true;
             fixture_run(&f);
             for (int64_t t = 0; t < tn; t++)
@@ -187,7 +187,7 @@ TEST(chunked_work_over_many_nodes_matches_one_thread) {
             int64_t ne_w[2] = {K, K}, ne_x[2] = {K, T};
             plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
             plumb_tensor *y = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
-            for (int64_t l = 0; l < L; l++) y = plumb_graph_op(&f.g, PLUMB_OP_MUL_MAT, 2, ne_x, w, y, NULL);
+            for (int64_t l = 0; l < L; l++) y = plumb_graph_mul_mat(&f.g, w, y);
             y->is_output = true;
             fixture_run(&f);
             if (threads == 1) memcpy(ref, y->data, (size_t)(K * T) * 4);
@@ -195,6 +195,34 @@ TEST(chunked_work_over_many_nodes_matches_one_thread) {
             fixture_free(&f);
         }
     free(wq), free(wf), free(x), free(ref);
+}
+
+/* The op table: every op has a distinct name and at most PLUMB_MAX_SRC sources, and a typed
+ * builder puts its parameters into the node's member of the union, its sources in order. */
+TEST(op_table_names_sources_and_typed_params) {
+    for (int i = 0; i < PLUMB_OP_COUNT; i++) {
+        CHECK(plumb_op_name((plumb_op)i)[0] != '?' && plumb_op_n_src((plumb_op)i) <= PLUMB_MAX_SRC);
+        for (int j = 0; j < i; j++) CHECK(strcmp(plumb_op_name((plumb_op)i), plumb_op_name((plumb_op)j)) != 0);
+    }
+    CHECK(strcmp(plumb_op_name(PLUMB_OP_ROPE), "rope") == 0 && plumb_op_n_src(PLUMB_OP_ROPE) == 3);
+    CHECK(strcmp(plumb_op_name(PLUMB_OP_COUNT), "?") == 0);
+    plumb_graph g;
+    CHECK_STATUS(plumb_graph_init(&g, 8), PLUMB_OK);
+    float x[8 * 2 * 3] = {0};
+    int32_t pos[3] = {0, 1, 2};
+    const int64_t ne[3] = {8, 2, 3}, ne_p[1] = {3};
+    plumb_tensor *xt = plumb_graph_leaf(&g, PLUMB_TYPE_F32, 3, ne, x);
+    plumb_tensor *pt = plumb_graph_leaf(&g, PLUMB_TYPE_I32, 1, ne_p, pos);
+    plumb_tensor *r = plumb_graph_rope(&g, xt, pt, NULL,
+                                       &(plumb_rope_params){.mode = PLUMB_ROPE_NEOX, .n_rot = 6, .base = 5e5f,
+                                                            .freq_scale = 0.25f, .attn_factor = 1.5f});
+    CHECK(r->op == PLUMB_OP_ROPE && r->src[0] == xt && r->src[1] == pt && !r->src[2]);
+    CHECK(r->params.rope.mode == PLUMB_ROPE_NEOX && r->params.rope.n_rot == 6 && r->params.rope.base == 5e5f &&
+          r->params.rope.freq_scale == 0.25f && r->params.rope.attn_factor == 1.5f);
+    CHECK(r->ne[0] == 8 && r->ne[1] == 2 && r->ne[2] == 3 && r->type == PLUMB_TYPE_F32);
+    plumb_tensor *s = plumb_graph_scale(&g, r, &(plumb_scale_params){.s = 3.0f});
+    CHECK(s->op == PLUMB_OP_SCALE && s->params.scale.s == 3.0f && g.n_nodes == 2);
+    plumb_graph_free(&g);
 }
 
 TEST(rms_norm_rope_and_planner_reuse) {
@@ -211,18 +239,13 @@ TEST(rms_norm_rope_and_planner_reuse) {
         plumb_tensor *pt = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 1, ne_p, pos);
         plumb_tensor *wt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 1, ne_w, w);
         /* a chain long enough for the planner to reuse buffers */
-        plumb_tensor *a = plumb_graph_op(&f.g, PLUMB_OP_RMS_NORM, 3, ne, xt, wt, NULL);
-        a->fparams[0] = 1e-6f;
-        plumb_tensor *b = plumb_graph_op(&f.g, PLUMB_OP_SCALE, 3, ne, a, NULL, NULL);
-        b->fparams[0] = 2.0f;
-        plumb_tensor *c = plumb_graph_op(&f.g, PLUMB_OP_ROPE, 3, ne, b, pt, NULL);
-        c->iparams[0] = mode;
-        c->iparams[1] = 6; /* partial rotation: dims 6, 7 pass through */
-        c->fparams[0] = 10000.0f;
-        c->fparams[1] = 0.5f;
-        plumb_tensor *d = plumb_graph_op(&f.g, PLUMB_OP_SCALE, 3, ne, c, NULL, NULL);
-        d->fparams[0] = 1.0f;
-        plumb_tensor *e = plumb_graph_op(&f.g, PLUMB_OP_ADD, 3, ne, d, xt, NULL);
+        plumb_tensor *a = plumb_graph_rms_norm(&f.g, xt, wt, &(plumb_rms_norm_params){.eps = 1e-6f});
+        plumb_tensor *b = plumb_graph_scale(&f.g, a, &(plumb_scale_params){.s = 2.0f});
+        /* partial rotation: dims 6, 7 pass through */
+        plumb_tensor *c = plumb_graph_rope(&f.g, b, pt, NULL,
+                                           &(plumb_rope_params){.mode = mode, .n_rot = 6, .base = 10000.0f, .freq_scale = 0.5f});
+        plumb_tensor *d = plumb_graph_scale(&f.g, c, &(plumb_scale_params){.s = 1.0f});
+        plumb_tensor *e = plumb_graph_add(&f.g, d, xt);
         e->is_output = true;
         fixture_run(&f);
         CHECK(f.g.pool_need < 5 * plumb_tensor_nbytes(e)); /* buffers were reused */
@@ -258,13 +281,9 @@ static float *norm_rope(const float *x, const float *w, const int32_t *pos, int6
     plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne, (void *)x);
     plumb_tensor *pt = plumb_graph_leaf(&f.g, PLUMB_TYPE_I32, 1, ne_p, (void *)pos);
     plumb_tensor *wt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 1, ne_w, (void *)w);
-    plumb_tensor *a = plumb_graph_op(&f.g, PLUMB_OP_RMS_NORM, 3, ne, xt, wt, NULL);
-    a->fparams[0] = 1e-6f;
-    plumb_tensor *c = plumb_graph_op(&f.g, PLUMB_OP_ROPE, 3, ne, a, pt, NULL);
-    c->iparams[0] = mode;
-    c->iparams[1] = (int)hd;
-    c->fparams[0] = 10000.0f;
-    c->fparams[1] = 1.0f;
+    plumb_tensor *a = plumb_graph_rms_norm(&f.g, xt, wt, &(plumb_rms_norm_params){.eps = 1e-6f});
+    plumb_tensor *c = plumb_graph_rope(&f.g, a, pt, NULL,
+                                       &(plumb_rope_params){.mode = mode, .n_rot = (int)hd, .base = 10000.0f, .freq_scale = 1.0f});
     c->is_output = true;
     fixture_run(&f);
     float *out = malloc((size_t)(hd * nh * T) * sizeof *out);
@@ -318,15 +337,13 @@ TEST(attention_gqa_causal_and_sliding_window) {
             for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
             fixture f;
             fixture_init(&f, 2, NULL);
-            int64_t ne_q[3] = {hd, nh, T}, ne_k[3] = {hd, nkv, T}, ne_o[2] = {hd * nh, T};
+            int64_t ne_q[3] = {hd, nh, T}, ne_k[3] = {hd, nkv, T};
             plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q);
             plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k);
             plumb_tensor *vt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, v);
-            plumb_tensor *o = plumb_graph_op(&f.g, PLUMB_OP_ATTN, 2, ne_o, qt, kt, vt);
-            plumb_attn_params *p = plumb_graph_attn_params(&f.g);
-            *p = (plumb_attn_params){.kv = &kv, .layer = 0, .n_swa = swa, .pos = pos, .seq = seq};
-            o->pparams = p;
-            o->fparams[0] = 0.25f;
+            plumb_tensor *o = plumb_graph_attn(
+                &f.g, qt, kt, vt,
+                &(plumb_attn_params){.kv = &kv, .layer = 0, .n_swa = swa, .pos = pos, .seq = seq, .scale = 0.25f});
             o->is_output = true;
             fixture_run(&f);
             for (int t = 0; t < T; t++)

@@ -178,8 +178,8 @@ void plumb__cpu_top_k(plumb_tensor *n, int ith, int nth) {
 void plumb__cpu_moe_weights(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *probs = n->src[0], *ids = n->src[1];
     const int64_t E = probs->ne[0], k = n->ne[0];
-    const bool norm = n->iparams[0] != 0;
-    const float scale = n->fparams[0];
+    const bool norm = n->params.moe_weights.norm;
+    const float scale = n->params.moe_weights.scale;
     const float min_sum = 6.103515625e-5f; /* the smallest normal F16, as the reference clamps */
     int64_t lo, hi;
     split(n->ne[1], ith, nth, &lo, &hi);

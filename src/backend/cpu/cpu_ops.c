@@ -257,14 +257,15 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const float *x = n->src[0]->data;
     const float *y = n->src[1] ? n->src[1]->data : NULL;
     float *o = n->data;
-    const float f = n->fparams[0];
     const int64_t ne0 = n->ne[0], lanes = ne0 - ne0 % 16; /* a row's columns in whole groups of 16 */
     int64_t lo, hi;
     split(plumb_tensor_nelements(n), ith, nth, &lo, &hi);
     switch (n->op) {
-    case PLUMB_OP_SCALE:
+    case PLUMB_OP_SCALE: {
+        const float f = n->params.scale.s;
         for (int64_t i = lo; i < hi; i++) o[i] = x[i] * f;
         break;
+    }
     case PLUMB_OP_SILU:
     case PLUMB_OP_SILU_MUL: /* each row: its groups of 16 by the kernel set, its tail by expf */
         for (int64_t i = lo; i < hi;) {
@@ -293,7 +294,7 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         }
         break;
     case PLUMB_OP_SOFTCAP: { /* the reference's three ops: scale by 1/f, tanh, scale by f */
-        const float inv = 1.0f / f;
+        const float f = n->params.softcap.cap, inv = 1.0f / f;
         for (int64_t i = lo; i < hi; i++) o[i] = tanhf(x[i] * inv) * f;
         break;
     }
@@ -305,7 +306,7 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *a = n->src[0];
     const float *w = n->src[1] ? n->src[1]->data : NULL;
     const int64_t ne0 = a->ne[0];
-    const float eps = n->fparams[0];
+    const float eps = n->params.rms_norm.eps;
     int64_t lo, hi;
     split(n_rows(a), ith, nth, &lo, &hi);
     /* each row's sum of squares is one chain of double additions in element order (the
@@ -341,9 +342,10 @@ static void op_rope(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *a = n->src[0];
     const int32_t *pos = n->src[1]->data;
     const float *ff = n->src[2] ? n->src[2]->data : NULL;
-    const int mode = n->iparams[0], n_rot = n->iparams[1];
-    const float base = n->fparams[0], freq_scale = n->fparams[1];
-    const float mscale = n->fparams[2] > 0.0f ? n->fparams[2] : 1.0f; /* the attention factor */
+    const plumb_rope_params *p = &n->params.rope;
+    const int mode = p->mode, n_rot = p->n_rot;
+    const float base = p->base, freq_scale = p->freq_scale;
+    const float mscale = p->attn_factor > 0.0f ? p->attn_factor : 1.0f; /* the attention factor */
     const int64_t hd = a->ne[0], n_head = a->ne[1], T = a->ne[2];
     const float theta_scale = powf(base, -2.0f / (float)n_rot);
     int64_t lo, hi;
@@ -384,7 +386,7 @@ static void op_rope(plumb_tensor *n, int ith, int nth) {
 
 static void op_soft_max(plumb_tensor *n, int ith, int nth) {
     const int64_t ne0 = n->ne[0];
-    const float scale = n->fparams[0];
+    const float scale = n->params.soft_max.scale;
     int64_t lo, hi;
     split(n_rows(n), ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
@@ -428,7 +430,7 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
  * and rounded query [hd]; then, used in thread 0's part by the items all threads share
  * (attn_shared_item), each head's block sums [n_ctx / 16 + 2] and every thread's maxima. */
 static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
-    const plumb_attn_params *p = n->pparams;
+    const plumb_attn_params *p = &n->params.attn;
     size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
     if (group > PLUMB_MAX_GROUP) group = 1; /* such items take one head at a time */
     const size_t per_head = (size_t)p->kv->n_ctx + (size_t)p->kv->head_dim;
@@ -529,12 +531,12 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
 }
 
 static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
-    const plumb_attn_params *p = n->pparams;
+    const plumb_attn_params *p = &n->params.attn;
     const plumb_kv_cache *kv = p->kv;
     const plumb_tensor *q = n->src[0], *k = n->src[1], *v = n->src[2];
     const int64_t hd = kv->head_dim, n_head = q->ne[1], n_kv = k->ne[1], T = q->ne[2];
     const int64_t kv_dim = n_kv * hd, group = n_head / n_kv;
-    const float scale = n->fparams[0], softcap = n->fparams[1];
+    const float scale = p->scale, softcap = p->softcap;
     uint16_t *kc = kv->k[p->layer], *vc = kv->v[p->layer];
     int64_t lo, hi;
     /* phase 1: write this batch's keys and values into the cache */

@@ -27,16 +27,6 @@ struct plumb_cpu_profile {
     profile_kind kinds[PROFILE_KINDS];
 };
 
-static const char *const op_names[PLUMB_OP_COUNT] = {
-    [PLUMB_OP_NONE] = "none",         [PLUMB_OP_VIEW] = "view",           [PLUMB_OP_GET_ROWS] = "get_rows",
-    [PLUMB_OP_MUL_MAT] = "mul_mat",   [PLUMB_OP_ADD] = "add",             [PLUMB_OP_MUL] = "mul",
-    [PLUMB_OP_SCALE] = "scale",       [PLUMB_OP_RMS_NORM] = "rms_norm",   [PLUMB_OP_ROPE] = "rope",
-    [PLUMB_OP_ATTN] = "attn",         [PLUMB_OP_SILU] = "silu",           [PLUMB_OP_GELU_TANH] = "gelu",
-    [PLUMB_OP_SILU_MUL] = "silu_mul", [PLUMB_OP_GELU_MUL] = "gelu_mul",   [PLUMB_OP_SOFTCAP] = "softcap",
-    [PLUMB_OP_SOFT_MAX] = "soft_max",   [PLUMB_OP_MUL_MAT_ID] = "mul_mat_id", [PLUMB_OP_TOP_K] = "top_k",
-    [PLUMB_OP_MOE_WEIGHTS] = "moe_weights", [PLUMB_OP_MOE_SUM] = "moe_sum",
-};
-
 plumb_cpu_profile *plumb__cpu_profile_create(void) {
     const char *e = getenv("PLUMB_PROFILE");
     if (!e || !*e || strcmp(e, "0") == 0) return NULL;
@@ -93,7 +83,7 @@ void plumb__cpu_profile_report(plumb_cpu_profile *p, int n_threads) {
         char shape[40] = "";
         if (k->op == PLUMB_OP_MUL_MAT) snprintf(shape, sizeof shape, "%lld x %lld", (long long)k->k, (long long)k->n);
         fprintf(stderr, "%6.1f%% %10.2f %9lld  %-9s %-5s %15s %s\n", total > 0 ? 100.0 * k->sec / total : 0.0,
-                k->sec * 1e3, (long long)k->calls, k->op >= 0 && k->op < PLUMB_OP_COUNT ? op_names[k->op] : "?",
+                k->sec * 1e3, (long long)k->calls, plumb_op_name((plumb_op)k->op),
                 k->type >= 0 ? plumb_type_name(k->type) : "", shape,
                 k->op == PLUMB_OP_MUL_MAT || k->op == PLUMB_OP_ATTN ? batch_names[k->batch] : "");
     }
