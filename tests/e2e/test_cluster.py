@@ -92,9 +92,10 @@ def test_config_says_what_was_asked(plumb_bin):
                  "retry-on conn-failure empty-response response-timeout 503", "option redispatch 1",
                  "http-reuse never", "http-request set-var(txn.conversation) req.hdr(X-Conv)",
                  "stick on var(txn.conversation)",
-                 "server plumb1 10.0.0.2:8080 maxconn 8 maxqueue 8 agent-check agent-port 8081 agent-inter 300",
-                 "server plumb2 10.0.0.3:8080 maxconn 4 maxqueue 4"]:
+                 "server plumb1 10.0.0.2:8080 maxconn 8 agent-check agent-port 8081 agent-inter 300",
+                 "server plumb2 10.0.0.3:8080 maxconn 4"]:
         assert any(d == want or d.startswith(want + " ") for d in directives), f"no '{want}' in:\n{cfg}"
+    assert not any("maxqueue" in d for d in directives), "a full server queue turns a failover into 503s"
     assert any(d.startswith("default-server check inter 300 ") and "observe layer4 error-limit 1 on-error mark-down" in d
                and "tcp-ut 4s" in d
                for d in directives), cfg

@@ -587,13 +587,13 @@ static void print_config(FILE *f, const cluster_options *o) {
             inter, ka_idle + 3 * ka_intvl);
     if (any_agent) fprintf(f, "    # (a server's agent reports its slots as maxconn:N, which then takes over)\n");
     if (o->affinity)
-        fprintf(f, "    # maxqueue: a conversation waits for its own server behind at most that many others, then goes\n"
-                   "    # to another one (the load stays bounded; its prompt is computed again there)\n");
+        fprintf(f, "    # no maxqueue: with one, leastconn also queues requests on single servers up to it, and when a\n"
+                   "    # server dies the requests queued on it find every other queue full and get a 503; a\n"
+                   "    # conversation waits for its own server (timeout queue) unless that server is down or draining\n");
     for (int i = 0; i < o->n_servers; i++) {
         const cluster_server *s = &o->servers[i];
         const int slots = s->slots ? s->slots : DEFAULT_SLOTS;
         fprintf(f, "    server plumb%d %s:%d maxconn %d", i + 1, s->host, s->port, slots);
-        if (o->affinity) fprintf(f, " maxqueue %d", slots);
         if (s->agent_port) fprintf(f, " agent-check agent-port %d agent-inter %ld", s->agent_port, inter);
         fputc('\n', f);
     }
