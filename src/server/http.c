@@ -16,6 +16,7 @@
 #include "tools.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1180,6 +1181,12 @@ bool plumb_server_loading(plumb_server_t *s) { return plumb_srv_sched_state(s->s
 void plumb_server_shutdown(plumb_server_t *s, double grace_s) {
     if (!s->httpd) return;
     atomic_store(&s->draining, true); /* the agent says "drain", /health 503 */
+    if (s->p.drain_delay_s > 0) {     /* serve on until the balancer has seen it */
+        const double d = s->p.drain_delay_s;
+        struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
     plumb_httpd_drain(s->httpd);      /* idle kept-alive connections close; new requests are refused */
     plumb_httpd_wait_idle(s->httpd, grace_s);
     plumb_httpd_stop_accepting(s->httpd);

@@ -87,6 +87,9 @@ typedef struct plumb_server_params {
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
     int agent_port;          /* the HAProxy agent-check port (agent.h): -1 (default) none, 0 any free port */
     const char *agent_host;  /* the address it binds (NULL: host) */
+    double drain_delay_s;    /* on shutdown, keep serving new requests this long after the agent and
+                                /health start saying "drain" (0, the default: refuse them at once), so
+                                that a balancer has stopped sending before requests are refused */
 } plumb_server_params;
 
 plumb_server_params plumb_server_default_params(void);
@@ -106,7 +109,8 @@ plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message);
 /* Whether the model is still loading. */
 bool plumb_server_loading(plumb_server_t *s);
 /* Drains, then stops serving: at once the agent check says "drain", GET /health answers 503
- * {"status":"draining",...}, kept-alive connections waiting for their next request are closed
+ * {"status":"draining",...}; after drain_delay_s more (new requests are served meanwhile),
+ * kept-alive connections waiting for their next request are closed
  * and every other request (on a connection accepted meanwhile too: the listener stays open)
  * is refused with 503 and Retry-After; the requests in flight finish (at most grace_s seconds); then the
  * listeners close and what still runs ends with 503. */

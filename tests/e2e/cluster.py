@@ -189,7 +189,7 @@ class Cluster:
         argv = [str(self.plumb), "serve", "-m", str(self.model), "--mmap", "-np", str(self.slots), "-t", "1",
                 "-c", "512", "--host", host_addr(i), "--port", str(HTTP_PORT), "--log", *self.server_args]
         if self.agent:
-            argv += ["--agent-port", str(AGENT_PORT)]
+            argv += ["--agent-port", str(AGENT_PORT), "--drain-delay", str(self.check_ms // 1000 + 2)]
         self.servers[i] = self._spawn(self.host_ns(i), argv, log)
         if wait:
             self.wait_state(i, "UP", 60, checked=True)

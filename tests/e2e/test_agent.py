@@ -305,6 +305,25 @@ def test_sigterm_drains_then_exits(plumb_bin, real_model):
         s.kill()
 
 
+def test_drain_delay_serves_on_until_the_balancer_has_seen_it(plumb_bin, real_model):
+    """--drain-delay 3: after SIGTERM the agent says drain and /health 503 at once, but new
+    requests are still answered for the delay (a balancer that has not checked yet loses none);
+    then the server drains as without a delay and exits."""
+    s = Server(plumb_bin, real_model, "--parallel", "2", "-c", "512", "--agent-port", "0", "--drain-delay", "3")
+    try:
+        port = agent_port(s)
+        s.sigterm()
+        t0 = time.monotonic()
+        wait_for(lambda: ask(port) == "drain\n", 2, "the agent to say drain")
+        assert health(s)[0] == 503
+        st, _, j = s.post(COMP, {"prompt": "Hi", "max_tokens": 2})
+        assert st == 200 and time.monotonic() - t0 < 3, (st, j)  # served within the delay
+        assert s.stop(30) == 0, s.stderr  # nothing in flight: it exits once the delay is over
+        assert time.monotonic() - t0 >= 2.9
+    finally:
+        s.kill()
+
+
 # ---- the sanitizer build ---------------------------------------------------------------------------------
 
 def test_sanitizer_build_agent_and_drain(plumb_san_bin, real_model):

@@ -458,8 +458,10 @@ static void print_config(FILE *f, const cluster_options *o) {
             "\n#\n"
             "# Needs HAProxy 2.6 or later. Check it with `haproxy -c -f FILE`, run it with `haproxy -f FILE`\n"
             "# (or install it as /etc/haproxy/haproxy.cfg). Start each server as\n"
-            "#   plumb serve -m MODEL --host ADDR --port PORT --parallel SLOTS [--agent-port AGENT]\n"
-            "# with the SLOTS and AGENT of its line below. deploy/haproxy/README.md explains every part.\n"
+            "#   plumb serve -m MODEL --host ADDR --port PORT --parallel SLOTS [--agent-port AGENT] --drain-delay %ld\n"
+            "# with the SLOTS and AGENT of its line below (--drain-delay: after SIGTERM a server serves on until\n"
+            "# HAProxy has seen it drain, one check interval and a second). deploy/haproxy/README.md explains\n"
+            "# every part.\n"
             "\n"
             "global\n"
             "    # connections HAProxy holds at most, clients waiting in its queue included\n"
@@ -502,7 +504,7 @@ static void print_config(FILE *f, const cluster_options *o) {
             "'{\"error\":{\"message\":\"the plumb server did not answer in time\",\"type\":\"timeout_error\",\"code\":504}}'\n"
             "\n"
             "frontend plumb_api\n",
-            o->stats_socket, o->stats_socket, o->timeout_s, o->timeout_s, o->queue_timeout_s, check_timeout);
+            inter / 1000 + 2, o->stats_socket, o->stats_socket, o->timeout_s, o->timeout_s, o->queue_timeout_s, check_timeout);
     if (o->listen_host[0]) fprintf(f, "    bind %s:%d\n", o->listen_host, o->listen_port);
     else fprintf(f, "    bind :%d\n", o->listen_port);
     if (o->affinity)

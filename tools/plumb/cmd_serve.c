@@ -64,7 +64,10 @@ static const char serve_usage[] =
     "      --agent-port N        answer HAProxy's agent check on port N (0: any free port): 'down' while the\n"
     "                            model loads, 'up ready W% maxconn:SLOTS' (W from the free slots), 'drain'\n"
     "                            once SIGTERM came\n"
-    "      --agent-host ADDR     address the agent check binds (default: --host)\n";
+    "      --agent-host ADDR     address the agent check binds (default: --host)\n"
+    "      --drain-delay S       after SIGTERM, keep serving new requests S seconds while the agent and /health\n"
+    "                            already say drain (default 0), so a balancer stops sending before any is\n"
+    "                            refused: at least its check interval (plumb cluster-config says which)\n";
 
 typedef struct shutdown_job {
     plumb_server_t *srv;
@@ -86,7 +89,7 @@ enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
     SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_STORE,
-    SV_AGENT_PORT, SV_AGENT_HOST, SV_COUNT
+    SV_AGENT_PORT, SV_AGENT_HOST, SV_DRAIN_DELAY, SV_COUNT
 };
 static const struct {
     const char *l, *s;
@@ -120,6 +123,7 @@ static const struct {
     [SV_MODELS_DIR] = {"--models-dir", NULL, false},
     [SV_STORE] = {"--store", NULL, true},
     [SV_AGENT_PORT] = {"--agent-port", NULL, false},
+    [SV_DRAIN_DELAY] = {"--drain-delay", NULL, false},
     [SV_AGENT_HOST] = {"--agent-host", NULL, false},
 };
 
@@ -172,6 +176,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
     case SV_HOST: p->host = v; break;
     case SV_AGENT_HOST: ok = *v && (p->agent_host = v); break;
     case SV_AGENT_PORT: ok = options_parse_long(v, 0, 65535, &n) && (p->agent_port = (int)n, true); break;
+    case SV_DRAIN_DELAY: ok = options_parse_long(v, 0, 3600, &n) && (p->drain_delay_s = (double)n, true); break;
     case SV_API_KEY: ok = *v && (p->api_key = v); break;
     case SV_ALIAS: ok = *v && (p->alias = v); break;
     case SV_CHAT_FORMAT:
