@@ -8,6 +8,7 @@
 #include "gguf/gguf_split.h"
 #include "plumb.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,10 +17,12 @@
 #define N_SHARDS 3
 #define PER_SHARD 2 /* tensors in each shard */
 
-/* A fresh directory under /tmp in dir[cap]. */
+/* A fresh directory under /tmp in dir[cap]; false after failing the test. */
 static bool make_dir(char *dir, size_t cap) {
     snprintf(dir, cap, "/tmp/plumb-unit-split-XXXXXX");
-    return mkdtemp(dir) != NULL;
+    if (mkdtemp(dir)) return true;
+    plumb_test_fail(__FILE__, __LINE__, "cannot make a directory under /tmp: %s", strerror(errno));
+    return false;
 }
 
 /* Removes the files named <dir>/<...> that the tests write, then dir. */
@@ -123,7 +126,7 @@ TEST(gguf_split_names) {
 
 TEST(gguf_split_open_by_name_and_list) {
     char dir[64], paths[N_SHARDS][256];
-    if (!make_dir(dir, sizeof dir)) PLUMB_TEST_SKIP("cannot make a directory under /tmp");
+    if (!make_dir(dir, sizeof dir)) return;
     CHECK(write_good(dir, paths));
     const uint64_t total = file_size(paths[0]) + file_size(paths[1]) + file_size(paths[2]);
     for (unsigned flags = 0; flags <= PLUMB_GGUF_OPEN_READ; flags += PLUMB_GGUF_OPEN_READ) {
@@ -158,7 +161,7 @@ TEST(gguf_split_open_by_name_and_list) {
 
 TEST(gguf_split_single_file_unchanged) {
     char dir[64], path[256];
-    if (!make_dir(dir, sizeof dir)) PLUMB_TEST_SKIP("cannot make a directory under /tmp");
+    if (!make_dir(dir, sizeof dir)) return;
     snprintf(path, sizeof path, "%s/single.gguf", dir);
     plumb_gguf_writer_t *w;
     CHECK_STATUS(plumb_gguf_writer_create(&w), PLUMB_OK);
@@ -199,7 +202,7 @@ static void check_fails(const char *path, plumb_status want, const char *says) {
 
 TEST(gguf_split_errors) {
     char dir[64], paths[N_SHARDS][256];
-    if (!make_dir(dir, sizeof dir)) PLUMB_TEST_SKIP("cannot make a directory under /tmp");
+    if (!make_dir(dir, sizeof dir)) return;
     CHECK(write_good(dir, paths));
     /* a shard other than the first names the first */
     check_fails(paths[1], PLUMB_E_INVALID_ARG, "m-00001-of-00003.gguf");
