@@ -255,10 +255,12 @@ def test_pending_switch_is_not_starved_and_health_shows_loading(plumb_bin, model
 
 def test_requests_waiting_for_a_switch_are_bounded_by_the_queue(plumb_bin, models_dir):
     s = CatalogServer(plumb_bin, models_dir, "--mmap", "-np", "1", "--queue", "0", model=models_dir / "qwen.gguf")
+    long = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     try:
-        long = threading.Thread(target=lambda: s.post(COMP, {"model": "qwen", "prompt": "Count: 1, 2,",
-                                                             "max_tokens": 48, "temperature": 0}))
-        long.start()
+        # a streamed request that holds the one slot until this test hangs up on it
+        body = json.dumps({"model": "qwen", "prompt": "Count: 1, 2,", "max_tokens": 1500,
+                           "temperature": 0, "stream": True}).encode()
+        long.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (COMP.encode(), len(body)) + body)
         wait_for(lambda: s.metrics()["plumb_slots_busy"] == 1, 20, "the long request to run")
         # a client that leaves while waiting for its model gives its place back
         cancelled = s.metrics()["plumb_requests_cancelled_total"]
@@ -274,10 +276,13 @@ def test_requests_waiting_for_a_switch_are_bounded_by_the_queue(plumb_bin, model
         time.sleep(0.3)
         st, h, j = s.chat("gemma", 2)  # the one place to wait is taken
         assert st == 503 and j["error"]["code"] == "server_busy" and h.get("retry-after"), j
-        long.join(60)
+        assert not waiting and s.health()["model"] == "qwen"  # the long request still runs
+        long.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        long.close()  # the slot frees, and the waiting request switches the model
         t.join(60)
         assert waiting[0][0] == 200 and waiting[0][2]["model"] == "gemma", waiting
     finally:
+        long.close()
         assert s.stop() == 0, s.stderr
 
 
