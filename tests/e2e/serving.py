@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -138,6 +139,29 @@ def stream_raw(port: int, path: str, body: dict, timeout: float = 120.0):
     c.close()
     events = [e[len("data: "):] for e in raw.split("\n\n") if e]
     return events, raw
+
+
+class SlotHolder:
+    """A streamed request that keeps a slot busy until the test hangs up on it (close()), so a test
+    about queues and busy slots does not race a request that might finish on its own."""
+
+    def __init__(self, port: int, path: str, body: dict):
+        data = json.dumps({**body, "stream": True}).encode()
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data)
+
+    def close(self):
+        """Hangs up with a reset: the server cancels the request and frees the slot."""
+        if self.sock.fileno() >= 0:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def wait_for(pred, timeout: float, what: str):

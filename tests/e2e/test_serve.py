@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from conftest import SAN_MARKERS
-from serving import Server, stream_raw, wait_for
+from serving import Server, SlotHolder, stream_raw, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -349,16 +349,14 @@ def test_http_level_errors(server):
 def test_queue_full_gives_503(plumb_bin, real_model):
     s = Server(plumb_bin, real_model, "--parallel", "1", "--queue", "0", "-c", "512")
     try:
-        holder = threading.Thread(target=stream_raw, args=(s.port, COMP, {"prompt": "Once", "max_tokens": 40,
-                                                                           "temperature": 0, "stream": True}))
-        holder.start()
+        holder = SlotHolder(s.port, COMP, {"prompt": "Once", "max_tokens": 400, "temperature": 0})
         wait_for(lambda: s.metrics()["plumb_slots_busy"] == 1, 10, "the slot to be busy")
         busy_before = s.metrics().get('plumb_requests_total{code="503"}', 0)  # /health said 503 while loading
         st, h, j = s.post(COMP, {"prompt": "Hi", "max_tokens": 2})
         assert st == 503 and h["retry-after"] == "1" and j["error"]["code"] == "server_busy"
         with pytest.raises(openai.InternalServerError):
             s.client().completions.create(model="x", prompt="Hi", max_tokens=2)
-        holder.join(60)
+        holder.close()
         assert s.metrics()['plumb_requests_total{code="503"}'] == busy_before + 2
     finally:
         assert s.stop() == 0, s.stderr
@@ -521,15 +519,14 @@ def test_metrics_every_family(plumb_bin, real_model):
             assert seconds > 0
         assert m['plumb_requests_total{code="200"}'] >= 3 and m["plumb_requests_cancelled_total"] == 0
         # the queue: one long request holds the only slot while two wait
-        holder = threading.Thread(target=stream_raw, args=(s.port, COMP, {"prompt": "Once", "max_tokens": 60,
-                                                                           "temperature": 0, "stop": [], "stream": True}))
-        holder.start()
+        holder = SlotHolder(s.port, COMP, {"prompt": "Once", "max_tokens": 400, "temperature": 0, "stop": []})
         wait_for(lambda: s.metrics()["plumb_slots_busy"] == 1, 20, "the slot to be busy")
         waiting = [threading.Thread(target=s.post, args=(COMP, {"prompt": "Hi", "max_tokens": 2})) for _ in range(2)]
         for t in waiting:
             t.start()
         wait_for(lambda: s.metrics()["plumb_queue_depth"] == 2, 20, "two queued requests")
-        for t in [holder, *waiting]:
+        holder.close()
+        for t in waiting:
             t.join(120)
         wait_for(lambda: s.metrics()["plumb_queue_depth"] == 0 and s.metrics()["plumb_slots_busy"] == 0, 20, "idle")
     finally:

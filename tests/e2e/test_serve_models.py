@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAN_MARKERS
-from serving import Server, stream_raw, wait_for
+from serving import Server, SlotHolder, stream_raw, wait_for
 
 CHAT = "/v1/chat/completions"
 COMP = "/v1/completions"
@@ -255,12 +255,9 @@ def test_pending_switch_is_not_starved_and_health_shows_loading(plumb_bin, model
 
 def test_requests_waiting_for_a_switch_are_bounded_by_the_queue(plumb_bin, models_dir):
     s = CatalogServer(plumb_bin, models_dir, "--mmap", "-np", "1", "--queue", "0", model=models_dir / "qwen.gguf")
-    long = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    # a streamed request that holds the one slot until this test hangs up on it
+    long = SlotHolder(s.port, COMP, {"model": "qwen", "prompt": "Count: 1, 2,", "max_tokens": 1500, "temperature": 0})
     try:
-        # a streamed request that holds the one slot until this test hangs up on it
-        body = json.dumps({"model": "qwen", "prompt": "Count: 1, 2,", "max_tokens": 1500,
-                           "temperature": 0, "stream": True}).encode()
-        long.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (COMP.encode(), len(body)) + body)
         wait_for(lambda: s.metrics()["plumb_slots_busy"] == 1, 20, "the long request to run")
         # a client that leaves while waiting for its model gives its place back
         cancelled = s.metrics()["plumb_requests_cancelled_total"]
@@ -277,7 +274,6 @@ def test_requests_waiting_for_a_switch_are_bounded_by_the_queue(plumb_bin, model
         st, h, j = s.chat("gemma", 2)  # the one place to wait is taken
         assert st == 503 and j["error"]["code"] == "server_busy" and h.get("retry-after"), j
         assert not waiting and s.health()["model"] == "qwen"  # the long request still runs
-        long.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         long.close()  # the slot frees, and the waiting request switches the model
         t.join(60)
         assert waiting[0][0] == 200 and waiting[0][2]["model"] == "gemma", waiting
