@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     plumb_gguf_t *g;
     if (plumb_gguf_open_memory(data, size, "fuzz", &g) != PLUMB_OK) return 0;
     plumb_model_t *m;
-    if (plumb__model_from_gguf(g, "fuzz", &m) != PLUMB_OK) return 0; /* g freed with the failure */
+    if (plumb__model_from_gguf(g, "fuzz", NULL, &m) != PLUMB_OK) return 0; /* g freed with the failure */
     if (tame(m)) decode_a_little(m);
     plumb_model_free(m);
     return 0;

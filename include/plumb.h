@@ -411,8 +411,32 @@ typedef struct plumb_model_params {
      * anonymous memory with huge pages at load, which decodes faster (streaming the weights is
      * what bounds generation) and costs the file's size in private memory and its read time. */
     bool use_mmap;
+    /* where the offloaded layers run: NULL or "cpu" (everything on the CPU), "opencl" or
+     * "opencl:N" (plumb_device_get lists the devices); an unknown device or one that does not
+     * exist is PLUMB_E_NOT_FOUND naming the devices there are */
+    const char *device;
+    /* how many layers run on the device, counted from the last one, like llama.cpp's
+     * n_gpu_layers: n_layer + 1 (or more, or -1, the default) puts every layer and the output
+     * head there; the token embeddings stay on the CPU. Ignored for the CPU. */
+    int32_t n_offload;
 } plumb_model_params;
 PLUMB_API plumb_model_params plumb_model_default_params(void);
+
+/* The devices plumb can compute on, the CPU first (`plumb info`, --device). */
+typedef struct plumb_device_desc {
+    char spec[32];     /* what --device takes: "cpu", "opencl:0" */
+    char name[128];    /* the device's name */
+    char driver[128];  /* its driver or platform and version */
+    uint64_t memory;   /* bytes of memory it can allocate (0: unknown) */
+} plumb_device_desc;
+/* How many devices there are; plumb_device_get fills *out for device i (0-based). */
+PLUMB_API int plumb_device_count(void);
+PLUMB_API plumb_status plumb_device_get(int i, plumb_device_desc *out);
+/* For a kind of backend that has no device here (no OpenCL platform, ...): false and, in
+ * *why, the reason (static). True when spec names an existing device or is NULL/"cpu". */
+PLUMB_API bool plumb_device_available(const char *spec, const char **why);
+/* Where m computes: the device's spec ("cpu", "opencl:0"), and the layers it runs there. */
+PLUMB_API const char *plumb_model_device(const plumb_model_t *m, int32_t *n_layers_offloaded);
 /* plumb_model_load with parameters (NULL: the defaults). */
 PLUMB_API plumb_status plumb_model_load_params(const char *path, const plumb_model_params *params,
                                                plumb_model_t **out);

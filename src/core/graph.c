@@ -60,6 +60,7 @@ plumb_status plumb_graph_init(plumb_graph *g, int32_t max_tensors) {
         return plumb__fail(PLUMB_E_NOMEM, "out of memory for a graph of %d tensors", max_tensors);
     }
     g->cap_tensors = g->cap_nodes = max_tensors;
+    g->layer = -1;
     return PLUMB_OK;
 }
 
@@ -77,7 +78,10 @@ void plumb_graph_free(plumb_graph *g) {
 void plumb_graph_reset(plumb_graph *g) {
     g->n_tensors = 0;
     g->n_nodes = 0;
+    g->layer = -1;
 }
+
+void plumb_graph_set_layer(plumb_graph *g, int il) { g->layer = (int16_t)il; }
 
 static plumb_tensor *new_tensor(plumb_graph *g, int type, int n_dims, const int64_t *ne) {
     PLUMB_ASSERT(g->n_tensors < g->cap_tensors); /* graphs are sized for the model up front */
@@ -91,6 +95,7 @@ static plumb_tensor *new_tensor(plumb_graph *g, int type, int n_dims, const int6
     t->nb[3] = t->nb[2] * (size_t)t->ne[2];
     t->id = -1;
     t->last_use = -1;
+    t->layer = g->layer;
     return t;
 }
 
@@ -104,6 +109,14 @@ static plumb_tensor *add_node(plumb_graph *g, plumb_tensor *t) {
     PLUMB_ASSERT(g->n_nodes < g->cap_nodes);
     t->id = g->n_nodes;
     g->nodes[g->n_nodes++] = t;
+    return t;
+}
+
+plumb_tensor *plumb__graph_copy_of(plumb_graph *g, plumb_tensor *src) {
+    plumb_tensor *t = new_tensor(g, src->type, 4, src->ne);
+    t->op = PLUMB_OP_COPY;
+    t->src[0] = src;
+    t->layer = src->layer;
     return t;
 }
 
@@ -128,6 +141,8 @@ plumb_tensor *plumb_graph_view(plumb_graph *g, plumb_tensor *src, int n_dims, co
     if (src->op == PLUMB_OP_NONE) { /* a view of a leaf is itself a leaf */
         t->op = PLUMB_OP_NONE;
         t->data = src->data;
+        t->buf = src->buf;
+        t->offs = src->offs;
         return t;
     }
     return add_node(g, t);
@@ -274,7 +289,9 @@ static size_t aligned_size(const plumb_tensor *t) {
     return (plumb_tensor_nbytes(t) + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
 }
 
-plumb_status plumb_graph_plan(plumb_graph *g) {
+plumb_tensor *plumb__graph_root(plumb_tensor *t) { return root_of(t); }
+
+void plumb_graph_plan_pools(plumb_graph *g, int n_pools, size_t *need) {
     for (int32_t i = 0; i < g->n_nodes; i++) g->nodes[i]->last_use = i;
     for (int32_t i = 0; i < g->n_nodes; i++) {
         plumb_tensor *n = g->nodes[i];
@@ -295,25 +312,32 @@ plumb_status plumb_graph_plan(plumb_graph *g) {
         plumb_tensor *r = root_of(n);
         if (r->last_use < n->last_use) r->last_use = n->last_use;
     }
-    allocator a = {0};
-    a.cap_free = g->n_nodes + 2;
-    a.free = g->plan_free;
     size_t *offs = g->plan_offs;
     /* head[i], then order[] from it: the nodes whose memory is released after node i */
     int32_t *order = g->plan_order, *head = g->plan_head;
-    for (int32_t i = 0; i <= g->n_nodes; i++) head[i] = -1;
-    for (int32_t i = 0; i < g->n_nodes; i++) {
-        plumb_tensor *n = g->nodes[i];
-        if (n->op == PLUMB_OP_VIEW || n->is_output) continue;
-        order[i] = head[n->last_use];
-        head[n->last_use] = i;
+    for (int pool = 0; pool < n_pools; pool++) {
+        allocator a = {0};
+        a.cap_free = g->n_nodes + 2;
+        a.free = g->plan_free;
+        for (int32_t i = 0; i <= g->n_nodes; i++) head[i] = -1;
+        for (int32_t i = 0; i < g->n_nodes; i++) {
+            plumb_tensor *n = g->nodes[i];
+            if (n->op == PLUMB_OP_VIEW || n->is_output || n->backend != pool) continue;
+            order[i] = head[n->last_use];
+            head[n->last_use] = i;
+        }
+        for (int32_t i = 0; i < g->n_nodes; i++) {
+            plumb_tensor *n = g->nodes[i];
+            if (n->op != PLUMB_OP_VIEW && n->backend == pool) offs[i] = alloc_block(&a, aligned_size(n));
+            for (int32_t j = head[i]; j >= 0; j = order[j]) free_block(&a, offs[j], aligned_size(g->nodes[j]));
+        }
+        need[pool] = a.top;
     }
-    for (int32_t i = 0; i < g->n_nodes; i++) {
-        plumb_tensor *n = g->nodes[i];
-        if (n->op != PLUMB_OP_VIEW) offs[i] = alloc_block(&a, aligned_size(n));
-        for (int32_t j = head[i]; j >= 0; j = order[j]) free_block(&a, offs[j], aligned_size(g->nodes[j]));
-    }
-    g->pool_need = a.top;
+}
+
+plumb_status plumb_graph_plan(plumb_graph *g) {
+    for (int32_t i = 0; i < g->n_nodes; i++) g->nodes[i]->backend = 0;
+    plumb_graph_plan_pools(g, 1, &g->pool_need);
     if (g->pool_need > g->pool_size) {
         free(g->pool);
         size_t size = (g->pool_need + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
@@ -325,7 +349,7 @@ plumb_status plumb_graph_plan(plumb_graph *g) {
     }
     for (int32_t i = 0; i < g->n_nodes; i++) {
         plumb_tensor *n = g->nodes[i];
-        if (n->op != PLUMB_OP_VIEW) n->data = g->pool + offs[i];
+        if (n->op != PLUMB_OP_VIEW) n->data = g->pool + g->plan_offs[i];
     }
     for (int32_t i = 0; i < g->n_nodes; i++) { /* views after their roots have data */
         plumb_tensor *n = g->nodes[i];

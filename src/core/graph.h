@@ -20,6 +20,7 @@
 #define PLUMB_MAX_SRC 4
 
 typedef struct plumb_kv_cache plumb_kv_cache;
+typedef struct plumb_buffer plumb_buffer; /* a backend's memory (backend/backend.h) */
 
 /* ---- op parameters: one struct per op that has any; a node holds its op's in its params union.
  * Fields are read by name by the backends, and every field's meaning is stated here. */
@@ -118,7 +119,9 @@ typedef struct plumb_moe_weights_params {
     /* out[s, t] = src0[src1[s, t], t], renormalized and scaled */                                                    \
     X(MOE_WEIGHTS, moe_weights, 2, plumb_moe_weights_params)                                                          \
     /* out[:, t] = sum over s, in order, of src0[:, s, t] * src1[s, t] */                                             \
-    X(MOE_SUM, moe_sum, 2, plumb_no_params)
+    X(MOE_SUM, moe_sum, 2, plumb_no_params)                                                                           \
+    /* out = src0's bytes, moved from another backend's buffer (the scheduler inserts and runs it) */                 \
+    X(COPY, copy, 1, plumb_no_params)
 
 typedef enum plumb_op {
 #define PLUMB_X(e, name, n_src, params) PLUMB_OP_##e,
@@ -143,7 +146,9 @@ typedef struct plumb_tensor {
     int type; /* plumb_type; activations are F32, ids and positions are I32 (PLUMB_TYPE_I32) */
     int64_t ne[4];
     size_t nb[4];
-    void *data;
+    void *data;         /* host address of the data when the host can read it (see buf), else NULL */
+    plumb_buffer *buf;  /* the backend buffer holding the data (NULL: host memory at data) */
+    size_t offs;        /* byte offset of the data in buf */
     plumb_op op;
     struct plumb_tensor *src[PLUMB_MAX_SRC];
     plumb_op_params params; /* the member of op (set by its builder) */
@@ -152,6 +157,9 @@ typedef struct plumb_tensor {
     int32_t id;       /* index in the graph's node list, -1 for leaves */
     int32_t last_use; /* index of the last node reading this tensor */
     bool is_output;   /* kept alive to the end of the graph */
+    int16_t layer;    /* the model layer whose part of the graph made it; -1: before the first
+                         layer (embeddings), n_layer: the output head */
+    int8_t backend;   /* the scheduler's choice: an index into plumb_sched.backends */
 } plumb_tensor;
 
 /* I32 is an internal activation type (not a GGUF tensor type). */
@@ -164,6 +172,7 @@ typedef struct plumb_graph {
     int32_t n_tensors, cap_tensors;
     plumb_tensor **nodes; /* op nodes in execution order */
     int32_t n_nodes, cap_nodes;
+    int16_t layer; /* the layer new tensors belong to (plumb_graph_set_layer; -1 after reset) */
     uint8_t *pool;    /* activation memory for op outputs */
     size_t pool_size; /* bytes in pool */
     size_t pool_need; /* bytes the last plan needed */
@@ -179,6 +188,9 @@ plumb_status plumb_graph_init(plumb_graph *g, int32_t max_tensors);
 void plumb_graph_free(plumb_graph *g);
 /* Forgets all tensors and nodes (memory kept). */
 void plumb_graph_reset(plumb_graph *g);
+/* Tensors made from here on belong to model layer il (-1: the embeddings, n_layer: the output
+ * head): the scheduler places them by it. */
+void plumb_graph_set_layer(plumb_graph *g, int il);
 
 /* Leaves: a tensor of type and shape whose data the caller sets (weights, inputs).
  * Graphs are sized for the model when created: running out of tensors is a bug (assert). */
@@ -239,8 +251,18 @@ plumb_tensor *plumb__graph_node(plumb_graph *g, plumb_op op, int n_dims, const i
 
 /* Places every op output in g->pool, reusing memory of values no later node reads. If the
  * pool is too small it is grown (this happens while the largest batch is first seen, not
- * per token). Outputs marked is_output stay valid after compute. */
+ * per token). Outputs marked is_output stay valid after compute. For graphs that run on the
+ * CPU alone (the op tests); the scheduler places graphs that span devices. */
 plumb_status plumb_graph_plan(plumb_graph *g);
+/* The planner over several pools: node i (not a view) gets bytes [g->plan_offs[i], + its
+ * size) of pool nodes[i]->backend, reusing memory of values no later node reads; need[p] is
+ * the bytes pool p needs (n_pools of them). */
+void plumb_graph_plan_pools(plumb_graph *g, int n_pools, size_t *need);
+/* The tensor a chain of views ends at (t itself when it is no view). */
+plumb_tensor *plumb__graph_root(plumb_tensor *t);
+/* For the scheduler: a new COPY tensor of src's type and shape, not yet in the node list
+ * (the caller places it). */
+plumb_tensor *plumb__graph_copy_of(plumb_graph *g, plumb_tensor *src);
 
 /* Bytes of a tensor's data (contiguous). */
 size_t plumb_tensor_nbytes(const plumb_tensor *t);

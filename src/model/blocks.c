@@ -30,7 +30,11 @@ plumb_tensor *plumb__build_embd(const plumb_model_t *m, plumb_graph *g, const pl
 plumb_tensor *plumb__build_rows(plumb_graph *g, const plumb_tensor *w, int64_t row0, int64_t n) {
     PLUMB_ASSERT(row0 >= 0 && n > 0 && row0 + n <= w->ne[1] && w->ne[2] == 1 && w->ne[3] == 1);
     const int64_t ne[2] = {w->ne[0], n};
-    return plumb_graph_leaf(g, w->type, 2, ne, (uint8_t *)w->data + (size_t)row0 * w->nb[1]);
+    const size_t off = (size_t)row0 * w->nb[1];
+    plumb_tensor *t = plumb_graph_leaf(g, w->type, 2, ne, w->data ? (uint8_t *)w->data + off : NULL);
+    t->buf = w->buf;
+    t->offs = w->offs + off;
+    return t;
 }
 
 /* x [hd, heads, T] rotated as the layer says. */
@@ -104,6 +108,7 @@ plumb_tensor *plumb__build_layer(const plumb_model_t *m, plumb_graph *g, const p
                                  plumb_tensor *x, const plumb_attn_layer *a, plumb_op act) {
     const plumb_layer_weights *L = &m->layers[il];
     const float eps = m->hp.eps;
+    plumb_graph_set_layer(g, il);
     plumb_tensor *h = plumb__build_attention(m, g, in, il, plumb__build_norm(g, x, L->attn_norm, eps), a);
     if (L->post_attn_norm) h = plumb__build_norm(g, h, L->post_attn_norm, eps);
     x = plumb_graph_add(g, x, h);

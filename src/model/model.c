@@ -275,7 +275,9 @@ plumb_status plumb__model_layer_vector(plumb_model_t *m, int il, const char *suf
     return plumb__model_vector(m, name, n, optional, out);
 }
 
-plumb_model_params plumb_model_default_params(void) { return (plumb_model_params){.use_mmap = false}; }
+plumb_model_params plumb_model_default_params(void) {
+    return (plumb_model_params){.use_mmap = false, .device = NULL, .n_offload = -1};
+}
 
 plumb_status plumb_model_load(const char *path, plumb_model_t **out) { return plumb_model_load_params(path, NULL, out); }
 
@@ -287,7 +289,7 @@ plumb_status plumb_model_load_params(const char *path, const plumb_model_params 
     /* a single file as plumb_gguf_open_ex opens it; the first shard of a split model with
      * its siblings, found by their names */
     plumb_status st = plumb__gguf_open_model(path, p.use_mmap ? 0 : PLUMB_GGUF_OPEN_READ, &g);
-    return st ? st : plumb__model_from_gguf(g, path, out);
+    return st ? st : plumb__model_from_gguf(g, path, &p, out);
 }
 
 plumb_status plumb_model_load_shards(const char *const *paths, int n, const plumb_model_params *params,
@@ -298,10 +300,11 @@ plumb_status plumb_model_load_shards(const char *const *paths, int n, const plum
     const plumb_model_params p = params ? *params : plumb_model_default_params();
     plumb_gguf_t *g;
     plumb_status st = plumb__gguf_open_shards(paths, n, p.use_mmap ? 0 : PLUMB_GGUF_OPEN_READ, &g);
-    return st ? st : plumb__model_from_gguf(g, paths[0], out);
+    return st ? st : plumb__model_from_gguf(g, paths[0], &p, out);
 }
 
-plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_model_t **out) {
+plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, const plumb_model_params *p,
+                                    plumb_model_t **out) {
     *out = NULL;
     plumb_model_t *m = calloc(1, sizeof *m);
     char *name_copy = strdup(name);
@@ -333,7 +336,7 @@ plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_mod
                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr, plumb_model_supported_archs());
         goto fail;
     }
-    m->cap_weights = (int32_t)plumb_gguf_tensor_count(m->gguf) + 1;
+    m->cap_weights = (int32_t)plumb_gguf_tensor_count(m->gguf) + 2; /* + a tied output head's device copy */
     m->weights = calloc((size_t)m->cap_weights, sizeof *m->weights);
     if (!m->weights) {
         st = plumb__fail(PLUMB_E_NOMEM, "out of memory");
@@ -349,6 +352,7 @@ plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_mod
     if ((st = m->arch->load(m))) goto fail;
     /* the architectures read n_vocab through plumb__model_embeddings, which checks it */
     PLUMB_ASSERT(m->hp.n_vocab == plumb_vocab_n_tokens(m->vocab) && m->token_embd && m->output_norm && m->layers);
+    if (p && (st = plumb__model_place(m, p))) goto fail;
     *out = m;
     return PLUMB_OK;
 fail:
@@ -358,6 +362,7 @@ fail:
 
 void plumb_model_free(plumb_model_t *m) {
     if (!m) return;
+    plumb__model_unplace(m);
     plumb_vocab_free(m->vocab);
     free(m->layers);
     free(m->weights);
@@ -407,6 +412,7 @@ plumb_tensor *plumb__build_matmul(plumb_graph *g, plumb_tensor *w, plumb_tensor 
 }
 
 plumb_tensor *plumb__build_hidden(const plumb_model_t *m, plumb_graph *g, const plumb_graph_inputs *in, plumb_tensor *x) {
+    plumb_graph_set_layer(g, m->hp.n_layer); /* the output head */
     if (in->out_ids) x = plumb_graph_get_rows(g, x, in->out_ids); /* keep only the rows that are wanted */
     return plumb__build_norm(g, x, m->output_norm, m->hp.eps);
 }

@@ -4,6 +4,7 @@
 #ifndef PLUMB_MODEL_H
 #define PLUMB_MODEL_H
 
+#include "backend/backend.h"
 #include "core/graph.h"
 
 #define PLUMB_MAX_LAYERS 512
@@ -67,14 +68,30 @@ struct plumb_model {
     plumb_tensor *token_embd, *output_norm, *output, *rope_freqs;
     plumb_tensor *rope_long, *rope_short; /* LongRoPE frequency factors [n_rot / 2], or NULL */
     plumb_layer_weights *layers; /* [n_layer] */
+    /* where the offloaded layers run (placement.c): the device's backend, or NULL for the CPU;
+     * layers [layer_first, layer_end) run there (layer n_layer is the output head), their
+     * weights in the device's buffers */
+    plumb_backend *device;
+    char device_spec[32];
+    int32_t layer_first, layer_end;
+    plumb_buffer **device_bufs; /* [n_device_bufs] the weights uploaded to the device */
+    int32_t n_device_bufs;
     char *name; /* the file's path (or the caller's name), for messages */
     char *general_name; /* general.name up to its first NUL, or "" (plumb_model_get_info) */
 };
 
 /* Makes a model of the opened file g, which it owns from here on (freed on failure too);
- * name prefixes the messages. plumb_model_load_params opens the file and calls this; the
+ * name prefixes the messages; p (NULL: the defaults) places it. plumb_model_load_params opens the file and calls this; the
  * model fuzzer calls it over bytes in memory. */
-plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, plumb_model_t **out);
+plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, const plumb_model_params *p,
+                                    plumb_model_t **out);
+
+/* Places m on the device p names (placement.c): creates its backend, sets the offloaded
+ * layer range and uploads the weights of those layers that the device can hold (a model
+ * too large for the device is refused with both sizes). Nothing for the CPU. */
+plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p);
+/* Frees what plumb__model_place made. */
+void plumb__model_unplace(plumb_model_t *m);
 
 /* Looks up tensor `name` and checks its dims (ne[d] for d < n_dims; ne[d] <= 0 skips the
  * check of that dim), that plumb computes with its type and that F32/F16/BF16 data sits on

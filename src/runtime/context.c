@@ -41,8 +41,17 @@ int32_t plumb_context_n_batch(const plumb_context_t *c) { return c->params.n_bat
 void plumb_context_free(plumb_context_t *c) {
     if (!c) return;
     if (c->kv_map) munmap(c->kv_map, c->kv_map_size);
+    for (int l = 0; c->kv.k_buf && l < c->kv.n_layer; l++) {
+        plumb_buffer_free(c->kv.k_buf[l]);
+        plumb_buffer_free(c->kv.v_buf[l]);
+    }
     free(c->kv.k);
     free(c->kv.v);
+    free(c->kv.k_buf);
+    free(c->kv.v_buf);
+    free(c->kv.k_offs);
+    free(c->kv.v_offs);
+    plumb_sched_free(&c->sched);
     free(c->seq_len);
     plumb_backend_free(c->cpu);
     plumb_graph_free(&c->graph);
@@ -80,31 +89,55 @@ plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *
     c->kv.n_head = hp->n_head;
     c->kv.n_head_kv = hp->n_head_kv;
     c->kv.head_dim = hp->head_dim;
-    c->kv.k = calloc((size_t)hp->n_layer, sizeof *c->kv.k);
-    c->kv.v = calloc((size_t)hp->n_layer, sizeof *c->kv.v);
+    const size_t n_layer = (size_t)hp->n_layer;
+    c->kv.k = calloc(n_layer, sizeof *c->kv.k);
+    c->kv.v = calloc(n_layer, sizeof *c->kv.v);
+    c->kv.k_buf = calloc(n_layer, sizeof *c->kv.k_buf);
+    c->kv.v_buf = calloc(n_layer, sizeof *c->kv.v_buf);
+    c->kv.k_offs = calloc(n_layer, sizeof *c->kv.k_offs);
+    c->kv.v_offs = calloc(n_layer, sizeof *c->kv.v_offs);
     c->seq_len = calloc((size_t)p.n_seq, sizeof *c->seq_len);
-    if (!c->kv.k || !c->kv.v || !c->seq_len) goto nomem;
+    if (!c->kv.k || !c->kv.v || !c->kv.k_buf || !c->kv.v_buf || !c->kv.k_offs || !c->kv.v_offs || !c->seq_len) goto nomem;
     /* Every layer's keys and values in one zeroed mapping aligned to 2 MiB and advised for
      * transparent huge pages: attention reads the value rows of a decoded token 64 rows apart,
      * one 4 KiB page each, and with small pages the TLB misses made that part 1.7x slower
      * at 3000 positions (microbenchmark, values not in cache). */
     const size_t kv_elems = (size_t)p.n_seq * (size_t)p.n_ctx * (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     const size_t part = (kv_elems * sizeof(uint16_t) + 63) / 64 * 64;
-    uint8_t *kv_base = plumb__huge_map(2 * (size_t)hp->n_layer * part, &c->kv_map, &c->kv_map_size);
-    if (!kv_base) goto nomem;
-    for (int l = 0; l < hp->n_layer; l++) {
-        c->kv.k[l] = (uint16_t *)(void *)(kv_base + (size_t)(2 * l) * part);
-        c->kv.v[l] = (uint16_t *)(void *)(kv_base + (size_t)(2 * l + 1) * part);
+    /* the layers a device runs keep their keys and values in its memory */
+    plumb_backend *dev = m->device;
+    int n_host = 0;
+    for (int l = 0; l < hp->n_layer; l++) n_host += !(dev && l >= m->layer_first && l < m->layer_end);
+    uint8_t *kv_base = n_host ? plumb__huge_map(2 * (size_t)n_host * part, &c->kv_map, &c->kv_map_size) : NULL;
+    if (n_host && !kv_base) goto nomem;
+    for (int l = 0, h = 0; l < hp->n_layer; l++) {
+        if (dev && l >= m->layer_first && l < m->layer_end) {
+            if ((st = dev->iface->buffer_alloc(dev, part, &c->kv.k_buf[l])) ||
+                (st = dev->iface->buffer_alloc(dev, part, &c->kv.v_buf[l])))
+                goto fail;
+            c->kv.k[l] = c->kv.k_buf[l]->base;
+            c->kv.v[l] = c->kv.v_buf[l]->base;
+            continue;
+        }
+        c->kv.k[l] = (uint16_t *)(void *)(kv_base + (size_t)(2 * h) * part);
+        c->kv.v[l] = (uint16_t *)(void *)(kv_base + (size_t)(2 * h + 1) * part);
+        h++;
     }
     c->in_tokens = malloc((size_t)p.n_batch * sizeof(int32_t));
     c->in_pos = malloc((size_t)p.n_batch * sizeof(int32_t));
     c->in_seq = malloc((size_t)p.n_batch * sizeof(int32_t));
     c->in_out_ids = malloc((size_t)p.n_batch * sizeof(int32_t));
     if (!c->in_tokens || !c->in_pos || !c->in_seq || !c->in_out_ids) goto nomem;
-    if ((st = plumb_graph_init(&c->graph, 64 * hp->n_layer + 64))) goto fail;
+    /* room for the copies between devices too */
+    if ((st = plumb_graph_init(&c->graph, 72 * hp->n_layer + 128))) goto fail;
     if ((st = plumb_backend_cpu_create(p.n_threads, &c->cpu))) goto fail;
     c->sched.backends[0] = c->cpu;
     c->sched.n_backends = 1;
+    if (dev) {
+        c->sched.backends[c->sched.n_backends++] = dev;
+        c->sched.layer_first = m->layer_first;
+        c->sched.layer_end = m->layer_end;
+    }
     *out = c;
     return PLUMB_OK;
 nomem:
@@ -190,11 +223,11 @@ plumb_status plumb_decode(plumb_context_t *c, const plumb_batch *b) {
         if (chunk_out > 0 && c->params.embeddings) (logits = plumb__build_hidden(m, g, &in, x))->is_output = true;
         else if (chunk_out > 0) logits = plumb__build_output(m, g, &in, x);
         else x->is_output = true; /* only the KV cache is wanted */
-        if ((st = plumb_graph_plan(g))) return st;
         if ((st = plumb_sched_compute(&c->sched, g))) return st;
         if (chunk_out > 0) {
             const size_t row = c->params.embeddings ? (size_t)m->hp.n_embd : (size_t)n_vocab;
-            memcpy(c->logits + (size_t)c->n_logits * row, logits->data, (size_t)chunk_out * row * sizeof(float));
+            if ((st = plumb_tensor_get(logits, 0, c->logits + (size_t)c->n_logits * row, (size_t)chunk_out * row * sizeof(float))))
+                return st;
             c->n_logits += chunk_out;
         }
     }
@@ -232,9 +265,18 @@ plumb_status plumb_seq_copy(plumb_context_t *c, int32_t src, int32_t dst, int32_
     if (src != dst) {
         const plumb_kv_cache *kv = &c->kv;
         const size_t row = (size_t)kv->n_head_kv * (size_t)kv->head_dim, seq = (size_t)kv->n_ctx * row;
+        const size_t n = (size_t)len * row * sizeof(uint16_t), d = (size_t)dst * seq * sizeof(uint16_t),
+                     s = (size_t)src * seq * sizeof(uint16_t);
         for (int l = 0; l < kv->n_layer; l++) {
-            memcpy(kv->k[l] + (size_t)dst * seq, kv->k[l] + (size_t)src * seq, (size_t)len * row * sizeof *kv->k[l]);
-            memcpy(kv->v[l] + (size_t)dst * seq, kv->v[l] + (size_t)src * seq, (size_t)len * row * sizeof *kv->v[l]);
+            if (kv->k_buf[l]) { /* a device's */
+                const plumb_backend_iface *dev = kv->k_buf[l]->backend->iface;
+                plumb_status st = dev->buffer_copy(kv->k_buf[l], d, kv->k_buf[l], s, n);
+                if (!st) st = dev->buffer_copy(kv->v_buf[l], d, kv->v_buf[l], s, n);
+                if (st) return st;
+                continue;
+            }
+            memcpy((uint8_t *)kv->k[l] + d, (uint8_t *)kv->k[l] + s, n);
+            memcpy((uint8_t *)kv->v[l] + d, (uint8_t *)kv->v[l] + s, n);
         }
     }
     c->seq_len[dst] = len;

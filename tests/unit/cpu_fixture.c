@@ -6,7 +6,10 @@
 
 #include "backend/cpu/cpu_internal.h"
 
+#include <string.h>
+
 void fixture_init(fixture *f, int threads, const plumb_kernel_set *ks) {
+    memset(f, 0, sizeof *f);
     CHECK_STATUS(plumb_backend_cpu_create(threads, &f->cpu), PLUMB_OK);
     if (ks) ((plumb_cpu_ctx *)f->cpu->ctx)->kernels = ks;
     f->sched.backends[0] = f->cpu;
@@ -15,11 +18,11 @@ void fixture_init(fixture *f, int threads, const plumb_kernel_set *ks) {
 }
 
 void fixture_run(fixture *f) {
-    CHECK_STATUS(plumb_graph_plan(&f->g), PLUMB_OK);
     CHECK_STATUS(plumb_sched_compute(&f->sched, &f->g), PLUMB_OK);
 }
 
 void fixture_free(fixture *f) {
     plumb_graph_free(&f->g);
+    plumb_sched_free(&f->sched);
     plumb_backend_free(f->cpu);
 }

@@ -1,6 +1,5 @@
 /* cpu_backend.c — the CPU backend: a persistent pool of compute threads that run a whole
- * graph together, each node split by (ith, nth) with a spin barrier between nodes, and the
- * scheduler that hands graphs to backends.
+ * graph together, each node split by (ith, nth) with a spin barrier between nodes.
  *
  * Workers wait for a new graph by spinning briefly, then sleep on a condition variable, so
  * an idle engine uses no CPU while back-to-back decodes pay no wake-up latency.
@@ -159,13 +158,14 @@ static plumb_status pool_create(int n_threads, cpu_pool **out) {
 typedef struct graph_job {
     plumb_cpu_ctx *c;
     plumb_graph *g;
+    int32_t first, end;
 } graph_job;
 
 static void run_graph(void *arg, int ith, int nth) {
     graph_job *j = arg;
-    for (int32_t i = 0; i < j->g->n_nodes; i++) {
+    for (int32_t i = j->first; i < j->end; i++) {
         plumb_tensor *n = j->g->nodes[i];
-        if (n->op == PLUMB_OP_VIEW || n->op == PLUMB_OP_NONE) continue;
+        if (n->op == PLUMB_OP_VIEW || n->op == PLUMB_OP_NONE || n->op == PLUMB_OP_COPY) continue;
         const double t0 = ith == 0 && j->c->prof ? plumb__cpu_profile_now() : 0.0;
         plumb__cpu_compute_node(j->c, n, ith, nth);
         plumb__cpu_barrier(j->c);
@@ -178,11 +178,16 @@ static bool cpu_supports_op(plumb_backend *b, const plumb_tensor *node) {
     return node->op < PLUMB_OP_COUNT;
 }
 
-static plumb_status cpu_graph_compute(plumb_backend *b, plumb_graph *g) {
+static bool cpu_supports_weight(plumb_backend *b, int type) {
+    (void)b;
+    return type >= 0 && type < PLUMB_TYPE_COUNT;
+}
+
+static plumb_status cpu_graph_compute(plumb_backend *b, plumb_graph *g, int32_t first, int32_t end) {
     plumb_cpu_ctx *c = b->ctx;
     plumb_status st = plumb__cpu_reserve_work(c, g);
     if (st) return st;
-    graph_job j = {c, g};
+    graph_job j = {c, g, first, end};
     atomic_store_explicit(&c->chunk_counter, 0, memory_order_relaxed);
     for (int i = 0; i < c->n_threads; i++) c->chunk_base[i] = 0;
     pool_run(c->pool, run_graph, &j);
@@ -205,8 +210,15 @@ static void cpu_free(plumb_backend *b) {
 static const plumb_backend_iface cpu_iface = {
     .name = "CPU",
     .supports_op = cpu_supports_op,
+    .supports_weight = cpu_supports_weight,
     .graph_compute = cpu_graph_compute,
     .free = cpu_free,
+    .buffer_alloc = plumb__cpu_buffer_alloc,
+    .buffer_free = plumb__cpu_buffer_free,
+    .buffer_set = plumb__cpu_buffer_set,
+    .buffer_get = plumb__cpu_buffer_get,
+    .buffer_copy = plumb__cpu_buffer_copy,
+    .device_info = plumb__cpu_device_info,
 };
 
 plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out) {
@@ -236,18 +248,4 @@ plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out) {
     b->ctx = c;
     *out = b;
     return PLUMB_OK;
-}
-
-void plumb_backend_free(plumb_backend *b) {
-    if (b) b->iface->free(b);
-}
-
-plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g) {
-    for (int i = 0; i < s->n_backends; i++) {
-        plumb_backend *b = s->backends[i];
-        bool all = true;
-        for (int32_t k = 0; k < g->n_nodes && all; k++) all = b->iface->supports_op(b, g->nodes[k]);
-        if (all) return b->iface->graph_compute(b, g);
-    }
-    return plumb__fail(PLUMB_E_UNSUPPORTED, "no backend supports every op of this graph");
 }

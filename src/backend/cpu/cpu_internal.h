@@ -44,6 +44,14 @@ void plumb__cpu_barrier(plumb_cpu_ctx *c);
  * result. */
 int64_t plumb__cpu_next_chunk(plumb_cpu_ctx *c, int ith, int64_t n);
 
+/* The CPU backend's buffers (cpu_buffer.c): host memory. */
+plumb_status plumb__cpu_buffer_alloc(plumb_backend *b, size_t size, plumb_buffer **out);
+void plumb__cpu_buffer_free(plumb_buffer *buf);
+plumb_status plumb__cpu_buffer_set(plumb_buffer *buf, size_t off, const void *src, size_t n);
+plumb_status plumb__cpu_buffer_get(const plumb_buffer *buf, size_t off, void *dst, size_t n);
+plumb_status plumb__cpu_buffer_copy(plumb_buffer *dst, size_t doff, const plumb_buffer *src, size_t soff, size_t n);
+void plumb__cpu_device_info(plumb_backend *b, plumb_device_info *out);
+
 /* Time per kind of node (cpu_profile.c): NULL unless PLUMB_PROFILE is set and non-zero. */
 plumb_cpu_profile *plumb__cpu_profile_create(void);
 double plumb__cpu_profile_now(void);

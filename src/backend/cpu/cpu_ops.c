@@ -648,6 +648,7 @@ void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth
     case PLUMB_OP_MOE_SUM: plumb__cpu_moe_sum(n, ith, nth); break;
     case PLUMB_OP_NONE:
     case PLUMB_OP_VIEW:
+    case PLUMB_OP_COPY: /* the scheduler's */
     case PLUMB_OP_COUNT: break;
     }
 }

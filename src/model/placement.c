@@ -1,0 +1,103 @@
+/* placement.c — where a model computes: the device the user named, the layers offloaded to it
+ * (counted from the last, like llama.cpp's n_gpu_layers; the output head is one more), and the
+ * upload of those layers' weights into the device's buffers. Weights the device cannot hold
+ * (a type its kernels lack) and the token embeddings stay in host memory, where the scheduler
+ * runs their ops on the CPU. A tied output head on the device gets its own copy of the
+ * embeddings there, as llama.cpp duplicates it. */
+#include "model/model.h"
+
+#include "core/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The layer a weight belongs to: blk.N.* is N, the output head n_layer, the embeddings -1;
+ * weights every layer reads (rope frequency factors) -2: they stay on the host. */
+static int weight_layer(const plumb_model_t *m, const plumb_tensor *t) {
+    int il = 0, used = 0;
+    if (t->name && sscanf(t->name, "blk.%d.%n", &il, &used) == 1 && used > 0) return il;
+    if (t == m->output || t == m->output_norm) return m->hp.n_layer;
+    if (t == m->token_embd) return -1;
+    return -2;
+}
+
+static plumb_status upload(plumb_model_t *m, plumb_tensor *t) {
+    plumb_backend *d = m->device;
+    const size_t n = plumb_tensor_nbytes(t);
+    plumb_buffer *buf;
+    plumb_status st = d->iface->buffer_alloc(d, n, &buf);
+    if (st) return st;
+    m->device_bufs[m->n_device_bufs++] = buf;
+    if ((st = d->iface->buffer_set(buf, 0, t->data, n))) return st;
+    t->buf = buf;
+    t->offs = 0;
+    t->data = buf->base;
+    return PLUMB_OK;
+}
+
+static bool on_device(const plumb_model_t *m, const plumb_tensor *t) {
+    const int il = weight_layer(m, t);
+    return il >= m->layer_first && il < m->layer_end && m->device->iface->supports_weight(m->device, t->type);
+}
+
+plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p) {
+    const plumb_backend_reg *reg;
+    int index;
+    snprintf(m->device_spec, sizeof m->device_spec, "cpu");
+    if (!p->device) return PLUMB_OK;
+    plumb_status st = plumb_backend_lookup(p->device, &reg, &index);
+    if (st) return st;
+    if (reg == plumb__backend_regs[0]) return PLUMB_OK; /* the CPU */
+    const int32_t L = m->hp.n_layer;
+    const int32_t n_off = p->n_offload < 0 || p->n_offload > L + 1 ? L + 1 : p->n_offload;
+    if (n_off == 0) return PLUMB_OK;
+    if ((st = reg->create(index, 1, &m->device))) return st;
+    snprintf(m->device_spec, sizeof m->device_spec, "%s:%d", reg->name, index);
+    m->layer_first = L - (n_off > L ? L : n_off);
+    m->layer_end = n_off > L ? L + 1 : L;
+    if (m->layer_end == L + 1 && !m->output) { /* the tied head gets its own device copy */
+        PLUMB_ASSERT(m->n_weights < m->cap_weights);
+        m->output = &m->weights[m->n_weights++];
+        *m->output = *m->token_embd;
+        m->output->name = "output.weight (the token embeddings)";
+    }
+    uint64_t need = 0;
+    int32_t n_up = 0;
+    for (int32_t i = 0; i < m->n_weights; i++)
+        if (on_device(m, &m->weights[i])) need += plumb_tensor_nbytes(&m->weights[i]), n_up++;
+    plumb_device_info info;
+    m->device->iface->device_info(m->device, &info);
+    if (info.memory && need > info.memory)
+        return plumb__fail(PLUMB_E_NOMEM, "%s: the %d offloaded layers need %.1f MiB of weights on %s (%s), which has %.1f MiB; "
+                           "offload fewer (--offload N)", m->name, (int)n_off, (double)need / 1048576.0, m->device_spec,
+                           info.name, (double)info.memory / 1048576.0);
+    m->device_bufs = calloc((size_t)n_up + 1, sizeof *m->device_bufs);
+    if (!m->device_bufs) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
+    for (int32_t i = 0; i < m->n_weights; i++) {
+        plumb_tensor *t = &m->weights[i];
+        if (!on_device(m, t)) continue;
+        if (info.max_alloc && plumb_tensor_nbytes(t) > info.max_alloc)
+            return plumb__fail(PLUMB_E_NOMEM, "%s: tensor '%s' is %.1f MiB, more than the %.1f MiB one buffer of %s (%s) can hold",
+                               m->name, t->name, (double)plumb_tensor_nbytes(t) / 1048576.0,
+                               (double)info.max_alloc / 1048576.0, m->device_spec, info.name);
+        if ((st = upload(m, t))) return plumb__fail(st, "%s: uploading '%s' to %s: %s", m->name, t->name, m->device_spec,
+                                                   plumb_last_error());
+    }
+    return PLUMB_OK;
+}
+
+void plumb__model_unplace(plumb_model_t *m) {
+    for (int32_t i = 0; i < m->n_device_bufs; i++) plumb_buffer_free(m->device_bufs[i]);
+    free(m->device_bufs);
+    m->device_bufs = NULL;
+    m->n_device_bufs = 0;
+    plumb_backend_free(m->device);
+    m->device = NULL;
+}
+
+const char *plumb_model_device(const plumb_model_t *m, int32_t *n_layers_offloaded) {
+    if (n_layers_offloaded)
+        *n_layers_offloaded = m->device ? m->layer_end - m->layer_first : 0;
+    return m->device_spec[0] ? m->device_spec : "cpu";
+}
