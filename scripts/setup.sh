@@ -2,13 +2,15 @@
 # setup.sh — installs what one kind of work on plumb needs on a Debian machine, only what is
 # missing, so it is cheap to run again. Each argument names a set (default: build):
 #   build   the build: make, cmake, gcc, pkg-config and the libraries' -dev packages (libcurl
-#           and OpenSSL for the registry client among them)
+#           and OpenSSL for the registry client among them; the OpenCL ICD loader and headers
+#           for the OpenCL backend)
 #   fuzz    clang and its runtime, for the libFuzzer harnesses (make fuzz, fuzz-smoke)
 #   model   Python's pip and CA certificates, for scripts/get-model.sh (make model, run)
 #   test    the test tools: the Python virtual environment .venv with tests/requirements.txt,
 #           Debian's chromium (the chat-page test drives it through playwright), man-db and
 #           groff (the man page test), binutils (addr2line, readelf), docker-registry (the
-#           OCI registry tests/e2e/test_oci.py starts on loopback); make test asks for
+#           OCI registry tests/e2e/test_oci.py starts on loopback), PoCL (an OpenCL platform
+#           on the CPU, which the OpenCL backend's tests run on); make test asks for
 #           build, fuzz, model and test together
 # The Makefile's targets call it with the sets they need (`make` only `build`).
 # `setup.sh --list SET...` prints the packages of the sets, one per line, and installs nothing.
@@ -16,11 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_PACKAGES=(make cmake gcc libc6-dev pkg-config libcjson-dev libpcre2-dev libh2o-evloop-dev
-                libcurl4-openssl-dev libssl-dev)
+                libcurl4-openssl-dev libssl-dev ocl-icd-opencl-dev opencl-headers)
 FUZZ_PACKAGES=(clang libclang-rt-14-dev)
 MODEL_PACKAGES=(python3 python3-pip ca-certificates)
 TEST_PACKAGES=(python3 python3-venv python3-pip ca-certificates chromium man-db groff-base binutils
-               docker-registry skopeo openssl haproxy iproute2)
+               docker-registry skopeo openssl haproxy iproute2 pocl-opencl-icd clinfo)
 
 list=0
 if [ "${1:-}" = "--list" ]; then

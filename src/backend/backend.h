@@ -1,7 +1,7 @@
 /* backend.h — the backend interface: a backend is a device (the CPU, an OpenCL device, ...)
  * that owns buffers and runs the nodes of graphs whose data lies in its buffers.
  *
- * Model code builds graphs and never sees a device. The scheduler (src/runtime/sched.c)
+ * Model code builds graphs and never sees a device. The scheduler (src/backend/sched.c)
  * assigns each node to a backend (by the layer range the user offloads, and by supports_op:
  * an op a backend lacks runs on the CPU), puts each node's output in a buffer of its backend,
  * inserts PLUMB_OP_COPY nodes where a value crosses from one backend to another, and hands

@@ -17,6 +17,11 @@ def lib():
             path = os.path.join(root, path)
         L = ctypes.CDLL(path)
         L.plumb_model_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        L.plumb_model_load_params.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+        L.plumb_model_device.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32)]
+        L.plumb_model_device.restype = ctypes.c_char_p
+        L.plumb_device_count.restype = ctypes.c_int
+        L.plumb_device_get.argtypes = [ctypes.c_int, ctypes.c_void_p]
         L.plumb_model_free.argtypes = [ctypes.c_void_p]
         L.plumb_context_create.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
         L.plumb_context_free.argtypes = [ctypes.c_void_p]
@@ -34,6 +39,26 @@ class ContextParams(ctypes.Structure):
                 ("n_seq", ctypes.c_int32)]
 
 
+class ModelParams(ctypes.Structure):
+    _fields_ = [("use_mmap", ctypes.c_bool), ("device", ctypes.c_char_p), ("n_offload", ctypes.c_int32)]
+
+
+class DeviceDesc(ctypes.Structure):
+    _fields_ = [("spec", ctypes.c_char * 32), ("name", ctypes.c_char * 128), ("driver", ctypes.c_char * 128),
+                ("memory", ctypes.c_uint64)]
+
+
+def devices():
+    """[(spec, name, driver, memory)] of every device, the CPU first."""
+    L, out = lib(), []
+    for i in range(L.plumb_device_count()):
+        d = DeviceDesc()
+        if L.plumb_device_get(i, ctypes.byref(d)):
+            raise PlumbError(-1)
+        out.append((d.spec.decode(), d.name.decode(), d.driver.decode(), d.memory))
+    return out
+
+
 class Batch(ctypes.Structure):
     _fields_ = [("n_tokens", ctypes.c_int32), ("tokens", ctypes.POINTER(ctypes.c_int32)),
                 ("pos", ctypes.POINTER(ctypes.c_int32)), ("seq", ctypes.POINTER(ctypes.c_int32)),
@@ -47,10 +72,12 @@ class PlumbError(RuntimeError):
 
 
 class Model:
-    def __init__(self, path, n_ctx=256, n_batch=512, n_threads=2, n_seq=1):
+    def __init__(self, path, n_ctx=256, n_batch=512, n_threads=2, n_seq=1, device=None, n_offload=-1):
+        """device: None (the CPU) or "opencl[:N]", with n_offload layers there (-1: all)."""
         L = lib()
         self.m = ctypes.c_void_p()
-        st = L.plumb_model_load(path.encode(), ctypes.byref(self.m))
+        mp = ModelParams(False, device.encode() if device else None, n_offload)
+        st = L.plumb_model_load_params(str(path).encode(), ctypes.byref(mp), ctypes.byref(self.m))
         if st:
             raise PlumbError(st)
         self.c = ctypes.c_void_p()
@@ -59,6 +86,12 @@ class Model:
         if st:
             L.plumb_model_free(self.m)
             raise PlumbError(st)
+
+    def device(self):
+        """(the device's spec, the layers offloaded to it)."""
+        n = ctypes.c_int32()
+        spec = lib().plumb_model_device(self.m, ctypes.byref(n))
+        return spec.decode(), n.value
 
     def close(self):
         if self.c:
