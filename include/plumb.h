@@ -435,6 +435,11 @@ PLUMB_API plumb_status plumb_device_get(int i, plumb_device_desc *out);
 /* For a kind of backend that has no device here (no OpenCL platform, ...): false and, in
  * *why, the reason (static). True when spec names an existing device or is NULL/"cpu". */
 PLUMB_API bool plumb_device_available(const char *spec, const char **why);
+/* PLUMB_OK when spec (NULL: the CPU) names a device that exists, else PLUMB_E_NOT_FOUND with
+ * a message naming the devices there are (what loading a model with it would say). */
+PLUMB_API plumb_status plumb_device_check(const char *spec);
+/* The kinds of device plumb was built with ("cpu", "opencl"), i from 0; NULL past the last. */
+PLUMB_API const char *plumb_device_kind(int i);
 /* Where m computes: the device's spec ("cpu", "opencl:0"), and the layers it runs there. */
 PLUMB_API const char *plumb_model_device(const plumb_model_t *m, int32_t *n_layers_offloaded);
 /* plumb_model_load with parameters (NULL: the defaults). */

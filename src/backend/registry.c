@@ -134,3 +134,16 @@ bool plumb_device_available(const char *spec, const char **why) {
     }
     return true; /* an unknown name: plumb_backend_lookup says which there are */
 }
+
+plumb_status plumb_device_check(const char *spec) {
+    if (!spec) return PLUMB_OK;
+    const plumb_backend_reg *reg;
+    int device;
+    return plumb_backend_lookup(spec, &reg, &device);
+}
+
+const char *plumb_device_kind(int i) {
+    for (int r = 0; plumb__backend_regs[r]; r++)
+        if (r == i) return plumb__backend_regs[r]->name;
+    return NULL;
+}

@@ -90,6 +90,10 @@ plumb_status plumb__model_from_gguf(plumb_gguf_t *g, const char *name, const plu
  * layer range and uploads the weights of those layers that the device can hold (a model
  * too large for the device is refused with both sizes). Nothing for the CPU. */
 plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p);
+/* Places m's last n_offload layers (-1: all, and the output head) on backend b, which m owns
+ * from here on, and names it spec; the part of plumb__model_place after the lookup (the
+ * scheduler's tests place models on a backend of their own with it). */
+plumb_status plumb__model_place_on(plumb_model_t *m, plumb_backend *b, const char *spec, int32_t n_offload);
 /* Frees what plumb__model_place made. */
 void plumb__model_unplace(plumb_model_t *m);
 

@@ -48,14 +48,23 @@ plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p) {
     if (!p->device) return PLUMB_OK;
     plumb_status st = plumb_backend_lookup(p->device, &reg, &index);
     if (st) return st;
-    if (reg == plumb__backend_regs[0]) return PLUMB_OK; /* the CPU */
+    if (reg == plumb__backend_regs[0] || p->n_offload == 0) return PLUMB_OK; /* the CPU */
+    plumb_backend *b;
+    if ((st = reg->create(index, 1, &b))) return st;
+    char spec[32];
+    snprintf(spec, sizeof spec, "%s:%d", reg->name, index);
+    return plumb__model_place_on(m, b, spec, p->n_offload);
+}
+
+plumb_status plumb__model_place_on(plumb_model_t *m, plumb_backend *b, const char *spec, int32_t n_offload) {
+    PLUMB_ASSERT(!m->device);
+    m->device = b;
+    snprintf(m->device_spec, sizeof m->device_spec, "%s", spec);
     const int32_t L = m->hp.n_layer;
-    const int32_t n_off = p->n_offload < 0 || p->n_offload > L + 1 ? L + 1 : p->n_offload;
-    if (n_off == 0) return PLUMB_OK;
-    if ((st = reg->create(index, 1, &m->device))) return st;
-    snprintf(m->device_spec, sizeof m->device_spec, "%s:%d", reg->name, index);
+    const int32_t n_off = n_offload < 0 || n_offload > L + 1 ? L + 1 : n_offload;
     m->layer_first = L - (n_off > L ? L : n_off);
     m->layer_end = n_off > L ? L + 1 : L;
+    plumb_status st;
     if (m->layer_end == L + 1 && !m->output) { /* the tied head gets its own device copy */
         PLUMB_ASSERT(m->n_weights < m->cap_weights);
         m->output = &m->weights[m->n_weights++];
@@ -81,8 +90,11 @@ plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p) {
             return plumb__fail(PLUMB_E_NOMEM, "%s: tensor '%s' is %.1f MiB, more than the %.1f MiB one buffer of %s (%s) can hold",
                                m->name, t->name, (double)plumb_tensor_nbytes(t) / 1048576.0,
                                (double)info.max_alloc / 1048576.0, m->device_spec, info.name);
-        if ((st = upload(m, t))) return plumb__fail(st, "%s: uploading '%s' to %s: %s", m->name, t->name, m->device_spec,
-                                                   plumb_last_error());
+        if ((st = upload(m, t))) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", plumb_last_error());
+            return plumb__fail(st, "%s: uploading '%s' to %s: %s", m->name, t->name, m->device_spec, why);
+        }
     }
     return PLUMB_OK;
 }

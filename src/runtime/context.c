@@ -9,6 +9,7 @@
 #include "core/huge_map.h"
 #include "core/kv_cache.h"
 #include "model/model.h"
+#include "runtime/runtime.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@ plumb_context_params plumb_context_default_params(void) {
     plumb_context_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .n_seq = 1};
     return p;
 }
+
+const plumb_sched *plumb__context_sched(const plumb_context_t *c) { return &c->sched; }
 
 int32_t plumb_context_n_ctx(const plumb_context_t *c) { return c->params.n_ctx; }
 int32_t plumb_context_n_batch(const plumb_context_t *c) { return c->params.n_batch; }

@@ -375,7 +375,8 @@ static bool handle_model(conn *c) {
     return plumb_srv_api_send_json(c, 200, model_json(c));
 }
 
-/* GET /props: the model, its context, slots, chat template and build, as llama-server has it. */
+/* GET /props: the model, its context, slots, chat template and build, as llama-server has it,
+ * and where the model computes ("device": "cpu", "opencl:0"; "n_offloaded": its layers there). */
 static bool handle_props(conn *c) {
     char path[4096] = "";
     if (c->srv->p.catalog) { /* the model loaded now; none: nothing to describe */
@@ -411,6 +412,9 @@ static bool handle_props(conn *c) {
     cJSON_AddNumberToObject(mi, "n_ctx_train", info.n_ctx_train);
     cJSON_AddNumberToObject(mi, "n_embd", info.n_embd);
     cJSON_AddNumberToObject(mi, "n_layer", info.n_layer);
+    int32_t n_offloaded = 0;
+    cJSON_AddStringToObject(root, "device", plumb_model_device(m, &n_offloaded));
+    cJSON_AddNumberToObject(root, "n_offloaded", n_offloaded);
     if (chat && chat->tmpl) cJSON_AddStringToObject(root, "chat_template", chat->tmpl);
     else cJSON_AddStringToObject(root, "chat_template", "");
     cJSON_AddStringToObject(root, "chat_format", chat ? chat->source : "none");
@@ -1065,7 +1069,7 @@ plumb_server_params plumb_server_default_params(void) {
     return (plumb_server_params){.host = "127.0.0.1", .port = 8080, .n_parallel = 4, .n_batch = 512,
                                  .prefill_chunk = 64, .queue_size = 16, .max_connections = 128,
                                  .max_body = 1u << 20, .max_header = 16u << 10, .timeout_s = 600,
-                                 .request_timeout_s = 30, .pooling = -1, .agent_port = -1};
+                                 .request_timeout_s = 30, .pooling = -1, .agent_port = -1, .n_offload = -1};
 }
 
 /* What the agent check reports (agent.h), on the agent's thread. */
@@ -1135,7 +1139,9 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
                                  .chat_format = p->chat_format,
                                  .chat_template = p->chat_template,
                                  .chat_template_len = p->chat_template_len,
-                                 .use_mmap = p->use_mmap};
+                                 .use_mmap = p->use_mmap,
+                                 .device = p->device,
+                                 .n_offload = p->n_offload};
     plumb_srv_sched *sched;
     plumb_status st = plumb_srv_sched_create(&sp, &s->metrics, &sched);
     if (st) return fail_start(s, st, "cannot start the scheduler");
@@ -1173,6 +1179,10 @@ plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message) {
 }
 
 bool plumb_server_loading(plumb_server_t *s) { return plumb_srv_sched_state(s->sched) == PLUMB_SRV_LOADING; }
+
+void plumb_server_device(plumb_server_t *s, char *spec, size_t cap, int32_t *n_offloaded, int32_t *n_layers) {
+    plumb_srv_sched_device(s->sched, spec, cap, n_offloaded, n_layers);
+}
 
 /* The listener stays open while the requests in flight finish: a balancer may have sent
  * requests before it saw the drain (some already in the listener's backlog, which closing it

@@ -110,6 +110,8 @@ struct plumb_srv_sched {
     int32_t pins;                /* granted leases not yet ended */
     char loaded_id[512], loaded_path[4096]; /* the model in memory ("": none) */
     char loading_id[512];        /* the model a switch is loading ("": none) */
+    char device[32];             /* where the model in memory computes ("": none loaded) */
+    int32_t n_offloaded, n_layers; /* its layers on that device, and all of them (the head one) */
     /* scheduler thread's own */
     plumb_model_t *model;
     plumb_context_t *ctx;
@@ -611,6 +613,14 @@ void plumb_srv_lease_end(plumb_srv_sched *s, plumb_srv_lease *l) {
     free(l);
 }
 
+void plumb_srv_sched_device(plumb_srv_sched *s, char *spec, size_t cap, int32_t *n_offloaded, int32_t *n_layers) {
+    pthread_mutex_lock(&s->mu);
+    if (spec) snprintf(spec, cap, "%s", s->device);
+    if (n_offloaded) *n_offloaded = s->device[0] ? s->n_offloaded : 0;
+    if (n_layers) *n_layers = s->device[0] ? s->n_layers : 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
 void plumb_srv_sched_loaded(plumb_srv_sched *s, char *id, size_t id_cap, char *path, size_t path_cap, char *loading,
                             size_t loading_cap) {
     pthread_mutex_lock(&s->mu);
@@ -853,6 +863,8 @@ static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t
     why[0] = '\0';
     plumb_model_params mp = plumb_model_default_params();
     mp.use_mmap = s->p.use_mmap;
+    mp.device = s->p.device;
+    mp.n_offload = s->p.n_offload;
     plumb_status st = plumb_model_load_params(path, &mp, &s->model);
     if (!st) {
         plumb_context_params cp = plumb_context_default_params();
@@ -907,6 +919,13 @@ static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t
         s->slots[i].cache = c;
         s->slots[i].n_cache = s->slots[i].n_fed = 0;
     }
+    int32_t n_offloaded = 0;
+    const char *device = plumb_model_device(s->model, &n_offloaded);
+    pthread_mutex_lock(&s->mu); /* plumb_srv_sched_device reads it, on any thread */
+    snprintf(s->device, sizeof s->device, "%s", device);
+    s->n_offloaded = n_offloaded;
+    s->n_layers = info.n_layer + 1;
+    pthread_mutex_unlock(&s->mu);
     why[0] = '\0';
     return PLUMB_OK;
 }
@@ -920,7 +939,7 @@ static void switch_model_locked(plumb_srv_sched *s) {
     snprintf(path, sizeof path, "%s", s->waiters[0]->path);
     if (s->loaded_id[0]) plumb_srv_log("unloading model '%s' for '%s'", s->loaded_id, id);
     snprintf(s->loading_id, sizeof s->loading_id, "%s", id);
-    s->loaded_id[0] = s->loaded_path[0] = '\0';
+    s->loaded_id[0] = s->loaded_path[0] = s->device[0] = '\0';
     for (int32_t i = 0; i < s->p.n_parallel; i++) show_cache_locked(&s->slots[i], 0);
     plumb_srv_metrics_model_unloaded(s->metrics);
     pthread_mutex_unlock(&s->mu);
@@ -934,7 +953,11 @@ static void switch_model_locked(plumb_srv_sched *s) {
     if (!st) {
         snprintf(s->loaded_id, sizeof s->loaded_id, "%s", id);
         snprintf(s->loaded_path, sizeof s->loaded_path, "%s", path);
-        plumb_srv_log("loaded model '%s' in %.2f s", id, now_s() - t0);
+        if (s->n_offloaded > 0)
+            plumb_srv_log("loaded model '%s' in %.2f s on %s (%d/%d layers)", id, now_s() - t0, s->device,
+                          (int)s->n_offloaded, (int)s->n_layers);
+        else
+            plumb_srv_log("loaded model '%s' in %.2f s on %s", id, now_s() - t0, s->device);
         return; /* grant_locked grants its leases */
     }
     plumb_srv_log("cannot load model '%s': %s", id, why);

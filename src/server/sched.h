@@ -37,6 +37,8 @@ typedef struct plumb_srv_sched_params {
     const char *chat_template; /* a Jinja template to use instead of the model's (NULL: none) */
     size_t chat_template_len;
     bool use_mmap;           /* plumb_model_params.use_mmap */
+    const char *device;      /* plumb_model_params.device (borrowed) */
+    int32_t n_offload;       /* plumb_model_params.n_offload */
     bool embeddings;         /* the context computes embeddings (jobs are embedding jobs), not logits */
     int32_t pooling;         /* a plumb_pooling; -1: the model's, else mean */
 } plumb_srv_sched_params;
@@ -107,6 +109,12 @@ void plumb_srv_lease_end(plumb_srv_sched *s, plumb_srv_lease *l);
  * argument may be NULL. */
 void plumb_srv_sched_loaded(plumb_srv_sched *s, char *id, size_t id_cap, char *path, size_t path_cap, char *loading,
                             size_t loading_cap);
+
+/* Where the model in memory computes (plumb_model_device): its device's spec into
+ * spec[0..cap) ("" when none is loaded), the layers offloaded there and all its layers (the
+ * output head one of them) into *n_offloaded and *n_layers (0 when none; either may be NULL).
+ * Any thread. */
+void plumb_srv_sched_device(plumb_srv_sched *s, char *spec, size_t cap, int32_t *n_offloaded, int32_t *n_layers);
 
 /* A generated token's log probability under the model (log-softmax of its logits) and its most
  * likely alternatives, most likely first. */

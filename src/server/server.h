@@ -85,6 +85,10 @@ typedef struct plumb_server_params {
     bool embeddings;         /* serve POST /v1/embeddings (and no text generation) */
     int32_t pooling;         /* a plumb_pooling for embeddings; -1: the model's, else mean */
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
+    const char *device;      /* where every model loaded computes (plumb_model_params.device):
+                                NULL or "cpu", "opencl", "opencl:N"; borrowed */
+    int32_t n_offload;       /* the layers on that device, from the last (plumb_model_params.n_offload;
+                                -1, the default: all) */
     int agent_port;          /* the HAProxy agent-check port (agent.h): -1 (default) none, 0 any free port */
     const char *agent_host;  /* the address it binds (NULL: host) */
     double drain_delay_s;    /* on shutdown, keep serving new requests this long after the agent and
@@ -108,6 +112,10 @@ int plumb_server_agent_port(const plumb_server_t *s);
 plumb_status plumb_server_wait_loaded(plumb_server_t *s, const char **message);
 /* Whether the model is still loading. */
 bool plumb_server_loading(plumb_server_t *s);
+/* Where the model in memory computes: its device's spec ("cpu", "opencl:0") into
+ * spec[0..cap) ("" when no model is loaded), the layers offloaded there into *n_offloaded and
+ * all its layers (the output head counted as one) into *n_layers (either may be NULL). */
+void plumb_server_device(plumb_server_t *s, char *spec, size_t cap, int32_t *n_offloaded, int32_t *n_layers);
 /* Drains, then stops serving: at once the agent check says "drain", GET /health answers 503
  * {"status":"draining",...}; after drain_delay_s more (new requests are served meanwhile),
  * kept-alive connections waiting for their next request are closed

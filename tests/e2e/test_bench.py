@@ -280,7 +280,8 @@ def test_csv_has_llama_bench_columns(plumb_bin, real_model, run):
     lines = r.stdout.splitlines()
     header = lines[0].split(",")
     assert header == ["cpu_info", "backends", "model_filename", "model_type", "model_size", "model_n_params",
-                      "n_batch", "n_threads", "type_k", "type_v", "use_mmap", "n_prompt", "n_gen", "n_depth",
+                      "n_batch", "n_threads", "type_k", "type_v", "n_gpu_layers", "use_mmap", "n_prompt", "n_gen",
+                      "n_depth",
                       "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts"]
     assert all(l.startswith('"') and l.endswith('"') for l in lines[1:]), r.stdout
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
@@ -292,6 +293,7 @@ def test_csv_has_llama_bench_columns(plumb_bin, real_model, run):
         assert int(x["model_size"]) == real_model.stat().st_size
         assert int(x["model_n_params"]) == 268098176
         assert x["backends"] == "CPU" and x["type_k"] == x["type_v"] == "f16" and x["use_mmap"] == "0"
+        assert x["n_gpu_layers"] == "0"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", x["test_time"])
         n = int(x["n_prompt"]) or int(x["n_gen"])
         avg_ts, avg_ns = float(x["avg_ts"]), float(x["avg_ns"])

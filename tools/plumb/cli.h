@@ -87,6 +87,35 @@ typedef struct cli_catalog_store {
  * plumb_last_error() when the store cannot be opened. */
 int cli_catalog_store_init(cli_catalog_store *c, struct plumb_server_catalog *out);
 
+/* ---- devices (device.c): --device D and --offload N (-ngl, --n-gpu-layers) of every
+ * subcommand that loads a model, the library's plumb_model_params.device and .n_offload */
+
+/* What the options take, for their error lines ("bad value 'x' for --offload (...)"). */
+#define CLI_DEVICE_VALUES "cpu, opencl or opencl:N"
+#define CLI_OFFLOAD_VALUES "a layer count >= 0, or -1: all"
+/* The help lines of --device and --offload, the text starting at column `width`. */
+void cli_device_print_usage(FILE *f, int width);
+/* Parses an --offload value: a layer count >= 0, or -1 (all). false when it is not one. */
+bool cli_parse_offload(const char *s, int32_t *out);
+/* When mp->device names a kind of device that has none here (plumb_device_available),
+ * prints "plumb <cmd>: no <kind> device (<why>); running on the CPU" and clears mp->device.
+ * Every subcommand calls it before loading. */
+void cli_device_fallback(const char *cmd, plumb_model_params *mp);
+/* Whether spec (NULL: the CPU) names a device there is, as plumb_model_load_params looks it up;
+ * false after one line "plumb <cmd>: unknown device ...; devices: ..." (for a check before
+ * anything is loaded: the library's load error says the same later). */
+bool cli_device_check(const char *cmd, const char *spec);
+/* The device as the subcommands show it: "cpu", "opencl:0 (19/19 layers)" (n_total <= 0:
+ * "opencl:0 (19 layers)"). */
+void cli_device_text(const char *spec, int32_t n_offloaded, int32_t n_total, char *buf, size_t cap);
+/* The same for a loaded model (plumb_model_device; of n_layer + 1 layers, the head being one). */
+void cli_model_device_text(const plumb_model_t *m, char *buf, size_t cap);
+/* llama-bench's backend name of a device spec: "CPU", "OpenCL". */
+const char *cli_device_backend_name(const char *spec);
+/* The "devices:" section of plumb info: one line per device (spec, name, driver, memory), and
+ * one per known kind that has none here, saying why. */
+void cli_device_list(FILE *f);
+
 /* Chooses how conversations with m are rendered (template file, built-in format name, or the
  * model's template: plumb_gen_chat_init), printing what the user should know on stderr as
  * "plumb <cmd>: ...". 0 with *out ready (plumb_gen_chat_free it), else 1 after the message. */

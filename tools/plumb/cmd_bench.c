@@ -1,6 +1,7 @@
-/* cmd_bench.c — `plumb bench -m MODEL [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 5] [-o md|json]`:
- * prompt processing and generation speed, measured as llama-bench measures them, and the
- * distance of generation to the memory-bandwidth roofline.
+/* cmd_bench.c — `plumb bench -m MODEL [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 5] [-o md|json|csv]
+ * [--device D] [-ngl N]`: prompt processing and generation speed, measured as llama-bench
+ * measures them, and the distance of generation to the memory-bandwidth roofline. The device
+ * and the layers offloaded to it are reported as llama-bench's backends and n_gpu_layers.
  *
  * For every thread count, every depth D and every test:
  *   ppP  a cleared sequence filled with D prompt tokens (untimed), then one plumb_decode of P
@@ -105,7 +106,7 @@ static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
     }
 }
 
-enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_DEPTH, OPT_THREADS, OPT_REPS, OPT_OUTPUT };
+enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_DEPTH, OPT_THREADS, OPT_REPS, OPT_OUTPUT, OPT_DEVICE, OPT_OFFLOAD, OPT_NGL };
 
 /* Fills o from argv. Returns -1 to go on, 0 after --help, 2 after an error line. */
 static int parse_options(bench_options *o, int argc, char **argv) {
@@ -119,6 +120,9 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         [OPT_THREADS] = {"-t", "--threads", "comma-separated counts, 1 to 512, at most 16"},
         [OPT_REPS] = {"-r", "--repetitions", "1 to 1000"},
         [OPT_OUTPUT] = {"-o", "--output", "md, json or csv"},
+        [OPT_DEVICE] = {NULL, "--device", CLI_DEVICE_VALUES},
+        [OPT_OFFLOAD] = {"-ngl", "--offload", CLI_OFFLOAD_VALUES},
+        [OPT_NGL] = {NULL, "--n-gpu-layers", CLI_OFFLOAD_VALUES},
     };
     memset(o, 0, sizeof *o);
     o->p[0] = 512, o->np = 1;
@@ -134,6 +138,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(bench_usage, stdout);
+            cli_device_print_usage(stdout, 25);
             return 0;
         }
         if (!strcmp(a, "--no-membw")) {
@@ -166,6 +171,9 @@ static int parse_options(bench_options *o, int argc, char **argv) {
             ok = !strcmp(v, "json") || !strcmp(v, "md") || !strcmp(v, "csv");
             o->output = !strcmp(v, "json") ? OUT_JSON : !strcmp(v, "csv") ? OUT_CSV : OUT_MD;
             break;
+        case OPT_DEVICE: ok = *v && (o->mp.device = v, true); break;
+        case OPT_OFFLOAD:
+        case OPT_NGL: ok = cli_parse_offload(v, &o->mp.n_offload); break;
         }
         if (!ok) return bench_usage_error("bad value '%s' for %s (%s)", v, name, valued[k].what);
     }
@@ -319,6 +327,8 @@ typedef struct bench_model_desc {
     const char *file_type; /* general.file_type by name ("Q4_K_M"), or "" */
     uint64_t size;
     int64_t params;
+    const char *device;    /* where it computes: "cpu", "opencl:0" (plumb_model_device) */
+    int32_t n_offloaded;   /* the layers there (llama-bench's n_gpu_layers) */
 } bench_model_desc;
 
 /* "pp512", "tg128", "pp512 @ d4096" (llama-bench's names) */
@@ -399,10 +409,12 @@ static void print_json(const bench_model_desc *d, const bench_result *rs, int n_
         print_json_str(d->name);
         printf(", \"arch\": ");
         print_json_str(d->arch);
-        printf(", \"size\": %llu, \"params\": %lld, \"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
+        printf(", \"size\": %llu, \"params\": %lld, \"backends\": \"%s\", \"device\": ", (unsigned long long)d->size,
+               (long long)d->params, cli_device_backend_name(d->device));
+        print_json_str(d->device);
+        printf(", \"n_gpu_layers\": %d, \"threads\": %d, \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
                "\"n_depth\": %d, \"reps\": %d, \"samples_ts\": [",
-               (unsigned long long)d->size, (long long)d->params, r->threads, test, r->n_prompt, r->n_gen, r->n_depth,
-               reps);
+               (int)d->n_offloaded, r->threads, test, r->n_prompt, r->n_gen, r->n_depth, reps);
         for (int k = 0; k < reps; k++) {
             if (k) printf(", ");
             print_json_num(r->samples[k]);
@@ -446,13 +458,15 @@ static void print_csv_field(const char *s, bool last) {
 }
 
 /* llama-bench's -o csv: its header names and order, for the columns plumb has a value for (the
- * build, GPU and offload columns are left out), one row per test. model_type is
+ * build and GPU columns are left out), one row per test: backends is "CPU" or "OpenCL", the
+ * device's kind, and n_gpu_layers the layers offloaded to it. model_type is
  * "<arch> <params> <file type>" ("gemma3 268M Q4_K_M"); the ns columns are the mean and
  * standard deviation of the repetitions' durations. */
 static void print_csv(const bench_model_desc *d, const bench_result *rs, int n_rs, int reps, int32_t n_batch,
                       bool use_mmap) {
     static const char *const header[] = {"cpu_info", "backends", "model_filename", "model_type", "model_size",
-                                         "model_n_params", "n_batch", "n_threads", "type_k", "type_v", "use_mmap",
+                                         "model_n_params", "n_batch", "n_threads", "type_k", "type_v",
+                                         "n_gpu_layers", "use_mmap",
                                          "n_prompt", "n_gen", "n_depth", "test_time", "avg_ns", "stddev_ns",
                                          "avg_ts", "stddev_ts"};
     const size_t n_cols = sizeof header / sizeof header[0];
@@ -470,7 +484,7 @@ static void print_csv(const bench_model_desc *d, const bench_result *rs, int n_r
         double ns_mean, ns_sd;
         mean_sd(ns, reps, &ns_mean, &ns_sd);
         print_csv_field(f->brand[0] ? f->brand : "unknown", false);
-        print_csv_field("CPU", false);
+        print_csv_field(cli_device_backend_name(d->device), false);
         print_csv_field(d->path, false);
         print_csv_field(type, false);
         snprintf(num, sizeof num, "%llu", (unsigned long long)d->size);
@@ -484,6 +498,8 @@ static void print_csv(const bench_model_desc *d, const bench_result *rs, int n_r
         }
         print_csv_field("f16", false);
         print_csv_field("f16", false);
+        snprintf(num, sizeof num, "%d", (int)d->n_offloaded);
+        print_csv_field(num, false);
         print_csv_field(use_mmap ? "1" : "0", false);
         const long long lens[] = {r->n_prompt, r->n_gen, r->n_depth};
         for (size_t k = 0; k < 3; k++) {
@@ -536,6 +552,7 @@ int cmd_bench(int argc, char **argv) {
     cli_model_src src;
     if (cli_model_source("bench", o.model, &src)) goto out;
     o.model = src.path;
+    cli_device_fallback("bench", &o.mp);
     const double load_t0 = now_seconds();
     plumb_status st = plumb_model_load_params(o.model, &o.mp, &model);
     if (st) {
@@ -558,9 +575,10 @@ int cmd_bench(int argc, char **argv) {
     uint64_t ftype;
     const char *ftype_name = NULL;
     if (!cli_file_type(plumb_model_gguf(model), &ftype, &ftype_name) || !ftype_name) ftype_name = "";
-    const bench_model_desc desc = {.path = o.model, .file = src.ref[0] ? src.ref : slash ? slash + 1 : o.model, .name = info.name,
-                                   .arch = info.arch, .file_type = ftype_name, .size = info.file_size,
-                                   .params = info.n_params};
+    bench_model_desc desc = {.path = o.model, .file = src.ref[0] ? src.ref : slash ? slash + 1 : o.model, .name = info.name,
+                             .arch = info.arch, .file_type = ftype_name, .size = info.file_size,
+                             .params = info.n_params};
+    desc.device = plumb_model_device(model, &desc.n_offloaded);
 
     const int per_t = (o.np + o.nn) * o.nd;
     ids = malloc((size_t)max_pos * sizeof *ids);
@@ -639,6 +657,9 @@ int cmd_bench(int argc, char **argv) {
         printf("model load: %.3f s, %s\n", load_s,
                plumb_gguf_is_file_mapping(plumb_model_gguf(model)) ? "weights in a mapping of the file (--mmap)"
                                                                    : "file read into memory");
+        char device[96];
+        cli_model_device_text(model, device, sizeof device);
+        printf("device: %s\n", device);
     }
     rc = 0;
 out:

@@ -62,6 +62,7 @@ int cmd_chat(int argc, char **argv) {
     if (gen_options_model(&o, "chat", &src)) return 1;
     char *gbnf;
     if (!gen_options_grammar(&o, "chat", &gbnf)) return 1;
+    cli_device_fallback("chat", &o.model_params);
     session s;
     plumb_gen_chat chat = {0};
     bool have_chat = false;

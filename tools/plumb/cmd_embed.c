@@ -13,7 +13,8 @@ static const char embed_usage[] =
     "  -m, --model FILE          GGUF model (required)\n"
     "      --pooling P           mean, last or cls (default: the model's, else mean)\n"
     "  -t, --threads N           compute threads (default: the CPUs this process may use)\n"
-    "  -c, --ctx-size N          the longest text in tokens (default: min(model, 4096))\n"
+    "  -c, --ctx-size N          the longest text in tokens (default: min(model, 4096))\n";
+static const char embed_usage_end[] = /* after the --device and --offload lines */
     "  -                         read one text per line from stdin\n"
     "Prints one JSON line per text: {\"index\": i, \"tokens\": n, \"embedding\": [...]}.\n";
 
@@ -53,6 +54,7 @@ int cmd_embed(int argc, char **argv) {
     const char *model = NULL, *pool = NULL;
     plumb_context_params cp = plumb_context_default_params();
     cp.embeddings = true;
+    plumb_model_params mp = plumb_model_default_params();
     const char **texts = calloc((size_t)argc + 1, sizeof *texts);
     int n_texts = 0;
     bool from_stdin = false;
@@ -62,6 +64,8 @@ int cmd_embed(int argc, char **argv) {
         long n;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(embed_usage, stdout);
+            cli_device_print_usage(stdout, 28);
+            fputs(embed_usage_end, stdout);
             free(texts);
             return 0;
         }
@@ -77,6 +81,21 @@ int cmd_embed(int argc, char **argv) {
             }
             if (threads) cp.n_threads = (int32_t)n;
             else cp.n_ctx = (int32_t)n;
+        } else if (options_is(a, "--device", NULL)) {
+            if (!(v = options_value("embed", argc, argv, &i))) goto usage;
+            if (!*v) {
+                fprintf(stderr, "plumb embed: bad value '' for --device (" CLI_DEVICE_VALUES ")\n");
+                goto usage;
+            }
+            mp.device = v;
+        } else if (options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL)) {
+            if (!(v = options_value("embed", argc, argv, &i))) goto usage;
+            if (!cli_parse_offload(v, &mp.n_offload)) {
+                char name[32];
+                options_name(a, name, sizeof name);
+                fprintf(stderr, "plumb embed: bad value '%s' for %s (" CLI_OFFLOAD_VALUES ")\n", v, name);
+                goto usage;
+            }
         } else if (!strcmp(a, "-")) {
             from_stdin = true;
         } else if (a[0] == '-' && a[1]) {
@@ -105,7 +124,8 @@ int cmd_embed(int argc, char **argv) {
     }
     plumb_model_t *m = NULL;
     plumb_context_t *ctx = NULL;
-    plumb_status st = plumb_model_load(src.path, &m);
+    cli_device_fallback("embed", &mp);
+    plumb_status st = plumb_model_load_params(src.path, &mp, &m);
     if (!st) st = plumb_context_create(m, &cp, &ctx);
     if (st) {
         cli_error("embed", st, NULL);

@@ -1,5 +1,5 @@
-/* cmd_info.c — `plumb info` / `plumb --version`: version, CPU and its SIMD features, and the
- * default thread count with what it comes from. */
+/* cmd_info.c — `plumb info` / `plumb --version`: version, CPU and its SIMD features, the
+ * default thread count with what it comes from, and the devices --device takes (device.c). */
 #include "cli.h"
 #include "core/cpu_count.h"
 
@@ -25,5 +25,6 @@ int cmd_info(int argc, char **argv) {
     char quota[16] = "none";
     if (c.quota > 0) snprintf(quota, sizeof quota, "%d", c.quota);
     printf("threads: %d (online CPUs %d, affinity %d, cgroup quota %s)\n", c.n, c.online, c.affinity, quota);
+    cli_device_list(stdout);
     return 0;
 }

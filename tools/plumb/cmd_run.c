@@ -1,6 +1,6 @@
 /* cmd_run.c — `plumb run -m MODEL -p PROMPT [options]`: feeds the prompt (with BOS) and
  * streams the continuation to stdout as it is produced; load time, prompt and generation
- * speed and peak RSS go to stderr. */
+ * speed, peak RSS, the device (--device, --offload) and the threads go to stderr. */
 #include "cli.h"
 #include "options.h"
 #include "session.h"
@@ -30,10 +30,13 @@ static char *read_prompt_file(const char *path) {
 }
 
 void print_stats(const session *s) {
-    fprintf(stderr, "\n\nplumb: load %.2f s | prompt %lld tokens, %.1f tokens/s | generation %lld tokens, %.1f tokens/s | peak RSS %.1f MiB | threads %d\n",
+    char device[96];
+    cli_model_device_text(s->model, device, sizeof device);
+    fprintf(stderr, "\n\nplumb: load %.2f s | prompt %lld tokens, %.1f tokens/s | generation %lld tokens, %.1f tokens/s | peak RSS %.1f MiB | device %s | threads %d\n",
             s->load_seconds, (long long)s->prompt_tokens,
             s->prompt_seconds > 0 ? (double)s->prompt_tokens / s->prompt_seconds : 0.0, (long long)s->gen_tokens,
-            s->gen_seconds > 0 ? (double)s->gen_tokens / s->gen_seconds : 0.0, (double)session_peak_rss_kib() / 1024.0, (int)s->n_threads);
+            s->gen_seconds > 0 ? (double)s->gen_tokens / s->gen_seconds : 0.0, (double)session_peak_rss_kib() / 1024.0,
+            device, (int)s->n_threads);
 }
 
 int cmd_run(int argc, char **argv) {
@@ -75,6 +78,7 @@ int cmd_run(int argc, char **argv) {
         free(file_text);
         return 1;
     }
+    cli_device_fallback("run", &o.model_params);
     session s;
     int rc = 1;
     plumb_status st = session_open(&s, o.model, &o.model_params, &o.ctx, &o.sampling, gbnf);

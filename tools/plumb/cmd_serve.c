@@ -61,6 +61,10 @@ static const char serve_usage[] =
     "      --embeddings          serve POST /v1/embeddings (and no text generation)\n"
     "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
+    "      --device D            where every model loaded computes: cpu (default), opencl or opencl:N (see\n"
+    "                            plumb info)\n"
+    "  -ngl, --offload N         layers on the device, counted from the last (default -1: all, with the output\n"
+    "                            head; 0: none); also --n-gpu-layers N\n"
     "      --agent-port N        answer HAProxy's agent check on port N (0: any free port): 'down' while the\n"
     "                            model loads, 'up ready W% maxconn:SLOTS' (W from the free slots), 'drain'\n"
     "                            once SIGTERM came\n"
@@ -88,8 +92,9 @@ static void *shutdown_main(void *arg) {
 enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
-    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_MODELS_DIR, SV_STORE,
-    SV_AGENT_PORT, SV_AGENT_HOST, SV_DRAIN_DELAY, SV_COUNT
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP,
+    SV_DEVICE, SV_OFFLOAD, SV_N_GPU_LAYERS, SV_MODELS_DIR, SV_STORE, SV_AGENT_PORT, SV_AGENT_HOST, SV_DRAIN_DELAY,
+    SV_COUNT
 };
 static const struct {
     const char *l, *s;
@@ -120,6 +125,9 @@ static const struct {
     [SV_EMBEDDINGS] = {"--embeddings", NULL, true},
     [SV_POOLING] = {"--pooling", NULL, false},
     [SV_MMAP] = {"--mmap", NULL, true},
+    [SV_DEVICE] = {"--device", NULL, false},
+    [SV_OFFLOAD] = {"--offload", "-ngl", false},
+    [SV_N_GPU_LAYERS] = {"--n-gpu-layers", NULL, false},
     [SV_MODELS_DIR] = {"--models-dir", NULL, false},
     [SV_STORE] = {"--store", NULL, true},
     [SV_AGENT_PORT] = {"--agent-port", NULL, false},
@@ -172,6 +180,9 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
         p->log_json = !strcmp(v, "json");
         break;
     case SV_MODEL: p->model_path = v; break;
+    case SV_DEVICE: ok = *v && (p->device = v); break;
+    case SV_OFFLOAD:
+    case SV_N_GPU_LAYERS: ok = cli_parse_offload(v, &p->n_offload); break;
     case SV_MODELS_DIR: ok = *v && (models_dir = v); break;
     case SV_HOST: p->host = v; break;
     case SV_AGENT_HOST: ok = *v && (p->agent_host = v); break;
@@ -215,6 +226,8 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
     if (ok) return 0;
     const char *what = k == SV_CHAT_FORMAT   ? " (gemma, llama3 or chatml)"
                        : k == SV_LOG_FORMAT ? " (text or json)"
+                       : k == SV_DEVICE     ? " (" CLI_DEVICE_VALUES ")"
+                       : k == SV_OFFLOAD || k == SV_N_GPU_LAYERS ? " (" CLI_OFFLOAD_VALUES ")"
                        : serve_opts[k].flag ? " (1, true, on, 0, false or off)"
                                             : "";
     if (from) fprintf(stderr, "plumb serve: bad value '%s' in %s (for %s)%s\n", v, from, serve_opts[k].l, what);
@@ -276,6 +289,12 @@ int cmd_serve(int argc, char **argv) {
                         "their file names)\n");
         return 2;
     }
+    /* a kind of device with none here falls back to the CPU; one that does not exist stops the
+     * server before it listens (with a catalog no model may load until a request names one) */
+    plumb_model_params where = {.device = p.device};
+    cli_device_fallback("serve", &where);
+    p.device = where.device;
+    if (!cli_device_check("serve", p.device)) return 1;
     static cli_catalog_dir dir_catalog; /* outlive the server */
     static cli_catalog_store store_catalog;
     static plumb_server_catalog catalog;
@@ -346,7 +365,12 @@ int cmd_serve(int argc, char **argv) {
         plumb_server_free(srv);
         return 1;
     }
-    fprintf(stderr, "plumb serve: ready: %d slots\n", (int)p.n_parallel);
+    char spec[32], device[96] = "";
+    int32_t n_offloaded = 0, n_layers = 0;
+    plumb_server_device(srv, spec, sizeof spec, &n_offloaded, &n_layers);
+    if (spec[0]) cli_device_text(spec, n_offloaded, n_layers, device, sizeof device);
+    else snprintf(device, sizeof device, "%s (no model loaded yet)", p.device ? p.device : "cpu");
+    fprintf(stderr, "plumb serve: ready: %d slots, device %s\n", (int)p.n_parallel, device);
     sigwait(&sigs, &sig);
     fprintf(stderr, "plumb serve: %s: finishing requests in flight (a second signal stops at once)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "  list                          the models in the store\n"
             "  rm REF                        remove a model from the store, freeing unused blobs\n"
             "  cluster-config --server H:P ... an HAProxy configuration for several servers (see cluster-config --help)\n"
-            "  info                          show version and CPU features\n"
+            "  info                          show version, CPU features and the devices (--device)\n"
             "  --version                     same as info\n"
             "  help                          this text\n");
 }

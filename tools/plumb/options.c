@@ -2,6 +2,8 @@
  * values for every subcommand. */
 #include "options.h"
 
+#include "cli.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -37,11 +39,12 @@ void gen_options_print_usage(FILE *f, int32_t n_predict) {
             "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
             "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
             "      --grammar-file F      the output must match the GBNF grammar in F\n"
-            "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n"
-            "Valued long options also take the form --name=VALUE.\n",
+            "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n",
             n_text, (int)d.ctx.n_batch, (double)sp->temperature, (int)sp->top_k, (double)sp->top_p, (double)sp->min_p,
             (double)sp->repeat_penalty, (int)sp->repeat_last_n, (double)sp->presence_penalty,
             (double)sp->frequency_penalty, (unsigned long long)sp->seed);
+    cli_device_print_usage(f, 28);
+    fprintf(f, "Valued long options also take the form --name=VALUE.\n");
 }
 
 void gen_options_init(gen_options *o, int32_t n_predict) {
@@ -127,7 +130,9 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
                   {"--frequency-penalty", NULL, NULL}, {"--seed", "-s", NULL},           {"--stop", NULL, NULL},
                   {"--chat-format", NULL, "gemma, llama3 or chatml"},                    {"--system", NULL, NULL},
                   {"--chat-template-file", NULL, NULL}, {"--grammar-file", NULL, NULL},
-                  {"--json-schema", NULL, NULL}};
+                  {"--json-schema", NULL, NULL},        {"--device", NULL, CLI_DEVICE_VALUES},
+                  {"--offload", "-ngl", CLI_OFFLOAD_VALUES},
+                  {"--n-gpu-layers", NULL, CLI_OFFLOAD_VALUES}};
     int k = -1;
     for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
         if (options_is(a, valued[j].l, valued[j].s)) k = (int)j;
@@ -163,6 +168,9 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     case 17: o->chat_template_file = v; break;
     case 18: ok = !o->json_schema && (o->grammar_file = v, true); break;
     case 19: ok = !o->grammar_file && (o->json_schema = v, true); break;
+    case 20: ok = *v && (o->model_params.device = v, true); break;
+    case 21:
+    case 22: ok = cli_parse_offload(v, &o->model_params.n_offload); break;
     }
     if (!ok) {
         char name[64];

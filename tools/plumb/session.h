@@ -34,7 +34,8 @@ typedef void (*session_emit_fn)(void *user, const char *text, size_t len);
 
 double session_now(void);
 long session_peak_rss_kib(void);
-/* The timing line (load, prompt and generation speed, peak RSS) on stderr (cmd_run.c). */
+/* The timing line (load, prompt and generation speed, peak RSS, device, threads) on stderr
+ * (cmd_run.c). */
 void print_stats(const session *s);
 /* Loads the model, creates the context and the sampler (and, with a grammar, what constrains
  * each answer to it: gbnf is borrowed and must be checked already). On failure the caller

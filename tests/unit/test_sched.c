@@ -1,0 +1,250 @@
+/* test_sched.c — the scheduler and backend-owned memory, on a device the host cannot address.
+ *
+ * The "device" here is a backend whose buffers are plain memory the scheduler never sees
+ * (base NULL: it must go through buffer_set/get/copy) and whose graph_compute runs the CPU
+ * backend's kernels over that memory. So a model placed on it must give the CPU's logits bit
+ * for bit: any mistake in placement, copies, pools, the KV cache on the device or reading the
+ * logits back shows as a difference. It can decline ops (supports_op) to test the fallback. */
+#include "test.h"
+#include "tiny_model.h"
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_internal.h"
+#include "core/kv_cache.h"
+#include "model/model.h"
+#include "runtime/runtime.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fake_device {
+    plumb_backend *cpu; /* whose kernels run */
+    bool decline[PLUMB_OP_COUNT];
+    int computes; /* graph_compute calls */
+} fake_device;
+
+static bool fake_supports_op(plumb_backend *b, const plumb_tensor *node) {
+    const fake_device *f = b->ctx;
+    return !f->decline[node->op];
+}
+
+static bool fake_supports_weight(plumb_backend *b, int type) {
+    (void)b;
+    return type == PLUMB_TYPE_F32;
+}
+
+static plumb_status fake_alloc(plumb_backend *b, size_t size, plumb_buffer **out) {
+    plumb_buffer *buf = calloc(1, sizeof *buf);
+    void *mem = calloc(1, size ? size : 1);
+    if (!buf || !mem) {
+        free(buf);
+        free(mem);
+        return PLUMB_E_NOMEM;
+    }
+    *buf = (plumb_buffer){.backend = b, .base = NULL, .handle = mem, .size = size};
+    *out = buf;
+    return PLUMB_OK;
+}
+
+static void fake_free_buffer(plumb_buffer *buf) {
+    free(buf->handle);
+    free(buf);
+}
+
+static plumb_status fake_set(plumb_buffer *buf, size_t off, const void *src, size_t n) {
+    CHECK(off + n <= buf->size);
+    memcpy((uint8_t *)buf->handle + off, src, n);
+    return PLUMB_OK;
+}
+
+static plumb_status fake_get(const plumb_buffer *buf, size_t off, void *dst, size_t n) {
+    CHECK(off + n <= buf->size);
+    memcpy(dst, (const uint8_t *)buf->handle + off, n);
+    return PLUMB_OK;
+}
+
+static plumb_status fake_copy(plumb_buffer *dst, size_t doff, const plumb_buffer *src, size_t soff, size_t n) {
+    CHECK(doff + n <= dst->size && soff + n <= src->size);
+    memmove((uint8_t *)dst->handle + doff, (const uint8_t *)src->handle + soff, n);
+    return PLUMB_OK;
+}
+
+/* The host address of t's data when it is in this device's memory (else leaves it). */
+static void map(plumb_backend *b, plumb_tensor *t) {
+    if (t && t->buf && t->buf->backend == b) t->data = (uint8_t *)t->buf->handle + t->offs;
+}
+
+static void unmap(plumb_backend *b, plumb_tensor *t) {
+    if (t && t->buf && t->buf->backend == b) t->data = NULL;
+}
+
+static plumb_status fake_compute(plumb_backend *b, plumb_graph *g, int32_t first, int32_t end) {
+    fake_device *f = b->ctx;
+    f->computes++;
+    for (int32_t i = first; i < end; i++) {
+        plumb_tensor *n = g->nodes[i];
+        CHECK(n->backend == 1 || n->op == PLUMB_OP_VIEW); /* only what was assigned here */
+        CHECK(!f->decline[n->op]);
+        for (int s = 0; s < PLUMB_MAX_SRC; s++) /* every source is in this device's memory */
+            CHECK(!n->src[s] || (n->src[s]->buf && n->src[s]->buf->backend == b));
+        map(b, n);
+        for (int s = 0; s < PLUMB_MAX_SRC; s++) map(b, n->src[s]);
+        if (n->op == PLUMB_OP_ATTN) {
+            plumb_kv_cache *kv = n->params.attn.kv;
+            const int l = n->params.attn.layer;
+            CHECK(kv->k_buf[l] && kv->k_buf[l]->backend == b && !kv->k[l]);
+            kv->k[l] = (uint16_t *)(void *)((uint8_t *)kv->k_buf[l]->handle + kv->k_offs[l]);
+            kv->v[l] = (uint16_t *)(void *)((uint8_t *)kv->v_buf[l]->handle + kv->v_offs[l]);
+        }
+    }
+    plumb_status st = f->cpu->iface->graph_compute(f->cpu, g, first, end);
+    for (int32_t i = first; i < end; i++) {
+        plumb_tensor *n = g->nodes[i];
+        unmap(b, n);
+        for (int s = 0; s < PLUMB_MAX_SRC; s++) unmap(b, n->src[s]);
+        if (n->op == PLUMB_OP_ATTN) {
+            plumb_kv_cache *kv = n->params.attn.kv;
+            kv->k[n->params.attn.layer] = kv->v[n->params.attn.layer] = NULL;
+        }
+    }
+    return st;
+}
+
+static void fake_info(plumb_backend *b, plumb_device_info *out) {
+    (void)b;
+    memset(out, 0, sizeof *out);
+    strcpy(out->name, "fake device");
+}
+
+static void fake_free(plumb_backend *b) {
+    fake_device *f = b->ctx;
+    plumb_backend_free(f->cpu);
+    free(f);
+    free(b);
+}
+
+static const plumb_backend_iface fake_iface = {
+    .name = "fake",
+    .supports_op = fake_supports_op,
+    .supports_weight = fake_supports_weight,
+    .graph_compute = fake_compute,
+    .free = fake_free,
+    .buffer_alloc = fake_alloc,
+    .buffer_free = fake_free_buffer,
+    .buffer_set = fake_set,
+    .buffer_get = fake_get,
+    .buffer_copy = fake_copy,
+    .device_info = fake_info,
+};
+
+static plumb_backend *fake_create(const plumb_op *declined, int n_declined) {
+    plumb_backend *b = calloc(1, sizeof *b);
+    fake_device *f = calloc(1, sizeof *f);
+    if (!b || !f || plumb_backend_cpu_create(1, &f->cpu)) {
+        CHECK(!"fake device");
+        free(b);
+        free(f);
+        return NULL;
+    }
+    for (int i = 0; i < n_declined; i++) f->decline[declined[i]] = true;
+    b->iface = &fake_iface;
+    b->ctx = f;
+    return b;
+}
+
+#define N_LAYER 4
+
+/* Logits of two sequences through a prompt, a copied sequence and single-token steps: every
+ * row of every step, appended to out (n rows of TINY_VOCAB). */
+static int run_model(plumb_model_t *m, float *out) {
+    const plumb_context_params cp = {.n_ctx = 32, .n_batch = 4, .n_threads = 1, .n_seq = 3};
+    plumb_context_t *c = NULL;
+    CHECK_STATUS(plumb_context_create(m, &cp, &c), PLUMB_OK);
+    if (!c) return 0;
+    int rows = 0;
+    const int32_t prompt[] = {1, 4, 5, 6, 7, 8, 9, 10, 11}, seq[] = {0, 0, 1, 0, 1, 0, 0, 1, 0};
+    bool all[9];
+    for (int i = 0; i < 9; i++) all[i] = true;
+    /* nine tokens in batches of four: the graph runs three times */
+    CHECK_STATUS(plumb_decode(c, &(plumb_batch){.n_tokens = 9, .tokens = prompt, .seq = seq, .logits = all}), PLUMB_OK);
+    for (int j = 0; j < plumb_n_logits(c); j++) memcpy(out + (size_t)rows++ * TINY_VOCAB, plumb_get_logits(c, j), TINY_VOCAB * 4);
+    CHECK_STATUS(plumb_seq_copy(c, 0, 2, 4), PLUMB_OK); /* sequence 2 continues sequence 0's first four */
+    for (int step = 0; step < 5; step++) {
+        const int32_t t[] = {12 + step % 4, 13, 14 - step % 3}, s[] = {0, 1, 2};
+        bool want[3] = {true, true, true};
+        CHECK_STATUS(plumb_decode(c, &(plumb_batch){.n_tokens = 3, .tokens = t, .seq = s, .logits = want}), PLUMB_OK);
+        for (int j = 0; j < plumb_n_logits(c); j++)
+            memcpy(out + (size_t)rows++ * TINY_VOCAB, plumb_get_logits(c, j), TINY_VOCAB * 4);
+    }
+    plumb_context_free(c);
+    return rows;
+}
+
+/* The model on the fake device with n_offload layers and these ops declined: the CPU's bits. */
+static void check_offload(int n_offload, const plumb_op *declined, int n_declined, int want_layers) {
+    enum { MAX_ROWS = 9 + 15 };
+    float cpu[MAX_ROWS * TINY_VOCAB], dev[MAX_ROWS * TINY_VOCAB];
+    plumb_model_t *a = tiny_llama("tiny", N_LAYER), *b = tiny_llama("tiny", N_LAYER);
+    plumb_backend *fake = fake_create(declined, n_declined);
+    if (!a || !b || !fake) {
+        plumb_model_free(a);
+        plumb_model_free(b);
+        if (fake) fake_free(fake);
+        return;
+    }
+    CHECK_STATUS(plumb__model_place_on(b, fake, "fake:0", n_offload), PLUMB_OK);
+    int32_t n_layers = 0;
+    CHECK(strcmp(plumb_model_device(b, &n_layers), "fake:0") == 0);
+    CHECK_EQ_INT(n_layers, want_layers);
+    /* the offloaded layers' weights went to the device: not host memory any more */
+    CHECK(want_layers == 0 || (b->layers[N_LAYER - 1].wq->buf && !b->layers[N_LAYER - 1].wq->data));
+    CHECK(b->layers[0].wq->buf == NULL || want_layers >= N_LAYER);
+    CHECK(b->token_embd->buf == NULL); /* the embeddings stay on the host */
+    const int ra = run_model(a, cpu), rb = run_model(b, dev);
+    CHECK_EQ_INT(ra, MAX_ROWS);
+    CHECK_EQ_INT(rb, MAX_ROWS);
+    CHECK(memcmp(cpu, dev, sizeof cpu) == 0);
+    CHECK(((fake_device *)fake->ctx)->computes > 0);
+    plumb_model_free(a);
+    plumb_model_free(b);
+}
+
+TEST(sched_device_runs_every_layer_and_the_head_bit_for_bit) { check_offload(-1, NULL, 0, N_LAYER + 1); }
+
+TEST(sched_device_runs_the_last_layers_bit_for_bit) {
+    check_offload(2, NULL, 0, 2);
+    check_offload(N_LAYER, NULL, 0, N_LAYER); /* every layer, the head on the CPU */
+}
+
+TEST(sched_ops_a_device_lacks_run_on_the_cpu_bit_for_bit) {
+    const plumb_op declined[] = {PLUMB_OP_RMS_NORM, PLUMB_OP_SILU_MUL};
+    check_offload(-1, declined, 2, N_LAYER + 1);
+    const plumb_op rope[] = {PLUMB_OP_ROPE, PLUMB_OP_ADD};
+    check_offload(3, rope, 2, 3);
+}
+
+TEST(sched_copies_and_runs_at_each_boundary) {
+    plumb_model_t *m = tiny_llama("tiny", N_LAYER);
+    plumb_backend *fake = fake_create(NULL, 0);
+    if (!m || !fake) {
+        plumb_model_free(m);
+        if (fake) fake_free(fake);
+        return;
+    }
+    CHECK_STATUS(plumb__model_place_on(m, fake, "fake:0", 2), PLUMB_OK);
+    const plumb_context_params cp = {.n_ctx = 16, .n_batch = 4, .n_threads = 1, .n_seq = 1};
+    plumb_context_t *c = NULL;
+    CHECK_STATUS(plumb_context_create(m, &cp, &c), PLUMB_OK);
+    if (c) {
+        const int32_t t[] = {1, 4, 5};
+        CHECK_STATUS(plumb_decode(c, &(plumb_batch){.n_tokens = 3, .tokens = t}), PLUMB_OK);
+        /* CPU (embeddings, layers 0-1), device (layers 2-3), CPU (the head): three runs; the
+         * copies: positions to the device, the residual stream there and back */
+        const plumb_sched *s = plumb__context_sched(c);
+        CHECK_EQ_INT(s->n_splits, 3);
+        CHECK_EQ_INT(s->n_copies, 3);
+        CHECK_EQ_INT(((fake_device *)fake->ctx)->computes, 1);
+    }
+    plumb_context_free(c);
+    plumb_model_free(m);
+}
