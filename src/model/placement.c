@@ -22,6 +22,16 @@ static int weight_layer(const plumb_model_t *m, const plumb_tensor *t) {
     return -2;
 }
 
+/* bytes as "812 B", "3.4 KiB", "241.4 MiB" or "1.2 GiB" into buf[32] */
+static const char *size_text(uint64_t bytes, char *buf) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) v /= 1024.0, u++;
+    snprintf(buf, 32, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
 static plumb_status upload(plumb_model_t *m, plumb_tensor *t) {
     plumb_backend *d = m->device;
     const size_t n = plumb_tensor_nbytes(t);
@@ -77,19 +87,20 @@ plumb_status plumb__model_place_on(plumb_model_t *m, plumb_backend *b, const cha
         if (on_device(m, &m->weights[i])) need += plumb_tensor_nbytes(&m->weights[i]), n_up++;
     plumb_device_info info;
     m->device->iface->device_info(m->device, &info);
+    char sa[32], sb[32];
     if (info.memory && need > info.memory)
-        return plumb__fail(PLUMB_E_NOMEM, "%s: the %d offloaded layers need %.1f MiB of weights on %s (%s), which has %.1f MiB; "
-                           "offload fewer (--offload N)", m->name, (int)n_off, (double)need / 1048576.0, m->device_spec,
-                           info.name, (double)info.memory / 1048576.0);
+        return plumb__fail(PLUMB_E_NOMEM, "%s: the %d offloaded layers need %s of weights on %s (%s), which has %s; "
+                           "offload fewer (--offload N)", m->name, (int)n_off, size_text(need, sa), m->device_spec,
+                           info.name, size_text(info.memory, sb));
     m->device_bufs = calloc((size_t)n_up + 1, sizeof *m->device_bufs);
     if (!m->device_bufs) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
     for (int32_t i = 0; i < m->n_weights; i++) {
         plumb_tensor *t = &m->weights[i];
         if (!on_device(m, t)) continue;
         if (info.max_alloc && plumb_tensor_nbytes(t) > info.max_alloc)
-            return plumb__fail(PLUMB_E_NOMEM, "%s: tensor '%s' is %.1f MiB, more than the %.1f MiB one buffer of %s (%s) can hold",
-                               m->name, t->name, (double)plumb_tensor_nbytes(t) / 1048576.0,
-                               (double)info.max_alloc / 1048576.0, m->device_spec, info.name);
+            return plumb__fail(PLUMB_E_NOMEM, "%s: tensor '%s' is %s, more than the %s one buffer of %s (%s) can hold",
+                               m->name, t->name, size_text(plumb_tensor_nbytes(t), sa), size_text(info.max_alloc, sb),
+                               m->device_spec, info.name);
         if ((st = upload(m, t))) {
             char why[256];
             snprintf(why, sizeof why, "%s", plumb_last_error());

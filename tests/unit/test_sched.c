@@ -20,7 +20,8 @@
 typedef struct fake_device {
     plumb_backend *cpu; /* whose kernels run */
     bool decline[PLUMB_OP_COUNT];
-    int computes; /* graph_compute calls */
+    int computes;    /* graph_compute calls */
+    uint64_t memory; /* what device_info says it has (0: unknown) */
 } fake_device;
 
 static bool fake_supports_op(plumb_backend *b, const plumb_tensor *node) {
@@ -111,9 +112,9 @@ static plumb_status fake_compute(plumb_backend *b, plumb_graph *g, int32_t first
 }
 
 static void fake_info(plumb_backend *b, plumb_device_info *out) {
-    (void)b;
     memset(out, 0, sizeof *out);
     strcpy(out->name, "fake device");
+    out->memory = ((const fake_device *)b->ctx)->memory;
 }
 
 static void fake_free(plumb_backend *b) {
@@ -247,4 +248,19 @@ TEST(sched_copies_and_runs_at_each_boundary) {
     }
     plumb_context_free(c);
     plumb_model_free(m);
+}
+
+TEST(sched_model_too_large_for_the_device_is_refused_with_both_sizes) {
+    plumb_model_t *m = tiny_llama("tiny", N_LAYER);
+    plumb_backend *fake = fake_create(NULL, 0);
+    if (!m || !fake) {
+        plumb_model_free(m);
+        if (fake) fake_free(fake);
+        return;
+    }
+    ((fake_device *)fake->ctx)->memory = 1024; /* less than one layer's weights */
+    CHECK_STATUS(plumb__model_place_on(m, fake, "fake:0", -1), PLUMB_E_NOMEM);
+    const char *msg = plumb_last_error();
+    CHECK(strstr(msg, "need ") && strstr(msg, " KiB of weights") && strstr(msg, "which has 1.0 KiB") && strstr(msg, "fake device") && strstr(msg, "--offload"));
+    plumb_model_free(m); /* frees the device too */
 }
