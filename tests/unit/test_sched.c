@@ -224,14 +224,20 @@ TEST(sched_ops_a_device_lacks_run_on_the_cpu_bit_for_bit) {
     check_offload(3, rope, 2, 3);
 }
 
+/* A tiny model and a fake device for it, or false (both freed) after a failed check. */
+static bool model_and_device(plumb_model_t **m, plumb_backend **fake) {
+    *m = tiny_llama("tiny", N_LAYER);
+    *fake = fake_create(NULL, 0);
+    if (*m && *fake) return true;
+    plumb_model_free(*m);
+    if (*fake) fake_free(*fake);
+    return false;
+}
+
 TEST(sched_copies_and_runs_at_each_boundary) {
-    plumb_model_t *m = tiny_llama("tiny", N_LAYER);
-    plumb_backend *fake = fake_create(NULL, 0);
-    if (!m || !fake) {
-        plumb_model_free(m);
-        if (fake) fake_free(fake);
-        return;
-    }
+    plumb_model_t *m;
+    plumb_backend *fake;
+    if (!model_and_device(&m, &fake)) return;
     CHECK_STATUS(plumb__model_place_on(m, fake, "fake:0", 2), PLUMB_OK);
     const plumb_context_params cp = {.n_ctx = 16, .n_batch = 4, .n_threads = 1, .n_seq = 1};
     plumb_context_t *c = NULL;
@@ -251,13 +257,9 @@ TEST(sched_copies_and_runs_at_each_boundary) {
 }
 
 TEST(sched_model_too_large_for_the_device_is_refused_with_both_sizes) {
-    plumb_model_t *m = tiny_llama("tiny", N_LAYER);
-    plumb_backend *fake = fake_create(NULL, 0);
-    if (!m || !fake) {
-        plumb_model_free(m);
-        if (fake) fake_free(fake);
-        return;
-    }
+    plumb_model_t *m;
+    plumb_backend *fake;
+    if (!model_and_device(&m, &fake)) return;
     ((fake_device *)fake->ctx)->memory = 1024; /* less than one layer's weights */
     CHECK_STATUS(plumb__model_place_on(m, fake, "fake:0", -1), PLUMB_E_NOMEM);
     const char *msg = plumb_last_error();

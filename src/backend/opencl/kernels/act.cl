@@ -10,14 +10,24 @@
  * (floats) and the sums to s (floats [T][K / 32], or ints [T][K / 16] for quantize_q8_k), each
  * at its byte offset into act. */
 
+/* The block of bs values work-item i quantizes (block i % nb of token i / nb, nb = K / bs): its
+ * values in x to *xs and its place in qs to *q; false for the work-items past the last block. */
+INLINE bool q8_block(size_t i, int bs, gbytes x, ulong x_off, int K, int T, __global uchar *act, ulong a_q,
+                     __global const float **xs, __global char **q) {
+    const int nb = K / bs;
+    if (i >= (size_t)nb * T) return false;
+    const size_t e0 = (i / nb) * K + bs * (i % nb);
+    *xs = (__global const float *)(x + x_off) + e0;
+    *q = (__global char *)(act + a_q) + e0;
+    return true;
+}
+
 kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void
 quantize_q8(gbytes x, ulong x_off, int K, int T, int with_s, __global uchar *act, ulong a_q, ulong a_d, ulong a_s) {
-    const int nb = K / 32;
     const size_t i = get_global_id(0);
-    if (i >= (size_t)nb * T) return;
-    const size_t e0 = (i / nb) * K + 32 * (i % nb);
-    __global const float *xs = (__global const float *)(x + x_off) + e0;
-    __global char *q = (__global char *)(act + a_q) + e0;
+    __global const float *xs;
+    __global char *q;
+    if (!q8_block(i, 32, x, x_off, K, T, act, a_q, &xs, &q)) return;
     float amax = 0.0f;
     for (int j = 0; j < 32; j++) {
         const float v = fabs(xs[j]);
@@ -36,12 +46,10 @@ quantize_q8(gbytes x, ulong x_off, int K, int T, int with_s, __global uchar *act
 
 kernel __attribute__((reqd_work_group_size(WG, 1, 1))) void
 quantize_q8_k(gbytes x, ulong x_off, int K, int T, __global uchar *act, ulong a_q, ulong a_d, ulong a_s) {
-    const int nb = K / 256;
     const size_t i = get_global_id(0);
-    if (i >= (size_t)nb * T) return;
-    const size_t e0 = (i / nb) * K + 256 * (i % nb);
-    __global const float *xs = (__global const float *)(x + x_off) + e0;
-    __global char *q = (__global char *)(act + a_q) + e0;
+    __global const float *xs;
+    __global char *q;
+    if (!q8_block(i, 256, x, x_off, K, T, act, a_q, &xs, &q)) return;
     float amax = 0.0f, vmax = 0.0f; /* the first value of the largest magnitude */
     for (int j = 0; j < 256; j++) {
         const float a = fabs(xs[j]);

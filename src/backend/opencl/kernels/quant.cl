@@ -130,35 +130,40 @@ INLINE void scale_min_k4(gbytes sc, int s, int *scale, int *min) {
     }
 }
 
-/* Q4_K: d, dmin, scales[12], qs[128]; sub-block s is the low (even s) or high nibbles of
- * qs[32 (s / 2) ..]. */
-INLINE chunk dec_q4_k(gbytes row, int c) {
-    gbytes b = row + 144 * (c / 8);
-    const int s = c % 8;
-    gbytes q = b + 16 + 32 * (s / 2);
-    const uchar sh = (uchar)(4 * (s % 2));
+/* Q4_K / Q5_K: the low 4 bits of half h of chunk s (0..7) of a super-block from qs: the low
+ * (even s) or high nibbles of qs[32 (s / 2) ..]. */
+INLINE uchar16 nibbles_k(gbytes qs, int s, int h) {
+    return (vload16(h, qs + 32 * (s / 2)) >> (uchar)(4 * (s % 2))) & (uchar)15;
+}
+
+/* Q4_K / Q5_K: chunk s of the super-block at b from its values, the rest read from the header
+ * both types share (d, dmin, scales[12]); the chunk is one sub-block, so both halves take its
+ * scale and min. */
+INLINE chunk chunk_k4(gbytes b, int s, uchar16 q0, uchar16 q1) {
     chunk k;
-    k.q0 = as_char16((vload16(0, q) >> sh) & (uchar)15);
-    k.q1 = as_char16((vload16(1, q) >> sh) & (uchar)15);
+    k.q0 = as_char16(q0), k.q1 = as_char16(q1);
     scale_min_k4(b + 4, s, &k.sc0, &k.mn0);
     k.sc1 = k.sc0, k.mn1 = k.mn0;
     k.d = ld_half(b), k.dm = ld_half(b + 2);
     return k;
 }
 
-/* Q5_K: d, dmin, scales[12], qh[32], qs[128]; bit s of qh[l] is element l's fifth bit. */
+/* Q4_K: d, dmin, scales[12], qs[128]. */
+INLINE chunk dec_q4_k(gbytes row, int c) {
+    gbytes b = row + 144 * (c / 8);
+    const int s = c % 8;
+    return chunk_k4(b, s, nibbles_k(b + 16, s, 0), nibbles_k(b + 16, s, 1));
+}
+
+/* Q5_K's fifth bits of half h of chunk s, moved to bit 4: bit s of qh[l] is element l's. */
+INLINE uchar16 bit5_q5_k(gbytes qh, int s, int h) { return ((vload16(h, qh) >> (uchar)s) & (uchar)1) << (uchar)4; }
+
+/* Q5_K: d, dmin, scales[12], qh[32], qs[128]. */
 INLINE chunk dec_q5_k(gbytes row, int c) {
     gbytes b = row + 176 * (c / 8);
     const int s = c % 8;
-    gbytes q = b + 48 + 32 * (s / 2);
-    const uchar sh = (uchar)(4 * (s % 2));
-    chunk k;
-    k.q0 = as_char16(((vload16(0, q) >> sh) & (uchar)15) | (((vload16(0, b + 16) >> (uchar)s) & (uchar)1) << (uchar)4));
-    k.q1 = as_char16(((vload16(1, q) >> sh) & (uchar)15) | (((vload16(1, b + 16) >> (uchar)s) & (uchar)1) << (uchar)4));
-    scale_min_k4(b + 4, s, &k.sc0, &k.mn0);
-    k.sc1 = k.sc0, k.mn1 = k.mn0;
-    k.d = ld_half(b), k.dm = ld_half(b + 2);
-    return k;
+    return chunk_k4(b, s, nibbles_k(b + 48, s, 0) | bit5_q5_k(b + 16, s, 0),
+                    nibbles_k(b + 48, s, 1) | bit5_q5_k(b + 16, s, 1));
 }
 
 /* Q6_K: ql[128], qh[64], scales[16] int8, d. Chunk s is half n = s / 4, quarter j = s % 4 of
