@@ -44,9 +44,9 @@ int32_t plumb_context_n_batch(const plumb_context_t *c) { return c->params.n_bat
 void plumb_context_free(plumb_context_t *c) {
     if (!c) return;
     if (c->kv_map) munmap(c->kv_map, c->kv_map_size);
-    for (int l = 0; c->kv.k_buf && l < c->kv.n_layer; l++) {
-        plumb_buffer_free(c->kv.k_buf[l]);
-        plumb_buffer_free(c->kv.v_buf[l]);
+    for (int l = 0; l < c->kv.n_layer; l++) { /* either array may be missing after a failed create */
+        if (c->kv.k_buf) plumb_buffer_free(c->kv.k_buf[l]);
+        if (c->kv.v_buf) plumb_buffer_free(c->kv.v_buf[l]);
     }
     free(c->kv.k);
     free(c->kv.v);
