@@ -46,9 +46,23 @@ static plumb_status upload(plumb_model_t *m, plumb_tensor *t) {
     return PLUMB_OK;
 }
 
+/* Whether the device runs what reads t: a stack of experts [K, N, E] is read only by the
+ * expert matmul, which a device may lack even when it holds the type (then the experts stay
+ * on the host with the op, instead of being copied back for every token). */
+static bool device_reads(const plumb_model_t *m, const plumb_tensor *t) {
+    plumb_backend *d = m->device;
+    if (!d->iface->supports_weight(d, t->type)) return false;
+    if (t->ne[2] == 1) return true;
+    plumb_tensor x = {.type = PLUMB_TYPE_F32, .ne = {t->ne[0], 1, 1, 1}};
+    plumb_tensor ids = {.type = PLUMB_TYPE_I32, .ne = {1, 1, 1, 1}};
+    plumb_tensor node = {.type = PLUMB_TYPE_F32, .op = PLUMB_OP_MUL_MAT_ID, .src = {(plumb_tensor *)t, &x, &ids},
+                         .ne = {t->ne[1], 1, 1, 1}};
+    return d->iface->supports_op(d, &node);
+}
+
 static bool on_device(const plumb_model_t *m, const plumb_tensor *t) {
     const int il = weight_layer(m, t);
-    return il >= m->layer_first && il < m->layer_end && m->device->iface->supports_weight(m->device, t->type);
+    return il >= m->layer_first && il < m->layer_end && device_reads(m, t);
 }
 
 plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p) {
