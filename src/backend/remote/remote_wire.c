@@ -52,12 +52,12 @@ uint32_t plumb__rpc_type_cap(uint16_t type) {
     switch (type) {
     case PLUMB_RPC_SET:
     case PLUMB_RPC_COMPUTE:
+    case PLUMB_RPC_OK: /* replies carry what GET and COMPUTE read back */
         return PLUMB_RPC_MAX_BULK;
     case PLUMB_RPC_HELLO:
     case PLUMB_RPC_CHALLENGE:
     case PLUMB_RPC_AUTH:
     case PLUMB_RPC_ERROR:
-    case PLUMB_RPC_OK:
     case PLUMB_RPC_INFO:
     case PLUMB_RPC_ALLOC:
     case PLUMB_RPC_FREE:

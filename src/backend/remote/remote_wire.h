@@ -18,7 +18,7 @@
 #define PLUMB_RPC_HEADER_BYTES 20
 #define PLUMB_RPC_TAG_BYTES 32
 #define PLUMB_RPC_NONCE_BYTES 32
-#define PLUMB_RPC_MAX_BULK (1u << 28)  /* payload cap of SET and COMPUTE */
+#define PLUMB_RPC_MAX_BULK (1u << 28)  /* payload cap of SET, COMPUTE and OK */
 #define PLUMB_RPC_MAX_SMALL (1u << 20) /* payload cap of every other type */
 #define PLUMB_RPC_MAX_PARTS 16         /* iovecs per plumb__rpc_send */
 #define PLUMB_RPC_KEY_FILE_MAX 4096

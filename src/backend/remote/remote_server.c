@@ -1,0 +1,207 @@
+/* remote_server.c — one connection's requests on the served backend (remote_server.h). Payloads
+ * are little-endian; every field is read through a bounds-checked cursor and every buffer range
+ * checked against the connection's own buffers before the backend sees it. */
+#include "backend/remote/remote_server.h"
+
+#include "core/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A bounds-checked reader over a request's payload. */
+typedef struct cursor {
+    const uint8_t *p;
+    size_t n, at;
+    bool bad;
+} cursor;
+
+static uint64_t take(cursor *c, size_t bytes) {
+    uint64_t v = 0;
+    if (c->bad || c->n - c->at < bytes) {
+        c->bad = true;
+        return 0;
+    }
+    for (size_t i = 0; i < bytes; i++) v |= (uint64_t)c->p[c->at + i] << (8 * i);
+    c->at += bytes;
+    return v;
+}
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static plumb_status reply(plumb_rpc_conn *c, const void *p, size_t n) {
+    struct iovec v = {(void *)p, n};
+    return plumb__rpc_send(c, PLUMB_RPC_OK, &v, n ? 1 : 0);
+}
+
+/* The ERROR frame for the request's failure st (its message is plumb_last_error's). */
+static plumb_status refuse(plumb_rpc_conn *c, plumb_status st) {
+    char text[512];
+    const int n = snprintf(text, sizeof text, "%s", plumb_last_error());
+    uint8_t code[4];
+    put_u32(code, (uint32_t)(int32_t)st);
+    struct iovec v[2] = {{code, 4}, {text, n > 0 ? (size_t)(n < (int)sizeof text ? n : (int)sizeof text - 1) : 0}};
+    return plumb__rpc_send(c, PLUMB_RPC_ERROR, v, 2);
+}
+
+plumb_status plumb__rpc_session_init(plumb_rpc_session *s, plumb_backend *b, uint64_t limit, int32_t max_tensors) {
+    memset(s, 0, sizeof *s);
+    s->backend = b;
+    s->limit = limit;
+    s->max_tensors = max_tensors;
+    return plumb_graph_init(&s->graph, max_tensors);
+}
+
+void plumb__rpc_session_free(plumb_rpc_session *s) {
+    for (uint32_t i = 0; i < s->n_bufs; i++) plumb_buffer_free(s->bufs[i]);
+    free(s->bufs);
+    plumb_graph_free(&s->graph);
+    plumb__rpc_graph_store_free(&s->store);
+    memset(s, 0, sizeof *s);
+}
+
+/* Buffer id's bytes [off, off + n), or an error naming what does not fit. */
+static plumb_status find(plumb_rpc_session *s, uint32_t id, uint64_t off, uint64_t n, plumb_buffer **out) {
+    if (id == 0 || id > s->n_bufs || !s->bufs[id - 1])
+        return plumb__fail(PLUMB_E_NOT_FOUND, "no buffer %u on this connection", (unsigned)id);
+    plumb_buffer *b = s->bufs[id - 1];
+    if (off > b->size || n > b->size - off)
+        return plumb__fail(PLUMB_E_RANGE, "bytes %llu..+%llu are outside buffer %u of %zu bytes", (unsigned long long)off,
+                           (unsigned long long)n, (unsigned)id, b->size);
+    *out = b;
+    return PLUMB_OK;
+}
+
+static plumb_status resolve(void *ctx, uint32_t id, uint64_t offset, uint64_t nbytes, plumb_buffer **buf) {
+    return find(ctx, id, offset, nbytes, buf);
+}
+
+static plumb_status do_alloc(plumb_rpc_session *s, cursor *in, uint8_t id_out[4]) {
+    const uint64_t size = take(in, 8);
+    if (in->bad || size == 0) return plumb__fail(PLUMB_E_FORMAT, "ALLOC: a size of at least one byte");
+    if (size > s->limit - s->used)
+        return plumb__fail(PLUMB_E_NOMEM, "ALLOC of %llu bytes: this connection holds %llu of its %llu", (unsigned long long)size,
+                           (unsigned long long)s->used, (unsigned long long)s->limit);
+    if (s->n_bufs == s->cap_bufs) {
+        const uint32_t cap = s->cap_bufs ? 2 * s->cap_bufs : 16;
+        if (cap > (1u << 20)) return plumb__fail(PLUMB_E_RANGE, "ALLOC: too many buffers on one connection");
+        plumb_buffer **grown = realloc(s->bufs, cap * sizeof *grown);
+        if (!grown) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
+        s->bufs = grown, s->cap_bufs = cap;
+    }
+    plumb_buffer *b = NULL;
+    plumb_status st = s->backend->iface->buffer_alloc(s->backend, (size_t)size, &b);
+    if (st) return st;
+    s->bufs[s->n_bufs++] = b;
+    s->used += size;
+    put_u32(id_out, s->n_bufs);
+    return PLUMB_OK;
+}
+
+static plumb_status do_free(plumb_rpc_session *s, cursor *in) {
+    const uint32_t id = (uint32_t)take(in, 4);
+    plumb_buffer *b = NULL;
+    plumb_status st = in->bad ? plumb__fail(PLUMB_E_FORMAT, "FREE: a buffer id") : find(s, id, 0, 0, &b);
+    if (st) return st;
+    s->used -= b->size;
+    plumb_buffer_free(b);
+    s->bufs[id - 1] = NULL;
+    return PLUMB_OK;
+}
+
+static plumb_status do_set(plumb_rpc_session *s, cursor *in) {
+    const uint32_t id = (uint32_t)take(in, 4);
+    const uint64_t off = take(in, 8);
+    if (in->bad) return plumb__fail(PLUMB_E_FORMAT, "SET: a buffer id and an offset, then the bytes");
+    const size_t n = in->n - in->at;
+    plumb_buffer *b = NULL;
+    plumb_status st = find(s, id, off, n, &b);
+    return st ? st : b->backend->iface->buffer_set(b, (size_t)off, in->p + in->at, n);
+}
+
+static plumb_status do_copy(plumb_rpc_session *s, cursor *in) {
+    const uint32_t dst = (uint32_t)take(in, 4);
+    const uint64_t doff = take(in, 8);
+    const uint32_t src = (uint32_t)take(in, 4);
+    const uint64_t soff = take(in, 8), n = take(in, 8);
+    if (in->bad) return plumb__fail(PLUMB_E_FORMAT, "COPY: destination id and offset, source id and offset, size");
+    plumb_buffer *d = NULL, *sb = NULL;
+    plumb_status st = find(s, dst, doff, n, &d);
+    if (!st) st = find(s, src, soff, n, &sb);
+    return st ? st : d->backend->iface->buffer_copy(d, (size_t)doff, sb, (size_t)soff, (size_t)n);
+}
+
+static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n) {
+    plumb_status st = plumb__rpc_graph_decode(p, n, resolve, s, s->backend, &s->graph, &s->store);
+    return st ? st : s->backend->iface->graph_compute(s->backend, &s->graph, 0, s->graph.n_nodes);
+}
+
+/* INFO's reply: name[128], driver[128], u64 memory, u64 max_alloc. */
+static void info_bytes(plumb_rpc_session *s, uint8_t out[272]) {
+    plumb_device_info d;
+    s->backend->iface->device_info(s->backend, &d);
+    memset(out, 0, 272);
+    memcpy(out, d.name, sizeof d.name - 1);
+    memcpy(out + 128, d.driver, sizeof d.driver - 1);
+    put_u64(out + 256, d.memory);
+    put_u64(out + 264, d.max_alloc);
+}
+
+plumb_status plumb__rpc_session_handle(plumb_rpc_session *s, plumb_rpc_conn *c, uint16_t type, const uint8_t *p,
+                                       size_t n) {
+    cursor in = {p, n, 0, false};
+    plumb_status st;
+    switch (type) {
+    case PLUMB_RPC_INFO: {
+        uint8_t info[272];
+        info_bytes(s, info);
+        return reply(c, info, sizeof info);
+    }
+    case PLUMB_RPC_ALLOC: {
+        uint8_t id[4];
+        st = do_alloc(s, &in, id);
+        return st ? refuse(c, st) : reply(c, id, 4);
+    }
+    case PLUMB_RPC_FREE: st = do_free(s, &in); break;
+    case PLUMB_RPC_SET: st = do_set(s, &in); break;
+    case PLUMB_RPC_COPY: st = do_copy(s, &in); break;
+    case PLUMB_RPC_COMPUTE: st = do_compute(s, p, n); break;
+    case PLUMB_RPC_GET: {
+        const uint32_t id = (uint32_t)take(&in, 4);
+        const uint64_t off = take(&in, 8), len = take(&in, 8);
+        plumb_buffer *b = NULL;
+        st = in.bad ? plumb__fail(PLUMB_E_FORMAT, "GET: a buffer id, an offset and a size") : find(s, id, off, len, &b);
+        if (!st && len > plumb__rpc_type_cap(PLUMB_RPC_OK))
+            st = plumb__fail(PLUMB_E_RANGE, "GET of %llu bytes: at most %u per request", (unsigned long long)len,
+                             (unsigned)plumb__rpc_type_cap(PLUMB_RPC_OK));
+        uint8_t *data = st ? NULL : malloc(len ? (size_t)len : 1);
+        if (!st && !data) st = plumb__fail(PLUMB_E_NOMEM, "out of memory for %llu bytes", (unsigned long long)len);
+        if (!st) st = b->backend->iface->buffer_get(b, (size_t)off, data, (size_t)len);
+        if (!st) st = reply(c, data, (size_t)len);
+        else st = refuse(c, st);
+        free(data);
+        return st;
+    }
+    default:
+        st = plumb__fail(PLUMB_E_UNSUPPORTED, "request type %u is not one this server answers", (unsigned)type);
+        break;
+    }
+    return st ? refuse(c, st) : reply(c, NULL, 0);
+}
+
+plumb_status plumb__rpc_session_serve(plumb_rpc_session *s, plumb_rpc_conn *c) {
+    for (;;) {
+        uint16_t type;
+        const uint8_t *p;
+        size_t n;
+        plumb_status st = plumb__rpc_recv(c, &type, &p, &n);
+        if (!st) st = plumb__rpc_session_handle(s, c, type, p, n);
+        if (st) return st;
+    }
+}
