@@ -412,13 +412,17 @@ typedef struct plumb_model_params {
      * what bounds generation) and costs the file's size in private memory and its read time. */
     bool use_mmap;
     /* where the offloaded layers run: NULL or "cpu" (everything on the CPU), "opencl" or
-     * "opencl:N" (plumb_device_get lists the devices); an unknown device or one that does not
-     * exist is PLUMB_E_NOT_FOUND naming the devices there are */
+     * "opencl:N" (plumb_device_get lists the devices), "remote:HOST:PORT" (a `plumb
+     * rpc-server`); an unknown device or one that does not exist is PLUMB_E_NOT_FOUND naming
+     * the devices there are */
     const char *device;
     /* how many layers run on the device, counted from the last one, like llama.cpp's
      * n_gpu_layers: n_layer + 1 (or more, or -1, the default) puts every layer and the output
      * head there; the token embeddings stay on the CPU. Ignored for the CPU. */
     int32_t n_offload;
+    /* for "remote:HOST:PORT": the file holding the key shared with that `plumb rpc-server`
+     * (readable by its owner only); NULL: the environment's PLUMB_REMOTE_KEY_FILE */
+    const char *remote_key_file;
 } plumb_model_params;
 PLUMB_API plumb_model_params plumb_model_default_params(void);
 
@@ -440,6 +444,25 @@ PLUMB_API bool plumb_device_available(const char *spec, const char **why);
 PLUMB_API plumb_status plumb_device_check(const char *spec);
 /* The kinds of device plumb was built with ("cpu", "opencl"), i from 0; NULL past the last. */
 PLUMB_API const char *plumb_device_kind(int i);
+/* `plumb rpc-server`: serves a backend of this host to remote clients (--device
+ * remote:HOST:PORT on theirs) over TCP, with the authenticated protocol of
+ * docs/remote-protocol.md. */
+typedef struct plumb_rpc_server_params {
+    const char *host;       /* the address to listen on (default "127.0.0.1") */
+    int port;               /* 0: any free port (ready says which) */
+    const char *key_file;   /* the shared key (required; readable by its owner only) */
+    const char *device;     /* the backend served: NULL/"cpu" (default) or "opencl[:N]" */
+    int n_threads;          /* the CPU backend's threads (0: the CPUs this process may use) */
+    uint64_t mem_limit;     /* bytes of buffers one connection may hold (0: 8 GiB) */
+    int max_connections;    /* at once; more are closed at once (0: 8) */
+    int timeout_ms;         /* each request's deadline (0: 30000) */
+} plumb_rpc_server_params;
+PLUMB_API plumb_rpc_server_params plumb_rpc_server_default_params(void);
+/* Serves until *stop becomes non-zero (checked every 200 ms), then closes every connection;
+ * ready(port, ctx) is called once listening. A bad key file, device or address is an error
+ * before anything listens. Each connection's end (and why) is one line on stderr. */
+PLUMB_API plumb_status plumb_rpc_server_run(const plumb_rpc_server_params *p, volatile int *stop,
+                                            void (*ready)(int port, void *ctx), void *ctx);
 /* Where m computes: the device's spec ("cpu", "opencl:0"), and the layers it runs there. */
 PLUMB_API const char *plumb_model_device(const plumb_model_t *m, int32_t *n_layers_offloaded);
 /* plumb_model_load with parameters (NULL: the defaults). */

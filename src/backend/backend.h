@@ -80,14 +80,18 @@ typedef struct plumb_backend_reg {
     plumb_status (*device_info)(int i, plumb_device_info *out);
     /* a backend on device i; n_threads is the host threads it may use (the CPU's count) */
     plumb_status (*create)(int i, int n_threads, plumb_backend **out);
+    /* for devices named by an address instead of an index ("remote:HOST:PORT"): a backend on
+     * the device at address, with the key file that authenticates to it; NULL otherwise */
+    plumb_status (*create_at)(const char *address, const char *key_file, int n_threads, plumb_backend **out);
 } plumb_backend_reg;
 
 /* The registrations, the CPU first (registry.c); NULL-terminated. */
 extern const plumb_backend_reg *const plumb__backend_regs[];
 
-/* Finds the registration named by spec ("cpu", "opencl", "opencl:1") and the device index
- * (0 when not given). An unknown name or a device that does not exist is PLUMB_E_NOT_FOUND
- * with a message listing the devices there are. */
+/* Finds the registration named by spec ("cpu", "opencl", "opencl:1", "remote:HOST:PORT") and
+ * the device index (0 when not given; -1 for a registration with create_at, whose address is
+ * what follows the first ':'). An unknown name or a device that does not exist is
+ * PLUMB_E_NOT_FOUND with a message listing the devices there are. */
 plumb_status plumb_backend_lookup(const char *spec, const plumb_backend_reg **reg, int *device);
 
 /* The CPU backend with n_threads compute threads (the calling thread is one of them). */

@@ -12,12 +12,14 @@ extern const plumb_backend_reg plumb__backend_cpu;
 #ifdef PLUMB_HAVE_OPENCL
 extern const plumb_backend_reg plumb__backend_opencl;
 #endif
+extern const plumb_backend_reg plumb__backend_remote;
 
 const plumb_backend_reg *const plumb__backend_regs[] = {
     &plumb__backend_cpu,
 #ifdef PLUMB_HAVE_OPENCL
     &plumb__backend_opencl,
 #endif
+    &plumb__backend_remote,
     NULL,
 };
 
@@ -47,6 +49,16 @@ plumb_status plumb_backend_lookup(const char *spec, const plumb_backend_reg **re
     const char *colon = spec ? strchr(spec, ':') : NULL;
     const size_t name_len = colon ? (size_t)(colon - spec) : spec ? strlen(spec) : 0;
     int index = 0;
+    for (int r = 0; spec && plumb__backend_regs[r]; r++) { /* named by an address */
+        const plumb_backend_reg *g = plumb__backend_regs[r];
+        if (!g->create_at || strlen(g->name) != name_len || strncmp(g->name, spec, name_len) != 0) continue;
+        if (!colon || !colon[1])
+            return plumb__fail(PLUMB_E_NOT_FOUND, "device \"%s\": %s devices are named by address: %s:HOST:PORT", spec,
+                               g->name, g->name);
+        *reg = g;
+        *device = -1;
+        return PLUMB_OK;
+    }
     if (colon) {
         char *end = NULL;
         long v = strtol(colon + 1, &end, 10);
@@ -130,7 +142,8 @@ bool plumb_device_available(const char *spec, const char **why) {
     const size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
     for (int r = 0; plumb__backend_regs[r]; r++) {
         const plumb_backend_reg *reg = plumb__backend_regs[r];
-        if (strlen(reg->name) == len && strncmp(reg->name, spec, len) == 0) return reg->device_count(why) > 0;
+        if (strlen(reg->name) == len && strncmp(reg->name, spec, len) == 0)
+            return reg->create_at || reg->device_count(why) > 0; /* an address is tried when loading */
     }
     return true; /* an unknown name: plumb_backend_lookup says which there are */
 }

@@ -74,9 +74,15 @@ plumb_status plumb__model_place(plumb_model_t *m, const plumb_model_params *p) {
     if (st) return st;
     if (reg == plumb__backend_regs[0] || p->n_offload == 0) return PLUMB_OK; /* the CPU */
     plumb_backend *b;
-    if ((st = reg->create(index, 1, &b))) return st;
     char spec[32];
-    snprintf(spec, sizeof spec, "%s:%d", reg->name, index);
+    if (index < 0) { /* named by its address */
+        const char *key = p->remote_key_file ? p->remote_key_file : getenv("PLUMB_REMOTE_KEY_FILE");
+        if ((st = reg->create_at(strchr(p->device, ':') + 1, key, 1, &b))) return st;
+        snprintf(spec, sizeof spec, "%.31s", p->device);
+    } else {
+        if ((st = reg->create(index, 1, &b))) return st;
+        snprintf(spec, sizeof spec, "%s:%d", reg->name, index);
+    }
     return plumb__model_place_on(m, b, spec, p->n_offload);
 }
 

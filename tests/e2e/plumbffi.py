@@ -40,7 +40,8 @@ class ContextParams(ctypes.Structure):
 
 
 class ModelParams(ctypes.Structure):
-    _fields_ = [("use_mmap", ctypes.c_bool), ("device", ctypes.c_char_p), ("n_offload", ctypes.c_int32)]
+    _fields_ = [("use_mmap", ctypes.c_bool), ("device", ctypes.c_char_p), ("n_offload", ctypes.c_int32),
+                ("remote_key_file", ctypes.c_char_p)]
 
 
 class DeviceDesc(ctypes.Structure):
@@ -76,7 +77,7 @@ class Model:
         """device: None (the CPU) or "opencl[:N]", with n_offload layers there (-1: all)."""
         L = lib()
         self.m = ctypes.c_void_p()
-        mp = ModelParams(False, device.encode() if device else None, n_offload)
+        mp = ModelParams(False, device.encode() if device else None, n_offload, None)
         st = L.plumb_model_load_params(str(path).encode(), ctypes.byref(mp), ctypes.byref(self.m))
         if st:
             raise PlumbError(st)

@@ -386,8 +386,24 @@ TEST(rpc_graph_hostile_records) {
         const int32_t ids[2] = {3, c == 1 ? 4 : 0};
         memcpy(s.mem[1], ids, sizeof ids);
         memcpy(s.snap[1], ids, sizeof ids);
-        CHECK_STATUS(decode_run(&s, w.p, w.n, &dg, &st), c == 0 ? PLUMB_OK : PLUMB_E_FORMAT);
+        /* c == 2: the scale after get_rows may reuse the ids' bytes: they were read */
+        CHECK_STATUS(decode_run(&s, w.p, w.n, &dg, &st), c == 0 || c == 2 ? PLUMB_OK : PLUMB_E_FORMAT);
     }
+    /* ids a node writes before get_rows reads them: refused */
+    w.n = 0;
+    w_le(&w, 4, 4);
+    w_leaf(&w, PLUMB_TYPE_F32, 8, 4, 1, 0, 0);
+    w_leaf(&w, PLUMB_TYPE_I32, 2, 1, 1, 1, 0);
+    w_head(&w, PLUMB_OP_SCALE, PLUMB_TYPE_F32, 8, 4, 1);
+    w_le(&w, 0, 4), w_le(&w, 1, 4), w_le(&w, 0, 8), w_f32(&w, 2.0f); /* over the ids */
+    w_head(&w, PLUMB_OP_GET_ROWS, PLUMB_TYPE_F32, 8, 2, 1);
+    w_le(&w, 0, 4), w_le(&w, 1, 4), w_le(&w, 1, 4), w_le(&w, 256, 8);
+    restore(&s);
+    const int32_t ids_ok[2] = {3, 0};
+    memcpy(s.mem[1], ids_ok, sizeof ids_ok);
+    memcpy(s.snap[1], ids_ok, sizeof ids_ok);
+    CHECK_STATUS(decode_run(&s, w.p, w.n, &dg, &st), PLUMB_E_FORMAT);
+    CHECK(strstr(plumb_last_error(), "its ids are overwritten") != NULL);
 #undef CASE
     plumb__rpc_graph_store_free(&st);
     plumb_graph_free(&dg);

@@ -19,6 +19,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_cluster_config(int argc, char **argv); /* HAProxy configuration (cmd_cluster.c) */
+int cmd_rpc_server(int argc, char **argv);     /* serves this host's device (cmd_rpc_server.c) */
 /* models as OCI artifacts (cmd_oci.c) */
 int cmd_pull(int argc, char **argv);
 int cmd_push(int argc, char **argv);
@@ -91,7 +92,7 @@ int cli_catalog_store_init(cli_catalog_store *c, struct plumb_server_catalog *ou
  * subcommand that loads a model, the library's plumb_model_params.device and .n_offload */
 
 /* What the options take, for their error lines ("bad value 'x' for --offload (...)"). */
-#define CLI_DEVICE_VALUES "cpu, opencl or opencl:N"
+#define CLI_DEVICE_VALUES "cpu, opencl, opencl:N or remote:HOST:PORT"
 #define CLI_OFFLOAD_VALUES "a layer count >= 0, or -1: all"
 /* The help lines of --device and --offload, the text starting at column `width`. */
 void cli_device_print_usage(FILE *f, int width);

@@ -9,7 +9,9 @@
 #include <string.h>
 
 void cli_device_print_usage(FILE *f, int width) {
-    fprintf(f, "%-*s%s\n", width, "      --device D", "where the model computes: cpu (default), opencl or opencl:N (see plumb info)");
+    fprintf(f, "%-*s%s\n", width, "      --device D", "where the model computes: cpu (default), opencl or opencl:N (see plumb info),");
+    fprintf(f, "%-*s%s\n", width, "", "or remote:HOST:PORT (a plumb rpc-server; its key: --remote-key-file F or");
+    fprintf(f, "%-*s%s\n", width, "", "PLUMB_REMOTE_KEY_FILE)");
     fprintf(f, "%-*s%s\n", width, "  -ngl, --offload N", "layers on the device, counted from the last (default -1: all, with");
     fprintf(f, "%-*s%s\n", width, "", "the output head; 0: none); also --n-gpu-layers N");
 }

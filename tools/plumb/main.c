@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "  list                          the models in the store\n"
             "  rm REF                        remove a model from the store, freeing unused blobs\n"
             "  cluster-config --server H:P ... an HAProxy configuration for several servers (see cluster-config --help)\n"
+            "  rpc-server --key-file F       serve this host's device to remote clients (see rpc-server --help)\n"
             "  info                          show version, CPU features and the devices (--device)\n"
             "  --version                     same as info\n"
             "  help                          this text\n");
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "list") == 0) return cmd_list(argc - 1, argv + 1);
     if (strcmp(cmd, "rm") == 0) return cmd_rm(argc - 1, argv + 1);
     if (strcmp(cmd, "cluster-config") == 0) return cmd_cluster_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "rpc-server") == 0) return cmd_rpc_server(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {

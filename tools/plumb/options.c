@@ -132,7 +132,7 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
                   {"--chat-template-file", NULL, NULL}, {"--grammar-file", NULL, NULL},
                   {"--json-schema", NULL, NULL},        {"--device", NULL, CLI_DEVICE_VALUES},
                   {"--offload", "-ngl", CLI_OFFLOAD_VALUES},
-                  {"--n-gpu-layers", NULL, CLI_OFFLOAD_VALUES}};
+                  {"--n-gpu-layers", NULL, CLI_OFFLOAD_VALUES}, {"--remote-key-file", NULL, NULL}};
     int k = -1;
     for (size_t j = 0; j < sizeof valued / sizeof valued[0]; j++)
         if (options_is(a, valued[j].l, valued[j].s)) k = (int)j;
@@ -171,6 +171,7 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     case 20: ok = *v && (o->model_params.device = v, true); break;
     case 21:
     case 22: ok = cli_parse_offload(v, &o->model_params.n_offload); break;
+    case 23: ok = *v && (o->model_params.remote_key_file = v, true); break;
     }
     if (!ok) {
         char name[64];

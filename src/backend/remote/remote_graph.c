@@ -559,8 +559,8 @@ static plumb_status check_indices(plumb_graph *g, const region *writes, int32_t 
         const plumb_tensor *ids = n->src[rules[n->op].idx_src], *root = plumb__graph_root((plumb_tensor *)ids);
         const int64_t bound = index_bound(n), count = plumb_tensor_nelements(ids);
         const region mine = {root->buf, root->offs, plumb_tensor_nbytes(root), root};
-        for (int32_t w = 0; w < n_writes; w++)
-            if (writes[w].t != root && overlaps(&writes[w], &mine))
+        for (int32_t w = 0; w < n_writes; w++) /* a node after this one may reuse the bytes */
+            if (writes[w].t != root && !(writes[w].t && writes[w].t->id > i) && overlaps(&writes[w], &mine))
                 return plumb__fail(PLUMB_E_FORMAT, "COMPUTE graph: node %d (%s): its ids are overwritten in the run", i,
                                    plumb_op_name(n->op));
         if (root->op == PLUMB_OP_TOP_K) {
@@ -741,9 +741,9 @@ static plumb_status decode(const uint8_t *p, size_t len, plumb__rpc_resolve reso
                 if (pos[t] < 0 || pos[t] >= r.geo[2]) return bad(&r, "token %u at position %d of %d", t, pos[t], r.geo[2]);
                 if (seq[t] < 0 || seq[t] >= r.geo[1]) return bad(&r, "token %u in sequence %d of %d", t, seq[t], r.geo[1]);
             }
-            if (n_slots > 0) {
-                const int32_t have[6] = {s->kv.n_layer, s->kv.n_seq, s->kv.n_ctx, s->kv.n_head, s->kv.n_head_kv, s->kv.head_dim};
-                if (memcmp(have, r.geo, sizeof have)) return bad(&r, "a cache other than the run's first attention's");
+            if (n_slots > 0) { /* the store's n_layer counts its slots; the rest must agree */
+                const int32_t have[5] = {s->kv.n_seq, s->kv.n_ctx, s->kv.n_head, s->kv.n_head_kv, s->kv.head_dim};
+                if (memcmp(have, r.geo + 1, sizeof have)) return bad(&r, "a cache other than the run's first attention's");
             }
             s->kv.n_layer = r.geo[0], s->kv.n_seq = r.geo[1], s->kv.n_ctx = r.geo[2];
             s->kv.n_head = r.geo[3], s->kv.n_head_kv = r.geo[4], s->kv.head_dim = r.geo[5];

@@ -139,7 +139,11 @@ static plumb_status do_copy(plumb_rpc_session *s, cursor *in) {
 
 static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n) {
     plumb_status st = plumb__rpc_graph_decode(p, n, resolve, s, s->backend, &s->graph, &s->store);
-    return st ? st : s->backend->iface->graph_compute(s->backend, &s->graph, 0, s->graph.n_nodes);
+    if (st) return st;
+    if (s->compute_lock) pthread_mutex_lock(s->compute_lock);
+    st = s->backend->iface->graph_compute(s->backend, &s->graph, 0, s->graph.n_nodes);
+    if (s->compute_lock) pthread_mutex_unlock(s->compute_lock);
+    return st;
 }
 
 /* INFO's reply: name[128], driver[128], u64 memory, u64 max_alloc. */

@@ -9,6 +9,8 @@
 #include "backend/remote/remote_graph.h"
 #include "backend/remote/remote_wire.h"
 
+#include <pthread.h>
+
 typedef struct plumb_rpc_session {
     plumb_backend *backend; /* served (borrowed) */
     plumb_buffer **bufs;    /* id i + 1 is bufs[i]; NULL once freed */
@@ -17,6 +19,8 @@ typedef struct plumb_rpc_session {
     plumb_graph graph;    /* the last COMPUTE's, reused */
     plumb__rpc_graph_store store;
     int32_t max_tensors;
+    pthread_mutex_t *compute_lock; /* held around the backend's graph_compute when the backend
+                                      serves several connections (NULL: none) */
 } plumb_rpc_session;
 
 /* A session serving backend b with at most limit bytes of buffers and graphs of at most
