@@ -42,7 +42,8 @@ extern "C" {
     X(PLUMB_E_UNSUPPORTED, -5, "unsupported feature")                           \
     X(PLUMB_E_NOT_FOUND, -6, "not found")                                       \
     X(PLUMB_E_TYPE, -7, "type mismatch")                                        \
-    X(PLUMB_E_RANGE, -8, "value out of range")
+    X(PLUMB_E_RANGE, -8, "value out of range")                                 \
+    X(PLUMB_E_DEVICE, -9, "device unavailable")
 
 typedef enum plumb_status {
 #define PLUMB_STATUS_ENUM_(name, value, msg) name = value,
@@ -455,7 +456,10 @@ typedef struct plumb_rpc_server_params {
     int n_threads;          /* the CPU backend's threads (0: the CPUs this process may use) */
     uint64_t mem_limit;     /* bytes of buffers one connection may hold (0: 8 GiB) */
     int max_connections;    /* at once; more are closed at once (0: 8) */
-    int timeout_ms;         /* each request's deadline (0: 30000) */
+    int timeout_ms;         /* a request's deadline once it has begun (0: 30000) */
+    const char *cache_dir;  /* weights kept by content (SHA-256) across runs (NULL: none) */
+    int idle_timeout_ms;    /* an authenticated connection with no request for this long is
+                               closed (0: never; dead peers are found by TCP keepalive) */
 } plumb_rpc_server_params;
 PLUMB_API plumb_rpc_server_params plumb_rpc_server_default_params(void);
 /* Serves until *stop becomes non-zero (checked every 200 ms), then closes every connection;
@@ -465,6 +469,12 @@ PLUMB_API plumb_status plumb_rpc_server_run(const plumb_rpc_server_params *p, vo
                                             void (*ready)(int port, void *ctx), void *ctx);
 /* Where m computes: the device's spec ("cpu", "opencl:0"), and the layers it runs there. */
 PLUMB_API const char *plumb_model_device(const plumb_model_t *m, int32_t *n_layers_offloaded);
+/* What m's device has exchanged with this host so far (a remote device: authenticated
+ * frames over the network, headers included; requests answered); all zero for a local one. */
+typedef struct plumb_device_traffic {
+    uint64_t bytes_sent, bytes_received, round_trips;
+} plumb_device_traffic;
+PLUMB_API void plumb_model_device_traffic(const plumb_model_t *m, plumb_device_traffic *out);
 /* plumb_model_load with parameters (NULL: the defaults). */
 PLUMB_API plumb_status plumb_model_load_params(const char *path, const plumb_model_params *params,
                                                plumb_model_t **out);

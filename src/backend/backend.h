@@ -37,6 +37,15 @@ typedef struct plumb_device_info {
     uint64_t max_alloc;    /* largest single buffer, bytes (0: no limit of its own) */
 } plumb_device_info;
 
+/* A read the scheduler asks of a backend right after a run: n bytes of buf from off into host
+ * memory at dst. */
+typedef struct plumb_read {
+    const plumb_buffer *buf;
+    size_t off;
+    void *dst;
+    size_t n;
+} plumb_read;
+
 typedef struct plumb_backend_iface {
     const char *name; /* "CPU", "OpenCL" */
     /* true when the backend can run this node with its sources' types and shapes (required) */
@@ -49,6 +58,17 @@ typedef struct plumb_backend_iface {
      * except the host arrays a node's parameters point to (attn's pos and seq). Returns when
      * the results are complete (one submission per call for queued devices). (required) */
     plumb_status (*graph_compute)(plumb_backend *b, plumb_graph *g, int32_t first, int32_t end);
+    /* graph_compute, then the reads (of this backend's buffers), as one exchange with the
+     * device: for a device across a network, one round trip for a run, its inputs (written by
+     * buffer_set before) and the values read back. (optional: the scheduler then calls
+     * graph_compute and buffer_get) */
+    plumb_status (*graph_compute_read)(plumb_backend *b, plumb_graph *g, int32_t first, int32_t end,
+                                       const plumb_read *reads, int32_t n_reads);
+    /* bytes of a model's weights: buffer_set, where the backend may find them by content
+     * instead of receiving them (a remote host's cache). (optional: buffer_set) */
+    plumb_status (*buffer_load)(plumb_buffer *buf, size_t off, const void *src, size_t n);
+    /* what the backend exchanged with its device over a network so far (optional) */
+    void (*traffic)(plumb_backend *b, plumb_device_traffic *out);
     /* releases the backend (its buffers were freed before) (required) */
     void (*free)(plumb_backend *b);
     /* a new zero-filled buffer of size bytes; PLUMB_E_NOMEM naming the size when the device
@@ -123,11 +143,15 @@ typedef struct plumb_sched {
     size_t scratch_cap;
     int32_t n_splits; /* runs of the last graph computed */
     int32_t n_copies; /* copies between backends in the last graph */
+    plumb_read *reads; /* the reads of one run (grown as needed) */
+    int32_t reads_cap;
 } plumb_sched;
 
 /* Assigns g's nodes to backends, inserts the copies, places every output in its backend's
- * pool and computes the graph run by run. */
-plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g);
+ * pool and computes the graph run by run; then, when out is not NULL, reads n bytes of out
+ * (a node of g) into dst. A backend with graph_compute_read gets a run's copies to host
+ * memory, and out after its last run, as the run's reads. */
+plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g, const plumb_tensor *out, void *dst, size_t n);
 /* Frees the pools (not the backends). */
 void plumb_sched_free(plumb_sched *s);
 

@@ -22,6 +22,8 @@ void plumb_sched_free(plumb_sched *s) {
     for (int b = 0; b < PLUMB_MAX_BACKENDS; b++) plumb_buffer_free(s->pools[b]);
     free(s->stage);
     free(s->scratch);
+    free(s->reads);
+    s->reads = NULL, s->reads_cap = 0;
     memset(s->pools, 0, sizeof s->pools);
     memset(s->pool_size, 0, sizeof s->pool_size);
     s->stage = NULL, s->stage_size = 0;
@@ -164,26 +166,73 @@ static plumb_status run_copy(plumb_sched *s, plumb_tensor *c) {
     return st ? st : dst->backend->iface->buffer_set(dst, c->offs, s->stage, n);
 }
 
-plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g) {
+/* A copy that reads back from backend b into host memory: one of b's run's reads. */
+static bool is_read(const plumb_sched *s, plumb_tensor *c, int b) {
+    return c->op == PLUMB_OP_COPY && c->data && holder(s, c->src[0]) == b;
+}
+
+static plumb_status add_read(plumb_sched *s, int32_t *n, const plumb_tensor *t, void *dst, size_t bytes) {
+    if (*n == s->reads_cap) {
+        const int32_t cap = s->reads_cap ? 2 * s->reads_cap : 16;
+        plumb_read *p = realloc(s->reads, (size_t)cap * sizeof *p);
+        if (!p) return plumb__fail(PLUMB_E_NOMEM, "out of memory for the scheduler");
+        s->reads = p, s->reads_cap = cap;
+    }
+    s->reads[(*n)++] = (plumb_read){.buf = t->buf, .off = t->offs, .dst = dst, .n = bytes};
+    return PLUMB_OK;
+}
+
+/* Runs nodes [first, end) on backend b, then the copies that follow them up to *next (the
+ * next run). When b has graph_compute_read, the copies back to host memory, and out when this
+ * is b's last run, are its reads (*out_done then set). */
+static plumb_status run(plumb_sched *s, plumb_graph *g, int b, int32_t first, int32_t end, int32_t next,
+                        const plumb_tensor *out, void *dst, size_t n, bool last, bool *out_done) {
+    plumb_backend *be = s->backends[b];
+    const bool reads = be->iface->graph_compute_read != NULL;
+    int32_t n_reads = 0;
+    plumb_status st = PLUMB_OK;
+    for (int32_t j = end; reads && j < next && !st; j++)
+        if (is_read(s, g->nodes[j], b)) st = add_read(s, &n_reads, g->nodes[j]->src[0], g->nodes[j]->data, plumb_tensor_nbytes(g->nodes[j]));
+    if (reads && out && last && holder(s, (plumb_tensor *)out) == b && !st) {
+        st = add_read(s, &n_reads, out, dst, n);
+        *out_done = !st;
+    }
+    if (st) return st;
+    st = n_reads ? be->iface->graph_compute_read(be, g, first, end, s->reads, n_reads) : be->iface->graph_compute(be, g, first, end);
+    s->n_splits++;
+    for (int32_t j = end; j < next && !st; j++) {
+        plumb_tensor *c = g->nodes[j];
+        if (c->op == PLUMB_OP_COPY && !(reads && is_read(s, c, b))) st = run_copy(s, c);
+    }
+    return st;
+}
+
+plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g, const plumb_tensor *out, void *dst, size_t n) {
     plumb_status st = assign(s, g);
     if (!st && s->n_backends > 1) st = insert_copies(s, g);
     if (!st) st = place(s, g);
     if (st) return st;
     s->n_splits = 0;
-    int32_t start = 0;
-    int run = -1; /* the backend of the run being gathered */
-    for (int32_t i = 0; i <= g->n_nodes && !st; i++) {
-        plumb_tensor *n = i < g->n_nodes ? g->nodes[i] : NULL;
-        if (n && (n->op == PLUMB_OP_VIEW || (n->op != PLUMB_OP_COPY && n->backend == run))) continue;
-        if (run >= 0 && start < i) { /* the run ends here */
-            st = s->backends[run]->iface->graph_compute(s->backends[run], g, start, i);
-            s->n_splits++;
+    int32_t last[PLUMB_MAX_BACKENDS] = {0}; /* where each backend's last run starts */
+    for (int32_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i]->op != PLUMB_OP_VIEW && g->nodes[i]->op != PLUMB_OP_COPY) last[g->nodes[i]->backend] = i;
+    bool out_done = false;
+    int32_t i = 0;
+    while (i < g->n_nodes && !st) { /* the copies before the first run, then run by run */
+        plumb_tensor *node = g->nodes[i];
+        if (node->op == PLUMB_OP_VIEW || node->op == PLUMB_OP_COPY) {
+            if (node->op == PLUMB_OP_COPY) st = run_copy(s, node);
+            i++;
+            continue;
         }
-        run = -1;
-        start = i + 1;
-        if (!n || st) continue;
-        if (n->op == PLUMB_OP_COPY) st = run_copy(s, n);
-        else run = n->backend, start = i;
+        const int b = node->backend;
+        int32_t end = i + 1, next;
+        while (end < g->n_nodes && (g->nodes[end]->op == PLUMB_OP_VIEW || (g->nodes[end]->op != PLUMB_OP_COPY && g->nodes[end]->backend == b)))
+            end++;
+        for (next = end; next < g->n_nodes && (g->nodes[next]->op == PLUMB_OP_VIEW || g->nodes[next]->op == PLUMB_OP_COPY); next++) {}
+        st = run(s, g, b, i, end, next, out, dst, n, last[b] >= i && last[b] < end, &out_done);
+        i = next;
     }
+    if (!st && out && !out_done) st = plumb_tensor_get(out, 0, dst, n);
     return st;
 }

@@ -39,7 +39,7 @@ static plumb_status upload(plumb_model_t *m, plumb_tensor *t) {
     plumb_status st = d->iface->buffer_alloc(d, n, &buf);
     if (st) return st;
     m->device_bufs[m->n_device_bufs++] = buf;
-    if ((st = d->iface->buffer_set(buf, 0, t->data, n))) return st;
+    if ((st = (d->iface->buffer_load ? d->iface->buffer_load : d->iface->buffer_set)(buf, 0, t->data, n))) return st;
     t->buf = buf;
     t->offs = 0;
     t->data = buf->base;
@@ -137,6 +137,11 @@ void plumb__model_unplace(plumb_model_t *m) {
     m->n_device_bufs = 0;
     plumb_backend_free(m->device);
     m->device = NULL;
+}
+
+void plumb_model_device_traffic(const plumb_model_t *m, plumb_device_traffic *out) {
+    *out = (plumb_device_traffic){0};
+    if (m && m->device && m->device->iface->traffic) m->device->iface->traffic(m->device, out);
 }
 
 const char *plumb_model_device(const plumb_model_t *m, int32_t *n_layers_offloaded) {

@@ -226,13 +226,11 @@ plumb_status plumb_decode(plumb_context_t *c, const plumb_batch *b) {
         if (chunk_out > 0 && c->params.embeddings) (logits = plumb__build_hidden(m, g, &in, x))->is_output = true;
         else if (chunk_out > 0) logits = plumb__build_output(m, g, &in, x);
         else x->is_output = true; /* only the KV cache is wanted */
-        if ((st = plumb_sched_compute(&c->sched, g))) return st;
-        if (chunk_out > 0) {
-            const size_t row = c->params.embeddings ? (size_t)m->hp.n_embd : (size_t)n_vocab;
-            if ((st = plumb_tensor_get(logits, 0, c->logits + (size_t)c->n_logits * row, (size_t)chunk_out * row * sizeof(float))))
-                return st;
-            c->n_logits += chunk_out;
-        }
+        const size_t row = c->params.embeddings ? (size_t)m->hp.n_embd : (size_t)n_vocab;
+        if ((st = plumb_sched_compute(&c->sched, g, logits, c->logits + (size_t)c->n_logits * row,
+                                      (size_t)chunk_out * row * sizeof(float))))
+            return st;
+        c->n_logits += chunk_out;
     }
     return PLUMB_OK;
 }

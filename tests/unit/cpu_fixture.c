@@ -18,7 +18,7 @@ void fixture_init(fixture *f, int threads, const plumb_kernel_set *ks) {
 }
 
 void fixture_run(fixture *f) {
-    CHECK_STATUS(plumb_sched_compute(&f->sched, &f->g), PLUMB_OK);
+    CHECK_STATUS(plumb_sched_compute(&f->sched, &f->g, NULL, NULL, 0), PLUMB_OK);
 }
 
 void fixture_free(fixture *f) {

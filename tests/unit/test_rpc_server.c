@@ -8,10 +8,13 @@
 #include "backend/remote/remote_server.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/sha.h>
 
 static const uint8_t KEY[] = "plumb-test-key-server-0123456789";
 #define KEY_LEN (sizeof KEY - 1)
@@ -20,6 +23,7 @@ static const uint8_t KEY[] = "plumb-test-key-server-0123456789";
 typedef struct served {
     int fd;
     plumb_backend *cpu;
+    const char *cache_dir;
     plumb_status ended; /* why serve returned */
 } served;
 
@@ -29,6 +33,7 @@ static void *serve_main(void *p) {
     plumb__rpc_conn_init(&c, s->fd, true, 5000);
     plumb_rpc_session sess;
     s->ended = plumb__rpc_session_init(&sess, s->cpu, LIMIT, 256);
+    sess.cache_dir = s->cache_dir;
     if (!s->ended) s->ended = plumb__rpc_handshake_server(&c, KEY, KEY_LEN, 0);
     if (!s->ended) s->ended = plumb__rpc_session_serve(&sess, &c);
     plumb__rpc_session_free(&sess);
@@ -44,11 +49,11 @@ typedef struct client {
     int fd;
 } client;
 
-static bool client_open(client *cl) {
+static bool client_open_cached(client *cl, const char *cache_dir) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return false;
     cl->fd = sv[0];
-    cl->srv = (served){.fd = sv[1]};
+    cl->srv = (served){.fd = sv[1], .cache_dir = cache_dir};
     CHECK_STATUS(plumb_backend_cpu_create(1, &cl->srv.cpu), PLUMB_OK);
     pthread_create(&cl->th, NULL, serve_main, &cl->srv);
     plumb__rpc_conn_init(&cl->c, sv[0], false, 5000);
@@ -56,6 +61,8 @@ static bool client_open(client *cl) {
     CHECK_STATUS(plumb__rpc_handshake_client(&cl->c, KEY, KEY_LEN, &caps), PLUMB_OK);
     return true;
 }
+
+static bool client_open(client *cl) { return client_open_cached(cl, NULL); }
 
 /* Hangs up and waits for the server to end; returns why it ended. */
 static plumb_status client_close(client *cl) {
@@ -105,6 +112,25 @@ static uint16_t get(client *cl, uint32_t id, uint64_t off, uint64_t n, const uin
     return call(cl, PLUMB_RPC_GET, req, 20, NULL, 0, out, len);
 }
 
+/* A COMPUTE: n_writes write records at writes (each with its bytes; the first record's size
+ * covers them all when n_writes is 1), the graph, and one read (none when read_n is 0). */
+static uint16_t compute(client *cl, const uint8_t *writes, uint32_t n_writes, const uint8_t *graph, size_t graph_len,
+                        uint32_t read_id, uint64_t read_off, uint64_t read_n, const uint8_t **out, size_t *len) {
+    size_t wlen = 0;
+    if (n_writes) wlen = 20 + (size_t)(writes[12] | writes[13] << 8 | writes[14] << 16);
+    uint8_t *msg = malloc(4 + wlen + 8 + graph_len + 4 + 20);
+    size_t at = 0;
+    put(msg, n_writes, 4), at = 4;
+    if (n_writes) memcpy(msg + at, writes, wlen < 20 + 768 ? wlen : 20 + 768), at += wlen < 20 + 768 ? wlen : 20 + 768;
+    put(msg + at, graph_len, 8), at += 8;
+    if (graph_len) memcpy(msg + at, graph, graph_len), at += graph_len;
+    put(msg + at, read_n ? 1 : 0, 4), at += 4;
+    if (read_n) put(msg + at, read_id, 4), put(msg + at + 4, read_off, 8), put(msg + at + 12, read_n, 8), at += 20;
+    const uint16_t t = call(cl, PLUMB_RPC_COMPUTE, msg, at, NULL, 0, out, len);
+    free(msg);
+    return t;
+}
+
 /* The ERROR reply's status (its text follows). */
 static int32_t error_code(const uint8_t *p, size_t n) {
     return n >= 4 ? (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24) : 0;
@@ -140,7 +166,7 @@ TEST(rpc_server_buffers_round_trip_and_bad_requests_are_refused) {
     CHECK_EQ_INT(call(&cl, PLUMB_RPC_GET, data, 5, NULL, 0, &p, &n), PLUMB_RPC_ERROR);
     CHECK_EQ_INT(error_code(p, n), PLUMB_E_FORMAT);
     CHECK_EQ_INT(call(&cl, PLUMB_RPC_SET_HASH, data, 44, NULL, 0, &p, &n), PLUMB_RPC_ERROR);
-    CHECK_EQ_INT(error_code(p, n), PLUMB_E_UNSUPPORTED);
+    CHECK_EQ_INT(error_code(p, n), PLUMB_E_FORMAT);
     CHECK(alloc(&cl, LIMIT) == 0); /* 4196 bytes are held already */
     CHECK(alloc(&cl, LIMIT - 4196) == 3);
     /* FREE gives the memory back; a freed id is gone */
@@ -197,6 +223,7 @@ TEST(rpc_server_compute_gives_the_local_cpus_bits) {
     m.remote[0] = alloc(&cl, sizeof w), m.remote[1] = alloc(&cl, sizeof x), m.remote[2] = alloc(&cl, 3 * sizeof want);
     CHECK_EQ_INT(set(&cl, m.remote[0], 0, w, sizeof w), PLUMB_RPC_OK);
     CHECK_EQ_INT(set(&cl, m.remote[1], 0, x, sizeof x), PLUMB_RPC_OK);
+    CHECK(sizeof x == 768);
     plumb_buffer stand[3] = {{.size = sizeof w}, {.size = sizeof x}, {.size = 3 * sizeof want}};
     for (int i = 0; i < 3; i++) m.local[i] = &stand[i];
     tw->buf = &stand[0], tx->buf = &stand[1];
@@ -206,19 +233,99 @@ TEST(rpc_server_compute_gives_the_local_cpus_bits) {
     CHECK_STATUS(plumb__rpc_graph_encode(&g, 0, g.n_nodes, map_id, &m, &enc, &len), PLUMB_OK);
     const uint8_t *p;
     size_t n;
-    CHECK_EQ_INT(call(&cl, PLUMB_RPC_COMPUTE, enc, len, NULL, 0, &p, &n), PLUMB_RPC_OK);
+    CHECK_EQ_INT(compute(&cl, NULL, 0, enc, len, 0, 0, 0, &p, &n), PLUMB_RPC_OK);
     CHECK_EQ_INT(get(&cl, m.remote[2], y->offs, sizeof want, &p, &n), PLUMB_RPC_OK);
     CHECK(n == sizeof want && memcmp(p, want, sizeof want) == 0);
+    /* one round trip: the input written, the graph run and the output read back in one COMPUTE */
+    float x2[K * T], want2[N * T];
+    for (int i = 0; i < K * T; i++) x2[i] = x[i] * 0.5f - 0.125f;
+    memcpy(x, x2, sizeof x);
+    CHECK_STATUS(cpu->iface->graph_compute(cpu, &g, 0, g.n_nodes), PLUMB_OK);
+    memcpy(want2, y->data, sizeof want2);
+    uint8_t wr[20 + sizeof x2];
+    put(wr, m.remote[1], 4), put(wr + 4, 0, 8), put(wr + 12, sizeof x2, 8);
+    memcpy(wr + 20, x2, sizeof x2);
+    CHECK_EQ_INT(compute(&cl, wr, 1, enc, len, m.remote[2], y->offs, sizeof want2, &p, &n), PLUMB_RPC_OK);
+    CHECK(n == sizeof want2 && memcmp(p, want2, sizeof want2) == 0);
+    /* a read outside the buffers is refused before anything runs: the write is not made */
+    put(wr + 20, 0, 4);
+    CHECK_EQ_INT(compute(&cl, wr, 1, enc, len, m.remote[2], 3 * sizeof want, 4, &p, &n), PLUMB_RPC_ERROR);
+    CHECK_EQ_INT(error_code(p, n), PLUMB_E_RANGE);
+    CHECK_EQ_INT(get(&cl, m.remote[1], 0, sizeof x2, &p, &n), PLUMB_RPC_OK);
+    CHECK(n == sizeof x2 && memcmp(p, x2, sizeof x2) == 0);
+    /* a write that runs past the message, trailing bytes: refused */
+    CHECK_EQ_INT(compute(&cl, wr, 1, enc, len - 1, 0, 0, 0, &p, &n), PLUMB_RPC_ERROR);
+    put(wr, m.remote[2], 4), put(wr + 12, 1000, 8);
+    CHECK_EQ_INT(compute(&cl, wr, 1, NULL, 0, 0, 0, 0, &p, &n), PLUMB_RPC_ERROR);
+    CHECK_EQ_INT(error_code(p, n), PLUMB_E_FORMAT);
     /* a graph over a buffer this connection does not have is refused, and nothing runs */
     m.remote[1] = 77;
     free(enc);
     enc = NULL;
     CHECK_STATUS(plumb__rpc_graph_encode(&g, 0, g.n_nodes, map_id, &m, &enc, &len), PLUMB_OK);
-    CHECK_EQ_INT(call(&cl, PLUMB_RPC_COMPUTE, enc, len, NULL, 0, &p, &n), PLUMB_RPC_ERROR);
+    CHECK_EQ_INT(compute(&cl, NULL, 0, enc, len, 0, 0, 0, &p, &n), PLUMB_RPC_ERROR);
     CHECK_EQ_INT(error_code(p, n), PLUMB_E_NOT_FOUND);
     free(enc);
     CHECK_EQ_INT(client_close(&cl), PLUMB_E_IO);
 done:
     plumb_graph_free(&g);
     plumb_backend_free(cpu);
+}
+
+/* SET_HASH { id, offset, size, SHA-256 } -> have. */
+static int set_hash(client *cl, uint32_t id, uint64_t off, const void *data, size_t n) {
+    uint8_t req[52];
+    put(req, id, 4), put(req + 4, off, 8), put(req + 12, n, 8);
+    SHA256(data, n, req + 20);
+    const uint8_t *p;
+    size_t len;
+    if (call(cl, PLUMB_RPC_SET_HASH, req, 52, NULL, 0, &p, &len) != PLUMB_RPC_OK || len != 1) return -1;
+    return p[0];
+}
+
+TEST(rpc_server_weights_by_content_hash) {
+    char dir[] = "/tmp/plumb-rpc-cache-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    uint8_t w[5000], other[5000];
+    for (int i = 0; i < 5000; i++) w[i] = (uint8_t)(i * 13 + 5), other[i] = (uint8_t)(i * 3);
+    const uint8_t *p;
+    size_t n;
+    /* no cache: never held */
+    client cl;
+    if (!client_open(&cl)) return;
+    uint32_t id = alloc(&cl, 6000);
+    CHECK_EQ_INT(set_hash(&cl, id, 100, w, sizeof w), 0);
+    CHECK_EQ_INT(client_close(&cl), PLUMB_E_IO);
+    /* first run: missing; the SET of that range stores it (another range or content does not) */
+    if (!client_open_cached(&cl, dir)) return;
+    id = alloc(&cl, 6000);
+    CHECK_EQ_INT(set_hash(&cl, id, 100, w, sizeof w), 0);
+    CHECK_EQ_INT(set(&cl, id, 100, w, sizeof w), PLUMB_RPC_OK);
+    CHECK_EQ_INT(set_hash(&cl, id, 0, other, sizeof other), 0);
+    CHECK_EQ_INT(set(&cl, id, 0, w, sizeof w), PLUMB_RPC_OK); /* not other's bytes: not stored */
+    CHECK_EQ_INT(set_hash(&cl, id, 0, w, 10000), -1);           /* past the buffer */
+    CHECK_EQ_INT(client_close(&cl), PLUMB_E_IO);
+    /* next run: held, and the bytes are the content's */
+    if (!client_open_cached(&cl, dir)) return;
+    id = alloc(&cl, 6000);
+    CHECK_EQ_INT(set_hash(&cl, id, 7, w, sizeof w), 1);
+    CHECK_EQ_INT(get(&cl, id, 7, sizeof w, &p, &n), PLUMB_RPC_OK);
+    CHECK(n == sizeof w && memcmp(p, w, sizeof w) == 0);
+    CHECK_EQ_INT(set_hash(&cl, id, 0, other, sizeof other), 0);
+    /* a cache file changed on disk is not used, and is removed */
+    char path[256], hex[65];
+    uint8_t h[32];
+    SHA256(w, sizeof w, h);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    snprintf(path, sizeof path, "%s/%s", dir, hex);
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    if (f) {
+        fputc('!', f);
+        fclose(f);
+    }
+    CHECK_EQ_INT(set_hash(&cl, id, 7, w, sizeof w), 0);
+    CHECK(access(path, F_OK) != 0);
+    CHECK_EQ_INT(client_close(&cl), PLUMB_E_IO);
+    rmdir(dir);
 }

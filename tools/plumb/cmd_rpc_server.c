@@ -24,7 +24,11 @@ static void print_usage(FILE *f) {
                "  --device D            the device served: cpu (default), opencl or opencl:N\n"
                "  -t, --threads N       the CPU device's threads (default: the CPUs this process may use)\n"
                "  --mem-limit MIB       buffers one connection may hold (default 8192)\n"
-               "  --max-connections N   connections at once (default 8, at most 63)\n");
+               "  --max-connections N   authenticated connections at once (default 8, at most 64)\n"
+               "  --cache-dir D         keeps weights by content (SHA-256) in D, so a client's next run\n"
+               "                        uploads none (made, mode 700, when missing)\n"
+               "  --idle-timeout S      closes a connection with no request for S seconds (default: never;\n"
+               "                        a vanished client is found by TCP keepalive within about 30 s)\n");
 }
 
 static void on_ready(int port, void *ctx) {
@@ -42,17 +46,19 @@ int cmd_rpc_server(int argc, char **argv) {
             print_usage(stdout);
             return 0;
         }
-        if (options_is(a, "--key-file", NULL) || options_is(a, "--host", NULL) || options_is(a, "--device", NULL)) {
+        if (options_is(a, "--key-file", NULL) || options_is(a, "--host", NULL) || options_is(a, "--device", NULL) ||
+            options_is(a, "--cache-dir", NULL)) {
             if (!(v = options_value("rpc-server", argc, argv, &i))) return 2;
             if (options_is(a, "--key-file", NULL)) p.key_file = v;
             else if (options_is(a, "--host", NULL)) p.host = v;
+            else if (options_is(a, "--cache-dir", NULL)) p.cache_dir = v;
             else p.device = v;
         } else if (options_is(a, "--port", NULL) || options_is(a, "--threads", "-t") || options_is(a, "--mem-limit", NULL) ||
-                   options_is(a, "--max-connections", NULL)) {
+                   options_is(a, "--max-connections", NULL) || options_is(a, "--idle-timeout", NULL)) {
             if (!(v = options_value("rpc-server", argc, argv, &i))) return 2;
             const bool port = options_is(a, "--port", NULL), mem = options_is(a, "--mem-limit", NULL);
-            const bool conns = options_is(a, "--max-connections", NULL);
-            if (!options_parse_long(v, port ? 0 : 1, port ? 65535 : mem ? (1L << 30) : conns ? 63 : 512, &n)) {
+            const bool conns = options_is(a, "--max-connections", NULL), idle = options_is(a, "--idle-timeout", NULL);
+            if (!options_parse_long(v, port ? 0 : 1, port ? 65535 : mem ? (1L << 30) : conns ? 64 : idle ? 2000000 : 512, &n)) {
                 char name[64];
                 options_name(a, name, sizeof name);
                 fprintf(stderr, "plumb rpc-server: bad value '%s' for %s\n", v, name);
@@ -61,6 +67,7 @@ int cmd_rpc_server(int argc, char **argv) {
             if (port) p.port = (int)n;
             else if (mem) p.mem_limit = (uint64_t)n << 20;
             else if (conns) p.max_connections = (int)n;
+            else if (idle) p.idle_timeout_ms = (int)(n * 1000);
             else p.n_threads = (int)n;
         } else {
             fprintf(stderr, "plumb rpc-server: unknown option '%s'\n", a);

@@ -5,9 +5,19 @@
 
 #include "core/error.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#define MAX_WRITES 4096 /* writes, and reads, in one COMPUTE */
+#define CACHE_PIECE ((size_t)16 << 20)
 
 /* A bounds-checked reader over a request's payload. */
 typedef struct cursor {
@@ -115,6 +125,31 @@ static plumb_status do_free(plumb_rpc_session *s, cursor *in) {
     return PLUMB_OK;
 }
 
+/* <cache_dir>/<hex of hash> into path[cap]. */
+static void cache_path(const plumb_rpc_session *s, const uint8_t hash[32], char *path, size_t cap) {
+    char hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+    snprintf(path, cap, "%s/%s", s->cache_dir, hex);
+}
+
+/* Keeps bytes (whose SHA-256 is hash) in the cache: written aside, then renamed into place, so
+ * a reader never sees a part of a file. A failure only means no cache entry. */
+static void cache_store(const plumb_rpc_session *s, const uint8_t hash[32], const uint8_t *bytes, size_t n) {
+    char path[4200], tmp[4300];
+    cache_path(s, hash, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+    const int fd = mkstemp(tmp);
+    if (fd < 0) return;
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t w = write(fd, bytes + done, n - done);
+        if (w <= 0) break;
+        done += (size_t)w;
+    }
+    if (close(fd) == 0 && done == n && rename(tmp, path) == 0) return;
+    unlink(tmp);
+}
+
 static plumb_status do_set(plumb_rpc_session *s, cursor *in) {
     const uint32_t id = (uint32_t)take(in, 4);
     const uint64_t off = take(in, 8);
@@ -122,7 +157,65 @@ static plumb_status do_set(plumb_rpc_session *s, cursor *in) {
     const size_t n = in->n - in->at;
     plumb_buffer *b = NULL;
     plumb_status st = find(s, id, off, n, &b);
-    return st ? st : b->backend->iface->buffer_set(b, (size_t)off, in->p + in->at, n);
+    if (!st) st = b->backend->iface->buffer_set(b, (size_t)off, in->p + in->at, n);
+    if (st) return st;
+    s->bytes_set += n;
+    if (s->wanted.on && s->wanted.id == id && s->wanted.off == off && s->wanted.size == n) {
+        uint8_t got[32];
+        SHA256(in->p + in->at, n, got);
+        if (CRYPTO_memcmp(got, s->wanted.hash, 32) == 0) cache_store(s, got, in->p + in->at, n);
+    }
+    s->wanted.on = false;
+    return PLUMB_OK;
+}
+
+/* Fills [off, off + size) of b from the cache file of hash, checking the file's content
+ * against the hash as it goes (a file changed on disk is removed and not used). */
+static bool cache_fill(plumb_rpc_session *s, plumb_buffer *b, uint64_t off, uint64_t size, const uint8_t hash[32]) {
+    char path[4200];
+    cache_path(s, hash, path, sizeof path);
+    const int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat sb;
+    uint8_t *piece = NULL;
+    bool ok = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == size && (piece = malloc(CACHE_PIECE));
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    ok = ok && h && EVP_DigestInit_ex(h, EVP_sha256(), NULL);
+    for (uint64_t done = 0; ok && done < size;) {
+        const size_t want = size - done < CACHE_PIECE ? (size_t)(size - done) : CACHE_PIECE;
+        const ssize_t r = read(fd, piece, want);
+        ok = r > 0 && b->backend->iface->buffer_set(b, (size_t)(off + done), piece, (size_t)r) == PLUMB_OK;
+        if (ok) ok = EVP_DigestUpdate(h, piece, (size_t)r), done += (uint64_t)r;
+    }
+    uint8_t got[32];
+    unsigned got_len = 0;
+    ok = ok && EVP_DigestFinal_ex(h, got, &got_len) && got_len == 32;
+    EVP_MD_CTX_free(h);
+    if (ok && CRYPTO_memcmp(got, hash, 32) != 0) {
+        ok = false;
+        unlink(path);
+    }
+    free(piece);
+    close(fd);
+    return ok;
+}
+
+/* SET_HASH { id, offset, size, SHA-256 }: have u8. */
+static plumb_status do_set_hash(plumb_rpc_session *s, cursor *in, uint8_t *have) {
+    const uint32_t id = (uint32_t)take(in, 4);
+    const uint64_t off = take(in, 8), size = take(in, 8);
+    uint8_t hash[32];
+    for (int i = 0; i < 32; i++) hash[i] = (uint8_t)take(in, 1);
+    if (in->bad || in->at != in->n) return plumb__fail(PLUMB_E_FORMAT, "SET_HASH: a buffer id, an offset, a size and a SHA-256");
+    plumb_buffer *b = NULL;
+    plumb_status st = find(s, id, off, size, &b);
+    if (st) return st;
+    *have = s->cache_dir && size && cache_fill(s, b, off, size, hash);
+    if (*have) s->bytes_cached += size;
+    s->wanted.on = !*have && s->cache_dir;
+    s->wanted.id = id, s->wanted.off = off, s->wanted.size = size;
+    memcpy(s->wanted.hash, hash, 32);
+    return PLUMB_OK;
 }
 
 static plumb_status do_copy(plumb_rpc_session *s, cursor *in) {
@@ -137,12 +230,65 @@ static plumb_status do_copy(plumb_rpc_session *s, cursor *in) {
     return st ? st : d->backend->iface->buffer_copy(d, (size_t)doff, sb, (size_t)soff, (size_t)n);
 }
 
-static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n) {
-    plumb_status st = plumb__rpc_graph_decode(p, n, resolve, s, s->backend, &s->graph, &s->store);
-    if (st) return st;
-    if (s->compute_lock) pthread_mutex_lock(s->compute_lock);
-    st = s->backend->iface->graph_compute(s->backend, &s->graph, 0, s->graph.n_nodes);
-    if (s->compute_lock) pthread_mutex_unlock(s->compute_lock);
+/* A COMPUTE's write or read record { id u32, offset u64, size u64 }, resolved. */
+static plumb_status range(plumb_rpc_session *s, cursor *in, const char *what, plumb_buffer **b, uint64_t *off, uint64_t *size) {
+    const uint32_t id = (uint32_t)take(in, 4);
+    *off = take(in, 8), *size = take(in, 8);
+    if (in->bad) return plumb__fail(PLUMB_E_FORMAT, "COMPUTE: a truncated %s", what);
+    return find(s, id, *off, *size, b);
+}
+
+/* COMPUTE { u32 n_writes, writes { id, offset, size, bytes }, u64 graph bytes, the graph (none
+ * when 0), u32 n_reads, reads { id, offset, size } }: every part is checked before anything
+ * runs; then the writes, the graph, and the reads' bytes back (into *out, malloc'd). */
+static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n, uint8_t **out, size_t *out_len) {
+    cursor in = {p, n, 0, false};
+    plumb_buffer *b;
+    uint64_t off, size, want = 0;
+    plumb_status st = PLUMB_OK;
+    const uint32_t n_writes = (uint32_t)take(&in, 4);
+    if (n_writes > MAX_WRITES) return plumb__fail(PLUMB_E_RANGE, "COMPUTE: %u writes (at most %d)", (unsigned)n_writes, MAX_WRITES);
+    const size_t writes_at = in.at;
+    for (uint32_t i = 0; i < n_writes && !st; i++) {
+        st = range(s, &in, "write", &b, &off, &size);
+        if (!st && size > in.n - in.at) st = plumb__fail(PLUMB_E_FORMAT, "COMPUTE: write %u runs past the message", (unsigned)i);
+        if (!st) in.at += (size_t)size;
+    }
+    const uint64_t graph_len = st ? 0 : take(&in, 8);
+    if (!st && (in.bad || graph_len > in.n - in.at)) st = plumb__fail(PLUMB_E_FORMAT, "COMPUTE: the graph runs past the message");
+    const size_t graph_at = in.at;
+    if (!st) in.at += (size_t)graph_len;
+    const uint32_t n_reads = st ? 0 : (uint32_t)take(&in, 4);
+    if (!st && n_reads > MAX_WRITES) st = plumb__fail(PLUMB_E_RANGE, "COMPUTE: %u reads (at most %d)", (unsigned)n_reads, MAX_WRITES);
+    const size_t reads_at = in.at;
+    for (uint32_t i = 0; i < n_reads && !st; i++) {
+        st = range(s, &in, "read", &b, &off, &size);
+        if (!st && (want += size) > plumb__rpc_type_cap(PLUMB_RPC_OK))
+            st = plumb__fail(PLUMB_E_RANGE, "COMPUTE: reads of over %u bytes", (unsigned)plumb__rpc_type_cap(PLUMB_RPC_OK));
+    }
+    if (!st && (in.bad || in.at != in.n)) st = plumb__fail(PLUMB_E_FORMAT, "COMPUTE: %zu bytes after the reads", in.n - in.at);
+    uint8_t *bytes = st ? NULL : malloc(want ? (size_t)want : 1);
+    if (!st && !bytes) st = plumb__fail(PLUMB_E_NOMEM, "out of memory for %llu bytes", (unsigned long long)want);
+    in.at = writes_at;
+    for (uint32_t i = 0; i < n_writes && !st; i++) {
+        range(s, &in, "write", &b, &off, &size);
+        st = b->backend->iface->buffer_set(b, (size_t)off, in.p + in.at, (size_t)size);
+        in.at += (size_t)size;
+    }
+    if (!st && graph_len) st = plumb__rpc_graph_decode(p + graph_at, (size_t)graph_len, resolve, s, s->backend, &s->graph, &s->store);
+    if (!st && graph_len) {
+        if (s->compute_lock) pthread_mutex_lock(s->compute_lock);
+        st = s->backend->iface->graph_compute(s->backend, &s->graph, 0, s->graph.n_nodes);
+        if (s->compute_lock) pthread_mutex_unlock(s->compute_lock);
+    }
+    in.at = reads_at;
+    for (uint64_t at = 0; !st && at < want; at += size) {
+        range(s, &in, "read", &b, &off, &size);
+        st = b->backend->iface->buffer_get(b, (size_t)off, bytes + at, (size_t)size);
+    }
+    if (st) free(bytes), bytes = NULL;
+    *out = bytes;
+    *out_len = (size_t)want;
     return st;
 }
 
@@ -175,7 +321,19 @@ plumb_status plumb__rpc_session_handle(plumb_rpc_session *s, plumb_rpc_conn *c, 
     case PLUMB_RPC_FREE: st = do_free(s, &in); break;
     case PLUMB_RPC_SET: st = do_set(s, &in); break;
     case PLUMB_RPC_COPY: st = do_copy(s, &in); break;
-    case PLUMB_RPC_COMPUTE: st = do_compute(s, p, n); break;
+    case PLUMB_RPC_SET_HASH: {
+        uint8_t have = 0;
+        st = do_set_hash(s, &in, &have);
+        return st ? refuse(c, st) : reply(c, &have, 1);
+    }
+    case PLUMB_RPC_COMPUTE: {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        st = do_compute(s, p, n, &bytes, &len);
+        st = st ? refuse(c, st) : reply(c, bytes, len);
+        free(bytes);
+        return st;
+    }
     case PLUMB_RPC_GET: {
         const uint32_t id = (uint32_t)take(&in, 4);
         const uint64_t off = take(&in, 8), len = take(&in, 8);

@@ -1,6 +1,6 @@
 /* remote_server.h — the server's side of one authenticated connection (docs/remote-protocol.md):
  * the connection's own buffers on the served backend, within a memory limit, and the requests
- * over them (INFO, ALLOC, FREE, SET, GET, COPY, COMPUTE). Every id, offset and size is checked
+ * over them (INFO, ALLOC, FREE, SET, SET_HASH, GET, COPY, COMPUTE). Every id, offset and size is checked
  * against what this connection allocated; whatever the connection held is freed when it ends. */
 #ifndef PLUMB_BACKEND_REMOTE_SERVER_H
 #define PLUMB_BACKEND_REMOTE_SERVER_H
@@ -21,6 +21,14 @@ typedef struct plumb_rpc_session {
     int32_t max_tensors;
     pthread_mutex_t *compute_lock; /* held around the backend's graph_compute when the backend
                                       serves several connections (NULL: none) */
+    const char *cache_dir; /* weights by content: <cache_dir>/<sha256 hex> (NULL: no cache) */
+    struct {               /* the last SET_HASH the cache could not answer: a SET of exactly */
+        bool on;           /* that range with that content is stored in the cache */
+        uint32_t id;
+        uint64_t off, size;
+        uint8_t hash[32];
+    } wanted;
+    uint64_t bytes_set, bytes_cached; /* weights received, and filled from the cache */
 } plumb_rpc_session;
 
 /* A session serving backend b with at most limit bytes of buffers and graphs of at most

@@ -5,6 +5,8 @@
 #include "core/error.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +159,14 @@ void plumb__rpc_conn_free(plumb_rpc_conn *c) {
     c->dead = true;
 }
 
+void plumb__rpc_keepalive(int fd) {
+    const int on = 1, idle = 15, intvl = 5, cnt = 3;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
 static int64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -176,8 +186,7 @@ static plumb_status conn_fail(plumb_rpc_conn *c, plumb_status st) {
 static plumb_status wait_fd(plumb_rpc_conn *c, short events, int64_t deadline, const char *what) {
     for (;;) {
         int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return plumb__fail(PLUMB_E_IO, "rpc: timed out after %d ms %s", c->timeout_ms, what);
+        if (left <= 0) return plumb__fail(PLUMB_E_IO, "rpc: timed out %s", what);
         struct pollfd p = {.fd = c->fd, .events = events};
         int r = poll(&p, 1, (int)left);
         if (r > 0) return PLUMB_OK; /* readable, writable, or an error/hangup the I/O call reports */
@@ -451,6 +460,7 @@ plumb_status plumb__rpc_send(plumb_rpc_conn *c, uint16_t type, const struct iove
     iov[1 + n_parts] = (struct iovec){tag, sizeof tag};
     if ((st = write_iov(c, iov, n_parts + 2, now_ms() + c->timeout_ms)) != PLUMB_OK) return conn_fail(c, st);
     c->send_seq++;
+    c->bytes_sent += PLUMB_RPC_HEADER_BYTES + total + PLUMB_RPC_TAG_BYTES;
     return PLUMB_OK;
 }
 
@@ -459,11 +469,15 @@ plumb_status plumb__rpc_recv(plumb_rpc_conn *c, uint16_t *type, const uint8_t **
     *len = 0;
     plumb_status st = usable(c);
     if (st != PLUMB_OK) return st;
-    int64_t deadline = now_ms() + c->timeout_ms;
     uint8_t hdr[PLUMB_RPC_HEADER_BYTES], tag[PLUMB_RPC_TAG_BYTES];
     uint16_t t;
     uint32_t n;
     uint64_t seq;
+    if (c->idle_ms > 0 && (st = wait_fd(c, POLLIN, now_ms() + c->idle_ms, "waiting for the next request")) != PLUMB_OK)
+        return conn_fail(c, st);
+    for (struct pollfd pf = {.fd = c->fd, .events = POLLIN}; c->idle_ms < 0 && poll(&pf, 1, -1) < 0;)
+        if (errno != EINTR) return conn_fail(c, plumb__fail(PLUMB_E_IO, "rpc: poll: %s", strerror(errno)));
+    int64_t deadline = now_ms() + c->timeout_ms; /* the frame, once it has begun */
     if ((st = read_full(c, hdr, sizeof hdr, deadline)) != PLUMB_OK) return conn_fail(c, st);
     if ((st = plumb__rpc_parse_header(hdr, &t, &n, &seq)) != PLUMB_OK) return conn_fail(c, st);
     if (t <= PLUMB_RPC_AUTH)
@@ -482,6 +496,7 @@ plumb_status plumb__rpc_recv(plumb_rpc_conn *c, uint16_t *type, const uint8_t **
         return conn_fail(c, plumb__fail(PLUMB_E_FORMAT, "rpc frame: the tag does not match (a forged, altered or "
                                                    "misdirected frame)"));
     c->recv_seq++;
+    c->bytes_received += PLUMB_RPC_HEADER_BYTES + (uint64_t)n + PLUMB_RPC_TAG_BYTES;
     *type = t;
     *payload = c->buf;
     *len = n;

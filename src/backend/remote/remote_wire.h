@@ -23,6 +23,7 @@
 #define PLUMB_RPC_MAX_PARTS 16         /* iovecs per plumb__rpc_send */
 #define PLUMB_RPC_KEY_FILE_MAX 4096
 #define PLUMB_RPC_KEY_MIN 16
+#define PLUMB_RPC_CAP_CACHE 1u /* capability: the server keeps weights by content (SET_HASH) */
 
 enum plumb_rpc_type {
     PLUMB_RPC_HELLO = 1,
@@ -50,6 +51,9 @@ typedef struct plumb_rpc_conn {
     int timeout_ms;     /* the deadline of each send, recv or handshake step */
     uint8_t *buf;       /* the last received payload (+ its tag); reused, owned here */
     size_t buf_cap;
+    int idle_ms;        /* recv's wait for a frame to begin: 0 within timeout_ms, < 0 without
+                           limit, else idle_ms; the frame itself then has timeout_ms */
+    uint64_t bytes_sent, bytes_received; /* authenticated frames, headers and tags included */
 } plumb_rpc_conn;
 
 /* fd stays the caller's (conn_free does not close it). timeout_ms <= 0 means 30 s. */
@@ -76,6 +80,10 @@ plumb_status plumb__rpc_send(plumb_rpc_conn *c, uint16_t type, const struct iove
  * or conn_free. On failure *payload is NULL and *len 0. */
 plumb_status plumb__rpc_recv(plumb_rpc_conn *c, uint16_t *type, const uint8_t **payload,
                              size_t *len);
+
+/* TCP keepalive on fd (idle 15 s, then 3 probes 5 s apart): a peer that vanished without
+ * closing (host down, cable cut) is found while the connection idles. */
+void plumb__rpc_keepalive(int fd);
 
 /* Pure helpers (the fuzzer and the tests use them too). */
 /* The payload cap of a message type; 0 for a type that is not in the protocol. */
