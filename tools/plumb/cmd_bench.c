@@ -65,6 +65,8 @@ typedef struct bench_result {
     double bytes_per_token; /* tg only; 0 for pp */
     double membw_gbs;       /* < 0: not measured */
     time_t started;         /* when the test's timed repetitions began */
+    /* a remote device's traffic per token over the timed repetitions (all 0 for a local one) */
+    double net_sent, net_received, net_round_trips;
 } bench_result;
 
 static const char bench_usage[] =
@@ -329,6 +331,9 @@ typedef struct bench_model_desc {
     int64_t params;
     const char *device;    /* where it computes: "cpu", "opencl:0" (plumb_model_device) */
     int32_t n_offloaded;   /* the layers there (llama-bench's n_gpu_layers) */
+    double load_s;         /* the model's load, and what it sent its device (a remote one's upload) */
+    uint64_t load_sent;
+    bool remote;           /* the device is across a network: traffic is reported */
 } bench_model_desc;
 
 /* "pp512", "tg128", "pp512 @ d4096" (llama-bench's names) */
@@ -441,6 +446,16 @@ static void print_json(const bench_model_desc *d, const bench_result *rs, int n_
         printf(", \"roofline_fraction\": ");
         if (roof) print_json_num(r->mean / (r->membw_gbs * 1e9 / r->bytes_per_token));
         else printf("null");
+        printf(", \"load_s\": ");
+        print_json_num(d->load_s);
+        const double net[4] = {(double)d->load_sent, r->net_sent, r->net_received, r->net_round_trips};
+        static const char *const net_names[4] = {"load_bytes_sent", "net_bytes_sent_per_token", "net_bytes_received_per_token",
+                                                 "net_round_trips_per_token"};
+        for (int k = 0; k < 4; k++) {
+            printf(", \"%s\": ", net_names[k]);
+            if (d->remote) print_json_num(net[k]);
+            else printf("null");
+        }
         printf("}");
     }
     printf("\n]\n");
@@ -560,6 +575,8 @@ int cmd_bench(int argc, char **argv) {
         goto out;
     }
     const double load_s = now_seconds() - load_t0;
+    plumb_device_traffic traffic;
+    plumb_model_device_traffic(model, &traffic);
     plumb_model_info info;
     plumb_model_get_info(model, &info);
     if (info.n_ctx_train > 0 && max_pos > info.n_ctx_train) {
@@ -579,6 +596,7 @@ int cmd_bench(int argc, char **argv) {
                              .arch = info.arch, .file_type = ftype_name, .size = info.file_size,
                              .params = info.n_params};
     desc.device = plumb_model_device(model, &desc.n_offloaded);
+    desc.load_s = load_s, desc.load_sent = traffic.bytes_sent, desc.remote = traffic.round_trips > 0;
 
     const int per_t = (o.np + o.nn) * o.nd;
     ids = malloc((size_t)max_pos * sizeof *ids);
@@ -627,10 +645,17 @@ int cmd_bench(int argc, char **argv) {
             double dt;
             r->started = time(NULL);
             st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, 1, &dt); /* warm-up */
+            plumb_device_traffic t0, t1;
+            plumb_model_device_traffic(model, &t0);
             for (int rep = 0; rep < o.reps && !st; rep++) {
                 st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, len, &dt);
                 r->samples[rep] = dt > 0 ? (double)len / dt : INFINITY;
             }
+            plumb_model_device_traffic(model, &t1);
+            const double n_tok = (double)len * o.reps;
+            r->net_sent = (double)(t1.bytes_sent - t0.bytes_sent) / n_tok;
+            r->net_received = (double)(t1.bytes_received - t0.bytes_received) / n_tok;
+            r->net_round_trips = (double)(t1.round_trips - t0.round_trips) / n_tok;
             if (st) {
                 cli_error("bench", st, NULL);
                 goto out;
@@ -660,6 +685,16 @@ int cmd_bench(int argc, char **argv) {
         char device[96];
         cli_model_device_text(model, device, sizeof device);
         printf("device: %s\n", device);
+        if (desc.remote) {
+            printf("network, per token:");
+            for (int i = 0; i < n_rs; i++) {
+                char test[32];
+                test_name(&rs[i], test, sizeof test);
+                printf("%s %s (t%d) %.0f B sent, %.0f B received, %.3f round trips", i ? ";" : "", test, rs[i].threads,
+                       rs[i].net_sent, rs[i].net_received, rs[i].net_round_trips);
+            }
+            printf("\nnetwork, model load: %.1f MiB sent in %.3f s\n", (double)desc.load_sent / 1048576.0, desc.load_s);
+        }
     }
     rc = 0;
 out:

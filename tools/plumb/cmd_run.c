@@ -37,6 +37,11 @@ void print_stats(const session *s) {
             s->prompt_seconds > 0 ? (double)s->prompt_tokens / s->prompt_seconds : 0.0, (long long)s->gen_tokens,
             s->gen_seconds > 0 ? (double)s->gen_tokens / s->gen_seconds : 0.0, (double)session_peak_rss_kib() / 1024.0,
             device, (int)s->n_threads);
+    plumb_device_traffic t;
+    plumb_model_device_traffic(s->model, &t);
+    if (t.round_trips)
+        fprintf(stderr, "plumb: remote device: %llu bytes sent, %llu received, %llu round trips\n", (unsigned long long)t.bytes_sent,
+                (unsigned long long)t.bytes_received, (unsigned long long)t.round_trips);
 }
 
 int cmd_run(int argc, char **argv) {
