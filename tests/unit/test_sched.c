@@ -22,6 +22,8 @@ typedef struct fake_device {
     bool decline[PLUMB_OP_COUNT];
     int computes;    /* graph_compute calls */
     uint64_t memory; /* what device_info says it has (0: unknown) */
+    int gets;        /* buffer_get calls */
+    int reads;       /* reads handed to graph_compute_read */
 } fake_device;
 
 static bool fake_supports_op(plumb_backend *b, const plumb_tensor *node) {
@@ -60,6 +62,7 @@ static plumb_status fake_set(plumb_buffer *buf, size_t off, const void *src, siz
 
 static plumb_status fake_get(const plumb_buffer *buf, size_t off, void *dst, size_t n) {
     CHECK(off + n <= buf->size);
+    ((fake_device *)buf->backend->ctx)->gets++;
     memcpy(dst, (const uint8_t *)buf->handle + off, n);
     return PLUMB_OK;
 }
@@ -111,6 +114,19 @@ static plumb_status fake_compute(plumb_backend *b, plumb_graph *g, int32_t first
     return st;
 }
 
+/* As a device across a network does it: the run, then the reads, in one call. */
+static plumb_status fake_compute_read(plumb_backend *b, plumb_graph *g, int32_t first, int32_t end, const plumb_read *reads,
+                                      int32_t n_reads) {
+    fake_device *f = b->ctx;
+    plumb_status st = fake_compute(b, g, first, end);
+    for (int32_t i = 0; i < n_reads && !st; i++) {
+        CHECK(reads[i].buf->backend == b && reads[i].off + reads[i].n <= reads[i].buf->size);
+        memcpy(reads[i].dst, (const uint8_t *)reads[i].buf->handle + reads[i].off, reads[i].n);
+        f->reads++;
+    }
+    return st;
+}
+
 static void fake_info(plumb_backend *b, plumb_device_info *out) {
     memset(out, 0, sizeof *out);
     strcpy(out->name, "fake device");
@@ -138,6 +154,23 @@ static const plumb_backend_iface fake_iface = {
     .device_info = fake_info,
 };
 
+static bool fake_reads; /* fake_create makes devices with graph_compute_read */
+
+static const plumb_backend_iface fake_reads_iface = {
+    .name = "fake",
+    .supports_op = fake_supports_op,
+    .supports_weight = fake_supports_weight,
+    .graph_compute = fake_compute,
+    .graph_compute_read = fake_compute_read,
+    .free = fake_free,
+    .buffer_alloc = fake_alloc,
+    .buffer_free = fake_free_buffer,
+    .buffer_set = fake_set,
+    .buffer_get = fake_get,
+    .buffer_copy = fake_copy,
+    .device_info = fake_info,
+};
+
 static plumb_backend *fake_create(const plumb_op *declined, int n_declined) {
     plumb_backend *b = calloc(1, sizeof *b);
     fake_device *f = calloc(1, sizeof *f);
@@ -148,7 +181,7 @@ static plumb_backend *fake_create(const plumb_op *declined, int n_declined) {
         return NULL;
     }
     for (int i = 0; i < n_declined; i++) f->decline[declined[i]] = true;
-    b->iface = &fake_iface;
+    b->iface = fake_reads ? &fake_reads_iface : &fake_iface;
     b->ctx = f;
     return b;
 }
@@ -265,4 +298,36 @@ TEST(sched_model_too_large_for_the_device_is_refused_with_both_sizes) {
     const char *msg = plumb_last_error();
     CHECK(strstr(msg, "need ") && strstr(msg, " KiB of weights") && strstr(msg, "which has 1.0 KiB") && strstr(msg, "fake device") && strstr(msg, "--offload"));
     plumb_model_free(m); /* frees the device too */
+}
+
+/* A device with graph_compute_read gets what the scheduler reads after its run (the residual
+ * stream crossing back, the logits) as the run's reads: no buffer_get at all, and the CPU's
+ * bits. */
+TEST(sched_reads_go_with_the_run_on_devices_that_take_them) {
+    fake_reads = true;
+    check_offload(-1, NULL, 0, N_LAYER + 1);
+    check_offload(2, NULL, 0, 2);
+    const plumb_op declined[] = {PLUMB_OP_RMS_NORM, PLUMB_OP_SILU_MUL};
+    check_offload(-1, declined, 2, N_LAYER + 1);
+    for (int n_offload = -1; n_offload <= 2; n_offload += 3) {
+        plumb_model_t *m;
+        plumb_backend *fake;
+        if (!model_and_device(&m, &fake)) break;
+        CHECK_STATUS(plumb__model_place_on(m, fake, "fake:0", n_offload), PLUMB_OK);
+        const plumb_context_params cp = {.n_ctx = 16, .n_batch = 4, .n_threads = 1, .n_seq = 1};
+        plumb_context_t *c = NULL;
+        CHECK_STATUS(plumb_context_create(m, &cp, &c), PLUMB_OK);
+        const fake_device *f = fake->ctx;
+        for (int step = 0; c && step < 3; step++) {
+            const int32_t t[] = {1, 4, 5};
+            const int computes = f->computes, reads = f->reads;
+            CHECK_STATUS(plumb_decode(c, &(plumb_batch){.n_tokens = step ? 1 : 3, .tokens = t + (step ? step - 1 : 0)}), PLUMB_OK);
+            CHECK_EQ_INT(f->computes - computes, 1); /* one run on the device per step */
+            CHECK_EQ_INT(f->reads - reads, 1);       /* the logits, or the residual stream back */
+            CHECK_EQ_INT(f->gets, 0);
+        }
+        plumb_context_free(c);
+        plumb_model_free(m);
+    }
+    fake_reads = false;
 }
