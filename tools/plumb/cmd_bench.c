@@ -108,7 +108,7 @@ static bool parse_list(const char *s, long lo, long hi, int32_t *out, int *n) {
     }
 }
 
-enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_DEPTH, OPT_THREADS, OPT_REPS, OPT_OUTPUT, OPT_DEVICE, OPT_OFFLOAD, OPT_NGL };
+enum { OPT_MODEL, OPT_PROMPT, OPT_GEN, OPT_DEPTH, OPT_THREADS, OPT_REPS, OPT_OUTPUT, OPT_DEVICE, OPT_OFFLOAD, OPT_NGL, OPT_KEY };
 
 /* Fills o from argv. Returns -1 to go on, 0 after --help, 2 after an error line. */
 static int parse_options(bench_options *o, int argc, char **argv) {
@@ -125,6 +125,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         [OPT_DEVICE] = {NULL, "--device", CLI_DEVICE_VALUES},
         [OPT_OFFLOAD] = {"-ngl", "--offload", CLI_OFFLOAD_VALUES},
         [OPT_NGL] = {NULL, "--n-gpu-layers", CLI_OFFLOAD_VALUES},
+        [OPT_KEY] = {NULL, "--remote-key-file", "a file"},
     };
     memset(o, 0, sizeof *o);
     o->p[0] = 512, o->np = 1;
@@ -176,6 +177,7 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         case OPT_DEVICE: ok = *v && (o->mp.device = v, true); break;
         case OPT_OFFLOAD:
         case OPT_NGL: ok = cli_parse_offload(v, &o->mp.n_offload); break;
+        case OPT_KEY: ok = *v && (o->mp.remote_key_file = v, true); break;
         }
         if (!ok) return bench_usage_error("bad value '%s' for %s (%s)", v, name, valued[k].what);
     }
@@ -693,7 +695,7 @@ int cmd_bench(int argc, char **argv) {
                 printf("%s %s (t%d) %.0f B sent, %.0f B received, %.3f round trips", i ? ";" : "", test, rs[i].threads,
                        rs[i].net_sent, rs[i].net_received, rs[i].net_round_trips);
             }
-            printf("\nnetwork, model load: %.1f MiB sent in %.3f s\n", (double)desc.load_sent / 1048576.0, desc.load_s);
+            printf("\nnetwork, model load: %.1f KiB sent in %.3f s\n", (double)desc.load_sent / 1024.0, desc.load_s);
         }
     }
     rc = 0;
