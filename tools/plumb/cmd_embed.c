@@ -88,6 +88,9 @@ int cmd_embed(int argc, char **argv) {
                 goto usage;
             }
             mp.device = v;
+        } else if (options_is(a, "--remote-key-file", NULL)) {
+            if (!(v = options_value("embed", argc, argv, &i))) goto usage;
+            mp.remote_key_file = v;
         } else if (options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL)) {
             if (!(v = options_value("embed", argc, argv, &i))) goto usage;
             if (!cli_parse_offload(v, &mp.n_offload)) {
