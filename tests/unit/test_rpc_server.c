@@ -114,21 +114,26 @@ static uint16_t get(client *cl, uint32_t id, uint64_t off, uint64_t n, const uin
 
 /* A COMPUTE: n_writes write records at writes (each with its bytes; the first record's size
  * covers them all when n_writes is 1), the graph, and one read (none when read_n is 0). */
-static uint16_t compute(client *cl, const uint8_t *writes, uint32_t n_writes, const uint8_t *graph, size_t graph_len,
-                        uint32_t read_id, uint64_t read_off, uint64_t read_n, const uint8_t **out, size_t *len) {
+static uint16_t compute_patch(client *cl, const uint8_t *writes, uint32_t n_writes, const uint8_t *graph, size_t graph_len,
+                              bool patch, uint32_t read_id, uint64_t read_off, uint64_t read_n, const uint8_t **out, size_t *len) {
     size_t wlen = 0;
     if (n_writes) wlen = 20 + (size_t)(writes[12] | writes[13] << 8 | writes[14] << 16);
     uint8_t *msg = malloc(4 + wlen + 8 + graph_len + 4 + 20);
     size_t at = 0;
     put(msg, n_writes, 4), at = 4;
     if (n_writes) memcpy(msg + at, writes, wlen < 20 + 768 ? wlen : 20 + 768), at += wlen < 20 + 768 ? wlen : 20 + 768;
-    put(msg + at, graph_len, 8), at += 8;
+    put(msg + at, graph_len | (patch ? (uint64_t)1 << 63 : 0), 8), at += 8;
     if (graph_len) memcpy(msg + at, graph, graph_len), at += graph_len;
     put(msg + at, read_n ? 1 : 0, 4), at += 4;
     if (read_n) put(msg + at, read_id, 4), put(msg + at + 4, read_off, 8), put(msg + at + 12, read_n, 8), at += 20;
     const uint16_t t = call(cl, PLUMB_RPC_COMPUTE, msg, at, NULL, 0, out, len);
     free(msg);
     return t;
+}
+
+static uint16_t compute(client *cl, const uint8_t *writes, uint32_t n_writes, const uint8_t *graph, size_t graph_len,
+                        uint32_t read_id, uint64_t read_off, uint64_t read_n, const uint8_t **out, size_t *len) {
+    return compute_patch(cl, writes, n_writes, graph, graph_len, false, read_id, read_off, read_n, out, len);
 }
 
 /* The ERROR reply's status (its text follows). */
@@ -247,6 +252,36 @@ TEST(rpc_server_compute_gives_the_local_cpus_bits) {
     memcpy(wr + 20, x2, sizeof x2);
     CHECK_EQ_INT(compute(&cl, wr, 1, enc, len, m.remote[2], y->offs, sizeof want2, &p, &n), PLUMB_RPC_OK);
     CHECK(n == sizeof want2 && memcmp(p, want2, sizeof want2) == 0);
+    /* the next graph as a patch of the last: the bytes that differ (here rms_norm's eps) */
+    y->params.rms_norm.eps = 1e-2f;
+    float want3[N * T];
+    CHECK_STATUS(cpu->iface->graph_compute(cpu, &g, 0, g.n_nodes), PLUMB_OK);
+    memcpy(want3, y->data, sizeof want3);
+    uint8_t *enc2 = NULL;
+    size_t len2 = 0;
+    CHECK_STATUS(plumb__rpc_graph_encode(&g, 0, g.n_nodes, map_id, &m, &enc2, &len2), PLUMB_OK);
+    y->params.rms_norm.eps = 1e-5f;
+    CHECK(enc2 && len2 == len);
+    size_t lo = 0, hi = len;
+    while (enc2 && lo < len && enc[lo] == enc2[lo]) lo++;
+    while (enc2 && hi > lo && enc[hi - 1] == enc2[hi - 1]) hi--;
+    CHECK(lo < hi && hi - lo <= 4);
+    uint8_t patch[12 + 4];
+    put(patch, 1, 4), put(patch + 4, lo, 4), put(patch + 8, hi - lo, 4);
+    if (enc2) memcpy(patch + 12, enc2 + lo, hi - lo);
+    CHECK_EQ_INT(compute_patch(&cl, NULL, 0, patch, 12 + (hi - lo), true, m.remote[2], y->offs, sizeof want3, &p, &n), PLUMB_RPC_OK);
+    CHECK(n == sizeof want3 && memcmp(p, want3, sizeof want3) == 0);
+    free(enc2);
+    /* a patch past the graph is refused, and so is any patch after that until a whole graph */
+    put(patch + 4, len - 1, 4), put(patch + 8, 2, 4);
+    CHECK_EQ_INT(compute_patch(&cl, NULL, 0, patch, 14, true, 0, 0, 0, &p, &n), PLUMB_RPC_ERROR);
+    CHECK_EQ_INT(error_code(p, n), PLUMB_E_FORMAT);
+    put(patch, 0, 4);
+    CHECK_EQ_INT(compute_patch(&cl, NULL, 0, patch, 4, true, 0, 0, 0, &p, &n), PLUMB_RPC_ERROR);
+    CHECK_EQ_INT(compute(&cl, wr, 1, enc, len, m.remote[2], y->offs, sizeof want2, &p, &n), PLUMB_RPC_OK);
+    CHECK(n == sizeof want2 && memcmp(p, want2, sizeof want2) == 0);
+    CHECK_EQ_INT(compute_patch(&cl, NULL, 0, patch, 4, true, m.remote[2], y->offs, sizeof want2, &p, &n), PLUMB_RPC_OK);
+    CHECK(n == sizeof want2 && memcmp(p, want2, sizeof want2) == 0); /* an empty patch: the same graph */
     /* a read outside the buffers is refused before anything runs: the write is not made */
     put(wr + 20, 0, 4);
     CHECK_EQ_INT(compute(&cl, wr, 1, enc, len, m.remote[2], 3 * sizeof want, 4, &p, &n), PLUMB_RPC_ERROR);

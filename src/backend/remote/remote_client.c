@@ -32,6 +32,8 @@
 #define QUEUE_ALL ((size_t)64 << 20)  /* and the queue holds at most this much */
 #define QUEUE_WRITES 4096
 #define WRITE_HEAD 20 /* u32 id, u64 offset, u64 size */
+#define PATCH_BIT ((uint64_t)1 << 63) /* COMPUTE's graph length: the bytes are a patch */
+#define PATCH_GAP 16 /* equal bytes shorter than this between two changes go in one piece */
 
 typedef struct remote_ctx {
     plumb_rpc_conn conn;
@@ -44,6 +46,10 @@ typedef struct remote_ctx {
     size_t queue_len, queue_cap;
     uint32_t n_queued;
     uint64_t round_trips;
+    uint8_t *last; /* the graph the server holds from the last COMPUTE (NULL: none) */
+    size_t last_len;
+    uint8_t *patch; /* the next graph as a patch of the last (reused) */
+    size_t patch_cap;
 } remote_ctx;
 
 typedef struct remote_buffer {
@@ -91,15 +97,20 @@ static plumb_status call(remote_ctx *r, uint16_t type, const struct iovec *parts
 /* One COMPUTE: the queued writes, graph (may be empty), then n_reads reads (their WRITE_HEAD
  * records without bytes); the reply is the reads' bytes, want in all, in *out. The queue is
  * empty afterwards. Called with the lock held. */
-static plumb_status exchange(remote_ctx *r, const uint8_t *graph, size_t graph_len, const uint8_t *reads, uint32_t n_reads,
+static plumb_status exchange(remote_ctx *r, const uint8_t *graph, uint64_t graph_len, const uint8_t *reads, uint32_t n_reads,
                              size_t want, const uint8_t **out) {
     uint8_t nw[4], gl[8], nr[4];
     put(nw, r->n_queued, 4), put(gl, graph_len, 8), put(nr, n_reads, 4);
+    graph_len &= ~PATCH_BIT;
     struct iovec v[6] = {{nw, 4}, {r->queue, r->queue_len}, {gl, 8}, {(void *)graph, graph_len}, {nr, 4},
                          {(void *)reads, (size_t)n_reads * WRITE_HEAD}};
     size_t n = 0;
     plumb_status st = call(r, PLUMB_RPC_COMPUTE, v, 6, out, &n);
     r->queue_len = 0, r->n_queued = 0;
+    if (st) { /* the server dropped its graph too */
+        free(r->last);
+        r->last = NULL, r->last_len = 0;
+    }
     if (!st && n != want)
         st = plumb__fail(PLUMB_E_FORMAT, "remote device %s: a reply of %zu bytes, %zu expected", r->address, n, want);
     return st;
@@ -243,6 +254,39 @@ static uint32_t buffer_id(const plumb_buffer *b, void *ctx) {
     return b->backend == ctx ? ((const remote_buffer *)b)->id : UINT32_MAX;
 }
 
+/* enc[0..len) as a patch of the graph the server holds ({ u32 n, n × { u32 offset, u32 size,
+ * bytes } }) into r->patch, when there is one of the same length and the patch is smaller
+ * than half the graph; else 0. */
+static size_t make_patch(remote_ctx *r, const uint8_t *enc, size_t len) {
+    if (!r->last || r->last_len != len || len > UINT32_MAX) return 0;
+    if (r->patch_cap < len / 2 + 16) {
+        uint8_t *p = realloc(r->patch, len / 2 + 16);
+        if (!p) return 0;
+        r->patch = p, r->patch_cap = len / 2 + 16;
+    }
+    size_t at = 4, i = 0;
+    uint32_t count = 0;
+    while (i < len) {
+        if (enc[i] == r->last[i]) {
+            i++;
+            continue;
+        }
+        size_t end = i + 1, same = 0; /* the piece ends after PATCH_GAP equal bytes */
+        for (size_t j = end; j < len && same < PATCH_GAP; j++) {
+            if (enc[j] == r->last[j]) same++;
+            else end = j + 1, same = 0;
+        }
+        if (at + 8 + (end - i) > len / 2) return 0;
+        put(r->patch + at, i, 4), put(r->patch + at + 4, end - i, 4);
+        memcpy(r->patch + at + 8, enc + i, end - i);
+        at += 8 + (end - i);
+        count++;
+        i = end;
+    }
+    put(r->patch, count, 4);
+    return at;
+}
+
 /* The run's COMPUTE with the queued writes and the reads that fit in one reply; reads past
  * that (all the logits of a long prompt) follow as GETs. */
 static plumb_status remote_compute_read(plumb_backend *b, plumb_graph *g, int32_t first, int32_t end, const plumb_read *reads,
@@ -261,8 +305,15 @@ static plumb_status remote_compute_read(plumb_backend *b, plumb_graph *g, int32_
     if (!st) {
         pthread_mutex_lock(&r->lock);
         const uint8_t *p = NULL;
-        st = exchange(r, enc, len, rq, (uint32_t)n_in, want, &p);
+        const size_t patch = make_patch(r, enc, len);
+        st = patch ? exchange(r, r->patch, patch | PATCH_BIT, rq, (uint32_t)n_in, want, &p)
+                   : exchange(r, enc, len, rq, (uint32_t)n_in, want, &p);
         for (int32_t i = 0; !st && i < n_in; p += reads[i].n, i++) memcpy(reads[i].dst, p, reads[i].n);
+        if (!st) { /* what the server holds now */
+            free(r->last);
+            r->last = enc, r->last_len = len;
+            enc = NULL;
+        }
         pthread_mutex_unlock(&r->lock);
     }
     for (int32_t i = n_in; !st && i < n_reads; i++) st = remote_get(reads[i].buf, reads[i].off, reads[i].dst, reads[i].n);
@@ -291,6 +342,8 @@ static void remote_free(plumb_backend *b) {
     plumb__rpc_conn_free(&r->conn);
     pthread_mutex_destroy(&r->lock);
     free(r->queue);
+    free(r->last);
+    free(r->patch);
     free(r);
     free(b);
 }

@@ -18,6 +18,7 @@
 
 #define MAX_WRITES 4096 /* writes, and reads, in one COMPUTE */
 #define CACHE_PIECE ((size_t)16 << 20)
+#define PATCH_BIT ((uint64_t)1 << 63) /* COMPUTE's graph length: the bytes are a patch */
 
 /* A bounds-checked reader over a request's payload. */
 typedef struct cursor {
@@ -73,6 +74,7 @@ void plumb__rpc_session_free(plumb_rpc_session *s) {
     free(s->bufs);
     plumb_graph_free(&s->graph);
     plumb__rpc_graph_store_free(&s->store);
+    free(s->last);
     memset(s, 0, sizeof *s);
 }
 
@@ -230,6 +232,45 @@ static plumb_status do_copy(plumb_rpc_session *s, cursor *in) {
     return st ? st : d->backend->iface->buffer_copy(d, (size_t)doff, sb, (size_t)soff, (size_t)n);
 }
 
+/* A patch { u32 n, n × { u32 offset, u32 size, size bytes } } of the last graph: in order,
+ * not overlapping, inside it. */
+static plumb_status check_patch(const plumb_rpc_session *s, const uint8_t *p, size_t n) {
+    cursor in = {p, n, 0, false};
+    const uint32_t count = (uint32_t)take(&in, 4);
+    uint64_t end = 0;
+    if (!s->last_len) return plumb__fail(PLUMB_E_FORMAT, "COMPUTE: a patch with no earlier graph on this connection");
+    for (uint32_t i = 0; i < count && !in.bad; i++) {
+        const uint64_t off = take(&in, 4), size = take(&in, 4);
+        if (in.bad || off < end || off > s->last_len || size > s->last_len - off || size > in.n - in.at)
+            return plumb__fail(PLUMB_E_FORMAT, "COMPUTE: patch %u does not fit the last graph of %zu bytes", (unsigned)i, s->last_len);
+        in.at += (size_t)size;
+        end = off + size;
+    }
+    if (in.bad || in.at != in.n) return plumb__fail(PLUMB_E_FORMAT, "COMPUTE: a malformed patch of %zu bytes", n);
+    return PLUMB_OK;
+}
+
+/* The graph to run: a whole one (kept), or the kept one with a checked patch applied. */
+static plumb_status keep_graph(plumb_rpc_session *s, const uint8_t *p, size_t n, bool patch) {
+    if (patch) {
+        cursor in = {p, n, 0, false};
+        for (uint32_t i = 0, count = (uint32_t)take(&in, 4); i < count; i++) {
+            const size_t off = (size_t)take(&in, 4), size = (size_t)take(&in, 4);
+            memcpy(s->last + off, p + in.at, size);
+            in.at += size;
+        }
+        return PLUMB_OK;
+    }
+    if (n > s->last_cap) {
+        uint8_t *grown = realloc(s->last, n);
+        if (!grown) return plumb__fail(PLUMB_E_NOMEM, "out of memory for a graph of %zu bytes", n);
+        s->last = grown, s->last_cap = n;
+    }
+    memcpy(s->last, p, n);
+    s->last_len = n;
+    return PLUMB_OK;
+}
+
 /* A COMPUTE's write or read record { id u32, offset u64, size u64 }, resolved. */
 static plumb_status range(plumb_rpc_session *s, cursor *in, const char *what, plumb_buffer **b, uint64_t *off, uint64_t *size) {
     const uint32_t id = (uint32_t)take(in, 4);
@@ -239,8 +280,9 @@ static plumb_status range(plumb_rpc_session *s, cursor *in, const char *what, pl
 }
 
 /* COMPUTE { u32 n_writes, writes { id, offset, size, bytes }, u64 graph bytes, the graph (none
- * when 0), u32 n_reads, reads { id, offset, size } }: every part is checked before anything
- * runs; then the writes, the graph, and the reads' bytes back (into *out, malloc'd). */
+ * when 0; with the top bit, a patch of the last graph), u32 n_reads, reads { id, offset, size } }:
+ * every part is checked before anything runs; then the writes, the graph, and the reads' bytes
+ * back (into *out, malloc'd). */
 static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n, uint8_t **out, size_t *out_len) {
     cursor in = {p, n, 0, false};
     plumb_buffer *b;
@@ -254,10 +296,12 @@ static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n,
         if (!st && size > in.n - in.at) st = plumb__fail(PLUMB_E_FORMAT, "COMPUTE: write %u runs past the message", (unsigned)i);
         if (!st) in.at += (size_t)size;
     }
-    const uint64_t graph_len = st ? 0 : take(&in, 8);
+    const uint64_t graph_word = st ? 0 : take(&in, 8), graph_len = graph_word & ~PATCH_BIT;
     if (!st && (in.bad || graph_len > in.n - in.at)) st = plumb__fail(PLUMB_E_FORMAT, "COMPUTE: the graph runs past the message");
     const size_t graph_at = in.at;
     if (!st) in.at += (size_t)graph_len;
+    const bool patch = graph_word & PATCH_BIT;
+    if (!st && patch) st = check_patch(s, p + graph_at, (size_t)graph_len);
     const uint32_t n_reads = st ? 0 : (uint32_t)take(&in, 4);
     if (!st && n_reads > MAX_WRITES) st = plumb__fail(PLUMB_E_RANGE, "COMPUTE: %u reads (at most %d)", (unsigned)n_reads, MAX_WRITES);
     const size_t reads_at = in.at;
@@ -275,7 +319,9 @@ static plumb_status do_compute(plumb_rpc_session *s, const uint8_t *p, size_t n,
         st = b->backend->iface->buffer_set(b, (size_t)off, in.p + in.at, (size_t)size);
         in.at += (size_t)size;
     }
-    if (!st && graph_len) st = plumb__rpc_graph_decode(p + graph_at, (size_t)graph_len, resolve, s, s->backend, &s->graph, &s->store);
+    if (!st && graph_len) st = keep_graph(s, p + graph_at, (size_t)graph_len, patch);
+    if (!st && graph_len) st = plumb__rpc_graph_decode(s->last, s->last_len, resolve, s, s->backend, &s->graph, &s->store);
+    if (st) s->last_len = 0; /* the client starts over with a whole graph */
     if (!st && graph_len) {
         if (s->compute_lock) pthread_mutex_lock(s->compute_lock);
         st = s->backend->iface->graph_compute(s->backend, &s->graph, 0, s->graph.n_nodes);

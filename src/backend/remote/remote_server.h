@@ -29,6 +29,8 @@ typedef struct plumb_rpc_session {
         uint8_t hash[32];
     } wanted;
     uint64_t bytes_set, bytes_cached; /* weights received, and filled from the cache */
+    uint8_t *last; /* the last COMPUTE's graph bytes, which the next may patch */
+    size_t last_len, last_cap;
 } plumb_rpc_session;
 
 /* A session serving backend b with at most limit bytes of buffers and graphs of at most
