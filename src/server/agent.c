@@ -49,6 +49,7 @@ size_t plumb_srv_agent_line(const plumb_srv_agent_status *st, char *buf, size_t 
     case PLUMB_SRV_AGENT_LOADING: n = snprintf(buf, cap, "down #loading\n"); break;
     case PLUMB_SRV_AGENT_FAILED: n = snprintf(buf, cap, "fail #model failed to load\n"); break;
     case PLUMB_SRV_AGENT_DRAINING: n = snprintf(buf, cap, "drain\n"); break;
+    case PLUMB_SRV_AGENT_DEVICE_LOST: n = snprintf(buf, cap, "down #device unavailable\n"); break;
     case PLUMB_SRV_AGENT_SERVING:
     default: {
         const int32_t total = st->total_slots > 0 ? st->total_slots : 1;

@@ -8,6 +8,7 @@
  *   loading the model          "down #loading\n"
  *   the model failed to load   "fail #model failed to load\n"
  *   shutting down (SIGTERM)    "drain\n"
+ *   the model's device lost    "down #device unavailable\n"  (until the model is loaded again)
  *   serving                    "up ready W% maxconn:S\n"   (S slots, W from the free ones)
  * The weight is 100 * free / S rounded down, but never below 1%: in HAProxy 0% means drain (the
  * server leaves the farm and takes no request from the backend's queue either), while 1% only
@@ -34,6 +35,7 @@ typedef enum plumb_srv_agent_state {
     PLUMB_SRV_AGENT_FAILED,
     PLUMB_SRV_AGENT_SERVING,
     PLUMB_SRV_AGENT_DRAINING,
+    PLUMB_SRV_AGENT_DEVICE_LOST, /* the model's device is lost until the model is loaded again */
 } plumb_srv_agent_state;
 
 /* How the server stands, as the agent reports it. */

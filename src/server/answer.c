@@ -74,8 +74,10 @@ static bool attach_logprobs(conn *c, int i, cJSON *ch) {
     plumb_srv_logprob *r;
     size_t n;
     if (plumb_srv_job_logprobs(c->srv->sched, a->job, a->lp_sent, &r, &n)) return false;
+    plumb_srv_sched_borrow(c->srv->sched);
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     cJSON *lp = plumb_srv_logprobs_json(v, r, n, c->kind == PLUMB_SRV_CHAT, &a->lp_offset);
+    plumb_srv_sched_unborrow(c->srv->sched);
     free(r);
     if (!lp) return false;
     a->lp_sent += n;
@@ -301,7 +303,7 @@ bool plumb_srv_answer_stream(conn *c) {
                 left--;
                 if (a->pr.error_status) {
                     status = a->pr.error_status;
-                    ok = send_event(c, plumb_srv_api_error_json(status, a->pr.error_message, NULL, NULL));
+                    ok = send_event(c, plumb_srv_api_error_json(status, a->pr.error_message, NULL, a->pr.error_code));
                 } else
                     ok = stream_end(c, i);
             }
@@ -374,8 +376,8 @@ bool plumb_srv_answer_whole(conn *c) {
         }
         if (a->pr.error_status) {
             for (int k = 0; k < c->n_ch; k++) plumb_srv_job_cancel(s, c->ch[k].job);
-            return plumb_srv_api_send_json(c, a->pr.error_status,
-                                           plumb_srv_api_error_json(a->pr.error_status, a->pr.error_message, NULL, NULL));
+            return plumb_srv_api_send_json(c, a->pr.error_status, plumb_srv_api_error_json(a->pr.error_status, a->pr.error_message,
+                                                                                          NULL, a->pr.error_code));
         }
     }
     cJSON *root = response_base(c, c->kind == PLUMB_SRV_CHAT ? "chat.completion" : "text_completion");

@@ -252,15 +252,25 @@ static bool use_body_model(conn *c, char *name, size_t cap) {
 }
 
 /* GET /health: 200 {"status":"ok"} once serving (with a catalog also the model in memory or
- * being loaded), 503 {"status":"loading"} or {"status":"error"} before, and 503
- * {"status":"draining"} once shutting down, so that a balancer's HTTP check takes the server
- * out too. Serving or draining, it adds the slots free for a new request and all of them. */
+ * being loaded), 503 {"status":"loading"} or {"status":"error"} before, 503 {"status":"error",
+ * "code":"device_unavailable","message":...} while the model's device is lost (until the model
+ * is loaded again), and 503 {"status":"draining"} once shutting down, so that a balancer's
+ * HTTP check takes the server out too. Serving or draining, it adds the slots free for a new
+ * request and all of them. */
 static bool handle_health(conn *c) {
     plumb_srv_state st = plumb_srv_sched_state(c->srv->sched);
     const bool draining = atomic_load(&c->srv->draining);
     if (st != PLUMB_SRV_READY && !draining) {
         const char *body = st == PLUMB_SRV_LOADING ? "{\"status\":\"loading\"}" : "{\"status\":\"error\"}";
         return send_text(c, 503, body, strlen(body), "application/json");
+    }
+    char why[256];
+    if (!draining && plumb_srv_sched_device_lost(c->srv->sched, why, sizeof why)) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "status", "error");
+        cJSON_AddStringToObject(j, "code", "device_unavailable");
+        cJSON_AddStringToObject(j, "message", why);
+        return plumb_srv_api_send_json(c, 503, j);
     }
     cJSON *j = cJSON_CreateObject();
     char id[512] = "", loading[512] = "";
@@ -388,6 +398,7 @@ static bool handle_props(conn *c) {
         if (!use_model(c, "")) return false;
         plumb_srv_sched_loaded(c->srv->sched, NULL, 0, path, sizeof path, NULL, 0);
     }
+    plumb_srv_sched_borrow(c->srv->sched);
     const plumb_model_t *m = plumb_srv_sched_model(c->srv->sched);
     plumb_model_info info;
     plumb_model_get_info(m, &info);
@@ -421,6 +432,7 @@ static bool handle_props(conn *c) {
     cJSON_AddStringToObject(root, "tool_call_syntax", plumb_srv_tool_syntax_name(plumb_srv_tool_syntax_of(chat ? chat->tmpl : NULL)));
     cJSON_AddStringToObject(root, "build_info", "plumb " PLUMB_VERSION_STRING);
     cJSON_AddBoolToObject(cJSON_AddObjectToObject(root, "modalities"), "vision", false);
+    plumb_srv_sched_unborrow(c->srv->sched);
     return plumb_srv_api_send_json(c, 200, root);
 }
 
@@ -468,10 +480,12 @@ static bool handle_tokenize(conn *c) {
         free(content);
         return false;
     }
-    const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     size_t cap = len + 8, n = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
+    plumb_srv_sched_borrow(c->srv->sched);
+    const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     st = ids ? plumb_tokenize(v, content, len, add_special, parse_special, ids, cap, &n) : PLUMB_E_NOMEM;
+    plumb_srv_sched_unborrow(c->srv->sched);
     free(content);
     if (st) {
         free(ids);
@@ -495,11 +509,13 @@ static bool handle_detokenize(conn *c) {
         free(ids);
         return false;
     }
+    plumb_srv_sched_borrow(c->srv->sched);
     const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(c->srv->sched));
     const int32_t n_vocab = plumb_vocab_n_tokens(v);
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= n_vocab) {
             const int32_t bad = ids[i]; /* read before the array is freed */
+            plumb_srv_sched_unborrow(c->srv->sched);
             free(ids);
             return plumb_srv_api_send_error(c, 400, "tokens", NULL, "'tokens[%zu]' is %d, past the vocabulary (%d tokens)", i, (int)bad,
                               (int)n_vocab);
@@ -520,6 +536,7 @@ static bool handle_detokenize(conn *c) {
         }
         if (text) len += need;
     }
+    plumb_srv_sched_unborrow(c->srv->sched);
     free(ids);
     if (text && cap - len < 4) {
         char *grown = realloc(text, cap + 4);
@@ -713,7 +730,6 @@ static bool handle_generate(conn *c) {
         plumb_srv_request_free(&r);
         return false;
     }
-    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched);
     /* a request's whole life is timeout_s, the wait for its model included */
     double timeout_s = srv->p.timeout_s;
     if (srv->p.catalog && (timeout_s -= now_s() - c->t0) < 0.001) timeout_s = 0.001;
@@ -721,7 +737,12 @@ static bool handle_generate(conn *c) {
     size_t n;
     const char *param;
     char msg[256] = "";
+    plumb_srv_sched_borrow(srv->sched); /* the model's vocabulary and chat format, briefly */
+    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched);
     st = request_tokens(c, &r, &ids, &n, &param, msg, sizeof msg);
+    const bool use_tools = !r.grammar && r.tools_json && r.tool_choice != PLUMB_SRV_TOOLS_NONE;
+    const plumb_srv_tool_syntax syntax = use_tools ? tool_syntax(c) : PLUMB_SRV_SYNTAX_GENERIC;
+    plumb_srv_sched_unborrow(srv->sched);
     if (st == PLUMB_E_INVALID_ARG) plumb_srv_api_send_error(c, 400, param, NULL, "%s", msg);
     else if (st) plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot prepare the prompt: %s", plumb_status_message(st));
     else if (n == 0) plumb_srv_api_send_error(c, 400, param, NULL, "the prompt is empty");
@@ -736,7 +757,7 @@ static bool handle_generate(conn *c) {
     if (r.grammar) spec = (plumb_srv_guide_spec){.gbnf = r.grammar, .root = "root"};
     else if (r.tools_json && r.tool_choice != PLUMB_SRV_TOOLS_NONE) {
         c->tools = true;
-        c->syntax = tool_syntax(c);
+        c->syntax = syntax;
         st = plumb_srv_tools_grammar(c->syntax, &r, &tg, msg, sizeof msg);
         if (st == PLUMB_E_INVALID_ARG) plumb_srv_api_send_error(c, 400, "tools", NULL, "%s", msg);
         else if (st) plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
@@ -807,7 +828,10 @@ static bool handle_embeddings(conn *c) {
     plumb_server_t *srv = c->srv;
     if (!srv->p.embeddings)
         return plumb_srv_api_send_error(c, 501, NULL, "not_supported", "embeddings are off: start the server with --embeddings");
-    if (plumb_srv_sched_pooling(srv->sched) == PLUMB_POOLING_NONE)
+    plumb_srv_sched_borrow(srv->sched);
+    const int32_t pooling = plumb_srv_sched_pooling(srv->sched);
+    plumb_srv_sched_unborrow(srv->sched);
+    if (pooling == PLUMB_POOLING_NONE)
         return plumb_srv_api_send_error(c, 400, NULL, NULL,
                                         "the server pools nothing (--pooling none): OpenAI's embeddings need one vector per "
                                         "input; start it with --pooling mean, last or cls");
@@ -816,42 +840,53 @@ static bool handle_embeddings(conn *c) {
     plumb_status st = plumb_srv_parse_embeddings(c->req->body, c->req->body_len, &r, &err);
     if (st == PLUMB_E_NOMEM) return plumb_srv_api_send_error(c, 500, NULL, NULL, "out of memory");
     if (st) return plumb_srv_api_send_error(c, 400, err.param, NULL, "%s", err.message);
-    const plumb_model_t *m = plumb_srv_sched_model(srv->sched);
-    const plumb_vocab_t *v = plumb_model_vocab(m);
+    plumb_srv_sched_borrow(srv->sched);
     plumb_model_info info;
-    plumb_model_get_info(m, &info);
-    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched), n_vocab = plumb_vocab_n_tokens(v);
-    if (r.dimensions >= 0 && r.dimensions != info.n_embd) {
+    plumb_model_get_info(plumb_srv_sched_model(srv->sched), &info);
+    const int32_t n_embd = info.n_embd;
+    plumb_srv_sched_unborrow(srv->sched);
+    if (r.dimensions >= 0 && r.dimensions != n_embd) {
         plumb_srv_embed_request_free(&r);
         return plumb_srv_api_send_error(c, 400, "dimensions", NULL,
-                                        "'dimensions' must be the model's embedding size, %d (it cannot shorten them)", info.n_embd);
+                                        "'dimensions' must be the model's embedding size, %d (it cannot shorten them)", n_embd);
     }
-    /* every input's tokens first, so a bad one fails the request before any runs */
+    /* every input's tokens first, so a bad one fails the request before any runs; the client
+     * hears of a bad one once the model is no longer borrowed */
     int32_t **ids = calloc(r.n, sizeof *ids);
     size_t *n_ids = calloc(r.n, sizeof *n_ids), total = 0;
     bool ok = ids && n_ids;
-    for (size_t i = 0; ok && i < r.n; i++) {
+    size_t bad = 0;            /* the input refused */
+    int32_t bad_tok = -1;      /* ... for this token past the vocabulary; -1: for its length */
+    bool refused = false;
+    plumb_srv_sched_borrow(srv->sched);
+    const plumb_vocab_t *v = plumb_model_vocab(plumb_srv_sched_model(srv->sched));
+    const int32_t n_ctx = plumb_srv_sched_n_ctx(srv->sched), n_vocab = plumb_vocab_n_tokens(v);
+    for (size_t i = 0; ok && !refused && i < r.n; i++) {
         if (r.texts[i]) {
             if ((st = plumb_gen_tokenize_marked(v, r.texts[i], strlen(r.texts[i]), true, false, NULL, 0, &ids[i], &n_ids[i]))) {
                 ok = false;
                 break;
             }
         } else {
-            for (size_t k = 0; k < r.n_ids[i]; k++)
-                if (r.ids[i][k] >= n_vocab) {
-                    plumb_srv_api_send_error(c, 400, "input", NULL, "'input[%zu]' holds %d, past the vocabulary (%d tokens)", i,
-                                             (int)r.ids[i][k], (int)n_vocab);
-                    goto fail;
-                }
+            for (size_t k = 0; k < r.n_ids[i] && !refused; k++)
+                if (r.ids[i][k] >= n_vocab) refused = true, bad = i, bad_tok = r.ids[i][k];
+            if (refused) break;
             ids[i] = r.ids[i], n_ids[i] = r.n_ids[i];
             r.ids[i] = NULL;
         }
-        if (n_ids[i] == 0 || n_ids[i] > (size_t)n_ctx) {
-            plumb_srv_api_send_error(c, 400, "input", "context_length_exceeded",
-                                     "'input[%zu]' is %zu tokens; each input must be 1 to %d (the context)", i, n_ids[i], (int)n_ctx);
-            goto fail;
-        }
-        total += n_ids[i];
+        if (n_ids[i] == 0 || n_ids[i] > (size_t)n_ctx) refused = true, bad = i;
+        else total += n_ids[i];
+    }
+    plumb_srv_sched_unborrow(srv->sched);
+    if (refused && bad_tok >= 0) {
+        plumb_srv_api_send_error(c, 400, "input", NULL, "'input[%zu]' holds %d, past the vocabulary (%d tokens)", bad,
+                                 (int)bad_tok, (int)n_vocab);
+        goto fail;
+    }
+    if (refused) {
+        plumb_srv_api_send_error(c, 400, "input", "context_length_exceeded",
+                                 "'input[%zu]' is %zu tokens; each input must be 1 to %d (the context)", bad, n_ids[bad], (int)n_ctx);
+        goto fail;
     }
     if (!ok) {
         plumb_srv_api_send_error(c, 500, NULL, NULL, "cannot tokenize the input: %s", plumb_status_message(st ? st : PLUMB_E_NOMEM));
@@ -891,7 +926,7 @@ static bool handle_embeddings(conn *c) {
             } while (!a->pr.done);
             if (a->pr.error_status) {
                 plumb_srv_api_send_json(c, a->pr.error_status,
-                                        plumb_srv_api_error_json(a->pr.error_status, a->pr.error_message, NULL, NULL));
+                                        plumb_srv_api_error_json(a->pr.error_status, a->pr.error_message, NULL, a->pr.error_code));
                 cJSON_Delete(root);
                 goto fail;
             }
@@ -950,7 +985,9 @@ static bool handle_apply_template(conn *c) {
     char *text = NULL, msg[256] = "";
     size_t len, n_marks;
     plumb_span *marks = NULL;
+    plumb_srv_sched_borrow(c->srv->sched);
     st = render_chat(c, r.messages_json, tools, true, &text, &len, &marks, &n_marks, msg, sizeof msg);
+    plumb_srv_sched_unborrow(c->srv->sched);
     free(tools);
     plumb_srv_request_free(&r);
     free(marks);
@@ -1082,6 +1119,8 @@ static void agent_status(void *user, plumb_srv_agent_status *out) {
     const plumb_srv_state st = plumb_srv_sched_state(s->sched);
     out->state = st == PLUMB_SRV_LOADING ? PLUMB_SRV_AGENT_LOADING : st == PLUMB_SRV_FAILED ? PLUMB_SRV_AGENT_FAILED
                                                                                           : PLUMB_SRV_AGENT_SERVING;
+    if (out->state == PLUMB_SRV_AGENT_SERVING && plumb_srv_sched_device_lost(s->sched, NULL, 0))
+        out->state = PLUMB_SRV_AGENT_DEVICE_LOST;
     plumb_srv_sched_slot_counts(s->sched, &out->free_slots, &out->total_slots);
 }
 
@@ -1141,6 +1180,7 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
                                  .chat_template_len = p->chat_template_len,
                                  .use_mmap = p->use_mmap,
                                  .device = p->device,
+                                 .remote_key_file = p->remote_key_file,
                                  .n_offload = p->n_offload};
     plumb_srv_sched *sched;
     plumb_status st = plumb_srv_sched_create(&sp, &s->metrics, &sched);

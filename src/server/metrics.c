@@ -14,6 +14,7 @@ void plumb_srv_metrics_init(plumb_srv_metrics *m, int n_slots) {
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->mu, NULL);
     m->slots_total = n_slots;
+    m->device_available = true;
     m->ttft.bounds = ttft_bounds;
     m->ttft.n = (int)(sizeof ttft_bounds / sizeof ttft_bounds[0]);
     m->itl.bounds = itl_bounds;
@@ -77,6 +78,13 @@ void plumb_srv_metrics_model_load(plumb_srv_metrics *m, const char *id, bool ok)
         snprintf(m->model, sizeof m->model, "%s", id);
     } else
         m->model_load_failures++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void plumb_srv_metrics_device(plumb_srv_metrics *m, bool available) {
+    pthread_mutex_lock(&m->mu);
+    if (!available) m->device_failures++;
+    m->device_available = available;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -159,10 +167,15 @@ char *plumb_srv_metrics_render(plumb_srv_metrics *m) {
     put(&t, "plumb_slots_idle %lld\n", (long long)(idle > 0 ? idle : 0));
     metric(&t, "plumb_slots_total", "gauge", "Slots (parallel sequences).");
     put(&t, "plumb_slots_total %lld\n", (long long)m->slots_total);
-    metric(&t, "plumb_model_loads_total", "counter", "Models loaded (the first one included).");
+    metric(&t, "plumb_model_loads_total", "counter", "Models loaded (the first one and reloads after a lost device included).");
     put(&t, "plumb_model_loads_total %llu\n", (unsigned long long)m->model_loads);
     metric(&t, "plumb_model_load_failures_total", "counter", "Model loads that failed.");
     put(&t, "plumb_model_load_failures_total %llu\n", (unsigned long long)m->model_load_failures);
+    metric(&t, "plumb_device_failures_total", "counter",
+           "Times the model's device was lost (a remote host or the network failed); each drops the model until it is loaded again.");
+    put(&t, "plumb_device_failures_total %llu\n", (unsigned long long)m->device_failures);
+    metric(&t, "plumb_device_available", "gauge", "0 while the model's device is lost and the model not loaded again, else 1.");
+    put(&t, "plumb_device_available %d\n", m->device_available ? 1 : 0);
     metric(&t, "plumb_model_loaded", "gauge", "The model in memory, by its id (no sample when none is).");
     if (m->model[0]) {
         char label[2 * sizeof m->model]; /* escaped: backslash, quote and newline take two bytes */

@@ -28,6 +28,8 @@ typedef struct plumb_srv_metrics {
     int64_t queue_depth, slots_busy, slots_total;
     plumb_srv_histogram ttft, itl;
     uint64_t model_loads, model_load_failures;
+    uint64_t device_failures; /* the model's device lost (a decode failed with PLUMB_E_DEVICE) */
+    bool device_available;    /* false from a lost device until its model is loaded again */
     char model[512]; /* the id of the model in memory, "" when none */
 } plumb_srv_metrics;
 
@@ -45,6 +47,8 @@ void plumb_srv_metrics_token(plumb_srv_metrics *m, double ttft, double itl);
 void plumb_srv_metrics_gauges(plumb_srv_metrics *m, int64_t queue_depth, int64_t slots_busy);
 /* A model load ended: ok, and model id (copied) is the one in memory now; else a failure. */
 void plumb_srv_metrics_model_load(plumb_srv_metrics *m, const char *id, bool ok);
+/* The model's device was lost (available false: counted) or its model loaded again (true). */
+void plumb_srv_metrics_device(plumb_srv_metrics *m, bool available);
 /* The model in memory was freed. */
 void plumb_srv_metrics_model_unloaded(plumb_srv_metrics *m);
 /* The Prometheus text exposition, malloc'd and NUL-terminated (NULL when out of memory). */

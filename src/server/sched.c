@@ -4,7 +4,9 @@
  * for bookkeeping, never during plumb_decode, sampling or a model load. Slot fields other
  * than `job` belong to the scheduler thread alone. The model, context and chat format change
  * only on the scheduler thread, and only while no lease is granted and no job is queued or
- * running, so a connection holding a granted lease may read them without the lock. */
+ * running, or, after a lost device, under the write side of `model_lock` (a reload swaps the
+ * model in), so a connection reads them while borrowing (the read side; sched.h). Lock order:
+ * model_lock before mu; the scheduler thread never waits for model_lock while it holds mu. */
 #include "sched.h"
 
 #include "chat_prompt.h"
@@ -41,6 +43,7 @@ struct plumb_srv_job {
     bool has_trigger, force_trigger;
     double t_arrival, deadline; /* monotonic seconds */
     double t_slot, t_first;     /* when it got a slot, when its first token came (0: not yet) */
+    bool requeued;              /* sent back to the queue once by a lost device (scheduler thread) */
     /* shared, under mu */
     int refs;
     bool cancelled;
@@ -125,7 +128,18 @@ struct plumb_srv_sched {
     uint64_t use_clock;
     int32_t rr; /* next slot to prefill first (round robin) */
     int32_t pooling, n_embd; /* embeddings server: its plumb_pooling and vector size */
+    pthread_rwlock_t model_lock; /* read: connections borrowing the model; write: the scheduler changing it */
+    /* a lost device (sched.h), under mu: the model computes nothing until it is loaded again */
+    bool lost;
+    char lost_why[256];     /* the device's last failure */
+    int32_t n_reload_fails; /* attempts failed since it was lost */
+    double fail_at;         /* when the last attempt failed: a waiting job's attempt comes 1 s later */
+    double retry_at;        /* the next attempt without a job waiting (backing off) */
 };
+
+#define RELOAD_MIN_S 1.0 /* a lost device's model is loaded again at most once a second */
+#define RELOAD_MAX_S 5.0 /* and, with no job waiting, at least every 5 s */
+#define DEVICE_CODE "device_unavailable"
 
 static double now_s(void) {
     struct timespec ts;
@@ -356,8 +370,14 @@ static void job_end(plumb_srv_job *j, const char *finish_reason, int status, con
     j->progress.done = true;
     j->progress.finish_reason = status ? NULL : finish_reason;
     j->progress.error_status = status;
-    if (status) snprintf(j->progress.error_message, sizeof j->progress.error_message, "%s", message);
+    if (status) snprintf(j->progress.error_message, sizeof j->progress.error_message, "%.255s", message);
     pthread_cond_broadcast(&j->cv);
+}
+
+/* Under mu: the job ends with 503 "device_unavailable" (its device was lost). */
+static void job_end_device(plumb_srv_job *j, const char *message) {
+    if (!j->progress.done) j->progress.error_code = DEVICE_CODE;
+    job_end(j, NULL, 503, message);
 }
 
 /* ---- what GET /slots shows ---------------------------------------------------------------- */
@@ -414,6 +434,20 @@ plumb_status plumb_srv_sched_submit(plumb_srv_sched *s, plumb_srv_job *job) {
 
 /* ---- the scheduler thread ------------------------------------------------------------------ */
 
+/* Under mu: the slot lets go of its job (the reference it held is the caller's now) and is
+ * idle. */
+static plumb_srv_job *slot_clear(plumb_srv_sched *s, slot *sl) {
+    plumb_srv_job *j = sl->job;
+    plumb_gen_stream_free(&sl->stream);
+    plumb_srv_guide_end(&sl->guide);
+    plumb_sampler_free(sl->sampler);
+    sl->sampler = NULL;
+    sl->job = NULL;
+    sl->state = SLOT_IDLE;
+    sl->last_used = ++s->use_clock;
+    return j;
+}
+
 /* Under mu: the slot's job ends; the slot keeps its KV cache for a later prompt. */
 static void slot_finish(plumb_srv_sched *s, slot *sl, const char *finish_reason, bool at_stop, int status,
                         const char *message) {
@@ -425,13 +459,7 @@ static void slot_finish(plumb_srv_sched *s, slot *sl, const char *finish_reason,
         if (!job_append(j, t, n)) status = 500, message = "out of memory";
     }
     job_end(j, finish_reason, status, message);
-    plumb_gen_stream_free(&sl->stream);
-    plumb_srv_guide_end(&sl->guide);
-    plumb_sampler_free(sl->sampler);
-    sl->sampler = NULL;
-    sl->job = NULL;
-    sl->state = SLOT_IDLE;
-    sl->last_used = ++s->use_clock;
+    slot_clear(s, sl);
     job_unref_locked(j);
     update_gauges_locked(s);
 }
@@ -856,16 +884,20 @@ static void unload(plumb_srv_sched *s) {
     for (int32_t i = 0; i < s->p.n_parallel; i++) s->slots[i].n_cache = s->slots[i].n_fed = 0;
 }
 
-/* Loads the model at path with a context for the slots, its chat format, and the buffers
- * sized by it. On failure why[0..why_cap) says why (what was made stays for unload()).
- * Scheduler thread (the other threads do not read these fields until it is done). */
-static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t why_cap) {
+/* The model at path, placed as the parameters say, and a context for the slots into *m and *c;
+ * on failure both NULL and why[0..why_cap) says why. Scheduler thread; touches nothing
+ * shared, so it runs without any lock. */
+static plumb_status open_model(plumb_srv_sched *s, const char *path, plumb_model_t **m, plumb_context_t **c, char *why,
+                               size_t why_cap) {
+    *m = NULL;
+    *c = NULL;
     why[0] = '\0';
     plumb_model_params mp = plumb_model_default_params();
     mp.use_mmap = s->p.use_mmap;
     mp.device = s->p.device;
     mp.n_offload = s->p.n_offload;
-    plumb_status st = plumb_model_load_params(path, &mp, &s->model);
+    mp.remote_key_file = s->p.remote_key_file;
+    plumb_status st = plumb_model_load_params(path, &mp, m);
     if (!st) {
         plumb_context_params cp = plumb_context_default_params();
         cp.n_ctx = s->p.n_ctx;
@@ -873,13 +905,28 @@ static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t
         cp.n_seq = s->p.n_parallel;
         if (s->p.n_batch > 0) cp.n_batch = s->p.n_batch;
         cp.embeddings = s->p.embeddings;
-        st = plumb_context_create(s->model, &cp, &s->ctx);
+        st = plumb_context_create(*m, &cp, c);
     }
     if (st) {
         const char *d = plumb_last_error();
         snprintf(why, why_cap, "%s", d && *d ? d : plumb_status_message(st));
-        return st;
+        plumb_context_free(*c);
+        plumb_model_free(*m);
+        *c = NULL;
+        *m = NULL;
     }
+    return st;
+}
+
+/* Makes m and c (opened by open_model, now s's) the model and context in use, with the chat
+ * format and the buffers sized by them. On failure why[0..why_cap) says why (what was made
+ * stays for unload()). Scheduler thread, with model_lock held for writing (or before any
+ * connection may borrow) and no model in use (unload()). */
+static plumb_status adopt(plumb_srv_sched *s, plumb_model_t *m, plumb_context_t *ctx, char *why, size_t why_cap) {
+    why[0] = '\0';
+    s->model = m;
+    s->ctx = ctx;
+    plumb_status st;
     plumb_model_info info;
     plumb_model_get_info(s->model, &info);
     s->n_vocab = info.n_vocab;
@@ -930,6 +977,26 @@ static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t
     return PLUMB_OK;
 }
 
+/* Loads the model at path (open_model, then adopt under model_lock). On failure why says why
+ * (what was made stays for unload()). Scheduler thread, no model in use. */
+static plumb_status load(plumb_srv_sched *s, const char *path, char *why, size_t why_cap) {
+    plumb_model_t *m;
+    plumb_context_t *c;
+    plumb_status st = open_model(s, path, &m, &c, why, why_cap);
+    if (st) return st;
+    pthread_rwlock_wrlock(&s->model_lock);
+    st = adopt(s, m, c, why, why_cap);
+    pthread_rwlock_unlock(&s->model_lock);
+    return st;
+}
+
+/* unload() under model_lock: no connection is borrowing the model. Scheduler thread. */
+static void unload_locked_out(plumb_srv_sched *s) {
+    pthread_rwlock_wrlock(&s->model_lock);
+    unload(s);
+    pthread_rwlock_unlock(&s->model_lock);
+}
+
 /* Under mu, with no lease granted and no job queued or running: frees the loaded model and
  * loads the one the head of the lease queue names (the lock is let go meanwhile). On failure
  * the leases waiting for that model are refused and no model is loaded. */
@@ -942,11 +1009,15 @@ static void switch_model_locked(plumb_srv_sched *s) {
     s->loaded_id[0] = s->loaded_path[0] = s->device[0] = '\0';
     for (int32_t i = 0; i < s->p.n_parallel; i++) show_cache_locked(&s->slots[i], 0);
     plumb_srv_metrics_model_unloaded(s->metrics);
+    if (s->lost) { /* the model whose device was lost goes: nothing waits for it */
+        s->lost = false;
+        plumb_srv_metrics_device(s->metrics, true);
+    }
     pthread_mutex_unlock(&s->mu);
-    unload(s);
+    unload_locked_out(s);
     const double t0 = now_s();
     plumb_status st = load(s, path, why, sizeof why);
-    if (st) unload(s);
+    if (st) unload_locked_out(s);
     pthread_mutex_lock(&s->mu);
     s->loading_id[0] = '\0';
     plumb_srv_metrics_model_load(s->metrics, id, st == PLUMB_OK);
@@ -970,14 +1041,120 @@ static void switch_model_locked(plumb_srv_sched *s) {
     }
     char msg[1100];
     snprintf(msg, sizeof msg, "cannot load model '%.500s': %.500s", id, reason);
+    /* a device that does not answer may answer later: 503, as for a device lost while serving */
+    const bool device = st == PLUMB_E_DEVICE;
     int32_t w = 0;
     for (int32_t i = 0; i < s->n_waiters; i++) {
         plumb_srv_lease *l = s->waiters[i];
-        if (!l->any && !strcmp(l->id, id)) lease_decide_locked(s, l, 500, "model_load_failed", msg);
+        if (!l->any && !strcmp(l->id, id))
+            lease_decide_locked(s, l, device ? 503 : 500, device ? DEVICE_CODE : "model_load_failed", msg);
         else s->waiters[w++] = l;
     }
     s->n_waiters = w;
     pthread_cond_broadcast(&s->lease_cv);
+}
+
+/* The model's device is lost (a decode failed with PLUMB_E_DEVICE, why): its KV caches went with
+ * it. A job that has produced text ends with 503; one that has produced nothing yet (its
+ * prompt was being processed, or it waited in a slot) goes back to the head of the queue, in
+ * the order the jobs came, to run again once the model is loaded again, so that a device
+ * restarted while the server was idle costs the next request nothing but the reload; but
+ * only once, so that a job whose step kills the device cannot do it again and again. The
+ * context is freed; the model stays, computing nothing, for the connections that read its
+ * vocabulary, until a reload replaces it. The first attempt is due at once. Scheduler
+ * thread. */
+static void device_lost(plumb_srv_sched *s, const char *why) {
+    char msg[sizeof s->lost_why + 24];
+    snprintf(msg, sizeof msg, "device unavailable: %s", why);
+    plumb_srv_log("%s; the model will be loaded again before the next request runs", msg);
+    pthread_mutex_lock(&s->mu);
+    plumb_srv_job *back[256]; /* n_parallel at most */
+    int32_t n_back = 0;
+    for (int32_t i = 0; i < s->p.n_parallel; i++) {
+        slot *sl = &s->slots[i];
+        const plumb_srv_job *held = sl->job;
+        if (held && !held->requeued && held->progress.n_gen == 0 && held->text_len == 0 && held->n_lps == 0) {
+            plumb_srv_job *j = slot_clear(s, sl);
+            j->requeued = true;
+            free(j->emb_sum); /* an embedding starts over */
+            j->emb_sum = NULL;
+            j->emb_count = 0;
+            int32_t at = n_back++;
+            for (; at > 0 && back[at - 1]->t_arrival > j->t_arrival; at--) back[at] = back[at - 1];
+            back[at] = j;
+        } else if (sl->job) {
+            sl->job->progress.error_code = DEVICE_CODE;
+            slot_finish(s, sl, NULL, false, 503, msg);
+        }
+        sl->n_cache = sl->n_fed = 0;
+        show_cache_locked(sl, 0);
+    }
+    /* the queue holds them: a job in a slot was in the queue, which has room for every slot */
+    memmove(s->queue + n_back, s->queue, (size_t)s->n_queue * sizeof *s->queue);
+    memcpy(s->queue, back, (size_t)n_back * sizeof *back);
+    s->n_queue += n_back;
+    s->lost = true;
+    snprintf(s->lost_why, sizeof s->lost_why, "%s", why);
+    s->n_reload_fails = 0;
+    s->retry_at = now_s();
+    s->fail_at = s->retry_at - RELOAD_MIN_S;
+    plumb_srv_metrics_device(s->metrics, false);
+    update_gauges_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    plumb_context_free(s->ctx); /* its buffers were on the device: nothing to wait for */
+    s->ctx = NULL;
+}
+
+/* Under mu: whether to try loading a lost device's model again now: a job waits and the last
+ * failure is a second old, or the background retry is due. */
+static bool reload_due_locked(const plumb_srv_sched *s, double now) {
+    return s->lost && ((s->n_queue > 0 && now >= s->fail_at + RELOAD_MIN_S) || now >= s->retry_at);
+}
+
+/* Under mu (let go meanwhile): one attempt to load the model of a lost device again, with the
+ * same parameters (which dials the device again). Success swaps it in under model_lock and the
+ * queued jobs run on it; failure ends the jobs that waited for it with 503 and backs off.
+ * Scheduler thread. */
+static void reload_locked(plumb_srv_sched *s) {
+    char id[sizeof s->loaded_id], path[sizeof s->loaded_path], why[512];
+    snprintf(id, sizeof id, "%s", s->loaded_id);
+    snprintf(path, sizeof path, "%s", s->loaded_path);
+    pthread_mutex_unlock(&s->mu);
+    const double t0 = now_s();
+    plumb_model_t *m;
+    plumb_context_t *c;
+    plumb_status st = open_model(s, path, &m, &c, why, sizeof why);
+    if (!st) { /* the old model goes once no connection is reading it */
+        pthread_rwlock_wrlock(&s->model_lock);
+        unload(s);
+        st = adopt(s, m, c, why, sizeof why);
+        pthread_rwlock_unlock(&s->model_lock);
+    }
+    pthread_mutex_lock(&s->mu);
+    const double now = now_s();
+    plumb_srv_metrics_model_load(s->metrics, id, st == PLUMB_OK);
+    if (!st) {
+        s->lost = false;
+        plumb_srv_metrics_device(s->metrics, true);
+        plumb_srv_log("the device answers again: loaded model '%s' again in %.2f s on %s", id, now - t0, s->device);
+        return;
+    }
+    s->n_reload_fails++;
+    s->fail_at = now;
+    const double backoff = RELOAD_MIN_S * (double)(1 << (s->n_reload_fails < 3 ? s->n_reload_fails : 3));
+    s->retry_at = now + (backoff < RELOAD_MAX_S ? backoff : RELOAD_MAX_S);
+    snprintf(s->lost_why, sizeof s->lost_why, "%.255s", why);
+    if (s->n_reload_fails == 1 || s->n_queue > 0)
+        plumb_srv_log("cannot load model '%s' again: %s (trying again in %.0f s, or when a request comes)", id, why,
+                      s->retry_at - now);
+    char msg[sizeof s->lost_why + 24];
+    snprintf(msg, sizeof msg, "device unavailable: %s", s->lost_why);
+    for (int32_t i = 0; i < s->n_queue; i++) {
+        job_end_device(s->queue[i], msg);
+        job_unref_locked(s->queue[i]);
+    }
+    s->n_queue = 0;
+    update_gauges_locked(s);
 }
 
 /* Under mu: whether the head of the lease queue waits for a model other than the loaded one
@@ -1005,9 +1182,22 @@ static void *sched_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&s->mu);
         for (;;) {
-            expire_locked(s, now_s());
+            const double now = now_s();
+            expire_locked(s, now);
             if (s->stopping) break;
             grant_locked(s);
+            if (s->lost) { /* nothing runs until the model is loaded again (or another one replaces it) */
+                if (switch_due_locked(s)) switch_model_locked(s);
+                else if (reload_due_locked(s, now)) reload_locked(s);
+                else {
+                    const double due = s->n_queue > 0 && s->fail_at + RELOAD_MIN_S < s->retry_at ? s->fail_at + RELOAD_MIN_S
+                                                                                                : s->retry_at;
+                    int ms = (int)((due - now) * 1e3) + 1;
+                    struct timespec until = deadline_in(ms < 1 ? 1 : ms > 200 ? 200 : ms);
+                    pthread_cond_timedwait(&s->work_cv, &s->mu, &until);
+                }
+                continue;
+            }
             assign_locked(s);
             update_gauges_locked(s);
             if (any_active(s)) break;
@@ -1042,6 +1232,12 @@ static void *sched_main(void *arg) {
         st = plumb_decode(s->ctx, &b);
         if (st == PLUMB_OK) {
             after_decode(s);
+            continue;
+        }
+        if (st == PLUMB_E_DEVICE) { /* the context and the model's weights went with the device */
+            char why[sizeof s->lost_why];
+            snprintf(why, sizeof why, "%s", plumb_last_error());
+            device_lost(s, why);
             continue;
         }
         /* a failed decode leaves the caches of its sequences unspecified: start them over */
@@ -1086,6 +1282,7 @@ plumb_status plumb_srv_sched_create(const plumb_srv_sched_params *p, plumb_srv_m
     for (int32_t i = 0; i < p->n_parallel; i++) s->slots[i].id = i;
     if (p->model_path) snprintf(s->loaded_id, sizeof s->loaded_id, "%s", p->model_id ? p->model_id : p->model_path);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_rwlock_init(&s->model_lock, NULL);
     cond_init_monotonic(&s->work_cv);
     cond_init_monotonic(&s->ready_cv);
     cond_init_monotonic(&s->lease_cv);
@@ -1126,6 +1323,7 @@ void plumb_srv_sched_free(plumb_srv_sched *s) {
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->ready_cv);
     pthread_cond_destroy(&s->lease_cv);
+    pthread_rwlock_destroy(&s->model_lock);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -1167,6 +1365,17 @@ void plumb_srv_sched_slot_counts(plumb_srv_sched *s, int32_t *n_free, int32_t *n
     pthread_mutex_unlock(&s->mu);
     *n_free = free > 0 ? free : 0;
     *n_total = s->p.n_parallel;
+}
+
+void plumb_srv_sched_borrow(plumb_srv_sched *s) { pthread_rwlock_rdlock(&s->model_lock); }
+void plumb_srv_sched_unborrow(plumb_srv_sched *s) { pthread_rwlock_unlock(&s->model_lock); }
+
+bool plumb_srv_sched_device_lost(plumb_srv_sched *s, char *why, size_t cap) {
+    pthread_mutex_lock(&s->mu);
+    const bool lost = s->lost;
+    if (lost && why) snprintf(why, cap, "%s", s->lost_why);
+    pthread_mutex_unlock(&s->mu);
+    return lost;
 }
 
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s) { return s->model; }

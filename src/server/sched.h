@@ -11,7 +11,17 @@
  * the head (and every other waiter for the same model) when that model is loaded, and when
  * the head names another one it lets the granted leases and their jobs finish, frees the
  * model and loads the next. Once a switch is pending, new leases for the loaded model queue
- * behind it, so a stream of them cannot hold it off. */
+ * behind it, so a stream of them cannot hold it off.
+ * A lost device (a decode failing with PLUMB_E_DEVICE: a remote host died or the network
+ * dropped) takes the model's KV caches and weights with it: the jobs in a slot that have
+ * produced text end with 503 "device_unavailable", those that have not go back to the head of
+ * the queue (once), and the scheduler computes nothing more on that model. It loads it again
+ * with the same parameters (which dials the device again) before it runs the next job: at once,
+ * then when a job waits (at most one attempt a second) and in the background (backing off from
+ * 2 to 5 s), one attempt at a time, each bounded by the device's own deadline
+ * (PLUMB_REMOTE_TIMEOUT). A failed attempt ends the jobs that waited for it with 503; the model
+ * in memory stays for the connections (its vocabulary and chat format) until a reload
+ * replaces it. */
 #ifndef PLUMB_SERVER_SCHED_H
 #define PLUMB_SERVER_SCHED_H
 
@@ -38,6 +48,7 @@ typedef struct plumb_srv_sched_params {
     size_t chat_template_len;
     bool use_mmap;           /* plumb_model_params.use_mmap */
     const char *device;      /* plumb_model_params.device (borrowed) */
+    const char *remote_key_file; /* plumb_model_params.remote_key_file (borrowed; NULL: the environment's) */
     int32_t n_offload;       /* plumb_model_params.n_offload */
     bool embeddings;         /* the context computes embeddings (jobs are embedding jobs), not logits */
     int32_t pooling;         /* a plumb_pooling; -1: the model's, else mean */
@@ -53,7 +64,8 @@ typedef struct plumb_srv_progress {
     bool done;
     const char *finish_reason; /* "stop" or "length" once done without error */
     int error_status;          /* HTTP status of a failure (500, 503, 504), 0 when none */
-    char error_message[160];
+    const char *error_code;    /* its OpenAI error code ("device_unavailable"; static), or NULL */
+    char error_message[256];
     int32_t n_prompt, n_cached, n_gen;
     /* times (ms): waiting for a slot; from the slot to the first generated token (the prompt's
      * processing); from the first to the last generated token; -1 while not reached */
@@ -73,12 +85,22 @@ plumb_srv_state plumb_srv_sched_state(plumb_srv_sched *s);
  * says why. A switchable scheduler with no model to start with is READY at once, and stays
  * READY whatever later loads do. */
 plumb_srv_state plumb_srv_sched_wait_ready(plumb_srv_sched *s, const char **message);
-/* Once READY (switchable: while holding a granted lease): the model (borrowed), the
- * positions of a slot, the chat format. */
+/* A connection reads the model, its chat format, the positions of a slot and the pooling only
+ * while borrowing them: between plumb_srv_sched_borrow and plumb_srv_sched_unborrow, on one
+ * thread, once READY (switchable: while holding a granted lease). The scheduler swaps a
+ * reloaded model in (after a lost device) under the other side of that lock, so borrow
+ * briefly: never across a wait for a job or a lease, nor while writing to a client, and never
+ * twice on one thread. A borrower may call the other functions here (the lock comes first). */
+void plumb_srv_sched_borrow(plumb_srv_sched *s);
+void plumb_srv_sched_unborrow(plumb_srv_sched *s);
+/* While borrowing: the model, the positions of a slot, the chat format (NULL when the model
+ * has none), valid until plumb_srv_sched_unborrow. */
 const plumb_model_t *plumb_srv_sched_model(plumb_srv_sched *s);
 int32_t plumb_srv_sched_n_ctx(plumb_srv_sched *s);
-/* How conversations are rendered (borrowed), or NULL when the model has no chat format. */
 const plumb_gen_chat *plumb_srv_sched_chat(plumb_srv_sched *s);
+/* Whether the model's device is lost and the model not loaded again yet (sched.h's top): then
+ * why[0..cap) says what failed last (the device's message). Any thread; quick. */
+bool plumb_srv_sched_device_lost(plumb_srv_sched *s, char *why, size_t cap);
 
 /* ---- leases (switchable schedulers) ---------------------------------------------------- */
 
@@ -97,8 +119,9 @@ plumb_status plumb_srv_lease_begin(plumb_srv_sched *s, const char *id, const cha
 /* Waits up to wait_ms for the lease to be decided: 1 granted (*id: the model's id, owned by
  * the lease), 0 still waiting, -1 refused: *status is the HTTP status, *code an OpenAI error
  * code or NULL and *message why (both owned by the lease). Refusals: 400 "model_not_loaded"
- * (id NULL and no model is loaded), 500 "model_load_failed" (the model failed to load), 504
- * (the deadline passed), 503 (the server is stopping). */
+ * (id NULL and no model is loaded), 500 "model_load_failed" (the model failed to load), 503
+ * "device_unavailable" (it failed to load because its device did not answer), 504 (the
+ * deadline passed), 503 (the server is stopping). */
 int plumb_srv_lease_wait(plumb_srv_sched *s, plumb_srv_lease *l, int wait_ms, const char **id, int *status,
                          const char **code, const char **message);
 /* Ends the lease, granted or still waiting, and frees it. NULL is a no-op. */
@@ -166,7 +189,7 @@ plumb_status plumb_srv_job_constrain(plumb_srv_job *job, const plumb_srv_guide_s
 void plumb_srv_job_embed(plumb_srv_job *job);
 /* A finished embedding job's vector: *out malloc'd, *n floats. PLUMB_E_NOMEM. */
 plumb_status plumb_srv_job_embedding(plumb_srv_sched *s, plumb_srv_job *job, float **out, int32_t *n);
-/* The pooling an embeddings server uses (a plumb_pooling). */
+/* The pooling an embeddings server uses (a plumb_pooling); while borrowing. */
 int32_t plumb_srv_sched_pooling(plumb_srv_sched *s);
 
 /* Makes job a follower of leader (both created, neither submitted yet): with the same prompt,

@@ -86,7 +86,14 @@ typedef struct plumb_server_params {
     int32_t pooling;         /* a plumb_pooling for embeddings; -1: the model's, else mean */
     bool use_mmap;           /* weights in a mapping of the file (plumb_model_params) */
     const char *device;      /* where every model loaded computes (plumb_model_params.device):
-                                NULL or "cpu", "opencl", "opencl:N"; borrowed */
+                                NULL or "cpu", "opencl", "opencl:N", "remote:HOST:PORT"; borrowed.
+                                A device lost while serving (PLUMB_E_DEVICE) fails the requests
+                                that had produced text with 503 "device_unavailable" (the others
+                                wait), /health answers
+                                503 {"status":"error","code":"device_unavailable",...} and the
+                                model is loaded again (which reconnects) before the next request
+                                runs: sched.h says how */
+    const char *remote_key_file; /* plumb_model_params.remote_key_file (NULL: PLUMB_REMOTE_KEY_FILE); borrowed */
     int32_t n_offload;       /* the layers on that device, from the last (plumb_model_params.n_offload;
                                 -1, the default: all) */
     int agent_port;          /* the HAProxy agent-check port (agent.h): -1 (default) none, 0 any free port */

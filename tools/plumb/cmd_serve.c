@@ -62,7 +62,10 @@ static const char serve_usage[] =
     "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
     "      --device D            where every model loaded computes: cpu (default), opencl or opencl:N (see\n"
-    "                            plumb info)\n"
+    "                            plumb info), or remote:HOST:PORT (a plumb rpc-server); when a remote device\n"
+    "                            drops, the requests that had produced text end with 503, /health says 503\n"
+    "                            and the model is loaded again (reconnecting) before the next request runs\n"
+    "      --remote-key-file F   the key of a remote device (default: $PLUMB_REMOTE_KEY_FILE)\n"
     "  -ngl, --offload N         layers on the device, counted from the last (default -1: all, with the output\n"
     "                            head; 0: none); also --n-gpu-layers N\n"
     "      --agent-port N        answer HAProxy's agent check on port N (0: any free port): 'down' while the\n"
@@ -93,7 +96,7 @@ enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
     SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP,
-    SV_DEVICE, SV_OFFLOAD, SV_N_GPU_LAYERS, SV_MODELS_DIR, SV_STORE, SV_AGENT_PORT, SV_AGENT_HOST, SV_DRAIN_DELAY,
+    SV_DEVICE, SV_REMOTE_KEY_FILE, SV_OFFLOAD, SV_N_GPU_LAYERS, SV_MODELS_DIR, SV_STORE, SV_AGENT_PORT, SV_AGENT_HOST, SV_DRAIN_DELAY,
     SV_COUNT
 };
 static const struct {
@@ -126,6 +129,7 @@ static const struct {
     [SV_POOLING] = {"--pooling", NULL, false},
     [SV_MMAP] = {"--mmap", NULL, true},
     [SV_DEVICE] = {"--device", NULL, false},
+    [SV_REMOTE_KEY_FILE] = {"--remote-key-file", NULL, false},
     [SV_OFFLOAD] = {"--offload", "-ngl", false},
     [SV_N_GPU_LAYERS] = {"--n-gpu-layers", NULL, false},
     [SV_MODELS_DIR] = {"--models-dir", NULL, false},
@@ -181,6 +185,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
         break;
     case SV_MODEL: p->model_path = v; break;
     case SV_DEVICE: ok = *v && (p->device = v); break;
+    case SV_REMOTE_KEY_FILE: ok = *v && (p->remote_key_file = v); break;
     case SV_OFFLOAD:
     case SV_N_GPU_LAYERS: ok = cli_parse_offload(v, &p->n_offload); break;
     case SV_MODELS_DIR: ok = *v && (models_dir = v); break;
