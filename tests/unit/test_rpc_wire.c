@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -194,7 +195,7 @@ TEST(rpc_wire_version_mismatch) {
         pthread_t th;
         start_handshake_server(sv, &srv, &a, &th);
         uint8_t f[20 + 34 + 32];
-        hello_frame(f, in_payload ? 1 : 2, 2, nc);
+        hello_frame(f, in_payload ? PLUMB_RPC_VERSION : PLUMB_RPC_VERSION + 1, PLUMB_RPC_VERSION + 1, nc);
         write_raw(sv[0], f, sizeof f);
         uint8_t hdr[20] = {0}, body[512] = {0};
         read_raw(sv[0], hdr, 20);
@@ -208,9 +209,12 @@ TEST(rpc_wire_version_mismatch) {
         if (len > 4 && len + 32 < sizeof body) read_raw(sv[0], body, len + 32);
         pthread_join(th, NULL);
         CHECK_STATUS(a.st, PLUMB_E_UNSUPPORTED);
-        CHECK(strstr(a.err, "client speaks version 2") && strstr(a.err, "server speaks version 1"));
+        char client_v[48], server_v[48];
+        snprintf(client_v, sizeof client_v, "client speaks version %d", PLUMB_RPC_VERSION + 1);
+        snprintf(server_v, sizeof server_v, "server speaks version %d", PLUMB_RPC_VERSION);
+        CHECK(strstr(a.err, client_v) && strstr(a.err, server_v));
         const char *text = (const char *)body + 4;
-        CHECK(strstr(text, "client speaks version 2") && strstr(text, "server speaks version 1"));
+        CHECK(strstr(text, client_v) && strstr(text, server_v));
 
         /* the real client, given that ERROR frame by a fake server, reports its text */
         int sv2[2];
@@ -221,7 +225,7 @@ TEST(rpc_wire_version_mismatch) {
         plumb__rpc_conn_init(&cli, sv2[0], false, 2000);
         CHECK_STATUS(plumb__rpc_handshake_client(&cli, KEY_A, KLEN, NULL), PLUMB_E_UNSUPPORTED);
         const char *e = plumb_last_error();
-        CHECK(strstr(e, "client speaks version 2") && strstr(e, "server speaks version 1"));
+        CHECK(strstr(e, client_v) && strstr(e, server_v));
         plumb__rpc_conn_free(&cli);
         close(sv2[0]);
         close(sv2[1]);
@@ -250,12 +254,12 @@ TEST(rpc_wire_replayed_auth) {
         pthread_t th;
         start_handshake_server(sv, &srv, &a, &th);
         uint8_t f[20 + 34 + 32], ch[20 + 70 + 32] = {0};
-        hello_frame(f, 1, 1, nc);
+        hello_frame(f, PLUMB_RPC_VERSION, PLUMB_RPC_VERSION, nc);
         write_raw(sv[0], f, sizeof f);
         read_raw(sv[0], ch, sizeof ch);
         if (session == 0) { /* the recorded, genuine AUTH */
             memset(auth, 0, sizeof auth);
-            plumb__rpc_write_header(auth, 1, PLUMB_RPC_AUTH, 32, 0);
+            plumb__rpc_write_header(auth, PLUMB_RPC_VERSION, PLUMB_RPC_AUTH, 32, 0);
             hmac3(KEY_A, "plumb-rpc client", ch + 20 + 6, nc, auth + 20);
         }
         write_raw(sv[0], auth, sizeof auth);
@@ -327,7 +331,7 @@ TEST(rpc_wire_caps_and_direction) {
         plumb_status sst;
         CHECK_STATUS(pair(&cli, &srv, KEY_A, KEY_A, &sst, NULL, NULL), PLUMB_OK);
         uint8_t h[20];
-        plumb__rpc_write_header(h, 1, bad[i].type, bad[i].len, 0);
+        plumb__rpc_write_header(h, PLUMB_RPC_VERSION, bad[i].type, bad[i].len, 0);
         write_raw(cli.fd, h, 20);
         uint16_t t;
         const uint8_t *pl;
@@ -361,7 +365,7 @@ typedef struct {
 static void *dribble(void *p) { /* one byte every 50 ms */
     dribble_arg *d = p;
     uint8_t h[20];
-    plumb__rpc_write_header(h, 1, PLUMB_RPC_INFO, 100, 0);
+    plumb__rpc_write_header(h, PLUMB_RPC_VERSION, PLUMB_RPC_INFO, 100, 0);
     for (int i = 0; i < d->n; i++) {
         if (send(d->fd, h + (i % 20), 1, MSG_NOSIGNAL) != 1) break;
         struct timespec ts = {0, 50 * 1000000L};

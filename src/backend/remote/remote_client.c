@@ -454,7 +454,7 @@ static plumb_status create_at(const char *address, const char *key_file, int n_t
         char why[384];
         snprintf(why, sizeof why, "%s", plumb_last_error());
         remote_free(b);
-        return plumb__fail(st, "%s%s", strstr(why, address) ? "" : "remote device: ", why);
+        return strstr(why, address) ? plumb__fail(st, "%s", why) : plumb__fail(st, "remote device %s: %s", address, why);
     }
     snprintf(r->info.name, sizeof r->info.name, "%.*s on %s", 100, (const char *)info, address);
     snprintf(r->info.driver, sizeof r->info.driver, "%.127s", (const char *)info + 128);

@@ -408,9 +408,12 @@ plumb_status plumb__rpc_handshake_server(plumb_rpc_conn *c, const uint8_t *key, 
     if ((st = hs_send(c, PLUMB_RPC_CHALLENGE, msg, CHALLENGE_BYTES)) != PLUMB_OK) return conn_fail(c, st);
 
     st = hs_recv(c, &ver, &type, &len);
-    if (st == PLUMB_E_IO)
+    if (st == PLUMB_E_IO) {
+        char why[256]; /* the message is rewritten below: copied first */
+        snprintf(why, sizeof why, "%s", plumb_last_error());
         return conn_fail(c, plumb__fail(PLUMB_E_IO, "rpc: authentication failed: the client hung up instead of "
-                                               "proving it holds the key (%s)", plumb_last_error()));
+                                               "proving it holds the key (%s)", why));
+    }
     if (st != PLUMB_OK) return conn_fail(c, st);
     if (ver != PLUMB_RPC_VERSION || type != PLUMB_RPC_AUTH || len != AUTH_BYTES)
         return conn_fail(c, plumb__fail(PLUMB_E_FORMAT, "rpc handshake: expected AUTH (%d bytes), got type %u of %u bytes",

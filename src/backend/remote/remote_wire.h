@@ -1,5 +1,5 @@
 /* remote_wire.h — the remote backend's authenticated transport (docs/remote-protocol.md,
- * version 1) over a connected stream socket: the mutual pre-shared-key handshake, framed
+ * version 2) over a connected stream socket: the mutual pre-shared-key handshake, framed
  * messages tagged with HMAC-SHA256 under the session key, sequence numbers, and a deadline on
  * every blocking call. Everything received is checked (magic, version, type, length cap,
  * sequence number, tag) before any byte of it is returned. Any failure kills the connection:
@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define PLUMB_RPC_VERSION 1
+#define PLUMB_RPC_VERSION 2 /* 2: COMPUTE carries writes, reads and graph patches */
 #define PLUMB_RPC_HEADER_BYTES 20
 #define PLUMB_RPC_TAG_BYTES 32
 #define PLUMB_RPC_NONCE_BYTES 32
