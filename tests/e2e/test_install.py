@@ -33,8 +33,8 @@ def _project_version() -> str:
 
 VERSION = _project_version()
 MAJOR = VERSION.split(".")[0]
-SUBCOMMANDS = ["run", "chat", "serve", "template", "tokenize", "inspect", "bench", "info", "embed", "pull", "push", "list", "rm",
-               "cluster-config", "rpc-server"]
+SUBCOMMANDS = ["run", "chat", "serve", "template", "tokenize", "inspect", "bench", "info", "embed", "perplexity", "pull", "push",
+               "list", "rm", "cluster-config", "rpc-server"]
 
 
 def _build_dir() -> str:

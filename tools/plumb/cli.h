@@ -18,6 +18,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv); /* perplexity and KL divergence (cmd_perplexity.c) */
 int cmd_cluster_config(int argc, char **argv); /* HAProxy configuration (cmd_cluster.c) */
 int cmd_rpc_server(int argc, char **argv);     /* serves this host's device (cmd_rpc_server.c) */
 /* models as OCI artifacts (cmd_oci.c) */

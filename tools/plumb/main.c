@@ -16,6 +16,7 @@ static void usage(FILE *f) {
             "  tokenize -m MODEL TEXT|-      show TEXT's tokens ([--ids] [--no-bos] [--no-special])\n"
             "  template -m MODEL --messages F  the prompt a conversation becomes (see template --help)\n"
             "  embed -m MODEL TEXT...        embeddings of texts, one JSON line each (see embed --help)\n"
+            "  perplexity -m MODEL -f TEXT   perplexity, and KL divergence against a base model (see perplexity --help)\n"
             "  pull REF                      download a model from an OCI registry into the store\n"
             "  push MODEL.gguf REF           package a GGUF as an OCI artifact and push it (see push --help)\n"
             "  list                          the models in the store\n"
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "template") == 0) return cmd_template(argc - 1, argv + 1);
     if (strcmp(cmd, "embed") == 0) return cmd_embed(argc - 1, argv + 1);
+    if (strcmp(cmd, "perplexity") == 0) return cmd_perplexity(argc - 1, argv + 1);
     if (strcmp(cmd, "pull") == 0) return cmd_pull(argc - 1, argv + 1);
     if (strcmp(cmd, "push") == 0) return cmd_push(argc - 1, argv + 1);
     if (strcmp(cmd, "list") == 0) return cmd_list(argc - 1, argv + 1);

@@ -1,0 +1,112 @@
+"""`plumb perplexity` against llama.cpp's llama-perplexity (the numbers it printed, recorded by
+scripts/make-perplexity-golden.py in its reference configuration, where llama.cpp's logits are
+plumb's bit for bit): the running and final perplexity of Gemma 3 (BOS first) and Qwen2 (no
+BOS) at several context sizes and batchings, the KL-divergence base file byte for byte, and
+every statistic of a perturbed model against that base. The issue's bar is 4 significant
+digits; the checks hold to the digits printed (the sums' order is llama.cpp's thread order).
+Then the errors: a text shorter than two chunks, a base file that is not one or was made for
+another vocabulary, a missing text."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import perturb
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = json.loads((DATA / "golden_perplexity.json").read_text())
+TEXT = GOLDEN["text"]
+MODELS = {"gemma3": "real_model", "qwen2": "qwen_model"}
+
+
+def ppl(plumb_bin, *args, timeout=600):
+    return subprocess.run([str(plumb_bin), "perplexity", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def parse_ppl(out):
+    chunks = [float(x) for x in re.findall(r"\[\d+\]([0-9.]+),", out)]
+    m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", out)
+    assert m, out
+    return chunks, float(m.group(1)), float(m.group(2))
+
+
+def close(a, b, rel=1e-4, abs_=1e-6):
+    return abs(a - b) <= max(rel * abs(b), abs_)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["cases"]))
+def test_perplexity_is_llama_perplexitys(name, plumb_bin, request):
+    g = GOLDEN["cases"][name]
+    model = request.getfixturevalue(MODELS[g["model"]])
+    r = ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", g["ctx"], "--chunks", g["n_chunks"], "-b", g["batch"], "-t", 2)
+    assert r.returncode == 0, r.stderr
+    chunks, value, err = parse_ppl(r.stdout)
+    assert len(chunks) == len(g["chunks"]), r.stdout
+    assert all(close(a, b) for a, b in zip(chunks, g["chunks"])), (chunks, g["chunks"])
+    assert close(value, g["ppl"]) and close(err, g["err"], rel=1e-3), (value, err, g)
+
+
+def kld_stats(out):
+    stats = {}
+    for line in out.splitlines():
+        m = re.match(r"^(Mean PPL\(Q\)|Mean PPL\(base\)|Mean    KLD|Maximum KLD|Median  KLD|99\.0%   KLD|Mean    Δp|RMS Δp|"
+                     r"Same top p)\s*:\s*(-?[0-9.]+)", line)
+        if m:
+            stats[" ".join(m.group(1).split())] = float(m.group(2))
+    return stats
+
+
+def test_kl_divergence_base_file_and_statistics_are_llama_perplexitys(plumb_bin, real_model, tmp_path):
+    g = GOLDEN["kld"]
+    base, other = tmp_path / "base.kld", tmp_path / "perturbed.gguf"
+    common = ["-c", g["ctx"], "--chunks", g["chunks"], "-b", g["batch"], "-t", 2]
+    r = ppl(plumb_bin, "-m", real_model, "-f", TEXT, *common, "--kl-divergence-base", base)
+    assert r.returncode == 0, r.stderr
+    assert close(parse_ppl(r.stdout)[1], g["base_ppl"])
+    assert base.stat().st_size == g["base_bytes"]
+    # the same logits, the same records: the file either tool writes, the other reads
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == g["base_sha256"]
+    assert not list(tmp_path.glob("*.part"))
+    perturb.perturb(real_model, other)
+    r = ppl(plumb_bin, "-m", other, *common, "--kl-divergence-base", base, "--kl-divergence")
+    assert r.returncode == 0, r.stderr
+    stats = kld_stats(r.stdout)
+    assert set(stats) == set(g["stats"]), (stats, r.stdout)
+    for k, want in g["stats"].items():
+        # printed to 6 decimals (3 for percentages): equal to the last digit or one off
+        step = 1e-3 if "Δp" in k or "top" in k else 1e-6
+        assert abs(stats[k] - want) <= max(1e-4 * abs(want), 1.01 * step), (k, stats[k], want)
+    assert re.search(r"^   4 +\d+\.\d{4} ± +\d+\.\d{4}", r.stdout, re.M), r.stdout  # the running table's last row
+
+
+def test_perplexity_errors(plumb_bin, real_model, qwen_model, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Only a few words here.\n")
+    r = ppl(plumb_bin, "-m", real_model, "-f", short)
+    assert r.returncode == 1 and "at least 1024" in r.stderr and "two chunks" in r.stderr, r.stderr
+    r = ppl(plumb_bin, "-m", real_model, "-f", tmp_path / "missing.txt")
+    assert r.returncode == 1 and "missing.txt" in r.stderr, r.stderr
+    r = ppl(plumb_bin, "-m", real_model, "--kl-divergence")
+    assert r.returncode == 2 and "--kl-divergence-base" in r.stderr, r.stderr
+    junk = tmp_path / "junk.kld"
+    junk.write_bytes(b"not a logits file at all, just bytes" * 10)
+    r = ppl(plumb_bin, "-m", real_model, "--kl-divergence-base", junk, "--kl-divergence")
+    assert r.returncode == 1 and "is not a --kl-divergence-base file" in r.stderr, r.stderr
+    # a real base, truncated; and one made for another vocabulary
+    base = tmp_path / "base.kld"
+    r = ppl(plumb_bin, "-m", real_model, "-f", TEXT, "-c", 64, "--chunks", 2, "--kl-divergence-base", base)
+    assert r.returncode == 0, r.stderr
+    cut = tmp_path / "cut.kld"
+    cut.write_bytes(base.read_bytes()[: base.stat().st_size // 2])
+    r = ppl(plumb_bin, "-m", real_model, "--kl-divergence-base", cut, "--kl-divergence")
+    assert r.returncode == 1 and "ends early" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = ppl(plumb_bin, "-m", qwen_model, "--kl-divergence-base", base, "--kl-divergence")
+    assert r.returncode == 1 and "vocabulary of 262144" in r.stderr and "151936" in r.stderr, r.stderr
+    # an unwritable base path: an error, and nothing left behind
+    r = ppl(plumb_bin, "-m", real_model, "-f", TEXT, "-c", 64, "--chunks", 2, "--kl-divergence-base", tmp_path / "no" / "b")
+    assert r.returncode == 1 and "cannot write" in r.stderr, r.stderr
