@@ -15,23 +15,13 @@
  * plain "cover the range, round to nearest" encoding (kmin_bound/ksym_bound); that plain
  * encoding is always a candidate, so the bound is a guarantee. Super-block scales saturate
  * at +-65504, so finite input beyond the f16 range still decodes to finite (clipped) values. */
+#include "quant/quant_fp_strict.h"
+
 #include "quant/quant_ref.h"
 
 #include <float.h>
 #include <string.h>
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-#if defined(FLT_EVAL_METHOD) && (FLT_EVAL_METHOD == 1 || FLT_EVAL_METHOD == 2)
-#error "bit-exact dequantization needs float expressions evaluated in float (FLT_EVAL_METHOD 0)"
-#endif
-#if defined(__FAST_MATH__)
-#error "bit-exact dequantization needs IEEE float semantics: do not build with -ffast-math"
-#endif
-/* clang ignores the pragma under an explicit -ffp-contract=fast: do not build with that. */
 
 #define QK_K PLUMB_QK_K
 #define TWO_M24 5.9604644775390625e-08 /* 2^-24, the smallest f16 subnormal */

@@ -11,23 +11,13 @@
  * inputs whose scale is a normal float. One deliberate difference: scales beyond the f16
  * range saturate to +-65504 (gguf-py writes infinity), so finite input always decodes to
  * finite output. */
+#include "quant/quant_fp_strict.h"
+
 #include "quant/quant_ref.h"
 
 #include <float.h>
 #include <string.h>
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-#if defined(FLT_EVAL_METHOD) && (FLT_EVAL_METHOD == 1 || FLT_EVAL_METHOD == 2)
-#error "bit-exact dequantization needs float expressions evaluated in float (FLT_EVAL_METHOD 0)"
-#endif
-#if defined(__FAST_MATH__)
-#error "bit-exact dequantization needs IEEE float semantics: do not build with -ffast-math"
-#endif
-/* clang ignores the pragma under an explicit -ffp-contract=fast: do not build with that. */
 
 /* ---- plain float types ---------------------------------------------------------------- */
 

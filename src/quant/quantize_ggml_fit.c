@@ -6,6 +6,8 @@
  * accumulated left to right, products are grouped as written — (w * x) * l, (w * l) * l —
  * and integer levels enter products as floats. A change of grouping changes some bytes of
  * the output, which the golden test catches. */
+#include "quant/quant_fp_strict.h"
+
 #include "quant/quantize_ggml.h"
 
 #include "core/error.h"
@@ -13,17 +15,6 @@
 #include <float.h>
 #include <math.h>
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-#if defined(FLT_EVAL_METHOD) && (FLT_EVAL_METHOD == 1 || FLT_EVAL_METHOD == 2)
-#error "llama.cpp-identical quantization needs float expressions evaluated in float"
-#endif
-#if defined(__FAST_MATH__)
-#error "llama.cpp-identical quantization needs IEEE float semantics: no -ffast-math"
-#endif
 
 static inline int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 

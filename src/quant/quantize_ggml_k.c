@@ -18,6 +18,8 @@
  *   Q4_K (144 B): d, dmin, scales[12] (8 6-bit scales and 8 6-bit mins), qs[128]
  *   Q5_K (176 B): d, dmin, scales[12], qh[32], qs[128]
  *   Q6_K (210 B): ql[128], qh[64], scales[16] (int8), d */
+#include "quant/quant_fp_strict.h"
+
 #include "quant/quantize_ggml.h"
 
 #include "quant/quant.h"
@@ -26,17 +28,6 @@
 #include <float.h>
 #include <math.h>
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-#if defined(FLT_EVAL_METHOD) && (FLT_EVAL_METHOD == 1 || FLT_EVAL_METHOD == 2)
-#error "llama.cpp-identical quantization needs float expressions evaluated in float"
-#endif
-#if defined(__FAST_MATH__)
-#error "llama.cpp-identical quantization needs IEEE float semantics: no -ffast-math"
-#endif
 
 #define QK_K PLUMB_QK_K
 

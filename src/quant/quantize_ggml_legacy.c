@@ -10,6 +10,8 @@
  * Layouts (little-endian, f16 scales): Q4_0 d, qs[16]; Q4_1 d, m, qs[16]; Q5_0 d, qh[4],
  * qs[16]; Q5_1 d, m, qh[4], qs[16]; Q8_0 d, qs[32]. Nibble j of a block holds element j
  * (low) and j + 16 (high); bit j of qh is the fifth bit of element j. */
+#include "quant/quant_fp_strict.h"
+
 #include "quant/quantize_ggml.h"
 
 #include "quant/quant.h"
@@ -18,17 +20,6 @@
 #include <float.h>
 #include <math.h>
 
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
-#if defined(FLT_EVAL_METHOD) && (FLT_EVAL_METHOD == 1 || FLT_EVAL_METHOD == 2)
-#error "llama.cpp-identical quantization needs float expressions evaluated in float"
-#endif
-#if defined(__FAST_MATH__)
-#error "llama.cpp-identical quantization needs IEEE float semantics: no -ffast-math"
-#endif
 
 #define QK PLUMB_QK
 
@@ -77,6 +68,27 @@ static void pack_5bit(const uint8_t *lv, uint8_t *qh, uint8_t *qs) {
     plumb__wr_u32(qh, high);
 }
 
+/* A block quantized on its own (no importance matrix), or from its importance weights w. */
+typedef void (*block_plain)(const float *x, uint8_t *y);
+typedef void (*block_weighted)(const float *x, const float *w, uint8_t *y);
+
+/* A row of 32-element blocks of block_bytes each: block by block, plain without an importance
+ * matrix, else weighted with imatrix[j] * sqrt(sigma2 + x[j]^2). */
+static void row_blocks(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix, size_t block_bytes,
+                       block_plain plain, block_weighted weighted) {
+    const int64_t nb = n_per_row / QK;
+    const float sigma2 = imatrix ? row_mean_square(x, n_per_row) : 0.0f;
+    float w[QK];
+    for (int64_t b = 0; b < nb; b++) {
+        if (!imatrix) {
+            plain(x + QK * b, y + block_bytes * (size_t)b);
+            continue;
+        }
+        importance_weights(x + QK * b, imatrix + QK * b, sigma2, w);
+        weighted(x + QK * b, w, y + block_bytes * (size_t)b);
+    }
+}
+
 /* ---- Q4_0: d, 16 bytes of nibbles; x ~ d * (q - 8) ------------------------------------ */
 
 static void q4_0_block_plain(const float *x, uint8_t *y) {
@@ -95,22 +107,14 @@ static void q4_0_block_plain(const float *x, uint8_t *y) {
     }
 }
 
-void plumb__ggml_row_q4_0(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
-    const int64_t nb = n_per_row / QK;
-    if (imatrix == NULL) {
-        for (int64_t b = 0; b < nb; b++) q4_0_block_plain(x + QK * b, y + PLUMB_Q4_0_BYTES * b);
-        return;
-    }
-    const float sigma2 = row_mean_square(x, n_per_row);
-    float w[QK];
+static void q4_0_block_weighted(const float *x, const float *w, uint8_t *y) {
     int8_t lv[QK];
-    for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + QK * b;
-        uint8_t *yb = y + PLUMB_Q4_0_BYTES * b;
-        importance_weights(xb, imatrix + QK * b, sigma2, w);
-        plumb__ggml_put_f16(yb, plumb__ggml_fit_symmetric(QK, 8, xb, w, lv));
-        for (int j = 0; j < QK / 2; j++) yb[2 + j] = (uint8_t)(lv[j] | (lv[j + QK / 2] << 4));
-    }
+    plumb__ggml_put_f16(y, plumb__ggml_fit_symmetric(QK, 8, x, w, lv));
+    for (int j = 0; j < QK / 2; j++) y[2 + j] = (uint8_t)(lv[j] | (lv[j + QK / 2] << 4));
+}
+
+void plumb__ggml_row_q4_0(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
+    row_blocks(x, y, n_per_row, imatrix, PLUMB_Q4_0_BYTES, q4_0_block_plain, q4_0_block_weighted);
 }
 
 /* ---- Q4_1: d, m, 16 bytes of nibbles; x ~ d * q + m ------------------------------------ */
@@ -131,25 +135,17 @@ static void q4_1_block_plain(const float *x, uint8_t *y) {
     }
 }
 
-void plumb__ggml_row_q4_1(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
-    const int64_t nb = n_per_row / QK;
-    if (imatrix == NULL) {
-        for (int64_t b = 0; b < nb; b++) q4_1_block_plain(x + QK * b, y + PLUMB_Q4_1_BYTES * b);
-        return;
-    }
-    const float sigma2 = row_mean_square(x, n_per_row);
-    float w[QK];
+static void q4_1_block_weighted(const float *x, const float *w, uint8_t *y) {
     uint8_t lv[QK], aux[QK];
-    for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + QK * b;
-        uint8_t *yb = y + PLUMB_Q4_1_BYTES * b;
-        importance_weights(xb, imatrix + QK * b, sigma2, w);
-        float neg_min;
-        const float d = plumb__ggml_fit_min(QK, 15, xb, w, lv, &neg_min, aux, -0.9f, 0.05f, 36, false);
-        plumb__ggml_put_f16(yb, d);
-        plumb__ggml_put_f16(yb + 2, -neg_min);
-        for (int j = 0; j < QK / 2; j++) yb[4 + j] = (uint8_t)(lv[j] | (lv[j + QK / 2] << 4));
-    }
+    float neg_min;
+    const float d = plumb__ggml_fit_min(QK, 15, x, w, lv, &neg_min, aux, -0.9f, 0.05f, 36, false);
+    plumb__ggml_put_f16(y, d);
+    plumb__ggml_put_f16(y + 2, -neg_min);
+    for (int j = 0; j < QK / 2; j++) y[4 + j] = (uint8_t)(lv[j] | (lv[j + QK / 2] << 4));
+}
+
+void plumb__ggml_row_q4_1(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
+    row_blocks(x, y, n_per_row, imatrix, PLUMB_Q4_1_BYTES, q4_1_block_plain, q4_1_block_weighted);
 }
 
 /* ---- Q5_0: d, qh, 16 bytes of nibbles; x ~ d * (q - 16) --------------------------------- */
@@ -167,24 +163,16 @@ static void q5_0_block_plain(const float *x, uint8_t *y) {
     pack_5bit(lv, y + 2, y + 6);
 }
 
-void plumb__ggml_row_q5_0(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
-    const int64_t nb = n_per_row / QK;
-    if (imatrix == NULL) {
-        for (int64_t b = 0; b < nb; b++) q5_0_block_plain(x + QK * b, y + PLUMB_Q5_0_BYTES * b);
-        return;
-    }
-    const float sigma2 = row_mean_square(x, n_per_row);
-    float w[QK];
+static void q5_0_block_weighted(const float *x, const float *w, uint8_t *y) {
     int8_t lv[QK];
     uint8_t levels[QK];
-    for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + QK * b;
-        uint8_t *yb = y + PLUMB_Q5_0_BYTES * b;
-        importance_weights(xb, imatrix + QK * b, sigma2, w);
-        plumb__ggml_put_f16(yb, plumb__ggml_fit_symmetric(QK, 16, xb, w, lv));
-        for (int j = 0; j < QK; j++) levels[j] = (uint8_t)lv[j];
-        pack_5bit(levels, yb + 2, yb + 6);
-    }
+    plumb__ggml_put_f16(y, plumb__ggml_fit_symmetric(QK, 16, x, w, lv));
+    for (int j = 0; j < QK; j++) levels[j] = (uint8_t)lv[j];
+    pack_5bit(levels, y + 2, y + 6);
+}
+
+void plumb__ggml_row_q5_0(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
+    row_blocks(x, y, n_per_row, imatrix, PLUMB_Q5_0_BYTES, q5_0_block_plain, q5_0_block_weighted);
 }
 
 /* ---- Q5_1: d, m, qh, 16 bytes of nibbles; x ~ d * q + m --------------------------------- */
@@ -201,25 +189,17 @@ static void q5_1_block_plain(const float *x, uint8_t *y) {
     pack_5bit(lv, y + 4, y + 8);
 }
 
-void plumb__ggml_row_q5_1(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
-    const int64_t nb = n_per_row / QK;
-    if (imatrix == NULL) {
-        for (int64_t b = 0; b < nb; b++) q5_1_block_plain(x + QK * b, y + PLUMB_Q5_1_BYTES * b);
-        return;
-    }
-    const float sigma2 = row_mean_square(x, n_per_row);
-    float w[QK];
+static void q5_1_block_weighted(const float *x, const float *w, uint8_t *y) {
     uint8_t lv[QK], aux[QK];
-    for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + QK * b;
-        uint8_t *yb = y + PLUMB_Q5_1_BYTES * b;
-        importance_weights(xb, imatrix + QK * b, sigma2, w);
-        float neg_min;
-        const float d = plumb__ggml_fit_min(QK, 31, xb, w, lv, &neg_min, aux, -0.9f, 0.05f, 36, false);
-        plumb__ggml_put_f16(yb, d);
-        plumb__ggml_put_f16(yb + 2, -neg_min);
-        pack_5bit(lv, yb + 4, yb + 8);
-    }
+    float neg_min;
+    const float d = plumb__ggml_fit_min(QK, 31, x, w, lv, &neg_min, aux, -0.9f, 0.05f, 36, false);
+    plumb__ggml_put_f16(y, d);
+    plumb__ggml_put_f16(y + 2, -neg_min);
+    pack_5bit(lv, y + 4, y + 8);
+}
+
+void plumb__ggml_row_q5_1(const float *x, uint8_t *y, int64_t n_per_row, const float *imatrix) {
+    row_blocks(x, y, n_per_row, imatrix, PLUMB_Q5_1_BYTES, q5_1_block_plain, q5_1_block_weighted);
 }
 
 /* ---- Q8_0: d, 32 signed bytes; x ~ d * q ------------------------------------------------ */
