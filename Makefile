@@ -41,17 +41,18 @@ sanitize: setup
 
 fuzz: setup-fuzz
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPLUMB_SANITIZE=ON -DPLUMB_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request fuzz_model fuzz_template fuzz_schema fuzz_grammar fuzz_manifest fuzz_rpc_wire fuzz_rpc_graph fuzz_rpc_server
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_gguf fuzz_vocab fuzz_request fuzz_model fuzz_template fuzz_schema fuzz_grammar fuzz_manifest fuzz_rpc_wire fuzz_rpc_graph fuzz_rpc_server fuzz_imatrix
 
 # Bounded libFuzzer runs of the GGUF reader, of the vocabulary loader + tokenizers, of the
 # server's request parsing (the whole HTTP request), of model loading (+ one decode), of Jinja
 # chat templates, of the JSON Schema converter, of GBNF grammars (parser and matcher) and of OCI
 # references, manifests and model configs, of the remote protocol's handshake and frames, of
-# its COMPUTE graph decoder (each accepted graph is run) and of a server connection's requests, from
+# its COMPUTE graph decoder (each accepted graph is run), of a server connection's requests and of
+# plumb quantize's importance matrices, from
 # the committed seed corpora (fuzz/corpus-<name> when there is one, else
 # fuzz/corpus). A crash fails the target (libFuzzer exits non-zero).
 fuzz-smoke: fuzz
-	@for h in gguf vocab request model template schema grammar manifest rpc_wire rpc_graph rpc_server; do \
+	@for h in gguf vocab request model template schema grammar manifest rpc_wire rpc_graph rpc_server imatrix; do \
 	    seeds=fuzz/corpus-$$h; [ -d $$seeds ] || seeds=fuzz/corpus; \
 	    rm -rf fuzz/corpus-work/$$h && mkdir -p fuzz/corpus-work/$$h && \
 	    $(FUZZ_BUILD)/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=5 -rss_limit_mb=2048 \

@@ -242,7 +242,8 @@ PLUMB_API int64_t plumb_gguf_find_tensor(const plumb_gguf_t *g, const char *name
 PLUMB_API plumb_status plumb_gguf_tensor(const plumb_gguf_t *g, int64_t i, plumb_gguf_tensor_info *out);
 
 /* GGUF writer: collects metadata and tensors, then writes a v3 file. Keys and values are
- * copied; tensor data is borrowed until plumb_gguf_writer_write returns. Adding a key or a
+ * copied; tensor data is borrowed until plumb_gguf_writer_write returns (NULL data is for a
+ * caller that writes the data itself after plumb_gguf_writer_header). Adding a key or a
  * tensor name twice is PLUMB_E_INVALID_ARG. */
 typedef struct plumb_gguf_writer plumb_gguf_writer_t;
 
@@ -266,6 +267,70 @@ PLUMB_API plumb_status plumb_gguf_writer_add_tensor(plumb_gguf_writer_t *w, cons
                                                     int type, int n_dims, const int64_t *ne,
                                                     const void *data);
 PLUMB_API plumb_status plumb_gguf_writer_write(plumb_gguf_writer_t *w, const char *path);
+/* Copies entry i of g (key, type and value, arrays included) into w, as the writer's next
+ * entry. PLUMB_E_INVALID_ARG when w already has the key or i is out of range. */
+PLUMB_API plumb_status plumb_gguf_writer_copy_kv(plumb_gguf_writer_t *w, const plumb_gguf_t *g, int64_t i);
+/* For writers that stream tensor data themselves (tensors added with data NULL, which
+ * plumb_gguf_writer_write refuses): the header, tensor infos and the padding up to the
+ * aligned data section, in a new buffer of *len bytes (the caller frees). The data of tensor
+ * k then starts at its offset in the order added, each padded to the alignment. */
+PLUMB_API plumb_status plumb_gguf_writer_header(const plumb_gguf_writer_t *w, void **out, size_t *len);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Quantizing model files (plumb quantize)                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* File types: the values of general.file_type, with llama-quantize's names ("Q4_K_M", "Q8_0",
+ * "F16"; "Q4_K", "Q3_K" and "Q5_K" are aliases of their _M mixture). A file type names a
+ * default tensor type and, for the mixtures, the rules that keep some tensors at higher
+ * precision (llama.cpp's, by architecture and layer position). */
+/* The file type named `name` (case-insensitive), or -1. */
+PLUMB_API int plumb_quantize_ftype_from_name(const char *name);
+/* The name of file type ftype ("Q4_K_M"), or NULL for one plumb does not write. */
+PLUMB_API const char *plumb_quantize_ftype_name(int ftype);
+/* Every name plumb_quantize_ftype_from_name accepts, comma-separated (static). */
+PLUMB_API const char *plumb_quantize_ftype_list(void);
+
+/* One tensor written, for the progress callback. Pointers are borrowed for the call. */
+typedef struct plumb_quantize_progress {
+    int64_t index, count; /* 1-based index of this tensor; tensors in all */
+    const char *name;
+    int n_dims;
+    int64_t ne[PLUMB_GGUF_MAX_DIMS];
+    int type_from, type_to;           /* plumb_type ids */
+    uint64_t bytes_from, bytes_to;    /* the tensor's data before and after */
+} plumb_quantize_progress;
+
+typedef void (*plumb_quantize_progress_fn)(const plumb_quantize_progress *p, void *user);
+
+typedef struct plumb_quantize_params {
+    int ftype;                /* a file type (plumb_quantize_ftype_from_name) */
+    int output_tensor_type;   /* output.weight's type (a plumb_type id); -1: by the rules */
+    int token_embedding_type; /* token_embd.weight's type; -1: by the rules */
+    bool pure;                /* every quantized tensor of the default type, no mixture rules */
+    bool allow_requantize;    /* allow converting tensors that are already quantized */
+    const char *imatrix;      /* importance matrix file (llama.cpp's imatrix GGUF or legacy
+                                 .dat), or NULL; recorded as given in quantize.imatrix.file */
+    int32_t n_threads;        /* <= 0: the CPUs this process may use */
+    plumb_quantize_progress_fn progress; /* NULL, or called after each tensor is written */
+    void *progress_user;
+} plumb_quantize_params;
+
+/* Q8_0, no overrides, no imatrix, all CPUs, no callback. */
+PLUMB_API plumb_quantize_params plumb_quantize_default_params(void);
+
+/* Writes the model `in` with its tensors converted as llama.cpp's llama_model_quantize would
+ * (the same bytes: metadata copied with general.quantization_version and general.file_type
+ * set, tensors ordered by layer then name, the same type per tensor and the same quantized
+ * data; with an importance matrix, the quantize.imatrix.* keys too). The output is written
+ * to a temporary file next to `out` and renamed to `out` only when complete: on any failure
+ * nothing is left behind and an existing `out` is untouched; `in` is only read.
+ * PLUMB_E_INVALID_ARG: bad params, `out` naming `in`; PLUMB_E_UNSUPPORTED: a file type or
+ * tensor type plumb does not quantize, or requantizing without allow_requantize;
+ * PLUMB_E_FORMAT: a bad input or importance matrix, or one that does not fit the model;
+ * PLUMB_E_IO: reading or writing failed (a full disk, an unwritable directory). Details in
+ * plumb_last_error(). The result does not depend on n_threads. */
+PLUMB_API plumb_status plumb_quantize_model(const char *in, const char *out, const plumb_quantize_params *params);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Vocabulary and tokenizers                                                                */

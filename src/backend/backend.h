@@ -125,6 +125,14 @@ void plumb_buffer_free(plumb_buffer *buf);
 /* Reads n bytes of t's data from byte off (any backend). */
 plumb_status plumb_tensor_get(const plumb_tensor *t, size_t off, void *dst, size_t n);
 
+/* An observer of a graph's computation (the importance matrix's): called with each node of
+ * every graph before the node runs; it answers 0 for a node it does not look at. For one it
+ * does (1), the scheduler ends the run right before the node and calls it again with `ready`
+ * true: the node's sources are then complete and intact (read them with plumb_tensor_get; they
+ * may be in a device's memory), and nothing of the graph after the node has run yet. A
+ * negative status stops the computation with it. */
+typedef int (*plumb_sched_observer)(const plumb_tensor *node, bool ready, void *user);
+
 /* The scheduler's state for a context: its backends (the CPU first), and each backend's
  * activation pool. */
 #define PLUMB_MAX_BACKENDS 4
@@ -145,6 +153,8 @@ typedef struct plumb_sched {
     int32_t n_copies; /* copies between backends in the last graph */
     plumb_read *reads; /* the reads of one run (grown as needed) */
     int32_t reads_cap;
+    plumb_sched_observer observer; /* NULL (the default): nothing is observed */
+    void *observer_user;
 } plumb_sched;
 
 /* Assigns g's nodes to backends, inserts the copies, places every output in its backend's

@@ -207,6 +207,23 @@ static plumb_status run(plumb_sched *s, plumb_graph *g, int b, int32_t first, in
     return st;
 }
 
+/* With an observer: shows it node i when it looks at it (its sources are ready: the run
+ * starts there), and ends the run [i, *end) before the next node it looks at. */
+static plumb_status observed_end(plumb_sched *s, plumb_graph *g, int32_t i, int32_t *end) {
+    int r = s->observer(g->nodes[i], false, s->observer_user);
+    if (r > 0 && (r = s->observer(g->nodes[i], true, s->observer_user)) > 0) r = 0;
+    if (r < 0) return (plumb_status)r;
+    for (int32_t j = i + 1; j < *end; j++) {
+        if (g->nodes[j]->op == PLUMB_OP_VIEW) continue;
+        if ((r = s->observer(g->nodes[j], false, s->observer_user)) < 0) return (plumb_status)r;
+        if (r > 0) {
+            *end = j;
+            break;
+        }
+    }
+    return PLUMB_OK;
+}
+
 plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g, const plumb_tensor *out, void *dst, size_t n) {
     plumb_status st = assign(s, g);
     if (!st && s->n_backends > 1) st = insert_copies(s, g);
@@ -229,6 +246,7 @@ plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g, const plumb_ten
         int32_t end = i + 1, next;
         while (end < g->n_nodes && (g->nodes[end]->op == PLUMB_OP_VIEW || (g->nodes[end]->op != PLUMB_OP_COPY && g->nodes[end]->backend == b)))
             end++;
+        if (s->observer && (st = observed_end(s, g, i, &end))) break;
         for (next = end; next < g->n_nodes && (g->nodes[next]->op == PLUMB_OP_VIEW || g->nodes[next]->op == PLUMB_OP_COPY); next++) {}
         st = run(s, g, b, i, end, next, out, dst, n, last[b] >= i && last[b] < end, &out_done);
         i = next;

@@ -1,6 +1,6 @@
 /* gguf_write.c — GGUF v3 writer: collects metadata and tensors in memory, then writes the
- * header, the tensor infos, padding and the aligned data section in one pass. Used by the
- * tests now and by `plumb quantize` later. */
+ * header, the tensor infos, padding and the aligned data section in one pass; or hands out
+ * the header alone to a caller that streams the data itself (`plumb quantize`). */
 #include "gguf/gguf_internal.h"
 
 #include "core/error.h"
@@ -193,7 +193,6 @@ plumb_status plumb_gguf_writer_add_tensor(plumb_gguf_writer_t *w, const char *na
     uint64_t nbytes;
     plumb_status st = plumb_type_row_bytes(type, nel, &nbytes);
     if (st) return st;
-    if (nbytes && !data) return plumb__fail(PLUMB_E_INVALID_ARG, "gguf writer: tensor '%s': no data", name);
     if (w->n_tensors == w->cap_tensors) {
         size_t cap = w->cap_tensors ? w->cap_tensors * 2 : 16;
         wtensor *grown = realloc(w->tensors, cap * sizeof *grown);
@@ -214,10 +213,40 @@ plumb_status plumb_gguf_writer_add_tensor(plumb_gguf_writer_t *w, const char *na
     return PLUMB_OK;
 }
 
+plumb_status plumb_gguf_writer_copy_kv(plumb_gguf_writer_t *w, const plumb_gguf_t *g, int64_t i) {
+    if (!w || !g || i < 0 || i >= g->n_kv) return plumb__fail(PLUMB_E_INVALID_ARG, "gguf writer: no entry %" PRId64, i);
+    const plumb__gguf_kv *src = &g->kvs[i];
+    /* The value's bytes as stored: the reader has checked that they lie inside the file. */
+    uint64_t start = src->value_off, end;
+    uint64_t len;
+    if (src->type == PLUMB_GGUF_STRING) {
+        memcpy(&len, g->data + start, 8);
+        end = start + 8 + len;
+    } else if (src->type != PLUMB_GGUF_ARRAY) {
+        end = start + plumb__gguf_value_size((int)src->type);
+    } else if (src->arr_type == PLUMB_GGUF_STRING) {
+        end = src->arr_off;
+        if (src->arr_len) {
+            uint64_t last = src->str_offs[src->arr_len - 1];
+            memcpy(&len, g->data + last, 8);
+            end = last + 8 + len;
+        }
+    } else {
+        end = src->arr_off + src->arr_len * plumb__gguf_value_size((int)src->arr_type);
+    }
+    wkv *kv;
+    plumb_status st = new_kv(w, src->key, src->type, &kv);
+    if (st) return st;
+    st = put(&kv->value, g->data + start, (size_t)(end - start));
+    return st ? drop_last(w, st) : PLUMB_OK;
+}
+
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
-plumb_status plumb_gguf_writer_write(plumb_gguf_writer_t *w, const char *path) {
-    if (!w || !path) return plumb__fail(PLUMB_E_INVALID_ARG, "gguf writer: NULL argument");
+static const uint8_t zeros[4096];
+
+plumb_status plumb_gguf_writer_header(const plumb_gguf_writer_t *w, void **out, size_t *out_len) {
+    if (!w || !out || !out_len) return plumb__fail(PLUMB_E_INVALID_ARG, "gguf writer: NULL argument");
     wbuf h = {0};
     plumb_status st = put(&h, "GGUF", 4);
     if (!st) st = put_u32(&h, 3);
@@ -238,7 +267,6 @@ plumb_status plumb_gguf_writer_write(plumb_gguf_writer_t *w, const char *path) {
         if (!st) st = put_u64(&h, off);
         off = align_up(off + t->nbytes, w->alignment);
     }
-    static const uint8_t zeros[4096];
     for (uint64_t pad = align_up(h.len, w->alignment) - h.len; !st && pad;) {
         size_t n = pad > sizeof zeros ? sizeof zeros : (size_t)pad;
         st = put(&h, zeros, n);
@@ -248,13 +276,27 @@ plumb_status plumb_gguf_writer_write(plumb_gguf_writer_t *w, const char *path) {
         free(h.p);
         return st;
     }
+    *out = h.p;
+    *out_len = h.len;
+    return PLUMB_OK;
+}
+
+plumb_status plumb_gguf_writer_write(plumb_gguf_writer_t *w, const char *path) {
+    if (!w || !path) return plumb__fail(PLUMB_E_INVALID_ARG, "gguf writer: NULL argument");
+    for (size_t i = 0; i < w->n_tensors; i++)
+        if (w->tensors[i].nbytes && !w->tensors[i].data)
+            return plumb__fail(PLUMB_E_INVALID_ARG, "gguf writer: tensor '%s': no data", w->tensors[i].name);
+    void *hp;
+    size_t hlen;
+    plumb_status st = plumb_gguf_writer_header(w, &hp, &hlen);
+    if (st) return st;
     FILE *f = fopen(path, "wb");
     if (!f) {
-        free(h.p);
+        free(hp);
         return plumb__fail(PLUMB_E_IO, "%s: cannot create: %s", path, strerror(errno));
     }
-    bool ok = fwrite(h.p, 1, h.len, f) == h.len;
-    free(h.p);
+    bool ok = fwrite(hp, 1, hlen, f) == hlen;
+    free(hp);
     for (size_t i = 0; ok && i < w->n_tensors; i++) {
         const wtensor *t = &w->tensors[i];
         ok = fwrite(t->data, 1, (size_t)t->nbytes, f) == t->nbytes;

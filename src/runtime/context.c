@@ -38,6 +38,11 @@ plumb_context_params plumb_context_default_params(void) {
 
 const plumb_sched *plumb__context_sched(const plumb_context_t *c) { return &c->sched; }
 
+void plumb__context_set_observer(plumb_context_t *c, plumb_sched_observer fn, void *user) {
+    c->sched.observer = fn;
+    c->sched.observer_user = user;
+}
+
 int32_t plumb_context_n_ctx(const plumb_context_t *c) { return c->params.n_ctx; }
 int32_t plumb_context_n_batch(const plumb_context_t *c) { return c->params.n_batch; }
 

@@ -33,7 +33,7 @@ def _project_version() -> str:
 
 VERSION = _project_version()
 MAJOR = VERSION.split(".")[0]
-SUBCOMMANDS = ["run", "chat", "serve", "template", "tokenize", "inspect", "bench", "info", "embed", "perplexity", "pull", "push",
+SUBCOMMANDS = ["run", "chat", "serve", "template", "tokenize", "inspect", "bench", "info", "embed", "perplexity", "imatrix", "quantize", "pull", "push",
                "list", "rm", "cluster-config", "rpc-server"]
 
 

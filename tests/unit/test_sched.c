@@ -331,3 +331,138 @@ TEST(sched_reads_go_with_the_run_on_devices_that_take_them) {
     }
     fake_reads = false;
 }
+
+/* ---- the observer: every MUL_MAT seen before it runs, with the sources it then reads ---- */
+
+#define MAX_PENDING 64
+
+/* What the observer saw: each matmul's product recomputed from the sources it was shown,
+ * checked against the node's output when a reader of it is shown (then complete and intact). */
+typedef struct watch {
+    int matmuls, checked, asked;
+    double worst; /* largest relative difference of a checked output */
+    struct {
+        const plumb_tensor *node;
+        float *want; /* [N][T] */
+    } pending[MAX_PENDING];
+    int n_pending;
+} watch;
+
+static float *tensor_copy(const plumb_tensor *t) {
+    const size_t n = plumb_tensor_nbytes(t);
+    float *p = malloc(n);
+    if (p) CHECK_STATUS(plumb_tensor_get(t, 0, p, n), PLUMB_OK);
+    return p;
+}
+
+/* out vs. want, elementwise relative (floor 1e-3 absolute) */
+static void check_product(watch *w, const plumb_tensor *node, const float *want) {
+    float *got = tensor_copy(node);
+    if (!got) return;
+    const int64_t n = node->ne[0] * node->ne[1];
+    for (int64_t i = 0; i < n; i++) {
+        const double d = fabs((double)got[i] - want[i]) / fmax(fabs(want[i]), 1e-3);
+        if (d > w->worst) w->worst = d;
+    }
+    free(got);
+    w->checked++;
+}
+
+static int observe(const plumb_tensor *node, bool ready, void *user) {
+    watch *w = user;
+    bool reader = false;
+    for (int k = 0; k < PLUMB_MAX_SRC; k++)
+        for (int j = 0; node->src[k] && j < w->n_pending; j++)
+            reader = reader || plumb__graph_root(node->src[k]) == w->pending[j].node;
+    if (node->op != PLUMB_OP_MUL_MAT && !reader) return 0;
+    if (!ready) return 1;
+    w->asked++;
+    for (int j = 0; j < w->n_pending; j++) /* the products this node reads are complete */
+        for (int k = 0; k < PLUMB_MAX_SRC; k++)
+            if (node->src[k] && plumb__graph_root(node->src[k]) == w->pending[j].node) {
+                check_product(w, w->pending[j].node, w->pending[j].want);
+                free(w->pending[j].want);
+                w->pending[j--] = w->pending[--w->n_pending];
+                break;
+            }
+    if (node->op != PLUMB_OP_MUL_MAT) return 1;
+    w->matmuls++;
+    const plumb_tensor *wt = node->src[0], *x = node->src[1];
+    CHECK(wt->type == PLUMB_TYPE_F32 && x->type == PLUMB_TYPE_F32);
+    const int64_t K = x->ne[0], N = wt->ne[1], T = x->ne[1];
+    float *W = tensor_copy(wt), *X = tensor_copy(x), *want = malloc((size_t)(N * T) * sizeof *want);
+    if (W && X && want && w->n_pending < MAX_PENDING) {
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t n = 0; n < N; n++) {
+                double s = 0;
+                for (int64_t k = 0; k < K; k++) s += (double)W[n * K + k] * X[t * K + k];
+                want[t * N + n] = (float)s;
+            }
+        w->pending[w->n_pending].node = node;
+        w->pending[w->n_pending++].want = want;
+        want = NULL;
+    }
+    free(W), free(X), free(want);
+    return 1;
+}
+
+/* The tiny model (on the fake device from layer n_offload on when >= 0) decoded with the
+ * observer: every matmul seen with intact sources, the logits those of a run without it. */
+static void check_observer(int n_offload) {
+    plumb_model_t *m = tiny_llama("tiny", N_LAYER), *plain = tiny_llama("tiny", N_LAYER);
+    plumb_backend *fake = n_offload >= 0 ? fake_create(NULL, 0) : NULL;
+    if (!m || !plain || (n_offload >= 0 && !fake)) {
+        plumb_model_free(m), plumb_model_free(plain);
+        if (fake) fake_free(fake);
+        return;
+    }
+    if (fake) CHECK_STATUS(plumb__model_place_on(m, fake, "fake:0", n_offload), PLUMB_OK);
+    const plumb_context_params cp = {.n_ctx = 32, .n_batch = 4, .n_threads = 1, .n_seq = 2};
+    plumb_context_t *c = NULL, *p = NULL;
+    CHECK_STATUS(plumb_context_create(m, &cp, &c), PLUMB_OK);
+    CHECK_STATUS(plumb_context_create(plain, &cp, &p), PLUMB_OK);
+    watch w = {0};
+    if (c && p) {
+        plumb__context_set_observer(c, observe, &w);
+        const int32_t t[] = {1, 4, 5, 6, 7, 8, 9, 10, 11}, seq[] = {0, 0, 1, 0, 1, 0, 0, 1, 0};
+        bool all[9];
+        for (int i = 0; i < 9; i++) all[i] = true;
+        for (int at = 0; at < 9; at += 4) { /* one graph per decode: 4, 4 and 1 tokens */
+            const int n = 9 - at < 4 ? 9 - at : 4;
+            const plumb_batch b = {.n_tokens = n, .tokens = t + at, .seq = seq + at, .logits = all};
+            CHECK_STATUS(plumb_decode(c, &b), PLUMB_OK);
+            CHECK_STATUS(plumb_decode(p, &b), PLUMB_OK);
+            /* the head's product is read by no node: it is the logits */
+            CHECK_EQ_INT(w.n_pending, 1);
+            for (int j = 0; j < w.n_pending; j++) {
+                const plumb_tensor *head = w.pending[j].node;
+                CHECK_EQ_INT(head->ne[1], n);
+                for (int64_t r = 0; r < head->ne[1] && r < n; r++)
+                    for (int v = 0; v < TINY_VOCAB; v++) {
+                        const float want = w.pending[j].want[r * TINY_VOCAB + v], got = plumb_get_logits(c, (int32_t)r)[v];
+                        CHECK(fabs((double)got - want) <= 1e-4 * fmax(fabs(want), 1e-2));
+                    }
+                free(w.pending[j].want);
+            }
+            w.n_pending = 0;
+            for (int j = 0; j < n; j++) CHECK(memcmp(plumb_get_logits(c, j), plumb_get_logits(p, j), TINY_VOCAB * 4) == 0);
+        }
+        /* 7 matmuls a layer and the head, in each of the 3 graphs of 4, 4 and 1 tokens */
+        CHECK_EQ_INT(w.matmuls, 3 * (7 * N_LAYER + 1));
+        CHECK_EQ_INT(w.checked, w.matmuls - 3);
+        CHECK(w.worst < 1e-4);
+        if (fake) CHECK(((fake_device *)fake->ctx)->gets > 0); /* sources read from the device */
+        /* without the observer: the runs as before */
+        plumb__context_set_observer(c, NULL, NULL);
+        CHECK_STATUS(plumb_seq_truncate(c, 0, 0), PLUMB_OK);
+        CHECK_STATUS(plumb_seq_truncate(c, 1, 0), PLUMB_OK);
+        CHECK_STATUS(plumb_decode(c, &(plumb_batch){.n_tokens = 4, .tokens = t, .seq = seq}), PLUMB_OK);
+        CHECK_EQ_INT(plumb__context_sched(c)->n_splits, fake ? 3 : 1);
+    }
+    plumb_context_free(c), plumb_context_free(p);
+    plumb_model_free(m), plumb_model_free(plain);
+}
+
+TEST(sched_observer_sees_every_matmul_with_its_sources_intact) { check_observer(-1); }
+
+TEST(sched_observer_reads_sources_in_device_memory) { check_observer(2); }

@@ -19,8 +19,10 @@ int cmd_bench(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv); /* perplexity and KL divergence (cmd_perplexity.c) */
+int cmd_imatrix(int argc, char **argv);    /* the importance matrix (cmd_imatrix.c) */
 int cmd_cluster_config(int argc, char **argv); /* HAProxy configuration (cmd_cluster.c) */
 int cmd_rpc_server(int argc, char **argv);     /* serves this host's device (cmd_rpc_server.c) */
+int cmd_quantize(int argc, char **argv);       /* converts a model's weights (cmd_quantize.c) */
 /* models as OCI artifacts (cmd_oci.c) */
 int cmd_pull(int argc, char **argv);
 int cmd_push(int argc, char **argv);

@@ -17,10 +17,12 @@ static void usage(FILE *f) {
             "  template -m MODEL --messages F  the prompt a conversation becomes (see template --help)\n"
             "  embed -m MODEL TEXT...        embeddings of texts, one JSON line each (see embed --help)\n"
             "  perplexity -m MODEL -f TEXT   perplexity, and KL divergence against a base model (see perplexity --help)\n"
+            "  imatrix -m MODEL -f TEXT      importance matrix for quantizing, as llama-imatrix (see imatrix --help)\n"
             "  pull REF                      download a model from an OCI registry into the store\n"
             "  push MODEL.gguf REF           package a GGUF as an OCI artifact and push it (see push --help)\n"
             "  list                          the models in the store\n"
             "  rm REF                        remove a model from the store, freeing unused blobs\n"
+            "  quantize IN OUT TYPE          convert a model's weights to Q4_K_M, Q8_0, F16... (see quantize --help)\n"
             "  cluster-config --server H:P ... an HAProxy configuration for several servers (see cluster-config --help)\n"
             "  rpc-server --key-file F       serve this host's device to remote clients (see rpc-server --help)\n"
             "  info                          show version, CPU features and the devices (--device)\n"
@@ -43,8 +45,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "template") == 0) return cmd_template(argc - 1, argv + 1);
     if (strcmp(cmd, "embed") == 0) return cmd_embed(argc - 1, argv + 1);
     if (strcmp(cmd, "perplexity") == 0) return cmd_perplexity(argc - 1, argv + 1);
+    if (strcmp(cmd, "imatrix") == 0) return cmd_imatrix(argc - 1, argv + 1);
     if (strcmp(cmd, "pull") == 0) return cmd_pull(argc - 1, argv + 1);
     if (strcmp(cmd, "push") == 0) return cmd_push(argc - 1, argv + 1);
+    if (strcmp(cmd, "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(cmd, "list") == 0) return cmd_list(argc - 1, argv + 1);
     if (strcmp(cmd, "rm") == 0) return cmd_rm(argc - 1, argv + 1);
     if (strcmp(cmd, "cluster-config") == 0) return cmd_cluster_config(argc - 1, argv + 1);
