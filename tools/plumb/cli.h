@@ -63,6 +63,12 @@ char *cli_utf8_sanitize(const char *s, uint64_t len);
  * FIFO or a terminal alike. NULL with errno set when a read fails (EISDIR for a directory),
  * memory runs out, or f holds more than max bytes (EFBIG). */
 char *cli_read_all(FILE *f, size_t max, size_t *len);
+/* The tokens of the text file at path as llama.cpp's tools take a -f file: one final newline
+ * dropped, BOS added when the model adds one, special tokens as text (text_tokens.c). 0 with
+ * *ids (malloc'd) and *n, else 1 after one line "plumb <cmd>: ...". */
+int cli_text_tokens(const char *cmd, const char *path, const plumb_vocab_t *v, int32_t **ids, size_t *n);
+/* Seconds on a monotonic clock. */
+double cli_now(void);
 
 /* The name of llama.cpp's file type value ftype (general.file_type): "Q4_K_M", "Q8_0", "F16";
  * NULL for a value it does not know (file_type.c). */

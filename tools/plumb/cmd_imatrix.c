@@ -19,9 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define MAX_TEXT ((size_t)1 << 30)
 #define MAX_CTX (1 << 20)
 #define MAX_SEQ 256
 #define MAX_IN_FILES 64
@@ -122,36 +120,6 @@ static int parse(im_opts *o, int argc, char **argv) {
         return 2;
     }
     return -1;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* The text's tokens, as llama-imatrix takes them: one final newline dropped, BOS added when
- * the model adds one, special tokens as text. */
-static int read_tokens(const im_opts *o, const plumb_vocab_t *v, int32_t **ids, size_t *n) {
-    FILE *f = fopen(o->text, "rb");
-    size_t len = 0;
-    char *text = f ? cli_read_all(f, MAX_TEXT, &len) : NULL;
-    const int err = errno;
-    if (f) fclose(f);
-    if (!text) {
-        fprintf(stderr, "plumb imatrix: cannot read %s: %s\n", o->text, strerror(err));
-        return 1;
-    }
-    if (len && text[len - 1] == '\n') len--;
-    size_t cap = len + 16;
-    *ids = malloc(cap * sizeof **ids);
-    plumb_status st = *ids ? plumb_tokenize(v, text, len, true, false, *ids, cap, n) : PLUMB_E_NOMEM;
-    free(text);
-    if (st) {
-        cli_error("imatrix", st, NULL);
-        return 1;
-    }
-    return 0;
 }
 
 /* A run: the model, its context, one micro-batch's arrays and the scores of a pass. */
@@ -259,7 +227,7 @@ static int imatrix(const im_opts *o, plumb_imatrix *im) {
     int32_t *tokens = NULL;
     size_t n_tok = 0;
     int rc = 1;
-    const double t0 = now();
+    const double t0 = cli_now();
     plumb_status st = run_open(&r, o);
     if (st) {
         cli_error("imatrix", st, NULL);
@@ -270,7 +238,7 @@ static int imatrix(const im_opts *o, plumb_imatrix *im) {
                 o->n_batch / o->n_ctx, o->n_ctx, MAX_SEQ);
         goto done;
     }
-    if (read_tokens(o, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
+    if (cli_text_tokens("imatrix", o->text, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
     const int32_t n_ctx = o->n_ctx, first = n_ctx / 2;
     if (o->skip > 0) {
         if ((size_t)(o->skip + 2) * (size_t)n_ctx >= n_tok) {
@@ -295,13 +263,13 @@ static int imatrix(const im_opts *o, plumb_imatrix *im) {
     int64_t count = 0;
     for (int32_t c = 0; c < n_chunk; c += r.n_seq) {
         const int32_t k = n_chunk - c < r.n_seq ? n_chunk - c : r.n_seq;
-        const double t1 = now();
+        const double t1 = cli_now();
         if ((st = eval_chunks(&r, o, tokens, c, k))) {
             cli_error("imatrix", st, NULL);
             goto done;
         }
         if (c == 0) {
-            const double pass = now() - t1;
+            const double pass = cli_now() - t1;
             fprintf(stderr, "plumb imatrix: %.2f seconds per pass - ETA %.2f minutes\n", pass,
                     pass * ((n_chunk + r.n_seq - 1) / r.n_seq) / 60.0);
         }
@@ -314,7 +282,7 @@ static int imatrix(const im_opts *o, plumb_imatrix *im) {
         fflush(stdout);
     }
     if (!o->no_ppl) printf("\n");
-    fprintf(stderr, "plumb imatrix: %.2f seconds for %d chunks\n", now() - t0, n_chunk);
+    fprintf(stderr, "plumb imatrix: %.2f seconds for %d chunks\n", cli_now() - t0, n_chunk);
     rc = 0;
 done:
     free(tokens);

@@ -19,9 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define MAX_TEXT ((size_t)1 << 30)
 #define MAX_CTX (1 << 20)
 
 static const char usage[] =
@@ -151,36 +149,8 @@ static plumb_status eval_chunks(run *r, const int32_t *tokens, int32_t c, int32_
     return plumb_decode(r->ctx, &b);
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void eta(double seconds, int32_t passes) {
     fprintf(stderr, "plumb perplexity: %.2f seconds per pass - ETA %.2f minutes\n", seconds, seconds * passes / 60.0);
-}
-
-/* The text's tokens, as llama-perplexity takes them (BOS added when the model adds one). */
-static int read_tokens(const ppl_opts *o, const plumb_vocab_t *v, int32_t **ids, size_t *n) {
-    FILE *f = fopen(o->text, "rb");
-    size_t len = 0;
-    char *text = f ? cli_read_all(f, MAX_TEXT, &len) : NULL;
-    const int err = errno;
-    if (f) fclose(f);
-    if (!text) {
-        fprintf(stderr, "plumb perplexity: cannot read %s: %s\n", o->text, strerror(err));
-        return 1;
-    }
-    size_t cap = len + 16;
-    *ids = malloc(cap * sizeof **ids);
-    plumb_status st = *ids ? plumb_tokenize(v, text, len, true, false, *ids, cap, n) : PLUMB_E_NOMEM;
-    free(text);
-    if (st) {
-        cli_error("perplexity", st, NULL);
-        return 1;
-    }
-    return 0;
 }
 
 /* Perplexity of the text; with o->base, the log-probabilities saved there. */
@@ -197,7 +167,7 @@ static int perplexity(const ppl_opts *o, const char *path) {
         cli_error("perplexity", st, NULL);
         goto done;
     }
-    if (read_tokens(o, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
+    if (cli_text_tokens("perplexity", o->text, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
     const int32_t n_ctx = o->n_ctx, first = n_ctx / 2, scored = n_ctx - 1 - first;
     if (n_tok < 2 * (size_t)n_ctx) {
         fprintf(stderr, "plumb perplexity: %s has %zu tokens; at least %d (two chunks of -c %d) are needed\n", o->text, n_tok,
@@ -228,12 +198,12 @@ static int perplexity(const ppl_opts *o, const char *path) {
     int64_t count = 0;
     for (int32_t c = 0; c < n_chunk; c += r.n_seq) {
         const int32_t k = n_chunk - c < r.n_seq ? n_chunk - c : r.n_seq;
-        const double t0 = now();
+        const double t0 = cli_now();
         if ((st = eval_chunks(&r, tokens, c, k))) {
             cli_error("perplexity", st, NULL);
             goto done;
         }
-        if (c == 0) eta(now() - t0, (n_chunk + r.n_seq - 1) / r.n_seq);
+        if (c == 0) eta(cli_now() - t0, (n_chunk + r.n_seq - 1) / r.n_seq);
         for (int32_t s = 0; s < k; s++) {
             const int32_t *next = tokens + (size_t)(c + s) * (size_t)n_ctx + first + 1;
             for (int32_t j = 0; j < scored; j++) {
@@ -436,13 +406,13 @@ static int kl_divergence(const ppl_opts *o, const char *path) {
     size_t at = 0;
     for (int32_t c = 0; c < n_chunk; c += r.n_seq) {
         const int32_t kk = n_chunk - c < r.n_seq ? n_chunk - c : r.n_seq;
-        const double t0 = now();
+        const double t0 = cli_now();
         if ((st = eval_chunks(&r, tokens, c, kk))) {
             cli_error("perplexity", st, NULL);
             goto done;
         }
         if (c == 0) {
-            eta(now() - t0, (n_chunk + r.n_seq - 1) / r.n_seq);
+            eta(cli_now() - t0, (n_chunk + r.n_seq - 1) / r.n_seq);
             printf("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p\n");
         }
         for (int32_t s = 0; s < kk; s++) {
