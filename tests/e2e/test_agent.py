@@ -324,6 +324,23 @@ def test_drain_delay_serves_on_until_the_balancer_has_seen_it(plumb_bin, real_mo
         s.kill()
 
 
+def test_sigterm_as_the_model_becomes_ready_drains(plumb_bin, real_model):
+    """A SIGTERM that comes the moment /health first says 200 is a normal stop (drain, agent
+    "drain", exit 0 after "finishing requests in flight"), not the stop of a server still
+    loading: the load can finish while the command waits for a signal. Sent again and again
+    right at readiness so that the moment is hit."""
+    for _ in range(8):
+        s = Server(plumb_bin, real_model, "--parallel", "1", "-c", "256", wait_ready=False)
+        try:
+            while s.get("/health")[0] != 200:
+                assert s.proc.poll() is None, s.stderr
+            s.sigterm()
+            assert s.stop(30) == 0, s.stderr
+            assert "finishing requests in flight" in s.stderr and "while loading" not in s.stderr, s.stderr
+        finally:
+            s.kill()
+
+
 # ---- the sanitizer build ---------------------------------------------------------------------------------
 
 def test_sanitizer_build_agent_and_drain(plumb_san_bin, real_model):

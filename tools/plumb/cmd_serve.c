@@ -359,11 +359,11 @@ int cmd_serve(int argc, char **argv) {
     /* signals stay deliverable while the model loads: a stop then needs no waiting for it */
     int sig = 0;
     const struct timespec tick = {0, 50 * 1000 * 1000};
-    while (plumb_server_loading(srv))
-        if ((sig = sigtimedwait(&sigs, NULL, &tick)) > 0) {
+    while (sig <= 0 && plumb_server_loading(srv))
+        if ((sig = sigtimedwait(&sigs, NULL, &tick)) > 0 && plumb_server_loading(srv)) {
             fprintf(stderr, "plumb serve: %s while loading the model: stopped\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
             _exit(0); /* the loader may be inside a long read; nothing to finish */
-        }
+        } /* a signal that came as the load finished is the normal stop below */
     const char *why;
     if (plumb_server_wait_loaded(srv, &why)) {
         fprintf(stderr, "plumb serve: cannot load the model: %s\n", why);
@@ -376,7 +376,7 @@ int cmd_serve(int argc, char **argv) {
     if (spec[0]) cli_device_text(spec, n_offloaded, n_layers, device, sizeof device);
     else snprintf(device, sizeof device, "%s (no model loaded yet)", p.device ? p.device : "cpu");
     fprintf(stderr, "plumb serve: ready: %d slots, device %s\n", (int)p.n_parallel, device);
-    sigwait(&sigs, &sig);
+    if (sig <= 0) sigwait(&sigs, &sig);
     fprintf(stderr, "plumb serve: %s: finishing requests in flight (a second signal stops at once)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     /* the shutdown runs on its own thread so that this one can take a second signal */
