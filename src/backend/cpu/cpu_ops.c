@@ -62,6 +62,25 @@ static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
            c->kernels->wide_dot[type];
 }
 
+/* From this many activation rows on, the legacy types go through the kernel set's register-
+ * tiled GEMM where it has one (kernels.h): weight rows are widened and packed PLUMB_GEMM_ROWS at
+ * a time, and each packed group meets every activation row. */
+#define MATMUL_GEMM_ROWS 8
+
+static bool matmul_gemm(const plumb_cpu_ctx *c, const plumb_tensor *n) {
+    return n_rows(n->src[1]) >= MATMUL_GEMM_ROWS && c->kernels->gemm_types[n->src[0]->type] && n->src[0]->ne[0] % 32 == 0;
+}
+
+/* The GEMM's scratch: the prepared activation rows, then per thread a group of wide rows and
+ * its packed form. */
+static size_t matmul_gemm_act_bytes(const plumb_tensor *n) {
+    return round64((size_t)(n->src[1]->ne[0] / 32) * PLUMB_GEMM_ACT_BLOCK * (size_t)n_rows(n->src[1]));
+}
+static size_t matmul_gemm_thread_bytes(const plumb_tensor *n) {
+    const size_t nb = (size_t)(n->src[0]->ne[0] / 32);
+    return round64(nb * PLUMB_WIDE_BLOCK * PLUMB_GEMM_ROWS) + round64(nb * PLUMB_GEMM_BLOCK);
+}
+
 /* Per-thread buffer for one block of widened weight rows. */
 static size_t matmul_widen_bytes(const plumb_cpu_ctx *c, const plumb_tensor *n) {
     const size_t row = plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]);
@@ -73,7 +92,9 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     for (int32_t i = 0; i < g->n_nodes; i++) {
         const plumb_tensor *n = g->nodes[i];
         size_t s = 0;
-        if (n->op == PLUMB_OP_MUL_MAT) {
+        if (n->op == PLUMB_OP_MUL_MAT && matmul_gemm(c, n)) {
+            s = matmul_act_bytes(n, c->n_threads) + matmul_gemm_act_bytes(n) + matmul_gemm_thread_bytes(n) * (size_t)c->n_threads;
+        } else if (n->op == PLUMB_OP_MUL_MAT) {
             s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(c, n, c->n_threads) +
                 matmul_widen_bytes(c, n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_ATTN) {
@@ -106,7 +127,47 @@ static void op_get_rows(plumb_tensor *n, int ith, int nth) {
     }
 }
 
+/* op_mul_mat through the kernel set's GEMM (matmul_gemm): each thread quantizes and prepares its
+ * share of the activation rows; then groups of PLUMB_GEMM_ROWS weight rows go out in chunks to
+ * whichever thread is free, which widens and packs each group once and runs it against every
+ * activation row. */
+static void op_mul_mat_gemm(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
+    const plumb_tensor *w = n->src[0], *x = n->src[1];
+    const plumb_kernel_set *ks = c->kernels;
+    const int64_t K = w->ne[0], N = w->ne[1], T = n_rows(x);
+    const size_t arow = plumb__act_row_size(PLUMB_ACT_Q8_0, K), prow = (size_t)(K / 32) * PLUMB_GEMM_ACT_BLOCK;
+    uint8_t *xq = c->work, *xp = c->work + matmul_act_bytes(n, nth);
+    int64_t lo, hi;
+    split(T, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        ks->act_quantize[PLUMB_ACT_Q8_0]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
+        ks->gemm_prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
+    }
+    plumb__cpu_barrier(c);
+    const size_t wrow = plumb__wide_row_size(w->type, K);
+    uint8_t *wide = xp + matmul_gemm_act_bytes(n) + matmul_gemm_thread_bytes(n) * (size_t)ith;
+    uint8_t *packed = wide + round64((size_t)(K / 32) * PLUMB_WIDE_BLOCK * PLUMB_GEMM_ROWS);
+    const int64_t groups = (N + PLUMB_GEMM_ROWS - 1) / PLUMB_GEMM_ROWS;
+    int64_t per = (groups + 8 * nth - 1) / (8 * nth);
+    const int64_t n_chunks = (groups + per - 1) / per;
+    for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
+        const int64_t g1 = (ch + 1) * per < groups ? (ch + 1) * per : groups;
+        for (int64_t g = ch * per; g < g1; g++) {
+            const int64_t r0 = g * PLUMB_GEMM_ROWS;
+            const int rows = (int)(N - r0 < PLUMB_GEMM_ROWS ? N - r0 : PLUMB_GEMM_ROWS);
+            for (int r = 0; r < rows; r++)
+                ks->widen(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->nb[1], wide + (size_t)r * wrow, K);
+            ks->gemm_pack(wide, wrow, rows, packed, K);
+            ks->gemm(K, packed, xp, prow, T, (float *)n->data + r0, (size_t)N, rows);
+        }
+    }
+}
+
 static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
+    if (matmul_gemm(c, n)) {
+        op_mul_mat_gemm(c, n, ith, nth);
+        return;
+    }
     const plumb_tensor *w = n->src[0], *x = n->src[1];
     const int64_t K = w->ne[0], N = w->ne[1], T = n_rows(x);
     const int act = plumb__act_type(w->type);

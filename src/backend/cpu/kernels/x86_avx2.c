@@ -1227,6 +1227,10 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #ifdef PLUMB_HAVE_WIDE_DOT4X2
         set.wide_dot4x2_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4x2_lanes[PLUMB_TYPE_Q5_0] =
             set.wide_dot4x2_lanes[PLUMB_TYPE_Q8_0] = wide_dot4x2_lanes;
+        set.gemm_types[PLUMB_TYPE_Q4_0] = set.gemm_types[PLUMB_TYPE_Q5_0] = set.gemm_types[PLUMB_TYPE_Q8_0] = true;
+        set.gemm_pack = plumb__gemm16_pack;
+        set.gemm_prep = plumb__gemm16_prep;
+        set.gemm = plumb__gemm16;
 #endif
 #ifdef ACT4_AVX512_BLOCK_BYTES
         set.act_prep4 = act_prep4;
