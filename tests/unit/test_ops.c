@@ -374,6 +374,56 @@ TEST(attention_gqa_causal_and_sliding_window) {
         }
 }
 
+/* Attention of a prompt's tokens together (tiles of tokens meeting each key row at once, over
+ * the union of their spans) gives, bit for bit, what each token gives alone after the ones
+ * before it (all threads on one item): with and without a sliding window (whose first position
+ * then differs within a tile), a soft-cap, grouped KV heads, head sizes of the 512-bit paths. */
+TEST(attention_is_batch_invariant) {
+    const int shapes[][3] = {{4, 1, 256}, {8, 2, 64}, {2, 2, 80}}; /* query heads, KV heads, head size */
+    enum { T = 11, N_CTX = 32 };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int variant = 0; variant < 4; variant++) {
+            const int nh = shapes[si][0], nkv = shapes[si][1], hd = shapes[si][2];
+            const int swa = variant & 1 ? 5 : 0;
+            const float softcap = variant & 2 ? 30.0f : 0.0f;
+            float *q = malloc(sizeof(float) * (size_t)(T * nh * hd)), *k = malloc(sizeof(float) * (size_t)(T * nkv * hd)),
+                  *v = malloc(sizeof(float) * (size_t)(T * nkv * hd)), *out[2];
+            for (int i = 0; i < T * nh * hd; i++) q[i] = frand() * 3.0f;
+            for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
+            for (int mode = 0; mode < 2; mode++) { /* 0: all tokens in one batch; 1: one at a time */
+                plumb_kv_cache kv = {.n_layer = 1, .n_seq = 1, .n_ctx = N_CTX, .n_head = nh, .n_head_kv = nkv, .head_dim = hd};
+                uint16_t *kc = calloc((size_t)(N_CTX * nkv * hd), 2), *vc = calloc((size_t)(N_CTX * nkv * hd), 2);
+                kv.k = &kc;
+                kv.v = &vc;
+                out[mode] = malloc(sizeof(float) * (size_t)(T * nh * hd));
+                for (int t0 = 0; t0 < T; t0 += mode ? 1 : T) {
+                    const int nt = mode ? 1 : T;
+                    int32_t pos[T], seq[T];
+                    for (int t = 0; t < nt; t++) pos[t] = t0 + t, seq[t] = 0;
+                    fixture f;
+                    fixture_init(&f, 2, NULL);
+                    int64_t ne_q[3] = {hd, nh, nt}, ne_k[3] = {hd, nkv, nt};
+                    plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q + (size_t)t0 * nh * hd);
+                    plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k + (size_t)t0 * nkv * hd);
+                    plumb_tensor *vt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, v + (size_t)t0 * nkv * hd);
+                    plumb_tensor *o = plumb_graph_attn(&f.g, qt, kt, vt,
+                                                       &(plumb_attn_params){.kv = &kv, .layer = 0, .n_swa = swa, .pos = pos,
+                                                                            .seq = seq, .scale = 0.125f, .softcap = softcap});
+                    o->is_output = true;
+                    fixture_run(&f);
+                    memcpy(out[mode] + (size_t)t0 * nh * hd, o->data, sizeof(float) * (size_t)(nt * nh * hd));
+                    fixture_free(&f);
+                }
+                free(kc), free(vc);
+            }
+            for (int t = 0; t < T; t++)
+                if (memcmp(out[0] + (size_t)t * nh * hd, out[1] + (size_t)t * nh * hd, sizeof(float) * (size_t)(nh * hd)) != 0)
+                    plumb_test_fail(__FILE__, __LINE__, "heads %d/%d hd %d window %d softcap %g: token %d differs", nh, nkv,
+                                    hd, swa, (double)softcap, t);
+            free(q), free(k), free(v), free(out[0]), free(out[1]);
+        }
+}
+
 /* Every SIMD kernel set against the generic reference, type by type, on odd row lengths:
  * the same integer block sums, so only float accumulation order may differ. */
 KERNEL_TEST(simd_kernels_match_generic) {

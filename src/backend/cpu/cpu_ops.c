@@ -490,10 +490,15 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
 /* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx]
  * and rounded query [hd]; then, used in thread 0's part by the items all threads share
  * (attn_shared_item), each head's block sums [n_ctx / 16 + 2] and every thread's maxima. */
+/* Tokens of a prompt whose queries meet each key row together (op_attn): the keys are read once
+ * for all of them. */
+#define ATTN_TILE 4
+
 static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
     const plumb_attn_params *p = &n->params.attn;
     size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
     if (group > PLUMB_MAX_GROUP) group = 1; /* such items take one head at a time */
+    else group *= ATTN_TILE;
     const size_t per_head = (size_t)p->kv->n_ctx + (size_t)p->kv->head_dim;
     const size_t shared = group * ((size_t)p->kv->n_ctx / 16 + 2) + group * (size_t)nth;
     const size_t bytes = (group * per_head + shared + 16) * sizeof(float);
@@ -591,6 +596,53 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
     plumb__cpu_barrier(c);
 }
 
+/* The attention of tokens t0 .. t1 - 1 (one sequence, consecutive positions) for query heads h0
+ * .. h0 + nh - 1 (which share a KV head): the scores of all their queries against the keys of
+ * the union of their spans in one pass, so that each key row is read once for all of them; then
+ * per (token, head), over its own span, the softmax and the weighted values. q is rounded to F16
+ * for its dot products with the F16 keys (the probabilities are rounded likewise before they
+ * weight the values); every sum follows the fixed orders described above, per (token, head),
+ * whatever the batch or the tile. */
+static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1, int64_t h0, int64_t nh, float *scratch) {
+    const plumb_attn_params *p = &n->params.attn;
+    const plumb_kv_cache *kv = p->kv;
+    const plumb_tensor *q = n->src[0], *k = n->src[1];
+    const int64_t hd = kv->head_dim, n_head = q->ne[1], n_kv = k->ne[1];
+    const int64_t kv_dim = n_kv * hd, hk = h0 / (n_head / n_kv);
+    const float scale = p->scale, softcap = p->softcap;
+    const size_t per_head = (size_t)kv->n_ctx + (size_t)hd;
+    const size_t seq_base = (size_t)p->seq[t0] * (size_t)kv->n_ctx;
+    const int32_t lo = attn_first(p, p->pos[t0]), hi = p->pos[t1 - 1];
+    const int nq = (int)((t1 - t0) * nh);
+    for (int r = 0; r < nq; r++)
+        c->kernels->round_f16((const float *)q->data + ((t0 + r / nh) * n_head + h0 + r % nh) * hd,
+                              scratch + (size_t)r * per_head + kv->n_ctx, hd);
+    c->kernels->attn_qk(scratch + kv->n_ctx, per_head, nq, p->kv->k[p->layer] + (seq_base + (size_t)lo) * (size_t)kv_dim + hk * hd,
+                        (size_t)kv_dim, hi - lo + 1, hd, softcap > 0.0f ? 1.0f : scale, scratch, per_head);
+    for (int64_t t = t0; t < t1; t++) {
+        const int32_t pos = p->pos[t], first = attn_first(p, pos);
+        float *rows = scratch + (size_t)((t - t0) * nh) * per_head + (first - lo); /* row i's score of first */
+        for (int64_t i = 0; i < nh; i++) {
+            float *sc = rows + (size_t)i * per_head;
+            if (softcap > 0.0f) attn_softcap(sc, pos - first + 1, softcap, scale);
+            float mx = -INFINITY;
+            for (int32_t j = 0; j <= pos - first; j++) mx = sc[j] > mx ? sc[j] : mx;
+            /* exponentials, summed in blocks of 16 positions from 0 (positions before first
+             * add zeros; so would the reference's padding after pos) */
+            const double sum = c->kernels->attn_exp(sc, first, pos, mx, NULL);
+            const float inv = (float)(1.0 / sum);
+            /* the probabilities, rounded to F16 before they weight the values */
+            for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
+            c->kernels->round_f16(sc, sc, pos - first + 1);
+        }
+        /* values: each output dimension is an F16 dot product over the positions padded to a
+         * multiple of 64 (so there is no scalar tail), in 64 lanes that each add their positions
+         * in order; lanes no position reaches stay zero */
+        c->kernels->attn_pv(rows, per_head, (int)nh, p->kv->v[p->layer] + seq_base * (size_t)kv_dim + hk * hd, (size_t)kv_dim,
+                            first, pos, hd, (float *)n->data + t * (n_head * hd) + h0 * hd, (size_t)hd);
+    }
+}
+
 static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_attn_params *p = &n->params.attn;
     const plumb_kv_cache *kv = p->kv;
@@ -609,8 +661,8 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         c->kernels->f32_to_f16(vs, vc + row, kv_dim);
     }
     plumb__cpu_barrier(c);
-    /* phase 2: work items are (token, KV head) with all the query heads that share the KV
-     * head, so each key and value row is converted once for all of them; when there are fewer
+    /* phase 2: work items are (tile of tokens, KV head) with all the query heads that share the
+     * KV head, so each key row is converted once for all of them (attn_tile); when there are fewer
      * such items than two per thread, all threads work on each (attn_shared_item). Every
      * (token, head) result is computed the same way in both cases. */
     const size_t per_head = (size_t)kv->n_ctx + (size_t)hd;
@@ -637,52 +689,36 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         }
         return;
     }
-    const int64_t heads_per_item = group <= PLUMB_MAX_GROUP ? group : 1;
-    /* items go out a few at a time to whichever thread is free (a token's cost grows with its
-     * position, and threads do not all run at the same speed) */
-    const int64_t n_items = T * n_head / heads_per_item;
+    if (group > PLUMB_MAX_GROUP) { /* one query head per item */
+        const int64_t n_items = T * n_head;
+        int64_t per = n_items / (16 * nth);
+        if (per < 1) per = 1;
+        const int64_t n_chunks = (n_items + per - 1) / per;
+        for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
+            const int64_t item_end = (ch + 1) * per < n_items ? (ch + 1) * per : n_items;
+            for (int64_t item = ch * per; item < item_end; item++)
+                attn_tile(c, n, item / n_head, item / n_head + 1, item % n_head, 1, scratch);
+        }
+        return;
+    }
+    /* items are (tile of ATTN_TILE tokens, KV head), a few at a time to whichever thread is free
+     * (a token's cost grows with its position, and threads do not all run at the same speed) */
+    const int64_t n_tiles = (T + ATTN_TILE - 1) / ATTN_TILE, n_items = n_tiles * n_kv;
     int64_t per = n_items / (16 * nth);
     if (per < 1) per = 1;
     const int64_t n_chunks = (n_items + per - 1) / per;
     for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
         const int64_t item_end = (ch + 1) * per < n_items ? (ch + 1) * per : n_items;
         for (int64_t item = ch * per; item < item_end; item++) {
-            const int64_t h0 = (item * heads_per_item) % n_head, t = item * heads_per_item / n_head;
-            const int64_t hk = h0 / group, nh = heads_per_item;
-            const int32_t pos = p->pos[t];
-            const int32_t first = attn_first(p, pos);
-            const size_t seq_base = (size_t)p->seq[t] * (size_t)kv->n_ctx;
-            /* q is rounded to F16 for its dot products with the F16 keys (the probabilities are
-             * rounded likewise before they weight the values); every sum follows the fixed
-             * orders described above, per (token, head), whatever the batch. */
-            for (int64_t i = 0; i < nh; i++)
-                c->kernels->round_f16((const float *)q->data + (t * n_head + h0 + i) * hd,
-                                      scratch + (size_t)i * per_head + kv->n_ctx, hd);
-            c->kernels->attn_qk(scratch + kv->n_ctx, per_head, (int)nh, kc + (seq_base + (size_t)first) * (size_t)kv_dim + hk * hd,
-                                (size_t)kv_dim, pos - first + 1, hd, softcap > 0.0f ? 1.0f : scale, scratch, per_head);
-            for (int64_t i = 0; i < nh && softcap > 0.0f; i++)
-                attn_softcap(scratch + (size_t)i * per_head, pos - first + 1, softcap, scale);
-            float mx[PLUMB_MAX_GROUP];
-            for (int64_t i = 0; i < nh; i++) {
-                const float *sc = scratch + (size_t)i * per_head;
-                mx[i] = -INFINITY;
-                for (int32_t j = 0; j <= pos - first; j++) mx[i] = sc[j] > mx[i] ? sc[j] : mx[i];
+            const int64_t t0 = item / n_kv * ATTN_TILE, t1 = t0 + ATTN_TILE < T ? t0 + ATTN_TILE : T;
+            bool together = true; /* one sequence, consecutive positions */
+            for (int64_t t = t0 + 1; t < t1; t++)
+                together = together && p->seq[t] == p->seq[t0] && p->pos[t] == p->pos[t - 1] + 1;
+            if (together) {
+                attn_tile(c, n, t0, t1, (item % n_kv) * group, group, scratch);
+                continue;
             }
-            /* exponentials, summed in blocks of 16 positions from 0 (positions before first
-             * add zeros; so would the reference's padding after pos) */
-            for (int64_t i = 0; i < nh; i++) {
-                float *sc = scratch + (size_t)i * per_head;
-                const double sum = c->kernels->attn_exp(sc, first, pos, mx[i], NULL);
-                const float inv = (float)(1.0 / sum);
-                /* the probabilities, rounded to F16 before they weight the values */
-                for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
-                c->kernels->round_f16(sc, sc, pos - first + 1);
-            }
-            /* values: each output dimension is an F16 dot product over the positions padded to
-             * a multiple of 64 (so there is no scalar tail), in 64 lanes that each add their
-             * positions in order; lanes no position reaches stay zero */
-            c->kernels->attn_pv(scratch, per_head, (int)nh, vc + seq_base * (size_t)kv_dim + hk * hd, (size_t)kv_dim,
-                                first, pos, hd, (float *)n->data + t * (n_head * hd) + h0 * hd, (size_t)hd);
+            for (int64_t t = t0; t < t1; t++) attn_tile(c, n, t, t + 1, (item % n_kv) * group, group, scratch);
         }
     }
 }

@@ -962,6 +962,41 @@ static inline __attribute__((always_inline)) void qk_row_short(const float *q, s
 }
 #undef CVT8
 
+#if defined(__AVX512F__)
+/* qk_row_short with 512-bit registers: R[j] holds lanes 16 j .. 16 j + 15 of the 64 (ymm
+ * registers 2 j and 2 j + 1 above), so the chains are the same; the folds (0 + 4, 2 + 6 and
+ * 1 + 5, 3 + 7 of the ymm registers, each half) are (R0 + R2) + (R1 + R3), whose upper and lower
+ * 256 bits are the two halves qk_row_short adds last. */
+#define CVT16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+static inline __attribute__((always_inline)) void qk_row_short16(const float *q, size_t qs, const int G,
+                                                                 const uint16_t *kr, const int S, float *t8) {
+    __m512 r[4][4];
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; a++) {
+        const __m512 k0 = CVT16(kr + 16 * a);
+        const __m512 k1 = S > 1 ? CVT16(kr + 64 + 16 * a) : zero;
+        const __m512 k2 = S > 2 ? CVT16(kr + 128 + 16 * a) : zero;
+        const __m512 k3 = S > 3 ? CVT16(kr + 192 + 16 * a) : zero;
+        for (int i = 0; i < G; i++) {
+            const float *qi = q + (size_t)i * qs + 16 * a;
+            __m512 x = _mm512_fmadd_ps(_mm512_loadu_ps(qi), k0, zero);
+            if (S > 1) x = _mm512_fmadd_ps(_mm512_loadu_ps(qi + 64), k1, x);
+            if (S > 2) x = _mm512_fmadd_ps(_mm512_loadu_ps(qi + 128), k2, x);
+            if (S > 3) x = _mm512_fmadd_ps(_mm512_loadu_ps(qi + 192), k3, x);
+            r[a][i] = x;
+        }
+    }
+    for (int i = 0; i < G; i++) {
+        const __m512 c = _mm512_add_ps(_mm512_add_ps(r[0][i], r[2][i]), _mm512_add_ps(r[1][i], r[3][i]));
+        const __m256 lo = _mm512_castps512_ps256(c), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1));
+        _mm256_storeu_ps(t8 + 8 * i, _mm256_add_ps(hi, lo));
+    }
+}
+#undef CVT16
+#define qk_row_short qk_row_short16
+#endif
+
 /* G query rows against one key row (n a multiple of 64): attn_dot's folds of its eight
  * registers (0 + 4, 2 + 6, their sum; for both halves; then 1 + 0), leaving for each query
  * the eight lanes its last steps (hsum8's order) sum, at t8 + 8 i. */
@@ -1000,11 +1035,12 @@ static void attn_qk(const float *q, size_t qs, int nq, const uint16_t *k, size_t
         return;
     }
     float t8[64 * 8], sums[64];
-    for (int i0 = 0; i0 < nq; i0 += 4) {
-        const int g = nq - i0 < 4 ? nq - i0 : 4;
-        const float *qg = q + (size_t)i0 * qs;
-        for (int32_t j0 = 0; j0 < nk; j0 += 16) {
-            const int32_t jn = nk - j0 < 16 ? nk - j0 : 16;
+    /* each block of 16 keys stays in L1 while every group of queries passes */
+    for (int32_t j0 = 0; j0 < nk; j0 += 16) {
+        const int32_t jn = nk - j0 < 16 ? nk - j0 : 16;
+        for (int i0 = 0; i0 < nq; i0 += 4) {
+            const int g = nq - i0 < 4 ? nq - i0 : 4;
+            const float *qg = q + (size_t)i0 * qs;
             for (int32_t j = 0; j < jn; j++) {
                 const uint16_t *kr = k + (size_t)(j0 + j) * ks;
                 float *t = t8 + (size_t)j * (size_t)g * 8;
@@ -1117,16 +1153,79 @@ static inline __attribute__((always_inline)) void pv_chunk(const float *p, size_
         }
 }
 
+#if defined(__AVX512F__)
+/* pv_chunk with 512-bit registers (NV x 16 dimensions; lanes[64][NH * NV][16]): the same
+ * operations on twice the dimensions per instruction. */
+static inline __attribute__((always_inline)) void pv_chunk16(const float *p, size_t ps, const int NH, const int NV,
+                                                             const uint16_t *v, size_t vs, int32_t first, int32_t pos,
+                                                             int64_t d0, float *out, size_t os, float *lanes) {
+    const int W = NH * NV;
+    for (int32_t l = 0; l < 64; l++) {
+        float *L = lanes + (size_t)l * (size_t)W * 16;
+        const int32_t j1 = first + ((l - first) & 63);
+        if (j1 > pos) {
+            for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, _mm512_setzero_ps());
+            continue;
+        }
+        __m512 acc[16], vv[4];
+        const uint16_t *r = v + (size_t)j1 * vs + d0;
+        for (int k = 0; k < NV; k++) vv[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
+        for (int i = 0; i < NH; i++) {
+            const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j1 - first)]);
+            for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm512_mul_ps(w, vv[k]);
+        }
+        for (int32_t j = j1 + 64; j <= pos; j += 64) {
+            r = v + (size_t)j * vs + d0;
+            for (int k = 0; k < NV; k++) vv[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
+            for (int i = 0; i < NH; i++) {
+                const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j - first)]);
+                for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm512_fmadd_ps(w, vv[k], acc[i * NV + k]);
+            }
+        }
+        for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
+    }
+    const size_t lw = (size_t)W * 16;
+    for (int i = 0; i < NH; i++)
+        for (int k = 0; k < NV; k++) {
+            const float *L = lanes + (size_t)(i * NV + k) * 16;
+            __m512 t[16];
+            for (int l = 0; l < 16; l++)
+                t[l] = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(L + l * lw), _mm512_load_ps(L + (32 + l) * lw)),
+                                     _mm512_add_ps(_mm512_load_ps(L + (16 + l) * lw), _mm512_load_ps(L + (48 + l) * lw)));
+            for (int l = 0; l < 8; l++) t[l] = _mm512_add_ps(t[8 + l], t[l]);
+            for (int l = 0; l < 4; l++) t[l] = _mm512_add_ps(t[4 + l], t[l]);
+            _mm512_storeu_ps(out + (size_t)i * os + (size_t)d0 + 16 * (size_t)k,
+                             _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3])));
+        }
+}
+#endif
+
 /* Heads four at a time; as many dimensions per chunk as keep 8 accumulators busy, then 8 at a
  * time, then one at a time. */
 static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first, int32_t pos,
                     int64_t hd, float *out, size_t os) {
-    _Alignas(32) float lanes[64 * 64];
+    _Alignas(64) float lanes[64 * 16 * 16];
     for (int i0 = 0; i0 < nh; i0 += 4) {
         const int g = nh - i0 < 4 ? nh - i0 : 4;
         const float *pg = p + (size_t)i0 * ps;
         float *og = out + (size_t)i0 * os;
         int64_t d0 = 0;
+#if defined(__AVX512F__)
+        switch (g) {
+        case 1:
+            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 1, 4, v, vs, first, pos, d0, og, os, lanes);
+            break;
+        case 2:
+            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 2, 4, v, vs, first, pos, d0, og, os, lanes);
+            break;
+        case 3:
+            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 3, 4, v, vs, first, pos, d0, og, os, lanes);
+            break;
+        default:
+            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 4, 4, v, vs, first, pos, d0, og, os, lanes);
+        }
+        for (; d0 + 16 <= hd; d0 += 16) pv_chunk16(pg, ps, g, 1, v, vs, first, pos, d0, og, os, lanes);
+#endif
         switch (g) {
         case 1:
             for (; d0 + 64 <= hd; d0 += 64) pv_chunk(pg, ps, 1, 8, v, vs, first, pos, d0, og, os, lanes);
