@@ -4,12 +4,16 @@
  *   matmul  the matmul's own loop (cpu_ops.c): a block of weight rows kept in L1 while 128
  *           groups of 4 activation rows (a pp512 batch) stream past, sums batched by hsum8.
  * A gap between the two says the time goes to memory or to the loop, not to the arithmetic.
+ *   gemm    the register-tiled GEMM where the set has one for the type: 16 packed rows, 512
+ *           prepared activation rows; and the packing's share of that group's time.
+ * Then the machine's int8 peak (512-bit vpdpbusd) where the CPU has AVX-512 VNNI.
  * One thread; the best of 5 timed passes.
  *
  *   build/plumb_kernel_bench            (PLUMB_KERNELS=avx2 limits the sets as plumb does) */
 #include "backend/cpu/kernels/kernels.h"
 #include "quant/quant.h"
 
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -98,6 +102,70 @@ static int run(const plumb_kernel_set *k, int type, int64_t n, bool matmul) {
     return 0;
 }
 
+/* The register-tiled GEMM (kernels.h) of a type: 16 packed weight rows against 512 prepared
+ * activation rows (a pp512 batch), the packing of the group timed apart. */
+static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
+    const plumb_gemm_ops *g = k->gemm[type];
+    if (!g) return 0;
+    enum { T = 512 };
+    uint64_t wb;
+    plumb_type_row_bytes(type, n, &wb);
+    const int act = plumb__act_type(type);
+    const size_t xs = plumb__act_row_size(act, n), prow = (size_t)(n / g->block) * g->act_bytes;
+    const size_t wr = g->wide ? plumb__wide_row_size(type, n) : (size_t)wb;
+    float *f = malloc((size_t)n * sizeof *f), *out = malloc(sizeof(float) * T * PLUMB_GEMM_ROWS);
+    uint8_t *w = malloc(wb * PLUMB_GEMM_ROWS), *src = malloc(wr * PLUMB_GEMM_ROWS), *x = malloc(xs), *xp = malloc(prow * T);
+    uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes);
+    if (!f || !out || !w || !src || !x || !xp || !packed) {
+        fprintf(stderr, "plumb_kernel_bench: out of memory\n");
+        return 1;
+    }
+    for (int r = 0; r < PLUMB_GEMM_ROWS; r++) {
+        for (int64_t i = 0; i < n; i++) f[i] = frand();
+        plumb_quantize_row(type, f, w + (size_t)r * wb, n);
+        if (g->wide) k->widen(type, w + (size_t)r * wb, src + (size_t)r * wr, n);
+        else memcpy(src + (size_t)r * wr, w + (size_t)r * wb, wb);
+    }
+    for (int t = 0; t < T; t++) {
+        for (int64_t i = 0; i < n; i++) f[i] = frand();
+        k->act_quantize[act](f, x, n);
+        g->prep(x, xp + (size_t)t * prow, n);
+    }
+    const double macs = (double)PLUMB_GEMM_ROWS * (double)n * T;
+    const int iters = (int)(2e9 / macs) + 1;
+    double best = 0.0, pack_best = 1e30;
+    for (int p = 0; p < 5; p++) {
+        double t0 = now();
+        for (int i = 0; i < 64; i++) g->pack(src, wr, PLUMB_GEMM_ROWS, packed, n);
+        const double tp = (now() - t0) / 64;
+        if (tp < pack_best) pack_best = tp;
+        t0 = now();
+        for (int i = 0; i < iters; i++) g->run(n, packed, xp, prow, T, out, PLUMB_GEMM_ROWS, PLUMB_GEMM_ROWS);
+        const double gm = macs * iters / (now() - t0) * 1e-9;
+        if (gm > best) best = gm;
+    }
+    printf("| %s | %s | %lld | gemm (packing: %.1f%% of the group's time) | %d x %d | %.1f |%s\n", k->name, plumb_type_name(type),
+           (long long)n, 100.0 * pack_best / (macs / best * 1e-9), PLUMB_GEMM_ROWS, T, best, out[0] != out[0] ? " (NaN)" : "");
+    free(f), free(out), free(w), free(src), free(x), free(xp), free(packed);
+    return 0;
+}
+
+/* The machine's int8 peak for the comparison: dependent-free 512-bit vpdpbusd (64 MACs each)
+ * in 12 chains, one thread. */
+__attribute__((target("avx512f,avx512vnni"))) static double int8_peak(void) {
+    __m512i q[12];
+    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(5);
+    for (int i = 0; i < 12; i++) q[i] = _mm512_set1_epi32(i);
+    const long N = 20000000;
+    const double t0 = now();
+    for (long i = 0; i < N; i++) {
+        for (int j = 0; j < 12; j++) q[j] = _mm512_dpbusd_epi32(q[j], a, b);
+        __asm__ volatile("" : "+v"(q[0]), "+v"(q[1]), "+v"(q[2]), "+v"(q[3]), "+v"(q[4]), "+v"(q[5]), "+v"(q[6]), "+v"(q[7]),
+                         "+v"(q[8]), "+v"(q[9]), "+v"(q[10]), "+v"(q[11]));
+    }
+    return (double)N * 12 * 64 / (now() - t0) * 1e-9;
+}
+
 int main(void) {
     const plumb_kernel_set *best = plumb__kernels_get();
     /* the SIMD sets this CPU runs, as far as PLUMB_KERNELS lets plumb use them (the generic
@@ -115,8 +183,14 @@ int main(void) {
     }
     printf("| set | type | k | setting | rows x columns | G MAC/s |\n| --- | --- | ---: | --- | --- | ---: |\n");
     for (size_t s = 0; s < sizeof sets / sizeof sets[0]; s++)
-        for (size_t i = 0; sets[s] && i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t i = 0; sets[s] && i < sizeof shapes / sizeof shapes[0]; i++) {
             for (int m = 0; m < 2; m++)
                 if (run(sets[s], shapes[i].type, shapes[i].n, m == 1)) return 1;
+            if (run_gemm(sets[s], shapes[i].type, shapes[i].n)) return 1;
+        }
+    if (sets[1])
+        printf("\nint8 peak of this core (512-bit vpdpbusd, 12 independent chains): %.1f G MAC/s\n", int8_peak());
+    else
+        printf("\nint8 peak: not measured (no AVX-512 VNNI on this CPU)\n");
     return 0;
 }

@@ -16,6 +16,7 @@
 #include "core/graph.h"
 #include "core/kv_cache.h"
 #include "quant/fp16.h"
+#include "quant/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -865,63 +866,76 @@ KERNEL_TEST(widened_rows_give_the_same_dots) {
 
 /* The register-tiled GEMM gives the set's own one-row vec_dot (the x86 reference arithmetic,
  * which vnni_kernels_equal_avx2_kernels ties to the AVX2 set's) of every (weight row,
- * activation row) pair bit for bit: any number of rows in a packed group, any number of activation rows (the tiles
- * of three and the single ones), weight bytes of -128 (Q8_0 files may hold them) and all-zero
- * activation rows. */
+ * activation row) pair bit for bit, for every type the set has one for: any number of rows in a
+ * packed group, any number of activation rows (whole tiles and the rest), quantized rows and
+ * rows of random bytes (every scale and code a file may hold, -128 bytes of Q8_0 and Q6_K
+ * scales among them; the F16 scales kept finite), all-zero activation rows. */
 KERNEL_TEST(gemm_equals_one_row_kernels) {
     const plumb_kernel_set *sets[KS_COUNT];
     kernel_sets(sets);
     bool any = false;
-    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0};
+    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q6_K};
     for (size_t si = 1; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = sets[si];
-        if (!ks || !ks->gemm) continue;
-        any = true;
-        checked((int)si);
+        if (!ks) continue;
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-            const int type = types[ti];
-            CHECK(ks->gemm_types[type]);
-            for (int64_t n = 32; n <= 32 * 45; n += 32 * 11) {
+            const int type = types[ti], act = plumb__act_type(type);
+            const plumb_gemm_ops *g = ks->gemm[type];
+            if (!g) continue;
+            any = true;
+            checked((int)si);
+            const plumb_type_traits *tr = plumb__type_traits(type);
+            for (int64_t n = g->block; n <= g->block * 12; n += g->block * (g->block == 32 ? 11 : 3)) {
                 uint64_t wb;
                 plumb_type_row_bytes(type, n, &wb);
-                const size_t wrow = plumb__wide_row_size(type, n), xs = plumb__act_row_size(PLUMB_ACT_Q8_0, n);
-                const size_t prow = (size_t)(n / 32) * PLUMB_GEMM_ACT_BLOCK;
-                enum { T = 7 };
-                uint8_t *wq = malloc(wb * PLUMB_GEMM_ROWS), *wide = malloc(wrow * PLUMB_GEMM_ROWS);
-                uint8_t *packed = malloc((size_t)(n / 32) * PLUMB_GEMM_BLOCK), *xq = malloc(xs * T), *xp = malloc(prow * T);
+                const size_t wrow = plumb__wide_row_size(type, n), xs = plumb__act_row_size(act, n);
+                const size_t prow = (size_t)(n / g->block) * g->act_bytes;
+                enum { T = 19 };
+                uint8_t *wq = malloc(wb * PLUMB_GEMM_ROWS), *wide = malloc(wrow * PLUMB_GEMM_ROWS + 1);
+                uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes), *xq = malloc(xs * T), *xp = malloc(prow * T);
                 float *f = malloc((size_t)n * 4), got[T * PLUMB_GEMM_ROWS];
-                for (int rep = 0; rep < 4; rep++) {
+                for (int rep = 0; rep < 5; rep++) {
                     for (int r = 0; r < PLUMB_GEMM_ROWS; r++) {
+                        uint8_t *row = wq + (size_t)r * wb;
                         for (int64_t i = 0; i < n; i++) f[i] = frand() * (float)(r + 1) * (rep + 1);
-                        plumb_quantize_row(type, f, wq + (size_t)r * wb, n);
+                        plumb_quantize_row(type, f, row, n);
+                        if (rep >= 3) /* random bytes, then finite F16 scales where the type keeps them */
+                            for (int64_t b = 0; b < (int64_t)wb; b++) {
+                                const int64_t o = b % (int64_t)tr->block_bytes;
+                                const bool scale = type == PLUMB_TYPE_Q4_K ? o < 4 : type == PLUMB_TYPE_Q6_K ? o >= 208 : o < 2;
+                                if (!scale) row[b] = (uint8_t)(frand() * 128.0f + 128.0f);
+                            }
                         if (type == PLUMB_TYPE_Q8_0 && rep == 1) /* some -128 weights */
-                            for (int64_t i = 0; i < n / 32; i++) wq[(size_t)r * wb + (size_t)i * 34 + 2 + (size_t)(r + i) % 32] = 0x80;
-                        ks->widen(type, wq + (size_t)r * wb, wide + (size_t)r * wrow, n);
+                            for (int64_t i = 0; i < n / 32; i++) row[(size_t)i * 34 + 2 + (size_t)(r + i) % 32] = 0x80;
+                        if (g->wide) ks->widen(type, row, wide + (size_t)r * wrow, n);
                     }
                     for (int t = 0; t < T; t++) {
                         for (int64_t i = 0; i < n; i++) f[i] = t == 2 && rep == 2 ? 0.0f : frand() * (float)(t + 1);
-                        ks->act_quantize[PLUMB_ACT_Q8_0](f, xq + (size_t)t * xs, n);
-                        ks->gemm_prep(xq + (size_t)t * xs, xp + (size_t)t * prow, n);
+                        ks->act_quantize[act](f, xq + (size_t)t * xs, n);
+                        g->prep(xq + (size_t)t * xs, xp + (size_t)t * prow, n);
                     }
                     const int nrows_cases[] = {PLUMB_GEMM_ROWS, 5, 1};
                     for (size_t ni = 0; ni < 3; ni++) {
                         const int nrows = nrows_cases[ni];
-                        ks->gemm_pack(wide, wrow, nrows, packed, n);
+                        if (g->wide)
+                            g->pack(wide, wrow, nrows, packed, n);
+                        else
+                            g->pack(wq, wb, nrows, packed, n);
                         for (int64_t tt = 1; tt <= T; tt += 3) {
                             for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
-                            ks->gemm(n, packed, xp, prow, tt, got, PLUMB_GEMM_ROWS, nrows);
+                            g->run(n, packed, xp, prow, tt, got, PLUMB_GEMM_ROWS, nrows);
                             for (int t = 0; t < tt; t++)
                                 for (int r = 0; r < PLUMB_GEMM_ROWS; r++) {
-                                    const float g = got[t * PLUMB_GEMM_ROWS + r];
+                                    const float v = got[t * PLUMB_GEMM_ROWS + r];
                                     if (r >= nrows) { /* rows past nrows are not written */
-                                        CHECK(g == -1.0f);
+                                        CHECK(v == -1.0f);
                                         continue;
                                     }
                                     const float want = ks->vec_dot[type](n, wq + (size_t)r * wb, xq + (size_t)t * xs);
-                                    if (memcmp(&want, &g, 4) != 0)
-                                        plumb_test_fail(__FILE__, __LINE__, "%s gemm %s n=%lld rows=%d T=%lld (%d, %d): %a, want %a",
-                                                        ks->name, plumb_type_name(type), (long long)n, nrows, (long long)tt, r,
-                                                        t, (double)g, (double)want);
+                                    if (memcmp(&want, &v, 4) != 0)
+                                        plumb_test_fail(__FILE__, __LINE__, "%s gemm %s n=%lld rows=%d T=%lld rep %d (%d, %d): %a, want %a",
+                                                        ks->name, plumb_type_name(type), (long long)n, nrows, (long long)tt, rep,
+                                                        r, t, (double)v, (double)want);
                                 }
                         }
                     }

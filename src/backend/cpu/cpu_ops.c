@@ -67,18 +67,21 @@ static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
  * a time, and each packed group meets every activation row. */
 #define MATMUL_GEMM_ROWS 8
 
-static bool matmul_gemm(const plumb_cpu_ctx *c, const plumb_tensor *n) {
-    return n_rows(n->src[1]) >= MATMUL_GEMM_ROWS && c->kernels->gemm_types[n->src[0]->type] && n->src[0]->ne[0] % 32 == 0;
+static const plumb_gemm_ops *matmul_gemm(const plumb_cpu_ctx *c, const plumb_tensor *n) {
+    const plumb_gemm_ops *g = c->kernels->gemm[n->src[0]->type];
+    return n_rows(n->src[1]) >= MATMUL_GEMM_ROWS && g && n->src[0]->ne[0] % g->block == 0 ? g : NULL;
 }
 
-/* The GEMM's scratch: the prepared activation rows, then per thread a group of wide rows and
- * its packed form. */
-static size_t matmul_gemm_act_bytes(const plumb_tensor *n) {
-    return round64((size_t)(n->src[1]->ne[0] / 32) * PLUMB_GEMM_ACT_BLOCK * (size_t)n_rows(n->src[1]));
+/* The GEMM's scratch: the prepared activation rows, then per thread a group of wide rows (for
+ * the types packed from them) and its packed form. */
+static size_t matmul_gemm_act_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
+    return round64((size_t)(n->src[1]->ne[0] / g->block) * g->act_bytes * (size_t)n_rows(n->src[1]));
 }
-static size_t matmul_gemm_thread_bytes(const plumb_tensor *n) {
-    const size_t nb = (size_t)(n->src[0]->ne[0] / 32);
-    return round64(nb * PLUMB_WIDE_BLOCK * PLUMB_GEMM_ROWS) + round64(nb * PLUMB_GEMM_BLOCK);
+static size_t matmul_gemm_wide_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
+    return g->wide ? round64(plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]) * PLUMB_GEMM_ROWS) : 0;
+}
+static size_t matmul_gemm_thread_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
+    return matmul_gemm_wide_bytes(g, n) + round64((size_t)(n->src[0]->ne[0] / g->block) * g->pack_bytes);
 }
 
 /* Per-thread buffer for one block of widened weight rows. */
@@ -92,8 +95,9 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     for (int32_t i = 0; i < g->n_nodes; i++) {
         const plumb_tensor *n = g->nodes[i];
         size_t s = 0;
-        if (n->op == PLUMB_OP_MUL_MAT && matmul_gemm(c, n)) {
-            s = matmul_act_bytes(n, c->n_threads) + matmul_gemm_act_bytes(n) + matmul_gemm_thread_bytes(n) * (size_t)c->n_threads;
+        const plumb_gemm_ops *gm = n->op == PLUMB_OP_MUL_MAT ? matmul_gemm(c, n) : NULL;
+        if (gm) {
+            s = matmul_act_bytes(n, c->n_threads) + matmul_gemm_act_bytes(gm, n) + matmul_gemm_thread_bytes(gm, n) * (size_t)c->n_threads;
         } else if (n->op == PLUMB_OP_MUL_MAT) {
             s = matmul_act_bytes(n, c->n_threads) + matmul_scales_bytes(c, n, c->n_threads) +
                 matmul_widen_bytes(c, n) * (size_t)c->n_threads;
@@ -131,41 +135,47 @@ static void op_get_rows(plumb_tensor *n, int ith, int nth) {
  * share of the activation rows; then groups of PLUMB_GEMM_ROWS weight rows go out in chunks to
  * whichever thread is free, which widens and packs each group once and runs it against every
  * activation row. */
-static void op_mul_mat_gemm(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
+static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *w = n->src[0], *x = n->src[1];
     const plumb_kernel_set *ks = c->kernels;
     const int64_t K = w->ne[0], N = w->ne[1], T = n_rows(x);
-    const size_t arow = plumb__act_row_size(PLUMB_ACT_Q8_0, K), prow = (size_t)(K / 32) * PLUMB_GEMM_ACT_BLOCK;
+    const int act = plumb__act_type(w->type);
+    const size_t arow = plumb__act_row_size(act, K), prow = (size_t)(K / g->block) * g->act_bytes;
     uint8_t *xq = c->work, *xp = c->work + matmul_act_bytes(n, nth);
     int64_t lo, hi;
     split(T, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
-        ks->act_quantize[PLUMB_ACT_Q8_0]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
-        ks->gemm_prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
+        ks->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
+        g->prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
     }
     plumb__cpu_barrier(c);
-    const size_t wrow = plumb__wide_row_size(w->type, K);
-    uint8_t *wide = xp + matmul_gemm_act_bytes(n) + matmul_gemm_thread_bytes(n) * (size_t)ith;
-    uint8_t *packed = wide + round64((size_t)(K / 32) * PLUMB_WIDE_BLOCK * PLUMB_GEMM_ROWS);
+    uint8_t *wide = xp + matmul_gemm_act_bytes(g, n) + matmul_gemm_thread_bytes(g, n) * (size_t)ith;
+    uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n);
+    const size_t wrow = g->wide ? plumb__wide_row_size(w->type, K) : 0;
     const int64_t groups = (N + PLUMB_GEMM_ROWS - 1) / PLUMB_GEMM_ROWS;
     int64_t per = (groups + 8 * nth - 1) / (8 * nth);
     const int64_t n_chunks = (groups + per - 1) / per;
     for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
         const int64_t g1 = (ch + 1) * per < groups ? (ch + 1) * per : groups;
-        for (int64_t g = ch * per; g < g1; g++) {
-            const int64_t r0 = g * PLUMB_GEMM_ROWS;
+        for (int64_t gi = ch * per; gi < g1; gi++) {
+            const int64_t r0 = gi * PLUMB_GEMM_ROWS;
             const int rows = (int)(N - r0 < PLUMB_GEMM_ROWS ? N - r0 : PLUMB_GEMM_ROWS);
-            for (int r = 0; r < rows; r++)
-                ks->widen(w->type, (const uint8_t *)w->data + (size_t)(r0 + r) * w->nb[1], wide + (size_t)r * wrow, K);
-            ks->gemm_pack(wide, wrow, rows, packed, K);
-            ks->gemm(K, packed, xp, prow, T, (float *)n->data + r0, (size_t)N, rows);
+            const uint8_t *wr = (const uint8_t *)w->data + (size_t)r0 * w->nb[1];
+            if (g->wide) {
+                for (int r = 0; r < rows; r++) ks->widen(w->type, wr + (size_t)r * w->nb[1], wide + (size_t)r * wrow, K);
+                g->pack(wide, wrow, rows, packed, K);
+            } else {
+                g->pack(wr, w->nb[1], rows, packed, K);
+            }
+            g->run(K, packed, xp, prow, T, (float *)n->data + r0, (size_t)N, rows);
         }
     }
 }
 
 static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
-    if (matmul_gemm(c, n)) {
-        op_mul_mat_gemm(c, n, ith, nth);
+    const plumb_gemm_ops *gm = matmul_gemm(c, n);
+    if (gm) {
+        op_mul_mat_gemm(c, gm, n, ith, nth);
         return;
     }
     const plumb_tensor *w = n->src[0], *x = n->src[1];

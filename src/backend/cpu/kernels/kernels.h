@@ -77,25 +77,40 @@ size_t plumb__wide_row_size(int type, int64_t n);
 void plumb__widen(int type, const void *w, void *out, int64_t n);
 typedef void (*plumb_widen_fn)(int type, const void *w, void *out, int64_t n);
 
-/* The register-tiled prompt GEMM (x86_avx512_gemm.c) for the legacy types with a wide layout
- * (Q4_0, Q5_0, Q8_0): PLUMB_GEMM_ROWS weight rows packed block by block (for each block the
- * rows' F32 scales, then for each of its 8 groups of four values every row's four as unsigned
- * bytes q + 128: PLUMB_GEMM_BLOCK bytes), and activation rows prepared once per op (per block
- * the 32 int8 values, the 8 sums of four times -128 as int32 and the F32 scale:
- * PLUMB_GEMM_ACT_BLOCK bytes). gemm gives out[t * os + r] for r < nrows, t < T: bit for bit
- * vec_dot of weight row r with activation row t. */
+/* The register-tiled prompt GEMM of a weight type (sets that have one): PLUMB_GEMM_ROWS weight
+ * rows packed once per op (pack: interleaved so that one register holds the same lane of every
+ * row), activation rows prepared once per op (prep, from the type's activation format), and run
+ * giving out[t * os + r] for r < nrows, t < T: bit for bit vec_dot of weight row r with
+ * activation row t. x86_avx512_gemm.c (Q4_0, Q5_0, Q8_0: packed from the set's wide rows) and
+ * x86_avx512_gemm_k.c (Q4_K, Q6_K: from the file's rows) describe the layouts. */
 #define PLUMB_GEMM_ROWS 16
 #define PLUMB_GEMM_BLOCK (PLUMB_GEMM_ROWS * 36)
 #define PLUMB_GEMM_ACT_BLOCK 72
-/* Wide rows (ws bytes apart; rows from nrows on count as zero) to packed rows. */
-typedef void (*plumb_gemm_pack_fn)(const void *wide, size_t ws, int nrows, void *out, int64_t n);
-/* One Q8_0 activation row of n values to the GEMM's form. */
+#define PLUMB_GEMM_K_BLOCK 8832
+#define PLUMB_GEMM_K_ACT_BLOCK 576
+/* Rows ws bytes apart (rows from nrows on count as zero) to packed rows. */
+typedef void (*plumb_gemm_pack_fn)(const void *w, size_t ws, int nrows, void *out, int64_t n);
+/* One activation row of n values to the GEMM's form. */
 typedef void (*plumb_gemm_prep_fn)(const void *xq, void *out, int64_t n);
 typedef void (*plumb_gemm_fn)(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                               int nrows);
+typedef struct plumb_gemm_ops {
+    bool wide;         /* pack takes the set's wide rows (widen) instead of the file's */
+    int64_t block;     /* values per block */
+    size_t pack_bytes; /* per block of PLUMB_GEMM_ROWS rows */
+    size_t act_bytes;  /* per activation block */
+    plumb_gemm_pack_fn pack;
+    plumb_gemm_prep_fn prep;
+    plumb_gemm_fn run;
+} plumb_gemm_ops;
 void plumb__gemm16_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_prep(const void *xq, void *out, int64_t n);
 void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
+void plumb__gemm16_pack_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_pack_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n);
+void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
+void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
 
 /* Converts n floats to F16 (to nearest, ties to even: plumb__fp32_to_fp16's bits). */
 typedef void (*plumb_f32_to_f16_fn)(const float *x, uint16_t *y, int64_t n);
@@ -183,12 +198,8 @@ typedef struct plumb_kernel_set {
     /* wide_dot4_lanes of two weight rows, w and w + w_stride: out[0..31] and out[32..63] are
      * what the two calls would give (NULL: call wide_dot4_lanes per row) */
     plumb_vec_dot4x2_fn wide_dot4x2_lanes[PLUMB_TYPE_COUNT];
-    /* the prompt GEMM over packed rows, for the types whose gemm_types entry is set (all NULL
-     * in sets without one) */
-    bool gemm_types[PLUMB_TYPE_COUNT];
-    plumb_gemm_pack_fn gemm_pack;
-    plumb_gemm_prep_fn gemm_prep;
-    plumb_gemm_fn gemm;
+    /* the prompt GEMM of each type (NULL: none) */
+    const plumb_gemm_ops *gemm[PLUMB_TYPE_COUNT];
     /* out[i] = the sum of the eight floats at x + 8i in the kernels' order:
      * ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)) */
     void (*hsum8)(const float *x, int64_t n, float *out);

@@ -1326,10 +1326,15 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #ifdef PLUMB_HAVE_WIDE_DOT4X2
         set.wide_dot4x2_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4x2_lanes[PLUMB_TYPE_Q5_0] =
             set.wide_dot4x2_lanes[PLUMB_TYPE_Q8_0] = wide_dot4x2_lanes;
-        set.gemm_types[PLUMB_TYPE_Q4_0] = set.gemm_types[PLUMB_TYPE_Q5_0] = set.gemm_types[PLUMB_TYPE_Q8_0] = true;
-        set.gemm_pack = plumb__gemm16_pack;
-        set.gemm_prep = plumb__gemm16_prep;
-        set.gemm = plumb__gemm16;
+        static const plumb_gemm_ops legacy = {true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, plumb__gemm16_pack,
+                                              plumb__gemm16_prep, plumb__gemm16};
+        static const plumb_gemm_ops q4k = {false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK, plumb__gemm16_pack_q4_k,
+                                           plumb__gemm16_prep_k, plumb__gemm16_q4_k};
+        static const plumb_gemm_ops q6k = {false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK, plumb__gemm16_pack_q6_k,
+                                           plumb__gemm16_prep_k, plumb__gemm16_q6_k};
+        set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy;
+        set.gemm[PLUMB_TYPE_Q4_K] = &q4k;
+        set.gemm[PLUMB_TYPE_Q6_K] = &q6k;
 #endif
 #ifdef ACT4_AVX512_BLOCK_BYTES
         set.act_prep4 = act_prep4;
