@@ -587,6 +587,9 @@ typedef struct plumb_context_params {
     int32_t n_seq;     /* independent sequences (server slots) sharing the context */
     bool embeddings;   /* decodes give each wanted token's final hidden state (after the output
                           norm, [n_embd]: plumb_get_embeddings) instead of its logits */
+    bool no_repack;    /* prompt matmuls read the weights in their file layout instead of
+                          interleaving 16 rows at a time for the CPU's register-tiled GEMM
+                          (where its kernel set has one): the same results, slower prompts */
 } plumb_context_params;
 
 PLUMB_API plumb_context_params plumb_context_default_params(void);

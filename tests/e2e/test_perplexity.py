@@ -51,6 +51,22 @@ def test_perplexity_is_llama_perplexitys(name, plumb_bin, request):
     assert close(value, g["ppl"]) and close(err, g["err"], rel=1e-3), (value, err, g)
 
 
+@pytest.mark.parametrize("fixture", ["real_model", "qwen_model"])
+def test_no_repack_gives_the_same_bytes(fixture, plumb_bin, request, tmp_path):
+    """--no-repack (the prompt matmuls without the CPU's interleaved GEMM) changes speed, not
+    results: the same output and the same log-probabilities, byte for byte, with the batches of
+    512 tokens that the GEMM takes (four chunks of 128 per pass)."""
+    model = request.getfixturevalue(fixture)
+    runs = []
+    for i, extra in enumerate([[], ["--no-repack"]]):
+        base = tmp_path / f"base{i}.bin"
+        r = ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", 128, "--chunks", 4, "-b", 512, "-t", 2,
+                "--kl-divergence-base", base, *extra)
+        assert r.returncode == 0, r.stderr
+        runs.append((parse_ppl(r.stdout), base.read_bytes()))
+    assert runs[0] == runs[1]
+
+
 def kld_stats(out):
     stats = {}
     for line in out.splitlines():

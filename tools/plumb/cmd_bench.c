@@ -44,7 +44,8 @@ typedef struct bench_options {
     int np, nn, nt, nd;
     int reps;
     enum { OUT_MD, OUT_JSON, OUT_CSV } output;
-    bool membw; /* measure the read bandwidth (off: no roofline) */
+    bool membw;     /* measure the read bandwidth (off: no roofline) */
+    bool no_repack; /* plumb_context_params.no_repack */
     plumb_model_params mp;
 } bench_options;
 
@@ -81,7 +82,8 @@ static const char bench_usage[] =
     "  -r, --repetitions N    timed repetitions per test (default 5)\n"
     "  -o, --output FORMAT    md (default), json or csv (llama-bench's columns)\n"
     "      --no-membw         skip the read-bandwidth measurement (no roofline)\n"
-    "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n";
+    "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n"
+    "      --no-repack        prompts without the interleaved weight rows of the CPU's GEMM (same results)\n";
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -150,6 +152,10 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         }
         if (!strcmp(a, "--mmap")) {
             o->mp.use_mmap = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-repack")) {
+            o->no_repack = true;
             continue;
         }
         int k = -1;
@@ -625,6 +631,7 @@ int cmd_bench(int argc, char **argv) {
         cp.n_ctx = max_pos;
         cp.n_batch = n_batch;
         cp.n_threads = threads;
+        cp.no_repack = o.no_repack;
         cp.n_seq = 1;
         if ((st = plumb_context_create(model, &cp, &ctx))) {
             cli_error("bench", st, NULL);

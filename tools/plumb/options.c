@@ -38,6 +38,7 @@ void gen_options_print_usage(FILE *f, int32_t n_predict) {
             "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
             "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
             "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
+            "      --no-repack           prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
             "      --grammar-file F      the output must match the GBNF grammar in F\n"
             "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n",
             n_text, (int)d.ctx.n_batch, (double)sp->temperature, (int)sp->top_k, (double)sp->top_p, (double)sp->min_p,
@@ -118,6 +119,10 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     const char *a = argv[*i];
     if (strcmp(a, "--mmap") == 0) {
         o->model_params.use_mmap = true;
+        return 1;
+    }
+    if (strcmp(a, "--no-repack") == 0) {
+        o->ctx.no_repack = true;
         return 1;
     }
     static const struct {

@@ -22,6 +22,7 @@ typedef struct plumb_cpu_ctx {
     _Atomic int64_t chunk_counter;
     int64_t *chunk_base; /* [n_threads] */
     plumb_cpu_profile *prof; /* NULL unless PLUMB_PROFILE is set (cpu_profile.c) */
+    bool no_repack;          /* prompt matmuls without the kernel set's GEMM */
 } plumb_cpu_ctx;
 
 /* Grows the scratch buffer to what the largest node of g needs (before compute). */
