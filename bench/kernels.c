@@ -4,7 +4,7 @@
  *   matmul  the matmul's own loop (cpu_ops.c): a block of weight rows kept in L1 while 128
  *           groups of 4 activation rows (a pp512 batch) stream past, sums batched by hsum8.
  * A gap between the two says the time goes to memory or to the loop, not to the arithmetic.
- *   gemm    the register-tiled GEMM where the set has one for the type: 16 packed rows, 512
+ *   gemm    the register-tiled GEMM where the set has one for the type: 16 (AVX2: 8) packed rows, 512
  *           prepared activation rows; and the packing's share of that group's time.
  * Then the machine's int8 peak (512-bit vpdpbusd) where the CPU has AVX-512 VNNI.
  * One thread; the best of 5 timed passes.
@@ -113,14 +113,15 @@ static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
     const int act = plumb__act_type(type);
     const size_t xs = plumb__act_row_size(act, n), prow = (size_t)(n / g->block) * g->act_bytes;
     const size_t wr = g->wide ? plumb__wide_row_size(type, n) : (size_t)wb;
-    float *f = malloc((size_t)n * sizeof *f), *out = malloc(sizeof(float) * T * PLUMB_GEMM_ROWS);
-    uint8_t *w = malloc(wb * PLUMB_GEMM_ROWS), *src = malloc(wr * PLUMB_GEMM_ROWS), *x = malloc(xs), *xp = malloc(prow * T);
+    const int R = g->rows;
+    float *f = malloc((size_t)n * sizeof *f), *out = malloc(sizeof(float) * T * (size_t)R);
+    uint8_t *w = malloc(wb * (size_t)R), *src = malloc(wr * (size_t)R), *x = malloc(xs), *xp = malloc(prow * T);
     uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes);
     if (!f || !out || !w || !src || !x || !xp || !packed) {
         fprintf(stderr, "plumb_kernel_bench: out of memory\n");
         return 1;
     }
-    for (int r = 0; r < PLUMB_GEMM_ROWS; r++) {
+    for (int r = 0; r < R; r++) {
         for (int64_t i = 0; i < n; i++) f[i] = frand();
         plumb_quantize_row(type, f, w + (size_t)r * wb, n);
         if (g->wide) k->widen(type, w + (size_t)r * wb, src + (size_t)r * wr, n);
@@ -131,21 +132,21 @@ static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
         k->act_quantize[act](f, x, n);
         g->prep(x, xp + (size_t)t * prow, n);
     }
-    const double macs = (double)PLUMB_GEMM_ROWS * (double)n * T;
+    const double macs = (double)R * (double)n * T;
     const int iters = (int)(2e9 / macs) + 1;
     double best = 0.0, pack_best = 1e30;
     for (int p = 0; p < 5; p++) {
         double t0 = now();
-        for (int i = 0; i < 64; i++) g->pack(src, wr, PLUMB_GEMM_ROWS, packed, n);
+        for (int i = 0; i < 64; i++) g->pack(src, wr, R, packed, n);
         const double tp = (now() - t0) / 64;
         if (tp < pack_best) pack_best = tp;
         t0 = now();
-        for (int i = 0; i < iters; i++) g->run(n, packed, xp, prow, T, out, PLUMB_GEMM_ROWS, PLUMB_GEMM_ROWS);
+        for (int i = 0; i < iters; i++) g->run(n, packed, xp, prow, T, out, (size_t)R, R);
         const double gm = macs * iters / (now() - t0) * 1e-9;
         if (gm > best) best = gm;
     }
     printf("| %s | %s | %lld | gemm (packing: %.1f%% of the group's time) | %d x %d | %.1f |%s\n", k->name, plumb_type_name(type),
-           (long long)n, 100.0 * pack_best / (macs / best * 1e-9), PLUMB_GEMM_ROWS, T, best, out[0] != out[0] ? " (NaN)" : "");
+           (long long)n, 100.0 * pack_best / (macs / best * 1e-9), R, T, best, out[0] != out[0] ? " (NaN)" : "");
     free(f), free(out), free(w), free(src), free(x), free(xp), free(packed);
     return 0;
 }

@@ -885,6 +885,8 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
             any = true;
             checked((int)si);
             const plumb_type_traits *tr = plumb__type_traits(type);
+            const int R = g->rows;
+            CHECK(R == PLUMB_GEMM_ROWS || R == PLUMB_GEMM8_ROWS);
             for (int64_t n = g->block; n <= g->block * 12; n += g->block * (g->block == 32 ? 11 : 3)) {
                 uint64_t wb;
                 plumb_type_row_bytes(type, n, &wb);
@@ -895,7 +897,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                 uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes), *xq = malloc(xs * T), *xp = malloc(prow * T);
                 float *f = malloc((size_t)n * 4), got[T * PLUMB_GEMM_ROWS];
                 for (int rep = 0; rep < 5; rep++) {
-                    for (int r = 0; r < PLUMB_GEMM_ROWS; r++) {
+                    for (int r = 0; r < R; r++) {
                         uint8_t *row = wq + (size_t)r * wb;
                         for (int64_t i = 0; i < n; i++) f[i] = frand() * (float)(r + 1) * (rep + 1);
                         plumb_quantize_row(type, f, row, n);
@@ -914,7 +916,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                         ks->act_quantize[act](f, xq + (size_t)t * xs, n);
                         g->prep(xq + (size_t)t * xs, xp + (size_t)t * prow, n);
                     }
-                    const int nrows_cases[] = {PLUMB_GEMM_ROWS, 5, 1};
+                    const int nrows_cases[] = {R, 5, 1};
                     for (size_t ni = 0; ni < 3; ni++) {
                         const int nrows = nrows_cases[ni];
                         if (g->wide)
@@ -923,10 +925,10 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                             g->pack(wq, wb, nrows, packed, n);
                         for (int64_t tt = 1; tt <= T; tt += 3) {
                             for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
-                            g->run(n, packed, xp, prow, tt, got, PLUMB_GEMM_ROWS, nrows);
+                            g->run(n, packed, xp, prow, tt, got, (size_t)R, nrows);
                             for (int t = 0; t < tt; t++)
-                                for (int r = 0; r < PLUMB_GEMM_ROWS; r++) {
-                                    const float v = got[t * PLUMB_GEMM_ROWS + r];
+                                for (int r = 0; r < R; r++) {
+                                    const float v = got[t * R + r];
                                     if (r >= nrows) { /* rows past nrows are not written */
                                         CHECK(v == -1.0f);
                                         continue;

@@ -63,7 +63,7 @@ static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
 }
 
 /* From this many activation rows on, the legacy types go through the kernel set's register-
- * tiled GEMM where it has one (kernels.h): weight rows are widened and packed PLUMB_GEMM_ROWS at
+ * tiled GEMM where it has one (kernels.h): weight rows are widened and packed (8 or 16) at
  * a time, and each packed group meets every activation row. */
 #define MATMUL_GEMM_ROWS 8
 
@@ -78,7 +78,7 @@ static size_t matmul_gemm_act_bytes(const plumb_gemm_ops *g, const plumb_tensor 
     return round64((size_t)(n->src[1]->ne[0] / g->block) * g->act_bytes * (size_t)n_rows(n->src[1]));
 }
 static size_t matmul_gemm_wide_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
-    return g->wide ? round64(plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]) * PLUMB_GEMM_ROWS) : 0;
+    return g->wide ? round64(plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]) * (size_t)g->rows) : 0;
 }
 static size_t matmul_gemm_thread_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
     return matmul_gemm_wide_bytes(g, n) + round64((size_t)(n->src[0]->ne[0] / g->block) * g->pack_bytes);
@@ -132,7 +132,7 @@ static void op_get_rows(plumb_tensor *n, int ith, int nth) {
 }
 
 /* op_mul_mat through the kernel set's GEMM (matmul_gemm): each thread quantizes and prepares its
- * share of the activation rows; then groups of PLUMB_GEMM_ROWS weight rows go out in chunks to
+ * share of the activation rows; then groups of the GEMM's rows go out in chunks to
  * whichever thread is free, which widens and packs each group once and runs it against every
  * activation row. */
 static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_tensor *n, int ith, int nth) {
@@ -152,14 +152,14 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
     uint8_t *wide = xp + matmul_gemm_act_bytes(g, n) + matmul_gemm_thread_bytes(g, n) * (size_t)ith;
     uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n);
     const size_t wrow = g->wide ? plumb__wide_row_size(w->type, K) : 0;
-    const int64_t groups = (N + PLUMB_GEMM_ROWS - 1) / PLUMB_GEMM_ROWS;
+    const int64_t groups = (N + g->rows - 1) / g->rows;
     int64_t per = (groups + 8 * nth - 1) / (8 * nth);
     const int64_t n_chunks = (groups + per - 1) / per;
     for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
         const int64_t g1 = (ch + 1) * per < groups ? (ch + 1) * per : groups;
         for (int64_t gi = ch * per; gi < g1; gi++) {
-            const int64_t r0 = gi * PLUMB_GEMM_ROWS;
-            const int rows = (int)(N - r0 < PLUMB_GEMM_ROWS ? N - r0 : PLUMB_GEMM_ROWS);
+            const int64_t r0 = gi * g->rows;
+            const int rows = (int)(N - r0 < g->rows ? N - r0 : g->rows);
             const uint8_t *wr = (const uint8_t *)w->data + (size_t)r0 * w->nb[1];
             if (g->wide) {
                 for (int r = 0; r < rows; r++) ks->widen(w->type, wr + (size_t)r * w->nb[1], wide + (size_t)r * wrow, K);

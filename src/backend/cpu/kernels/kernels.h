@@ -81,9 +81,13 @@ typedef void (*plumb_widen_fn)(int type, const void *w, void *out, int64_t n);
  * rows packed once per op (pack: interleaved so that one register holds the same lane of every
  * row), activation rows prepared once per op (prep, from the type's activation format), and run
  * giving out[t * os + r] for r < nrows, t < T: bit for bit vec_dot of weight row r with
- * activation row t. x86_avx512_gemm.c (Q4_0, Q5_0, Q8_0: packed from the set's wide rows) and
- * x86_avx512_gemm_k.c (Q4_K, Q6_K: from the file's rows) describe the layouts. */
-#define PLUMB_GEMM_ROWS 16
+ * activation row t. x86_avx512_gemm.c (Q4_0, Q5_0, Q8_0: packed from the set's wide rows),
+ * x86_avx512_gemm_k.c (Q4_K, Q6_K: from the file's rows) and x86_avx2_gemm.c (the AVX2 set's,
+ * 8 rows: Q4_0, Q5_0, Q8_0) describe the layouts. */
+#define PLUMB_GEMM_ROWS 16 /* the most rows of any set's packed group */
+#define PLUMB_GEMM8_ROWS 8
+#define PLUMB_GEMM8_BLOCK (PLUMB_GEMM8_ROWS * 36)
+#define PLUMB_GEMM8_ACT_BLOCK 40
 #define PLUMB_GEMM_BLOCK (PLUMB_GEMM_ROWS * 36)
 #define PLUMB_GEMM_ACT_BLOCK 72
 #define PLUMB_GEMM_K_BLOCK 8832
@@ -95,6 +99,7 @@ typedef void (*plumb_gemm_prep_fn)(const void *xq, void *out, int64_t n);
 typedef void (*plumb_gemm_fn)(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                               int nrows);
 typedef struct plumb_gemm_ops {
+    int rows;          /* rows of a packed group: PLUMB_GEMM_ROWS or PLUMB_GEMM8_ROWS */
     bool wide;         /* pack takes the set's wide rows (widen) instead of the file's */
     int64_t block;     /* values per block */
     size_t pack_bytes; /* per block of PLUMB_GEMM_ROWS rows */
@@ -103,6 +108,9 @@ typedef struct plumb_gemm_ops {
     plumb_gemm_prep_fn prep;
     plumb_gemm_fn run;
 } plumb_gemm_ops;
+void plumb__gemm8_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm8_prep(const void *xq, void *out, int64_t n);
+void plumb__gemm8(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
 void plumb__gemm16_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_prep(const void *xq, void *out, int64_t n);
 void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
