@@ -949,6 +949,195 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
     if (!any) PLUMB_TEST_SKIP("no kernel set with a GEMM on this CPU");
 }
 
+/* ---- the reference engine's AVX2 arithmetic, written out for the types whose x86 kernels
+ * follow it here (Q4_1, Q5_1, Q2_K, Q3_K; see x86_avx2.c): per block eight exact int32
+ * lanes (lane l: values 4l..4l+3 of every 32), fused into eight float lanes, summed in hsum's
+ * order, the min terms as each kernel takes them. */
+
+static float ref_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return plumb__f16_table[h];
+}
+
+static float ref_hsum8(const float *a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
+
+/* lane l of a 32-value chunk: the sum of its four products */
+static int ref_lane4(const int *q, const int8_t *y, int l) {
+    int s = 0;
+    for (int b = 0; b < 4; b++) s += q[4 * l + b] * y[4 * l + b];
+    return s;
+}
+
+/* Q4_1 (bits 4) and Q5_1 (bits 5) with Q8_1 activations */
+static float ref_dot_q41_q51(int bits, int64_t n, const uint8_t *a, const plumb_q8_1_block *b) {
+    float acc[8] = {0}, summs = 0.0f;
+    const size_t wb = bits == 4 ? 20 : 24, qs = bits == 4 ? 4 : 8;
+    for (int64_t i = 0; i < n / 32; i++, a += wb, b++) {
+        uint32_t qh = 0;
+        if (bits == 5) memcpy(&qh, a + 4, 4);
+        int q[32];
+        for (int j = 0; j < 16; j++) {
+            q[j] = (a[qs + j] & 0xF) | (int)(((qh >> j) & 1) << 4);
+            q[j + 16] = (a[qs + j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+        }
+        const float dd = ref_f16(a) * plumb__f16_table[b->d];
+        for (int l = 0; l < 8; l++) acc[l] = fmaf((float)ref_lane4(q, b->qs, l), dd, acc[l]);
+        summs = fmaf(ref_f16(a + 2), plumb__f16_table[b->s], summs);
+    }
+    return ref_hsum8(acc) + summs;
+}
+
+static int ref_bsum(const uint8_t *b, int g) {
+    int16_t v;
+    memcpy(&v, b + 260 + 2 * g, 2);
+    return v;
+}
+
+/* Q2_K, Q3_K, Q5_K with Q8_K activations */
+static float ref_dot_k(int type, int64_t n, const uint8_t *a, const uint8_t *b) {
+    const size_t wb = type == PLUMB_TYPE_Q2_K ? 84 : type == PLUMB_TYPE_Q3_K ? 110 : 176;
+    float acc[8] = {0}, summs = 0.0f;
+    for (int64_t i = 0; i < n / 256; i++, a += wb, b += 292) {
+        int q[256], sc[16]; /* sc: the scale of each 16 values */
+        float dy, dw, dmin = 0.0f;
+        memcpy(&dy, b, 4);
+        const int8_t *y = (const int8_t *)(b + 4);
+        if (type == PLUMB_TYPE_Q2_K) {
+            for (int e = 0; e < 256; e++) q[e] = (a[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+            for (int g = 0; g < 16; g++) sc[g] = a[g] & 0xF;
+            dw = ref_f16(a + 80), dmin = ref_f16(a + 82);
+            for (int l = 0; l < 8; l++) /* the mins first, into the lanes */
+                acc[l] = fmaf(-dy * dmin, (float)((a[2 * l] >> 4) * ref_bsum(b, 2 * l) + (a[2 * l + 1] >> 4) * ref_bsum(b, 2 * l + 1)),
+                              acc[l]);
+        } else if (type == PLUMB_TYPE_Q3_K) {
+            for (int e = 0; e < 256; e++) {
+                const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+                q[e] = ((a[32 + 32 * h + l] >> (2 * j)) & 3) - ((a[l] >> (4 * h + j)) & 1 ? 0 : 4);
+            }
+            for (int k = 0; k < 16; k++) {
+                const int lo = k < 8 ? (a[96 + k] & 0xF) : (a[96 + k - 8] >> 4);
+                const int hi = (a[96 + 8 + k % 4] >> (2 * (k / 4))) & 3;
+                sc[k] = (lo | (hi << 4)) - 32;
+            }
+            dw = ref_f16(a + 108);
+        } else { /* Q5_K */
+            const uint8_t *s6 = a + 4, *qh = a + 16, *qs = a + 48;
+            int mins = 0;
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 32; l++) {
+                    q[64 * c + l] = (qs[32 * c + l] & 0xF) + ((qh[l] >> (2 * c)) & 1) * 16;
+                    q[64 * c + 32 + l] = (qs[32 * c + l] >> 4) + ((qh[l] >> (2 * c + 1)) & 1) * 16;
+                }
+            for (int s = 0; s < 8; s++) {
+                int scale, mn;
+                if (s < 4) {
+                    scale = s6[s] & 63, mn = s6[s + 4] & 63;
+                } else {
+                    scale = (s6[s + 4] & 0xF) | ((s6[s - 4] >> 6) << 4);
+                    mn = (s6[s + 4] >> 4) | ((s6[s] >> 6) << 4);
+                }
+                sc[2 * s] = sc[2 * s + 1] = scale;
+                mins += mn * (ref_bsum(b, 2 * s) + ref_bsum(b, 2 * s + 1));
+            }
+            dw = ref_f16(a), dmin = ref_f16(a + 2);
+            summs = fmaf(-dy * dmin, (float)mins, summs); /* one scalar, fused */
+        }
+        for (int l = 0; l < 8; l++) {
+            int lane = 0;
+            for (int c = 0; c < 8; c++) lane += sc[2 * c + (l >= 4)] * ref_lane4(q + 32 * c, y + 32 * c, l);
+            acc[l] = fmaf(dy * dw, (float)lane, acc[l]);
+        }
+    }
+    return ref_hsum8(acc) + summs;
+}
+
+/* An F16 scale for the random blocks: ordinary values mostly, and the extremes (the largest
+ * finite, the smallest normal, a subnormal, zero, negative ones). */
+static uint16_t rand_f16_scale(void) {
+    static const float edges[] = {65504.0f, -65504.0f, 0x1p-14f, 0x1p-24f, 0.0f, -0.0f, 1.0f, -3.5f};
+    const float r = frand();
+    if (r > 0.6f) return plumb__fp32_to_fp16(edges[(int)((frand() + 1.0f) * 4.0f) & 7]);
+    return plumb__fp32_to_fp16(frand() * 2.0f);
+}
+
+static void rand_bytes(uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = (uint8_t)((frand() + 1.0f) * 128.0f);
+}
+
+/* Random raw blocks (every bit pattern of codes, scales and high bits, F16 scales from
+ * rand_f16_scale) and random activations (int8 values including -128 and +-127, their 16-value
+ * sums, scales from tiny to large): each SIMD set's one-row and four-row kernels give the
+ * arithmetic above bit for bit. */
+KERNEL_TEST(x86_kernels_follow_the_reference_avx2_arithmetic) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    const plumb_kernel_set *sets[] = {all[KS_AVX2], all[KS_AVX512VNNI]};
+    if (!sets[0] && !sets[1]) PLUMB_TEST_SKIP("no SIMD kernel set on this CPU");
+    static const int types[] = {PLUMB_TYPE_Q4_1, PLUMB_TYPE_Q5_1, PLUMB_TYPE_Q2_K, PLUMB_TYPE_Q3_K};
+    const int64_t n = 256 * 6;
+    for (size_t si = 0; si < 2; si++) {
+        const plumb_kernel_set *ks = sets[si];
+        if (!ks) continue;
+        checked(si == 0 ? KS_AVX2 : KS_AVX512VNNI);
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            const int type = types[ti], act = plumb__act_type(type);
+            const bool k = act == PLUMB_ACT_Q8_K;
+            uint64_t wb;
+            plumb_type_row_bytes(type, n, &wb);
+            const size_t xs = plumb__act_row_size(act, n), blk = k ? 256 : 32;
+            const size_t wblk = (size_t)wb / (size_t)(n / (int64_t)blk);
+            uint8_t *w = malloc(wb), *x = malloc(4 * xs);
+            for (int rep = 0; rep < 40; rep++) {
+                rand_bytes(w, wb);
+                for (int64_t i = 0; i < n / (int64_t)blk; i++) { /* the block's F16 scales */
+                    uint8_t *p = w + (size_t)i * wblk;
+                    const size_t d_at = type == PLUMB_TYPE_Q2_K ? 80 : type == PLUMB_TYPE_Q3_K ? 108 : 0;
+                    uint16_t h = rand_f16_scale();
+                    memcpy(p + d_at, &h, 2);
+                    if (type != PLUMB_TYPE_Q3_K) { /* min or dmin: after d, or Q2_K's at 82 */
+                        h = rand_f16_scale();
+                        memcpy(p + d_at + 2, &h, 2);
+                    }
+                }
+                rand_bytes(x, 4 * xs);
+                for (int c = 0; c < 4; c++) {
+                    uint8_t *xc = x + (size_t)c * xs;
+                    if (k)
+                        for (int64_t i = 0; i < n / 256; i++) {
+                            uint8_t *p = xc + i * 292;
+                            const float d = rep % 4 == 0 ? 1e-9f * (frand() + 2.0f) : frand() * (rep % 4 == 1 ? 1.0f : 4096.0f);
+                            memcpy(p, &d, 4);
+                            for (int g = 0; g < 16; g++) {
+                                int16_t s = 0;
+                                for (int j = 0; j < 16; j++) s = (int16_t)(s + (int8_t)p[4 + 16 * g + j]);
+                                memcpy(p + 260 + 2 * g, &s, 2);
+                            }
+                        }
+                    else
+                        for (int64_t i = 0; i < n / 32; i++) {
+                            plumb_q8_1_block *p = (plumb_q8_1_block *)(void *)xc + i;
+                            p->d = rand_f16_scale(), p->s = rand_f16_scale();
+                        }
+                }
+                float o4[4] = {0};
+                if (ks->vec_dot4[type]) ks->vec_dot4[type](n, w, x, xs, NULL, o4);
+                for (int c = 0; c < 4; c++) {
+                    const uint8_t *xc = x + (size_t)c * xs;
+                    const float want = k ? ref_dot_k(type, n, w, xc)
+                                         : ref_dot_q41_q51(type == PLUMB_TYPE_Q4_1 ? 4 : 5, n, w,
+                                                           (const plumb_q8_1_block *)(const void *)xc);
+                    const float got = ks->vec_dot[type](n, w, xc);
+                    if (memcmp(&got, &want, 4) != 0 || (ks->vec_dot4[type] && memcmp(&o4[c], &want, 4) != 0))
+                        plumb_test_fail(__FILE__, __LINE__, "%s %s rep %d row %d: %.9g (4-row %.9g) vs %.9g", ks->name,
+                                        plumb_type_name(type), rep, c, got, o4[c], want);
+                }
+            }
+            free(w), free(x);
+        }
+    }
+}
+
 /* The AVX-512 VNNI set gives the AVX2 set's results bit for bit (the same int32 lanes, the
  * same float order), for every type and both the one-row and four-row kernels. */
 KERNEL_TEST(vnni_kernels_equal_avx2_kernels) {

@@ -1,5 +1,5 @@
 /* x86_avx2.c — AVX2 (and, through x86_avx512.c, AVX-512 VNNI) dot products for the weight types of common GGUF files (Q4_0, Q5_0,
- * Q8_0 with Q8_0 activations; Q4_K, Q6_K with Q8_K activations). Compiled with -mavx2 -mfma
+ * Q8_0 with Q8_0 activations; Q4_1, Q5_1 with Q8_1; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with Q8_K activations). Compiled with -mavx2 -mfma
  * -mf16c and used only when cpuid reports those features; every function is tested against
  * generic.c. Integer sums inside a block are exact (no int16 saturation is possible with
  * these ranges); block results are accumulated in a fixed order per row. */
@@ -539,6 +539,221 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
     return hsum(acc);
 }
 
+
+/* ---- Q5_1, Q2_K and Q3_K: the reference engine's AVX2 arithmetic ---------------------------
+ * As its x86 kernels for these types compute them (ggml_vec_dot_q5_1_q8_1, _q2_K_q8_K and
+ * _q3_K_q8_K), which differ from generic.c's order: per block (super-block) eight int32 lanes,
+ * lane l holding values 4l..4l+3 of each 32 (exact, however formed), converted and fused into
+ * eight float lanes, summed by hsum at the end. Q5_1 adds its min terms m * s into a scalar
+ * (a product of two F16 values, exact in F32, so fused or not alike), after the lanes. Q2_K's min
+ * term goes into the same lanes first, each lane l the products of 16-value sums 2l and
+ * 2l + 1. The four-row kernels decode a block once and run each column's operations as the
+ * one-row kernel does. */
+
+/* Sums of four products of unsigned bytes (at most 127 here: no maddubs saturation) with int8,
+ * as 8 int32 lanes: dpbusd with VNNI, the same integers either way. */
+static inline __m256i dot_u8(__m256i q, __m256i y) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1));
+#endif
+}
+
+/* Q5_1 values of a block: nibble + 16 * bit, 0..31. */
+static inline __m256i decode_q5_1(const uint8_t *a) {
+    const __m256i nib = unpack_nibbles(a + 8), b16 = _mm256_set1_epi8(0x10);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    uint32_t bits;
+    memcpy(&bits, a + 4, 4);
+    return _mm256_mask_blend_epi8((__mmask32)bits, nib, _mm256_or_si256(nib, b16));
+#else
+    return _mm256_or_si256(nib, _mm256_and_si256(bits_to_bytes(a + 4), b16));
+#endif
+}
+
+typedef struct q5_1_acc {
+    __m256 acc;
+    float summs;
+} q5_1_acc;
+
+static inline __attribute__((always_inline)) q5_1_acc q5_1_col(q5_1_acc s, __m256i q, float dw, float mw,
+                                                               const plumb_q8_1_block *b) {
+    const __m256i p = dot_u8(q, _mm256_loadu_si256((const __m256i *)b->qs));
+    s.acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(b->d)), s.acc);
+    s.summs = fmaf(mw, _cvtsh_ss(b->s), s.summs);
+    return s;
+}
+
+static float dot_q5_1(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w;
+    const plumb_q8_1_block *b = x;
+    q5_1_acc s = {_mm256_setzero_ps(), 0.0f};
+    for (int64_t i = 0; i < n / 32; i++, a += 24, b++) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        s = q5_1_col(s, decode_q5_1(a), h2f(a), h2f(a + 2), b);
+    }
+    return hsum(s.acc) + s.summs;
+}
+
+static void dot4_q5_1(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
+    const uint8_t *a = w;
+    const uint8_t *b = x;
+    q5_1_acc s0 = {_mm256_setzero_ps(), 0.0f}, s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t i = 0; i < n / 32; i++, a += 24, b += sizeof(plumb_q8_1_block)) {
+        _mm_prefetch((const char *)a + PLUMB_PREFETCH, _MM_HINT_T0);
+        const __m256i q = decode_q5_1(a);
+        const float dw = h2f(a), mw = h2f(a + 2);
+        s0 = q5_1_col(s0, q, dw, mw, (const plumb_q8_1_block *)b);
+        s1 = q5_1_col(s1, q, dw, mw, (const plumb_q8_1_block *)(b + xs));
+        s2 = q5_1_col(s2, q, dw, mw, (const plumb_q8_1_block *)(b + 2 * xs));
+        s3 = q5_1_col(s3, q, dw, mw, (const plumb_q8_1_block *)(b + 3 * xs));
+    }
+    out[0] = hsum(s0.acc) + s0.summs, out[1] = hsum(s1.acc) + s1.summs;
+    out[2] = hsum(s2.acc) + s2.summs, out[3] = hsum(s3.acc) + s3.summs;
+}
+
+/* The scale pair of 32-value chunk g as int16 multipliers for madd: sc[2g] in the low half
+ * (lanes 0-3, values 0..15 of the chunk), sc[2g + 1] in the high half. */
+static inline __m256i chunk_scales(int sc_lo, int sc_hi) {
+    return _mm256_set_m128i(_mm_set1_epi16((short)sc_hi), _mm_set1_epi16((short)sc_lo));
+}
+
+/* A Q2_K super-block (84 bytes: 16 scale/min bytes, 64 bytes of 2-bit codes, F16 d, dmin):
+ * chunk g = 4h + k of 32 values is bits 2k of bytes 32h.. of the codes. */
+typedef struct q2k_block {
+    __m256i q[8], sv[8], mins16;
+    float d, dmin;
+} q2k_block;
+
+static inline __attribute__((always_inline)) void q2k_decode(const uint8_t *a, q2k_block *k) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(a + 16 + 32 * h));
+        for (int j = 0; j < 4; j++) k->q[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
+    }
+    const __m128i sm = _mm_loadu_si128((const __m128i *)a);
+    k->mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(0x0F)));
+    for (int g = 0; g < 8; g++) k->sv[g] = chunk_scales(a[2 * g] & 0xF, a[2 * g + 1] & 0xF);
+    k->d = h2f(a + 80), k->dmin = h2f(a + 82);
+}
+
+static inline __attribute__((always_inline)) __m256 q2k_col(__m256 acc, const q2k_block *k, const uint8_t *bc) {
+    float dy;
+    memcpy(&dy, bc, 4);
+    const int8_t *y = (const int8_t *)(bc + 4);
+    const __m256i prod = _mm256_madd_epi16(k->mins16, _mm256_loadu_si256((const __m256i *)(bc + 260)));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(-dy * k->dmin), _mm256_cvtepi32_ps(prod), acc);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int g = 0; g < 8; g++)
+        sumi = madd_acc(sumi, _mm256_maddubs_epi16(k->q[g], _mm256_loadu_si256((const __m256i *)(y + 32 * g))), k->sv[g]);
+    return _mm256_fmadd_ps(_mm256_set1_ps(dy * k->d), _mm256_cvtepi32_ps(sumi), acc);
+}
+
+static float dot_q2_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++, a += 84, b += 292) {
+        prefetch_block(a, 84);
+        q2k_block k;
+        q2k_decode(a, &k);
+        acc = q2k_col(acc, &k, b);
+    }
+    return hsum(acc);
+}
+
+static void dot4_q2_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
+    const uint8_t *a = w, *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t i = 0; i < n / 256; i++, a += 84, b += 292) {
+        prefetch_block(a, 84);
+        q2k_block k;
+        q2k_decode(a, &k);
+        acc0 = q2k_col(acc0, &k, b);
+        acc1 = q2k_col(acc1, &k, b + xs);
+        acc2 = q2k_col(acc2, &k, b + 2 * xs);
+        acc3 = q2k_col(acc3, &k, b + 3 * xs);
+    }
+    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
+}
+
+/* A Q3_K super-block (110 bytes: 32 bytes of high bits, 64 of 2-bit codes, 12 of 6-bit scales,
+ * F16 d). Value = code - 4 where its high bit is clear: as the reference, the code and the 4
+ * are multiplied separately (both unsigned for maddubs, no saturation) and subtracted as
+ * int16, so every lane is exact for any int8 activation. */
+typedef struct q3k_block {
+    __m256i ql[8], qh[8], sv[8];
+    float d;
+} q3k_block;
+
+static inline __attribute__((always_inline)) void q3k_decode(const uint8_t *a, q3k_block *k) {
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4), hb = _mm256_loadu_si256((const __m256i *)a);
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = _mm256_loadu_si256((const __m256i *)(a + 32 + 32 * h));
+        for (int j = 0; j < 4; j++) {
+            const __m256i m = _mm256_set1_epi8((char)(1 << (4 * h + j)));
+            k->ql[4 * h + j] = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3);
+            k->qh[4 * h + j] = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m), _mm256_setzero_si256()), four);
+        }
+    }
+    /* the 16 6-bit scales: low nibbles from bytes 0-7 (scales 0-7) and their high nibbles
+     * (8-15), the top two bits from bytes 8-11, two bits per scale */
+    uint32_t u[3];
+    memcpy(u, a + 96, 12);
+    const uint32_t nib = 0x0f0f0f0fu, two = 0x03030303u;
+    const __m128i sc = _mm_sub_epi8(_mm_setr_epi32((int)((u[0] & nib) | ((u[2] & two) << 4)),
+                                                   (int)((u[1] & nib) | (((u[2] >> 2) & two) << 4)),
+                                                   (int)(((u[0] >> 4) & nib) | (((u[2] >> 4) & two) << 4)),
+                                                   (int)(((u[1] >> 4) & nib) | (((u[2] >> 6) & two) << 4))),
+                                    _mm_set1_epi8(32));
+    int8_t s[16];
+    _mm_storeu_si128((__m128i *)s, sc);
+    for (int g = 0; g < 8; g++) k->sv[g] = chunk_scales(s[2 * g], s[2 * g + 1]);
+    k->d = h2f(a + 108);
+}
+
+static inline __attribute__((always_inline)) __m256 q3k_col(__m256 acc, const q3k_block *k, const uint8_t *bc) {
+    float dy;
+    memcpy(&dy, bc, 4);
+    const int8_t *y = (const int8_t *)(bc + 4);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int g = 0; g < 8; g++) {
+        const __m256i yg = _mm256_loadu_si256((const __m256i *)(y + 32 * g));
+        const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(k->ql[g], yg), _mm256_maddubs_epi16(k->qh[g], yg));
+        sumi = madd_acc(sumi, p, k->sv[g]);
+    }
+    return _mm256_fmadd_ps(_mm256_set1_ps(dy * k->d), _mm256_cvtepi32_ps(sumi), acc);
+}
+
+static float dot_q3_k(int64_t n, const void *w, const void *x) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 256; i++, a += 110, b += 292) {
+        prefetch_block(a, 110);
+        q3k_block k;
+        q3k_decode(a, &k);
+        acc = q3k_col(acc, &k, b);
+    }
+    return hsum(acc);
+}
+
+static void dot4_q3_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
+    (void)xsv;
+    const uint8_t *a = w, *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (int64_t i = 0; i < n / 256; i++, a += 110, b += 292) {
+        prefetch_block(a, 110);
+        q3k_block k;
+        q3k_decode(a, &k);
+        acc0 = q3k_col(acc0, &k, b);
+        acc1 = q3k_col(acc1, &k, b + xs);
+        acc2 = q3k_col(acc2, &k, b + 2 * xs);
+        acc3 = q3k_col(acc3, &k, b + 3 * xs);
+    }
+    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
+}
 
 /* ---- four activation rows per weight row --------------------------------------------------
  * Each column keeps its own accumulator and sees exactly the operations of the one-row
@@ -1303,6 +1518,12 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.vec_dot[PLUMB_TYPE_Q6_K] = dot_q6_k;
         set.vec_dot[PLUMB_TYPE_Q5_K] = dot_q5_k;
         set.vec_dot[PLUMB_TYPE_Q4_1] = dot_q4_1;
+        set.vec_dot[PLUMB_TYPE_Q5_1] = dot_q5_1;
+        set.vec_dot[PLUMB_TYPE_Q2_K] = dot_q2_k;
+        set.vec_dot[PLUMB_TYPE_Q3_K] = dot_q3_k;
+        set.vec_dot4[PLUMB_TYPE_Q5_1] = dot4_q5_1;
+        set.vec_dot4[PLUMB_TYPE_Q2_K] = dot4_q2_k;
+        set.vec_dot4[PLUMB_TYPE_Q3_K] = dot4_q3_k;
         set.vec_dot[PLUMB_TYPE_F32] = dot_f32;
         set.vec_dot[PLUMB_TYPE_F16] = dot_f16;
 #ifdef PLUMB_HAVE_DOT2
