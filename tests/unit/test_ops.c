@@ -950,7 +950,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
 }
 
 /* ---- the reference engine's AVX2 arithmetic, written out for the types whose x86 kernels
- * follow it here (Q4_1, Q5_1, Q2_K, Q3_K; see x86_avx2.c): per block eight exact int32
+ * follow it here (Q4_1, Q5_1, Q2_K, Q3_K, Q5_K; see x86_avx2.c): per block eight exact int32
  * lanes (lane l: values 4l..4l+3 of every 32), fused into eight float lanes, summed in hsum's
  * order, the min terms as each kernel takes them. */
 
@@ -1074,7 +1074,7 @@ KERNEL_TEST(x86_kernels_follow_the_reference_avx2_arithmetic) {
     kernel_sets(all);
     const plumb_kernel_set *sets[] = {all[KS_AVX2], all[KS_AVX512VNNI]};
     if (!sets[0] && !sets[1]) PLUMB_TEST_SKIP("no SIMD kernel set on this CPU");
-    static const int types[] = {PLUMB_TYPE_Q4_1, PLUMB_TYPE_Q5_1, PLUMB_TYPE_Q2_K, PLUMB_TYPE_Q3_K};
+    static const int types[] = {PLUMB_TYPE_Q4_1, PLUMB_TYPE_Q5_1, PLUMB_TYPE_Q2_K, PLUMB_TYPE_Q3_K, PLUMB_TYPE_Q5_K};
     const int64_t n = 256 * 6;
     for (size_t si = 0; si < 2; si++) {
         const plumb_kernel_set *ks = sets[si];

@@ -392,11 +392,15 @@ static inline void k4_scale_vectors(__m128i sm, __m256i *sv) {
 
 /* Q4_K, and Q5_K when qh: the same super-block layout with, for Q5_K, a fifth bit per value
  * from the 32 bytes at a + 16 (bit 2c of byte l for the low nibbles of chunk c, bit 2c + 1 for
- * the high ones; values 0..31 stay unsigned for maddubs). */
+ * the high ones; values 0..31 stay unsigned for maddubs). The mins as the reference's AVX2
+ * kernels take them: Q4_K's in four float lanes of sub-block pairs, summed after the eight;
+ * Q5_K's super-block total (an exact integer) fused into one scalar, added last (its compiler
+ * fuses summs += dmin * total). */
 static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8_t *a, const uint8_t *b,
                                                           size_t wbytes, bool qh) {
     __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps(); /* mins, four lanes of sub-block pairs */
+    __m128 acc_m = _mm_setzero_ps(); /* Q4_K's mins, four lanes of sub-block pairs */
+    float summs = 0.0f;              /* Q5_K's mins */
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / 256; i++, a += wbytes, b += 292) {
         prefetch_block(a, wbytes);
@@ -408,7 +412,13 @@ static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8
         const __m128i sm = k4_scales_mins(a + 4);
         __m256i sv[8];
         k4_scale_vectors(sm, sv);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(q4k_min_products(b + 260, k4_mins_pairs(sm))), acc_m);
+        const __m128i mp = q4k_min_products(b + 260, k4_mins_pairs(sm));
+        if (qh) { /* Q5_K: the whole super-block's min products as one integer, fused into summs */
+            const __m128i t = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
+            summs = fmaf(-dy * h2f(a + 2), (float)_mm_cvtsi128_si32(_mm_add_epi32(t, _mm_srli_epi64(t, 32))), summs);
+        } else {
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(-dy * h2f(a + 2)), _mm_cvtepi32_ps(mp), acc_m);
+        }
         __m256i sumi = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -424,6 +434,7 @@ static inline __attribute__((always_inline)) float dot_k4(int64_t n, const uint8
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dy * h2f(a)), _mm256_cvtepi32_ps(sumi), acc);
     }
+    if (qh) return hsum(acc) + summs;
     acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
     return hsum(acc) + _mm_cvtss_f32(acc_m);
