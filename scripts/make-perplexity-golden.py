@@ -10,7 +10,9 @@ GPL version 3, which every Debian system has (/usr/share/common-licenses/GPL-3).
 
 Recorded per case: the running perplexity after each chunk and the final estimate as printed;
 for KL divergence, the SHA-256 of the base file llama-perplexity wrote and every statistic of
-the measured model against it (the model: tests/e2e/perturb.py's copy of Gemma 3 270M).
+the measured model against it (the model: tests/e2e/perturb.py's copy of Gemma 3 270M); the
+perplexity of Gemma 3 270M quantized by llama-quantize to the K types whose kernels plumb has in
+the reference's arithmetic (QUANT).
 
     scripts/build-ref-tools.sh && python3 scripts/make-perplexity-golden.py
 """
@@ -36,6 +38,12 @@ CASES = [  # name, model, ctx, chunks, batch
     ("qwen2_c256", "qwen2", 256, 3, 512),
 ]
 KLD = {"model": "gemma3", "ctx": 128, "chunks": 4, "batch": 512}
+# Gemma 3 270M dequantized to F16 by llama-quantize, then quantized to TYPE (with the options):
+# the types whose x86 kernels follow the reference's own (Q2_K, Q3_K, Q5_K and their Q4_0 and
+# Q5_1 fallbacks; Q5_1 alone). plumb quantize writes the same files (tests/e2e/test_quantize.py).
+QUANT = {"model": "gemma3", "ctx": 128, "chunks": 4, "batch": 512,
+         "types": [["Q2_K", []], ["Q3_K_S", []], ["Q5_K_S", []], ["Q5_1", ["--pure"]]]}
+QUANTIZE = os.path.join(ROOT, ".ref-tools", "bin", "llama-quantize")
 
 
 def run(args):
@@ -44,6 +52,12 @@ def run(args):
     if p.returncode:
         sys.exit(p.stdout + p.stderr)
     return p.stdout + p.stderr
+
+
+def quantize(args):
+    p = subprocess.run([QUANTIZE, *args], capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(p.stdout + p.stderr)
 
 
 def ppl_values(out):
@@ -79,6 +93,16 @@ def main():
         perturb.perturb(model, other)
         out = run(["-m", other, *common, "--kl-divergence-base", base, "--kl-divergence"])
         golden["kld"]["stats"] = kld_values(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        f16 = os.path.join(tmp, "f16.gguf")
+        quantize(["--allow-requantize", os.path.join(ROOT, MODELS[QUANT["model"]]), f16, "F16"])
+        golden["quantized"] = {**{k: v for k, v in QUANT.items() if k != "types"}, "cases": {}}
+        for t, opts in QUANT["types"]:
+            out = os.path.join(tmp, t + ".gguf")
+            quantize([*opts, f16, out, t])
+            res = run(["-m", out, "-f", TEXT, "-c", str(QUANT["ctx"]), "--chunks", str(QUANT["chunks"]),
+                       "-b", str(QUANT["batch"])])
+            golden["quantized"]["cases"][" ".join([t, *opts])] = {"type": t, "options": opts, **ppl_values(res)}
     path = os.path.join(ROOT, "tests", "e2e", "data", "golden_perplexity.json")
     with open(path, "w") as f:
         json.dump(golden, f, indent=1, ensure_ascii=False)

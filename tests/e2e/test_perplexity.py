@@ -1,7 +1,7 @@
 """`plumb perplexity` against llama.cpp's llama-perplexity (the numbers it printed, recorded by
 scripts/make-perplexity-golden.py in its reference configuration, where llama.cpp's logits are
 plumb's bit for bit): the running and final perplexity of Gemma 3 (BOS first) and Qwen2 (no
-BOS) at several context sizes and batchings, the KL-divergence base file byte for byte, and
+BOS) at several context sizes and batchings, of Gemma 3 quantized to the low-bit K types, the KL-divergence base file byte for byte, and
 every statistic of a perturbed model against that base. The issue's bar is 4 significant
 digits; the checks hold to the digits printed (the sums' order is llama.cpp's thread order).
 Then the errors: a text shorter than two chunks, a base file that is not one or was made for
@@ -65,6 +65,37 @@ def test_no_repack_gives_the_same_bytes(fixture, plumb_bin, request, tmp_path):
         assert r.returncode == 0, r.stderr
         runs.append((parse_ppl(r.stdout), base.read_bytes()))
     assert runs[0] == runs[1]
+
+
+QUANT = GOLDEN["quantized"]
+
+
+@pytest.fixture(scope="module")
+def gemma_f16(plumb_bin, real_model, tmp_path_factory):
+    """Gemma 3 270M dequantized to F16 by plumb quantize (llama-quantize's file byte for byte)."""
+    out = tmp_path_factory.mktemp("quantized") / "f16.gguf"
+    r = subprocess.run([str(plumb_bin), "quantize", "-q", "--allow-requantize", str(real_model), str(out), "F16", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(QUANT["cases"]))
+def test_quantized_perplexity_is_llama_perplexitys(name, plumb_bin, gemma_f16, tmp_path):
+    """Q2_K, Q3_K_S, Q5_K_S and pure Q5_1 (with the Q4_0 and Q5_1 fallbacks of their rows that are
+    not whole K blocks): the x86 kernels of these types in the reference's arithmetic give its
+    perplexity digit for digit."""
+    g = QUANT["cases"][name]
+    model = tmp_path / "model.gguf"
+    r = subprocess.run([str(plumb_bin), "quantize", "-q", *g["options"], str(gemma_f16), str(model), g["type"], "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", QUANT["ctx"], "--chunks", QUANT["chunks"], "-b", QUANT["batch"], "-t", 2)
+    assert r.returncode == 0, r.stderr
+    chunks, value, err = parse_ppl(r.stdout)
+    assert len(chunks) == len(g["chunks"]), r.stdout
+    assert all(close(a, b) for a, b in zip(chunks, g["chunks"])), (chunks, g["chunks"])
+    assert close(value, g["ppl"]) and close(err, g["err"], rel=1e-3), (value, err, g)
 
 
 def kld_stats(out):
