@@ -115,8 +115,10 @@ static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
     const size_t wr = g->wide ? plumb__wide_row_size(type, n) : (size_t)wb;
     const int R = g->rows;
     float *f = malloc((size_t)n * sizeof *f), *out = malloc(sizeof(float) * T * (size_t)R);
-    uint8_t *w = malloc(wb * (size_t)R), *src = malloc(wr * (size_t)R), *x = malloc(xs), *xp = malloc(prow * T);
-    uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes);
+    /* the matmul's scratch is 64-byte aligned: so are these */
+    uint8_t *w = malloc(wb * (size_t)R), *src = malloc(wr * (size_t)R), *x = malloc(xs);
+    uint8_t *xp = aligned_alloc(64, (prow * T + 63) / 64 * 64);
+    uint8_t *packed = aligned_alloc(64, ((size_t)(n / g->block) * g->pack_bytes + 63) / 64 * 64);
     if (!f || !out || !w || !src || !x || !xp || !packed) {
         fprintf(stderr, "plumb_kernel_bench: out of memory\n");
         return 1;
@@ -160,9 +162,10 @@ __attribute__((target("avx512f,avx512vnni"))) static double int8_peak(void) {
     const long N = 20000000;
     const double t0 = now();
     for (long i = 0; i < N; i++) {
+#pragma GCC unroll 12
         for (int j = 0; j < 12; j++) q[j] = _mm512_dpbusd_epi32(q[j], a, b);
-        __asm__ volatile("" : "+v"(q[0]), "+v"(q[1]), "+v"(q[2]), "+v"(q[3]), "+v"(q[4]), "+v"(q[5]), "+v"(q[6]), "+v"(q[7]),
-                         "+v"(q[8]), "+v"(q[9]), "+v"(q[10]), "+v"(q[11]));
+        __asm__ volatile("" ::"v"(q[0]), "v"(q[1]), "v"(q[2]), "v"(q[3]), "v"(q[4]), "v"(q[5]), "v"(q[6]), "v"(q[7]), "v"(q[8]),
+                         "v"(q[9]), "v"(q[10]), "v"(q[11]));
     }
     return (double)N * 12 * 64 / (now() - t0) * 1e-9;
 }
