@@ -119,7 +119,8 @@ static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
     uint8_t *w = malloc(wb * (size_t)R), *src = malloc(wr * (size_t)R), *x = malloc(xs);
     uint8_t *xp = aligned_alloc(64, (prow * T + 63) / 64 * 64);
     uint8_t *packed = aligned_alloc(64, ((size_t)(n / g->block) * g->pack_bytes + 63) / 64 * 64);
-    if (!f || !out || !w || !src || !x || !xp || !packed) {
+    void *scratch = aligned_alloc(64, ((size_t)(n / g->block) * g->run_bytes + 64) / 64 * 64);
+    if (!f || !out || !w || !src || !x || !xp || !packed || !scratch) {
         fprintf(stderr, "plumb_kernel_bench: out of memory\n");
         return 1;
     }
@@ -143,13 +144,13 @@ static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
         const double tp = (now() - t0) / 64;
         if (tp < pack_best) pack_best = tp;
         t0 = now();
-        for (int i = 0; i < iters; i++) g->run(n, packed, xp, prow, T, out, (size_t)R, R);
+        for (int i = 0; i < iters; i++) g->run(n, packed, xp, prow, T, out, (size_t)R, R, scratch);
         const double gm = macs * iters / (now() - t0) * 1e-9;
         if (gm > best) best = gm;
     }
     printf("| %s | %s | %lld | gemm (packing: %.1f%% of the group's time) | %d x %d | %.1f |%s\n", k->name, plumb_type_name(type),
            (long long)n, 100.0 * pack_best / (macs / best * 1e-9), R, T, best, out[0] != out[0] ? " (NaN)" : "");
-    free(f), free(out), free(w), free(src), free(x), free(xp), free(packed);
+    free(f), free(out), free(w), free(src), free(x), free(xp), free(packed), free(scratch);
     return 0;
 }
 

@@ -895,6 +895,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                 enum { T = 19 };
                 uint8_t *wq = malloc(wb * PLUMB_GEMM_ROWS), *wide = malloc(wrow * PLUMB_GEMM_ROWS + 1);
                 uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes), *xq = malloc(xs * T), *xp = malloc(prow * T);
+                void *scratch = aligned_alloc(64, ((size_t)(n / g->block) * g->run_bytes + 64) / 64 * 64);
                 float *f = malloc((size_t)n * 4), got[T * PLUMB_GEMM_ROWS];
                 for (int rep = 0; rep < 5; rep++) {
                     for (int r = 0; r < R; r++) {
@@ -925,7 +926,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                             g->pack(wq, wb, nrows, packed, n);
                         for (int64_t tt = 1; tt <= T; tt += 3) {
                             for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
-                            g->run(n, packed, xp, prow, tt, got, (size_t)R, nrows);
+                            g->run(n, packed, xp, prow, tt, got, (size_t)R, nrows, scratch);
                             for (int t = 0; t < tt; t++)
                                 for (int r = 0; r < R; r++) {
                                     const float v = got[t * R + r];
@@ -942,7 +943,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                         }
                     }
                 }
-                free(wq), free(wide), free(packed), free(xq), free(xp), free(f);
+                free(wq), free(wide), free(packed), free(xq), free(xp), free(f), free(scratch);
             }
         }
     }

@@ -80,8 +80,11 @@ static size_t matmul_gemm_act_bytes(const plumb_gemm_ops *g, const plumb_tensor 
 static size_t matmul_gemm_wide_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
     return g->wide ? round64(plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]) * (size_t)g->rows) : 0;
 }
+static size_t matmul_gemm_pack_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
+    return round64((size_t)(n->src[0]->ne[0] / g->block) * g->pack_bytes);
+}
 static size_t matmul_gemm_thread_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
-    return matmul_gemm_wide_bytes(g, n) + round64((size_t)(n->src[0]->ne[0] / g->block) * g->pack_bytes);
+    return matmul_gemm_wide_bytes(g, n) + matmul_gemm_pack_bytes(g, n) + round64((size_t)(n->src[0]->ne[0] / g->block) * g->run_bytes);
 }
 
 /* Per-thread buffer for one block of widened weight rows. */
@@ -150,7 +153,7 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
     }
     plumb__cpu_barrier(c);
     uint8_t *wide = xp + matmul_gemm_act_bytes(g, n) + matmul_gemm_thread_bytes(g, n) * (size_t)ith;
-    uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n);
+    uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n), *run_scratch = packed + matmul_gemm_pack_bytes(g, n);
     const size_t wrow = g->wide ? plumb__wide_row_size(w->type, K) : 0;
     const int64_t groups = (N + g->rows - 1) / g->rows;
     int64_t per = (groups + 8 * nth - 1) / (8 * nth);
@@ -167,7 +170,7 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
             } else {
                 g->pack(wr, w->nb[1], rows, packed, K);
             }
-            g->run(K, packed, xp, prow, T, (float *)n->data + r0, (size_t)N, rows);
+            g->run(K, packed, xp, prow, T, (float *)n->data + r0, (size_t)N, rows, run_scratch);
         }
     }
 }

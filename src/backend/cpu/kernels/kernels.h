@@ -96,29 +96,38 @@ typedef void (*plumb_widen_fn)(int type, const void *w, void *out, int64_t n);
 typedef void (*plumb_gemm_pack_fn)(const void *w, size_t ws, int nrows, void *out, int64_t n);
 /* One activation row of n values to the GEMM's form. */
 typedef void (*plumb_gemm_prep_fn)(const void *xq, void *out, int64_t n);
+/* scratch: run_bytes per block of the caller's memory, 64-byte aligned (a GEMM allocates
+ * nothing) */
 typedef void (*plumb_gemm_fn)(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
-                              int nrows);
+                              int nrows, void *scratch);
 typedef struct plumb_gemm_ops {
     int rows;          /* rows of a packed group: PLUMB_GEMM_ROWS or PLUMB_GEMM8_ROWS */
     bool wide;         /* pack takes the set's wide rows (widen) instead of the file's */
     int64_t block;     /* values per block */
     size_t pack_bytes; /* per block of PLUMB_GEMM_ROWS rows */
     size_t act_bytes;  /* per activation block */
+    size_t run_bytes;  /* run's scratch per block */
     plumb_gemm_pack_fn pack;
     plumb_gemm_prep_fn prep;
     plumb_gemm_fn run;
 } plumb_gemm_ops;
 void plumb__gemm8_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm8_prep(const void *xq, void *out, int64_t n);
-void plumb__gemm8(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
+void plumb__gemm8(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                  void *scratch);
 void plumb__gemm16_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_prep(const void *xq, void *out, int64_t n);
-void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
+void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                   void *scratch);
 void plumb__gemm16_pack_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_pack_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n);
-void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
-void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows);
+void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                        void *scratch);
+void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                        void *scratch);
+#define PLUMB_GEMM8_RUN_BYTES (8 * 32)     /* plumb__gemm8's scratch per block */
+#define PLUMB_GEMM_K_RUN_BYTES (2 * 8 * 64) /* plumb__gemm16_q4_k's and _q6_k's per super-block */
 
 /* Converts n floats to F16 (to nearest, ties to even: plumb__fp32_to_fp16's bits). */
 typedef void (*plumb_f32_to_f16_fn)(const float *x, uint16_t *y, int64_t n);

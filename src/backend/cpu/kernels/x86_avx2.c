@@ -1558,12 +1558,14 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #ifdef PLUMB_HAVE_WIDE_DOT4X2
         set.wide_dot4x2_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4x2_lanes[PLUMB_TYPE_Q5_0] =
             set.wide_dot4x2_lanes[PLUMB_TYPE_Q8_0] = wide_dot4x2_lanes;
-        static const plumb_gemm_ops legacy = {PLUMB_GEMM_ROWS, true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, plumb__gemm16_pack,
-                                              plumb__gemm16_prep, plumb__gemm16};
-        static const plumb_gemm_ops q4k = {PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK, plumb__gemm16_pack_q4_k,
-                                           plumb__gemm16_prep_k, plumb__gemm16_q4_k};
-        static const plumb_gemm_ops q6k = {PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK, plumb__gemm16_pack_q6_k,
-                                           plumb__gemm16_prep_k, plumb__gemm16_q6_k};
+        static const plumb_gemm_ops legacy = {PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
+                                              plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16};
+        static const plumb_gemm_ops q4k = {PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
+                                           PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q4_k, plumb__gemm16_prep_k,
+                                           plumb__gemm16_q4_k};
+        static const plumb_gemm_ops q6k = {PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
+                                           PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q6_k, plumb__gemm16_prep_k,
+                                           plumb__gemm16_q6_k};
         set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy;
         set.gemm[PLUMB_TYPE_Q4_K] = &q4k;
         set.gemm[PLUMB_TYPE_Q6_K] = &q6k;
@@ -1575,7 +1577,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.act_prep4 = act_prep4;
         set.act4_block_bytes = ACT4_AVX2_BLOCK_BYTES;
         static const plumb_gemm_ops legacy8 = {PLUMB_GEMM8_ROWS, true, 32, PLUMB_GEMM8_BLOCK, PLUMB_GEMM8_ACT_BLOCK,
-                                               plumb__gemm8_pack, plumb__gemm8_prep, plumb__gemm8};
+                                               PLUMB_GEMM8_RUN_BYTES, plumb__gemm8_pack, plumb__gemm8_prep, plumb__gemm8};
         set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy8;
 #endif
         set.wide_dot[PLUMB_TYPE_Q4_0] = set.wide_dot[PLUMB_TYPE_Q5_0] = set.wide_dot[PLUMB_TYPE_Q8_0] = wide_dot;

@@ -15,7 +15,6 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 #include <immintrin.h>
-#include <stdlib.h>
 
 #define ROWS PLUMB_GEMM8_ROWS
 #define TT_MAX 8
@@ -106,16 +105,15 @@ static inline __attribute__((always_inline)) void tile(int64_t nb, const uint8_t
     }
 }
 
-void plumb__gemm8(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows) {
+void plumb__gemm8(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                  void *scratch) {
     const int64_t nb = n / 32;
-    __m256 *dp = _mm_malloc(sizeof(__m256) * TT_MAX * (size_t)(nb > 0 ? nb : 1), 32);
-    if (!dp) abort(); /* a few KiB per call */
+    __m256 *dp = scratch; /* PLUMB_GEMM8_RUN_BYTES per block */
     const uint8_t *x = xp;
     int64_t t = 0;
     for (; t + TT_MAX <= T; t += TT_MAX) tile(nb, wp, x + (size_t)t * xps, xps, TT_MAX, out + (size_t)t * os, os, nrows, dp);
     for (; t + 4 <= T; t += 4) tile(nb, wp, x + (size_t)t * xps, xps, 4, out + (size_t)t * os, os, nrows, dp);
     for (; t < T; t++) tile(nb, wp, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, nrows, dp);
-    _mm_free(dp);
 }
 
 #endif

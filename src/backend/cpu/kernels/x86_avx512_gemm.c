@@ -117,7 +117,9 @@ static inline __attribute__((always_inline)) void tile(int64_t nb, const uint8_t
  * fill the 32 registers (Gemma 3 270M's Q5_0 640 x 2048 prompt matmul, 512 tokens, 2 threads on
  * an AVX-512 EPYC: 2.14 ms with tiles of 2 tokens, 2.10 with 3, 2.61 with 4, which spills; the
  * four-row kernels took 3.58). */
-void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows) {
+void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                   void *scratch) {
+    (void)scratch;
     const int64_t nb = n / 32;
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const uint8_t *x = xp;

@@ -19,7 +19,6 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 
 #include <immintrin.h>
-#include <stdlib.h>
 
 #define ROWS PLUMB_GEMM_ROWS
 /* A packed super-block of 16 rows: d (F32 x 16), dmin (Q4_K; F32 x 16), 8 registers of int16
@@ -240,24 +239,24 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
 }
 
 static inline __attribute__((always_inline)) void gemm_k(bool q4k, int64_t n, const void *wp, const void *xp, size_t xps,
-                                                         int64_t T, float *out, size_t os, int nrows) {
+                                                         int64_t T, float *out, size_t os, int nrows, void *scratch) {
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const uint8_t *x = xp;
     const int64_t nsb = n / 256;
-    __m512 *dp = _mm_malloc(sizeof(__m512) * 2 * TT_MAX * (size_t)(nsb > 0 ? nsb : 1), 64);
-    if (!dp) abort(); /* a few KiB per call */
+    __m512 *dp = scratch; /* PLUMB_GEMM_K_RUN_BYTES per super-block */
     int64_t t = 0;
     for (; t + TT_MAX <= T; t += TT_MAX) tile(nsb, wp, x + (size_t)t * xps, xps, TT_MAX, q4k, out + (size_t)t * os, os, m, dp);
     for (; t + 4 <= T; t += 4) tile(nsb, wp, x + (size_t)t * xps, xps, 4, q4k, out + (size_t)t * os, os, m, dp);
     for (; t < T; t++) tile(nsb, wp, x + (size_t)t * xps, xps, 1, q4k, out + (size_t)t * os, os, m, dp);
-    _mm_free(dp);
 }
 
-void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows) {
-    gemm_k(true, n, wp, xp, xps, T, out, os, nrows);
+void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                        void *scratch) {
+    gemm_k(true, n, wp, xp, xps, T, out, os, nrows, scratch);
 }
-void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows) {
-    gemm_k(false, n, wp, xp, xps, T, out, os, nrows);
+void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                        void *scratch) {
+    gemm_k(false, n, wp, xp, xps, T, out, os, nrows, scratch);
 }
 
 #endif
