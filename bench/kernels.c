@@ -5,7 +5,8 @@
  *           groups of 4 activation rows (a pp512 batch) stream past, sums batched by hsum8.
  * A gap between the two says the time goes to memory or to the loop, not to the arithmetic.
  *   gemm    the register-tiled GEMM where the set has one for the type: 16 (AVX2: 8) packed rows, 512
- *           prepared activation rows; and the packing's share of that group's time.
+ *           prepared activation rows; and the packing's share of that group's time; then the
+ *           block-sum GEMM (--fast-gemm) where there is one.
  * Then the machine's int8 peak (512-bit vpdpbusd) where the CPU has AVX-512 VNNI.
  * One thread; the best of 5 timed passes.
  *
@@ -104,8 +105,8 @@ static int run(const plumb_kernel_set *k, int type, int64_t n, bool matmul) {
 
 /* The register-tiled GEMM (kernels.h) of a type: 16 packed weight rows against 512 prepared
  * activation rows (a pp512 batch), the packing of the group timed apart. */
-static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
-    const plumb_gemm_ops *g = k->gemm[type];
+static int run_gemm(const plumb_kernel_set *k, int type, int64_t n, bool sums) {
+    const plumb_gemm_ops *g = sums ? k->gemm_sums[type] : k->gemm[type];
     if (!g) return 0;
     enum { T = 512 };
     uint64_t wb;
@@ -148,8 +149,9 @@ static int run_gemm(const plumb_kernel_set *k, int type, int64_t n) {
         const double gm = macs * iters / (now() - t0) * 1e-9;
         if (gm > best) best = gm;
     }
-    printf("| %s | %s | %lld | gemm (packing: %.1f%% of the group's time) | %d x %d | %.1f |%s\n", k->name, plumb_type_name(type),
-           (long long)n, 100.0 * pack_best / (macs / best * 1e-9), R, T, best, out[0] != out[0] ? " (NaN)" : "");
+    printf("| %s | %s | %lld | gemm%s (packing: %.1f%% of the group's time) | %d x %d | %.1f |%s\n", k->name,
+           plumb_type_name(type), (long long)n, sums ? ", block sums (--fast-gemm)" : "", 100.0 * pack_best / (macs / best * 1e-9), R,
+           T, best, out[0] != out[0] ? " (NaN)" : "");
     free(f), free(out), free(w), free(src), free(x), free(xp), free(packed), free(scratch);
     return 0;
 }
@@ -191,7 +193,8 @@ int main(void) {
         for (size_t i = 0; sets[s] && i < sizeof shapes / sizeof shapes[0]; i++) {
             for (int m = 0; m < 2; m++)
                 if (run(sets[s], shapes[i].type, shapes[i].n, m == 1)) return 1;
-            if (run_gemm(sets[s], shapes[i].type, shapes[i].n)) return 1;
+            if (run_gemm(sets[s], shapes[i].type, shapes[i].n, false) || run_gemm(sets[s], shapes[i].type, shapes[i].n, true))
+                return 1;
         }
     if (sets[1])
         printf("\nint8 peak of this core (512-bit vpdpbusd, 12 independent chains): %.1f G MAC/s\n", int8_peak());

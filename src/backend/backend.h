@@ -117,8 +117,9 @@ plumb_status plumb_backend_lookup(const char *spec, const plumb_backend_reg **re
 /* The CPU backend with n_threads compute threads (the calling thread is one of them). */
 plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out);
 /* Whether the CPU backend cpu packs weight rows for its register-tiled GEMM in prompt matmuls
- * (on by default; results are the same either way). */
-void plumb_backend_cpu_set_repack(plumb_backend *cpu, bool repack);
+ * (repack, on by default; results are the same either way), and whether that GEMM sums blocks
+ * in one integer where it can (block_sums: plumb_context_params.fast_gemm, off by default). */
+void plumb_backend_cpu_set_gemm(plumb_backend *cpu, bool repack, bool block_sums);
 void plumb_backend_free(plumb_backend *b);
 /* A buffer of the CPU backend cpu over host memory [p, p + size) that the caller keeps
  * (borrowed: freeing the buffer leaves the memory). */

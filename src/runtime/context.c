@@ -139,7 +139,7 @@ plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *
     /* room for the copies between devices too */
     if ((st = plumb_graph_init(&c->graph, 72 * hp->n_layer + 128))) goto fail;
     if ((st = plumb_backend_cpu_create(p.n_threads, &c->cpu))) goto fail;
-    plumb_backend_cpu_set_repack(c->cpu, !p.no_repack);
+    plumb_backend_cpu_set_gemm(c->cpu, !p.no_repack, p.fast_gemm);
     c->sched.backends[0] = c->cpu;
     c->sched.n_backends = 1;
     if (dev) {

@@ -1173,6 +1173,7 @@ plumb_status plumb_server_start(const plumb_server_params *p, plumb_server_t **o
                                  .n_ctx = p->n_ctx,
                                  .n_threads = p->n_threads,
                                  .no_repack = p->no_repack,
+                                 .fast_gemm = p->fast_gemm,
                                  .n_batch = p->n_batch,
                                  .prefill_chunk = p->prefill_chunk,
                                  .queue_size = p->queue_size,

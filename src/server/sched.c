@@ -903,6 +903,7 @@ static plumb_status open_model(plumb_srv_sched *s, const char *path, plumb_model
         cp.n_ctx = s->p.n_ctx;
         cp.n_threads = s->p.n_threads;
         cp.no_repack = s->p.no_repack;
+        cp.fast_gemm = s->p.fast_gemm;
         cp.n_seq = s->p.n_parallel;
         if (s->p.n_batch > 0) cp.n_batch = s->p.n_batch;
         cp.embeddings = s->p.embeddings;

@@ -41,6 +41,7 @@ typedef struct plumb_srv_sched_params {
     int32_t n_ctx;         /* positions per slot; 0: min(model, 4096) */
     int32_t n_threads;     /* 0: all online CPUs */
     bool no_repack;        /* plumb_context_params.no_repack */
+    bool fast_gemm;        /* plumb_context_params.fast_gemm */
     int32_t n_batch;       /* tokens per decode step at most */
     int32_t prefill_chunk; /* prompt tokens per step while other slots generate */
     int32_t queue_size;    /* jobs that may wait for a slot */

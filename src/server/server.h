@@ -68,6 +68,7 @@ typedef struct plumb_server_params {
     int32_t n_ctx;           /* positions per slot (0: min(model, 4096)) */
     int32_t n_threads;       /* compute threads (0: all online CPUs) */
     bool no_repack;          /* plumb_context_params.no_repack */
+    bool fast_gemm;          /* plumb_context_params.fast_gemm */
     int32_t n_batch;         /* tokens per decode step at most (default 512) */
     int32_t prefill_chunk;   /* prompt tokens per step while others generate (default 64) */
     int32_t queue_size;      /* requests that may wait for a slot (default 16) */

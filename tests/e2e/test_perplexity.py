@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -96,6 +97,28 @@ def test_quantized_perplexity_is_llama_perplexitys(name, plumb_bin, gemma_f16, t
     assert len(chunks) == len(g["chunks"]), r.stdout
     assert all(close(a, b) for a, b in zip(chunks, g["chunks"])), (chunks, g["chunks"])
     assert close(value, g["ppl"]) and close(err, g["err"], rel=1e-3), (value, err, g)
+
+
+def test_fast_gemm_is_the_portable_kernels_arithmetic(plumb_bin, gemma_f16, tmp_path):
+    """--fast-gemm sums each block of Q4_0/Q5_0/Q8_0 weights as one integer, in the portable
+    (generic) kernels' order: on a model of Q5_0 weights only, its log-probabilities are, byte for
+    byte, those of the generic kernel set (PLUMB_KERNELS=generic), and not those of the default,
+    which follows llama.cpp's x86 order."""
+    model = tmp_path / "q5_0.gguf"
+    r = subprocess.run([str(plumb_bin), "quantize", "-q", "--pure", str(gemma_f16), str(model), "Q5_0", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    files = {}
+    for name, extra, env in [("fast", ["--fast-gemm"], {}), ("generic", [], {"PLUMB_KERNELS": "generic"}),
+                             ("default", [], {})]:
+        base = tmp_path / f"{name}.kld"
+        r = subprocess.run([str(plumb_bin), "perplexity", "-m", str(model), "-f", TEXT, "-c", "128", "--chunks", "4",
+                            "-b", "512", "-t", "2", "--kl-divergence-base", str(base), *extra],
+                           capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        files[name] = base.read_bytes()
+    assert files["fast"] == files["generic"]
+    assert files["fast"] != files["default"]
 
 
 def kld_stats(out):

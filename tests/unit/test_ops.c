@@ -866,7 +866,8 @@ KERNEL_TEST(widened_rows_give_the_same_dots) {
 
 /* The register-tiled GEMM gives the set's own one-row vec_dot (the x86 reference arithmetic,
  * which vnni_kernels_equal_avx2_kernels ties to the AVX2 set's) of every (weight row,
- * activation row) pair bit for bit, for every type the set has one for: any number of rows in a
+ * activation row) pair bit for bit, and the block-sum GEMM the generic set's, for every type the
+ * set has one for: any number of rows in a
  * packed group, any number of activation rows (whole tiles and the rest), quantized rows and
  * rows of random bytes (every scale and code a file may hold, -128 bytes of Q8_0 and Q6_K
  * scales among them; the F16 scales kept finite), all-zero activation rows. */
@@ -892,7 +893,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                 plumb_type_row_bytes(type, n, &wb);
                 const size_t wrow = plumb__wide_row_size(type, n), xs = plumb__act_row_size(act, n);
                 const size_t prow = (size_t)(n / g->block) * g->act_bytes;
-                enum { T = 19 };
+                enum { T = 29 };
                 uint8_t *wq = malloc(wb * PLUMB_GEMM_ROWS), *wide = malloc(wrow * PLUMB_GEMM_ROWS + 1);
                 uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes), *xq = malloc(xs * T), *xp = malloc(prow * T);
                 void *scratch = aligned_alloc(64, ((size_t)(n / g->block) * g->run_bytes + 64) / 64 * 64);
@@ -939,6 +940,26 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                                         plumb_test_fail(__FILE__, __LINE__, "%s gemm %s n=%lld rows=%d T=%lld rep %d (%d, %d): %a, want %a",
                                                         ks->name, plumb_type_name(type), (long long)n, nrows, (long long)tt, rep,
                                                         r, t, (double)v, (double)want);
+                                }
+                            /* the block-sum GEMM, on the same packed rows: the generic set's results */
+                            const plumb_gemm_ops *gs = ks->gemm_sums[type];
+                            if (!gs) continue;
+                            CHECK(gs->rows == R && gs->pack == g->pack && gs->prep == g->prep);
+                            checked(KS_GENERIC);
+                            for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
+                            gs->run(n, packed, xp, prow, tt, got, (size_t)R, nrows, scratch);
+                            for (int t = 0; t < tt; t++)
+                                for (int r = 0; r < R; r++) {
+                                    const float v = got[t * R + r];
+                                    if (r >= nrows) {
+                                        CHECK(v == -1.0f);
+                                        continue;
+                                    }
+                                    const float want = sets[KS_GENERIC]->vec_dot[type](n, wq + (size_t)r * wb, xq + (size_t)t * xs);
+                                    if (memcmp(&want, &v, 4) != 0)
+                                        plumb_test_fail(__FILE__, __LINE__, "%s block-sum gemm %s n=%lld rows=%d T=%lld (%d, %d): %a, want %a",
+                                                        ks->name, plumb_type_name(type), (long long)n, nrows, (long long)tt, r, t,
+                                                        (double)v, (double)want);
                                 }
                         }
                     }

@@ -46,6 +46,7 @@ typedef struct bench_options {
     enum { OUT_MD, OUT_JSON, OUT_CSV } output;
     bool membw;     /* measure the read bandwidth (off: no roofline) */
     bool no_repack; /* plumb_context_params.no_repack */
+    bool fast_gemm; /* plumb_context_params.fast_gemm */
     plumb_model_params mp;
 } bench_options;
 
@@ -83,7 +84,8 @@ static const char bench_usage[] =
     "  -o, --output FORMAT    md (default), json or csv (llama-bench's columns)\n"
     "      --no-membw         skip the read-bandwidth measurement (no roofline)\n"
     "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n"
-    "      --no-repack        prompts without the interleaved weight rows of the CPU's GEMM (same results)\n";
+    "      --no-repack        prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --fast-gemm        prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n";
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -156,6 +158,10 @@ static int parse_options(bench_options *o, int argc, char **argv) {
         }
         if (!strcmp(a, "--no-repack")) {
             o->no_repack = true;
+            continue;
+        }
+        if (!strcmp(a, "--fast-gemm")) {
+            o->fast_gemm = true;
             continue;
         }
         int k = -1;
@@ -632,6 +638,7 @@ int cmd_bench(int argc, char **argv) {
         cp.n_batch = n_batch;
         cp.n_threads = threads;
         cp.no_repack = o.no_repack;
+        cp.fast_gemm = o.fast_gemm;
         cp.n_seq = 1;
         if ((st = plumb_context_create(model, &cp, &ctx))) {
             cli_error("bench", st, NULL);

@@ -40,13 +40,14 @@ static const char usage[] =
     "      --process-output         collect output.weight too\n"
     "      --no-ppl                 do not compute the running perplexity\n"
     "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --fast-gemm              prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n"
     "  -t, --threads N              compute threads (default: the CPUs this process may use)\n";
 
 typedef struct im_opts {
     const char *model, *text, *out;
     const char *in_files[MAX_IN_FILES];
     int n_in;
-    bool dat, process_output, no_ppl, no_repack;
+    bool dat, process_output, no_ppl, no_repack, fast_gemm;
     int32_t n_ctx, n_batch, n_ubatch, n_chunks, skip, threads;
     plumb_model_params mp;
 } im_opts;
@@ -68,6 +69,8 @@ static int parse(im_opts *o, int argc, char **argv) {
             o->no_ppl = true;
         } else if (!strcmp(a, "--no-repack")) {
             o->no_repack = true;
+        } else if (!strcmp(a, "--fast-gemm")) {
+            o->fast_gemm = true;
         } else if (options_is(a, "--model", "-m") || options_is(a, "--file", "-f") || options_is(a, "--output-file", "-o") ||
                    options_is(a, "--output", NULL) || options_is(a, "--output-format", NULL) || options_is(a, "--in-file", NULL) ||
                    options_is(a, "--device", NULL) || options_is(a, "--remote-key-file", NULL)) {
@@ -162,6 +165,7 @@ static plumb_status run_open(run *r, const im_opts *o) {
     cp.n_batch = r->n_ubatch;
     if (o->threads > 0) cp.n_threads = o->threads;
     cp.no_repack = o->no_repack;
+    cp.fast_gemm = o->fast_gemm;
     if ((st = plumb_context_create(r->m, &cp, &r->ctx))) return st;
     const size_t n = (size_t)r->n_ubatch + (size_t)r->n_seq;
     r->ids = malloc(n * sizeof *r->ids), r->pos = malloc(n * sizeof *r->pos), r->seq = malloc(n * sizeof *r->seq);

@@ -32,11 +32,12 @@ static const char usage[] =
     "  -t, --threads N              compute threads (default: the CPUs this process may use)\n"
     "      --kl-divergence-base F   also save the log-probabilities of every scored token to F\n"
     "      --kl-divergence          measure the model against F (its tokens; -f is not needed)\n"
-    "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n";
+    "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --fast-gemm              prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n";
 
 typedef struct ppl_opts {
     const char *model, *text, *base;
-    bool kld, no_repack;
+    bool kld, no_repack, fast_gemm;
     int32_t n_ctx, n_batch, n_chunks, threads;
     plumb_model_params mp;
 } ppl_opts;
@@ -55,6 +56,8 @@ static int parse(ppl_opts *o, int argc, char **argv) {
             o->kld = true;
         } else if (!strcmp(a, "--no-repack")) {
             o->no_repack = true;
+        } else if (!strcmp(a, "--fast-gemm")) {
+            o->fast_gemm = true;
         } else if (options_is(a, "--model", "-m") || options_is(a, "--file", "-f") || options_is(a, "--kl-divergence-base", NULL) ||
                    options_is(a, "--device", NULL) || options_is(a, "--remote-key-file", NULL)) {
             if (!(v = options_value("perplexity", argc, argv, &i))) return 2;
@@ -130,6 +133,7 @@ static plumb_status run_open(run *r, const ppl_opts *o, const char *path, int32_
     cp.n_batch = n_ctx < 512 ? n_ctx : 512;
     if (o->threads > 0) cp.n_threads = o->threads;
     cp.no_repack = o->no_repack;
+    cp.fast_gemm = o->fast_gemm;
     if ((st = plumb_context_create(r->m, &cp, &r->ctx))) return st;
     const size_t n = (size_t)r->n_seq * (size_t)n_ctx;
     r->ids = malloc(n * sizeof *r->ids), r->pos = malloc(n * sizeof *r->pos), r->seq = malloc(n * sizeof *r->seq);

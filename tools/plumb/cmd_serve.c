@@ -62,6 +62,7 @@ static const char serve_usage[] =
     "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
     "      --no-repack           prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --fast-gemm           prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n"
     "      --device D            where every model loaded computes: cpu (default), opencl or opencl:N (see\n"
     "                            plumb info), or remote:HOST:PORT (a plumb rpc-server); when a remote device\n"
     "                            drops, the requests that had produced text end with 503, /health says 503\n"
@@ -96,7 +97,7 @@ static void *shutdown_main(void *arg) {
 enum {
     SV_MODEL, SV_HOST, SV_PORT, SV_PARALLEL, SV_CTX_SIZE, SV_THREADS, SV_BATCH_SIZE, SV_PREFILL_CHUNK, SV_QUEUE,
     SV_API_KEY, SV_PUBLIC_METRICS, SV_ALIAS, SV_CHAT_FORMAT, SV_CHAT_TEMPLATE_FILE, SV_TIMEOUT, SV_MAX_BODY,
-    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_NO_REPACK,
+    SV_MAX_CONNECTIONS, SV_MAX_PER_CLIENT, SV_REQUEST_TIMEOUT, SV_LOG, SV_LOG_FORMAT, SV_SLOTS, SV_EMBEDDINGS, SV_POOLING, SV_MMAP, SV_NO_REPACK, SV_FAST_GEMM,
     SV_DEVICE, SV_REMOTE_KEY_FILE, SV_OFFLOAD, SV_N_GPU_LAYERS, SV_MODELS_DIR, SV_STORE, SV_AGENT_PORT, SV_AGENT_HOST, SV_DRAIN_DELAY,
     SV_COUNT
 };
@@ -130,6 +131,7 @@ static const struct {
     [SV_POOLING] = {"--pooling", NULL, false},
     [SV_MMAP] = {"--mmap", NULL, true},
     [SV_NO_REPACK] = {"--no-repack", NULL, true},
+    [SV_FAST_GEMM] = {"--fast-gemm", NULL, true},
     [SV_DEVICE] = {"--device", NULL, false},
     [SV_REMOTE_KEY_FILE] = {"--remote-key-file", NULL, false},
     [SV_OFFLOAD] = {"--offload", "-ngl", false},
@@ -166,6 +168,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
     case SV_EMBEDDINGS:
     case SV_STORE:
     case SV_NO_REPACK:
+    case SV_FAST_GEMM:
     case SV_MMAP: {
         const bool on = !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "on");
         ok = on || !strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "off");
@@ -175,6 +178,7 @@ static int serve_set(plumb_server_params *p, int k, const char *v, const char *f
         else if (k == SV_EMBEDDINGS) p->embeddings = on;
         else if (k == SV_STORE) use_store = on;
         else if (k == SV_NO_REPACK) p->no_repack = on;
+        else if (k == SV_FAST_GEMM) p->fast_gemm = on;
         else p->use_mmap = on;
         break;
     }

@@ -221,7 +221,11 @@ static const plumb_backend_iface cpu_iface = {
     .device_info = plumb__cpu_device_info,
 };
 
-void plumb_backend_cpu_set_repack(plumb_backend *cpu, bool repack) { ((plumb_cpu_ctx *)cpu->ctx)->no_repack = !repack; }
+void plumb_backend_cpu_set_gemm(plumb_backend *cpu, bool repack, bool block_sums) {
+    plumb_cpu_ctx *c = cpu->ctx;
+    c->no_repack = !repack;
+    c->block_sums = block_sums;
+}
 
 plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out) {
     if (n_threads < 1 || n_threads > 512) return plumb__fail(PLUMB_E_INVALID_ARG, "thread count %d out of range (1-512)", n_threads);

@@ -23,6 +23,7 @@ typedef struct plumb_cpu_ctx {
     int64_t *chunk_base; /* [n_threads] */
     plumb_cpu_profile *prof; /* NULL unless PLUMB_PROFILE is set (cpu_profile.c) */
     bool no_repack;          /* prompt matmuls without the kernel set's GEMM */
+    bool block_sums;         /* its block-sum GEMM where it has one (plumb_backend_cpu_set_gemm) */
 } plumb_cpu_ctx;
 
 /* Grows the scratch buffer to what the largest node of g needs (before compute). */

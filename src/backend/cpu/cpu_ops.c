@@ -68,7 +68,10 @@ static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
 #define MATMUL_GEMM_ROWS 8
 
 static const plumb_gemm_ops *matmul_gemm(const plumb_cpu_ctx *c, const plumb_tensor *n) {
-    const plumb_gemm_ops *g = c->no_repack ? NULL : c->kernels->gemm[n->src[0]->type];
+    const int type = n->src[0]->type;
+    const plumb_gemm_ops *g = c->no_repack                                ? NULL
+                              : c->block_sums && c->kernels->gemm_sums[type] ? c->kernels->gemm_sums[type]
+                                                                          : c->kernels->gemm[type];
     return n_rows(n->src[1]) >= MATMUL_GEMM_ROWS && g && n->src[0]->ne[0] % g->block == 0 ? g : NULL;
 }
 

@@ -119,6 +119,8 @@ void plumb__gemm16_pack(const void *wide, size_t ws, int nrows, void *out, int64
 void plumb__gemm16_prep(const void *xq, void *out, int64_t n);
 void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                    void *scratch);
+void plumb__gemm16_block_sums(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                              int nrows, void *scratch);
 void plumb__gemm16_pack_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_pack_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n);
@@ -217,6 +219,9 @@ typedef struct plumb_kernel_set {
     plumb_vec_dot4x2_fn wide_dot4x2_lanes[PLUMB_TYPE_COUNT];
     /* the prompt GEMM of each type (NULL: none) */
     const plumb_gemm_ops *gemm[PLUMB_TYPE_COUNT];
+    /* the block-sum GEMM (plumb_context_params.fast_gemm): the generic set's vec_dot results,
+     * faster, not the x86 reference's (NULL: none for the type) */
+    const plumb_gemm_ops *gemm_sums[PLUMB_TYPE_COUNT];
     /* out[i] = the sum of the eight floats at x + 8i in the kernels' order:
      * ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)) */
     void (*hsum8)(const float *x, int64_t n, float *out);

@@ -1567,6 +1567,9 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
                                            PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q6_k, plumb__gemm16_prep_k,
                                            plumb__gemm16_q6_k};
         set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy;
+        static const plumb_gemm_ops sums = {PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
+                                            plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16_block_sums};
+        set.gemm_sums[PLUMB_TYPE_Q4_0] = set.gemm_sums[PLUMB_TYPE_Q5_0] = set.gemm_sums[PLUMB_TYPE_Q8_0] = &sums;
         set.gemm[PLUMB_TYPE_Q4_K] = &q4k;
         set.gemm[PLUMB_TYPE_Q6_K] = &q6k;
 #endif
