@@ -75,6 +75,8 @@ def parse_args():
     ap.add_argument("--python", help="interpreter with llama_cpp (default: .venv-peer, created when missing)")
     ap.add_argument("--no-extra-bufts", dest="extra_bufts", action="store_false",
                     help="turn llama.cpp's extra weight buffers (repacked layouts) off")
+    ap.add_argument("--fast-gemm", action="store_true",
+                    help="plumb with --fast-gemm (prompt blocks summed in one integer: not llama.cpp's exact logits)")
     ap.add_argument("--load", choices=["default", "mmap", "read"], default="default",
                     help="how both engines hold the weights: each its default (llama.cpp maps the file, "
                          "plumb reads it into memory), both a file mapping, or both read into memory")
@@ -232,7 +234,8 @@ def plumb_once(args, threads, p, n, d):
     """One `plumb bench -r 1` process: {"pp512": t/s, "tg128": t/s} (" @ dD" after each name
     for a depth D > 0)."""
     argv = [args.plumb, "bench", "-m", args.model, "-p", str(p), "-n", str(n), "-d", str(d), "-t", str(threads),
-            "-r", "1", "-o", "json", "--no-membw"] + (["--mmap"] if args.load == "mmap" else [])
+            "-r", "1", "-o", "json", "--no-membw"] + (["--mmap"] if args.load == "mmap" else []) + \
+           (["--fast-gemm"] if args.fast_gemm else [])
     r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -292,12 +295,14 @@ def run(args):
     finally:
         llm.close()
 
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "unknown")
+    print(f"cpu: {cpu}, {os.cpu_count()} CPUs")
     print(f"model: {os.path.relpath(args.model, ROOT) if args.model.startswith(ROOT) else args.model}")
     print(f"weights: {'each engine its default (llama.cpp: file mapping; plumb: read into memory)' if args.load == 'default' else 'both ' + ('a file mapping' if args.load == 'mmap' else 'read into memory')}")
     print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-peer), use_extra_bufts="
           f"{args.extra_bufts}, default kernels and context settings (flash attention: auto); "
           + llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip())
-    print(f"plumb: {plumb_version[0] if plumb_version else args.plumb}")
+    print(f"plumb: {plumb_version[0] if plumb_version else args.plumb}{' --fast-gemm' if args.fast_gemm else ''}")
     print(f"{args.repetitions} interleaved repetitions, mean ± sd of t/s")
     print()
     print("| threads | test | llama.cpp t/s | plumb t/s | plumb/llama |")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # compare.sh — plumb against llama.cpp, side by side on one model and the same thread counts.
 #
-#   bench/compare.sh [-m MODEL] [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 3] [--plumb PATH] [--no-extra-bufts]
+#   bench/compare.sh [-m MODEL] [-p 512] [-n 128] [-d 0] [-t 1,2] [-r 3] [--plumb PATH] [--no-extra-bufts] [--fast-gemm]
 #                    [--load default|mmap|read]
 #
 # Both engines are measured the llama-bench way (pp = one batch of -p prompt tokens, tg = -n
