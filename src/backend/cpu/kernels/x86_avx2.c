@@ -42,6 +42,8 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
+#include "backend/cpu/kernels/x86_q6k.h"
+
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -514,7 +516,6 @@ static float dot_f16(int64_t n, const void *w, const void *x) {
 static float dot_q6_k(int64_t n, const void *w, const void *x) {
     const uint8_t *a = w, *b = x;
     __m256 acc = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / 256; i++, a += 210, b += 292) {
         prefetch_block(a, 210);
         float dy;
@@ -526,16 +527,8 @@ static float dot_q6_k(int64_t n, const void *w, const void *x) {
         const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
-            const uint8_t *L = a + 64 * h, *H = a + 128 + 32 * h;
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)L), l1 = _mm256_loadu_si256((const __m256i *)(L + 32));
-            const __m256i hb = _mm256_loadu_si256((const __m256i *)H);
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+            plumb__q6k_codes(a, h, q);
             for (int k = 0; k < 4; k++) {
                 const int g = 8 * h + 2 * k; /* two 16-element groups per 32 values */
                 const __m256i yk = _mm256_loadu_si256((const __m256i *)(y + 128 * h + 32 * k));
@@ -662,33 +655,37 @@ static inline __attribute__((always_inline)) __m256 q2k_col(__m256 acc, const q2
     return _mm256_fmadd_ps(_mm256_set1_ps(dy * k->d), _mm256_cvtepi32_ps(sumi), acc);
 }
 
-static float dot_q2_k(int64_t n, const void *w, const void *x) {
-    const uint8_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++, a += 84, b += 292) {
-        prefetch_block(a, 84);
-        q2k_block k;
-        q2k_decode(a, &k);
-        acc = q2k_col(acc, &k, b);
+/* The one-row and four-row kernels of a K type from its super-block decoder (pre##_decode into
+ * a pre##_block) and its column step (pre##_col): the block is decoded once for the 4 rows. */
+#define K_DOT_PAIR(name, pre, wbytes)                                                                     \
+    static float dot_##name(int64_t n, const void *w, const void *x) {                                   \
+        const uint8_t *a = w, *b = x;                                                                    \
+        __m256 acc = _mm256_setzero_ps();                                                                \
+        for (int64_t i = 0; i < n / 256; i++, a += (wbytes), b += 292) {                                 \
+            prefetch_block(a, (wbytes));                                                                 \
+            pre##_block k;                                                                               \
+            pre##_decode(a, &k);                                                                         \
+            acc = pre##_col(acc, &k, b);                                                                 \
+        }                                                                                                \
+        return hsum(acc);                                                                                \
+    }                                                                                                    \
+    static void dot4_##name(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) { \
+        (void)xsv;                                                                                       \
+        const uint8_t *a = w, *b = x;                                                                    \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                        \
+        for (int64_t i = 0; i < n / 256; i++, a += (wbytes), b += 292) {                                 \
+            prefetch_block(a, (wbytes));                                                                 \
+            pre##_block k;                                                                               \
+            pre##_decode(a, &k);                                                                         \
+            acc0 = pre##_col(acc0, &k, b);                                                               \
+            acc1 = pre##_col(acc1, &k, b + xs);                                                          \
+            acc2 = pre##_col(acc2, &k, b + 2 * xs);                                                      \
+            acc3 = pre##_col(acc3, &k, b + 3 * xs);                                                      \
+        }                                                                                                \
+        out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);              \
     }
-    return hsum(acc);
-}
 
-static void dot4_q2_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
-    (void)xsv;
-    const uint8_t *a = w, *b = x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t i = 0; i < n / 256; i++, a += 84, b += 292) {
-        prefetch_block(a, 84);
-        q2k_block k;
-        q2k_decode(a, &k);
-        acc0 = q2k_col(acc0, &k, b);
-        acc1 = q2k_col(acc1, &k, b + xs);
-        acc2 = q2k_col(acc2, &k, b + 2 * xs);
-        acc3 = q2k_col(acc3, &k, b + 3 * xs);
-    }
-    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
-}
+K_DOT_PAIR(q2_k, q2k, 84)
 
 /* A Q3_K super-block (110 bytes: 32 bytes of high bits, 64 of 2-bit codes, 12 of 6-bit scales,
  * F16 d). Value = code - 4 where its high bit is clear: as the reference, the code and the 4
@@ -738,33 +735,7 @@ static inline __attribute__((always_inline)) __m256 q3k_col(__m256 acc, const q3
     return _mm256_fmadd_ps(_mm256_set1_ps(dy * k->d), _mm256_cvtepi32_ps(sumi), acc);
 }
 
-static float dot_q3_k(int64_t n, const void *w, const void *x) {
-    const uint8_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 256; i++, a += 110, b += 292) {
-        prefetch_block(a, 110);
-        q3k_block k;
-        q3k_decode(a, &k);
-        acc = q3k_col(acc, &k, b);
-    }
-    return hsum(acc);
-}
-
-static void dot4_q3_k(int64_t n, const void *w, const void *x, size_t xs, const float *xsv, float *out) {
-    (void)xsv;
-    const uint8_t *a = w, *b = x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (int64_t i = 0; i < n / 256; i++, a += 110, b += 292) {
-        prefetch_block(a, 110);
-        q3k_block k;
-        q3k_decode(a, &k);
-        acc0 = q3k_col(acc0, &k, b);
-        acc1 = q3k_col(acc1, &k, b + xs);
-        acc2 = q3k_col(acc2, &k, b + 2 * xs);
-        acc3 = q3k_col(acc3, &k, b + 3 * xs);
-    }
-    out[0] = hsum(acc0), out[1] = hsum(acc1), out[2] = hsum(acc2), out[3] = hsum(acc3);
-}
+K_DOT_PAIR(q3_k, q3k, 110)
 
 /* ---- four activation rows per weight row --------------------------------------------------
  * Each column keeps its own accumulator and sees exactly the operations of the one-row

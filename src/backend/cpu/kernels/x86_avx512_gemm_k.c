@@ -18,6 +18,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 
+#include "backend/cpu/kernels/x86_q6k.h"
+
 #include <immintrin.h>
 
 #define ROWS PLUMB_GEMM_ROWS
@@ -69,18 +71,9 @@ static void decode_q6_k(const uint8_t *a, int16_t *w, int32_t *extra, float *d, 
     const int8_t *sc = (const int8_t *)(a + 192);
     for (int l = 0; l < 8; l++)
         extra[l] = (int32_t)((uint32_t)(uint16_t)(int16_t)(-32 * sc[2 * l]) | (uint32_t)(uint16_t)(int16_t)(-32 * sc[2 * l + 1]) << 16);
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int hh = 0; hh < 2; hh++) {
-        const uint8_t *L = a + 64 * hh, *H = a + 128 + 32 * hh;
-        const __m256i l0 = _mm256_loadu_si256((const __m256i *)L), l1 = _mm256_loadu_si256((const __m256i *)(L + 32));
-        const __m256i hb = _mm256_loadu_si256((const __m256i *)H);
         __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-        q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+        plumb__q6k_codes(a, hh, q);
         for (int k = 0; k < 4; k++) { /* values 128 hh + 32 k .. + 31: groups g (first 16) and g + 1 */
             const int g = 8 * hh + 2 * k;
             const __m512i s = _mm512_inserti64x4(_mm512_set1_epi16(sc[g]), _mm256_set1_epi16(sc[g + 1]), 1);
