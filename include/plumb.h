@@ -590,7 +590,7 @@ typedef struct plumb_context_params {
     bool no_repack;    /* prompt matmuls read the weights in their file layout instead of
                           interleaving 16 rows at a time for the CPU's register-tiled GEMM
                           (where its kernel set has one): the same results, slower prompts */
-    bool fast_gemm;    /* that GEMM sums each block's products of Q4_0/Q5_0/Q8_0 weights as one
+    bool fast_gemm;    /* that GEMM sums each block's products (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K) as one
                           integer (the portable kernels' order) instead of llama.cpp's x86 order:
                           faster prompts, logits no longer bit-identical to llama.cpp's (KL
                           divergence in docs/backends.md); off by default */

@@ -40,16 +40,20 @@ def close(a, b, rel=1e-4, abs_=1e-6):
     return abs(a - b) <= max(rel * abs(b), abs_)
 
 
-@pytest.mark.parametrize("name", sorted(GOLDEN["cases"]))
-def test_perplexity_is_llama_perplexitys(name, plumb_bin, request):
-    g = GOLDEN["cases"][name]
-    model = request.getfixturevalue(MODELS[g["model"]])
-    r = ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", g["ctx"], "--chunks", g["n_chunks"], "-b", g["batch"], "-t", 2)
+def assert_golden(r, g):
+    """A perplexity run r printed the recorded chunks, final value and error of g."""
     assert r.returncode == 0, r.stderr
     chunks, value, err = parse_ppl(r.stdout)
     assert len(chunks) == len(g["chunks"]), r.stdout
     assert all(close(a, b) for a, b in zip(chunks, g["chunks"])), (chunks, g["chunks"])
     assert close(value, g["ppl"]) and close(err, g["err"], rel=1e-3), (value, err, g)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["cases"]))
+def test_perplexity_is_llama_perplexitys(name, plumb_bin, request):
+    g = GOLDEN["cases"][name]
+    model = request.getfixturevalue(MODELS[g["model"]])
+    assert_golden(ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", g["ctx"], "--chunks", g["n_chunks"], "-b", g["batch"], "-t", 2), g)
 
 
 @pytest.mark.parametrize("fixture", ["real_model", "qwen_model"])
@@ -91,23 +95,18 @@ def test_quantized_perplexity_is_llama_perplexitys(name, plumb_bin, gemma_f16, t
     r = subprocess.run([str(plumb_bin), "quantize", "-q", *g["options"], str(gemma_f16), str(model), g["type"], "2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    r = ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", QUANT["ctx"], "--chunks", QUANT["chunks"], "-b", QUANT["batch"], "-t", 2)
-    assert r.returncode == 0, r.stderr
-    chunks, value, err = parse_ppl(r.stdout)
-    assert len(chunks) == len(g["chunks"]), r.stdout
-    assert all(close(a, b) for a, b in zip(chunks, g["chunks"])), (chunks, g["chunks"])
-    assert close(value, g["ppl"]) and close(err, g["err"], rel=1e-3), (value, err, g)
+    assert_golden(ppl(plumb_bin, "-m", model, "-f", TEXT, "-c", QUANT["ctx"], "--chunks", QUANT["chunks"], "-b", QUANT["batch"],
+                      "-t", 2), g)
 
 
-def test_fast_gemm_is_the_portable_kernels_arithmetic(plumb_bin, gemma_f16, tmp_path):
-    """--fast-gemm sums each block of Q4_0/Q5_0/Q8_0 weights as one integer, in the portable
-    (generic) kernels' order: on a model of Q5_0 weights only, its log-probabilities are, byte for
-    byte, those of the generic kernel set (PLUMB_KERNELS=generic), and not those of the default,
-    which follows llama.cpp's x86 order."""
-    model = tmp_path / "q5_0.gguf"
-    r = subprocess.run([str(plumb_bin), "quantize", "-q", "--pure", str(gemma_f16), str(model), "Q5_0", "2"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+@pytest.mark.parametrize("fixture", ["real_model", "qwen_model"])
+def test_fast_gemm_is_the_portable_kernels_arithmetic(fixture, plumb_bin, request, tmp_path):
+    """--fast-gemm sums each block (Q4_0, Q5_0, Q8_0) or super-block (Q4_K, Q6_K) as one integer,
+    in the portable (generic) kernels' order: batched prompts of the Gemma and Qwen models (Q5_0,
+    Q8_0, Q4_K and Q6_K weights) give, byte for byte, the log-probabilities of the generic kernel
+    set (PLUMB_KERNELS=generic), and not those of the default, which follows llama.cpp's x86
+    order."""
+    model = request.getfixturevalue(fixture)
     files = {}
     for name, extra, env in [("fast", ["--fast-gemm"], {}), ("generic", [], {"PLUMB_KERNELS": "generic"}),
                              ("default", [], {})]:

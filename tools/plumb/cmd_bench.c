@@ -85,7 +85,7 @@ static const char bench_usage[] =
     "      --no-membw         skip the read-bandwidth measurement (no roofline)\n"
     "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n"
     "      --no-repack        prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
-    "      --fast-gemm        prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n";
+    "      --fast-gemm        prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n";
 
 /* ---- options ---------------------------------------------------------------------------- */
 

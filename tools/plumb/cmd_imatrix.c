@@ -40,7 +40,7 @@ static const char usage[] =
     "      --process-output         collect output.weight too\n"
     "      --no-ppl                 do not compute the running perplexity\n"
     "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
-    "      --fast-gemm              prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n"
+    "      --fast-gemm              prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n"
     "  -t, --threads N              compute threads (default: the CPUs this process may use)\n";
 
 typedef struct im_opts {

@@ -33,7 +33,7 @@ static const char usage[] =
     "      --kl-divergence-base F   also save the log-probabilities of every scored token to F\n"
     "      --kl-divergence          measure the model against F (its tokens; -f is not needed)\n"
     "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
-    "      --fast-gemm              prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n";
+    "      --fast-gemm              prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n";
 
 typedef struct ppl_opts {
     const char *model, *text, *base;

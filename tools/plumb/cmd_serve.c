@@ -62,7 +62,7 @@ static const char serve_usage[] =
     "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
     "      --no-repack           prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
-    "      --fast-gemm           prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n"
+    "      --fast-gemm           prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n"
     "      --device D            where every model loaded computes: cpu (default), opencl or opencl:N (see\n"
     "                            plumb info), or remote:HOST:PORT (a plumb rpc-server); when a remote device\n"
     "                            drops, the requests that had produced text end with 503, /health says 503\n"

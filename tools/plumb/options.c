@@ -39,7 +39,7 @@ void gen_options_print_usage(FILE *f, int32_t n_predict) {
             "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
             "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
             "      --no-repack           prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
-            "      --fast-gemm           prompts of Q4_0/Q5_0/Q8_0 weights summed by block: faster, not llama.cpp's exact logits\n"
+            "      --fast-gemm           prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n"
             "      --grammar-file F      the output must match the GBNF grammar in F\n"
             "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n",
             n_text, (int)d.ctx.n_batch, (double)sp->temperature, (int)sp->top_k, (double)sp->top_p, (double)sp->min_p,

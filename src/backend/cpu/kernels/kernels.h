@@ -129,6 +129,16 @@ void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, i
 void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                         void *scratch);
 #define PLUMB_GEMM8_RUN_BYTES (8 * 32)     /* plumb__gemm8's scratch per block */
+/* x86_avx512_gemm_ksum.c: the block-sum GEMM of Q4_K and Q6_K */
+#define PLUMB_GEMM_KSUM_BLOCK 5760
+#define PLUMB_GEMM_KSUM_ACT_BLOCK 320
+void plumb__gemm16_pack_sums_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_pack_sums_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_prep_sums(const void *xq, void *out, int64_t n);
+void plumb__gemm16_sums_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch);
+void plumb__gemm16_sums_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch);
 #define PLUMB_GEMM_K_RUN_BYTES (2 * 8 * 64) /* plumb__gemm16_q4_k's and _q6_k's per super-block */
 
 /* Converts n floats to F16 (to nearest, ties to even: plumb__fp32_to_fp16's bits). */

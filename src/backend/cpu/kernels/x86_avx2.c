@@ -42,7 +42,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
-#include "backend/cpu/kernels/x86_q6k.h"
+#include "backend/cpu/kernels/x86_kquant.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -1541,6 +1541,12 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         static const plumb_gemm_ops sums = {PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
                                             plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16_block_sums};
         set.gemm_sums[PLUMB_TYPE_Q4_0] = set.gemm_sums[PLUMB_TYPE_Q5_0] = set.gemm_sums[PLUMB_TYPE_Q8_0] = &sums;
+        static const plumb_gemm_ops sums_q4k = {PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
+                                                plumb__gemm16_pack_sums_q4_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q4_k};
+        static const plumb_gemm_ops sums_q6k = {PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
+                                                plumb__gemm16_pack_sums_q6_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q6_k};
+        set.gemm_sums[PLUMB_TYPE_Q4_K] = &sums_q4k;
+        set.gemm_sums[PLUMB_TYPE_Q6_K] = &sums_q6k;
         set.gemm[PLUMB_TYPE_Q4_K] = &q4k;
         set.gemm[PLUMB_TYPE_Q6_K] = &q6k;
 #endif

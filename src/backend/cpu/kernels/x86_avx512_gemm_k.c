@@ -18,7 +18,7 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 
-#include "backend/cpu/kernels/x86_q6k.h"
+#include "backend/cpu/kernels/x86_kquant.h"
 
 #include <immintrin.h>
 
@@ -43,16 +43,8 @@ static void decode_q4_k(const uint8_t *a, int16_t *w, int32_t *extra, float *d, 
     *d = _cvtsh_ss(h);
     memcpy(&h, a + 2, 2);
     *dmin = _cvtsh_ss(h);
-    const uint8_t *s = a + 4;
     int16_t sc[8], mn[8];
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            sc[j] = s[j] & 63, mn[j] = s[j + 4] & 63;
-        } else {
-            sc[j] = (int16_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
-            mn[j] = (int16_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-        }
-    }
+    plumb__q4k_scales_mins(a + 4, sc, mn);
     for (int k = 0; k < 8; k++) extra[k] = k < 4 ? (int32_t)((uint32_t)(uint16_t)mn[2 * k] | (uint32_t)(uint16_t)mn[2 * k + 1] << 16) : 0;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int c = 0; c < 4; c++) {

@@ -1,7 +1,8 @@
-/* x86_q6k.h — the 6-bit codes of half a Q6_K super-block as bytes, for the x86 kernels that
- * read Q6_K (x86_avx2.c's dot product, x86_avx512_gemm_k.c's packing). Needs AVX2. */
-#ifndef PLUMB_X86_Q6K_H
-#define PLUMB_X86_Q6K_H
+/* x86_kquant.h — K-quant decoding shared by the x86 kernels (x86_avx2.c's dot products, the
+ * AVX-512 GEMMs' packing): the 6-bit codes of half a Q6_K super-block as bytes, and a Q4_K
+ * super-block's scales and mins. Needs AVX2. */
+#ifndef PLUMB_X86_KQUANT_H
+#define PLUMB_X86_KQUANT_H
 
 #include <immintrin.h>
 #include <stdint.h>
@@ -20,6 +21,18 @@ static inline void plumb__q6k_codes(const uint8_t *a, int h, __m256i q[4]) {
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
     q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+}
+
+/* The eight 6-bit scales and mins of a Q4_K super-block from its 12 bytes at s. */
+static inline void plumb__q4k_scales_mins(const uint8_t *s, int16_t *sc, int16_t *mn) {
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            sc[j] = s[j] & 63, mn[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (int16_t)((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+            mn[j] = (int16_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+        }
+    }
 }
 
 #endif
