@@ -126,11 +126,9 @@ void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n) {
         for (int m = 0; m < 8; m++)
             for (int l = 0; l < 8; l++)
                 for (int e = 0; e < 4; e++) y[32 * l + 4 * m + e] = q[32 * m + 4 * l + e];
-        int16_t bs[16];
-        memcpy(bs, x + 260, 32);
+        int16_t bs[16], s32[8];
+        plumb__q8k_sums(x, bs, s32);
         memcpy(o + ACT_BSUMS, bs, 32);
-        int16_t s32[8];
-        for (int m = 0; m < 8; m++) s32[m] = (int16_t)(bs[2 * m] + bs[2 * m + 1]);
         memcpy(o + ACT_S32, s32, 16);
         float d;
         memcpy(&d, x, 4);
@@ -139,12 +137,6 @@ void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n) {
         memcpy(o + ACT_D + 4, &nd, 4);
         memset(o + ACT_D + 8, 0, PLUMB_GEMM_K_ACT_BLOCK - ACT_D - 8);
     }
-}
-
-static inline __m512i bcast(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
 }
 
 /* 16 rows x TT tokens, one lane at a time: a lane's float chain over the super-blocks does not
@@ -178,13 +170,13 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
             for (int t = 0; t < TT; t++)
                 si[t] = q4k ? _mm512_setzero_si512()
                             : _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(ws + OFF_EXTRA + 64 * l),
-                                                  bcast(xs + (size_t)t * xps + ACT_BSUMS + 4 * l));
+                                                  plumb__bcast32(xs + (size_t)t * xps + ACT_BSUMS + 4 * l));
             const uint8_t *W = ws + OFF_W + 64 * 16 * l;
 #pragma GCC unroll 16
             for (int j = 0; j < 16; j++) {
                 const __m512i w = _mm512_loadu_si512(W + 64 * j);
 #pragma GCC unroll 8
-                for (int t = 0; t < TT; t++) si[t] = _mm512_dpwssd_epi32(si[t], w, bcast(xs + (size_t)t * xps + 64 * l + 4 * j));
+                for (int t = 0; t < TT; t++) si[t] = _mm512_dpwssd_epi32(si[t], w, plumb__bcast32(xs + (size_t)t * xps + 64 * l + 4 * j));
             }
 #pragma GCC unroll 8
             for (int t = 0; t < TT; t++) acc[t] = _mm512_fmadd_ps(dp[(2 * s) * TT_MAX + t], _mm512_cvtepi32_ps(si[t]), acc[t]);
@@ -205,7 +197,7 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
                 for (int t = 0; t < TT; t++)
                     acc[t] = _mm512_fmadd_ps(
                         dp[(2 * s + 1) * TT_MAX + t],
-                        _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, bcast(xs + (size_t)t * xps + ACT_S32 + 4 * k))),
+                        _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, plumb__bcast32(xs + (size_t)t * xps + ACT_S32 + 4 * k))),
                         acc[t]);
             }
 #pragma GCC unroll 8

@@ -90,19 +90,12 @@ void plumb__gemm16_prep_sums(const void *xq, void *out, int64_t n) {
     for (int64_t i = 0; i < n / 256; i++, x += 292, o += PLUMB_GEMM_KSUM_ACT_BLOCK) {
         memcpy(o, x + 4, 256);
         int16_t bs[16], s32[8];
-        memcpy(bs, x + 260, 32);
+        plumb__q8k_sums(x, bs, s32);
         memcpy(o + ACT_BSUMS, bs, 32);
-        for (int m = 0; m < 8; m++) s32[m] = (int16_t)(bs[2 * m] + bs[2 * m + 1]);
         memcpy(o + ACT_S32, s32, 16);
         memcpy(o + ACT_D, x, 4);
         memset(o + ACT_D + 4, 0, PLUMB_GEMM_KSUM_ACT_BLOCK - ACT_D - 4);
     }
-}
-
-static inline __m512i bcast(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
 }
 
 #define TT_MAX 8
@@ -122,7 +115,7 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
             if (!q4k) /* -32 times the scales times the 16-value sums */
                 for (int l = 0; l < 8; l++)
                     tot[t] = _mm512_dpwssd_epi32(tot[t], _mm512_loadu_si512(wp + OFF_EXTRA + 64 * l),
-                                                 bcast(xp + (size_t)t * xps + ACT_BSUMS + 4 * l));
+                                                 plumb__bcast32(xp + (size_t)t * xps + ACT_BSUMS + 4 * l));
         }
         for (int g = 0; g < G; g++) {
             __m512i sg[TT_MAX];
@@ -133,7 +126,7 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
                 const int e = g * 4 * C + 4 * c; /* the register's first value */
                 const __m512i w = _mm512_loadu_si512(wp + OFF_Q + 16 * e);
 #pragma GCC unroll 8
-                for (int t = 0; t < TT; t++) sg[t] = _mm512_dpbusd_epi32(sg[t], w, bcast(xp + (size_t)t * xps + e));
+                for (int t = 0; t < TT; t++) sg[t] = _mm512_dpbusd_epi32(sg[t], w, plumb__bcast32(xp + (size_t)t * xps + e));
             }
             const __m512i sc = _mm512_loadu_si512(wp + OFF_SC + 64 * g);
 #pragma GCC unroll 8
@@ -151,7 +144,7 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
                 __m512i mins = _mm512_setzero_si512();
                 for (int k = 0; k < 4; k++)
                     mins = _mm512_dpwssd_epi32(mins, _mm512_loadu_si512(wp + OFF_EXTRA + 64 * k),
-                                               bcast(xp + (size_t)t * xps + ACT_S32 + 4 * k));
+                                               plumb__bcast32(xp + (size_t)t * xps + ACT_S32 + 4 * k));
                 r = _mm512_sub_ps(r, _mm512_mul_ps(_mm512_mul_ps(vy, dmin), _mm512_cvtepi32_ps(mins)));
             }
             acc[t] = _mm512_add_ps(acc[t], r);

@@ -1,11 +1,12 @@
 /* x86_kquant.h — K-quant decoding shared by the x86 kernels (x86_avx2.c's dot products, the
- * AVX-512 GEMMs' packing): the 6-bit codes of half a Q6_K super-block as bytes, and a Q4_K
- * super-block's scales and mins. Needs AVX2. */
+ * AVX-512 GEMMs' packing and preparation): the 6-bit codes of half a Q6_K super-block as bytes, a
+ * Q4_K super-block's scales and mins, a Q8_K block's sums, a 32-bit broadcast. Needs AVX2. */
 #ifndef PLUMB_X86_KQUANT_H
 #define PLUMB_X86_KQUANT_H
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Half h of super-block a: q[k] holds the codes (0..63) of values 128 h + 32 k .. + 31: the low
  * nibbles of a + 64 h (k = 0, 1: the two 32-byte halves; k = 2, 3: their high nibbles), each
@@ -34,5 +35,21 @@ static inline void plumb__q4k_scales_mins(const uint8_t *s, int16_t *sc, int16_t
         }
     }
 }
+
+/* A Q8_K activation block's 16 sums of 16 values (int16, as stored) to bs and its 8 sums of 32
+ * to s32. */
+static inline void plumb__q8k_sums(const uint8_t *x, int16_t *bs, int16_t *s32) {
+    memcpy(bs, x + 260, 32);
+    for (int m = 0; m < 8; m++) s32[m] = (int16_t)(bs[2 * m] + bs[2 * m + 1]);
+}
+
+#if defined(__AVX512F__)
+/* The 4 bytes at p in every 32-bit lane of a 512-bit register. */
+static inline __m512i plumb__bcast32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+#endif
 
 #endif
