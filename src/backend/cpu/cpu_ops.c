@@ -62,9 +62,10 @@ static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
            c->kernels->wide_dot[type];
 }
 
-/* From this many activation rows on, the legacy types go through the kernel set's register-
- * tiled GEMM where it has one (kernels.h): weight rows are widened and packed (8 or 16) at
- * a time, and each packed group meets every activation row. */
+/* From this many activation rows on, a weight type goes through the kernel set's register-tiled
+ * GEMM where the set has one for it (kernels.h): weight rows are packed 16 (AVX2: 8) at a time,
+ * and each packed group meets every activation row; with the context's block sums
+ * (plumb_context_params.fast_gemm) the set's block-sum GEMM where there is one. */
 #define MATMUL_GEMM_ROWS 8
 
 static const plumb_gemm_ops *matmul_gemm(const plumb_cpu_ctx *c, const plumb_tensor *n) {
