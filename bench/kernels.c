@@ -199,6 +199,6 @@ int main(void) {
     if (sets[1])
         printf("\nint8 peak of this core (512-bit vpdpbusd, 12 independent chains): %.1f G MAC/s\n", int8_peak());
     else
-        printf("\nint8 peak: not measured (no AVX-512 VNNI on this CPU)\n");
+        printf("\nint8 peak: not measured (the AVX-512 VNNI set is not in use)\n");
     return 0;
 }

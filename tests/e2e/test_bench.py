@@ -227,23 +227,41 @@ def test_model_load_modes(plumb_bin, real_model, run):
 
 def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
     """build/plumb_kernel_bench (next to plumb): one row per SIMD set in use, model weight type
-    and setting, with a positive finite rate; with PLUMB_KERNELS=generic it says there is no
-    SIMD set instead."""
+    and setting (l1, matmul, and the register-tiled GEMM and its block-sum variant where the set
+    has them: AVX-512 for all five shapes' types, AVX2 the GEMM of Q5_0 and Q8_0), with a positive
+    finite rate, then the core's int8 peak where the CPU has AVX-512 VNNI; with
+    PLUMB_KERNELS=generic it says there is no SIMD set instead."""
     import os
+    import re
     import subprocess
     exe = plumb_bin.parent / "plumb_kernel_bench"
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    rows = [l.strip("|").split("|") for l in r.stdout.splitlines()[2:]]
-    rows = [[c.strip() for c in row] for row in rows]
+    lines = r.stdout.splitlines()
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:] if l.startswith("|")]
+
+    def setting(cell):
+        return "gemm-sums" if cell.startswith("gemm, block sums") else "gemm" if cell.startswith("gemm") else cell
+
     sets = sorted({row[0] for row in rows})
     assert sets and set(sets) <= {"avx2", "avx512vnni"}, r.stdout
+    shapes = (("Q5_0", "640"), ("Q8_0", "640"), ("Q4_K", "1024"), ("Q4_K", "2048"), ("Q6_K", "2048"))
     for s in sets:
-        got = {(row[1], row[2], row[3]) for row in rows if row[0] == s}
-        want = {(t, k, m) for t, k in (("Q5_0", "640"), ("Q8_0", "640"), ("Q4_K", "1024"), ("Q4_K", "2048"),
-                                        ("Q6_K", "2048")) for m in ("l1", "matmul")}
+        got = {(row[1], row[2], setting(row[3])) for row in rows if row[0] == s}
+        want = {(t, k, m) for t, k in shapes for m in ("l1", "matmul")}
+        if s == "avx512vnni":
+            want |= {(t, k, m) for t, k in shapes for m in ("gemm", "gemm-sums")}
+        else:
+            want |= {(t, k, "gemm") for t, k in shapes[:2]}
         assert got == want, r.stdout
     assert all(0 < float(row[5]) < 1e5 and "NaN" not in row[-1] for row in rows), r.stdout
+    peak = [l for l in lines if l.startswith("int8 peak")]
+    assert len(peak) == 1, r.stdout
+    if "avx512vnni" in sets:
+        m = re.fullmatch(r"int8 peak of this core \(512-bit vpdpbusd, 12 independent chains\): ([0-9.]+) G MAC/s", peak[0])
+        assert m and 0 < float(m.group(1)) < 1e5, peak
+    else:
+        assert peak[0] == "int8 peak: not measured (the AVX-512 VNNI set is not in use)"
     g = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, PLUMB_KERNELS="generic"))
     assert g.returncode == 0 and "no SIMD kernel set in use (generic)" in g.stdout
