@@ -593,7 +593,8 @@ typedef struct plumb_context_params {
     bool fast_gemm;    /* that GEMM sums each block's products (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K) as one
                           integer (the portable kernels' order) instead of llama.cpp's x86 order:
                           faster prompts, logits no longer bit-identical to llama.cpp's (KL
-                          divergence in docs/backends.md); off by default */
+                          divergence in docs/backends.md); off by default; only the AVX-512
+                          VNNI kernels have it */
 } plumb_context_params;
 
 PLUMB_API plumb_context_params plumb_context_default_params(void);
