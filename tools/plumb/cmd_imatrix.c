@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CTX (1 << 20)
 #define MAX_SEQ 256
 #define MAX_IN_FILES 64
 
@@ -44,17 +43,17 @@ static const char usage[] =
     "  -t, --threads N              compute threads (default: the CPUs this process may use)\n";
 
 typedef struct im_opts {
-    const char *model, *text, *out;
+    eval_options e;
+    const char *out;
     const char *in_files[MAX_IN_FILES];
     int n_in;
-    bool dat, process_output, no_ppl, no_repack, fast_gemm;
-    int32_t n_ctx, n_batch, n_ubatch, n_chunks, skip, threads;
-    plumb_model_params mp;
+    bool dat, process_output, no_ppl;
+    int32_t n_ubatch, skip;
 } im_opts;
 
 static int parse(im_opts *o, int argc, char **argv) {
-    *o = (im_opts){.out = "imatrix.gguf", .n_ctx = 512, .n_batch = 2048, .n_ubatch = 512, .n_chunks = -1,
-                   .mp = plumb_model_default_params()};
+    *o = (im_opts){.out = "imatrix.gguf", .n_ubatch = 512};
+    eval_options_init(&o->e);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         long n;
@@ -63,23 +62,17 @@ static int parse(im_opts *o, int argc, char **argv) {
             cli_device_print_usage(stdout, 29);
             return 0;
         }
+        const int r = eval_options_parse(&o->e, "imatrix", argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
         if (!strcmp(a, "--process-output")) {
             o->process_output = true;
         } else if (!strcmp(a, "--no-ppl")) {
             o->no_ppl = true;
-        } else if (!strcmp(a, "--no-repack")) {
-            o->no_repack = true;
-        } else if (!strcmp(a, "--fast-gemm")) {
-            o->fast_gemm = true;
-        } else if (options_is(a, "--model", "-m") || options_is(a, "--file", "-f") || options_is(a, "--output-file", "-o") ||
-                   options_is(a, "--output", NULL) || options_is(a, "--output-format", NULL) || options_is(a, "--in-file", NULL) ||
-                   options_is(a, "--device", NULL) || options_is(a, "--remote-key-file", NULL)) {
+        } else if (options_is(a, "--output-file", "-o") || options_is(a, "--output", NULL) ||
+                   options_is(a, "--output-format", NULL) || options_is(a, "--in-file", NULL)) {
             if (!(v = options_value("imatrix", argc, argv, &i))) return 2;
-            if (options_is(a, "--model", "-m")) o->model = v;
-            else if (options_is(a, "--file", "-f")) o->text = v;
-            else if (options_is(a, "--output-file", "-o") || options_is(a, "--output", NULL)) o->out = v;
-            else if (options_is(a, "--device", NULL)) o->mp.device = v;
-            else if (options_is(a, "--remote-key-file", NULL)) o->mp.remote_key_file = v;
+            if (options_is(a, "--output-file", "-o") || options_is(a, "--output", NULL)) o->out = v;
             else if (options_is(a, "--output-format", NULL)) {
                 if (strcmp(v, "gguf") && strcmp(v, "dat")) {
                     fprintf(stderr, "plumb imatrix: bad value '%s' for --output-format (gguf or dat)\n", v);
@@ -92,36 +85,27 @@ static int parse(im_opts *o, int argc, char **argv) {
             } else {
                 o->in_files[o->n_in++] = v;
             }
-        } else if (options_is(a, "--ctx-size", "-c") || options_is(a, "--batch-size", "-b") || options_is(a, "--ubatch-size", "-ub") ||
-                   options_is(a, "--chunks", NULL) || options_is(a, "--chunk", NULL) || options_is(a, "--from-chunk", NULL) ||
-                   options_is(a, "--threads", "-t") || options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL)) {
+        } else if (options_is(a, "--ubatch-size", "-ub") || options_is(a, "--chunk", NULL) || options_is(a, "--from-chunk", NULL)) {
             if (!(v = options_value("imatrix", argc, argv, &i))) return 2;
-            const bool offload = options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL);
-            const bool skip = options_is(a, "--chunk", NULL) || options_is(a, "--from-chunk", NULL);
-            const bool ok = offload ? cli_parse_offload(v, &o->mp.n_offload)
-                                    : options_parse_long(v, options_is(a, "--ctx-size", "-c") ? 16 : skip ? 0 : 1, MAX_CTX, &n);
-            if (!ok) {
+            const bool skip = !options_is(a, "--ubatch-size", "-ub");
+            if (!options_parse_long(v, skip ? 0 : 1, EVAL_MAX_CTX, &n)) {
                 char name[32];
                 options_name(a, name, sizeof name);
                 fprintf(stderr, "plumb imatrix: bad value '%s' for %s\n", v, name);
                 return 2;
             }
-            if (options_is(a, "--ctx-size", "-c")) o->n_ctx = (int32_t)n;
-            else if (options_is(a, "--batch-size", "-b")) o->n_batch = (int32_t)n;
-            else if (options_is(a, "--ubatch-size", "-ub")) o->n_ubatch = (int32_t)n;
-            else if (options_is(a, "--chunks", NULL)) o->n_chunks = (int32_t)n;
-            else if (skip) o->skip = (int32_t)n;
-            else if (!offload) o->threads = (int32_t)n;
+            if (skip) o->skip = (int32_t)n;
+            else o->n_ubatch = (int32_t)n;
         } else {
             fprintf(stderr, "plumb imatrix: unknown option '%s' (see plumb imatrix --help)\n", a);
             return 2;
         }
     }
-    if (!o->text && !o->n_in) {
+    if (!o->e.text && !o->n_in) {
         fprintf(stderr, "plumb imatrix: usage: plumb imatrix -m MODEL -f TEXT [-o FILE] (or --in-file F... to combine; see --help)\n");
         return 2;
     }
-    if (o->text && !o->model) {
+    if (o->e.text && !o->e.model) {
         fprintf(stderr, "plumb imatrix: a model is needed (-m MODEL)\n");
         return 2;
     }
@@ -147,30 +131,30 @@ static void run_free(run *r) {
 /* llama-imatrix's shapes: n_seq = b / c chunks per pass (at least 1), a pass of at most
  * n_seq * c tokens, micro-batches of at most min(ub, pass). */
 static plumb_status run_open(run *r, const im_opts *o) {
-    plumb_model_params mp = o->mp;
+    plumb_model_params mp = o->e.mp;
     cli_device_fallback("imatrix", &mp);
-    plumb_status st = plumb_model_load_params(o->model, &mp, &r->m);
+    plumb_status st = plumb_model_load_params(o->e.model, &mp, &r->m);
     if (st) return st;
     plumb_model_info info;
     plumb_model_get_info(r->m, &info);
     const plumb_vocab_t *v = plumb_model_vocab(r->m);
     r->n_vocab = info.n_vocab;
     r->bos = plumb_vocab_add_bos(v) ? plumb_vocab_bos(v) : -1;
-    r->n_seq = o->n_batch / o->n_ctx > 1 ? o->n_batch / o->n_ctx : 1;
-    r->n_batch = o->n_batch < r->n_seq * o->n_ctx ? o->n_batch : r->n_seq * o->n_ctx;
+    r->n_seq = o->e.n_batch / o->e.n_ctx > 1 ? o->e.n_batch / o->e.n_ctx : 1;
+    r->n_batch = o->e.n_batch < r->n_seq * o->e.n_ctx ? o->e.n_batch : r->n_seq * o->e.n_ctx;
     r->n_ubatch = o->n_ubatch < r->n_batch ? o->n_ubatch : r->n_batch;
     plumb_context_params cp = plumb_context_default_params();
-    cp.n_ctx = o->n_ctx;
+    cp.n_ctx = o->e.n_ctx;
     cp.n_seq = r->n_seq;
     cp.n_batch = r->n_ubatch;
-    if (o->threads > 0) cp.n_threads = o->threads;
-    cp.no_repack = o->no_repack;
-    cp.fast_gemm = o->fast_gemm;
+    if (o->e.threads > 0) cp.n_threads = o->e.threads;
+    cp.no_repack = o->e.no_repack;
+    cp.fast_gemm = o->e.fast_gemm;
     if ((st = plumb_context_create(r->m, &cp, &r->ctx))) return st;
     const size_t n = (size_t)r->n_ubatch + (size_t)r->n_seq;
     r->ids = malloc(n * sizeof *r->ids), r->pos = malloc(n * sizeof *r->pos), r->seq = malloc(n * sizeof *r->seq);
     r->want = malloc(n * sizeof *r->want);
-    r->nll = calloc((size_t)r->n_seq * (size_t)o->n_ctx, sizeof *r->nll);
+    r->nll = calloc((size_t)r->n_seq * (size_t)o->e.n_ctx, sizeof *r->nll);
     if (!r->ids || !r->pos || !r->seq || !r->want || !r->nll) return PLUMB_E_NOMEM;
     return PLUMB_OK;
 }
@@ -179,7 +163,7 @@ static plumb_status run_open(run *r, const im_opts *o) {
  * sequence's run of tokens in turn; the logits of the scored positions are scored at once. */
 static plumb_status micro_batch(run *r, const im_opts *o, const int32_t *tokens, int32_t c, int32_t k, int32_t p0,
                                 int32_t len) {
-    const int32_t n_ctx = o->n_ctx, first = n_ctx / 2;
+    const int32_t n_ctx = o->e.n_ctx, first = n_ctx / 2;
     int32_t n = 0;
     for (int32_t s = 0; s < k; s++)
         for (int32_t p = p0; p < p0 + len; p++, n++) {
@@ -209,7 +193,7 @@ static plumb_status micro_batch(run *r, const im_opts *o, const int32_t *tokens,
  * micro-batches of an equal share of positions of every sequence. */
 static plumb_status eval_chunks(run *r, const im_opts *o, const int32_t *tokens, int32_t c, int32_t k) {
     for (int32_t s = 0; s < r->n_seq; s++) plumb_seq_truncate(r->ctx, s, 0);
-    const int32_t n_ctx = o->n_ctx, share = r->n_ubatch / k > 1 ? r->n_ubatch / k : 1;
+    const int32_t n_ctx = o->e.n_ctx, share = r->n_ubatch / k > 1 ? r->n_ubatch / k : 1;
     plumb_status st = PLUMB_OK;
     for (int32_t b0 = 0; b0 < n_ctx && !st; b0 += r->n_batch) {
         const int32_t b1 = b0 + r->n_batch < n_ctx ? b0 + r->n_batch : n_ctx;
@@ -241,16 +225,16 @@ static int imatrix(const im_opts *o, plumb_imatrix *im) {
         cli_error("imatrix", st, NULL);
         goto done;
     }
-    if (o->n_batch / o->n_ctx > MAX_SEQ) {
-        fprintf(stderr, "plumb imatrix: -b %d holds %d chunks of -c %d; at most %d are evaluated together\n", o->n_batch,
-                o->n_batch / o->n_ctx, o->n_ctx, MAX_SEQ);
+    if (o->e.n_batch / o->e.n_ctx > MAX_SEQ) {
+        fprintf(stderr, "plumb imatrix: -b %d holds %d chunks of -c %d; at most %d are evaluated together\n", o->e.n_batch,
+                o->e.n_batch / o->e.n_ctx, o->e.n_ctx, MAX_SEQ);
         goto done;
     }
-    if (cli_text_tokens("imatrix", o->text, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
-    const int32_t n_ctx = o->n_ctx, first = n_ctx / 2;
+    if (cli_text_tokens("imatrix", o->e.text, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
+    const int32_t n_ctx = o->e.n_ctx, first = n_ctx / 2;
     if (o->skip > 0) {
         if ((size_t)(o->skip + 2) * (size_t)n_ctx >= n_tok) {
-            fprintf(stderr, "plumb imatrix: %s has %zu tokens: not enough left after skipping %d chunks of %d\n", o->text, n_tok,
+            fprintf(stderr, "plumb imatrix: %s has %zu tokens: not enough left after skipping %d chunks of %d\n", o->e.text, n_tok,
                     o->skip, n_ctx);
             goto done;
         }
@@ -258,12 +242,12 @@ static int imatrix(const im_opts *o, plumb_imatrix *im) {
         memmove(tokens, tokens + (size_t)o->skip * (size_t)n_ctx, n_tok * sizeof *tokens);
     }
     if (n_tok < 2 * (size_t)n_ctx) {
-        fprintf(stderr, "plumb imatrix: %s has %zu tokens; at least %d (two chunks of -c %d) are needed\n", o->text, n_tok,
+        fprintf(stderr, "plumb imatrix: %s has %zu tokens; at least %d (two chunks of -c %d) are needed\n", o->e.text, n_tok,
                 2 * n_ctx, n_ctx);
         goto done;
     }
     int32_t n_chunk = (int32_t)(n_tok / (size_t)n_ctx);
-    if (o->n_chunks > 0 && o->n_chunks < n_chunk) n_chunk = o->n_chunks;
+    if (o->e.n_chunks > 0 && o->e.n_chunks < n_chunk) n_chunk = o->e.n_chunks;
     fprintf(stderr, "plumb imatrix: %d chunks of %d tokens, %d at a time, micro-batches of %d, %zu tokens in the text\n", n_chunk,
             n_ctx, r.n_seq, r.n_ubatch, n_tok);
     plumb__context_set_observer(r.ctx, plumb_imatrix_observe, im);
@@ -303,7 +287,7 @@ int cmd_imatrix(int argc, char **argv) {
     int rc = parse(&o, argc, argv);
     if (rc >= 0) return rc;
     plumb_imatrix im;
-    plumb_imatrix_init(&im, o.n_ctx, o.process_output);
+    plumb_imatrix_init(&im, o.e.n_ctx, o.process_output);
     for (int i = 0; i < o.n_in; i++) {
         fprintf(stderr, "plumb imatrix: loading %s\n", o.in_files[i]);
         plumb_status st = plumb_imatrix_load(&im, o.in_files[i]);
@@ -314,8 +298,8 @@ int cmd_imatrix(int argc, char **argv) {
         }
     }
     rc = 0;
-    if (o.text) {
-        plumb_status st = plumb_imatrix_add_dataset(&im, o.text);
+    if (o.e.text) {
+        plumb_status st = plumb_imatrix_add_dataset(&im, o.e.text);
         rc = st ? (cli_error("imatrix", st, NULL), 1) : imatrix(&o, &im);
     }
     if (!rc) rc = write_out(&o, &im);

@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CTX (1 << 20)
 
 static const char usage[] =
     "usage: plumb perplexity -m MODEL -f TEXT [options]\n"
@@ -36,58 +35,35 @@ static const char usage[] =
     "      --fast-gemm              prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n";
 
 typedef struct ppl_opts {
-    const char *model, *text, *base;
-    bool kld, no_repack, fast_gemm;
-    int32_t n_ctx, n_batch, n_chunks, threads;
-    plumb_model_params mp;
+    eval_options e;
+    const char *base;
+    bool kld;
 } ppl_opts;
 
 static int parse(ppl_opts *o, int argc, char **argv) {
-    *o = (ppl_opts){.n_ctx = 512, .n_batch = 2048, .n_chunks = -1, .mp = plumb_model_default_params()};
+    *o = (ppl_opts){0};
+    eval_options_init(&o->e);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        long n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             cli_device_print_usage(stdout, 29);
             return 0;
         }
+        const int r = eval_options_parse(&o->e, "perplexity", argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
         if (!strcmp(a, "--kl-divergence")) {
             o->kld = true;
-        } else if (!strcmp(a, "--no-repack")) {
-            o->no_repack = true;
-        } else if (!strcmp(a, "--fast-gemm")) {
-            o->fast_gemm = true;
-        } else if (options_is(a, "--model", "-m") || options_is(a, "--file", "-f") || options_is(a, "--kl-divergence-base", NULL) ||
-                   options_is(a, "--device", NULL) || options_is(a, "--remote-key-file", NULL)) {
+        } else if (options_is(a, "--kl-divergence-base", NULL)) {
             if (!(v = options_value("perplexity", argc, argv, &i))) return 2;
-            if (options_is(a, "--model", "-m")) o->model = v;
-            else if (options_is(a, "--file", "-f")) o->text = v;
-            else if (options_is(a, "--kl-divergence-base", NULL)) o->base = v;
-            else if (options_is(a, "--device", NULL)) o->mp.device = v;
-            else o->mp.remote_key_file = v;
-        } else if (options_is(a, "--ctx-size", "-c") || options_is(a, "--batch-size", "-b") || options_is(a, "--chunks", NULL) ||
-                   options_is(a, "--threads", "-t") || options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL)) {
-            if (!(v = options_value("perplexity", argc, argv, &i))) return 2;
-            const bool offload = options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL);
-            const bool ok = offload ? cli_parse_offload(v, &o->mp.n_offload)
-                                    : options_parse_long(v, options_is(a, "--ctx-size", "-c") ? 16 : 1, MAX_CTX, &n);
-            if (!ok) {
-                char name[32];
-                options_name(a, name, sizeof name);
-                fprintf(stderr, "plumb perplexity: bad value '%s' for %s\n", v, name);
-                return 2;
-            }
-            if (options_is(a, "--ctx-size", "-c")) o->n_ctx = (int32_t)n;
-            else if (options_is(a, "--batch-size", "-b")) o->n_batch = (int32_t)n;
-            else if (options_is(a, "--chunks", NULL)) o->n_chunks = (int32_t)n;
-            else if (!offload) o->threads = (int32_t)n;
+            o->base = v;
         } else {
             fprintf(stderr, "plumb perplexity: unknown option '%s' (see plumb perplexity --help)\n", a);
             return 2;
         }
     }
-    if (!o->model || (!o->text && !o->kld)) {
+    if (!o->e.model || (!o->e.text && !o->kld)) {
         fprintf(stderr, "plumb perplexity: usage: plumb perplexity -m MODEL -f TEXT (see --help)\n");
         return 2;
     }
@@ -115,7 +91,7 @@ static void run_free(run *r) {
 
 /* The model, and a context of n_seq sequences of n_ctx positions. */
 static plumb_status run_open(run *r, const ppl_opts *o, const char *path, int32_t n_ctx) {
-    plumb_model_params mp = o->mp;
+    plumb_model_params mp = o->e.mp;
     cli_device_fallback("perplexity", &mp);
     plumb_status st = plumb_model_load_params(path, &mp, &r->m);
     if (st) return st;
@@ -124,16 +100,16 @@ static plumb_status run_open(run *r, const ppl_opts *o, const char *path, int32_
     const plumb_vocab_t *v = plumb_model_vocab(r->m);
     r->n_vocab = info.n_vocab;
     r->n_ctx = n_ctx;
-    r->n_seq = o->n_batch / n_ctx > 1 ? o->n_batch / n_ctx : 1;
+    r->n_seq = o->e.n_batch / n_ctx > 1 ? o->e.n_batch / n_ctx : 1;
     if (r->n_seq > 64) r->n_seq = 64;
     r->bos = plumb_vocab_add_bos(v) ? plumb_vocab_bos(v) : -1;
     plumb_context_params cp = plumb_context_default_params();
     cp.n_ctx = n_ctx;
     cp.n_seq = r->n_seq;
     cp.n_batch = n_ctx < 512 ? n_ctx : 512;
-    if (o->threads > 0) cp.n_threads = o->threads;
-    cp.no_repack = o->no_repack;
-    cp.fast_gemm = o->fast_gemm;
+    if (o->e.threads > 0) cp.n_threads = o->e.threads;
+    cp.no_repack = o->e.no_repack;
+    cp.fast_gemm = o->e.fast_gemm;
     if ((st = plumb_context_create(r->m, &cp, &r->ctx))) return st;
     const size_t n = (size_t)r->n_seq * (size_t)n_ctx;
     r->ids = malloc(n * sizeof *r->ids), r->pos = malloc(n * sizeof *r->pos), r->seq = malloc(n * sizeof *r->seq);
@@ -170,20 +146,20 @@ static int perplexity(const ppl_opts *o, const char *path) {
     FILE *out = NULL;
     char tmp[4200] = "";
     int rc = 1;
-    plumb_status st = run_open(&r, o, path, o->n_ctx);
+    plumb_status st = run_open(&r, o, path, o->e.n_ctx);
     if (st) {
         cli_error("perplexity", st, NULL);
         goto done;
     }
-    if (cli_text_tokens("perplexity", o->text, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
-    const int32_t n_ctx = o->n_ctx, first = n_ctx / 2, scored = n_ctx - 1 - first;
+    if (cli_text_tokens("perplexity", o->e.text, plumb_model_vocab(r.m), &tokens, &n_tok)) goto done;
+    const int32_t n_ctx = o->e.n_ctx, first = n_ctx / 2, scored = n_ctx - 1 - first;
     if (n_tok < 2 * (size_t)n_ctx) {
-        fprintf(stderr, "plumb perplexity: %s has %zu tokens; at least %d (two chunks of -c %d) are needed\n", o->text, n_tok,
+        fprintf(stderr, "plumb perplexity: %s has %zu tokens; at least %d (two chunks of -c %d) are needed\n", o->e.text, n_tok,
                 2 * n_ctx, n_ctx);
         goto done;
     }
     int32_t n_chunk = (int32_t)(n_tok / (size_t)n_ctx);
-    if (o->n_chunks > 0 && o->n_chunks < n_chunk) n_chunk = o->n_chunks;
+    if (o->e.n_chunks > 0 && o->e.n_chunks < n_chunk) n_chunk = o->e.n_chunks;
     const size_t slots = plumb__ppl_record_slots(r.n_vocab);
     if (o->base) { /* written aside, renamed when complete */
         snprintf(tmp, sizeof tmp, "%s.part", o->base);
@@ -378,7 +354,7 @@ static int kl_divergence(const ppl_opts *o, const char *path) {
     if (read_base(f, magic, 8, o->base, "the header") || read_base(f, &n_ctx, 4, o->base, "the header") ||
         read_base(f, head, 8, o->base, "the header"))
         goto done;
-    if (memcmp(magic, "_logits_", 8) || n_ctx < 16 || n_ctx > MAX_CTX || head[0] < 1 || head[1] < 1 ||
+    if (memcmp(magic, "_logits_", 8) || n_ctx < 16 || n_ctx > EVAL_MAX_CTX || head[0] < 1 || head[1] < 1 ||
         (uint64_t)head[1] * n_ctx > ((uint64_t)1 << 31)) {
         fprintf(stderr, "plumb perplexity: %s is not a --kl-divergence-base file (header: context %u, vocabulary %d, %d chunks)\n",
                 o->base, n_ctx, head[0], head[1]);
@@ -450,6 +426,6 @@ int cmd_perplexity(int argc, char **argv) {
     const int r = parse(&o, argc, argv);
     if (r >= 0) return r;
     cli_model_src src;
-    if (cli_model_source("perplexity", o.model, &src)) return 1;
+    if (cli_model_source("perplexity", o.e.model, &src)) return 1;
     return o.kld ? kl_divergence(&o, src.path) : perplexity(&o, src.path);
 }

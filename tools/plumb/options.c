@@ -193,6 +193,47 @@ int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, in
     return 1;
 }
 
+void eval_options_init(eval_options *o) {
+    *o = (eval_options){.n_ctx = 512, .n_batch = 2048, .n_chunks = -1, .mp = plumb_model_default_params()};
+}
+
+int eval_options_parse(eval_options *o, const char *cmd, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "--no-repack") || !strcmp(a, "--fast-gemm")) {
+        if (!strcmp(a, "--no-repack")) o->no_repack = true;
+        else o->fast_gemm = true;
+        return 1;
+    }
+    if (options_is(a, "--model", "-m") || options_is(a, "--file", "-f") || options_is(a, "--device", NULL) ||
+        options_is(a, "--remote-key-file", NULL)) {
+        if (!(v = options_value(cmd, argc, argv, i))) return -1;
+        if (options_is(a, "--model", "-m")) o->model = v;
+        else if (options_is(a, "--file", "-f")) o->text = v;
+        else if (options_is(a, "--device", NULL)) o->mp.device = v;
+        else o->mp.remote_key_file = v;
+        return 1;
+    }
+    const bool offload = options_is(a, "--offload", "-ngl") || options_is(a, "--n-gpu-layers", NULL);
+    if (!offload && !options_is(a, "--ctx-size", "-c") && !options_is(a, "--batch-size", "-b") &&
+        !options_is(a, "--chunks", NULL) && !options_is(a, "--threads", "-t"))
+        return 0;
+    if (!(v = options_value(cmd, argc, argv, i))) return -1;
+    long n = 0;
+    const bool ok = offload ? cli_parse_offload(v, &o->mp.n_offload)
+                            : options_parse_long(v, options_is(a, "--ctx-size", "-c") ? 16 : 1, EVAL_MAX_CTX, &n);
+    if (!ok) {
+        char name[32];
+        options_name(a, name, sizeof name);
+        fprintf(stderr, "plumb %s: bad value '%s' for %s\n", cmd, v, name);
+        return -1;
+    }
+    if (options_is(a, "--ctx-size", "-c")) o->n_ctx = (int32_t)n;
+    else if (options_is(a, "--batch-size", "-b")) o->n_batch = (int32_t)n;
+    else if (options_is(a, "--chunks", NULL)) o->n_chunks = (int32_t)n;
+    else if (!offload) o->threads = (int32_t)n;
+    return 1;
+}
+
 /* The whole file at path (malloc'd, NUL-terminated), or NULL after printing why. */
 static char *read_all(const char *cmd, const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

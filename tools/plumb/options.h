@@ -31,6 +31,21 @@ void gen_options_init(gen_options *o, int32_t n_predict);
 /* Consumes argv[*i] (and its value) when it is a shared option: 1 when consumed, 0 when
  * not ours, -1 after printing an error for a bad value. */
 int gen_options_parse(gen_options *o, const char *cmd, int argc, char **argv, int *i);
+
+/* The options `plumb perplexity` and `plumb imatrix` share: -m, -f, --device,
+ * --remote-key-file, -c, -b, --chunks, -t, --offload (-ngl, --n-gpu-layers), --no-repack,
+ * --fast-gemm. */
+typedef struct eval_options {
+    const char *model, *text;
+    int32_t n_ctx, n_batch, n_chunks, threads; /* threads 0: the default */
+    bool no_repack, fast_gemm;
+    plumb_model_params mp;
+} eval_options;
+#define EVAL_MAX_CTX (1 << 20)
+/* The defaults: chunks of 512, passes of 2048 tokens, every chunk. */
+void eval_options_init(eval_options *o);
+/* As gen_options_parse, for these options. */
+int eval_options_parse(eval_options *o, const char *cmd, int argc, char **argv, int *i);
 /* Whether the argument arg is the option with the long name `name` ("--temp") or the short
  * name `short_name` ("-t"; either may be NULL): exactly, or GNU-style as "--temp=VALUE" (long
  * names only). */
