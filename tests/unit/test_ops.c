@@ -425,6 +425,58 @@ TEST(attention_is_batch_invariant) {
         }
 }
 
+/* Every set's activation quantizers give the generic set's bytes: random rows at scales from
+ * subnormal to huge, rows whose values are all ties of the rounding, and blocks with zeros,
+ * NaNs, infinities, a positive and a negative maximum of the same size (Q8_K keeps the first),
+ * and the largest value at every position of a block. */
+KERNEL_TEST(activation_quantizers_match_generic) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    const plumb_kernel_set *ref = all[KS_GENERIC];
+    const int acts[] = {PLUMB_ACT_Q8_0, PLUMB_ACT_Q8_1, PLUMB_ACT_Q8_K};
+    const int64_t n = 2048;
+    float *x = malloc((size_t)n * 4);
+    const size_t cap = plumb__act_row_size(PLUMB_ACT_Q8_K, n) + plumb__act_row_size(PLUMB_ACT_Q8_1, n);
+    uint8_t *want = malloc(cap), *got = malloc(cap);
+    for (int si = KS_AVX2; si < KS_COUNT; si++) {
+        if (!all[si]) continue;
+        checked(si);
+        for (int rep = 0; rep < 64; rep++) {
+            const float scale = rep % 8 == 0 ? 1e-41f : rep % 8 == 1 ? 1e-30f : rep % 8 == 2 ? 1e30f : (float)(rep % 8) * 0.25f;
+            for (int64_t i = 0; i < n; i++) x[i] = frand() * scale;
+            if (rep == 3) /* each value is k + 1/2 after the scaling by 127 / 127 */
+                for (int64_t i = 0; i < n; i++) x[i] = i % 32 == 0 ? 127.0f : (float)((int)(frand() * 126.0f)) + 0.5f;
+            if (rep == 4) /* the maximum walks through every position of the block */
+                for (int64_t i = 0; i < n; i++) x[i] = i % 256 == (i / 256) * 37 % 256 ? -2.0f : (float)(i % 256) * 1e-3f;
+            if (rep >= 5 && rep < 16) {
+                const int64_t b = (rep - 5) * 128 % n;
+                switch (rep % 6) {
+                case 0: memset(x + b, 0, 256 * 4); break;
+                case 1: x[b + 3] = NAN, x[b + 200] = -NAN; break;
+                case 2: x[b + 17] = INFINITY; break;
+                case 3: x[b + 40] = 3.0f, x[b + 9] = -3.0f, x[b + 12] = 3.0f, x[b + 250] = 3.0f; break;
+                case 4: for (int j = 0; j < 256; j++) x[b + j] = NAN; break;
+                default: x[b + 100] = -INFINITY, x[b + 101] = NAN; break;
+                }
+            }
+            for (size_t ai = 0; ai < sizeof acts / sizeof acts[0]; ai++) {
+                const int act = acts[ai];
+                const size_t bytes = plumb__act_row_size(act, n);
+                memset(want, 0xA5, bytes), memset(got, 0x5A, bytes);
+                ref->act_quantize[act](x, want, n);
+                all[si]->act_quantize[act](x, got, n);
+                for (size_t i = 0; i < bytes; i++)
+                    if (want[i] != got[i]) {
+                        plumb_test_fail(__FILE__, __LINE__, "%s act %d rep %d: byte %zu is 0x%02x, generic 0x%02x", all[si]->name,
+                                        act, rep, i, got[i], want[i]);
+                        break;
+                    }
+            }
+        }
+    }
+    free(x), free(want), free(got);
+}
+
 /* Every SIMD kernel set against the generic reference, type by type, on odd row lengths:
  * the same integer block sums, so only float accumulation order may differ. */
 KERNEL_TEST(simd_kernels_match_generic) {

@@ -55,6 +55,9 @@ typedef void (*plumb_vec_dot2_fn)(int64_t n, const void *w0, const void *w1, con
 /* The block scales of 4 rows of Q8_0 activations of n elements, as F32: for block i, row c,
  * 8 copies at xsv[(4 i + c) * 8] (n / 32 * 128 bytes). */
 void plumb__act_scales4(const void *x, size_t x_stride, int64_t n, float *xsv);
+/* The x86 sets' Q8_0 and Q8_K activation quantizers (x86_act.c, AVX2): the generic set's bytes. */
+void plumb__act_q8_0_avx2(const float *x, void *out, int64_t n);
+void plumb__act_q8_k_avx2(const float *x, void *out, int64_t n);
 /* A kernel set's preparation of 4 Q8_0 activation rows for its 4-row kernels: n / 32 *
  * act4_block_bytes bytes at xsv that begin with plumb__act_scales4's; a set may add more
  * after them (the AVX2 and AVX-512 sets: the rows' values side by side per block; the

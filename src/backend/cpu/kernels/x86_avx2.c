@@ -1566,6 +1566,8 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.wide_dot4[PLUMB_TYPE_Q4_K] = wide_dot4_q4_k;
         set.wide_dot[PLUMB_TYPE_Q6_K] = wide_dot_q6_k;
         set.wide_dot4[PLUMB_TYPE_Q6_K] = wide_dot4_q6_k;
+        set.act_quantize[PLUMB_ACT_Q8_0] = plumb__act_q8_0_avx2;
+        set.act_quantize[PLUMB_ACT_Q8_K] = plumb__act_q8_k_avx2;
         set.f32_to_f16 = f32_to_f16;
         set.round_f16 = round_f16;
         set.attn_dot = attn_dot;
