@@ -604,6 +604,10 @@ PLUMB_API plumb_status plumb_context_create(plumb_model_t *m, const plumb_contex
 PLUMB_API void plumb_context_free(plumb_context_t *c);
 PLUMB_API int32_t plumb_context_n_ctx(const plumb_context_t *c);
 PLUMB_API int32_t plumb_context_n_batch(const plumb_context_t *c);
+/* Bytes of host memory the context keeps for weights in the CPU GEMM's interleaved layout
+ * (beside the file's; 0 with no_repack or where the kernel set keeps none): matmuls of 2 or
+ * more rows read them. */
+PLUMB_API uint64_t plumb_context_repacked_bytes(const plumb_context_t *c);
 
 /* A batch of tokens: token i goes into sequence seq[i] (seq NULL: every token in sequence 0)
  * at position pos[i] (pos NULL: the next position of its sequence, i.e. the sequence's

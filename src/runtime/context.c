@@ -45,6 +45,7 @@ void plumb__context_set_observer(plumb_context_t *c, plumb_sched_observer fn, vo
 
 int32_t plumb_context_n_ctx(const plumb_context_t *c) { return c->params.n_ctx; }
 int32_t plumb_context_n_batch(const plumb_context_t *c) { return c->params.n_batch; }
+uint64_t plumb_context_repacked_bytes(const plumb_context_t *c) { return plumb_backend_cpu_packed_bytes(c->cpu); }
 
 void plumb_context_free(plumb_context_t *c) {
     if (!c) return;
@@ -140,6 +141,7 @@ plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *
     if ((st = plumb_graph_init(&c->graph, 72 * hp->n_layer + 128))) goto fail;
     if ((st = plumb_backend_cpu_create(p.n_threads, &c->cpu))) goto fail;
     plumb_backend_cpu_set_gemm(c->cpu, !p.no_repack, p.fast_gemm);
+    if ((st = plumb_backend_cpu_pack_weights(c->cpu, m->weights, m->n_weights))) goto fail;
     c->sched.backends[0] = c->cpu;
     c->sched.n_backends = 1;
     if (dev) {

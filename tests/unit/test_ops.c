@@ -169,6 +169,57 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
     free(wq), free(wf), free(x);
 }
 
+/* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
+ * of the file's layout for every batch size: 1 (the one-row kernels), 2-7 (the GEMM from the
+ * kept layout), 8 and more (the kept groups expanded for the GEMM), rows not a multiple of 16;
+ * and a context keeps them in as many bytes as the file's rows. */
+TEST(kept_weights_give_the_file_layouts_bits) {
+    const int64_t K = 768, N = 83, T = 12;
+    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K};
+    float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * T) * 4), *want = malloc((size_t)(N * T) * 4);
+    for (int64_t i = 0; i < K * N; i++) wf[i] = frand();
+    for (int64_t i = 0; i < K * T; i++) x[i] = frand();
+    bool kept_any = false;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const int type = types[ti];
+        uint64_t wb;
+        plumb_type_row_bytes(type, K * N, &wb);
+        uint8_t *wq = malloc(wb);
+        plumb_quantize_row(type, wf, wq, K * N);
+        for (int threads = 1; threads <= 2; threads++)
+            for (int64_t tn = 1; tn <= T; tn++)
+                for (int keep = 0; keep < 2; keep++) {
+                    fixture f;
+                    fixture_init(&f, threads, NULL);
+                    int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
+                    plumb_tensor *w = plumb_graph_leaf(&f.g, type, 2, ne_w, wq);
+                    if (keep) {
+                        CHECK_STATUS(plumb_backend_cpu_pack_weights(f.cpu, w, 1), PLUMB_OK);
+                        const uint64_t bytes = plumb_backend_cpu_packed_bytes(f.cpu);
+                        const plumb_gemm_ops *g = plumb__kernels_get()->gemm[type];
+                        if (g && g->keep) {
+                            kept_any = true;
+                            CHECK(bytes == (uint64_t)wb + (uint64_t)((16 - N % 16) % 16) * (wb / (uint64_t)N));
+                        } else {
+                            CHECK(bytes == 0);
+                        }
+                    }
+                    plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
+                    plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, xt);
+                    y->is_output = true;
+                    fixture_run(&f);
+                    if (!keep) memcpy(want, y->data, (size_t)(N * tn) * 4);
+                    else if (memcmp(want, y->data, (size_t)(N * tn) * 4) != 0)
+                        plumb_test_fail(__FILE__, __LINE__, "%s %lld tokens, %d threads: kept weights give other bits",
+                                        plumb_type_name(type), (long long)tn, threads);
+                    fixture_free(&f);
+                }
+        free(wq);
+    }
+    free(wf), free(x), free(want);
+    if (!kept_any) PLUMB_TEST_SKIP("this CPU's kernel set keeps no weight type (the kept layouts are AVX-512 VNNI's)");
+}
+
 /* Work handed out in chunks stays consistent over a graph of many nodes: a chain of matmuls
  * (each node's rows handed out afresh, on both the few-row and the many-row paths) gives the
  * single-thread bits with 2, 3 and 4 threads. */
@@ -977,6 +1028,29 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                             g->pack(wide, wrow, nrows, packed, n);
                         else
                             g->pack(wq, wb, nrows, packed, n);
+                        if (g->keep) { /* the kept layout: expanded, the packed bytes; run, the same results */
+                            const size_t pb = (size_t)(n / g->block) * g->pack_bytes;
+                            uint8_t *kept = malloc((size_t)(n / g->block) * g->keep_bytes), *unkept = malloc(pb);
+                            g->keep(wq, wb, nrows, kept, n);
+                            g->unkeep(kept, unkept, n);
+                            if (memcmp(unkept, packed, pb) != 0)
+                                plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld rows=%d: the kept layout expands to other bytes",
+                                                ks->name, plumb_type_name(type), (long long)n, nrows);
+                            for (int64_t tt = 1; tt <= T; tt += tt < 9 ? 1 : 20) {
+                                for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
+                                g->run_kept(n, kept, xp, prow, tt, got, (size_t)R, nrows, scratch);
+                                for (int t = 0; t < tt; t++)
+                                    for (int r = 0; r < R; r++) {
+                                        const float v = got[t * R + r];
+                                        const float want = r >= nrows ? -1.0f : ks->vec_dot[type](n, wq + (size_t)r * wb, xq + (size_t)t * xs);
+                                        if (memcmp(&want, &v, 4) != 0)
+                                            plumb_test_fail(__FILE__, __LINE__, "%s kept gemm %s n=%lld rows=%d T=%lld (%d, %d): %a, want %a",
+                                                            ks->name, plumb_type_name(type), (long long)n, nrows, (long long)tt, r, t,
+                                                            (double)v, (double)want);
+                                    }
+                            }
+                            free(kept), free(unkept);
+                        }
                         for (int64_t tt = 1; tt <= T; tt += 3) {
                             for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
                             g->run(n, packed, xp, prow, tt, got, (size_t)R, nrows, scratch);

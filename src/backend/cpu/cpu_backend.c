@@ -173,6 +173,8 @@ static void run_graph(void *arg, int ith, int nth) {
     }
 }
 
+void plumb__cpu_run(plumb_cpu_ctx *c, void (*job)(void *, int, int), void *arg) { pool_run(c->pool, job, arg); }
+
 static bool cpu_supports_op(plumb_backend *b, const plumb_tensor *node) {
     (void)b;
     return node->op < PLUMB_OP_COUNT;
@@ -201,6 +203,7 @@ static void cpu_free(plumb_backend *b) {
         plumb__cpu_profile_report(c->prof, c->n_threads);
         plumb__cpu_profile_free(c->prof);
     }
+    plumb__cpu_packed_free(c);
     free(c->work);
     free(c->chunk_base);
     free(c);
@@ -223,6 +226,7 @@ static const plumb_backend_iface cpu_iface = {
 
 void plumb_backend_cpu_set_gemm(plumb_backend *cpu, bool repack, bool block_sums) {
     plumb_cpu_ctx *c = cpu->ctx;
+    if (c->no_repack != !repack || c->block_sums != block_sums) plumb__cpu_packed_free(c); /* packed for the other GEMM */
     c->no_repack = !repack;
     c->block_sums = block_sums;
 }

@@ -11,6 +11,14 @@
 typedef struct cpu_pool cpu_pool;
 typedef struct plumb_cpu_profile plumb_cpu_profile;
 
+/* A weight kept in the GEMM's packed layout (cpu_repack.c), found by its data address. */
+typedef struct plumb_cpu_packed {
+    const void *data;    /* the weight's; NULL: a free slot */
+    const uint8_t *rows; /* its groups, one after the other */
+    int type;
+    int64_t K, N;
+} plumb_cpu_packed;
+
 typedef struct plumb_cpu_ctx {
     int n_threads;
     cpu_pool *pool;
@@ -24,7 +32,20 @@ typedef struct plumb_cpu_ctx {
     plumb_cpu_profile *prof; /* NULL unless PLUMB_PROFILE is set (cpu_profile.c) */
     bool no_repack;          /* prompt matmuls without the kernel set's GEMM */
     bool block_sums;         /* its block-sum GEMM where it has one (plumb_backend_cpu_set_gemm) */
+    plumb_cpu_packed *packed; /* [packed_cap] (a power of two; 0: none kept) */
+    size_t packed_cap;
+    void *packed_map; /* the packed rows' memory, for munmap */
+    size_t packed_map_size;
+    uint64_t packed_bytes;
 } plumb_cpu_ctx;
+
+/* The GEMM the node of a weight of this type runs (no_repack, block_sums), or NULL. */
+const plumb_gemm_ops *plumb__cpu_gemm_ops(const plumb_cpu_ctx *c, int type);
+/* w's rows as the GEMM packs them, when plumb_backend_cpu_pack_weights kept them, else NULL. */
+const uint8_t *plumb__cpu_packed_rows(const plumb_cpu_ctx *c, const plumb_tensor *w);
+void plumb__cpu_packed_free(plumb_cpu_ctx *c);
+/* Runs job(arg, ith, n_threads) on every compute thread (the caller is thread 0). */
+void plumb__cpu_run(plumb_cpu_ctx *c, void (*job)(void *, int, int), void *arg);
 
 /* Grows the scratch buffer to what the largest node of g needs (before compute). */
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g);

@@ -103,6 +103,8 @@ typedef void (*plumb_gemm_prep_fn)(const void *xq, void *out, int64_t n);
  * nothing) */
 typedef void (*plumb_gemm_fn)(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                               int nrows, void *scratch);
+/* A kept group (plumb_gemm_ops.keep's layout) to the packed one. */
+typedef void (*plumb_gemm_unkeep_fn)(const void *kept, void *out, int64_t n);
 typedef struct plumb_gemm_ops {
     int rows;          /* rows of a packed group: PLUMB_GEMM_ROWS or PLUMB_GEMM8_ROWS */
     bool wide;         /* pack takes the set's wide rows (widen) instead of the file's */
@@ -113,6 +115,13 @@ typedef struct plumb_gemm_ops {
     plumb_gemm_pack_fn pack;
     plumb_gemm_prep_fn prep;
     plumb_gemm_fn run;
+    /* Optional: a layout of the packed groups as large as the file's rows, which a context keeps
+     * for the model's lifetime (cpu_repack.c): keep makes it from the file's rows (keep_bytes
+     * per block of rows), run_kept runs batches from it, unkeep expands a group for run. */
+    size_t keep_bytes;
+    plumb_gemm_pack_fn keep;
+    plumb_gemm_fn run_kept;
+    plumb_gemm_unkeep_fn unkeep;
 } plumb_gemm_ops;
 void plumb__gemm8_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm8_prep(const void *xq, void *out, int64_t n);
@@ -131,6 +140,19 @@ void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, i
                         void *scratch);
 void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                         void *scratch);
+/* x86_avx512_gemm_kept.c: the kept layout of Q4_0, Q5_0, Q8_0 */
+void plumb__gemm16_keep_q4_0(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_keep_q5_0(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_keep_q8_0(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_unkeep_q4_0(const void *kept, void *out, int64_t n);
+void plumb__gemm16_unkeep_q5_0(const void *kept, void *out, int64_t n);
+void plumb__gemm16_unkeep_q8_0(const void *kept, void *out, int64_t n);
+void plumb__gemm16_kept_q4_0(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch);
+void plumb__gemm16_kept_q5_0(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch);
+void plumb__gemm16_kept_q8_0(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch);
 #define PLUMB_GEMM8_RUN_BYTES (8 * 32)     /* plumb__gemm8's scratch per block */
 /* x86_avx512_gemm_ksum.c: the block-sum GEMM of Q4_K and Q6_K */
 #define PLUMB_GEMM_KSUM_BLOCK 5760

@@ -1487,6 +1487,11 @@ static void silu(const float *x, const float *y, float *o, int64_t n) {
     for (; i < n; i++) o[i] = plumb__silu_lane(x[i], y, i);
 }
 
+/* A GEMM without a kept layout */
+#define GEMM_OPS(r, w, b, pb, ab, rb, pk, pr, rn)                                                                      \
+    {.rows = (r), .wide = (w), .block = (b), .pack_bytes = (pb), .act_bytes = (ab), .run_bytes = (rb), .pack = (pk),  \
+     .prep = (pr), .run = (rn)}
+
 const plumb_kernel_set *PLUMB_X86_SET(void) {
     static plumb_kernel_set set;
     static int init;
@@ -1529,22 +1534,30 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #ifdef PLUMB_HAVE_WIDE_DOT4X2
         set.wide_dot4x2_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4x2_lanes[PLUMB_TYPE_Q5_0] =
             set.wide_dot4x2_lanes[PLUMB_TYPE_Q8_0] = wide_dot4x2_lanes;
-        static const plumb_gemm_ops legacy = {PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
-                                              plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16};
-        static const plumb_gemm_ops q4k = {PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
+        /* the exact GEMM per type: its kept layout differs */
+#define LEGACY(t, b)                                                                                                   \
+    {.rows = PLUMB_GEMM_ROWS, .wide = true, .block = 32, .pack_bytes = PLUMB_GEMM_BLOCK,                              \
+     .act_bytes = PLUMB_GEMM_ACT_BLOCK, .pack = plumb__gemm16_pack, .prep = plumb__gemm16_prep, .run = plumb__gemm16, \
+     .keep_bytes = (b)*PLUMB_GEMM_ROWS, .keep = plumb__gemm16_keep_##t, .run_kept = plumb__gemm16_kept_##t,         \
+     .unkeep = plumb__gemm16_unkeep_##t}
+        static const plumb_gemm_ops legacy_q4_0 = LEGACY(q4_0, 18), legacy_q5_0 = LEGACY(q5_0, 22), legacy_q8_0 = LEGACY(q8_0, 34);
+#undef LEGACY
+        static const plumb_gemm_ops q4k = GEMM_OPS(PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
                                            PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q4_k, plumb__gemm16_prep_k,
-                                           plumb__gemm16_q4_k};
-        static const plumb_gemm_ops q6k = {PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
+                                           plumb__gemm16_q4_k);
+        static const plumb_gemm_ops q6k = GEMM_OPS(PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
                                            PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q6_k, plumb__gemm16_prep_k,
-                                           plumb__gemm16_q6_k};
-        set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy;
-        static const plumb_gemm_ops sums = {PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
-                                            plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16_block_sums};
+                                           plumb__gemm16_q6_k);
+        set.gemm[PLUMB_TYPE_Q4_0] = &legacy_q4_0;
+        set.gemm[PLUMB_TYPE_Q5_0] = &legacy_q5_0;
+        set.gemm[PLUMB_TYPE_Q8_0] = &legacy_q8_0;
+        static const plumb_gemm_ops sums = GEMM_OPS(PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
+                                            plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16_block_sums);
         set.gemm_sums[PLUMB_TYPE_Q4_0] = set.gemm_sums[PLUMB_TYPE_Q5_0] = set.gemm_sums[PLUMB_TYPE_Q8_0] = &sums;
-        static const plumb_gemm_ops sums_q4k = {PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
-                                                plumb__gemm16_pack_sums_q4_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q4_k};
-        static const plumb_gemm_ops sums_q6k = {PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
-                                                plumb__gemm16_pack_sums_q6_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q6_k};
+        static const plumb_gemm_ops sums_q4k = GEMM_OPS(PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
+                                                plumb__gemm16_pack_sums_q4_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q4_k);
+        static const plumb_gemm_ops sums_q6k = GEMM_OPS(PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
+                                                plumb__gemm16_pack_sums_q6_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q6_k);
         set.gemm_sums[PLUMB_TYPE_Q4_K] = &sums_q4k;
         set.gemm_sums[PLUMB_TYPE_Q6_K] = &sums_q6k;
         set.gemm[PLUMB_TYPE_Q4_K] = &q4k;
@@ -1556,8 +1569,8 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #else
         set.act_prep4 = act_prep4;
         set.act4_block_bytes = ACT4_AVX2_BLOCK_BYTES;
-        static const plumb_gemm_ops legacy8 = {PLUMB_GEMM8_ROWS, true, 32, PLUMB_GEMM8_BLOCK, PLUMB_GEMM8_ACT_BLOCK,
-                                               PLUMB_GEMM8_RUN_BYTES, plumb__gemm8_pack, plumb__gemm8_prep, plumb__gemm8};
+        static const plumb_gemm_ops legacy8 = GEMM_OPS(PLUMB_GEMM8_ROWS, true, 32, PLUMB_GEMM8_BLOCK, PLUMB_GEMM8_ACT_BLOCK,
+                                               PLUMB_GEMM8_RUN_BYTES, plumb__gemm8_pack, plumb__gemm8_prep, plumb__gemm8);
         set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy8;
 #endif
         set.wide_dot[PLUMB_TYPE_Q4_0] = set.wide_dot[PLUMB_TYPE_Q5_0] = set.wide_dot[PLUMB_TYPE_Q8_0] = wide_dot;

@@ -128,7 +128,10 @@ void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const uint8_t *x = xp;
     int64_t t = 0;
-    for (; t + 3 <= T; t += 3) tile(nb, wp, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
+    /* the last 4 (and 2) tokens as two tiles of 2, not 3 + 1: with weights kept packed the GEMM
+     * also runs batches of a few tokens, where each weight register serves what the tile has */
+    for (; t + 3 <= T && T - t != 4; t += 3) tile(nb, wp, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
+    for (; t + 2 <= T; t += 2) tile(nb, wp, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
     for (; t < T; t++) tile(nb, wp, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
 }
 

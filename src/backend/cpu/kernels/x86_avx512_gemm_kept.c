@@ -1,0 +1,175 @@
+/* x86_avx512_gemm_kept.c — the AVX-512 VNNI GEMM's kept layout of Q4_0, Q5_0 and Q8_0 weights:
+ * groups of 16 rows interleaved as plumb__gemm16 reads them, but with the file's bits, so the
+ * copy a context keeps (cpu_repack.c) is exactly as large as the weights.
+ *
+ * A block of 16 rows (32 values each):
+ *   bytes 0-31    the 16 scales d as F16;
+ *   Q4_0, Q5_0:   32 + 32 l: lane l's codes (values 4 l .. 4 l + 3 of the 16 rows: byte
+ *                 b = 4 r + e of plumb__gemm16's register) as nibbles, byte j holding b = j in
+ *                 its low and b = j + 32 in its high nibble (256 bytes);
+ *   Q5_0:         288 + 8 l: lane l's fifth bits, bit b for byte b (64 bytes);
+ *   Q8_0:         32 + 64 l: lane l's register as plumb__gemm16 reads it (q + 128).
+ * 288, 352 and 544 bytes: 16 times the file's 18, 22 and 34.
+ *
+ * A lane's register is made in four operations (a broadcast load of the nibbles, a shift of
+ * the upper half by 4, a mask, the fifth bits or-ed in under a mask register, and the offset
+ * that makes it q + 128). Batches of a few tokens run from this layout directly
+ * (plumb__gemm16_kept_*: every weight register serves each of the batch's tokens); prompts
+ * expand each group once to plumb__gemm16's layout (plumb__gemm16_unkeep_*) and run that. Both
+ * give plumb__gemm16's bits: the same registers, the same arithmetic. */
+#include "backend/cpu/kernels/kernels.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+
+#include <immintrin.h>
+
+#define ROWS PLUMB_GEMM_ROWS
+enum { K_Q4_0, K_Q5_0, K_Q8_0 };
+
+static size_t kept_block(int kind) { return kind == K_Q4_0 ? 288 : kind == K_Q5_0 ? 352 : 544; }
+
+/* One row's block of the file as 32 codes (Q4_0: 0..15, Q5_0: 0..31, Q8_0: q + 128) and d. */
+static void codes(int kind, const uint8_t *b, uint8_t *c, uint16_t *d) {
+    memcpy(d, b, 2);
+    if (kind == K_Q8_0) {
+        for (int j = 0; j < 32; j++) c[j] = (uint8_t)(b[2 + j] ^ 0x80);
+        return;
+    }
+    uint32_t qh = 0;
+    const uint8_t *qs = b + 2;
+    if (kind == K_Q5_0) memcpy(&qh, b + 2, 4), qs = b + 6;
+    for (int j = 0; j < 16; j++) {
+        c[j] = (uint8_t)((qs[j] & 0x0F) | (kind == K_Q5_0 ? ((qh >> j) & 1) << 4 : 0));
+        c[j + 16] = (uint8_t)((qs[j] >> 4) | (kind == K_Q5_0 ? ((qh >> (j + 16)) & 1) << 4 : 0));
+    }
+}
+
+/* File rows (ws bytes apart; rows from nrows on zero) to the kept layout. */
+static void keep(int kind, const void *w, size_t ws, int nrows, void *out, int64_t n) {
+    const size_t fb = kind == K_Q4_0 ? 18 : kind == K_Q5_0 ? 22 : 34;
+    for (int64_t i = 0; i < n / 32; i++) {
+        uint8_t *o = (uint8_t *)out + (size_t)i * kept_block(kind);
+        uint8_t reg[8][64]; /* lane l's register bytes, b = 4 r + e */
+        uint16_t d[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            uint8_t c[32];
+            d[r] = 0;
+            if (r < nrows) codes(kind, (const uint8_t *)w + (size_t)r * ws + (size_t)i * fb, c, &d[r]);
+            else memset(c, kind == K_Q8_0 ? 0x80 : kind == K_Q5_0 ? 16 : 8, 32); /* q = 0 */
+            for (int l = 0; l < 8; l++)
+                for (int e = 0; e < 4; e++) reg[l][4 * r + e] = c[4 * l + e];
+        }
+        memcpy(o, d, 32);
+        for (int l = 0; l < 8; l++) {
+            if (kind == K_Q8_0) {
+                memcpy(o + 32 + 64 * l, reg[l], 64);
+                continue;
+            }
+            uint64_t hb = 0;
+            for (int j = 0; j < 32; j++) o[32 + 32 * l + j] = (uint8_t)((reg[l][j] & 0x0F) | (reg[l][j + 32] & 0x0F) << 4);
+            for (int b = 0; b < 64; b++) hb |= (uint64_t)(reg[l][b] >> 4 & 1) << b;
+            if (kind == K_Q5_0) memcpy(o + 288 + 8 * l, &hb, 8);
+        }
+    }
+}
+
+/* Lane l's register of a kept block: q + 128 for the 16 rows' four values. */
+static inline __attribute__((always_inline)) __m512i lane(int kind, const uint8_t *blk, int l) {
+    if (kind == K_Q8_0) return _mm512_loadu_si512(blk + 32 + 64 * l);
+    const __m512i nib = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * l)));
+    /* the upper 32 bytes take the high nibbles */
+    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    /* Q4_0 q = code - 8, Q5_0 q = code - 16 */
+    __m512i v = _mm512_add_epi8(_mm512_and_si512(_mm512_srlv_epi64(nib, sh), _mm512_set1_epi8(0x0F)),
+                                _mm512_set1_epi8(kind == K_Q5_0 ? 112 : 120));
+    if (kind == K_Q5_0) {
+        uint64_t hb;
+        memcpy(&hb, blk + 288 + 8 * l, 8);
+        v = _mm512_mask_add_epi8(v, _cvtu64_mask64(hb), v, _mm512_set1_epi8(0x10));
+    }
+    return v;
+}
+
+static inline __m512 scales(const uint8_t *blk) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk)); }
+
+/* A kept group to plumb__gemm16's layout (F32 scales, then the 8 lane registers per block). */
+static inline __attribute__((always_inline)) void unkeep(int kind, const void *kept, void *out, int64_t n) {
+    for (int64_t i = 0; i < n / 32; i++) {
+        const uint8_t *b = (const uint8_t *)kept + (size_t)i * kept_block(kind);
+        uint8_t *o = (uint8_t *)out + (size_t)i * PLUMB_GEMM_BLOCK;
+        _mm512_storeu_ps(o, scales(b));
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) _mm512_storeu_si512(o + 64 + 64 * l, lane(kind, b, l));
+    }
+}
+
+static inline int32_t load_i32(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* plumb__gemm16's tile, its weight registers made from the kept block */
+static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, const uint8_t *wp, const uint8_t *xp, size_t xps,
+                                                       const int TT, float *out, size_t os, __mmask16 m) {
+    __m512 acc[3][8];
+#pragma GCC unroll 3
+    for (int t = 0; t < TT; t++)
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) acc[t][l] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++, wp += kept_block(kind), xp += PLUMB_GEMM_ACT_BLOCK) {
+        const __m512 dw = scales(wp);
+        __m512 d[3];
+#pragma GCC unroll 3
+        for (int t = 0; t < TT; t++) {
+            float dx;
+            memcpy(&dx, xp + (size_t)t * xps + 64, 4);
+            d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+        }
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            const __m512i w = lane(kind, wp, l);
+#pragma GCC unroll 3
+            for (int t = 0; t < TT; t++) {
+                const uint8_t *xb = xp + (size_t)t * xps;
+                const __m512i s = _mm512_dpbusd_epi32(_mm512_set1_epi32(load_i32(xb + 32 + 4 * l)), w,
+                                                      _mm512_set1_epi32(load_i32(xb + 4 * l)));
+                acc[t][l] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(s), acc[t][l]);
+            }
+        }
+    }
+#pragma GCC unroll 3
+    for (int t = 0; t < TT; t++) {
+        /* hsum8's order: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)) */
+        const __m512 a = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][4]), _mm512_add_ps(acc[t][2], acc[t][6]));
+        const __m512 b = _mm512_add_ps(_mm512_add_ps(acc[t][1], acc[t][5]), _mm512_add_ps(acc[t][3], acc[t][7]));
+        _mm512_mask_storeu_ps(out + (size_t)t * os, m, _mm512_add_ps(a, b));
+    }
+}
+
+static inline __attribute__((always_inline)) void run(int kind, int64_t n, const void *wp, const void *xp, size_t xps, int64_t T,
+                                                      float *out, size_t os, int nrows) {
+    const int64_t nb = n / 32;
+    const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
+    const uint8_t *x = xp;
+    int64_t t = 0;
+    for (; t + 3 <= T && T - t != 4; t += 3) tile(kind, nb, wp, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
+    for (; t + 2 <= T; t += 2) tile(kind, nb, wp, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
+    for (; t < T; t++) tile(kind, nb, wp, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
+}
+
+#define KEPT_FUNCS(name, kind)                                                                                          \
+    void plumb__gemm16_keep_##name(const void *w, size_t ws, int nrows, void *out, int64_t n) {                        \
+        keep(kind, w, ws, nrows, out, n);                                                                              \
+    }                                                                                                                  \
+    void plumb__gemm16_unkeep_##name(const void *kept, void *out, int64_t n) { unkeep(kind, kept, out, n); }           \
+    void plumb__gemm16_kept_##name(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out,       \
+                                   size_t os, int nrows, void *scratch) {                                              \
+        (void)scratch;                                                                                                 \
+        run(kind, n, wp, xp, xps, T, out, os, nrows);                                                                  \
+    }
+KEPT_FUNCS(q4_0, K_Q4_0)
+KEPT_FUNCS(q5_0, K_Q5_0)
+KEPT_FUNCS(q8_0, K_Q8_0)
+
+#endif
