@@ -2,14 +2,15 @@
  * groups of 16 rows interleaved as plumb__gemm16 reads them, but with the file's bits, so the
  * copy a context keeps (cpu_repack.c) is exactly as large as the weights.
  *
- * A block of 16 rows (32 values each):
- *   bytes 0-31    the 16 scales d as F16;
- *   Q4_0, Q5_0:   32 + 32 l: lane l's codes (values 4 l .. 4 l + 3 of the 16 rows: byte
- *                 b = 4 r + e of plumb__gemm16's register) as nibbles, byte j holding b = j in
- *                 its low and b = j + 32 in its high nibble (256 bytes);
- *   Q5_0:         288 + 8 l: lane l's fifth bits, bit b for byte b (64 bytes);
- *   Q8_0:         32 + 64 l: lane l's register as plumb__gemm16 reads it (q + 128).
- * 288, 352 and 544 bytes: 16 times the file's 18, 22 and 34.
+ A group of 16 rows of nb blocks (32 values each) is three planes, so that every register
+ * loads from within one cache line:
+ *   codes, per block:  Q4_0, Q5_0: 32 l: lane l's codes (values 4 l .. 4 l + 3 of the 16 rows:
+ *                      byte b = 4 r + e of plumb__gemm16's register) as nibbles, byte j holding
+ *                      b = j in its low and b = j + 32 in its high nibble (256 bytes);
+ *                      Q8_0: 64 l: lane l's register as plumb__gemm16 reads it (q + 128; 512);
+ *   Q5_0, per block:   8 l: lane l's fifth bits, bit b for byte b (64 bytes);
+ *   scales, per block: the 16 d as F16 (32 bytes).
+ * 288, 352 and 544 bytes per block: 16 times the file's 18, 22 and 34.
  *
  * A lane's register is made in four operations (a broadcast load of the nibbles, a shift of
  * the upper half by 4, a mask, the fifth bits or-ed in under a mask register, and the offset
@@ -26,7 +27,18 @@
 #define ROWS PLUMB_GEMM_ROWS
 enum { K_Q4_0, K_Q5_0, K_Q8_0 };
 
-static size_t kept_block(int kind) { return kind == K_Q4_0 ? 288 : kind == K_Q5_0 ? 352 : 544; }
+static size_t code_bytes(int kind) { return kind == K_Q8_0 ? 512 : 256; }
+
+/* A group's planes for n values per row. */
+typedef struct planes {
+    uint8_t *codes, *bits, *scales;
+} planes;
+static inline planes planes_of(int kind, const void *group, int64_t n) {
+    uint8_t *b = (uint8_t *)(uintptr_t)group;
+    const size_t nb = (size_t)(n / 32);
+    uint8_t *bits = b + nb * code_bytes(kind);
+    return (planes){b, bits, bits + (kind == K_Q5_0 ? nb * 64 : 0)};
+}
 
 /* One row's block of the file as 32 codes (Q4_0: 0..15, Q5_0: 0..31, Q8_0: q + 128) and d. */
 static void codes(int kind, const uint8_t *b, uint8_t *c, uint16_t *d) {
@@ -47,8 +59,9 @@ static void codes(int kind, const uint8_t *b, uint8_t *c, uint16_t *d) {
 /* File rows (ws bytes apart; rows from nrows on zero) to the kept layout. */
 static void keep(int kind, const void *w, size_t ws, int nrows, void *out, int64_t n) {
     const size_t fb = kind == K_Q4_0 ? 18 : kind == K_Q5_0 ? 22 : 34;
+    const planes p = planes_of(kind, out, n);
     for (int64_t i = 0; i < n / 32; i++) {
-        uint8_t *o = (uint8_t *)out + (size_t)i * kept_block(kind);
+        uint8_t *o = p.codes + (size_t)i * code_bytes(kind);
         uint8_t reg[8][64]; /* lane l's register bytes, b = 4 r + e */
         uint16_t d[ROWS];
         for (int r = 0; r < ROWS; r++) {
@@ -59,24 +72,25 @@ static void keep(int kind, const void *w, size_t ws, int nrows, void *out, int64
             for (int l = 0; l < 8; l++)
                 for (int e = 0; e < 4; e++) reg[l][4 * r + e] = c[4 * l + e];
         }
-        memcpy(o, d, 32);
+        memcpy(p.scales + (size_t)i * 32, d, 32);
         for (int l = 0; l < 8; l++) {
             if (kind == K_Q8_0) {
-                memcpy(o + 32 + 64 * l, reg[l], 64);
+                memcpy(o + 64 * l, reg[l], 64);
                 continue;
             }
             uint64_t hb = 0;
-            for (int j = 0; j < 32; j++) o[32 + 32 * l + j] = (uint8_t)((reg[l][j] & 0x0F) | (reg[l][j + 32] & 0x0F) << 4);
+            for (int j = 0; j < 32; j++) o[32 * l + j] = (uint8_t)((reg[l][j] & 0x0F) | (reg[l][j + 32] & 0x0F) << 4);
             for (int b = 0; b < 64; b++) hb |= (uint64_t)(reg[l][b] >> 4 & 1) << b;
-            if (kind == K_Q5_0) memcpy(o + 288 + 8 * l, &hb, 8);
+            if (kind == K_Q5_0) memcpy(p.bits + (size_t)i * 64 + 8 * l, &hb, 8);
         }
     }
 }
 
-/* Lane l's register of a kept block: q + 128 for the 16 rows' four values. */
-static inline __attribute__((always_inline)) __m512i lane(int kind, const uint8_t *blk, int l) {
-    if (kind == K_Q8_0) return _mm512_loadu_si512(blk + 32 + 64 * l);
-    const __m512i nib = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 + 32 * l)));
+/* Lane l's register of block i: q + 128 for the 16 rows' four values. */
+static inline __attribute__((always_inline)) __m512i lane(int kind, const planes *p, int64_t i, int l) {
+    const uint8_t *blk = p->codes + (size_t)i * code_bytes(kind);
+    if (kind == K_Q8_0) return _mm512_loadu_si512(blk + 64 * l);
+    const __m512i nib = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 * l)));
     /* the upper 32 bytes take the high nibbles */
     const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
     /* Q4_0 q = code - 8, Q5_0 q = code - 16 */
@@ -84,24 +98,30 @@ static inline __attribute__((always_inline)) __m512i lane(int kind, const uint8_
                                 _mm512_set1_epi8(kind == K_Q5_0 ? 112 : 120));
     if (kind == K_Q5_0) {
         uint64_t hb;
-        memcpy(&hb, blk + 288 + 8 * l, 8);
+        memcpy(&hb, p->bits + (size_t)i * 64 + 8 * l, 8);
         v = _mm512_mask_add_epi8(v, _cvtu64_mask64(hb), v, _mm512_set1_epi8(0x10));
     }
     return v;
 }
 
-static inline __m512 scales(const uint8_t *blk) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk)); }
+static inline __m512 scales(const planes *p, int64_t i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->scales + (size_t)i * 32)));
+}
 
 /* A kept group to plumb__gemm16's layout (F32 scales, then the 8 lane registers per block). */
 static inline __attribute__((always_inline)) void unkeep(int kind, const void *kept, void *out, int64_t n) {
+    const planes p = planes_of(kind, kept, n);
     for (int64_t i = 0; i < n / 32; i++) {
-        const uint8_t *b = (const uint8_t *)kept + (size_t)i * kept_block(kind);
         uint8_t *o = (uint8_t *)out + (size_t)i * PLUMB_GEMM_BLOCK;
-        _mm512_storeu_ps(o, scales(b));
+        _mm512_storeu_ps(o, scales(&p, i));
 #pragma GCC unroll 8
-        for (int l = 0; l < 8; l++) _mm512_storeu_si512(o + 64 + 64 * l, lane(kind, b, l));
+        for (int l = 0; l < 8; l++) _mm512_storeu_si512(o + 64 + 64 * l, lane(kind, &p, i, l));
     }
 }
+
+#ifndef KEPT_PREFETCH
+#define KEPT_PREFETCH 2048
+#endif
 
 static inline int32_t load_i32(const uint8_t *p) {
     int32_t v;
@@ -110,15 +130,23 @@ static inline int32_t load_i32(const uint8_t *p) {
 }
 
 /* plumb__gemm16's tile, its weight registers made from the kept block */
-static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, const uint8_t *wp, const uint8_t *xp, size_t xps,
-                                                       const int TT, float *out, size_t os, __mmask16 m) {
+static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, const planes *p, size_t ahead_bytes,
+                                                       const uint8_t *xp, size_t xps, const int TT, float *out, size_t os,
+                                                       __mmask16 m) {
     __m512 acc[3][8];
 #pragma GCC unroll 3
     for (int t = 0; t < TT; t++)
 #pragma GCC unroll 8
         for (int l = 0; l < 8; l++) acc[t][l] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, wp += kept_block(kind), xp += PLUMB_GEMM_ACT_BLOCK) {
-        const __m512 dw = scales(wp);
+    for (int64_t i = 0; i < nb; i++, xp += PLUMB_GEMM_ACT_BLOCK) {
+        /* batches of a few tokens stream the weights from memory: the lines ahead_bytes ahead in
+         * each plane */
+        const uint8_t *ahead = p->codes + (size_t)i * code_bytes(kind) + ahead_bytes;
+#pragma GCC unroll 8
+        for (size_t o = 0; o < code_bytes(kind); o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
+        if (kind == K_Q5_0) _mm_prefetch((const char *)(p->bits + (size_t)i * 64 + ahead_bytes), _MM_HINT_T0);
+        if (i % 2 == 0) _mm_prefetch((const char *)(p->scales + (size_t)i * 32 + ahead_bytes), _MM_HINT_T0);
+        const __m512 dw = scales(p, i);
         __m512 d[3];
 #pragma GCC unroll 3
         for (int t = 0; t < TT; t++) {
@@ -128,7 +156,7 @@ static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, con
         }
 #pragma GCC unroll 8
         for (int l = 0; l < 8; l++) {
-            const __m512i w = lane(kind, wp, l);
+            const __m512i w = lane(kind, p, i, l);
 #pragma GCC unroll 3
             for (int t = 0; t < TT; t++) {
                 const uint8_t *xb = xp + (size_t)t * xps;
@@ -151,11 +179,17 @@ static inline __attribute__((always_inline)) void run(int kind, int64_t n, const
                                                       float *out, size_t os, int nrows) {
     const int64_t nb = n / 32;
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
+    const planes p = planes_of(kind, wp, n);
+    /* the first tile prefetches KEPT_PREFETCH bytes ahead; the others, which find the group in
+     * the cache, the next group's lines (the groups lie one after the other) */
+    const size_t group = (size_t)nb * (code_bytes(kind) + (kind == K_Q5_0 ? 64 : 0) + 32);
     const uint8_t *x = xp;
     int64_t t = 0;
-    for (; t + 3 <= T && T - t != 4; t += 3) tile(kind, nb, wp, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
-    for (; t + 2 <= T; t += 2) tile(kind, nb, wp, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
-    for (; t < T; t++) tile(kind, nb, wp, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
+    for (; t + 3 <= T && T != 3; t += 3)
+        tile(kind, nb, &p, t ? group : KEPT_PREFETCH, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
+    for (; t + 2 <= T; t += 2)
+        tile(kind, nb, &p, t ? group : KEPT_PREFETCH, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
+    for (; t < T; t++) tile(kind, nb, &p, t ? group : KEPT_PREFETCH, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
 }
 
 #define KEPT_FUNCS(name, kind)                                                                                          \
