@@ -587,9 +587,11 @@ typedef struct plumb_context_params {
     int32_t n_seq;     /* independent sequences (server slots) sharing the context */
     bool embeddings;   /* decodes give each wanted token's final hidden state (after the output
                           norm, [n_embd]: plumb_get_embeddings) instead of its logits */
-    bool no_repack;    /* prompt matmuls read the weights in their file layout instead of
+    bool no_repack;    /* matmuls read the weights in their file layout only, instead of
                           interleaving 16 rows at a time for the CPU's register-tiled GEMM
-                          (where its kernel set has one): the same results, slower prompts */
+                          (where its kernel set has one) and keeping a copy of the Q4_0, Q5_0
+                          and Q8_0 ones in that layout (plumb_context_repacked_bytes): the same
+                          results, slower prompts and batches, less memory */
     bool fast_gemm;    /* that GEMM sums each block's products (Q4_0, Q5_0, Q8_0, Q4_K, Q6_K) as one
                           integer (the portable kernels' order) instead of llama.cpp's x86 order:
                           faster prompts, logits no longer bit-identical to llama.cpp's (KL

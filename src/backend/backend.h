@@ -120,12 +120,13 @@ plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out);
  * (repack, on by default; results are the same either way), and whether that GEMM sums blocks
  * in one integer where it can (block_sums: plumb_context_params.fast_gemm, off by default). */
 void plumb_backend_cpu_set_gemm(plumb_backend *cpu, bool repack, bool block_sums);
-/* Packs, once, the weights among w[0..n) that the GEMM keeps packed (host memory, 2-D, of a
- * type whose packed rows are at most twice its size: see cpu_repack.c); matmuls then read those
- * instead of packing rows per op, and run the GEMM from 2 activation rows on (not only 8).
- * Nothing with repack off, or when called before. The weights must stay unchanged while cpu
- * lives. PLUMB_E_NOMEM when the memory is not there (nothing is kept then). */
-plumb_status plumb_backend_cpu_pack_weights(plumb_backend *cpu, const plumb_tensor *w, int32_t n);
+/* Keeps, once, the weights among w[0..n) that the kernel set's GEMM has a kept layout for
+ * (host memory, 2-D; cpu_repack.c) in that layout: matmuls then read it from 2 activation rows
+ * on instead of packing rows per op (and run the GEMM from 2 rows, not only 8). Nothing with
+ * repack off, when called before, or when the copy would take over half of the memory
+ * available. The weights must stay unchanged while cpu lives. PLUMB_E_NOMEM when the memory
+ * is not there after all (nothing is kept then). */
+plumb_status plumb_backend_cpu_pack_weights(plumb_backend *cpu, const plumb_tensor *const *w, int32_t n);
 /* The bytes those packed copies take. */
 uint64_t plumb_backend_cpu_packed_bytes(const plumb_backend *cpu);
 void plumb_backend_free(plumb_backend *b);

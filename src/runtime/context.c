@@ -72,6 +72,20 @@ void plumb_context_free(plumb_context_t *c) {
     free(c);
 }
 
+/* Hands the CPU backend the model's weights that matmuls read (all but the token embeddings,
+ * unless they are the output head too) to keep in its GEMM's layout. */
+static plumb_status keep_weights(plumb_context_t *c) {
+    const plumb_model_t *m = c->model;
+    const plumb_tensor **w = malloc((size_t)m->n_weights * sizeof *w);
+    if (!w) return plumb__fail(PLUMB_E_NOMEM, "out of memory");
+    int32_t n = 0;
+    for (int32_t i = 0; i < m->n_weights; i++)
+        if (&m->weights[i] != m->token_embd || !m->output || m->output->data == m->token_embd->data) w[n++] = &m->weights[i];
+    const plumb_status st = plumb_backend_cpu_pack_weights(c->cpu, w, n);
+    free(w);
+    return st;
+}
+
 plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *pp, plumb_context_t **out) {
     if (!m || !out) return plumb__fail(PLUMB_E_INVALID_ARG, "plumb_context_create: NULL argument");
     *out = NULL;
@@ -141,7 +155,7 @@ plumb_status plumb_context_create(plumb_model_t *m, const plumb_context_params *
     if ((st = plumb_graph_init(&c->graph, 72 * hp->n_layer + 128))) goto fail;
     if ((st = plumb_backend_cpu_create(p.n_threads, &c->cpu))) goto fail;
     plumb_backend_cpu_set_gemm(c->cpu, !p.no_repack, p.fast_gemm);
-    if ((st = plumb_backend_cpu_pack_weights(c->cpu, m->weights, m->n_weights))) goto fail;
+    if ((st = keep_weights(c))) goto fail;
     c->sched.backends[0] = c->cpu;
     c->sched.n_backends = 1;
     if (dev) {

@@ -225,6 +225,32 @@ def test_model_load_modes(plumb_bin, real_model, run):
         assert 0 <= float(load[0].split()[2]) < 60
 
 
+def test_repacked_weights_are_the_kept_weights_size(plumb_bin, real_model, run):
+    """`repacked weights:` is the memory the context keeps in the GEMM's interleaved layout: on a
+    CPU whose kernels keep a layout (AVX-512 VNNI: Q4_0, Q5_0, Q8_0, as large as the file's rows),
+    the file's bytes of those matmul weights (here the tied Q8_0 embeddings, which are the output
+    head, and the layers' Q5_0/Q8_0), rows rounded up to groups of 16, recomputed from gguf-py's
+    block sizes; elsewhere, and always with --no-repack, none."""
+    r = run(plumb_bin, "inspect", real_model, "--json", timeout=60)
+    assert r.rc == 0, r.describe()
+    kept = 0
+    for t in json.loads(r.stdout)["tensors"]:
+        if t["type"] in ("Q4_0", "Q5_0", "Q8_0") and len(t["shape"]) == 2:
+            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t["type"]]]
+            kept += t["shape"][0] // block * size * ((t["shape"][1] + 15) // 16 * 16)
+    info = run(plumb_bin, "info", timeout=60)
+    assert info.rc == 0, info.describe()
+    vnni = "avx512vnni kernels" in info.stdout
+    for extra, want in (([], kept if vnni else 0), (["--no-repack"], 0)):
+        b = run(plumb_bin, "bench", "-m", real_model, "-p", "8", "-n", "0", "-t", "1", "-r", "1", "--no-membw", *extra,
+                timeout=120)
+        assert b.rc == 0, b.describe()
+        line = [l for l in b.stdout.splitlines() if l.startswith("repacked weights: ")]
+        assert len(line) == 1, b.stdout
+        assert abs(float(line[0].split()[2]) - want / 1048576) < 0.006, (line, want)
+    assert kept > 150 * 1048576  # the tied head alone is 178 MB
+
+
 def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
     """build/plumb_kernel_bench (next to plumb): one row per SIMD set in use, model weight type
     and setting (l1, matmul, and the register-tiled GEMM and its block-sum variant where the set

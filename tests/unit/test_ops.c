@@ -194,7 +194,7 @@ TEST(kept_weights_give_the_file_layouts_bits) {
                     int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
                     plumb_tensor *w = plumb_graph_leaf(&f.g, type, 2, ne_w, wq);
                     if (keep) {
-                        CHECK_STATUS(plumb_backend_cpu_pack_weights(f.cpu, w, 1), PLUMB_OK);
+                        CHECK_STATUS(plumb_backend_cpu_pack_weights(f.cpu, (const plumb_tensor *const[]){w}, 1), PLUMB_OK);
                         const uint64_t bytes = plumb_backend_cpu_packed_bytes(f.cpu);
                         const plumb_gemm_ops *g = plumb__kernels_get()->gemm[type];
                         if (g && g->keep) {

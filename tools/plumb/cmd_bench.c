@@ -84,7 +84,7 @@ static const char bench_usage[] =
     "  -o, --output FORMAT    md (default), json or csv (llama-bench's columns)\n"
     "      --no-membw         skip the read-bandwidth measurement (no roofline)\n"
     "      --mmap             keep the weights in a mapping of the file (default: read into memory)\n"
-    "      --no-repack        prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --no-repack        no interleaved weight rows for the CPU's GEMM (same results; no kept copy)\n"
     "      --fast-gemm        prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n";
 
 /* ---- options ---------------------------------------------------------------------------- */
@@ -589,6 +589,7 @@ int cmd_bench(int argc, char **argv) {
         goto out;
     }
     const double load_s = now_seconds() - load_t0;
+    uint64_t repacked = 0; /* the contexts' weights kept in the GEMM's layout (the same for every thread count) */
     plumb_device_traffic traffic;
     plumb_model_device_traffic(model, &traffic);
     plumb_model_info info;
@@ -646,6 +647,7 @@ int cmd_bench(int argc, char **argv) {
         }
         first_of[ti] = n_rs;
         gbs_of[ti] = gbs;
+        repacked = plumb_context_repacked_bytes(ctx);
         for (int k = 0; k < per_t; k++) {
             const int kt = k % (o.np + o.nn);
             const int32_t depth = o.d[k / (o.np + o.nn)];
@@ -701,6 +703,10 @@ int cmd_bench(int argc, char **argv) {
         char device[96];
         cli_model_device_text(model, device, sizeof device);
         printf("device: %s\n", device);
+        plumb_model_info mi;
+        plumb_model_get_info(model, &mi);
+        printf("repacked weights: %.2f MiB kept beside the file's layout (%.0f%% of the file; --no-repack: none)\n",
+               (double)repacked / 1048576.0, mi.file_size ? 100.0 * (double)repacked / (double)mi.file_size : 0.0);
         if (desc.remote) {
             printf("network, per token:");
             for (int i = 0; i < n_rs; i++) {

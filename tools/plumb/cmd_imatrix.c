@@ -38,7 +38,7 @@ static const char usage[] =
     "      --chunk N                skip the first N chunks of the text\n"
     "      --process-output         collect output.weight too\n"
     "      --no-ppl                 do not compute the running perplexity\n"
-    "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --no-repack              no interleaved weight rows for the CPU's GEMM (same results; no kept copy)\n"
     "      --fast-gemm              prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n"
     "  -t, --threads N              compute threads (default: the CPUs this process may use)\n";
 

@@ -31,7 +31,7 @@ static const char usage[] =
     "  -t, --threads N              compute threads (default: the CPUs this process may use)\n"
     "      --kl-divergence-base F   also save the log-probabilities of every scored token to F\n"
     "      --kl-divergence          measure the model against F (its tokens; -f is not needed)\n"
-    "      --no-repack              prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --no-repack              no interleaved weight rows for the CPU's GEMM (same results; no kept copy)\n"
     "      --fast-gemm              prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n";
 
 typedef struct ppl_opts {

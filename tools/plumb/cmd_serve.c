@@ -61,7 +61,7 @@ static const char serve_usage[] =
     "      --embeddings          serve POST /v1/embeddings (and no text generation)\n"
     "      --pooling P           mean, last or cls (default: the model's, else mean); none: no pooling\n"
     "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
-    "      --no-repack           prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+    "      --no-repack           no interleaved weight rows for the CPU's GEMM (same results; no kept copy)\n"
     "      --fast-gemm           prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n"
     "      --device D            where every model loaded computes: cpu (default), opencl or opencl:N (see\n"
     "                            plumb info), or remote:HOST:PORT (a plumb rpc-server); when a remote device\n"

@@ -38,7 +38,7 @@ void gen_options_print_usage(FILE *f, int32_t n_predict) {
             "      --chat-format NAME    the built-in gemma, llama3 or chatml format (default: the model's template)\n"
             "      --chat-template-file F  a Jinja chat template to use instead of the model's\n"
             "      --mmap                keep the weights in a mapping of the file (default: read into memory)\n"
-            "      --no-repack           prompts without the interleaved weight rows of the CPU's GEMM (same results)\n"
+            "      --no-repack           no interleaved weight rows for the CPU's GEMM (same results; no kept copy)\n"
             "      --fast-gemm           prompts with each block's products summed as one integer: faster, not llama.cpp's exact logits\n"
             "      --grammar-file F      the output must match the GBNF grammar in F\n"
             "      --json-schema S       the output must be JSON valid against schema S (JSON text, or a file)\n",

@@ -1,18 +1,20 @@
-/* cpu_repack.c — a model's weights kept in the packed layout of the kernel set's GEMM
- * (kernels.h: groups of 16 rows, or 8 on AVX2, interleaved so that one register holds the same
- * lane of every row), made once when a context starts instead of once per matmul.
+/* cpu_repack.c — a model's weights kept in the kernel set's GEMM layout (plumb_gemm_ops.keep:
+ * groups of 16 rows interleaved so that one register holds the same lane of every row, with the
+ * file's bits, so as large as the file's rows), made once when a context starts.
  *
- * Packing per op costs about as much as 36 activation rows of GEMM work: a prompt hardly sees
- * it, but a matmul of 2-7 rows (the server decoding several sequences at once) would spend most
- * of its time packing, so without a kept copy those go through the four-row kernels, which do
- * the reference's per-block float steps once per row instead of once per 16 rows. With the
- * copy, matmuls from 2 activation rows on run the GEMM.
+ * Packing rows per op costs about as much as 36 activation rows of GEMM work: a prompt hardly
+ * sees it, but a matmul of 2-7 rows (the server decoding several sequences at once) would spend
+ * most of its time packing, so without a kept copy those go through the four-row kernels, which
+ * do the reference's per-block float steps once per row instead of once per 16 rows. With the
+ * copy, matmuls from 2 activation rows on run the GEMM from it, and prompts expand each group
+ * from it instead of packing the file's rows.
  *
- * The copy is kept beside the file's layout (single-token decoding reads the file's, which is
- * smaller), so it costs memory: only weight types whose packed form is at most twice their
- * size are kept (Q4_0 2x, Q5_0 1.64x, Q8_0 1.06x with the exact GEMM; the K-quants' int16
- * layout is 2.6-3.8x and stays packed per op). The weights must not change while the backend
- * lives: plumb_context_create hands over its model's, which never do. */
+ * The copy is kept beside the file's layout, which single-token decoding and the embedding
+ * lookup read: it costs as much memory as the kept weights (the AVX-512 set keeps Q4_0, Q5_0 and
+ * Q8_0; the K-quants' GEMM layout is 2.6-3.8x their size and stays packed per op), and is made
+ * only where it takes at most half of the memory the system has available then.
+ * plumb_context_create hands over the model's weights that matmuls read, which never change
+ * while the backend lives. */
 #include "backend/cpu/cpu_internal.h"
 
 #include "core/error.h"
@@ -21,6 +23,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The table's slot of a weight's data address (open addressing, linear probing). */
 static size_t slot(const plumb_cpu_ctx *c, const void *data) {
@@ -70,15 +73,17 @@ static void keep_groups(void *arg, int ith, int nth) {
     }
 }
 
-plumb_status plumb_backend_cpu_pack_weights(plumb_backend *cpu, const plumb_tensor *w, int32_t n) {
+plumb_status plumb_backend_cpu_pack_weights(plumb_backend *cpu, const plumb_tensor *const *w, int32_t n) {
     plumb_cpu_ctx *c = cpu->ctx;
     if (c->no_repack || c->packed_cap) return PLUMB_OK;
     size_t total = 0, count = 0;
     for (int32_t i = 0; i < n; i++) {
-        const plumb_gemm_ops *g = keeps(c, &w[i]);
-        if (g) total += kept_bytes(g, &w[i]), count++;
+        const plumb_gemm_ops *g = keeps(c, w[i]);
+        if (g) total += kept_bytes(g, w[i]), count++;
     }
-    if (!count) return PLUMB_OK;
+    /* as memory allows: the copy takes at most half of what the system has available */
+    const long avail = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (!count || (avail > 0 && page > 0 && total > (uint64_t)avail * (uint64_t)page / 2)) return PLUMB_OK;
     size_t cap = 16;
     while (cap < 2 * count) cap *= 2;
     c->packed = calloc(cap, sizeof *c->packed);
@@ -90,12 +95,12 @@ plumb_status plumb_backend_cpu_pack_weights(plumb_backend *cpu, const plumb_tens
     c->packed_cap = cap;
     size_t off = 0;
     for (int32_t i = 0; i < n; i++) {
-        const plumb_gemm_ops *g = keeps(c, &w[i]);
-        if (!g || plumb__cpu_packed_rows(c, &w[i])) continue; /* a weight listed twice is laid out once */
-        keep_job j = {&w[i], g, base + off};
+        const plumb_gemm_ops *g = keeps(c, w[i]);
+        if (!g || plumb__cpu_packed_rows(c, w[i])) continue; /* a weight listed twice is laid out once */
+        keep_job j = {w[i], g, base + off};
         plumb__cpu_run(c, keep_groups, &j);
-        c->packed[slot(c, w[i].data)] = (plumb_cpu_packed){w[i].data, base + off, w[i].type, w[i].ne[0], w[i].ne[1]};
-        off += kept_bytes(g, &w[i]);
+        c->packed[slot(c, w[i]->data)] = (plumb_cpu_packed){w[i]->data, base + off, w[i]->type, w[i]->ne[0], w[i]->ne[1]};
+        off += kept_bytes(g, w[i]);
     }
     c->packed_bytes = off;
     return PLUMB_OK;
