@@ -27,6 +27,11 @@ GGML_CPU_TILED_MM removed from the environment.
 plumb runs as `plumb bench ... -r 1 -o json --no-membw`, one process per repetition (which
 warms up on its own before its timed repetition).
 
+--isa avx2 measures both engines as on a CPU with AVX2 but no AVX-512 (a Zen 3, say) on a CPU
+that has more: llama.cpp from .venv-peer-avx2, built with GGML_NATIVE off and AVX, AVX2, FMA,
+F16C and BMI2 on (AVX-512 and AVX-VNNI off), plumb with PLUMB_KERNELS=avx2. Its speeds are that
+emulation's, not a Zen 3's: the memory system and clocks are this machine's.
+
 Weights: by default each engine holds them its own default way (llama.cpp maps the file;
 plumb reads it into huge-page memory). --load mmap maps the file in both (plumb --mmap),
 --load read reads it into memory in both (llama.cpp use_mmap = false), so the kernels can be
@@ -77,6 +82,8 @@ def parse_args():
                     help="turn llama.cpp's extra weight buffers (repacked layouts) off")
     ap.add_argument("--fast-gemm", action="store_true",
                     help="plumb with --fast-gemm (prompt blocks summed in one integer: not llama.cpp's exact logits)")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: both engines limited to AVX2/FMA/F16C (an AVX2-only CPU's kernels) on this CPU")
     ap.add_argument("--load", choices=["default", "mmap", "read"], default="default",
                     help="how both engines hold the weights: each its default (llama.cpp maps the file, "
                          "plumb reads it into memory), both a file mapping, or both read into memory")
@@ -93,22 +100,29 @@ def parse_args():
 
 
 PEER_VENV = os.path.join(ROOT, ".venv-peer")
+# --isa avx2: llama.cpp's instruction sets of an AVX2-only x86 CPU
+AVX2_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
+                   "-DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF")
 
 
-def peer_python():
-    """The .venv-peer interpreter: llama-cpp-python built from source here (minutes, once)."""
+def peer_python(isa="native"):
+    """The .venv-peer (--isa avx2: .venv-peer-avx2) interpreter: llama-cpp-python built from
+    source here (minutes, once)."""
     spec = importlib.util.spec_from_file_location("make_golden", os.path.join(ROOT, "scripts", "make-golden.py"))
     make_golden = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_golden)
     version = make_golden.LLAMA_CPP_PYTHON_VERSION
-    py = os.path.join(PEER_VENV, "bin", "python")
+    venv = PEER_VENV + ("-avx2" if isa == "avx2" else "")
+    py = os.path.join(venv, "bin", "python")
     probe = [py, "-c", "import llama_cpp; print(llama_cpp.__version__)"]
     if os.path.exists(py) and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == version:
         return py
-    print(f"compare: building llama-cpp-python {version} from source in {PEER_VENV} (this takes minutes)",
+    print(f"compare: building llama-cpp-python {version} from source in {venv} (this takes minutes)",
           file=sys.stderr)
-    subprocess.check_call([sys.executable, "-m", "venv", PEER_VENV])
+    subprocess.check_call([sys.executable, "-m", "venv", venv])
     env = {k: v for k, v in os.environ.items() if k != "CMAKE_ARGS"}  # llama.cpp's own defaults
+    if isa == "avx2":
+        env["CMAKE_ARGS"] = AVX2_CMAKE_ARGS
     subprocess.check_call([py, "-m", "pip", "install", "-q", "--no-cache-dir", "--no-binary", "llama-cpp-python",
                            f"llama-cpp-python=={version}"], env=env)
     return py
@@ -236,7 +250,8 @@ def plumb_once(args, threads, p, n, d):
     argv = [args.plumb, "bench", "-m", args.model, "-p", str(p), "-n", str(n), "-d", str(d), "-t", str(threads),
             "-r", "1", "-o", "json", "--no-membw"] + (["--mmap"] if args.load == "mmap" else []) + \
            (["--fast-gemm"] if args.fast_gemm else [])
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ, PLUMB_KERNELS="avx2") if args.isa == "avx2" else None
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return {row["test"]: row["avg_ts"] for row in json.loads(r.stdout)}
@@ -299,7 +314,10 @@ def run(args):
     print(f"cpu: {cpu}, {os.cpu_count()} CPUs")
     print(f"model: {os.path.relpath(args.model, ROOT) if args.model.startswith(ROOT) else args.model}")
     print(f"weights: {'each engine its default (llama.cpp: file mapping; plumb: read into memory)' if args.load == 'default' else 'both ' + ('a file mapping' if args.load == 'mmap' else 'read into memory')}")
-    print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-peer), use_extra_bufts="
+    if args.isa == "avx2":
+        print("isa: both engines limited to an AVX2-only CPU's instruction sets on this CPU (llama.cpp: "
+              f"{AVX2_CMAKE_ARGS}; plumb: PLUMB_KERNELS=avx2)")
+    print(f"llama.cpp: llama-cpp-python {llama_cpp.__version__} (.venv-peer{'-avx2' if args.isa == 'avx2' else ''}), use_extra_bufts="
           f"{args.extra_bufts}, default kernels and context settings (flash attention: auto); "
           + llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip())
     print(f"plumb: {plumb_version[0] if plumb_version else args.plumb}{' --fast-gemm' if args.fast_gemm else ''}")
@@ -325,7 +343,7 @@ def pairs(kinds):
 def main():
     args = parse_args()
     if not os.environ.get(CHILD_FLAG):
-        py = args.python or peer_python()
+        py = args.python or peer_python(args.isa)
         env = dict(os.environ, **{CHILD_FLAG: "1"})
         env.pop("GGML_CPU_TILED_MM", None)  # llama.cpp's default kernels
         sys.exit(subprocess.call([py, os.path.abspath(__file__)] + sys.argv[1:], env=env))
