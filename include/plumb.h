@@ -607,8 +607,8 @@ PLUMB_API void plumb_context_free(plumb_context_t *c);
 PLUMB_API int32_t plumb_context_n_ctx(const plumb_context_t *c);
 PLUMB_API int32_t plumb_context_n_batch(const plumb_context_t *c);
 /* Bytes of host memory the context keeps for weights in the CPU GEMM's interleaved layout
- * (beside the file's; 0 with no_repack or where the kernel set keeps none): matmuls of 2 or
- * more rows read them. */
+ * (beside the file's; 0 with no_repack or where the kernel set keeps none): the matmuls of
+ * those weights read them. */
 PLUMB_API uint64_t plumb_context_repacked_bytes(const plumb_context_t *c);
 
 /* A batch of tokens: token i goes into sequence seq[i] (seq NULL: every token in sequence 0)

@@ -121,8 +121,8 @@ plumb_status plumb_backend_cpu_create(int n_threads, plumb_backend **out);
  * in one integer where it can (block_sums: plumb_context_params.fast_gemm, off by default). */
 void plumb_backend_cpu_set_gemm(plumb_backend *cpu, bool repack, bool block_sums);
 /* Keeps, once, the weights among w[0..n) that the kernel set's GEMM has a kept layout for
- * (host memory, 2-D; cpu_repack.c) in that layout: matmuls then read it from 2 activation rows
- * on instead of packing rows per op (and run the GEMM from 2 rows, not only 8). Nothing with
+ * (host memory, 2-D; cpu_repack.c) in that layout: their matmuls then run the GEMM from it
+ * for any number of activation rows (not from 8, packing rows per op). Nothing with
  * repack off, when called before, or when the copy would take over half of the memory
  * available. The weights must stay unchanged while cpu lives. PLUMB_E_NOMEM when the memory
  * is not there after all (nothing is kept then). */

@@ -170,8 +170,8 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
 }
 
 /* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
- * of the file's layout for every batch size: 1 (the one-row kernels), 2-7 (the GEMM from the
- * kept layout), 8 and more (the kept groups expanded for the GEMM), rows not a multiple of 16;
+ * of the file's layout (the one-row, four-row and GEMM kernels) for every batch size: 1-7 (the
+ * GEMM from the kept layout), 8 and more (the kept groups expanded), rows not a multiple of 16;
  * and a context keeps them in as many bytes as the file's rows. */
 TEST(kept_weights_give_the_file_layouts_bits) {
     const int64_t K = 768, N = 83, T = 12;

@@ -67,10 +67,12 @@ static bool matmul_widens(const plumb_cpu_ctx *c, const plumb_tensor *n) {
  * and each packed group meets every activation row; with the context's block sums
  * (plumb_context_params.fast_gemm) the set's block-sum GEMM where there is one. */
 #define MATMUL_GEMM_ROWS 8
-/* ... and from this many for weights kept packed (cpu_repack.c), which have no packing to
- * amortize: Gemma 3 270M's Q5_0 640 x 2048 with 4 rows, two threads, EPYC (Zen 5): GEMM 
- * against the four-row kernels' */
-#define MATMUL_PACKED_ROWS 2
+/* ... and from this many for weights kept in its layout (cpu_repack.c), which have no packing to
+ * amortize. On an EPYC (Zen 5), Gemma 3 270M: with 4 rows the GEMM from the kept layout takes
+ * the Q8_0 head from 4.4 to 3.3 ms and Q5_0 640 x 2048 from 44 to 25 us (two threads, weights
+ * in cache) against the four-row kernels; with one row (decoding, memory-bound) its prefetched
+ * stream beats the one-row kernels: tg128 +15% on one thread, +6-17% on two. */
+#define MATMUL_PACKED_ROWS 1
 
 const plumb_gemm_ops *plumb__cpu_gemm_ops(const plumb_cpu_ctx *c, int type) {
     return c->no_repack ? NULL : c->block_sums && c->kernels->gemm_sums[type] ? c->kernels->gemm_sums[type] : c->kernels->gemm[type];

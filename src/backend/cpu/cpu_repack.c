@@ -6,11 +6,12 @@
  * sees it, but a matmul of 2-7 rows (the server decoding several sequences at once) would spend
  * most of its time packing, so without a kept copy those go through the four-row kernels, which
  * do the reference's per-block float steps once per row instead of once per 16 rows. With the
- * copy, matmuls from 2 activation rows on run the GEMM from it, and prompts expand each group
- * from it instead of packing the file's rows.
+ * copy, every matmul of those weights runs the GEMM from it (single tokens too: its prefetched
+ * stream reads memory faster than the one-row kernels), and prompts expand each group from it
+ * instead of packing the file's rows.
  *
- * The copy is kept beside the file's layout, which single-token decoding and the embedding
- * lookup read: it costs as much memory as the kept weights (the AVX-512 set keeps Q4_0, Q5_0 and
+ * The copy is kept beside the file's layout, which the embedding lookup reads (and contexts
+ * without the copy): it costs as much memory as the kept weights (the AVX-512 set keeps Q4_0, Q5_0 and
  * Q8_0; the K-quants' GEMM layout is 2.6-3.8x their size and stays packed per op), and is made
  * only where it takes at most half of the memory the system has available then.
  * plumb_context_create hands over the model's weights that matmuls read, which never change

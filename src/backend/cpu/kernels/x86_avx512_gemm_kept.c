@@ -120,7 +120,7 @@ static inline __attribute__((always_inline)) void unkeep(int kind, const void *k
 }
 
 #ifndef KEPT_PREFETCH
-#define KEPT_PREFETCH 2048
+#define KEPT_PREFETCH 4096
 #endif
 
 static inline int32_t load_i32(const uint8_t *p) {
