@@ -40,48 +40,53 @@ static inline planes planes_of(int kind, const void *group, int64_t n) {
     return (planes){b, bits, bits + (kind == K_Q5_0 ? nb * 64 : 0)};
 }
 
-/* One row's block of the file as 32 codes (Q4_0: 0..15, Q5_0: 0..31, Q8_0: q + 128) and d. */
-static void codes(int kind, const uint8_t *b, uint8_t *c, uint16_t *d) {
+/* One row's block of the file as 32 codes (Q4_0: 0..15, Q5_0: 0..31, Q8_0: q + 128) in element
+ * order, and its d. */
+static inline __m256i codes(int kind, const uint8_t *b, uint16_t *d) {
     memcpy(d, b, 2);
-    if (kind == K_Q8_0) {
-        for (int j = 0; j < 32; j++) c[j] = (uint8_t)(b[2 + j] ^ 0x80);
-        return;
+    if (kind == K_Q8_0) return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 2)), _mm256_set1_epi8((char)0x80));
+    const uint8_t *qs = b + (kind == K_Q5_0 ? 6 : 2);
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(0x0F);
+    __m256i c = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+    if (kind == K_Q5_0) { /* element j's fifth bit is bit j of qh */
+        uint32_t qh;
+        memcpy(&qh, b + 2, 4);
+        c = _mm256_or_si256(c, _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
     }
-    uint32_t qh = 0;
-    const uint8_t *qs = b + 2;
-    if (kind == K_Q5_0) memcpy(&qh, b + 2, 4), qs = b + 6;
-    for (int j = 0; j < 16; j++) {
-        c[j] = (uint8_t)((qs[j] & 0x0F) | (kind == K_Q5_0 ? ((qh >> j) & 1) << 4 : 0));
-        c[j + 16] = (uint8_t)((qs[j] >> 4) | (kind == K_Q5_0 ? ((qh >> (j + 16)) & 1) << 4 : 0));
-    }
+    return c;
 }
 
-/* File rows (ws bytes apart; rows from nrows on zero) to the kept layout. */
+/* File rows (ws bytes apart; rows from nrows on zero) to the kept layout: each block's 16 rows
+ * of codes, 8 dwords each, transposed so that register l holds dword l of every row. */
 static void keep(int kind, const void *w, size_t ws, int nrows, void *out, int64_t n) {
     const size_t fb = kind == K_Q4_0 ? 18 : kind == K_Q5_0 ? 22 : 34;
     const planes p = planes_of(kind, out, n);
+    const __m512i rows8 = _mm512_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120);
     for (int64_t i = 0; i < n / 32; i++) {
-        uint8_t *o = p.codes + (size_t)i * code_bytes(kind);
-        uint8_t reg[8][64]; /* lane l's register bytes, b = 4 r + e */
+        _Alignas(64) uint32_t c[ROWS * 8]; /* row r's codes at dwords 8 r .. 8 r + 7 */
         uint16_t d[ROWS];
         for (int r = 0; r < ROWS; r++) {
-            uint8_t c[32];
             d[r] = 0;
-            if (r < nrows) codes(kind, (const uint8_t *)w + (size_t)r * ws + (size_t)i * fb, c, &d[r]);
-            else memset(c, kind == K_Q8_0 ? 0x80 : kind == K_Q5_0 ? 16 : 8, 32); /* q = 0 */
-            for (int l = 0; l < 8; l++)
-                for (int e = 0; e < 4; e++) reg[l][4 * r + e] = c[4 * l + e];
+            const __m256i v = r < nrows ? codes(kind, (const uint8_t *)w + (size_t)r * ws + (size_t)i * fb, &d[r])
+                                        : _mm256_set1_epi8(kind == K_Q8_0 ? (char)0x80 : kind == K_Q5_0 ? 16 : 8); /* q = 0 */
+            _mm256_store_si256((__m256i *)(void *)(c + 8 * r), v);
         }
         memcpy(p.scales + (size_t)i * 32, d, 32);
+        uint8_t *o = p.codes + (size_t)i * code_bytes(kind);
         for (int l = 0; l < 8; l++) {
+            const __m512i reg = _mm512_i32gather_epi32(_mm512_add_epi32(rows8, _mm512_set1_epi32(l)), c, 4);
             if (kind == K_Q8_0) {
-                memcpy(o + 64 * l, reg[l], 64);
+                _mm512_storeu_si512(o + 64 * l, reg);
                 continue;
             }
-            uint64_t hb = 0;
-            for (int j = 0; j < 32; j++) o[32 * l + j] = (uint8_t)((reg[l][j] & 0x0F) | (reg[l][j + 32] & 0x0F) << 4);
-            for (int b = 0; b < 64; b++) hb |= (uint64_t)(reg[l][b] >> 4 & 1) << b;
-            if (kind == K_Q5_0) memcpy(p.bits + (size_t)i * 64 + 8 * l, &hb, 8);
+            const __m256i lo = _mm512_castsi512_si256(reg), hi = _mm512_extracti64x4_epi64(reg, 1);
+            const __m256i m4 = _mm256_set1_epi8(0x0F);
+            _mm256_storeu_si256((__m256i *)(o + 32 * l),
+                                _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_slli_epi16(_mm256_and_si256(hi, m4), 4)));
+            if (kind == K_Q5_0) {
+                const uint64_t hb = _mm512_test_epi8_mask(reg, _mm512_set1_epi8(0x10));
+                memcpy(p.bits + (size_t)i * 64 + 8 * l, &hb, 8);
+            }
         }
     }
 }
