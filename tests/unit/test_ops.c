@@ -171,7 +171,8 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
 
 /* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
  * of the file's layout (the one-row, four-row and GEMM kernels) for every batch size: 1-7 (the
- * GEMM from the kept layout), 8 and more (the kept groups expanded), rows not a multiple of 16;
+ * GEMM from the kept layout), 8 and more (the kept groups expanded), rows not a multiple of 16,
+ * with the exact GEMM and with the block-sum one (fast_gemm);
  * and a context keeps them in as many bytes as the file's rows. */
 TEST(kept_weights_give_the_file_layouts_bits) {
     const int64_t K = 768, N = 83, T = 12;
@@ -186,34 +187,38 @@ TEST(kept_weights_give_the_file_layouts_bits) {
         plumb_type_row_bytes(type, K * N, &wb);
         uint8_t *wq = malloc(wb);
         plumb_quantize_row(type, wf, wq, K * N);
-        for (int threads = 1; threads <= 2; threads++)
-            for (int64_t tn = 1; tn <= T; tn++)
-                for (int keep = 0; keep < 2; keep++) {
-                    fixture f;
-                    fixture_init(&f, threads, NULL);
-                    int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
-                    plumb_tensor *w = plumb_graph_leaf(&f.g, type, 2, ne_w, wq);
-                    if (keep) {
-                        CHECK_STATUS(plumb_backend_cpu_pack_weights(f.cpu, (const plumb_tensor *const[]){w}, 1), PLUMB_OK);
-                        const uint64_t bytes = plumb_backend_cpu_packed_bytes(f.cpu);
-                        const plumb_gemm_ops *g = plumb__kernels_get()->gemm[type];
-                        if (g && g->keep) {
-                            kept_any = true;
-                            CHECK(bytes == (uint64_t)wb + (uint64_t)((16 - N % 16) % 16) * (wb / (uint64_t)N));
-                        } else {
-                            CHECK(bytes == 0);
+        for (int fast = 0; fast < 2; fast++) {
+            for (int threads = 1; threads <= 2; threads++)
+                for (int64_t tn = 1; tn <= T; tn++)
+                    for (int keep = 0; keep < 2; keep++) {
+                        fixture f;
+                        fixture_init(&f, threads, NULL);
+                        plumb_backend_cpu_set_gemm(f.cpu, true, fast == 1);
+                        int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
+                        plumb_tensor *w = plumb_graph_leaf(&f.g, type, 2, ne_w, wq);
+                        if (keep) {
+                            CHECK_STATUS(plumb_backend_cpu_pack_weights(f.cpu, (const plumb_tensor *const[]){w}, 1), PLUMB_OK);
+                            const uint64_t bytes = plumb_backend_cpu_packed_bytes(f.cpu);
+                            const plumb_kernel_set *ks = plumb__kernels_get();
+                            const plumb_gemm_ops *g = fast && ks->gemm_sums[type] ? ks->gemm_sums[type] : ks->gemm[type];
+                            if (g && g->keep) {
+                                kept_any = true;
+                                CHECK(bytes == (uint64_t)wb + (uint64_t)((16 - N % 16) % 16) * (wb / (uint64_t)N));
+                            } else {
+                                CHECK(bytes == 0);
+                            }
                         }
+                        plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
+                        plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, xt);
+                        y->is_output = true;
+                        fixture_run(&f);
+                        if (!keep) memcpy(want, y->data, (size_t)(N * tn) * 4);
+                        else if (memcmp(want, y->data, (size_t)(N * tn) * 4) != 0)
+                            plumb_test_fail(__FILE__, __LINE__, "%s %lld tokens, %d threads%s: kept weights give other bits",
+                                            plumb_type_name(type), (long long)tn, threads, fast ? ", block sums" : "");
+                        fixture_free(&f);
                     }
-                    plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
-                    plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, xt);
-                    y->is_output = true;
-                    fixture_run(&f);
-                    if (!keep) memcpy(want, y->data, (size_t)(N * tn) * 4);
-                    else if (memcmp(want, y->data, (size_t)(N * tn) * 4) != 0)
-                        plumb_test_fail(__FILE__, __LINE__, "%s %lld tokens, %d threads: kept weights give other bits",
-                                        plumb_type_name(type), (long long)tn, threads);
-                    fixture_free(&f);
-                }
+        }
         free(wq);
     }
     free(wf), free(x), free(want);

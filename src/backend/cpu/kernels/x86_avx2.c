@@ -1534,13 +1534,19 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #ifdef PLUMB_HAVE_WIDE_DOT4X2
         set.wide_dot4x2_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4x2_lanes[PLUMB_TYPE_Q5_0] =
             set.wide_dot4x2_lanes[PLUMB_TYPE_Q8_0] = wide_dot4x2_lanes;
-        /* the exact GEMM per type: its kept layout differs */
-#define LEGACY(t, b)                                                                                                   \
+        /* the exact GEMM (run) and the block-sum one (plumb_context_params.fast_gemm) per type, its
+         * kept layout differing; both run batches of under 8 rows exactly from it, as the one- and
+         * four-row kernels would */
+#define LEGACY(t, b, r)                                                                                                \
     {.rows = PLUMB_GEMM_ROWS, .wide = true, .block = 32, .pack_bytes = PLUMB_GEMM_BLOCK,                              \
-     .act_bytes = PLUMB_GEMM_ACT_BLOCK, .pack = plumb__gemm16_pack, .prep = plumb__gemm16_prep, .run = plumb__gemm16, \
+     .act_bytes = PLUMB_GEMM_ACT_BLOCK, .pack = plumb__gemm16_pack, .prep = plumb__gemm16_prep, .run = (r),           \
      .keep_bytes = (b)*PLUMB_GEMM_ROWS, .keep = plumb__gemm16_keep_##t, .run_kept = plumb__gemm16_kept_##t,         \
      .unkeep = plumb__gemm16_unkeep_##t}
-        static const plumb_gemm_ops legacy_q4_0 = LEGACY(q4_0, 18), legacy_q5_0 = LEGACY(q5_0, 22), legacy_q8_0 = LEGACY(q8_0, 34);
+        static const plumb_gemm_ops legacy_q4_0 = LEGACY(q4_0, 18, plumb__gemm16), legacy_q5_0 = LEGACY(q5_0, 22, plumb__gemm16),
+                                    legacy_q8_0 = LEGACY(q8_0, 34, plumb__gemm16);
+        static const plumb_gemm_ops sums_q4_0 = LEGACY(q4_0, 18, plumb__gemm16_block_sums),
+                                    sums_q5_0 = LEGACY(q5_0, 22, plumb__gemm16_block_sums),
+                                    sums_q8_0 = LEGACY(q8_0, 34, plumb__gemm16_block_sums);
 #undef LEGACY
         static const plumb_gemm_ops q4k = GEMM_OPS(PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
                                            PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q4_k, plumb__gemm16_prep_k,
@@ -1551,9 +1557,9 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.gemm[PLUMB_TYPE_Q4_0] = &legacy_q4_0;
         set.gemm[PLUMB_TYPE_Q5_0] = &legacy_q5_0;
         set.gemm[PLUMB_TYPE_Q8_0] = &legacy_q8_0;
-        static const plumb_gemm_ops sums = GEMM_OPS(PLUMB_GEMM_ROWS,     true, 32, PLUMB_GEMM_BLOCK, PLUMB_GEMM_ACT_BLOCK, 0,
-                                            plumb__gemm16_pack, plumb__gemm16_prep, plumb__gemm16_block_sums);
-        set.gemm_sums[PLUMB_TYPE_Q4_0] = set.gemm_sums[PLUMB_TYPE_Q5_0] = set.gemm_sums[PLUMB_TYPE_Q8_0] = &sums;
+        set.gemm_sums[PLUMB_TYPE_Q4_0] = &sums_q4_0;
+        set.gemm_sums[PLUMB_TYPE_Q5_0] = &sums_q5_0;
+        set.gemm_sums[PLUMB_TYPE_Q8_0] = &sums_q8_0;
         static const plumb_gemm_ops sums_q4k = GEMM_OPS(PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
                                                 plumb__gemm16_pack_sums_q4_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q4_k);
         static const plumb_gemm_ops sums_q6k = GEMM_OPS(PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
