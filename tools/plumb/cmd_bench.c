@@ -700,13 +700,13 @@ int cmd_bench(int argc, char **argv) {
         printf("model load: %.3f s, %s\n", load_s,
                plumb_gguf_is_file_mapping(plumb_model_gguf(model)) ? "weights in a mapping of the file (--mmap)"
                                                                    : "file read into memory");
-        char device[96];
-        cli_model_device_text(model, device, sizeof device);
-        printf("device: %s\n", device);
         plumb_model_info mi;
         plumb_model_get_info(model, &mi);
         printf("repacked weights: %.2f MiB kept beside the file's layout (%.0f%% of the file; --no-repack: none)\n",
                (double)repacked / 1048576.0, mi.file_size ? 100.0 * (double)repacked / (double)mi.file_size : 0.0);
+        char device[96];
+        cli_model_device_text(model, device, sizeof device);
+        printf("device: %s\n", device);
         if (desc.remote) {
             printf("network, per token:");
             for (int i = 0; i < n_rs; i++) {
