@@ -172,7 +172,8 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
 /* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
  * of the file's layout (the one-row, four-row and GEMM kernels) for every batch size: 1-7 (the
  * GEMM from the kept layout), 8 and more (the kept groups expanded), rows not a multiple of 16,
- * with the exact GEMM and with the block-sum one (fast_gemm);
+ * with the exact GEMM and with the block-sum one (fast_gemm); Q4_K's kept layout (batches of
+ * under 8 rows; prompts pack its file rows);
  * and a context keeps them in as many bytes as the file's rows. */
 TEST(kept_weights_give_the_file_layouts_bits) {
     const int64_t K = 768, N = 83, T = 12;
@@ -203,7 +204,10 @@ TEST(kept_weights_give_the_file_layouts_bits) {
                             const plumb_gemm_ops *g = fast && ks->gemm_sums[type] ? ks->gemm_sums[type] : ks->gemm[type];
                             if (g && g->keep) {
                                 kept_any = true;
-                                CHECK(bytes == (uint64_t)wb + (uint64_t)((16 - N % 16) % 16) * (wb / (uint64_t)N));
+                                /* rows in whole groups of 16; the legacy types' layout is the file's size */
+                                CHECK(bytes == (uint64_t)((N + 15) / 16) * (uint64_t)(K / g->block) * g->keep_bytes);
+                                if (type != PLUMB_TYPE_Q4_K)
+                                    CHECK(bytes == (uint64_t)wb + (uint64_t)((16 - N % 16) % 16) * (wb / (uint64_t)N));
                             } else {
                                 CHECK(bytes == 0);
                             }
@@ -1037,13 +1041,19 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                             const size_t pb = (size_t)(n / g->block) * g->pack_bytes;
                             uint8_t *kept = malloc((size_t)(n / g->block) * g->keep_bytes), *unkept = malloc(pb);
                             g->keep(wq, wb, nrows, kept, n);
-                            g->unkeep(kept, unkept, n);
-                            if (memcmp(unkept, packed, pb) != 0)
-                                plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld rows=%d: the kept layout expands to other bytes",
-                                                ks->name, plumb_type_name(type), (long long)n, nrows);
+                            if (g->unkeep) {
+                                g->unkeep(kept, unkept, n);
+                                if (memcmp(unkept, packed, pb) != 0)
+                                    plumb_test_fail(__FILE__, __LINE__, "%s %s n=%lld rows=%d: the kept layout expands to other bytes",
+                                                    ks->name, plumb_type_name(type), (long long)n, nrows);
+                            }
+                            /* its own activation form where it has one */
+                            const size_t kprow = (size_t)(n / g->block) * (g->prep_kept ? g->act_kept_bytes : g->act_bytes);
+                            uint8_t *kxp = malloc(kprow * T);
+                            for (int t = 0; t < T; t++) (g->prep_kept ? g->prep_kept : g->prep)(xq + (size_t)t * xs, kxp + (size_t)t * kprow, n);
                             for (int64_t tt = 1; tt <= T; tt += tt < 9 ? 1 : 20) {
                                 for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;
-                                g->run_kept(n, kept, xp, prow, tt, got, (size_t)R, nrows, scratch);
+                                g->run_kept(n, kept, kxp, kprow, tt, got, (size_t)R, nrows, scratch);
                                 for (int t = 0; t < tt; t++)
                                     for (int r = 0; r < R; r++) {
                                         const float v = got[t * R + r];
@@ -1054,7 +1064,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                                                             (double)v, (double)want);
                                     }
                             }
-                            free(kept), free(unkept);
+                            free(kept), free(unkept), free(kxp);
                         }
                         for (int64_t tt = 1; tt <= T; tt += 3) {
                             for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) got[i] = -1.0f;

@@ -88,7 +88,8 @@ static const plumb_gemm_ops *matmul_gemm(const plumb_cpu_ctx *c, const plumb_ten
 /* The GEMM's scratch: the prepared activation rows, then per thread a group of wide rows (for
  * the types packed from them) and its packed form. */
 static size_t matmul_gemm_act_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
-    return round64((size_t)(n->src[1]->ne[0] / g->block) * g->act_bytes * (size_t)n_rows(n->src[1]));
+    const size_t per = g->act_kept_bytes > g->act_bytes ? g->act_kept_bytes : g->act_bytes;
+    return round64((size_t)(n->src[1]->ne[0] / g->block) * per * (size_t)n_rows(n->src[1]));
 }
 static size_t matmul_gemm_wide_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
     return g->wide ? round64(plumb__wide_row_size(n->src[0]->type, n->src[0]->ne[0]) * (size_t)g->rows) : 0;
@@ -149,27 +150,31 @@ static void op_get_rows(plumb_tensor *n, int ith, int nth) {
 
 /* op_mul_mat through the kernel set's GEMM (matmul_gemm): each thread quantizes and prepares its
  * share of the activation rows; then groups of the GEMM's rows go out in chunks to
- * whichever thread is free, which widens and packs each group once and runs it against every
- * activation row. */
+ * whichever thread is free, which runs each against every activation row: straight from the
+ * kept layout for batches of fewer than MATMUL_GEMM_ROWS, else after expanding the kept group or
+ * packing (and widening) the file's rows. */
 static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *w = n->src[0], *x = n->src[1];
     const plumb_kernel_set *ks = c->kernels;
     const int64_t K = w->ne[0], N = w->ne[1], T = n_rows(x);
     const int act = plumb__act_type(w->type);
-    const size_t arow = plumb__act_row_size(act, K), prow = (size_t)(K / g->block) * g->act_bytes;
+    const uint8_t *kept = plumb__cpu_packed_rows(c, w); /* the kept groups, one after the other */
+    const bool direct = kept && T < MATMUL_GEMM_ROWS;
+    const plumb_gemm_prep_fn prep = direct && g->prep_kept ? g->prep_kept : g->prep;
+    const size_t arow = plumb__act_row_size(act, K);
+    const size_t prow = (size_t)(K / g->block) * (direct && g->prep_kept ? g->act_kept_bytes : g->act_bytes);
     uint8_t *xq = c->work, *xp = c->work + matmul_act_bytes(n, nth);
     int64_t lo, hi;
     split(T, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         ks->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
-        g->prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
+        prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
     }
     plumb__cpu_barrier(c);
     uint8_t *wide = xp + matmul_gemm_act_bytes(g, n) + matmul_gemm_thread_bytes(g, n) * (size_t)ith;
     uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n), *run_scratch = packed + matmul_gemm_pack_bytes(g, n);
     const size_t wrow = g->wide ? plumb__wide_row_size(w->type, K) : 0;
     const int64_t groups = (N + g->rows - 1) / g->rows;
-    const uint8_t *kept = plumb__cpu_packed_rows(c, w); /* the groups packed once, one after the other */
     int64_t per = (groups + 8 * nth - 1) / (8 * nth);
     const int64_t n_chunks = (groups + per - 1) / per;
     for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
@@ -179,12 +184,12 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
             const int rows = (int)(N - r0 < g->rows ? N - r0 : g->rows);
             const uint8_t *wr = (const uint8_t *)w->data + (size_t)r0 * w->nb[1];
             float *out = (float *)n->data + r0;
-            if (kept) {
-                const uint8_t *group = kept + (size_t)(K / g->block) * g->keep_bytes * (size_t)gi;
-                if (T < MATMUL_GEMM_ROWS) {
-                    g->run_kept(K, group, xp, prow, T, out, (size_t)N, rows, run_scratch);
-                    continue;
-                }
+            const uint8_t *group = kept ? kept + (size_t)(K / g->block) * g->keep_bytes * (size_t)gi : NULL;
+            if (direct) {
+                g->run_kept(K, group, xp, prow, T, out, (size_t)N, rows, run_scratch);
+                continue;
+            }
+            if (kept && g->unkeep) {
                 g->unkeep(group, packed, K);
             } else if (g->wide) {
                 for (int r = 0; r < rows; r++) ks->widen(w->type, wr + (size_t)r * w->nb[1], wide + (size_t)r * wrow, K);

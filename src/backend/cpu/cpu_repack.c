@@ -11,9 +11,10 @@
  * instead of packing the file's rows.
  *
  * The copy is kept beside the file's layout, which the embedding lookup reads (and contexts
- * without the copy): it costs as much memory as the kept weights (the AVX-512 set keeps Q4_0, Q5_0 and
- * Q8_0; the K-quants' GEMM layout is 2.6-3.8x their size and stays packed per op), and is made
- * only where it takes at most half of the memory the system has available then.
+ * without the copy): it costs about as much memory as the kept weights (the AVX-512 set keeps
+ * Q4_0, Q5_0 and Q8_0 at their size, Q4_K at 1.03x for batches under 8 rows, whose prompts pack
+ * the file's rows into an int16 layout 3.8x their size per op), and is made only where it takes
+ * at most half of the memory the system has available then.
  * plumb_context_create hands over the model's weights that matmuls read, which never change
  * while the backend lives. */
 #include "backend/cpu/cpu_internal.h"

@@ -115,13 +115,17 @@ typedef struct plumb_gemm_ops {
     plumb_gemm_pack_fn pack;
     plumb_gemm_prep_fn prep;
     plumb_gemm_fn run;
-    /* Optional: a layout of the packed groups as large as the file's rows, which a context keeps
-     * for the model's lifetime (cpu_repack.c): keep makes it from the file's rows (keep_bytes
-     * per block of rows), run_kept runs batches from it, unkeep expands a group for run. */
+    /* Optional: a layout of the packed groups about as large as the file's rows, which a context
+     * keeps for the model's lifetime (cpu_repack.c): keep makes it from the file's rows
+     * (keep_bytes per block of rows), run_kept runs batches of fewer than 8 rows from it (with
+     * activations from prep_kept, act_kept_bytes per block, where it has its own), unkeep (where
+     * there is one; else run takes pack's groups of the file's rows) expands a group for run. */
     size_t keep_bytes;
     plumb_gemm_pack_fn keep;
     plumb_gemm_fn run_kept;
     plumb_gemm_unkeep_fn unkeep;
+    plumb_gemm_prep_fn prep_kept;
+    size_t act_kept_bytes;
 } plumb_gemm_ops;
 void plumb__gemm8_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm8_prep(const void *xq, void *out, int64_t n);
@@ -152,6 +156,13 @@ void plumb__gemm16_kept_q4_0(int64_t n, const void *wp, const void *xp, size_t x
 void plumb__gemm16_kept_q5_0(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                              int nrows, void *scratch);
 void plumb__gemm16_kept_q8_0(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch);
+/* x86_avx512_gemm_kept_k.c: the kept layout of Q4_K (2368 bytes per super-block of 16 rows) */
+#define PLUMB_GEMM_KEPT_K_BLOCK 2368
+#define PLUMB_GEMM_KEPT_K_ACT_BLOCK 320
+void plumb__gemm16_keep_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm16_prep_kept_k(const void *xq, void *out, int64_t n);
+void plumb__gemm16_kept_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                              int nrows, void *scratch);
 #define PLUMB_GEMM8_RUN_BYTES (8 * 32)     /* plumb__gemm8's scratch per block */
 /* x86_avx512_gemm_ksum.c: the block-sum GEMM of Q4_K and Q6_K */
