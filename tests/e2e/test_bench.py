@@ -228,15 +228,15 @@ def test_model_load_modes(plumb_bin, real_model, run):
 def test_repacked_weights_are_the_kept_weights_size(plumb_bin, real_model, run):
     """`repacked weights:` is the memory the context keeps in the GEMM's interleaved layout: on a
     CPU whose kernels keep a layout (AVX-512 VNNI: Q4_0, Q5_0, Q8_0, as large as the file's rows,
-    and Q4_K, 148 bytes a super-block), the bytes of those matmul weights (here the tied Q8_0
-    embeddings, which are the output head, and the layers' Q5_0/Q8_0/Q4_K), rows rounded up to
+    Q6_K the same, and Q4_K, 148 bytes a super-block), the bytes of those matmul weights (here the
+    tied Q8_0 embeddings, which are the output head, and the layers' Q5_0/Q8_0/Q4_K/Q6_K), rows rounded up to
     groups of 16, recomputed from gguf-py's block sizes; elsewhere, and always with --no-repack,
     none."""
     r = run(plumb_bin, "inspect", real_model, "--json", timeout=60)
     assert r.rc == 0, r.describe()
     kept = 0
     for t in json.loads(r.stdout)["tensors"]:
-        if t["type"] in ("Q4_0", "Q5_0", "Q8_0", "Q4_K") and len(t["shape"]) == 2:
+        if t["type"] in ("Q4_0", "Q5_0", "Q8_0", "Q4_K", "Q6_K") and len(t["shape"]) == 2:
             block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t["type"]]]
             if t["type"] == "Q4_K":  # its scales and mins a byte each: 148 bytes a super-block instead of 144
                 size += 4

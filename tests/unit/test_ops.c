@@ -172,12 +172,12 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
 /* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
  * of the file's layout (the one-row, four-row and GEMM kernels) for every batch size: 1-7 (the
  * GEMM from the kept layout), 8 and more (the kept groups expanded), rows not a multiple of 16,
- * with the exact GEMM and with the block-sum one (fast_gemm); Q4_K's kept layout (batches of
- * under 8 rows; prompts pack its file rows);
+ * with the exact GEMM and with the block-sum one (fast_gemm); Q4_K's and Q6_K's kept layouts
+ * (batches of under 8 rows; prompts pack their file rows);
  * and a context keeps them in as many bytes as the file's rows. */
 TEST(kept_weights_give_the_file_layouts_bits) {
     const int64_t K = 768, N = 83, T = 12;
-    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K};
+    const int types[] = {PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q6_K};
     float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * T) * 4), *want = malloc((size_t)(N * T) * 4);
     for (int64_t i = 0; i < K * N; i++) wf[i] = frand();
     for (int64_t i = 0; i < K * T; i++) x[i] = frand();

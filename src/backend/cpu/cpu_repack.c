@@ -12,9 +12,9 @@
  *
  * The copy is kept beside the file's layout, which the embedding lookup reads (and contexts
  * without the copy): it costs about as much memory as the kept weights (the AVX-512 set keeps
- * Q4_0, Q5_0 and Q8_0 at their size, Q4_K at 1.03x for batches under 8 rows, whose prompts pack
- * the file's rows into an int16 layout 3.8x their size per op), and is made only where it takes
- * at most half of the memory the system has available then.
+ * Q4_0, Q5_0, Q8_0 and Q6_K at their size, Q4_K at 1.03x; the K-quants' layouts serve batches
+ * under 8 rows, their prompts pack the file's rows into an int16 layout per op), and is made
+ * only where it takes at most half of the memory the system has available then.
  * plumb_context_create hands over the model's weights that matmuls read, which never change
  * while the backend lives. */
 #include "backend/cpu/cpu_internal.h"

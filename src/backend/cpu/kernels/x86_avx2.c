@@ -1548,16 +1548,17 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
                                     sums_q5_0 = LEGACY(q5_0, 22, plumb__gemm16_block_sums),
                                     sums_q8_0 = LEGACY(q8_0, 34, plumb__gemm16_block_sums);
 #undef LEGACY
-        static const plumb_gemm_ops q4k = {.rows = PLUMB_GEMM_ROWS, .wide = false, .block = 256,
-                                           .pack_bytes = PLUMB_GEMM_K_BLOCK, .act_bytes = PLUMB_GEMM_K_ACT_BLOCK,
-                                           .run_bytes = PLUMB_GEMM_K_RUN_BYTES, .pack = plumb__gemm16_pack_q4_k,
-                                           .prep = plumb__gemm16_prep_k, .run = plumb__gemm16_q4_k,
-                                           .keep_bytes = PLUMB_GEMM_KEPT_K_BLOCK, .keep = plumb__gemm16_keep_q4_k,
-                                           .run_kept = plumb__gemm16_kept_q4_k, .prep_kept = plumb__gemm16_prep_kept_k,
-                                           .act_kept_bytes = PLUMB_GEMM_KEPT_K_ACT_BLOCK};
-        static const plumb_gemm_ops q6k = GEMM_OPS(PLUMB_GEMM_ROWS, false, 256, PLUMB_GEMM_K_BLOCK, PLUMB_GEMM_K_ACT_BLOCK,
-                                           PLUMB_GEMM_K_RUN_BYTES, plumb__gemm16_pack_q6_k, plumb__gemm16_prep_k,
-                                           plumb__gemm16_q6_k);
+        /* Q4_K, Q6_K: prompts pack the file's rows to int16 per op; batches of under 8 rows run
+         * from their kept layouts */
+#define KQUANT(t, q4k)                                                                                                 \
+    {.rows = PLUMB_GEMM_ROWS, .wide = false, .block = 256, .pack_bytes = PLUMB_GEMM_K_BLOCK,                          \
+     .act_bytes = PLUMB_GEMM_K_ACT_BLOCK, .run_bytes = PLUMB_GEMM_KEPT_K_RUN_BYTES, .pack = plumb__gemm16_pack_##t,   \
+     .prep = plumb__gemm16_prep_k, .run = plumb__gemm16_##t, .keep_bytes = PLUMB_GEMM_KEPT_K_BLOCK(q4k),             \
+     .keep = plumb__gemm16_keep_##t, .run_kept = plumb__gemm16_kept_##t, .prep_kept = plumb__gemm16_prep_kept_k,      \
+     .act_kept_bytes = PLUMB_GEMM_KEPT_K_ACT_BLOCK}
+        static const plumb_gemm_ops q4k = KQUANT(q4_k, true), q6k = KQUANT(q6_k, false);
+#undef KQUANT
+
         set.gemm[PLUMB_TYPE_Q4_0] = &legacy_q4_0;
         set.gemm[PLUMB_TYPE_Q5_0] = &legacy_q5_0;
         set.gemm[PLUMB_TYPE_Q8_0] = &legacy_q8_0;

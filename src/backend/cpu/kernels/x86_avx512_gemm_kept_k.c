@@ -1,7 +1,7 @@
-/* x86_avx512_gemm_kept_k.c — the AVX-512 VNNI GEMM's kept layout of Q4_K weights, for batches
- * of fewer than 8 tokens (single tokens included): 16 rows interleaved with the file's bits, so
- * the copy a context keeps (cpu_repack.c) is 1.03 times the weights' size. Prompts still pack the
- * file's rows into x86_avx512_gemm_k.c's int16 layout.
+/* x86_avx512_gemm_kept_k.c — the AVX-512 VNNI GEMM's kept layouts of Q4_K and Q6_K weights, for
+ * batches of fewer than 8 tokens (single tokens included): 16 rows interleaved with the file's
+ * bits, so the copy a context keeps (cpu_repack.c) is 1.03 (Q4_K) and 1.00 (Q6_K) times the
+ * weights' size. Prompts still pack the file's rows into x86_avx512_gemm_k.c's int16 layout.
  *
  * The reference arithmetic (x86_avx512_gemm_k.c): per super-block, lane l of an output is
  * L_l = sum over sub-blocks m of sc_m times the exact sum of the four products of values
@@ -9,14 +9,19 @@
  * that kernel folds them. Here the four products of 16 rows come from one vpdpbusd of the
  * codes (unsigned, 0..15) with the token's four activation bytes, and one vpdpwssd multiplies
  * that (it fits int16) by the rows' scales (each as the pair (sc, 0)) and adds it to L_l: the
- * same integers, the same float steps, the same bits.
+ * same integers, the same float steps, the same bits. Q6_K: codes 0..63, scales per 16 values
+ * (signed), and each lane started at -32 times its two scales times the activation's sums of
+ * 16, as that kernel starts it.
  *
  * A group of 16 rows, per super-block, in four planes:
  *   codes:  (l, m) at 256 l + 32 m: the nibbles of the register whose byte b = 4 r + e is row
  *           r's value 32 m + 4 l + e, byte j holding b = j (low) and b = j + 32 (high) (2048);
  *   scales: m at 16 m: the 16 rows' sc_m (128);
  *   mins:   k at 32 k: row r's (mn_2k, mn_2k+1) at 2 r (128);
- *   d:      the 16 d, then the 16 dmin, as F16 (64). */
+ *   d:      the 16 d, then the 16 dmin, as F16 (64).
+ * Q6_K, per super-block: the codes' low four bits as above (2048); (l, m) at 128 l + 16 m: the
+ * register's fifth and sixth bits as two 64-bit masks (1024); group g (16 values) at 16 g: the
+ * 16 rows' scales (256); the 16 d as F16 (32). */
 #include "backend/cpu/kernels/kernels.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
@@ -27,29 +32,34 @@
 
 #define ROWS PLUMB_GEMM_ROWS
 #define CODES 2048
-#define SCALES 128
+/* per super-block: Q4_K's scales, mins, d and dmin; Q6_K's high bits, scales, d */
+#define SCALES(q4k) ((q4k) ? 128 : 256)
 #define MINS 128
-#define DS 64
+#define HIGH 1024
+#define DS(q4k) ((q4k) ? 64 : 32)
 /* A prepared activation super-block: the 256 values (int8, element order), the 8 sums of 32
- * (int16), d and -d. */
+ * (int16), d and -d, the 16 sums of 16 (int16). */
 #define ACT_S32 256
 #define ACT_D 272
+#define ACT_BSUMS 280
 
 typedef struct planes {
-    const uint8_t *codes, *scales, *mins, *d;
+    const uint8_t *codes, *high, *scales, *mins, *d;
 } planes;
 
-static inline planes planes_of(const void *group, int64_t nsb) {
+static inline planes planes_of(bool q4k, const void *group, int64_t nsb) {
     const uint8_t *b = group;
     const size_t n = (size_t)nsb;
-    return (planes){b, b + n * CODES, b + n * (CODES + SCALES), b + n * (CODES + SCALES + MINS)};
+    if (q4k) return (planes){b, NULL, b + n * CODES, b + n * (CODES + 128), b + n * (CODES + 128 + MINS)};
+    return (planes){b, b + n * CODES, b + n * (CODES + HIGH), NULL, b + n * (CODES + HIGH + 256)};
 }
 
-void plumb__gemm16_keep_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n) {
+static void keep(bool q4k, const void *w, size_t ws, int nrows, void *out, int64_t n) {
     const int64_t nsb = n / 256;
-    const planes p = planes_of(out, nsb);
-    uint8_t *codes = (uint8_t *)(uintptr_t)p.codes, *scales = (uint8_t *)(uintptr_t)p.scales;
-    uint8_t *mins = (uint8_t *)(uintptr_t)p.mins, *ds = (uint8_t *)(uintptr_t)p.d;
+    const planes p = planes_of(q4k, out, nsb);
+    uint8_t *codes = (uint8_t *)(uintptr_t)p.codes, *high = (uint8_t *)(uintptr_t)p.high;
+    uint8_t *scales = (uint8_t *)(uintptr_t)p.scales, *mins = (uint8_t *)(uintptr_t)p.mins, *ds = (uint8_t *)(uintptr_t)p.d;
+    const size_t sb = SCALES(q4k), ngroups = q4k ? 8 : 16;
     const __m512i rows64 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                               _mm512_set1_epi32(64));
     for (int64_t s = 0; s < nsb; s++) {
@@ -59,37 +69,55 @@ void plumb__gemm16_keep_q4_k(const void *w, size_t ws, int nrows, void *out, int
             if (r >= nrows) {
                 memset(c + 64 * r, 0, 256);
                 d[r] = d[ROWS + r] = 0;
-                for (int m = 0; m < 8; m++) scales[(size_t)s * SCALES + 16 * m + r] = 0;
-                for (int k = 0; k < 4; k++) mins[(size_t)s * MINS + 32 * k + 2 * r] = mins[(size_t)s * MINS + 32 * k + 2 * r + 1] = 0;
+                for (size_t g = 0; g < ngroups; g++) scales[(size_t)s * sb + 16 * g + (size_t)r] = 0;
+                for (int k = 0; k < 4 && q4k; k++) mins[(size_t)s * MINS + 32 * k + 2 * r] = mins[(size_t)s * MINS + 32 * k + 2 * r + 1] = 0;
                 continue;
             }
-            const uint8_t *a = (const uint8_t *)w + (size_t)r * ws + (size_t)s * 144;
-            memcpy(&d[r], a, 2);
-            memcpy(&d[ROWS + r], a + 2, 2);
-            int16_t sc[8], mn[8];
-            plumb__q4k_scales_mins(a + 4, sc, mn);
-            for (int m = 0; m < 8; m++) scales[(size_t)s * SCALES + 16 * m + r] = (uint8_t)sc[m];
-            for (int k = 0; k < 4; k++) {
-                mins[(size_t)s * MINS + 32 * k + 2 * r] = (uint8_t)mn[2 * k];
-                mins[(size_t)s * MINS + 32 * k + 2 * r + 1] = (uint8_t)mn[2 * k + 1];
-            }
-            const __m256i m4 = _mm256_set1_epi8(0x0F);
-            for (int q = 0; q < 4; q++) { /* sub-blocks 2 q (low nibbles) and 2 q + 1 (high) */
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(a + 16 + 32 * q));
-                _mm256_store_si256((__m256i *)(void *)(c + 64 * r + 16 * q), _mm256_and_si256(v, m4));
-                _mm256_store_si256((__m256i *)(void *)(c + 64 * r + 16 * q + 8), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            const uint8_t *a = (const uint8_t *)w + (size_t)r * ws + (size_t)s * (q4k ? 144 : 210);
+            if (q4k) {
+                memcpy(&d[r], a, 2);
+                memcpy(&d[ROWS + r], a + 2, 2);
+                int16_t sc[8], mn[8];
+                plumb__q4k_scales_mins(a + 4, sc, mn);
+                for (int m = 0; m < 8; m++) scales[(size_t)s * sb + 16 * m + r] = (uint8_t)sc[m];
+                for (int k = 0; k < 4; k++) {
+                    mins[(size_t)s * MINS + 32 * k + 2 * r] = (uint8_t)mn[2 * k];
+                    mins[(size_t)s * MINS + 32 * k + 2 * r + 1] = (uint8_t)mn[2 * k + 1];
+                }
+                const __m256i m4 = _mm256_set1_epi8(0x0F);
+                for (int q = 0; q < 4; q++) { /* sub-blocks 2 q (low nibbles) and 2 q + 1 (high) */
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(a + 16 + 32 * q));
+                    _mm256_store_si256((__m256i *)(void *)(c + 64 * r + 16 * q), _mm256_and_si256(v, m4));
+                    _mm256_store_si256((__m256i *)(void *)(c + 64 * r + 16 * q + 8), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                }
+            } else {
+                memcpy(&d[r], a + 208, 2);
+                for (int g = 0; g < 16; g++) scales[(size_t)s * sb + 16 * (size_t)g + (size_t)r] = a[192 + g];
+                for (int h = 0; h < 2; h++) {
+                    __m256i q[4];
+                    plumb__q6k_codes(a, h, q);
+                    for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(void *)(c + 64 * r + 32 * h + 8 * k), q[k]);
+                }
             }
         }
-        memcpy(ds + (size_t)s * DS, d, 64);
+        memcpy(ds + (size_t)s * DS(q4k), d, (size_t)DS(q4k));
         for (int l = 0; l < 8; l++)
             for (int m = 0; m < 8; m++) { /* dword 8 m + l of every row */
                 const __m512i reg = _mm512_i32gather_epi32(_mm512_add_epi32(rows64, _mm512_set1_epi32(8 * m + l)), c, 4);
-                const __m256i lo = _mm512_castsi512_si256(reg), hi = _mm512_extracti64x4_epi64(reg, 1);
-                _mm256_storeu_si256((__m256i *)(codes + (size_t)s * CODES + 256 * l + 32 * m),
-                                    _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+                const __m256i m4 = _mm256_set1_epi8(0x0F);
+                const __m256i lo = _mm256_and_si256(_mm512_castsi512_si256(reg), m4), hi = _mm256_and_si256(_mm512_extracti64x4_epi64(reg, 1), m4);
+                _mm256_storeu_si256((__m256i *)(codes + (size_t)s * CODES + 256 * l + 32 * m), _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+                if (!q4k) {
+                    const uint64_t b4 = _mm512_test_epi8_mask(reg, _mm512_set1_epi8(0x10)), b5 = _mm512_test_epi8_mask(reg, _mm512_set1_epi8(0x20));
+                    memcpy(high + (size_t)s * HIGH + 128 * l + 16 * m, &b4, 8);
+                    memcpy(high + (size_t)s * HIGH + 128 * l + 16 * m + 8, &b5, 8);
+                }
             }
     }
 }
+
+void plumb__gemm16_keep_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n) { keep(true, w, ws, nrows, out, n); }
+void plumb__gemm16_keep_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n) { keep(false, w, ws, nrows, out, n); }
 
 /* One Q8_K activation row (292-byte blocks) to this kernel's form (PLUMB_GEMM_KEPT_K_ACT_BLOCK
  * bytes per super-block). */
@@ -106,48 +134,75 @@ void plumb__gemm16_prep_kept_k(const void *xq, void *out, int64_t n) {
         const float nd = -d;
         memcpy(o + ACT_D, &d, 4);
         memcpy(o + ACT_D + 4, &nd, 4);
-        memset(o + ACT_D + 8, 0, PLUMB_GEMM_KEPT_K_ACT_BLOCK - ACT_D - 8);
+        memcpy(o + ACT_BSUMS, bs, 32);
+        memset(o + ACT_BSUMS + 32, 0, PLUMB_GEMM_KEPT_K_ACT_BLOCK - ACT_BSUMS - 32);
     }
 }
 
-/* The register of codes (l, m) of super-block s. */
-static inline __m512i codes_reg(const planes *p, int64_t s, int l, int m) {
+/* The register of codes (l, m) of super-block s (Q6_K: with its fifth and sixth bits added). */
+static inline __attribute__((always_inline)) __m512i codes_reg(bool q4k, const planes *p, int64_t s, int l, int m) {
     const __m512i nib = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p->codes + (size_t)s * CODES + 256 * l + 32 * m)));
-    return _mm512_and_si512(_mm512_srlv_epi64(nib, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), _mm512_set1_epi8(0x0F));
+    __m512i v = _mm512_and_si512(_mm512_srlv_epi64(nib, _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0)), _mm512_set1_epi8(0x0F));
+    if (!q4k) {
+        uint64_t b[2];
+        memcpy(b, p->high + (size_t)s * HIGH + 128 * l + 16 * m, 16);
+        v = _mm512_mask_add_epi8(v, _cvtu64_mask64(b[0]), v, _mm512_set1_epi8(0x10));
+        v = _mm512_mask_add_epi8(v, _cvtu64_mask64(b[1]), v, _mm512_set1_epi8(0x20));
+    }
+    return v;
 }
 
 #define TT_MAX 4
-/* scratch per super-block: the scale products (d_w d_x, then -d_x dmin) per token, then the 8
- * scales as int32 */
+/* scratch per super-block (PLUMB_GEMM_KEPT_K_RUN_BYTES): the scale products (d_w d_x, then
+ * -d_x dmin) per token; the scales as the int32 (sc, 0) (Q4_K 8, Q6_K 16); Q6_K's 8 lanes'
+ * starting pairs (-32 sc_2l, -32 sc_2l+1) */
 #define RUN_DP 0
 #define RUN_SC (2 * TT_MAX * 64)
+#define RUN_EXTRA (RUN_SC + 16 * 64)
 
 /* 16 rows x TT tokens, one lane at a time over all super-blocks (x86_avx512_gemm_k.c's order of
  * float steps); ahead: the next group's distance, whose lines are prefetched on the way. */
-static inline __attribute__((always_inline)) void tile(int64_t nsb, const planes *p, size_t ahead, const uint8_t *xp,
-                                                       size_t xps, const int TT, float *out, size_t os, __mmask16 msk,
-                                                       uint8_t *scratch) {
+static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, const planes *p, size_t ahead,
+                                                       const uint8_t *xp, size_t xps, const int TT, float *out, size_t os,
+                                                       __mmask16 msk, uint8_t *scratch) {
     __m512 lanes[12][TT_MAX];
+    const size_t sb = SCALES(q4k);
     for (int64_t s = 0; s < nsb; s++) {
-        __m512 *dp = (__m512 *)(void *)(scratch + (size_t)s * PLUMB_GEMM_K_RUN_BYTES + RUN_DP);
-        __m512i *sc = (__m512i *)(void *)(scratch + (size_t)s * PLUMB_GEMM_K_RUN_BYTES + RUN_SC);
-        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS)));
-        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS + 32)));
+        uint8_t *scr = scratch + (size_t)s * PLUMB_GEMM_KEPT_K_RUN_BYTES;
+        __m512 *dp = (__m512 *)(void *)(scr + RUN_DP);
+        __m512i *sc = (__m512i *)(void *)(scr + RUN_SC), *extra = (__m512i *)(void *)(scr + RUN_EXTRA);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS(q4k))));
+        const __m512 dmin = q4k ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS(q4k) + 32))) : dw;
 #pragma GCC unroll 4
         for (int t = 0; t < TT; t++) {
             float dx[2];
             memcpy(dx, xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK + ACT_D, 8);
             dp[2 * t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx[0]));
-            dp[2 * t + 1] = _mm512_mul_ps(dmin, _mm512_set1_ps(dx[1]));
+            if (q4k) dp[2 * t + 1] = _mm512_mul_ps(dmin, _mm512_set1_ps(dx[1]));
         }
+        const uint8_t *scs = p->scales + (size_t)s * sb;
+        if (q4k) {
 #pragma GCC unroll 8
-        for (int m = 0; m < 8; m++)
-            sc[m] = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p->scales + (size_t)s * SCALES + 16 * m)));
-        _mm_prefetch((const char *)(p->scales + (size_t)s * SCALES + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p->scales + (size_t)s * SCALES + 64 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p->mins + (size_t)s * MINS + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p->mins + (size_t)s * MINS + 64 + ahead), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p->d + (size_t)s * DS + ahead), _MM_HINT_T0);
+            for (int m = 0; m < 8; m++) sc[m] = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(scs + 16 * m)));
+            _mm_prefetch((const char *)(p->mins + (size_t)s * MINS + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p->mins + (size_t)s * MINS + 64 + ahead), _MM_HINT_T0);
+        } else {
+            const __m512i lo16 = _mm512_set1_epi32(0xFFFF), m32 = _mm512_set1_epi32(-32);
+#pragma GCC unroll 16
+            for (int g = 0; g < 16; g++)
+                sc[g] = _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scs + 16 * g))), lo16);
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) { /* (-32 sc_2l, -32 sc_2l+1) as int16 pairs */
+                const __m512i a = _mm512_mullo_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scs + 32 * l))), m32);
+                const __m512i b = _mm512_mullo_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scs + 32 * l + 16))), m32);
+                extra[l] = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32(b, 16));
+            }
+            _mm_prefetch((const char *)(scs + 128 + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(scs + 192 + ahead), _MM_HINT_T0);
+        }
+        _mm_prefetch((const char *)(scs + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(scs + 64 + ahead), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p->d + (size_t)s * DS(q4k) + ahead), _MM_HINT_T0);
     }
 #pragma GCC unroll 1
     for (int l = 0; l < 8; l++) {
@@ -155,22 +210,31 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const planes
 #pragma GCC unroll 4
         for (int t = 0; t < TT; t++) acc[t] = _mm512_setzero_ps();
         for (int64_t s = 0; s < nsb; s++) {
-            const uint8_t *scr = scratch + (size_t)s * PLUMB_GEMM_K_RUN_BYTES;
+            const uint8_t *scr = scratch + (size_t)s * PLUMB_GEMM_KEPT_K_RUN_BYTES;
             const __m512 *dp = (const __m512 *)(const void *)(scr + RUN_DP);
             const __m512i *sc = (const __m512i *)(const void *)(scr + RUN_SC);
             const uint8_t *lane_codes = p->codes + (size_t)s * CODES + 256 * l + ahead;
 #pragma GCC unroll 4
             for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)(lane_codes + o), _MM_HINT_T0);
+            if (!q4k) {
+                _mm_prefetch((const char *)(p->high + (size_t)s * HIGH + 128 * l + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p->high + (size_t)s * HIGH + 128 * l + 64 + ahead), _MM_HINT_T0);
+            }
             __m512i si[TT_MAX];
 #pragma GCC unroll 4
-            for (int t = 0; t < TT; t++) si[t] = _mm512_setzero_si512();
+            for (int t = 0; t < TT; t++)
+                si[t] = q4k ? _mm512_setzero_si512()
+                            : _mm512_dpwssd_epi32(_mm512_setzero_si512(), ((const __m512i *)(const void *)(scr + RUN_EXTRA))[l],
+                                                  plumb__bcast32(xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK +
+                                                                 ACT_BSUMS + 4 * l));
 #pragma GCC unroll 8
             for (int m = 0; m < 8; m++) {
-                const __m512i w = codes_reg(p, s, l, m);
+                const __m512i w = codes_reg(q4k, p, s, l, m);
+                const __m512i scale = q4k ? sc[m] : sc[2 * m + l / 4]; /* Q6_K: 16 values a scale */
 #pragma GCC unroll 4
                 for (int t = 0; t < TT; t++) {
                     const uint8_t *xb = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK + 32 * m + 4 * l;
-                    si[t] = _mm512_dpwssd_epi32(si[t], _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, plumb__bcast32(xb)), sc[m]);
+                    si[t] = _mm512_dpwssd_epi32(si[t], _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, plumb__bcast32(xb)), scale);
                 }
             }
 #pragma GCC unroll 4
@@ -179,48 +243,60 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const planes
 #pragma GCC unroll 4
         for (int t = 0; t < TT; t++) lanes[l][t] = acc[t];
     }
+    if (q4k)
 #pragma GCC unroll 1
-    for (int k = 0; k < 4; k++) { /* the four lanes of min products */
-        __m512 acc[TT_MAX];
+        for (int k = 0; k < 4; k++) { /* the four lanes of min products */
+            __m512 acc[TT_MAX];
 #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) acc[t] = _mm512_setzero_ps();
-        for (int64_t s = 0; s < nsb; s++) {
-            const __m512 *dp = (const __m512 *)(const void *)(scratch + (size_t)s * PLUMB_GEMM_K_RUN_BYTES + RUN_DP);
-            const __m512i mn = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p->mins + (size_t)s * MINS + 32 * k)));
+            for (int t = 0; t < TT; t++) acc[t] = _mm512_setzero_ps();
+            for (int64_t s = 0; s < nsb; s++) {
+                const __m512 *dp = (const __m512 *)(const void *)(scratch + (size_t)s * PLUMB_GEMM_KEPT_K_RUN_BYTES + RUN_DP);
+                const __m512i mn = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p->mins + (size_t)s * MINS + 32 * k)));
 #pragma GCC unroll 4
-            for (int t = 0; t < TT; t++) {
-                const uint8_t *xs = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK;
-                acc[t] = _mm512_fmadd_ps(dp[2 * t + 1],
-                                         _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, plumb__bcast32(xs + ACT_S32 + 4 * k))),
-                                         acc[t]);
+                for (int t = 0; t < TT; t++) {
+                    const uint8_t *xs = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK;
+                    acc[t] = _mm512_fmadd_ps(
+                        dp[2 * t + 1],
+                        _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, plumb__bcast32(xs + ACT_S32 + 4 * k))),
+                        acc[t]);
+                }
             }
+#pragma GCC unroll 4
+            for (int t = 0; t < TT; t++) lanes[8 + k][t] = acc[t];
         }
 #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) lanes[8 + k][t] = acc[t];
-    }
-#pragma GCC unroll 4
     for (int t = 0; t < TT; t++) {
-        /* hsum8's order: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)); plus (m0 + m2) + (m1 + m3) */
+        /* hsum8's order: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)); Q4_K: plus (m0 + m2) + (m1 + m3) */
         const __m512 a = _mm512_add_ps(_mm512_add_ps(lanes[0][t], lanes[4][t]), _mm512_add_ps(lanes[2][t], lanes[6][t]));
         const __m512 b = _mm512_add_ps(_mm512_add_ps(lanes[1][t], lanes[5][t]), _mm512_add_ps(lanes[3][t], lanes[7][t]));
-        const __m512 r = _mm512_add_ps(_mm512_add_ps(a, b),
-                                       _mm512_add_ps(_mm512_add_ps(lanes[8][t], lanes[10][t]), _mm512_add_ps(lanes[9][t], lanes[11][t])));
+        __m512 r = _mm512_add_ps(a, b);
+        if (q4k)
+            r = _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(lanes[8][t], lanes[10][t]), _mm512_add_ps(lanes[9][t], lanes[11][t])));
         _mm512_mask_storeu_ps(out + (size_t)t * os, msk, r);
     }
 }
 
-void plumb__gemm16_kept_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
-                             int nrows, void *scratch) {
+static inline __attribute__((always_inline)) void run(bool q4k, int64_t n, const void *wp, const void *xp, size_t xps,
+                                                      int64_t T, float *out, size_t os, int nrows, void *scratch) {
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const int64_t nsb = n / 256;
-    const planes p = planes_of(wp, nsb);
-    const size_t group = (size_t)nsb * (CODES + SCALES + MINS + DS); /* the next group's distance */
+    const planes p = planes_of(q4k, wp, nsb);
+    const size_t group = (size_t)nsb * (size_t)PLUMB_GEMM_KEPT_K_BLOCK(q4k); /* the next group's distance */
     const uint8_t *x = xp;
     int64_t t = 0;
-    for (; t + 4 <= T; t += 4) tile(nsb, &p, group, x + (size_t)t * xps, xps, 4, out + (size_t)t * os, os, m, scratch);
-    if (T - t == 3) tile(nsb, &p, group, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m, scratch);
-    else if (T - t == 2) tile(nsb, &p, group, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m, scratch);
-    else if (T - t == 1) tile(nsb, &p, group, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m, scratch);
+    for (; t + 4 <= T; t += 4) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 4, out + (size_t)t * os, os, m, scratch);
+    if (T - t == 3) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m, scratch);
+    else if (T - t == 2) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m, scratch);
+    else if (T - t == 1) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m, scratch);
+}
+
+void plumb__gemm16_kept_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch) {
+    run(true, n, wp, xp, xps, T, out, os, nrows, scratch);
+}
+void plumb__gemm16_kept_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                             int nrows, void *scratch) {
+    run(false, n, wp, xp, xps, T, out, os, nrows, scratch);
 }
 
 #endif
