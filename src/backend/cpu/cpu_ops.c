@@ -82,7 +82,7 @@ static const plumb_gemm_ops *matmul_gemm(const plumb_cpu_ctx *c, const plumb_ten
     const plumb_gemm_ops *g = plumb__cpu_gemm_ops(c, n->src[0]->type);
     const int64_t T = n_rows(n->src[1]);
     if (!g || n->src[0]->ne[0] % g->block || T < MATMUL_PACKED_ROWS) return NULL;
-    return T >= MATMUL_GEMM_ROWS || plumb__cpu_packed_rows(c, n->src[0]) ? g : NULL;
+    return T >= MATMUL_GEMM_ROWS || (T >= g->kept_min_rows && plumb__cpu_packed_rows(c, n->src[0])) ? g : NULL;
 }
 
 /* The GEMM's scratch: the prepared activation rows, then per thread a group of wide rows (for

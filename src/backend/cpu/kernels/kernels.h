@@ -126,6 +126,7 @@ typedef struct plumb_gemm_ops {
     plumb_gemm_unkeep_fn unkeep;
     plumb_gemm_prep_fn prep_kept;
     size_t act_kept_bytes;
+    int kept_min_rows; /* run_kept from this many rows (0: 1); fewer go through the one-row kernels */
 } plumb_gemm_ops;
 void plumb__gemm8_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm8_prep(const void *xq, void *out, int64_t n);

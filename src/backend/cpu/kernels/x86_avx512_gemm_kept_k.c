@@ -276,6 +276,67 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
     }
 }
 
+/* One token, super-block after super-block (the group is read once, in order, prefetched
+ * KEPT_K_AHEAD super-blocks ahead, the next group's first ones at the end): the twelve lanes'
+ * float chains in registers, each over the super-blocks in order as tile's. */
+#define KEPT_K_AHEAD 4
+static inline __attribute__((always_inline)) void tile1(bool q4k, int64_t nsb, const planes *p, const uint8_t *x, float *out,
+                                                        __mmask16 msk) {
+    __m512 lane[12];
+#pragma GCC unroll 12
+    for (int l = 0; l < 12; l++) lane[l] = _mm512_setzero_ps();
+    const size_t sb = SCALES(q4k);
+    for (int64_t s = 0; s < nsb; s++) {
+        /* the lines KEPT_K_AHEAD super-blocks on in each plane (past the last, the next group's) */
+        const size_t ahead = (size_t)KEPT_K_AHEAD;
+        for (int o = 0; o < CODES; o += 64) _mm_prefetch((const char *)(p->codes + (size_t)(s + ahead) * CODES + o), _MM_HINT_T0);
+        if (!q4k)
+            for (int o = 0; o < HIGH; o += 64) _mm_prefetch((const char *)(p->high + (size_t)(s + ahead) * HIGH + o), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p->scales + (size_t)(s + ahead) * sb), _MM_HINT_T0);
+        const uint8_t *xs = x + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK, *scs = p->scales + (size_t)s * sb;
+        float dx[2];
+        memcpy(dx, xs + ACT_D, 8);
+        const __m512 dp = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS(q4k)))),
+                                        _mm512_set1_ps(dx[0]));
+        const __m512i lo16 = _mm512_set1_epi32(0xFFFF), m32 = _mm512_set1_epi32(-32);
+        __m512i sc[16]; /* the scales as int32 (sc, 0) */
+        for (int g = 0; g < (q4k ? 8 : 16); g++)
+            sc[g] = q4k ? _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(scs + 16 * g)))
+                        : _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scs + 16 * g))), lo16);
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            __m512i si = _mm512_setzero_si512();
+            if (!q4k) { /* (-32 sc_2l, -32 sc_2l+1) with the sums of 16 2l, 2l + 1 */
+                const __m512i a = _mm512_mullo_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scs + 32 * l))), m32);
+                const __m512i b = _mm512_mullo_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(scs + 32 * l + 16))), m32);
+                si = _mm512_dpwssd_epi32(si, _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32(b, 16)),
+                                         plumb__bcast32(xs + ACT_BSUMS + 4 * l));
+            }
+#pragma GCC unroll 8
+            for (int m = 0; m < 8; m++) {
+                si = _mm512_dpwssd_epi32(si, _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes_reg(q4k, p, s, l, m), plumb__bcast32(xs + 32 * m + 4 * l)),
+                                         sc[q4k ? m : 2 * m + l / 4]);
+            }
+            lane[l] = _mm512_fmadd_ps(dp, _mm512_cvtepi32_ps(si), lane[l]);
+        }
+        if (q4k) {
+            const __m512 dpm = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS(q4k) + 32))),
+                                             _mm512_set1_ps(dx[1]));
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m512i mn = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p->mins + (size_t)s * MINS + 32 * k)));
+                lane[8 + k] = _mm512_fmadd_ps(
+                    dpm, _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, plumb__bcast32(xs + ACT_S32 + 4 * k))), lane[8 + k]);
+            }
+        }
+    }
+    const __m512 a = _mm512_add_ps(_mm512_add_ps(lane[0], lane[4]), _mm512_add_ps(lane[2], lane[6]));
+    const __m512 b = _mm512_add_ps(_mm512_add_ps(lane[1], lane[5]), _mm512_add_ps(lane[3], lane[7]));
+    __m512 r = _mm512_add_ps(a, b);
+    if (q4k) r = _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(lane[8], lane[10]), _mm512_add_ps(lane[9], lane[11])));
+    _mm512_mask_storeu_ps(out, msk, r);
+}
+
 static inline __attribute__((always_inline)) void run(bool q4k, int64_t n, const void *wp, const void *xp, size_t xps,
                                                       int64_t T, float *out, size_t os, int nrows, void *scratch) {
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
@@ -287,7 +348,7 @@ static inline __attribute__((always_inline)) void run(bool q4k, int64_t n, const
     for (; t + 4 <= T; t += 4) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 4, out + (size_t)t * os, os, m, scratch);
     if (T - t == 3) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m, scratch);
     else if (T - t == 2) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m, scratch);
-    else if (T - t == 1) tile(q4k, nsb, &p, group, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m, scratch);
+    else if (T - t == 1) tile1(q4k, nsb, &p, x + (size_t)t * xps, out + (size_t)t * os, m);
 }
 
 void plumb__gemm16_kept_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
