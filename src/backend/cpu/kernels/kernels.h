@@ -160,11 +160,9 @@ void plumb__gemm16_kept_q8_0(int64_t n, const void *wp, const void *xp, size_t x
                              int nrows, void *scratch);
 /* x86_avx512_gemm_kept_k.c: the kept layouts of Q4_K and Q6_K (bytes per super-block of 16 rows) */
 #define PLUMB_GEMM_KEPT_K_BLOCK(q4k) ((q4k) ? 2368 : 3360)
-#define PLUMB_GEMM_KEPT_K_ACT_BLOCK 320
 #define PLUMB_GEMM_KEPT_K_RUN_BYTES 2048 /* its scratch per super-block; also the int16 GEMM's */
 void plumb__gemm16_keep_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_keep_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
-void plumb__gemm16_prep_kept_k(const void *xq, void *out, int64_t n);
 void plumb__gemm16_kept_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                              int nrows, void *scratch);
 void plumb__gemm16_kept_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,

@@ -79,61 +79,8 @@ static inline int32_t load_i32(const uint8_t *p) {
     return v;
 }
 
-/* 16 rows x TT tokens: acc[t][l] holds lane l of the 16 rows for token t. */
-static inline __attribute__((always_inline)) void tile(int64_t nb, const uint8_t *wp, const uint8_t *xp, size_t xps,
-                                                       const int TT, float *out, size_t os, __mmask16 m) {
-    __m512 acc[4][8];
-#pragma GCC unroll 4
-    for (int t = 0; t < TT; t++)
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++) acc[t][l] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++, wp += PLUMB_GEMM_BLOCK, xp += PLUMB_GEMM_ACT_BLOCK) {
-        const __m512 dw = _mm512_loadu_ps(wp);
-        __m512 d[4];
-#pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) {
-            float dx;
-            memcpy(&dx, xp + (size_t)t * xps + 64, 4);
-            d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
-        }
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; l++) {
-            const __m512i w = _mm512_loadu_si512(wp + 64 + 64 * l);
-#pragma GCC unroll 4
-            for (int t = 0; t < TT; t++) {
-                const uint8_t *xb = xp + (size_t)t * xps;
-                const __m512i s = _mm512_dpbusd_epi32(_mm512_set1_epi32(load_i32(xb + 32 + 4 * l)), w,
-                                                      _mm512_set1_epi32(load_i32(xb + 4 * l)));
-                acc[t][l] = _mm512_fmadd_ps(d[t], _mm512_cvtepi32_ps(s), acc[t][l]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < TT; t++) {
-        /* hsum8's order: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)) */
-        const __m512 a = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][4]), _mm512_add_ps(acc[t][2], acc[t][6]));
-        const __m512 b = _mm512_add_ps(_mm512_add_ps(acc[t][1], acc[t][5]), _mm512_add_ps(acc[t][3], acc[t][7]));
-        _mm512_mask_storeu_ps(out + (size_t)t * os, m, _mm512_add_ps(a, b));
-    }
-}
-
-/* Tiles of 16 rows x 3 tokens: 24 accumulators, the scale products and the weight register
- * fill the 32 registers (Gemma 3 270M's Q5_0 640 x 2048 prompt matmul, 512 tokens, 2 threads on
- * an AVX-512 EPYC: 2.14 ms with tiles of 2 tokens, 2.10 with 3, 2.61 with 4, which spills; the
- * four-row kernels took 3.58). */
-void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
-                   void *scratch) {
-    (void)scratch;
-    const int64_t nb = n / 32;
-    const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
-    const uint8_t *x = xp;
-    int64_t t = 0;
-    /* the last 4 (and 2) tokens as two tiles of 2, not 3 + 1: with weights kept packed the GEMM
-     * also runs batches of a few tokens, where each weight register serves what the tile has */
-    for (; t + 3 <= T && T - t != 4; t += 3) tile(nb, wp, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
-    for (; t + 2 <= T; t += 2) tile(nb, wp, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
-    for (; t < T; t++) tile(nb, wp, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
-}
+/* plumb__gemm16, the exact GEMM on this layout, runs in x86_avx512_gemm_kept.c with the kept
+ * layouts' tiles. */
 
 /* The block-sum GEMM (plumb_context_params.fast_gemm): the same packed rows and prepared
  * activations, but each block's 32 products summed into one int32 (all eight lanes' vpdpbusd

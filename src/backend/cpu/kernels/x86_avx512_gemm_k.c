@@ -126,15 +126,7 @@ void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n) {
         for (int m = 0; m < 8; m++)
             for (int l = 0; l < 8; l++)
                 for (int e = 0; e < 4; e++) y[32 * l + 4 * m + e] = q[32 * m + 4 * l + e];
-        int16_t bs[16], s32[8];
-        plumb__q8k_sums(x, bs, s32);
-        memcpy(o + ACT_BSUMS, bs, 32);
-        memcpy(o + ACT_S32, s32, 16);
-        float d;
-        memcpy(&d, x, 4);
-        const float nd = -d;
-        memcpy(o + ACT_D, &d, 4);
-        memcpy(o + ACT_D + 4, &nd, 4);
+        plumb__q8k_prep_tail(x, o + ACT_BSUMS, o + ACT_S32, o + ACT_D);
         memset(o + ACT_D + 8, 0, PLUMB_GEMM_K_ACT_BLOCK - ACT_D - 8);
     }
 }
@@ -147,7 +139,7 @@ void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n) {
 static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_t *wp, const uint8_t *xp, size_t xps,
                                                        const int TT, const bool q4k, float *out, size_t os, __mmask16 msk,
                                                        __m512 *dp) {
-    __m512 lanes[12][TT_MAX];
+    __m512 lanes[TT_MAX][12];
     for (int64_t s = 0; s < nsb; s++)
 #pragma GCC unroll 8
         for (int t = 0; t < TT; t++) {
@@ -182,7 +174,7 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
             for (int t = 0; t < TT; t++) acc[t] = _mm512_fmadd_ps(dp[(2 * s) * TT_MAX + t], _mm512_cvtepi32_ps(si[t]), acc[t]);
         }
 #pragma GCC unroll 8
-        for (int t = 0; t < TT; t++) lanes[l][t] = acc[t];
+        for (int t = 0; t < TT; t++) lanes[t][l] = acc[t];
     }
     if (q4k) /* the four lanes of min products */
 #pragma GCC unroll 1
@@ -201,18 +193,10 @@ static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_
                         acc[t]);
             }
 #pragma GCC unroll 8
-            for (int t = 0; t < TT; t++) lanes[8 + k][t] = acc[t];
+            for (int t = 0; t < TT; t++) lanes[t][8 + k] = acc[t];
         }
 #pragma GCC unroll 8
-    for (int t = 0; t < TT; t++) {
-        /* hsum8's order: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)); Q4_K: plus (m0 + m2) + (m1 + m3) */
-        const __m512 a = _mm512_add_ps(_mm512_add_ps(lanes[0][t], lanes[4][t]), _mm512_add_ps(lanes[2][t], lanes[6][t]));
-        const __m512 b = _mm512_add_ps(_mm512_add_ps(lanes[1][t], lanes[5][t]), _mm512_add_ps(lanes[3][t], lanes[7][t]));
-        __m512 r = _mm512_add_ps(a, b);
-        if (q4k)
-            r = _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(lanes[8][t], lanes[10][t]), _mm512_add_ps(lanes[9][t], lanes[11][t])));
-        _mm512_mask_storeu_ps(out + (size_t)t * os, msk, r);
-    }
+    for (int t = 0; t < TT; t++) _mm512_mask_storeu_ps(out + (size_t)t * os, msk, plumb__fold_k_lanes(lanes[t], q4k ? lanes[t] + 8 : NULL));
 }
 
 static inline __attribute__((always_inline)) void gemm_k(bool q4k, int64_t n, const void *wp, const void *xp, size_t xps,

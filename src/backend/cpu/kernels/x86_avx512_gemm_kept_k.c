@@ -37,11 +37,11 @@
 #define MINS 128
 #define HIGH 1024
 #define DS(q4k) ((q4k) ? 64 : 32)
-/* A prepared activation super-block: the 256 values (int8, element order), the 8 sums of 32
- * (int16), d and -d, the 16 sums of 16 (int16). */
-#define ACT_S32 256
-#define ACT_D 272
-#define ACT_BSUMS 280
+/* A prepared activation super-block (plumb__gemm16_prep_sums's): the 256 values (int8, element
+ * order), the 16 sums of 16 and the 8 sums of 32 (int16), d and -d. */
+#define ACT_BSUMS 256
+#define ACT_S32 288
+#define ACT_D 304
 
 typedef struct planes {
     const uint8_t *codes, *high, *scales, *mins, *d;
@@ -119,26 +119,6 @@ static void keep(bool q4k, const void *w, size_t ws, int nrows, void *out, int64
 void plumb__gemm16_keep_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n) { keep(true, w, ws, nrows, out, n); }
 void plumb__gemm16_keep_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n) { keep(false, w, ws, nrows, out, n); }
 
-/* One Q8_K activation row (292-byte blocks) to this kernel's form (PLUMB_GEMM_KEPT_K_ACT_BLOCK
- * bytes per super-block). */
-void plumb__gemm16_prep_kept_k(const void *xq, void *out, int64_t n) {
-    const uint8_t *x = xq;
-    uint8_t *o = out;
-    for (int64_t i = 0; i < n / 256; i++, x += 292, o += PLUMB_GEMM_KEPT_K_ACT_BLOCK) {
-        memcpy(o, x + 4, 256);
-        int16_t bs[16], s32[8];
-        plumb__q8k_sums(x, bs, s32);
-        memcpy(o + ACT_S32, s32, 16);
-        float d;
-        memcpy(&d, x, 4);
-        const float nd = -d;
-        memcpy(o + ACT_D, &d, 4);
-        memcpy(o + ACT_D + 4, &nd, 4);
-        memcpy(o + ACT_BSUMS, bs, 32);
-        memset(o + ACT_BSUMS + 32, 0, PLUMB_GEMM_KEPT_K_ACT_BLOCK - ACT_BSUMS - 32);
-    }
-}
-
 /* The register of codes (l, m) of super-block s (Q6_K: with its fifth and sixth bits added). */
 static inline __attribute__((always_inline)) __m512i codes_reg(bool q4k, const planes *p, int64_t s, int l, int m) {
     const __m512i nib = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p->codes + (size_t)s * CODES + 256 * l + 32 * m)));
@@ -165,7 +145,7 @@ static inline __attribute__((always_inline)) __m512i codes_reg(bool q4k, const p
 static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, const planes *p, size_t ahead,
                                                        const uint8_t *xp, size_t xps, const int TT, float *out, size_t os,
                                                        __mmask16 msk, uint8_t *scratch) {
-    __m512 lanes[12][TT_MAX];
+    __m512 lanes[TT_MAX][12];
     const size_t sb = SCALES(q4k);
     for (int64_t s = 0; s < nsb; s++) {
         uint8_t *scr = scratch + (size_t)s * PLUMB_GEMM_KEPT_K_RUN_BYTES;
@@ -176,7 +156,7 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
 #pragma GCC unroll 4
         for (int t = 0; t < TT; t++) {
             float dx[2];
-            memcpy(dx, xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK + ACT_D, 8);
+            memcpy(dx, xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KSUM_ACT_BLOCK + ACT_D, 8);
             dp[2 * t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx[0]));
             if (q4k) dp[2 * t + 1] = _mm512_mul_ps(dmin, _mm512_set1_ps(dx[1]));
         }
@@ -225,7 +205,7 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
             for (int t = 0; t < TT; t++)
                 si[t] = q4k ? _mm512_setzero_si512()
                             : _mm512_dpwssd_epi32(_mm512_setzero_si512(), ((const __m512i *)(const void *)(scr + RUN_EXTRA))[l],
-                                                  plumb__bcast32(xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK +
+                                                  plumb__bcast32(xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KSUM_ACT_BLOCK +
                                                                  ACT_BSUMS + 4 * l));
 #pragma GCC unroll 8
             for (int m = 0; m < 8; m++) {
@@ -233,7 +213,7 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
                 const __m512i scale = q4k ? sc[m] : sc[2 * m + l / 4]; /* Q6_K: 16 values a scale */
 #pragma GCC unroll 4
                 for (int t = 0; t < TT; t++) {
-                    const uint8_t *xb = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK + 32 * m + 4 * l;
+                    const uint8_t *xb = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KSUM_ACT_BLOCK + 32 * m + 4 * l;
                     si[t] = _mm512_dpwssd_epi32(si[t], _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, plumb__bcast32(xb)), scale);
                 }
             }
@@ -241,7 +221,7 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
             for (int t = 0; t < TT; t++) acc[t] = _mm512_fmadd_ps(dp[2 * t], _mm512_cvtepi32_ps(si[t]), acc[t]);
         }
 #pragma GCC unroll 4
-        for (int t = 0; t < TT; t++) lanes[l][t] = acc[t];
+        for (int t = 0; t < TT; t++) lanes[t][l] = acc[t];
     }
     if (q4k)
 #pragma GCC unroll 1
@@ -254,7 +234,7 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
                 const __m512i mn = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p->mins + (size_t)s * MINS + 32 * k)));
 #pragma GCC unroll 4
                 for (int t = 0; t < TT; t++) {
-                    const uint8_t *xs = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK;
+                    const uint8_t *xs = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_KSUM_ACT_BLOCK;
                     acc[t] = _mm512_fmadd_ps(
                         dp[2 * t + 1],
                         _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, plumb__bcast32(xs + ACT_S32 + 4 * k))),
@@ -262,18 +242,10 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
                 }
             }
 #pragma GCC unroll 4
-            for (int t = 0; t < TT; t++) lanes[8 + k][t] = acc[t];
+            for (int t = 0; t < TT; t++) lanes[t][8 + k] = acc[t];
         }
 #pragma GCC unroll 4
-    for (int t = 0; t < TT; t++) {
-        /* hsum8's order: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)); Q4_K: plus (m0 + m2) + (m1 + m3) */
-        const __m512 a = _mm512_add_ps(_mm512_add_ps(lanes[0][t], lanes[4][t]), _mm512_add_ps(lanes[2][t], lanes[6][t]));
-        const __m512 b = _mm512_add_ps(_mm512_add_ps(lanes[1][t], lanes[5][t]), _mm512_add_ps(lanes[3][t], lanes[7][t]));
-        __m512 r = _mm512_add_ps(a, b);
-        if (q4k)
-            r = _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(lanes[8][t], lanes[10][t]), _mm512_add_ps(lanes[9][t], lanes[11][t])));
-        _mm512_mask_storeu_ps(out + (size_t)t * os, msk, r);
-    }
+    for (int t = 0; t < TT; t++) _mm512_mask_storeu_ps(out + (size_t)t * os, msk, plumb__fold_k_lanes(lanes[t], q4k ? lanes[t] + 8 : NULL));
 }
 
 /* One token, super-block after super-block (the group is read once, in order, prefetched
@@ -293,7 +265,7 @@ static inline __attribute__((always_inline)) void tile1(bool q4k, int64_t nsb, c
         if (!q4k)
             for (int o = 0; o < HIGH; o += 64) _mm_prefetch((const char *)(p->high + (size_t)(s + ahead) * HIGH + o), _MM_HINT_T0);
         _mm_prefetch((const char *)(p->scales + (size_t)(s + ahead) * sb), _MM_HINT_T0);
-        const uint8_t *xs = x + (size_t)s * PLUMB_GEMM_KEPT_K_ACT_BLOCK, *scs = p->scales + (size_t)s * sb;
+        const uint8_t *xs = x + (size_t)s * PLUMB_GEMM_KSUM_ACT_BLOCK, *scs = p->scales + (size_t)s * sb;
         float dx[2];
         memcpy(dx, xs + ACT_D, 8);
         const __m512 dp = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->d + (size_t)s * DS(q4k)))),
@@ -330,11 +302,7 @@ static inline __attribute__((always_inline)) void tile1(bool q4k, int64_t nsb, c
             }
         }
     }
-    const __m512 a = _mm512_add_ps(_mm512_add_ps(lane[0], lane[4]), _mm512_add_ps(lane[2], lane[6]));
-    const __m512 b = _mm512_add_ps(_mm512_add_ps(lane[1], lane[5]), _mm512_add_ps(lane[3], lane[7]));
-    __m512 r = _mm512_add_ps(a, b);
-    if (q4k) r = _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(lane[8], lane[10]), _mm512_add_ps(lane[9], lane[11])));
-    _mm512_mask_storeu_ps(out, msk, r);
+    _mm512_mask_storeu_ps(out, msk, plumb__fold_k_lanes(lane, q4k ? lane + 8 : NULL));
 }
 
 static inline __attribute__((always_inline)) void run(bool q4k, int64_t n, const void *wp, const void *xp, size_t xps,

@@ -83,18 +83,15 @@ void plumb__gemm16_pack_sums_q6_k(const void *w, size_t ws, int nrows, void *out
     pack_sums(false, w, ws, nrows, out, n);
 }
 
-/* One Q8_K activation row (292-byte blocks) to PLUMB_GEMM_KSUM_ACT_BLOCK bytes per super-block. */
+/* One Q8_K activation row (292-byte blocks) to PLUMB_GEMM_KSUM_ACT_BLOCK bytes per super-block:
+ * the 256 values, the 16 sums of 16, the 8 sums of 32, d and -d (also the kept K GEMM's form). */
 void plumb__gemm16_prep_sums(const void *xq, void *out, int64_t n) {
     const uint8_t *x = xq;
     uint8_t *o = out;
     for (int64_t i = 0; i < n / 256; i++, x += 292, o += PLUMB_GEMM_KSUM_ACT_BLOCK) {
         memcpy(o, x + 4, 256);
-        int16_t bs[16], s32[8];
-        plumb__q8k_sums(x, bs, s32);
-        memcpy(o + ACT_BSUMS, bs, 32);
-        memcpy(o + ACT_S32, s32, 16);
-        memcpy(o + ACT_D, x, 4);
-        memset(o + ACT_D + 4, 0, PLUMB_GEMM_KSUM_ACT_BLOCK - ACT_D - 4);
+        plumb__q8k_prep_tail(x, o + ACT_BSUMS, o + ACT_S32, o + ACT_D);
+        memset(o + ACT_D + 8, 0, PLUMB_GEMM_KSUM_ACT_BLOCK - ACT_D - 8);
     }
 }
 

@@ -45,6 +45,29 @@ static inline void plumb__q8k_sums(const uint8_t *x, int16_t *bs, int16_t *s32) 
 
 #if defined(__AVX512F__)
 /* The 4 bytes at p in every 32-bit lane of a 512-bit register. */
+/* What the GEMMs' activation forms keep of a Q8_K block x besides its values: the 16 sums of 16
+ * at bsums, the 8 sums of 32 at s32 (int16), d and -d at d. */
+static inline void plumb__q8k_prep_tail(const uint8_t *x, uint8_t *bsums, uint8_t *s32, uint8_t *d) {
+    int16_t bs[16], s[8];
+    plumb__q8k_sums(x, bs, s);
+    memcpy(bsums, bs, 32);
+    memcpy(s32, s, 16);
+    float v;
+    memcpy(&v, x, 4);
+    const float nv = -v;
+    memcpy(d, &v, 4);
+    memcpy(d + 4, &nv, 4);
+}
+
+/* One output's lanes folded as hsum8 adds them, ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)), plus
+ * (Q4_K, mins not NULL) its four lanes of min products as (m0 + m2) + (m1 + m3). */
+static inline __m512 plumb__fold_k_lanes(const __m512 *l, const __m512 *mins) {
+    const __m512 a = _mm512_add_ps(_mm512_add_ps(l[0], l[4]), _mm512_add_ps(l[2], l[6]));
+    const __m512 b = _mm512_add_ps(_mm512_add_ps(l[1], l[5]), _mm512_add_ps(l[3], l[7]));
+    const __m512 r = _mm512_add_ps(a, b);
+    return mins ? _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(mins[0], mins[2]), _mm512_add_ps(mins[1], mins[3]))) : r;
+}
+
 static inline __m512i plumb__bcast32(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
