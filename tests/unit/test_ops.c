@@ -133,40 +133,46 @@ KERNEL_TEST(vec_dot_every_type_matches_dequantized_reference) {
     }
 }
 
-/* A row's matmul result must not depend on how many rows are computed with it. */
+/* A row's matmul result must not depend on how many rows are computed with it, nor on the
+ * threads: every token of a 100-token batch (the GEMM, its tokens in several blocks, several
+ * packed groups per chunk of work, the last group partial) equals the token alone (the one-row
+ * kernels), with 1, 2 and 3 threads. */
 TEST(matmul_is_batch_invariant_and_thread_invariant) {
-    const int64_t K = 512, N = 67, T = 13;
-    uint64_t wb;
-    plumb_type_row_bytes(PLUMB_TYPE_Q4_K, K * N, &wb);
-    uint8_t *wq = malloc(wb);
-    float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * T) * 4);
+    const int64_t K = 2048, N = 327, T = 100;
+    const int types[] = {PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q6_K, PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0};
+    float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * T) * 4), *alone = malloc((size_t)(N * T) * 4);
     for (int64_t i = 0; i < K * N; i++) wf[i] = frand();
     for (int64_t i = 0; i < K * T; i++) x[i] = frand();
-    plumb_quantize_row(PLUMB_TYPE_Q4_K, wf, wq, K * N);
-    float full[67 * 13];
-    for (int threads = 1; threads <= 3; threads++) {
-        for (int64_t t0 = 0; t0 < T; t0 += (threads == 1 ? T : 1)) {
-            int64_t tn = threads == 1 ? T : 1;
-            fixture f;
-            fixture_init(&f, threads, NULL);
-            int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
-            plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q4_K, 2, ne_w, wq);
-            plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x + t0 * K);
-            plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, xt);
-            y->is_output = true;
-            fixture_run(&f);
-            for (int64_t t = 0; t < tn; t++)
-                for (int64_t n = 0; n < N; n++) {
-                    float v = ((float *)y->data)[t * N + n];
-                    if (threads == 1) full[(t0 + t) * N + n] = v;
-                    else if (memcmp(&v, &full[(t0 + t) * N + n], 4) != 0)
-                        plumb_test_fail(__FILE__, __LINE__, "row %lld token %lld differs alone with %d threads",
-                                        (long long)n, (long long)(t0 + t), threads);
-                }
-            fixture_free(&f);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint64_t wb;
+        plumb_type_row_bytes(types[ti], K * N, &wb);
+        uint8_t *wq = malloc(wb);
+        plumb_quantize_row(types[ti], wf, wq, K * N);
+        for (int threads = 0; threads <= 3; threads++) { /* 0: each token alone, one thread */
+            for (int64_t t0 = 0; t0 < T; t0 += threads == 0 ? 1 : T) {
+                const int64_t tn = threads == 0 ? 1 : T;
+                fixture f;
+                fixture_init(&f, threads == 0 ? 1 : threads, NULL);
+                int64_t ne_w[2] = {K, N}, ne_x[2] = {K, tn};
+                plumb_tensor *w = plumb_graph_leaf(&f.g, types[ti], 2, ne_w, wq);
+                plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x + t0 * K);
+                plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, xt);
+                y->is_output = true;
+                fixture_run(&f);
+                if (threads == 0) memcpy(alone + t0 * N, y->data, (size_t)N * 4);
+                else
+                    for (int64_t t = 0; t < T; t++)
+                        if (memcmp((float *)y->data + t * N, alone + t * N, (size_t)N * 4) != 0) {
+                            plumb_test_fail(__FILE__, __LINE__, "%s token %lld of %lld, %d threads: not the token alone",
+                                            plumb_type_name(types[ti]), (long long)t, (long long)T, threads);
+                            break;
+                        }
+                fixture_free(&f);
+            }
         }
+        free(wq);
     }
-    free(wq), free(wf), free(x);
+    free(wf), free(x), free(alone);
 }
 
 /* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
@@ -1342,6 +1348,49 @@ KERNEL_TEST(vnni_kernels_equal_avx2_kernels) {
             dot_case_free(&d);
         }
     }
+}
+
+/* The F16 GELU lookup (times y, and alone) of every set equals the generic set's bit for bit:
+ * a table of distinct values (a wrong index shows), inputs around the F16 rounding points and
+ * the +-10 ends, signed zeros, infinities and NaN, on lengths that leave vector tails. */
+KERNEL_TEST(gelu_f16_kernels_equal_the_generic_set) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    enum { N = 2053 };
+    float *table = malloc(65536 * sizeof *table), *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    float *o = malloc(N * sizeof *o), *want = malloc(N * sizeof *want);
+    uint64_t s = 0x243F6A8885A308D3ull;
+    for (int i = 0; i < 65536; i++) table[i] = (float)i * 0.25f - 3.0f;
+    static const float edges[] = {0.0f, -0.0f, 10.0f, -10.0f, 9.999f, -9.999f, 10.001f, -10.001f, 1e-8f, -1e-8f,
+                                  65504.0f, 65520.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, -NAN};
+    for (int i = 0; i < N; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const float u = (float)(s >> 40) / (float)(1 << 24); /* [0, 1) */
+        x[i] = i < (int)(sizeof edges / sizeof edges[0]) ? edges[i] : (u - 0.5f) * (i % 3 == 0 ? 40.0f : 6.0f);
+        y[i] = (u - 0.3f) * 3.0f;
+    }
+    for (int with_y = 0; with_y < 2; with_y++) {
+        plumb__kernels_generic()->gelu_f16(table, x, with_y ? y : NULL, want, N);
+        for (int k = 0; k < KS_COUNT; k++) {
+            if (!all[k]) continue;
+            checked(k);
+            for (int64_t n = 1; n <= N; n = n < 40 ? n + 1 : n * 3 + 1) {
+                all[k]->gelu_f16(table, x, with_y ? y : NULL, o, n);
+                for (int64_t i = 0; i < n; i++)
+                    if (memcmp(&want[i], &o[i], sizeof o[i]) != 0 && !(want[i] != want[i] && o[i] != o[i])) {
+                        plumb_test_fail(__FILE__, __LINE__, "%s gelu_f16 x=%a y=%d: %a, want %a", ks_label[k],
+                                        (double)x[i], with_y, (double)o[i], (double)want[i]);
+                        n = N + 1;
+                        break;
+                    }
+            }
+        }
+    }
+    free(table);
+    free(x);
+    free(y);
+    free(o);
+    free(want);
 }
 
 /* SiLU (times y, and alone) of every set equals the scalar definition bit for bit: random

@@ -205,6 +205,7 @@ static void cpu_free(plumb_backend *b) {
     }
     plumb__cpu_packed_free(c);
     free(c->work);
+    free(c->rope_mem);
     free(c->chunk_base);
     free(c);
     free(b);

@@ -19,6 +19,21 @@ typedef struct plumb_cpu_packed {
     int64_t K, N;
 } plumb_cpu_packed;
 
+/* The cosines and sines of one rope node's angles for every token of a graph compute
+ * (cpu_rope.c): the rope nodes with the same positions and frequencies (every layer's queries
+ * and keys) share them. */
+typedef struct plumb_cpu_rope_table {
+    uint64_t compute;   /* the graph compute that made it (plumb_cpu_ctx.compute); 0: none */
+    const int32_t *pos; /* what the angles depend on */
+    const float *ff;
+    int64_t T;
+    int32_t n_rot;
+    float base, freq_scale, mscale;
+    float *cs; /* [T][n_rot]: a token's n_rot / 2 cosines, then its sines */
+} plumb_cpu_rope_table;
+
+#define PLUMB_CPU_ROPE_TABLES 2 /* Gemma 3: its local and its global layers' frequencies */
+
 typedef struct plumb_cpu_ctx {
     int n_threads;
     cpu_pool *pool;
@@ -37,7 +52,18 @@ typedef struct plumb_cpu_ctx {
     void *packed_map; /* the packed rows' memory, for munmap */
     size_t packed_map_size;
     uint64_t packed_bytes;
+    uint64_t compute; /* counts graph computes (from 1) */
+    plumb_cpu_rope_table rope[PLUMB_CPU_ROPE_TABLES];
+    unsigned rope_next; /* the table a new set of angles replaces */
+    float *rope_mem;    /* the tables' cs, rope_floats apart */
+    size_t rope_floats;
 } plumb_cpu_ctx;
+
+/* Thread ith's part [lo, hi) of n items split evenly among nth threads. */
+static inline void plumb__cpu_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
+    *lo = n * ith / nth;
+    *hi = n * (ith + 1) / nth;
+}
 
 /* The GEMM the node of a weight of this type runs (no_repack, block_sums), or NULL. */
 const plumb_gemm_ops *plumb__cpu_gemm_ops(const plumb_cpu_ctx *c, int type);
@@ -49,6 +75,10 @@ void plumb__cpu_run(plumb_cpu_ctx *c, void (*job)(void *, int, int), void *arg);
 
 /* Grows the scratch buffer to what the largest node of g needs (before compute). */
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g);
+/* Grows the rope tables to what g's rope nodes need (before compute). */
+plumb_status plumb__cpu_rope_reserve(plumb_cpu_ctx *c, const plumb_graph *g);
+/* Thread ith's share of a ROPE node. */
+void plumb__cpu_rope(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth);
 /* Computes thread ith's share of one node. */
 void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *node, int ith, int nth);
 /* The mixture-of-experts ops (cpu_moe.c), split like the others; the expert matmul's scratch

@@ -14,10 +14,6 @@
 
 #include <string.h>
 
-static inline void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
-    *lo = n * ith / nth;
-    *hi = n * (ith + 1) / nth;
-}
 
 static size_t round64(size_t x) { return (x + 63) / 64 * 64; }
 
@@ -99,7 +95,7 @@ void plumb__cpu_mul_mat_id(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) 
      * prepared for the 4-row kernels when whole */
     int64_t units = 0, lo, hi;
     for (int32_t a = 0; a < r.n_act; a++) units += (r.cnt[r.act[a]] + 3) / 4;
-    split(units, ith, nth, &lo, &hi);
+    plumb__cpu_split(units, ith, nth, &lo, &hi);
     for (int32_t a = 0, u = 0; a < r.n_act && u < hi; a++) {
         const int32_t e = r.act[a], cnt = r.cnt[e];
         for (int32_t j = 0; j < (cnt + 3) / 4; j++, u++) {
@@ -157,7 +153,7 @@ void plumb__cpu_top_k(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *x = n->src[0];
     const int64_t len = x->ne[0], k = n->ne[0];
     int64_t lo, hi;
-    split(n->ne[1], ith, nth, &lo, &hi);
+    plumb__cpu_split(n->ne[1], ith, nth, &lo, &hi);
     for (int64_t row = lo; row < hi; row++) {
         const float *v = (const float *)x->data + row * len;
         int32_t *o = (int32_t *)n->data + row * k;
@@ -182,7 +178,7 @@ void plumb__cpu_moe_weights(plumb_tensor *n, int ith, int nth) {
     const float scale = n->params.moe_weights.scale;
     const float min_sum = 6.103515625e-5f; /* the smallest normal F16, as the reference clamps */
     int64_t lo, hi;
-    split(n->ne[1], ith, nth, &lo, &hi);
+    plumb__cpu_split(n->ne[1], ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const float *p = (const float *)probs->data + t * E;
         const int32_t *id = (const int32_t *)ids->data + t * k;
@@ -206,7 +202,7 @@ void plumb__cpu_moe_sum(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *ex = n->src[0], *wt = n->src[1];
     const int64_t len = ex->ne[0], k = ex->ne[1];
     int64_t lo, hi;
-    split(n->ne[1], ith, nth, &lo, &hi);
+    plumb__cpu_split(n->ne[1], ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const float *e = (const float *)ex->data + t * k * len, *wv = (const float *)wt->data + t * k;
         float *o = (float *)n->data + t * len;

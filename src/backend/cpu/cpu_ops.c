@@ -16,10 +16,6 @@
 
 #define PLUMB_MAX_GROUP 64 /* query heads per KV head */
 
-static inline void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
-    *lo = n * ith / nth;
-    *hi = n * (ith + 1) / nth;
-}
 
 static int64_t n_rows(const plumb_tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
 
@@ -97,8 +93,20 @@ static size_t matmul_gemm_wide_bytes(const plumb_gemm_ops *g, const plumb_tensor
 static size_t matmul_gemm_pack_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
     return round64((size_t)(n->src[0]->ne[0] / g->block) * g->pack_bytes);
 }
+/* A thread packs up to this many bytes of groups at a time and runs them block of tokens by
+ * block of tokens, each block's prepared activations about MATMUL_GEMM_ACT_TILE bytes (a
+ * multiple of 24 tokens, which the GEMMs' tiles of 8 and 3 divide): both stay in the core's L2
+ * while the block meets every packed group, where a group meeting all of a prompt's tokens at
+ * once streams them from L3 (512 tokens of a K = 2048 Q4_K matmul: 2.4 MB). */
+#define MATMUL_GEMM_CHUNK_PACKED (256 * 1024)
+#define MATMUL_GEMM_ACT_TILE (96 * 1024)
+static int64_t matmul_gemm_chunk_groups(const plumb_gemm_ops *g, const plumb_tensor *n) {
+    const int64_t k = (int64_t)(MATMUL_GEMM_CHUNK_PACKED / matmul_gemm_pack_bytes(g, n));
+    return k > 1 ? k : 1;
+}
 static size_t matmul_gemm_thread_bytes(const plumb_gemm_ops *g, const plumb_tensor *n) {
-    return matmul_gemm_wide_bytes(g, n) + matmul_gemm_pack_bytes(g, n) + round64((size_t)(n->src[0]->ne[0] / g->block) * g->run_bytes);
+    return matmul_gemm_wide_bytes(g, n) + matmul_gemm_pack_bytes(g, n) * (size_t)matmul_gemm_chunk_groups(g, n) +
+           round64((size_t)(n->src[0]->ne[0] / g->block) * g->run_bytes);
 }
 
 /* Per-thread buffer for one block of widened weight rows. */
@@ -125,6 +133,8 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
         }
         if (s > need) need = s;
     }
+    plumb_status st = plumb__cpu_rope_reserve(c, g);
+    if (st) return st;
     if (need <= c->work_size) return PLUMB_OK;
     free(c->work);
     size_t size = (need + 63) / 64 * 64;
@@ -141,7 +151,7 @@ static void op_get_rows(plumb_tensor *n, int ith, int nth) {
     const plumb_type_traits *tr = plumb__type_traits(w->type);
     const int32_t *id = ids->data;
     int64_t lo, hi;
-    split(ids->ne[0], ith, nth, &lo, &hi);
+    plumb__cpu_split(ids->ne[0], ith, nth, &lo, &hi);
     for (int64_t i = lo; i < hi; i++) {
         const uint8_t *row = (const uint8_t *)w->data + (size_t)id[i] * w->nb[1];
         tr->dequantize(row, (float *)n->data + i * n->ne[0], w->ne[0]);
@@ -165,40 +175,54 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
     const size_t prow = (size_t)(K / g->block) * (direct && g->prep_kept ? g->act_kept_bytes : g->act_bytes);
     uint8_t *xq = c->work, *xp = c->work + matmul_act_bytes(n, nth);
     int64_t lo, hi;
-    split(T, ith, nth, &lo, &hi);
+    plumb__cpu_split(T, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         ks->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
         prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
     }
     plumb__cpu_barrier(c);
     uint8_t *wide = xp + matmul_gemm_act_bytes(g, n) + matmul_gemm_thread_bytes(g, n) * (size_t)ith;
-    uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n), *run_scratch = packed + matmul_gemm_pack_bytes(g, n);
+    uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n);
+    uint8_t *run_scratch = packed + matmul_gemm_pack_bytes(g, n) * (size_t)matmul_gemm_chunk_groups(g, n);
     const size_t wrow = g->wide ? plumb__wide_row_size(w->type, K) : 0;
     const int64_t groups = (N + g->rows - 1) / g->rows;
     int64_t per = (groups + 8 * nth - 1) / (8 * nth);
+    if (!direct && per > matmul_gemm_chunk_groups(g, n)) per = matmul_gemm_chunk_groups(g, n);
     const int64_t n_chunks = (groups + per - 1) / per;
+    const size_t pack_bytes = matmul_gemm_pack_bytes(g, n);
+    int64_t tb = (int64_t)(MATMUL_GEMM_ACT_TILE / prow) / 24 * 24;
+    if (tb < 24) tb = 24;
     for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
-        const int64_t g1 = (ch + 1) * per < groups ? (ch + 1) * per : groups;
-        for (int64_t gi = ch * per; gi < g1; gi++) {
+        const int64_t g0 = ch * per, g1 = (ch + 1) * per < groups ? (ch + 1) * per : groups;
+        if (direct) {
+            for (int64_t gi = g0; gi < g1; gi++) {
+                const int64_t r0 = gi * g->rows;
+                g->run_kept(K, kept + (size_t)(K / g->block) * g->keep_bytes * (size_t)gi, xp, prow, T, (float *)n->data + r0,
+                            (size_t)N, (int)(N - r0 < g->rows ? N - r0 : g->rows), run_scratch);
+            }
+            continue;
+        }
+        for (int64_t gi = g0; gi < g1; gi++) {
             const int64_t r0 = gi * g->rows;
             const int rows = (int)(N - r0 < g->rows ? N - r0 : g->rows);
             const uint8_t *wr = (const uint8_t *)w->data + (size_t)r0 * w->nb[1];
-            float *out = (float *)n->data + r0;
-            const uint8_t *group = kept ? kept + (size_t)(K / g->block) * g->keep_bytes * (size_t)gi : NULL;
-            if (direct) {
-                g->run_kept(K, group, xp, prow, T, out, (size_t)N, rows, run_scratch);
-                continue;
-            }
+            uint8_t *pk = packed + pack_bytes * (size_t)(gi - g0);
             if (kept && g->unkeep) {
-                g->unkeep(group, packed, K);
+                g->unkeep(kept + (size_t)(K / g->block) * g->keep_bytes * (size_t)gi, pk, K);
             } else if (g->wide) {
                 for (int r = 0; r < rows; r++) ks->widen(w->type, wr + (size_t)r * w->nb[1], wide + (size_t)r * wrow, K);
-                g->pack(wide, wrow, rows, packed, K);
+                g->pack(wide, wrow, rows, pk, K);
             } else {
-                g->pack(wr, w->nb[1], rows, packed, K);
+                g->pack(wr, w->nb[1], rows, pk, K);
             }
-            g->run(K, packed, xp, prow, T, out, (size_t)N, rows, run_scratch);
         }
+        for (int64_t t0 = 0; t0 < T; t0 += tb)
+            for (int64_t gi = g0; gi < g1; gi++) {
+                const int64_t r0 = gi * g->rows;
+                g->run(K, packed + pack_bytes * (size_t)(gi - g0), xp + (size_t)t0 * prow, prow, T - t0 < tb ? T - t0 : tb,
+                       (float *)n->data + (size_t)t0 * (size_t)N + r0, (size_t)N, (int)(N - r0 < g->rows ? N - r0 : g->rows),
+                       run_scratch);
+            }
     }
 }
 
@@ -238,11 +262,11 @@ static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         for (int64_t t = 0; t < T; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
         if (scales) c->kernels->act_prep4(xq, arow, K, xsv);
     } else {
-        split(T, ith, nth, &lo, &hi);
+        plumb__cpu_split(T, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) c->kernels->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
         plumb__cpu_barrier(c);
         if (scales) {
-            split(T4 / 4, ith, nth, &lo, &hi);
+            plumb__cpu_split(T4 / 4, ith, nth, &lo, &hi);
             for (int64_t g = lo; g < hi; g++) c->kernels->act_prep4(xq + (size_t)(4 * g) * arow, arow, K, xsv + (size_t)g * sv_tile);
             plumb__cpu_barrier(c);
         }
@@ -317,7 +341,7 @@ static void op_binary(plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *a = n->src[0], *b = n->src[1];
     const int64_t ne0 = a->ne[0], rows = n_rows(a), brows = n_rows(b);
     int64_t lo, hi;
-    split(rows, ith, nth, &lo, &hi);
+    plumb__cpu_split(rows, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
         const float *x = (const float *)a->data + r * ne0;
         const float *y = (const float *)b->data + (brows == 1 ? 0 : r) * ne0;
@@ -360,7 +384,7 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     float *o = n->data;
     const int64_t ne0 = n->ne[0], lanes = ne0 - ne0 % 16; /* a row's columns in whole groups of 16 */
     int64_t lo, hi;
-    split(plumb_tensor_nelements(n), ith, nth, &lo, &hi);
+    plumb__cpu_split(plumb_tensor_nelements(n), ith, nth, &lo, &hi);
     switch (n->op) {
     case PLUMB_OP_SCALE: {
         const float f = n->params.scale.s;
@@ -384,15 +408,7 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
 
     case PLUMB_OP_GELU_MUL:
         pthread_once(&gelu_f16_once, gelu_f16_init);
-        for (int64_t i0 = lo; i0 < hi; i0 += 256) { /* F16 table indices converted 256 at a time */
-            uint16_t h[256];
-            const int64_t m = hi - i0 < 256 ? hi - i0 : 256;
-            c->kernels->f32_to_f16(x + i0, h, m);
-            for (int64_t i = 0; i < m; i++) {
-                const float v = x[i0 + i];
-                o[i0 + i] = (v <= -10.0f ? 0.0f : v >= 10.0f ? v : gelu_f16_table[h[i]]) * y[i0 + i];
-            }
-        }
+        c->kernels->gelu_f16(gelu_f16_table, x + lo, y + lo, o + lo, hi - lo);
         break;
     case PLUMB_OP_SOFTCAP: { /* the reference's three ops: scale by 1/f, tanh, scale by f */
         const float f = n->params.softcap.cap, inv = 1.0f / f;
@@ -409,7 +425,7 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     const int64_t ne0 = a->ne[0];
     const float eps = n->params.rms_norm.eps;
     int64_t lo, hi;
-    split(n_rows(a), ith, nth, &lo, &hi);
+    plumb__cpu_split(n_rows(a), ith, nth, &lo, &hi);
     /* each row's sum of squares is one chain of double additions in element order (the
      * reference's); eight rows at a time run eight chains side by side */
     for (int64_t r0 = lo; r0 < hi; r0 += 8) {
@@ -434,62 +450,11 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     }
 }
 
-/* Also compiled for FMA-capable CPUs, where fmaf is one instruction instead of a call (it is
- * exact either way, so both versions give the same bits). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-static void op_rope(plumb_tensor *n, int ith, int nth) {
-    const plumb_tensor *a = n->src[0];
-    const int32_t *pos = n->src[1]->data;
-    const float *ff = n->src[2] ? n->src[2]->data : NULL;
-    const plumb_rope_params *p = &n->params.rope;
-    const int mode = p->mode, n_rot = p->n_rot;
-    const float base = p->base, freq_scale = p->freq_scale;
-    const float mscale = p->attn_factor > 0.0f ? p->attn_factor : 1.0f; /* the attention factor */
-    const int64_t hd = a->ne[0], n_head = a->ne[1], T = a->ne[2];
-    const float theta_scale = powf(base, -2.0f / (float)n_rot);
-    int64_t lo, hi;
-    split(T * n_head, ith, nth, &lo, &hi);
-    /* the angles' cosines and sines of the row's token, kept for the next rows (heads) of the
-     * same token when they fit */
-    enum { CACHED_PAIRS = 256 };
-    float cs_c[CACHED_PAIRS], sn_c[CACHED_PAIRS];
-    const bool cache = n_rot / 2 <= CACHED_PAIRS;
-    int64_t cached_t = -1;
-    for (int64_t r = lo; r < hi; r++) {
-        const int64_t t = r / n_head;
-        const float *x = (const float *)a->data + r * hd;
-        float *o = (float *)n->data + r * hd;
-        memcpy(o + n_rot, x + n_rot, (size_t)(hd - n_rot) * sizeof(float));
-        float theta = (float)pos[t];
-        const bool fill = cache && cached_t != t;
-        for (int i0 = 0; i0 < n_rot; i0 += 2) {
-            float cs, sn;
-            if (cache && !fill) {
-                cs = cs_c[i0 / 2], sn = sn_c[i0 / 2];
-            } else {
-                const float th = freq_scale * (ff ? theta / ff[i0 / 2] : theta);
-                cs = cosf(th) * mscale, sn = sinf(th) * mscale;
-                if (fill) cs_c[i0 / 2] = cs, sn_c[i0 / 2] = sn;
-            }
-            const int64_t i_a = mode == PLUMB_ROPE_NEOX ? i0 / 2 : i0;
-            const int64_t i_b = mode == PLUMB_ROPE_NEOX ? i0 / 2 + n_rot / 2 : i0 + 1;
-            const float x0 = x[i_a], x1 = x[i_b];
-            /* the reference engine's rope fuses the first product of each pair */
-            o[i_a] = fmaf(x0, cs, -(x1 * sn));
-            o[i_b] = fmaf(x0, sn, x1 * cs);
-            theta *= theta_scale;
-        }
-        if (fill) cached_t = t;
-    }
-}
-
 static void op_soft_max(plumb_tensor *n, int ith, int nth) {
     const int64_t ne0 = n->ne[0];
     const float scale = n->params.soft_max.scale;
     int64_t lo, hi;
-    split(n_rows(n), ith, nth, &lo, &hi);
+    plumb__cpu_split(n_rows(n), ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++) {
         const float *x = (const float *)n->src[0]->data + r * ne0;
         float *o = (float *)n->data + r * ne0;
@@ -585,7 +550,7 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
     const size_t bstride = (size_t)n_ctx / 16 + 2;
     const int32_t b0 = it->first / 16, n_blocks = it->pos / 16 - b0 + 1;
     int64_t blo, bhi;
-    split(n_blocks, ith, nth, &blo, &bhi);
+    plumb__cpu_split(n_blocks, ith, nth, &blo, &bhi);
     const int32_t jlo = (int32_t)(b0 + blo) * 16 > it->first ? (int32_t)(b0 + blo) * 16 : it->first;
     const int32_t jhi = (int32_t)(b0 + bhi) * 16 - 1 < it->pos ? (int32_t)(b0 + bhi) * 16 - 1 : it->pos;
     /* scores of this thread's positions, and their maximum per head */
@@ -628,7 +593,7 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
     plumb__cpu_barrier(c);
     /* values: this thread's output dimensions, 16 at a time */
     int64_t dlo, dhi;
-    split((it->hd + 15) / 16, ith, nth, &dlo, &dhi);
+    plumb__cpu_split((it->hd + 15) / 16, ith, nth, &dlo, &dhi);
     dlo *= 16, dhi = dhi * 16 < it->hd ? dhi * 16 : it->hd;
     if (dlo < dhi)
         c->kernels->attn_pv(shared, per_head, nh, it->v + dlo, it->kv_dim, it->first, it->pos, dhi - dlo, it->out + dlo,
@@ -693,7 +658,7 @@ static void op_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     uint16_t *kc = kv->k[p->layer], *vc = kv->v[p->layer];
     int64_t lo, hi;
     /* phase 1: write this batch's keys and values into the cache */
-    split(T, ith, nth, &lo, &hi);
+    plumb__cpu_split(T, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const size_t row = ((size_t)p->seq[t] * (size_t)kv->n_ctx + (size_t)p->pos[t]) * (size_t)kv_dim;
         const float *ks = (const float *)k->data + t * kv_dim, *vs = (const float *)v->data + t * kv_dim;
@@ -776,7 +741,7 @@ void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth
     case PLUMB_OP_GELU_MUL:
     case PLUMB_OP_SOFTCAP: op_unary(c, n, ith, nth); break;
     case PLUMB_OP_RMS_NORM: op_rms_norm(n, ith, nth); break;
-    case PLUMB_OP_ROPE: op_rope(n, ith, nth); break;
+    case PLUMB_OP_ROPE: plumb__cpu_rope(c, n, ith, nth); break;
     case PLUMB_OP_SOFT_MAX: op_soft_max(n, ith, nth); break;
     case PLUMB_OP_ATTN: op_attn(c, n, ith, nth); break;
     case PLUMB_OP_MUL_MAT_ID: plumb__cpu_mul_mat_id(c, n, ith, nth); break;

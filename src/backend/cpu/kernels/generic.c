@@ -633,6 +633,13 @@ PLUMB_CLONES static void silu(const float *x, const float *y, float *o, int64_t 
     for (int64_t i = 0; i < n; i++) o[i] = plumb__silu_lane(x[i], y, i);
 }
 
+static void gelu_f16(const float *table, const float *x, const float *y, float *o, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i], g = v <= -10.0f ? 0.0f : v >= 10.0f ? v : table[plumb__fp32_to_fp16(v)];
+        o[i] = y ? g * y[i] : g;
+    }
+}
+
 PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *bsum) {
     double sum = 0.0;
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
@@ -711,6 +718,7 @@ static const plumb_kernel_set generic_set = {
     .attn_qk = attn_qk,
     .attn_exp = attn_exp,
     .silu = silu,
+    .gelu_f16 = gelu_f16,
     .attn_pv = attn_pv,
 };
 

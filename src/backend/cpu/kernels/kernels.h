@@ -283,6 +283,9 @@ typedef struct plumb_kernel_set {
     /* o[i] = x[i] / (1 + plumb__exp_poly(-x[i])) * (y ? y[i] : 1), i < n: SiLU (times y) of
      * the reference's vectorized lanes, bit for bit in every set */
     void (*silu)(const float *x, const float *y, float *o, int64_t n);
+    /* o[i] = g(x[i]) * (y ? y[i] : 1), i < n, with g(v) = 0 for v <= -10, v for v >= 10, else
+     * table[the F16 bits of v] (the reference's F16 GELU; NaN goes through the table) */
+    void (*gelu_f16)(const float *table, const float *x, const float *y, float *o, int64_t n);
 } plumb_kernel_set;
 
 /* One lane of the silu kernel. */
