@@ -1393,6 +1393,45 @@ KERNEL_TEST(gelu_f16_kernels_equal_the_generic_set) {
     free(want);
 }
 
+/* RMS norm's sums of squares of every set equal the generic set's bit for bit: rows of lengths
+ * with and without a tail of 8, 1-21 rows, values whose sums round, tiny and huge ones,
+ * infinities and NaN. */
+KERNEL_TEST(sum_squares_kernels_equal_the_generic_set) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    enum { MAXN = 21 * 300 };
+    float *x = malloc(MAXN * sizeof *x);
+    double want[21], got[21];
+    uint64_t s = 0x13198A2E03707344ull;
+    for (int i = 0; i < MAXN; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const float u = (float)(s >> 40) / (float)(1 << 24) - 0.5f;
+        /* full mantissas over 2^0 .. 2^16, so that most additions round (and the order shows);
+         * now and then a huge or a tiny one */
+        x[i] = i % 31 == 0 ? u * 1e18f : i % 29 == 0 ? u * 1e-20f : ldexpf(u, (int)(s >> 59));
+    }
+    static const int64_t lens[] = {1, 7, 8, 9, 16, 63, 256, 299};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (int64_t rows = 1; rows <= 21; rows++)
+            for (int special = 0; special < 3; special++) {
+                const int64_t ne0 = lens[li];
+                float saved = x[3 * ne0 / 2];
+                if (special) x[3 * ne0 / 2] = special == 1 ? INFINITY : NAN; /* in row 1 */
+                plumb__kernels_generic()->sum_squares(x, ne0, rows, want);
+                for (int k = 0; k < KS_COUNT; k++) {
+                    if (!all[k]) continue;
+                    checked(k);
+                    all[k]->sum_squares(x, ne0, rows, got);
+                    for (int64_t r = 0; r < rows; r++)
+                        if (memcmp(&want[r], &got[r], sizeof got[r]) != 0 && !(want[r] != want[r] && got[r] != got[r]))
+                            plumb_test_fail(__FILE__, __LINE__, "%s sum_squares ne0=%lld rows=%lld row %lld: %a, want %a",
+                                            ks_label[k], (long long)ne0, (long long)rows, (long long)r, got[r], want[r]);
+                }
+                x[3 * ne0 / 2] = saved;
+            }
+    free(x);
+}
+
 /* SiLU (times y, and alone) of every set equals the scalar definition bit for bit: random
  * arguments of every magnitude, the ends of the vector range (|n| near 125), overflow and
  * underflow of e^-x, signed zeros, infinities and NaN, on lengths that leave vector tails. */

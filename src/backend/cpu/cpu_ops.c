@@ -419,7 +419,7 @@ static void op_unary(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     }
 }
 
-static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
+static void op_rms_norm(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_tensor *a = n->src[0];
     const float *w = n->src[1] ? n->src[1]->data : NULL;
     const int64_t ne0 = a->ne[0];
@@ -427,19 +427,13 @@ static void op_rms_norm(plumb_tensor *n, int ith, int nth) {
     int64_t lo, hi;
     plumb__cpu_split(n_rows(a), ith, nth, &lo, &hi);
     /* each row's sum of squares is one chain of double additions in element order (the
-     * reference's); eight rows at a time run eight chains side by side */
-    for (int64_t r0 = lo; r0 < hi; r0 += 8) {
-        const int64_t nr = hi - r0 < 8 ? hi - r0 : 8;
-        const float *x = (const float *)a->data + r0 * ne0;
-        double sum[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-        if (nr == 8) {
-            for (int64_t i = 0; i < ne0; i++)
-                for (int k = 0; k < 8; k++) sum[k] += (double)(x[k * ne0 + i] * x[k * ne0 + i]);
-        } else
-            for (int64_t k = 0; k < nr; k++)
-                for (int64_t i = 0; i < ne0; i++) sum[k] += (double)(x[k * ne0 + i] * x[k * ne0 + i]);
+     * reference's), rows side by side (the kernel set's sum_squares) */
+    for (int64_t r0 = lo; r0 < hi; r0 += 64) {
+        const int64_t nr = hi - r0 < 64 ? hi - r0 : 64;
+        double sum[64];
+        c->kernels->sum_squares((const float *)a->data + r0 * ne0, ne0, nr, sum);
         for (int64_t k = 0; k < nr; k++) {
-            const float *xr = x + k * ne0;
+            const float *xr = (const float *)a->data + (r0 + k) * ne0;
             float *o = (float *)n->data + (r0 + k) * ne0;
             const float scale = 1.0f / sqrtf((float)(sum[k] / (double)ne0) + eps);
             if (w)
@@ -740,7 +734,7 @@ void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth
     case PLUMB_OP_SILU_MUL:
     case PLUMB_OP_GELU_MUL:
     case PLUMB_OP_SOFTCAP: op_unary(c, n, ith, nth); break;
-    case PLUMB_OP_RMS_NORM: op_rms_norm(n, ith, nth); break;
+    case PLUMB_OP_RMS_NORM: op_rms_norm(c, n, ith, nth); break;
     case PLUMB_OP_ROPE: plumb__cpu_rope(c, n, ith, nth); break;
     case PLUMB_OP_SOFT_MAX: op_soft_max(n, ith, nth); break;
     case PLUMB_OP_ATTN: op_attn(c, n, ith, nth); break;

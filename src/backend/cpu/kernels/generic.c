@@ -633,6 +633,18 @@ PLUMB_CLONES static void silu(const float *x, const float *y, float *o, int64_t 
     for (int64_t i = 0; i < n; i++) o[i] = plumb__silu_lane(x[i], y, i);
 }
 
+/* eight rows' chains side by side */
+static void sum_squares(const float *x, int64_t ne0, int64_t nrows, double *sums) {
+    for (int64_t r0 = 0; r0 < nrows; r0 += 8) {
+        const int64_t nr = nrows - r0 < 8 ? nrows - r0 : 8;
+        const float *xr = x + r0 * ne0;
+        double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        for (int64_t i = 0; i < ne0; i++)
+            for (int64_t k = 0; k < nr; k++) s[k] += (double)(xr[k * ne0 + i] * xr[k * ne0 + i]);
+        memcpy(sums + r0, s, (size_t)nr * sizeof(double));
+    }
+}
+
 static void gelu_f16(const float *table, const float *x, const float *y, float *o, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i], g = v <= -10.0f ? 0.0f : v >= 10.0f ? v : table[plumb__fp32_to_fp16(v)];
@@ -719,6 +731,7 @@ static const plumb_kernel_set generic_set = {
     .attn_exp = attn_exp,
     .silu = silu,
     .gelu_f16 = gelu_f16,
+    .sum_squares = sum_squares,
     .attn_pv = attn_pv,
 };
 

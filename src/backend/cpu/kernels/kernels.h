@@ -286,6 +286,9 @@ typedef struct plumb_kernel_set {
     /* o[i] = g(x[i]) * (y ? y[i] : 1), i < n, with g(v) = 0 for v <= -10, v for v >= 10, else
      * table[the F16 bits of v] (the reference's F16 GELU; NaN goes through the table) */
     void (*gelu_f16)(const float *table, const float *x, const float *y, float *o, int64_t n);
+    /* sums[r] = the sum of (double)(x[r ne0 + i]^2) (the square in float) for i = 0, 1, ...,
+     * ne0 - 1, added in that order from 0.0 (RMS norm's), for rows r < nrows */
+    void (*sum_squares)(const float *x, int64_t ne0, int64_t nrows, double *sums);
 } plumb_kernel_set;
 
 /* One lane of the silu kernel. */

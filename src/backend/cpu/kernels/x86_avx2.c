@@ -1517,6 +1517,52 @@ static void gelu_f16(const float *table, const float *x, const float *y, float *
     }
 }
 
+/* Eight rows at a time: 8 x 8 blocks transposed so that a register holds one column of the
+ * eight rows, squared in float, widened and added to the rows' double chains in column order
+ * (two chains of four rows each); the other columns and rows one at a time. */
+static void sum_squares(const float *x, int64_t ne0, int64_t nrows, double *sums) {
+    int64_t r = 0;
+    for (; r + 8 <= nrows; r += 8) {
+        const float *xr = x + r * ne0;
+        __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+        int64_t i = 0;
+        for (; i + 8 <= ne0; i += 8) {
+            __m256 m[8], t[8];
+            for (int k = 0; k < 8; k++) m[k] = _mm256_loadu_ps(xr + k * ne0 + i);
+            for (int k = 0; k < 8; k += 2) {
+                t[k] = _mm256_unpacklo_ps(m[k], m[k + 1]);
+                t[k + 1] = _mm256_unpackhi_ps(m[k], m[k + 1]);
+            }
+            for (int k = 0; k < 8; k += 4) {
+                m[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+                m[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+                m[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                m[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+            }
+            /* m[c] holds column c (low half) and c + 4 (high half) of rows 0-3, m[4 + c] of rows 4-7 */
+            for (int c = 0; c < 8; c++) {
+                const __m256 v = c < 4 ? _mm256_permute2f128_ps(m[c], m[4 + c], 0x20)
+                                       : _mm256_permute2f128_ps(m[c - 4], m[c], 0x31);
+                const __m256 sq = _mm256_mul_ps(v, v);
+                lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+                hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+            }
+        }
+        double s[8];
+        _mm256_storeu_pd(s, lo);
+        _mm256_storeu_pd(s + 4, hi);
+        for (int k = 0; k < 8; k++) {
+            for (int64_t j = i; j < ne0; j++) s[k] += (double)(xr[k * ne0 + j] * xr[k * ne0 + j]);
+            sums[r + k] = s[k];
+        }
+    }
+    for (; r < nrows; r++) {
+        double s = 0.0;
+        for (int64_t j = 0; j < ne0; j++) s += (double)(x[r * ne0 + j] * x[r * ne0 + j]);
+        sums[r] = s;
+    }
+}
+
 /* A GEMM without a kept layout */
 #define GEMM_OPS(r, w, b, pb, ab, rb, pk, pr, rn)                                                                      \
     {.rows = (r), .wide = (w), .block = (b), .pack_bytes = (pb), .act_bytes = (ab), .run_bytes = (rb), .pack = (pk),  \
@@ -1635,6 +1681,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.attn_pv = attn_pv;
         set.silu = silu;
         set.gelu_f16 = gelu_f16;
+        set.sum_squares = sum_squares;
         init = 1;
     }
     return &set;
