@@ -1165,8 +1165,8 @@ static inline __attribute__((always_inline)) void qk_row_short(const float *q, s
  * 1 + 5, 3 + 7 of the ymm registers, each half) are (R0 + R2) + (R1 + R3), whose upper and lower
  * 256 bits are the two halves qk_row_short adds last. */
 #define CVT16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
-static inline __attribute__((always_inline)) void qk_row_short16(const float *q, size_t qs, const int G,
-                                                                 const uint16_t *kr, const int S, float *t8) {
+static inline __attribute__((always_inline)) void qk_sums16(const float *q, size_t qs, const int G, const uint16_t *kr,
+                                                            const int S, __m512 *c) {
     __m512 r[4][4];
     const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 4
@@ -1184,10 +1184,74 @@ static inline __attribute__((always_inline)) void qk_row_short16(const float *q,
             r[a][i] = x;
         }
     }
+    for (int i = 0; i < G; i++) c[i] = _mm512_add_ps(_mm512_add_ps(r[0][i], r[2][i]), _mm512_add_ps(r[1][i], r[3][i]));
+}
+
+static inline __attribute__((always_inline)) void qk_row_short16(const float *q, size_t qs, const int G,
+                                                                 const uint16_t *kr, const int S, float *t8) {
+    __m512 c[4];
+    qk_sums16(q, qs, G, kr, S, c);
     for (int i = 0; i < G; i++) {
-        const __m512 c = _mm512_add_ps(_mm512_add_ps(r[0][i], r[2][i]), _mm512_add_ps(r[1][i], r[3][i]));
-        const __m256 lo = _mm512_castps512_ps256(c), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c), 1));
+        const __m256 lo = _mm512_castps512_ps256(c[i]), hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(c[i]), 1));
         _mm256_storeu_ps(t8 + 8 * i, _mm256_add_ps(hi, lo));
+    }
+}
+
+/* qk_sums16's G sums, before the halves meet: to cb + i * 256 + 16 slot. */
+static inline __attribute__((always_inline)) void qk_c16(const float *q, size_t qs, const int G, const uint16_t *kr,
+                                                         const int S, float *cb, int slot) {
+    __m512 c[4];
+    qk_sums16(q, qs, G, kr, S, c);
+    for (int i = 0; i < G; i++) _mm512_store_ps(cb + (size_t)i * 256 + 16 * slot, c[i]);
+}
+
+/* The last steps of 16 (query, key) pairs at once: c[k] holds pair k's 16 lanes; the result's
+ * lane p is ((t0 + t4) + (t2 + t6)) + ((t1 + t5) + (t3 + t7)), t_l = c[l] + c[8 + l] (hsum8 of
+ * qk_row_short16's halves) of pair 4 (p % 4) + p / 4 (so a pair j put in slot 4 (j % 4) + j / 4
+ * comes out in lane j). */
+static inline __m512 qk_reduce16(const float *c) {
+#define SEL(a, b, c_, d) ((a) | (b) << 2 | (c_) << 4 | (d) << 6)
+    __m512 v[8], w[4], z[2];
+    for (int k = 0; k < 8; k++) {
+        const __m512 a = _mm512_load_ps(c + 32 * k), b = _mm512_load_ps(c + 32 * k + 16);
+        v[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, SEL(0, 1, 0, 1)), _mm512_shuffle_f32x4(a, b, SEL(2, 3, 2, 3)));
+    }
+    for (int m = 0; m < 4; m++)
+        w[m] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], SEL(0, 2, 0, 2)),
+                             _mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], SEL(1, 3, 1, 3)));
+    for (int m = 0; m < 2; m++)
+        z[m] = _mm512_add_ps(_mm512_shuffle_ps(w[2 * m], w[2 * m + 1], SEL(0, 1, 0, 1)),
+                             _mm512_shuffle_ps(w[2 * m], w[2 * m + 1], SEL(2, 3, 2, 3)));
+    return _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], SEL(0, 2, 0, 2)), _mm512_shuffle_ps(z[0], z[1], SEL(1, 3, 1, 3)));
+#undef SEL
+}
+
+/* attn_qk for n = 64 S (S <= 4): blocks of 16 keys against groups of 4 queries, each query's 16
+ * scores reduced and scaled in registers and stored at once. */
+static void qk_blocks16(const float *q, size_t qs, int nq, const uint16_t *k, size_t ks, int32_t nk, const int S,
+                        float scale, float *out, size_t os) {
+    _Alignas(64) float cb[4 * 256];
+    const __m512 sv = _mm512_set1_ps(scale);
+    for (int32_t j0 = 0; j0 < nk; j0 += 16) {
+        const int32_t jn = nk - j0 < 16 ? nk - j0 : 16;
+        const __mmask16 m = (__mmask16)((1u << jn) - 1);
+        for (int i0 = 0; i0 < nq; i0 += 4) {
+            const int g = nq - i0 < 4 ? nq - i0 : 4;
+            const float *qg = q + (size_t)i0 * qs;
+            if (jn < 16) memset(cb, 0, sizeof cb);
+            for (int32_t j = 0; j < jn; j++) {
+                const uint16_t *kr = k + (size_t)(j0 + j) * ks;
+                const int slot = 4 * (j % 4) + j / 4;
+                switch (g) {
+                case 1: qk_c16(qg, qs, 1, kr, S, cb, slot); break;
+                case 2: qk_c16(qg, qs, 2, kr, S, cb, slot); break;
+                case 3: qk_c16(qg, qs, 3, kr, S, cb, slot); break;
+                default: qk_c16(qg, qs, 4, kr, S, cb, slot);
+                }
+            }
+            for (int i = 0; i < g; i++)
+                _mm512_mask_storeu_ps(out + (size_t)(i0 + i) * os + (size_t)j0, m, _mm512_mul_ps(qk_reduce16(cb + (size_t)i * 256), sv));
+        }
     }
 }
 #undef CVT16
@@ -1231,6 +1295,15 @@ static void attn_qk(const float *q, size_t qs, int nq, const uint16_t *k, size_t
                 out[(size_t)i * os + (size_t)j] = attn_dot(q + (size_t)i * qs, k + (size_t)j * ks, n) * scale;
         return;
     }
+#if defined(__AVX512F__)
+    switch (n) {
+    case 256: qk_blocks16(q, qs, nq, k, ks, nk, 4, scale, out, os); return;
+    case 192: qk_blocks16(q, qs, nq, k, ks, nk, 3, scale, out, os); return;
+    case 128: qk_blocks16(q, qs, nq, k, ks, nk, 2, scale, out, os); return;
+    case 64: qk_blocks16(q, qs, nq, k, ks, nk, 1, scale, out, os); return;
+    default: break;
+    }
+#endif
     float t8[64 * 8], sums[64];
     /* each block of 16 keys stays in L1 while every group of queries passes */
     for (int32_t j0 = 0; j0 < nk; j0 += 16) {
