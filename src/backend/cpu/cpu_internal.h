@@ -77,6 +77,9 @@ void plumb__cpu_run(plumb_cpu_ctx *c, void (*job)(void *, int, int), void *arg);
 plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g);
 /* Grows the rope tables to what g's rope nodes need (before compute). */
 plumb_status plumb__cpu_rope_reserve(plumb_cpu_ctx *c, const plumb_graph *g);
+/* The ATTN node (cpu_attn.c): its scratch for nth threads, and thread ith's share. */
+size_t plumb__cpu_attn_scratch(const plumb_tensor *n, int nth);
+void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth);
 /* Thread ith's share of a ROPE node. */
 void plumb__cpu_rope(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth);
 /* Computes thread ith's share of one node. */
