@@ -135,10 +135,11 @@ KERNEL_TEST(vec_dot_every_type_matches_dequantized_reference) {
 
 /* A row's matmul result must not depend on how many rows are computed with it, nor on the
  * threads: every token of a 100-token batch (the GEMM, its tokens in several blocks, several
- * packed groups per chunk of work, the last group partial) equals the token alone (the one-row
- * kernels), with 1, 2 and 3 threads. */
+ * packed groups per chunk of work, two groups at a time where the set runs them so, the last
+ * group partial: 22 groups of 16) equals the token alone (the one-row kernels), with 1, 2 and 3
+ * threads (3: one group per chunk). */
 TEST(matmul_is_batch_invariant_and_thread_invariant) {
-    const int64_t K = 2048, N = 327, T = 100;
+    const int64_t K = 2048, N = 343, T = 100;
     const int types[] = {PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q6_K, PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0};
     float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * T) * 4), *alone = malloc((size_t)(N * T) * 4);
     for (int64_t i = 0; i < K * N; i++) wf[i] = frand();
@@ -1016,7 +1017,7 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                 uint8_t *packed = malloc((size_t)(n / g->block) * g->pack_bytes), *xq = malloc(xs * T), *xp = malloc(prow * T);
                 void *scratch = aligned_alloc(64, ((size_t)(n / g->block) * g->run_bytes + 64) / 64 * 64);
                 float *f = malloc((size_t)n * 4), got[T * PLUMB_GEMM_ROWS];
-                for (int rep = 0; rep < 5; rep++) {
+                for (int rep = 0; rep < 6; rep++) {
                     for (int r = 0; r < R; r++) {
                         uint8_t *row = wq + (size_t)r * wb;
                         for (int64_t i = 0; i < n; i++) f[i] = frand() * (float)(r + 1) * (rep + 1);
@@ -1027,12 +1028,18 @@ KERNEL_TEST(gemm_equals_one_row_kernels) {
                                 const bool scale = type == PLUMB_TYPE_Q4_K ? o < 4 : type == PLUMB_TYPE_Q6_K ? o >= 208 : o < 2;
                                 if (!scale) row[b] = (uint8_t)(frand() * 128.0f + 128.0f);
                             }
+                        if (rep == 5) /* the largest sums: every code and sub-block scale all ones, against -128s */
+                            for (int64_t b = 0; b < (int64_t)wb; b++) {
+                                const int64_t o = b % (int64_t)tr->block_bytes;
+                                const bool f16 = type == PLUMB_TYPE_Q4_K ? o < 4 : type == PLUMB_TYPE_Q6_K ? o >= 208 : o < 2;
+                                if (!f16) row[b] = 0xFF;
+                            }
                         if (type == PLUMB_TYPE_Q8_0 && rep == 1) /* some -128 weights */
                             for (int64_t i = 0; i < n / 32; i++) row[(size_t)i * 34 + 2 + (size_t)(r + i) % 32] = 0x80;
                         if (g->wide) ks->widen(type, row, wide + (size_t)r * wrow, n);
                     }
                     for (int t = 0; t < T; t++) {
-                        for (int64_t i = 0; i < n; i++) f[i] = t == 2 && rep == 2 ? 0.0f : frand() * (float)(t + 1);
+                        for (int64_t i = 0; i < n; i++) f[i] = rep == 5 ? -1.0f : t == 2 && rep == 2 ? 0.0f : frand() * (float)(t + 1);
                         ks->act_quantize[act](f, xq + (size_t)t * xs, n);
                         g->prep(xq + (size_t)t * xs, xp + (size_t)t * prow, n);
                     }

@@ -185,6 +185,7 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
     const int64_t groups = (N + g->rows - 1) / g->rows;
     int64_t per = (groups + 8 * nth - 1) / (8 * nth);
     if (!direct && per > matmul_gemm_chunk_groups(g, n)) per = matmul_gemm_chunk_groups(g, n);
+    if (!direct && g->run2 && per > 1) per &= ~(int64_t)1; /* whole pairs of groups for run2 */
     const int64_t n_chunks = (groups + per - 1) / per;
     const size_t pack_bytes = matmul_gemm_pack_bytes(g, n);
     int64_t tb = (int64_t)(MATMUL_GEMM_ACT_TILE / prow) / 24 * 24;
@@ -214,11 +215,16 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
             }
         }
         for (int64_t t0 = 0; t0 < T; t0 += tb)
-            for (int64_t gi = g0; gi < g1; gi++) {
-                const int64_t r0 = gi * g->rows;
-                g->run(K, packed + pack_bytes * (size_t)(gi - g0), xp + (size_t)t0 * prow, prow, T - t0 < tb ? T - t0 : tb,
-                       (float *)n->data + (size_t)t0 * (size_t)N + r0, (size_t)N, (int)(N - r0 < g->rows ? N - r0 : g->rows),
-                       run_scratch);
+            for (int64_t gi = g0; gi < g1;) {
+                const bool two = g->run2 && gi + 1 < g1; /* the next group too */
+                const int64_t r0 = gi * g->rows, rl = (gi + two) * g->rows; /* the last group's first row */
+                const uint8_t *pk = packed + pack_bytes * (size_t)(gi - g0);
+                float *out = (float *)n->data + (size_t)t0 * (size_t)N + r0;
+                const int64_t tn = T - t0 < tb ? T - t0 : tb;
+                const int rows = (int)(N - rl < g->rows ? N - rl : g->rows);
+                if (two) g->run2(K, pk, pack_bytes, xp + (size_t)t0 * prow, prow, tn, out, (size_t)N, rows, run_scratch);
+                else g->run(K, pk, xp + (size_t)t0 * prow, prow, tn, out, (size_t)N, rows, run_scratch);
+                gi += two ? 2 : 1;
             }
     }
 }

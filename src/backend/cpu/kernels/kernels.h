@@ -103,6 +103,11 @@ typedef void (*plumb_gemm_prep_fn)(const void *xq, void *out, int64_t n);
  * nothing) */
 typedef void (*plumb_gemm_fn)(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                               int nrows, void *scratch);
+/* run for two groups at once: the second one's packed rows at wp + gs, nrows the second's rows
+ * (the first has PLUMB_GEMM_ROWS), its outputs from out + PLUMB_GEMM_ROWS; the scratch is run's
+ * (run_bytes per block covers both). */
+typedef void (*plumb_gemm2_fn)(int64_t n, const void *wp, size_t gs, const void *xp, size_t xps, int64_t T, float *out,
+                               size_t os, int nrows, void *scratch);
 /* A kept group (plumb_gemm_ops.keep's layout) to the packed one. */
 typedef void (*plumb_gemm_unkeep_fn)(const void *kept, void *out, int64_t n);
 typedef struct plumb_gemm_ops {
@@ -115,6 +120,7 @@ typedef struct plumb_gemm_ops {
     plumb_gemm_pack_fn pack;
     plumb_gemm_prep_fn prep;
     plumb_gemm_fn run;
+    plumb_gemm2_fn run2; /* optional */
     /* Optional: a layout of the packed groups about as large as the file's rows, which a context
      * keeps for the model's lifetime (cpu_repack.c): keep makes it from the file's rows
      * (keep_bytes per block of rows), run_kept runs batches of fewer than 8 rows from it (with
@@ -143,6 +149,10 @@ void plumb__gemm16_pack_q6_k(const void *w, size_t ws, int nrows, void *out, int
 void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n);
 void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                         void *scratch);
+void plumb__gemm32_q4_k(int64_t n, const void *wp, size_t gs, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                        int nrows, void *scratch);
+void plumb__gemm32_q6_k(int64_t n, const void *wp, size_t gs, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                        int nrows, void *scratch);
 void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                         void *scratch);
 /* x86_avx512_gemm_kept.c: the kept layout of Q4_0, Q5_0, Q8_0 */

@@ -1702,7 +1702,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
 #define KQUANT(t, q4k)                                                                                                 \
     {.rows = PLUMB_GEMM_ROWS, .wide = false, .block = 256, .pack_bytes = PLUMB_GEMM_K_BLOCK,                          \
      .act_bytes = PLUMB_GEMM_K_ACT_BLOCK, .run_bytes = PLUMB_GEMM_KEPT_K_RUN_BYTES, .pack = plumb__gemm16_pack_##t,   \
-     .prep = plumb__gemm16_prep_k, .run = plumb__gemm16_##t, .keep_bytes = PLUMB_GEMM_KEPT_K_BLOCK(q4k),             \
+     .prep = plumb__gemm16_prep_k, .run = plumb__gemm16_##t, .run2 = plumb__gemm32_##t, .keep_bytes = PLUMB_GEMM_KEPT_K_BLOCK(q4k),             \
      .keep = plumb__gemm16_keep_##t, .run_kept = plumb__gemm16_kept_##t, .prep_kept = plumb__gemm16_prep_sums,      \
      .act_kept_bytes = PLUMB_GEMM_KSUM_ACT_BLOCK, .kept_min_rows = (q4k) ? 1 : 2}
         /* Q6_K's single tokens: its one-row kernel streams a large matrix faster (Llama-sized

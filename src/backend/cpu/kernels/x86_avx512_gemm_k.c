@@ -131,93 +131,131 @@ void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n) {
     }
 }
 
-/* 16 rows x TT tokens, one lane at a time: a lane's float chain over the super-blocks does not
- * depend on the other lanes, so each lane runs over all super-blocks with TT accumulators and
- * its weight registers serve TT tokens; the lanes' sums wait in lanes[] for the final folds.
- * dp holds the scale products d_w d_x (and for Q4_K -d_x dmin) of every super-block and token. */
+/* G (1 or 2) groups of 16 rows (the second's weights at wp + gs) x TT tokens, one lane at a
+ * time: a lane's float chain over the super-blocks does not depend on the other lanes, so each
+ * lane runs over all super-blocks with G TT accumulators, and each broadcast activation pair
+ * serves both groups' weight registers (two groups of 6 tokens: 8 loads per 12 vpdpwssd, one
+ * group of 8: 9 per 8); the lanes' sums wait in lanes[] for the final folds. dp holds the scale
+ * products d_w d_x (and for Q4_K -d_x dmin) of every group, super-block and token. */
 #define TT_MAX 8
-static inline __attribute__((always_inline)) void tile(int64_t nsb, const uint8_t *wp, const uint8_t *xp, size_t xps,
-                                                       const int TT, const bool q4k, float *out, size_t os, __mmask16 msk,
-                                                       __m512 *dp) {
-    __m512 lanes[TT_MAX][12];
+#define DP(g, s, h, t) dp[(((size_t)(g) * (size_t)nsb + (size_t)(s)) * 2 + (h)) * TT_MAX + (t)]
+static inline __attribute__((always_inline)) void tile(const int G, int64_t nsb, const uint8_t *wp, size_t gs,
+                                                       const uint8_t *xp, size_t xps, const int TT, const bool q4k,
+                                                       float *out, size_t os, __mmask16 msk2, __m512 *dp) {
+    __m512 lanes[2][TT_MAX][12];
     for (int64_t s = 0; s < nsb; s++)
+        for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-        for (int t = 0; t < TT; t++) {
-            const uint8_t *x = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_K_ACT_BLOCK;
-            const uint8_t *w = wp + (size_t)s * PLUMB_GEMM_K_BLOCK;
-            float dx[2];
-            memcpy(dx, x + ACT_D, 8);
-            dp[(2 * s) * TT_MAX + t] = _mm512_mul_ps(_mm512_loadu_ps(w), _mm512_set1_ps(dx[0]));
-            if (q4k) dp[(2 * s + 1) * TT_MAX + t] = _mm512_mul_ps(_mm512_loadu_ps(w + 64), _mm512_set1_ps(dx[1]));
-        }
+            for (int t = 0; t < TT; t++) {
+                const uint8_t *x = xp + (size_t)t * xps + (size_t)s * PLUMB_GEMM_K_ACT_BLOCK;
+                const uint8_t *w = wp + (size_t)g * gs + (size_t)s * PLUMB_GEMM_K_BLOCK;
+                float dx[2];
+                memcpy(dx, x + ACT_D, 8);
+                DP(g, s, 0, t) = _mm512_mul_ps(_mm512_loadu_ps(w), _mm512_set1_ps(dx[0]));
+                if (q4k) DP(g, s, 1, t) = _mm512_mul_ps(_mm512_loadu_ps(w + 64), _mm512_set1_ps(dx[1]));
+            }
 #pragma GCC unroll 1
     for (int l = 0; l < 8; l++) {
-        __m512 acc[TT_MAX];
+        __m512 acc[2][TT_MAX];
+        for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-        for (int t = 0; t < TT; t++) acc[t] = _mm512_setzero_ps();
+            for (int t = 0; t < TT; t++) acc[g][t] = _mm512_setzero_ps();
         for (int64_t s = 0; s < nsb; s++) {
             const uint8_t *ws = wp + (size_t)s * PLUMB_GEMM_K_BLOCK, *xs = xp + (size_t)s * PLUMB_GEMM_K_ACT_BLOCK;
-            __m512i si[TT_MAX];
+            __m512i si[2][TT_MAX];
 #pragma GCC unroll 8
-            for (int t = 0; t < TT; t++)
-                si[t] = q4k ? _mm512_setzero_si512()
-                            : _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(ws + OFF_EXTRA + 64 * l),
-                                                  plumb__bcast32(xs + (size_t)t * xps + ACT_BSUMS + 4 * l));
+            for (int t = 0; t < TT; t++) {
+                const __m512i b = plumb__bcast32(xs + (size_t)t * xps + ACT_BSUMS + 4 * l);
+                for (int g = 0; g < G; g++)
+                    si[g][t] = q4k ? _mm512_setzero_si512()
+                                   : _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                                         _mm512_loadu_si512(ws + (size_t)g * gs + OFF_EXTRA + 64 * l), b);
+            }
             const uint8_t *W = ws + OFF_W + 64 * 16 * l;
 #pragma GCC unroll 16
             for (int j = 0; j < 16; j++) {
-                const __m512i w = _mm512_loadu_si512(W + 64 * j);
+                __m512i w[2];
+                for (int g = 0; g < G; g++) w[g] = _mm512_loadu_si512(W + (size_t)g * gs + 64 * j);
 #pragma GCC unroll 8
-                for (int t = 0; t < TT; t++) si[t] = _mm512_dpwssd_epi32(si[t], w, plumb__bcast32(xs + (size_t)t * xps + 64 * l + 4 * j));
+                for (int t = 0; t < TT; t++) {
+                    const __m512i b = plumb__bcast32(xs + (size_t)t * xps + 64 * l + 4 * j);
+                    for (int g = 0; g < G; g++) si[g][t] = _mm512_dpwssd_epi32(si[g][t], w[g], b);
+                }
             }
+            for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-            for (int t = 0; t < TT; t++) acc[t] = _mm512_fmadd_ps(dp[(2 * s) * TT_MAX + t], _mm512_cvtepi32_ps(si[t]), acc[t]);
+                for (int t = 0; t < TT; t++) acc[g][t] = _mm512_fmadd_ps(DP(g, s, 0, t), _mm512_cvtepi32_ps(si[g][t]), acc[g][t]);
         }
+        for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-        for (int t = 0; t < TT; t++) lanes[t][l] = acc[t];
+            for (int t = 0; t < TT; t++) lanes[g][t][l] = acc[g][t];
     }
     if (q4k) /* the four lanes of min products */
 #pragma GCC unroll 1
         for (int k = 0; k < 4; k++) {
-            __m512 acc[TT_MAX];
+            __m512 acc[2][TT_MAX];
+            for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-            for (int t = 0; t < TT; t++) acc[t] = _mm512_setzero_ps();
+                for (int t = 0; t < TT; t++) acc[g][t] = _mm512_setzero_ps();
             for (int64_t s = 0; s < nsb; s++) {
                 const uint8_t *ws = wp + (size_t)s * PLUMB_GEMM_K_BLOCK, *xs = xp + (size_t)s * PLUMB_GEMM_K_ACT_BLOCK;
-                const __m512i mn = _mm512_loadu_si512(ws + OFF_EXTRA + 64 * k);
 #pragma GCC unroll 8
-                for (int t = 0; t < TT; t++)
-                    acc[t] = _mm512_fmadd_ps(
-                        dp[(2 * s + 1) * TT_MAX + t],
-                        _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), mn, plumb__bcast32(xs + (size_t)t * xps + ACT_S32 + 4 * k))),
-                        acc[t]);
+                for (int t = 0; t < TT; t++) {
+                    const __m512i b = plumb__bcast32(xs + (size_t)t * xps + ACT_S32 + 4 * k);
+                    for (int g = 0; g < G; g++)
+                        acc[g][t] = _mm512_fmadd_ps(
+                            DP(g, s, 1, t),
+                            _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                                                   _mm512_loadu_si512(ws + (size_t)g * gs + OFF_EXTRA + 64 * k), b)),
+                            acc[g][t]);
+                }
             }
+            for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-            for (int t = 0; t < TT; t++) lanes[t][8 + k] = acc[t];
+                for (int t = 0; t < TT; t++) lanes[g][t][8 + k] = acc[g][t];
         }
+    for (int g = 0; g < G; g++)
 #pragma GCC unroll 8
-    for (int t = 0; t < TT; t++) _mm512_mask_storeu_ps(out + (size_t)t * os, msk, plumb__fold_k_lanes(lanes[t], q4k ? lanes[t] + 8 : NULL));
+        for (int t = 0; t < TT; t++)
+            _mm512_mask_storeu_ps(out + (size_t)t * os + (size_t)g * ROWS, g == G - 1 ? msk2 : (__mmask16)0xFFFF,
+                                  plumb__fold_k_lanes(lanes[g][t], q4k ? lanes[g][t] + 8 : NULL));
 }
+#undef DP
 
-static inline __attribute__((always_inline)) void gemm_k(bool q4k, int64_t n, const void *wp, const void *xp, size_t xps,
-                                                         int64_t T, float *out, size_t os, int nrows, void *scratch) {
+/* nrows: the rows of the last group */
+static inline __attribute__((always_inline)) void gemm_k(bool q4k, const int G, int64_t n, const void *wp, size_t gs,
+                                                         const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                                                         int nrows, void *scratch) {
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const uint8_t *x = xp;
     const int64_t nsb = n / 256;
-    __m512 *dp = scratch; /* PLUMB_GEMM_K_RUN_BYTES per super-block */
+    __m512 *dp = scratch; /* PLUMB_GEMM_K_RUN_BYTES per super-block and group */
     int64_t t = 0;
-    for (; t + TT_MAX <= T; t += TT_MAX) tile(nsb, wp, x + (size_t)t * xps, xps, TT_MAX, q4k, out + (size_t)t * os, os, m, dp);
-    for (; t + 4 <= T; t += 4) tile(nsb, wp, x + (size_t)t * xps, xps, 4, q4k, out + (size_t)t * os, os, m, dp);
-    for (; t < T; t++) tile(nsb, wp, x + (size_t)t * xps, xps, 1, q4k, out + (size_t)t * os, os, m, dp);
+    if (G == 1) {
+        for (; t + TT_MAX <= T; t += TT_MAX) tile(1, nsb, wp, gs, x + (size_t)t * xps, xps, TT_MAX, q4k, out + (size_t)t * os, os, m, dp);
+        for (; t + 4 <= T; t += 4) tile(1, nsb, wp, gs, x + (size_t)t * xps, xps, 4, q4k, out + (size_t)t * os, os, m, dp);
+    } else {
+        for (; t + 6 <= T; t += 6) tile(2, nsb, wp, gs, x + (size_t)t * xps, xps, 6, q4k, out + (size_t)t * os, os, m, dp);
+        for (; t + 3 <= T; t += 3) tile(2, nsb, wp, gs, x + (size_t)t * xps, xps, 3, q4k, out + (size_t)t * os, os, m, dp);
+    }
+    for (; t < T; t++) tile(G, nsb, wp, gs, x + (size_t)t * xps, xps, 1, q4k, out + (size_t)t * os, os, m, dp);
 }
 
 void plumb__gemm16_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                         void *scratch) {
-    gemm_k(true, n, wp, xp, xps, T, out, os, nrows, scratch);
+    gemm_k(true, 1, n, wp, 0, xp, xps, T, out, os, nrows, scratch);
 }
 void plumb__gemm16_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                         void *scratch) {
-    gemm_k(false, n, wp, xp, xps, T, out, os, nrows, scratch);
+    gemm_k(false, 1, n, wp, 0, xp, xps, T, out, os, nrows, scratch);
+}
+void plumb__gemm32_q4_k(int64_t n, const void *wp, size_t gs, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                        int nrows, void *scratch) {
+    gemm_k(true, 2, n, wp, gs, xp, xps, T, out, os, nrows, scratch);
+}
+void plumb__gemm32_q6_k(int64_t n, const void *wp, size_t gs, const void *xp, size_t xps, int64_t T, float *out, size_t os,
+                        int nrows, void *scratch) {
+    gemm_k(false, 2, n, wp, gs, xp, xps, T, out, os, nrows, scratch);
 }
 
 #endif
