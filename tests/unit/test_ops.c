@@ -176,6 +176,65 @@ TEST(matmul_is_batch_invariant_and_thread_invariant) {
     free(wf), free(x), free(alone);
 }
 
+/* Matmuls of one activation tensor one after the other share its quantized form (the second
+ * finds the first one's in the scratch): each result equals the matmul alone, for weights whose
+ * activations are prepared alike (Q5_0, Q8_0, Q4_0) and not (Q4_K between them), a matmul of
+ * another tensor in between (which must not hand its activations on), 1-40 tokens, 1 and 2
+ * threads, weights kept in the GEMM's layout and not. */
+TEST(matmuls_of_one_activation_share_its_preparation) {
+    const int64_t K = 512, N = 40;
+    enum { NW = 6 };
+    const int types[NW] = {PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q8_0, PLUMB_TYPE_Q5_0, PLUMB_TYPE_Q4_K, PLUMB_TYPE_Q4_0, PLUMB_TYPE_Q5_0};
+    const bool other[NW] = {false, false, true, false, false, false}; /* the third takes x2 */
+    float *wf = malloc((size_t)(K * N) * 4), *x = malloc((size_t)(K * 40) * 4), *x2 = malloc((size_t)(K * 40) * 4);
+    float *alone = malloc((size_t)(N * 40) * 4);
+    uint8_t *wq[NW];
+    for (int64_t i = 0; i < K * 40; i++) x[i] = frand(), x2[i] = frand();
+    for (int k = 0; k < NW; k++) {
+        for (int64_t i = 0; i < K * N; i++) wf[i] = frand();
+        uint64_t wb;
+        plumb_type_row_bytes(types[k], K * N, &wb);
+        wq[k] = malloc(wb);
+        plumb_quantize_row(types[k], wf, wq[k], K * N);
+    }
+    static const int64_t Ts[] = {1, 3, 12, 40};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
+        for (int threads = 1; threads <= 2; threads++)
+            for (int keep = 0; keep < 2; keep++) {
+                const int64_t T = Ts[ti];
+                int64_t ne_w[2] = {K, N}, ne_x[2] = {K, T};
+                fixture f;
+                fixture_init(&f, threads, NULL);
+                plumb_tensor *w[NW], *y[NW];
+                plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
+                plumb_tensor *xt2 = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x2);
+                for (int k = 0; k < NW; k++) w[k] = plumb_graph_leaf(&f.g, types[k], 2, ne_w, wq[k]);
+                if (keep) CHECK_STATUS(plumb_backend_cpu_pack_weights(f.cpu, (const plumb_tensor *const *)w, NW), PLUMB_OK);
+                for (int k = 0; k < NW; k++) {
+                    y[k] = plumb_graph_mul_mat(&f.g, w[k], other[k] ? xt2 : xt);
+                    y[k]->is_output = true;
+                }
+                fixture_run(&f);
+                for (int k = 0; k < NW; k++) {
+                    fixture a;
+                    fixture_init(&a, threads, NULL);
+                    plumb_tensor *wa = plumb_graph_leaf(&a.g, types[k], 2, ne_w, wq[k]);
+                    if (keep) CHECK_STATUS(plumb_backend_cpu_pack_weights(a.cpu, (const plumb_tensor *const[]){wa}, 1), PLUMB_OK);
+                    plumb_tensor *ya = plumb_graph_mul_mat(&a.g, wa, plumb_graph_leaf(&a.g, PLUMB_TYPE_F32, 2, ne_x, other[k] ? x2 : x));
+                    ya->is_output = true;
+                    fixture_run(&a);
+                    memcpy(alone, ya->data, (size_t)(N * T) * 4);
+                    fixture_free(&a);
+                    if (memcmp(alone, y[k]->data, (size_t)(N * T) * 4) != 0)
+                        plumb_test_fail(__FILE__, __LINE__, "matmul %d (%s) of %lld tokens, %d threads%s: not its result alone", k,
+                                        plumb_type_name(types[k]), (long long)T, threads, keep ? ", kept" : "");
+                }
+                fixture_free(&f);
+            }
+    for (int k = 0; k < NW; k++) free(wq[k]);
+    free(wf), free(x), free(x2), free(alone);
+}
+
 /* Weights a context keeps in the GEMM's layout (plumb_backend_cpu_pack_weights) give the bits
  * of the file's layout (the one-row, four-row and GEMM kernels) for every batch size: 1-7 (the
  * GEMM from the kept layout), 8 and more (the kept groups expanded), rows not a multiple of 16,

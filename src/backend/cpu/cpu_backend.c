@@ -167,7 +167,7 @@ static void run_graph(void *arg, int ith, int nth) {
         plumb_tensor *n = j->g->nodes[i];
         if (n->op == PLUMB_OP_VIEW || n->op == PLUMB_OP_NONE || n->op == PLUMB_OP_COPY) continue;
         const double t0 = ith == 0 && j->c->prof ? plumb__cpu_profile_now() : 0.0;
-        plumb__cpu_compute_node(j->c, n, ith, nth);
+        plumb__cpu_compute_node(j->c, n, ith, nth, j->c->act_ready[i]);
         plumb__cpu_barrier(j->c);
         if (ith == 0 && j->c->prof) plumb__cpu_profile_add(j->c->prof, n, plumb__cpu_profile_now() - t0);
     }
@@ -189,6 +189,7 @@ static plumb_status cpu_graph_compute(plumb_backend *b, plumb_graph *g, int32_t 
     plumb_cpu_ctx *c = b->ctx;
     plumb_status st = plumb__cpu_reserve_work(c, g);
     if (st) return st;
+    plumb__cpu_plan_activations(c, g, first, end);
     graph_job j = {c, g, first, end};
     atomic_store_explicit(&c->chunk_counter, 0, memory_order_relaxed);
     for (int i = 0; i < c->n_threads; i++) c->chunk_base[i] = 0;
@@ -206,6 +207,7 @@ static void cpu_free(plumb_backend *b) {
     plumb__cpu_packed_free(c);
     free(c->work);
     free(c->rope_mem);
+    free(c->act_ready);
     free(c->chunk_base);
     free(c);
     free(b);

@@ -57,6 +57,10 @@ typedef struct plumb_cpu_ctx {
     unsigned rope_next; /* the table a new set of angles replaces */
     float *rope_mem;    /* the tables' cs, rope_floats apart */
     size_t rope_floats;
+    /* per node of the graph being computed: a matmul whose activations the previous node (a
+     * matmul of the same activation tensor, prepared the same way) left prepared in the scratch */
+    bool *act_ready;
+    size_t act_ready_cap;
 } plumb_cpu_ctx;
 
 /* Thread ith's part [lo, hi) of n items split evenly among nth threads. */
@@ -82,8 +86,11 @@ size_t plumb__cpu_attn_scratch(const plumb_tensor *n, int nth);
 void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth);
 /* Thread ith's share of a ROPE node. */
 void plumb__cpu_rope(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth);
-/* Computes thread ith's share of one node. */
-void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *node, int ith, int nth);
+/* Marks the nodes first .. end - 1 of g whose activations will be ready (plumb_cpu_ctx.act_ready;
+ * after plumb__cpu_reserve_work). */
+void plumb__cpu_plan_activations(plumb_cpu_ctx *c, const plumb_graph *g, int32_t first, int32_t end);
+/* Computes thread ith's share of one node (act_ready: its plumb_cpu_ctx.act_ready). */
+void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *node, int ith, int nth, bool act_ready);
 /* The mixture-of-experts ops (cpu_moe.c), split like the others; the expert matmul's scratch
  * is what plumb__cpu_mul_mat_id_scratch says for nth threads. */
 size_t plumb__cpu_mul_mat_id_scratch(const plumb_cpu_ctx *c, const plumb_tensor *node, int nth);

@@ -132,6 +132,11 @@ plumb_status plumb__cpu_reserve_work(plumb_cpu_ctx *c, const plumb_graph *g) {
     }
     plumb_status st = plumb__cpu_rope_reserve(c, g);
     if (st) return st;
+    if ((size_t)g->n_nodes > c->act_ready_cap) {
+        bool *a = realloc(c->act_ready, (size_t)g->n_nodes * sizeof *a);
+        if (!a) return plumb__fail(PLUMB_E_NOMEM, "out of memory for %d nodes' plans", (int)g->n_nodes);
+        c->act_ready = a, c->act_ready_cap = (size_t)g->n_nodes;
+    }
     if (need <= c->work_size) return PLUMB_OK;
     free(c->work);
     size_t size = (need + 63) / 64 * 64;
@@ -160,24 +165,52 @@ static void op_get_rows(plumb_tensor *n, int ith, int nth) {
  * whichever thread is free, which runs each against every activation row: straight from the
  * kept layout for batches of fewer than MATMUL_GEMM_ROWS, else after expanding the kept group or
  * packing (and widening) the file's rows. */
-static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_tensor *n, int ith, int nth) {
+/* How a GEMM node prepares its activations: the function, and its bytes per activation row
+ * (the kept layouts' own form for batches run from them). */
+static plumb_gemm_prep_fn matmul_gemm_prep(const plumb_cpu_ctx *c, const plumb_gemm_ops *g, const plumb_tensor *n,
+                                           size_t *prow) {
+    const bool direct = n_rows(n->src[1]) < MATMUL_GEMM_ROWS && plumb__cpu_packed_rows(c, n->src[0]);
+    *prow = (size_t)(n->src[0]->ne[0] / g->block) * (direct && g->prep_kept ? g->act_kept_bytes : g->act_bytes);
+    return direct && g->prep_kept ? g->prep_kept : g->prep;
+}
+
+void plumb__cpu_plan_activations(plumb_cpu_ctx *c, const plumb_graph *g, int32_t first, int32_t end) {
+    const plumb_tensor *prev = NULL;
+    for (int32_t i = first; i < end; i++) {
+        const plumb_tensor *n = g->nodes[i];
+        c->act_ready[i] = false;
+        if (n->op == PLUMB_OP_VIEW || n->op == PLUMB_OP_NONE || n->op == PLUMB_OP_COPY) continue; /* no work */
+        const plumb_gemm_ops *gm = n->op == PLUMB_OP_MUL_MAT ? matmul_gemm(c, n) : NULL;
+        const plumb_gemm_ops *gp = prev ? matmul_gemm(c, prev) : NULL;
+        if (gm && gp && prev->src[1] == n->src[1] && prev->src[0]->ne[0] == n->src[0]->ne[0] &&
+            plumb__act_type(prev->src[0]->type) == plumb__act_type(n->src[0]->type)) {
+            size_t a, b;
+            c->act_ready[i] = matmul_gemm_prep(c, gm, n, &a) == matmul_gemm_prep(c, gp, prev, &b) && a == b;
+        }
+        prev = n->op == PLUMB_OP_MUL_MAT ? n : NULL;
+    }
+}
+
+static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_tensor *n, int ith, int nth, bool act_ready) {
     const plumb_tensor *w = n->src[0], *x = n->src[1];
     const plumb_kernel_set *ks = c->kernels;
     const int64_t K = w->ne[0], N = w->ne[1], T = n_rows(x);
     const int act = plumb__act_type(w->type);
     const uint8_t *kept = plumb__cpu_packed_rows(c, w); /* the kept groups, one after the other */
     const bool direct = kept && T < MATMUL_GEMM_ROWS;
-    const plumb_gemm_prep_fn prep = direct && g->prep_kept ? g->prep_kept : g->prep;
+    size_t prow;
+    const plumb_gemm_prep_fn prep = matmul_gemm_prep(c, g, n, &prow);
     const size_t arow = plumb__act_row_size(act, K);
-    const size_t prow = (size_t)(K / g->block) * (direct && g->prep_kept ? g->act_kept_bytes : g->act_bytes);
     uint8_t *xq = c->work, *xp = c->work + matmul_act_bytes(n, nth);
     int64_t lo, hi;
-    plumb__cpu_split(T, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        ks->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
-        prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
+    if (!act_ready) { /* else the previous node, a matmul of the same activations, left them in xp */
+        plumb__cpu_split(T, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) {
+            ks->act_quantize[act]((const float *)x->data + t * K, xq + (size_t)t * arow, K);
+            prep(xq + (size_t)t * arow, xp + (size_t)t * prow, K);
+        }
+        plumb__cpu_barrier(c);
     }
-    plumb__cpu_barrier(c);
     uint8_t *wide = xp + matmul_gemm_act_bytes(g, n) + matmul_gemm_thread_bytes(g, n) * (size_t)ith;
     uint8_t *packed = wide + matmul_gemm_wide_bytes(g, n);
     uint8_t *run_scratch = packed + matmul_gemm_pack_bytes(g, n) * (size_t)matmul_gemm_chunk_groups(g, n);
@@ -229,10 +262,10 @@ static void op_mul_mat_gemm(plumb_cpu_ctx *c, const plumb_gemm_ops *g, plumb_ten
     }
 }
 
-static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
+static void op_mul_mat(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth, bool act_ready) {
     const plumb_gemm_ops *gm = matmul_gemm(c, n);
     if (gm) {
-        op_mul_mat_gemm(c, gm, n, ith, nth);
+        op_mul_mat_gemm(c, gm, n, ith, nth, act_ready);
         return;
     }
     const plumb_tensor *w = n->src[0], *x = n->src[1];
@@ -479,10 +512,10 @@ static void op_soft_max(plumb_tensor *n, int ith, int nth) {
 }
 
 
-void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
+void plumb__cpu_compute_node(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth, bool act_ready) {
     switch (n->op) {
     case PLUMB_OP_GET_ROWS: op_get_rows(n, ith, nth); break;
-    case PLUMB_OP_MUL_MAT: op_mul_mat(c, n, ith, nth); break;
+    case PLUMB_OP_MUL_MAT: op_mul_mat(c, n, ith, nth, act_ready); break;
     case PLUMB_OP_ADD:
     case PLUMB_OP_MUL: op_binary(n, ith, nth); break;
     case PLUMB_OP_SCALE:
