@@ -91,7 +91,7 @@ typedef void (*plumb_widen_fn)(int type, const void *w, void *out, int64_t n);
 #define PLUMB_GEMM8_ROWS 8
 #define PLUMB_GEMM8_BLOCK (PLUMB_GEMM8_ROWS * 36)
 #define PLUMB_GEMM8_ACT_BLOCK 40
-#define PLUMB_GEMM_BLOCK (PLUMB_GEMM_ROWS * 36)
+#define PLUMB_GEMM_BLOCK (PLUMB_GEMM_ROWS * 72)
 #define PLUMB_GEMM_ACT_BLOCK 72
 #define PLUMB_GEMM_K_BLOCK 8832
 #define PLUMB_GEMM_K_ACT_BLOCK 576
@@ -140,6 +140,10 @@ void plumb__gemm8(int64_t n, const void *wp, const void *xp, size_t xps, int64_t
                   void *scratch);
 void plumb__gemm16_pack(const void *wide, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_prep(const void *xq, void *out, int64_t n);
+void plumb__gemm16_prep_kept(const void *xq, void *out, int64_t n);
+/* One packed block of 16 rows from their F32 scales and 8 lane registers of signed weights (64
+ * bytes each): the layout x86_avx512_gemm.c describes. */
+void plumb__gemm16_pack_block(const float *scales, const void *lanes, void *out);
 void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
                    void *scratch);
 void plumb__gemm16_block_sums(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,

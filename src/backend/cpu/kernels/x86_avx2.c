@@ -1726,7 +1726,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
     {.rows = PLUMB_GEMM_ROWS, .wide = true, .block = 32, .pack_bytes = PLUMB_GEMM_BLOCK,                              \
      .act_bytes = PLUMB_GEMM_ACT_BLOCK, .pack = plumb__gemm16_pack, .prep = plumb__gemm16_prep, .run = (r),           \
      .keep_bytes = (b)*PLUMB_GEMM_ROWS, .keep = plumb__gemm16_keep_##t, .run_kept = plumb__gemm16_kept_##t,         \
-     .unkeep = plumb__gemm16_unkeep_##t}
+     .unkeep = plumb__gemm16_unkeep_##t, .prep_kept = plumb__gemm16_prep_kept, .act_kept_bytes = PLUMB_GEMM_ACT_BLOCK}
         static const plumb_gemm_ops legacy_q4_0 = LEGACY(q4_0, 18, plumb__gemm16), legacy_q5_0 = LEGACY(q5_0, 22, plumb__gemm16),
                                     legacy_q8_0 = LEGACY(q8_0, 34, plumb__gemm16);
         static const plumb_gemm_ops sums_q4_0 = LEGACY(q4_0, 18, plumb__gemm16_block_sums),

@@ -1,13 +1,14 @@
 /* x86_avx512_gemm_kept.c — the AVX-512 VNNI GEMM's kept layout of Q4_0, Q5_0 and Q8_0 weights:
- * groups of 16 rows interleaved as plumb__gemm16 reads them, but with the file's bits, so the
- * copy a context keeps (cpu_repack.c) is exactly as large as the weights.
+ * groups of 16 rows interleaved lane by lane as plumb__gemm16's layout (x86_avx512_gemm.c), but
+ * with the file's bits, so the copy a context keeps (cpu_repack.c) is exactly as large as the
+ * weights.
  *
  A group of 16 rows of nb blocks (32 values each) is three planes, so that every register
  * loads from within one cache line:
  *   codes, per block:  Q4_0, Q5_0: 32 l: lane l's codes (values 4 l .. 4 l + 3 of the 16 rows:
- *                      byte b = 4 r + e of plumb__gemm16's register) as nibbles, byte j holding
+ *                      byte b = 4 r + e of a lane register) as nibbles, byte j holding
  *                      b = j in its low and b = j + 32 in its high nibble (256 bytes);
- *                      Q8_0: 64 l: lane l's register as plumb__gemm16 reads it (q + 128; 512);
+ *                      Q8_0: 64 l: lane l's register (q + 128; 512);
  *   Q5_0, per block:   8 l: lane l's fifth bits, bit b for byte b (64 bytes);
  *   scales, per block: the 16 d as F16 (32 bytes).
  * 288, 352 and 544 bytes per block: 16 times the file's 18, 22 and 34.
@@ -15,9 +16,10 @@
  * A lane's register is made in four operations (a broadcast load of the nibbles, a shift of
  * the upper half by 4, a mask, the fifth bits or-ed in under a mask register, and the offset
  * that makes it q + 128). Batches of a few tokens run from this layout directly
- * (plumb__gemm16_kept_*: every weight register serves each of the batch's tokens); prompts
- * expand each group once to plumb__gemm16's layout (plumb__gemm16_unkeep_*) and run that. Both
- * give plumb__gemm16's bits: the same registers, the same arithmetic. */
+ * (plumb__gemm16_kept_*: every weight register serves each of the batch's tokens, the
+ * activations' side giving each lane's bias, plumb__gemm16_prep_kept); prompts expand each group
+ * once to plumb__gemm16's layout (plumb__gemm16_unkeep_*) and run that. Both give the one-row
+ * kernels' bits: the same integer sums, the same float steps. */
 #include "backend/cpu/kernels/kernels.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
@@ -25,11 +27,9 @@
 #include <immintrin.h>
 
 #define ROWS PLUMB_GEMM_ROWS
-/* K_PACKED: plumb__gemm16_pack's layout (per block the F32 scales, then the 8 registers), which
- * plumb__gemm16 runs with the same tiles */
-enum { K_Q4_0, K_Q5_0, K_Q8_0, K_PACKED };
+enum { K_Q4_0, K_Q5_0, K_Q8_0 };
 
-static size_t code_bytes(int kind) { return kind == K_PACKED ? PLUMB_GEMM_BLOCK : kind == K_Q8_0 ? 512 : 256; }
+static size_t code_bytes(int kind) { return kind == K_Q8_0 ? 512 : 256; }
 
 /* A group's planes for n values per row. */
 typedef struct planes {
@@ -96,7 +96,6 @@ static void keep(int kind, const void *w, size_t ws, int nrows, void *out, int64
 /* Lane l's register of block i: q + 128 for the 16 rows' four values. */
 static inline __attribute__((always_inline)) __m512i lane(int kind, const planes *p, int64_t i, int l) {
     const uint8_t *blk = p->codes + (size_t)i * code_bytes(kind);
-    if (kind == K_PACKED) return _mm512_loadu_si512(blk + 64 + 64 * l);
     if (kind == K_Q8_0) return _mm512_loadu_si512(blk + 64 * l);
     const __m512i nib = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 32 * l)));
     /* the upper 32 bytes take the high nibbles */
@@ -112,19 +111,21 @@ static inline __attribute__((always_inline)) __m512i lane(int kind, const planes
     return v;
 }
 
-static inline __attribute__((always_inline)) __m512 scales(int kind, const planes *p, int64_t i) {
-    if (kind == K_PACKED) return _mm512_loadu_ps(p->codes + (size_t)i * PLUMB_GEMM_BLOCK);
+static inline __attribute__((always_inline)) __m512 scales(const planes *p, int64_t i) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p->scales + (size_t)i * 32)));
 }
 
-/* A kept group to plumb__gemm16's layout (F32 scales, then the 8 lane registers per block). */
+/* A kept group to plumb__gemm16's layout: its scales, its lanes' weights (q + 128 here, signed
+ * there) and their biases (plumb__gemm16_pack_block). */
 static inline __attribute__((always_inline)) void unkeep(int kind, const void *kept, void *out, int64_t n) {
     const planes p = planes_of(kind, kept, n);
     for (int64_t i = 0; i < n / 32; i++) {
-        uint8_t *o = (uint8_t *)out + (size_t)i * PLUMB_GEMM_BLOCK;
-        _mm512_storeu_ps(o, scales(kind, &p, i));
+        _Alignas(64) float sc[ROWS];
+        _Alignas(64) uint8_t lanes[8 * 64];
+        _mm512_store_ps(sc, scales(&p, i));
 #pragma GCC unroll 8
-        for (int l = 0; l < 8; l++) _mm512_storeu_si512(o + 64 + 64 * l, lane(kind, &p, i, l));
+        for (int l = 0; l < 8; l++) _mm512_store_si512(lanes + 64 * l, _mm512_xor_si512(lane(kind, &p, i, l), _mm512_set1_epi8((char)0x80)));
+        plumb__gemm16_pack_block(sc, lanes, (uint8_t *)out + (size_t)i * PLUMB_GEMM_BLOCK);
     }
 }
 
@@ -138,7 +139,7 @@ static inline int32_t load_i32(const uint8_t *p) {
     return v;
 }
 
-/* plumb__gemm16's tile, its weight registers made from the kept block */
+/* 16 rows x TT tokens, the weight registers made from the kept block */
 static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, const planes *p, size_t ahead_bytes,
                                                        const uint8_t *xp, size_t xps, const int TT, float *out, size_t os,
                                                        __mmask16 m) {
@@ -149,15 +150,15 @@ static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, con
         for (int l = 0; l < 8; l++) acc[t][l] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++, xp += PLUMB_GEMM_ACT_BLOCK) {
         /* batches of a few tokens stream the weights from memory: the lines ahead_bytes ahead in
-         * each plane (a packed group is a thread's, in its cache) */
-        if (kind != K_PACKED) {
+         * each plane */
+        {
             const uint8_t *ahead = p->codes + (size_t)i * code_bytes(kind) + ahead_bytes;
 #pragma GCC unroll 8
             for (size_t o = 0; o < code_bytes(kind); o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
             if (kind == K_Q5_0) _mm_prefetch((const char *)(p->bits + (size_t)i * 64 + ahead_bytes), _MM_HINT_T0);
             if (i % 2 == 0) _mm_prefetch((const char *)(p->scales + (size_t)i * 32 + ahead_bytes), _MM_HINT_T0);
         }
-        const __m512 dw = scales(kind, p, i);
+        const __m512 dw = scales(p, i);
         __m512 d[3];
 #pragma GCC unroll 3
         for (int t = 0; t < TT; t++) {
@@ -216,15 +217,5 @@ static inline __attribute__((always_inline)) void run(int kind, int64_t n, const
 KEPT_FUNCS(q4_0, K_Q4_0)
 KEPT_FUNCS(q5_0, K_Q5_0)
 KEPT_FUNCS(q8_0, K_Q8_0)
-
-/* Tiles of 16 rows x 3 tokens: 24 accumulators, the scale products and the weight register
- * fill the 32 registers (Gemma 3 270M's Q5_0 640 x 2048 prompt matmul, 512 tokens, 2 threads on
- * an AVX-512 EPYC: 2.14 ms with tiles of 2 tokens, 2.10 with 3, 2.61 with 4, which spills; the
- * four-row kernels took 3.58). */
-void plumb__gemm16(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
-                   void *scratch) {
-    (void)scratch;
-    run(K_PACKED, n, wp, xp, xps, T, out, os, nrows);
-}
 
 #endif
