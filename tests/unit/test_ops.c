@@ -802,6 +802,46 @@ static void pv_by_definition(const float *p, size_t ps, int nh, const uint16_t *
     free(lane);
 }
 
+/* A row's softmax (attn_softmax) of every set equals its definition bit for bit: spans that
+ * start and end on and off blocks of 16 and vector widths, scores of every size, equal zeros of
+ * both signs as the maximum, infinities and NaN among the scores. */
+KERNEL_TEST(attention_softmax_matches_generic) {
+    const plumb_kernel_set *all[KS_COUNT];
+    kernel_sets(all);
+    enum { N = 300 };
+    float base[N], a[N], b[N];
+    for (int rep = 0; rep < 6; rep++)
+        for (int32_t first = 0; first < 40; first += 7)
+            for (int32_t pos = first; pos < N; pos += 13) {
+                for (int i = 0; i < N; i++) base[i] = frand() * (rep < 2 ? 8.0f : 0.5f);
+                if (rep == 2) base[(pos - first) / 2] = 0.0f, base[pos - first] = -0.0f; /* zeros as the maximum */
+                if (rep == 2)
+                    for (int i = 0; i < N; i++) base[i] = base[i] > 0.0f ? -base[i] : base[i];
+                if (rep == 3) base[(pos - first) / 3] = NAN;
+                if (rep == 4) base[(pos - first) / 2] = INFINITY;
+                if (rep == 5) base[(pos - first) / 2] = -INFINITY;
+                /* the definition: the maximum, the generic exponentials and sum, scaled, rounded */
+                memcpy(a, base, sizeof a);
+                float mx = -INFINITY;
+                for (int32_t q = 0; q <= pos - first; q++) mx = a[q] > mx ? a[q] : mx;
+                const float inv = (float)(1.0 / all[KS_GENERIC]->attn_exp(a, first, pos, mx, NULL));
+                for (int32_t q = 0; q <= pos - first; q++) a[q] = plumb__f16_table[plumb__fp32_to_fp16(a[q] * inv)];
+                for (int k = 0; k < KS_COUNT; k++) {
+                    if (!all[k]) continue;
+                    checked(k);
+                    memcpy(b, base, sizeof b);
+                    all[k]->attn_softmax(b, first, pos);
+                    for (int32_t q = 0; q <= pos - first; q++)
+                        if (memcmp(&a[q], &b[q], 4) != 0 && !(a[q] != a[q] && b[q] != b[q])) {
+                            plumb_test_fail(__FILE__, __LINE__, "%s attn_softmax %d..%d rep %d position %d: %a, want %a",
+                                            ks_label[k], first, pos, rep, first + q, (double)b[q], (double)a[q]);
+                            break;
+                        }
+                    CHECK(memcmp(b + (pos - first + 1), base + (pos - first + 1), sizeof(float) * (size_t)(N - (pos - first + 1))) == 0);
+                }
+            }
+}
+
 /* Every set's attention products give the reference bits: F16 dot products (against the
  * generic set) with lengths that do and do not divide into 64-element steps; value products
  * (every set, against their definition) for 1 to 6 heads, head sizes that do and do not divide

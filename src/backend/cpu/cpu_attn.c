@@ -159,15 +159,10 @@ static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1,
         for (int64_t i = 0; i < nh; i++) {
             float *sc = rows + (size_t)i * per_head;
             if (softcap > 0.0f) attn_softcap(sc, pos - first + 1, softcap, scale);
-            float mx = -INFINITY;
-            for (int32_t j = 0; j <= pos - first; j++) mx = sc[j] > mx ? sc[j] : mx;
             /* exponentials, summed in blocks of 16 positions from 0 (positions before first
-             * add zeros; so would the reference's padding after pos) */
-            const double sum = c->kernels->attn_exp(sc, first, pos, mx, NULL);
-            const float inv = (float)(1.0 / sum);
-            /* the probabilities, rounded to F16 before they weight the values */
-            for (int32_t j = first; j <= pos; j++) sc[j - first] *= inv;
-            c->kernels->round_f16(sc, sc, pos - first + 1);
+             * add zeros; so would the reference's padding after pos); the probabilities,
+             * rounded to F16 before they weight the values */
+            c->kernels->attn_softmax(sc, first, pos);
         }
         /* values: each output dimension is an F16 dot product over the positions padded to a
          * multiple of 64 (so there is no scalar tail), in 64 lanes that each add their positions

@@ -662,6 +662,13 @@ PLUMB_CLONES static double attn_exp(float *sc, int32_t first, int32_t pos, float
     return sum;
 }
 
+static void attn_softmax(float *sc, int32_t first, int32_t pos) {
+    float mx = -INFINITY;
+    for (int32_t j = 0; j <= pos - first; j++) mx = sc[j] > mx ? sc[j] : mx;
+    const float inv = (float)(1.0 / attn_exp(sc, first, pos, mx, NULL));
+    for (int32_t j = 0; j <= pos - first; j++) sc[j] = plumb__f16_table[plumb__fp32_to_fp16(sc[j] * inv)];
+}
+
 /* Lane l's positions are first + ((l - first) mod 64), then every 64th up to pos. Dimensions go
  * 64 at a time so the lanes of one chunk stay in L1. */
 PLUMB_CLONES static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
@@ -729,6 +736,7 @@ static const plumb_kernel_set generic_set = {
     .attn_dot = attn_dot,
     .attn_qk = attn_qk,
     .attn_exp = attn_exp,
+    .attn_softmax = attn_softmax,
     .silu = silu,
     .gelu_f16 = gelu_f16,
     .sum_squares = sum_squares,

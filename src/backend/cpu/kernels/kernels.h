@@ -259,6 +259,10 @@ typedef void (*plumb_attn_qk_fn)(const float *q, size_t qs, int nq, const uint16
  * in double in order. Unless bsum is NULL, the block sums also go to bsum[0], bsum[1], ... (block
  * first / 16 first), so that a span cut at multiples of 16 can be summed as one. */
 typedef double (*plumb_attn_exp_fn)(float *sc, int32_t first, int32_t pos, float mx, float *bsum);
+/* A row's softmax in place, the scores of positions first..pos (sc[j - first]) to their
+ * probabilities rounded to F16 values: their maximum mx (NaN scores skipped), attn_exp's
+ * exponentials and sum, each times (float)(1 / sum), rounded as round_f16 rounds. */
+typedef void (*plumb_attn_softmax_fn)(float *sc, int32_t first, int32_t pos);
 typedef void (*plumb_attn_pv_fn)(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
                                  int32_t pos, int64_t hd, float *out, size_t os);
 
@@ -293,6 +297,7 @@ typedef struct plumb_kernel_set {
     plumb_attn_dot_fn attn_dot;
     plumb_attn_qk_fn attn_qk;
     plumb_attn_exp_fn attn_exp;
+    plumb_attn_softmax_fn attn_softmax;
     plumb_attn_pv_fn attn_pv;
     /* o[i] = x[i] / (1 + plumb__exp_poly(-x[i])) * (y ? y[i] : 1), i < n: SiLU (times y) of
      * the reference's vectorized lanes, bit for bit in every set */

@@ -1413,6 +1413,26 @@ static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *b
     return sum;
 }
 
+/* The maximum eight lanes at a time (which of two equal zeros it keeps does not change any
+ * s - mx; a NaN score makes the sum, and so every probability, NaN whatever the maximum), then
+ * the scaling and the rounding together. */
+static void attn_softmax(float *sc, int32_t first, int32_t pos) {
+    const int64_t n = (int64_t)pos - first + 1;
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) m8 = _mm256_max_ps(_mm256_loadu_ps(sc + j), m8);
+    float m[8], mx;
+    _mm256_storeu_ps(m, m8);
+    mx = m[0];
+    for (int l = 1; l < 8; l++) mx = m[l] > mx ? m[l] : mx;
+    for (; j < n; j++) mx = sc[j] > mx ? sc[j] : mx;
+    const float inv = (float)(1.0 / attn_exp(sc, first, pos, mx, NULL));
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (j = 0; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(sc + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(sc + j), iv), _MM_FROUND_TO_NEAREST_INT)));
+    for (; j < n; j++) sc[j] = _cvtsh_ss(_cvtss_sh(sc[j] * inv, _MM_FROUND_TO_NEAREST_INT));
+}
+
 /* attn_pv for NH heads and NV x 8 dimensions from d0: each lane's positions are accumulated in
  * registers (NH * NV <= 8 of them) and stored once into lanes[64][NH * NV][8], which the fold
  * then reads; the value piece of a position is converted once for all NH heads. */
@@ -1787,6 +1807,7 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.hsum8 = hsum8;
         set.wide_dot4_lanes[PLUMB_TYPE_Q4_0] = set.wide_dot4_lanes[PLUMB_TYPE_Q5_0] = set.wide_dot4_lanes[PLUMB_TYPE_Q8_0] = wide_dot4_lanes;
         set.attn_exp = attn_exp;
+        set.attn_softmax = attn_softmax;
         set.attn_pv = attn_pv;
         set.silu = silu;
         set.gelu_f16 = gelu_f16;
