@@ -342,26 +342,31 @@ static void wide_dot4_lanes(int64_t n, const void *w, const void *x, size_t xs, 
 }
 
 /* Eight lane sets at a time: an 8 x 8 transpose, then hsum's additions across registers. */
+/* col[j] lane k = r[k] lane j: an 8 x 8 transpose in three steps of shuffles. */
+static inline void transpose8(const __m256 r[8], __m256 col[8]) {
+    __m256 t[8], u[8];
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+        u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+        u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        col[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        col[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
 static void hsum8(const float *x, int64_t n, float *out) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8, x += 64) {
-        __m256 r[8], t[8], u[8];
+        __m256 r[8], col[8]; /* col[j] lane k = element j of set k */
         for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(x + 8 * k);
-        for (int k = 0; k < 8; k += 2) {
-            t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-            t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-        }
-        for (int k = 0; k < 8; k += 4) {
-            u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
-            u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
-            u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-            u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-        }
-        __m256 col[8]; /* col[j] lane k = element j of set k */
-        for (int j = 0; j < 4; j++) {
-            col[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-            col[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-        }
+        transpose8(r, col);
         _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(col[0], col[4]), _mm256_add_ps(col[2], col[6])),
                                                 _mm256_add_ps(_mm256_add_ps(col[1], col[5]), _mm256_add_ps(col[3], col[7]))));
     }
@@ -1656,22 +1661,11 @@ static void sum_squares(const float *x, int64_t ne0, int64_t nrows, double *sums
         __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
         int64_t i = 0;
         for (; i + 8 <= ne0; i += 8) {
-            __m256 m[8], t[8];
+            __m256 m[8], col[8]; /* col[c]: column i + c of the eight rows */
             for (int k = 0; k < 8; k++) m[k] = _mm256_loadu_ps(xr + k * ne0 + i);
-            for (int k = 0; k < 8; k += 2) {
-                t[k] = _mm256_unpacklo_ps(m[k], m[k + 1]);
-                t[k + 1] = _mm256_unpackhi_ps(m[k], m[k + 1]);
-            }
-            for (int k = 0; k < 8; k += 4) {
-                m[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
-                m[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
-                m[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-                m[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-            }
-            /* m[c] holds column c (low half) and c + 4 (high half) of rows 0-3, m[4 + c] of rows 4-7 */
+            transpose8(m, col);
             for (int c = 0; c < 8; c++) {
-                const __m256 v = c < 4 ? _mm256_permute2f128_ps(m[c], m[4 + c], 0x20)
-                                       : _mm256_permute2f128_ps(m[c - 4], m[c], 0x31);
+                const __m256 v = col[c];
                 const __m256 sq = _mm256_mul_ps(v, v);
                 lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
                 hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));

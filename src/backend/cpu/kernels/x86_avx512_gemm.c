@@ -22,6 +22,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 
+#include "backend/cpu/kernels/x86_kquant.h"
+
 #include <immintrin.h>
 
 #define ROWS PLUMB_GEMM_ROWS
@@ -126,14 +128,8 @@ static inline __attribute__((always_inline)) void tile(int64_t nb, const uint8_t
             for (int l = 0; l < 4; l++) acc[t][l] = _mm512_setzero_ps();
         const uint8_t *x = xp, *w = wp;
         for (int64_t i = 0; i < nb; i++, x += PLUMB_GEMM_ACT_BLOCK, w += PLUMB_GEMM_BLOCK) {
-            const __m512 dw = _mm512_loadu_ps(w);
             __m512 d[TT_MAX];
-#pragma GCC unroll 5
-            for (int t = 0; t < TT; t++) {
-                float dx;
-                memcpy(&dx, x + (size_t)t * xps + 64, 4);
-                d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
-            }
+            plumb__scale_products(_mm512_loadu_ps(w), x, xps, TT, d);
 #pragma GCC unroll 4
             for (int l4 = 0; l4 < 4; l4++) {
                 const int l = 4 * half + l4;

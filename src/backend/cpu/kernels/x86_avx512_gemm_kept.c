@@ -24,6 +24,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 
+#include "backend/cpu/kernels/x86_kquant.h"
+
 #include <immintrin.h>
 
 #define ROWS PLUMB_GEMM_ROWS
@@ -158,14 +160,8 @@ static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, con
             if (kind == K_Q5_0) _mm_prefetch((const char *)(p->bits + (size_t)i * 64 + ahead_bytes), _MM_HINT_T0);
             if (i % 2 == 0) _mm_prefetch((const char *)(p->scales + (size_t)i * 32 + ahead_bytes), _MM_HINT_T0);
         }
-        const __m512 dw = scales(p, i);
         __m512 d[3];
-#pragma GCC unroll 3
-        for (int t = 0; t < TT; t++) {
-            float dx;
-            memcpy(&dx, xp + (size_t)t * xps + 64, 4);
-            d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
-        }
+        plumb__scale_products(scales(p, i), xp, xps, TT, d);
 #pragma GCC unroll 8
         for (int l = 0; l < 8; l++) {
             const __m512i w = lane(kind, p, i, l);

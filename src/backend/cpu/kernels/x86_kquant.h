@@ -1,6 +1,7 @@
 /* x86_kquant.h — K-quant decoding shared by the x86 kernels (x86_avx2.c's dot products, the
  * AVX-512 GEMMs' packing and preparation): the 6-bit codes of half a Q6_K super-block as bytes, a
- * Q4_K super-block's scales and mins, a Q8_K block's sums, a 32-bit broadcast. Needs AVX2. */
+ * Q4_K super-block's scales and mins, a Q8_K block's sums, a 32-bit broadcast, the legacy GEMMs'
+ * scale products. Needs AVX2. */
 #ifndef PLUMB_X86_KQUANT_H
 #define PLUMB_X86_KQUANT_H
 
@@ -72,6 +73,17 @@ static inline __m512i plumb__bcast32(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
     return _mm512_set1_epi32(v);
+}
+
+/* The legacy GEMMs' scale products of a block for TT tokens: d[t] = dw times token t's F32 scale
+ * (at x + t xs + 64 in their prepared activations). */
+static inline __attribute__((always_inline)) void plumb__scale_products(__m512 dw, const uint8_t *x, size_t xs, const int TT,
+                                                                      __m512 *d) {
+    for (int t = 0; t < TT; t++) {
+        float dx;
+        memcpy(&dx, x + (size_t)t * xs + 64, 4);
+        d[t] = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+    }
 }
 #endif
 
