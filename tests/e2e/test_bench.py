@@ -257,7 +257,8 @@ def test_repacked_weights_are_the_kept_weights_size(plumb_bin, real_model, run):
 def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
     """build/plumb_kernel_bench (next to plumb): one row per SIMD set in use, model weight type
     and setting (l1, matmul, and the register-tiled GEMM and its block-sum variant where the set
-    has them: AVX-512 for all five shapes' types, AVX2 the GEMM of Q5_0 and Q8_0), with a positive
+    has them: AVX-512 for all five shapes' types, and for the K types the GEMM two packed groups
+    at a time; AVX2 the GEMM of Q5_0 and Q8_0), with a positive
     finite rate, then the core's int8 peak where the CPU has AVX-512 VNNI; with
     PLUMB_KERNELS=generic it says there is no SIMD set instead."""
     import os
@@ -270,7 +271,8 @@ def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
     rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:] if l.startswith("|")]
 
     def setting(cell):
-        return "gemm-sums" if cell.startswith("gemm, block sums") else "gemm" if cell.startswith("gemm") else cell
+        return ("gemm-sums" if cell.startswith("gemm, block sums") else "gemm-two" if cell.startswith("gemm, two groups")
+                else "gemm" if cell.startswith("gemm") else cell)
 
     sets = sorted({row[0] for row in rows})
     assert sets and set(sets) <= {"avx2", "avx512vnni"}, r.stdout
@@ -280,6 +282,7 @@ def test_kernel_bench_covers_every_type_and_setting(plumb_bin):
         want = {(t, k, m) for t, k in shapes for m in ("l1", "matmul")}
         if s == "avx512vnni":
             want |= {(t, k, m) for t, k in shapes for m in ("gemm", "gemm-sums")}
+            want |= {(t, k, "gemm-two") for t, k in shapes[2:]}
         else:
             want |= {(t, k, "gemm") for t, k in shapes[:2]}
         assert got == want, r.stdout
