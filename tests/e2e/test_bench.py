@@ -103,6 +103,10 @@ def test_markdown_table_and_roofline(plumb_bin, real_model, run):
     assert rows[0].rstrip().endswith("| - |")  # no GB/s for prompt processing
     bw = [l for l in lines if l.startswith("threads 1: read bandwidth ")]
     assert len(bw) == 1 and "tg2 roofline" in bw[0] and "reached" in bw[0], r.stdout
+    # the roofline of a tg test comes from the bandwidth read right around its repetitions
+    m = re.search(r"tg2 roofline ([0-9.]+) t/s \(([0-9.]+) MB/token, ([0-9.]+) GB/s read around its repetitions\)", bw[0])
+    assert m, bw[0]
+    assert float(m[1]) == pytest.approx(float(m[3]) * 1e3 / float(m[2]), rel=0.01)
 
 
 def test_depth(plumb_bin, real_model, run):

@@ -18,8 +18,10 @@
  * touches (of a mixture-of-experts model's expert tensors, the expert_used_count of
  * expert_count experts it is routed to) plus the KV cache of the positions it attends. bench
  * counts those bytes from the model file's tensors, measures the machine's streaming read
- * bandwidth with the same number of threads (membw.c), and reports achieved GB/s, the
- * roofline t/s (bandwidth / bytes per token) and the fraction of it reached. */
+ * bandwidth with the same number of threads (membw.c) right before and right after the test's
+ * repetitions (the better of the two: on a shared machine the bandwidth moves from minute to
+ * minute, 40 to 80 GB/s on one EPYC VM), and reports achieved GB/s, the roofline t/s
+ * (bandwidth / bytes per token) and the fraction of it reached. */
 #include "cli.h"
 #include "core/cpu_count.h"
 #include "membw.h"
@@ -384,11 +386,11 @@ static void print_md_roofline(int32_t threads, double membw_gbs, const bench_res
     for (int i = 0; i < n_rs; i++) {
         const bench_result *r = &rs[i];
         if (r->bytes_per_token <= 0) continue;
-        const double roof = membw_gbs * 1e9 / r->bytes_per_token;
+        const double roof = r->membw_gbs * 1e9 / r->bytes_per_token;
         char test[32];
         test_name(r, test, sizeof test);
-        printf("; %s roofline %.1f t/s (%.1f MB/token), reached %.1f%%", test, roof, r->bytes_per_token / 1e6,
-               100.0 * r->mean / roof);
+        printf("; %s roofline %.1f t/s (%.1f MB/token, %.1f GB/s read around its repetitions), reached %.1f%%", test, roof,
+               r->bytes_per_token / 1e6, r->membw_gbs, 100.0 * r->mean / roof);
     }
     printf("\n");
 }
@@ -660,15 +662,23 @@ int cmd_bench(int argc, char **argv) {
                                 .bytes_per_token = pp ? 0 : bytes_per_generated_token(&bytes, len, depth),
                                 .membw_gbs = gbs};
             n_rs++;
-            double dt;
+            double dt = 0.0;
             r->started = time(NULL);
             st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, 1, &dt); /* warm-up */
             plumb_device_traffic t0, t1;
             plumb_model_device_traffic(model, &t0);
+            const bool around = bw && !pp && !st; /* the bandwidth right before and after tg */
+            const double before = around ? membw_measure(bw, threads, BENCH_MEMBW_PASSES) : -1.0;
             for (int rep = 0; rep < o.reps && !st; rep++) {
                 st = pp ? run_pp(ctx, ids, pos, depth, chunk, len, &dt) : run_tg(ctx, ids, pos, depth, chunk, len, &dt);
                 r->samples[rep] = dt > 0 ? (double)len / dt : INFINITY;
             }
+            const double after = around && !st ? membw_measure(bw, threads, BENCH_MEMBW_PASSES) : -1.0;
+            if (around && (before <= 0 || (!st && after <= 0))) {
+                fprintf(stderr, "plumb bench: cannot start %d threads to measure the read bandwidth\n", threads);
+                goto out;
+            }
+            if (around) r->membw_gbs = after > before ? after : before;
             plumb_model_device_traffic(model, &t1);
             const double n_tok = (double)len * o.reps;
             r->net_sent = (double)(t1.bytes_sent - t0.bytes_sent) / n_tok;

@@ -1,10 +1,13 @@
-/* membw.c — streaming read bandwidth with n threads over one large buffer (membw.h).
+/* membw.c — streaming read bandwidth with n threads over one large buffer (membw.h), in
+ * memory like the weights' (2 MiB-aligned, advised for transparent huge pages, core/huge_map.h:
+ * 4 KiB pages read about 8% slower on an EPYC, which would understate the roofline).
  *
  * Each thread folds its slice together (xor) with the widest loads the CPU offers, four
  * independent accumulators deep, so the loop is limited by memory and not by the ALU. The
  * results go to a volatile sink so the reads cannot be optimized away. */
 #include "membw.h"
 
+#include "core/huge_map.h"
 #include "plumb.h"
 
 #include <pthread.h>
@@ -23,8 +26,10 @@
 #define MEMBW_CHUNK 256 /* bytes per loop iteration of every reader */
 
 struct membw {
-    char *buf; /* [bytes], 4 KiB aligned, every page written */
+    char *buf; /* [bytes], 2 MiB aligned, every page written */
     size_t bytes;
+    void *map; /* for munmap */
+    size_t map_size;
 };
 
 typedef uint64_t (*read_fn)(const char *p, size_t n);
@@ -108,7 +113,7 @@ membw *membw_create(size_t bytes) {
     bytes &= ~(size_t)4095;
     membw *m = calloc(1, sizeof *m);
     if (!m) return NULL;
-    m->buf = aligned_alloc(4096, bytes);
+    m->buf = plumb__huge_map(bytes, &m->map, &m->map_size);
     if (!m->buf) {
         free(m);
         return NULL;
@@ -121,7 +126,7 @@ membw *membw_create(size_t bytes) {
 
 void membw_free(membw *m) {
     if (!m) return;
-    free(m->buf);
+    if (m->map) munmap(m->map, m->map_size);
     free(m);
 }
 
