@@ -185,9 +185,25 @@ void plumb__gemm16_kept_q6_k(int64_t n, const void *wp, const void *xp, size_t x
 /* x86_avx512_gemm_ksum.c: the block-sum GEMM of Q4_K and Q6_K */
 #define PLUMB_GEMM_KSUM_BLOCK 5760
 #define PLUMB_GEMM_KSUM_ACT_BLOCK 320
+/* ... which holds a Q8_K block's 256 int8 values in element order, then at these offsets its 16
+ * sums of 16 and 8 sums of 32 (int16), d and -d (F32) (plumb__gemm16_prep_sums) */
+#define PLUMB_KSUM_ACT_BSUMS 256
+#define PLUMB_KSUM_ACT_S32 288
+#define PLUMB_KSUM_ACT_D 304
 void plumb__gemm16_pack_sums_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
 void plumb__gemm16_pack_sums_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+/* x86_avx2_gemm_k.c: one Q8_K activation row (292-byte blocks) to PLUMB_GEMM_KSUM_ACT_BLOCK bytes
+ * per super-block (the AVX-512 block-sum GEMM's, the kept K layouts' and the AVX2 K GEMM's
+ * form) */
 void plumb__gemm16_prep_sums(const void *xq, void *out, int64_t n);
+/* ... and the AVX2 set's K-quant GEMM: 8 rows, PLUMB_GEMM8_K_BLOCK bytes per packed super-block */
+#define PLUMB_GEMM8_K_BLOCK 2880
+void plumb__gemm8_pack_q4_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm8_pack_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n);
+void plumb__gemm8_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                       void *scratch);
+void plumb__gemm8_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os, int nrows,
+                       void *scratch);
 void plumb__gemm16_sums_q4_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,
                              int nrows, void *scratch);
 void plumb__gemm16_sums_q6_k(int64_t n, const void *wp, const void *xp, size_t xps, int64_t T, float *out, size_t os,

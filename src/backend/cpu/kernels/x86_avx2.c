@@ -1785,6 +1785,12 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         static const plumb_gemm_ops legacy8 = GEMM_OPS(PLUMB_GEMM8_ROWS, true, 32, PLUMB_GEMM8_BLOCK, PLUMB_GEMM8_ACT_BLOCK,
                                                PLUMB_GEMM8_RUN_BYTES, plumb__gemm8_pack, plumb__gemm8_prep, plumb__gemm8);
         set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy8;
+        static const plumb_gemm_ops k8_q4k = GEMM_OPS(PLUMB_GEMM8_ROWS, false, 256, PLUMB_GEMM8_K_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
+                                                      plumb__gemm8_pack_q4_k, plumb__gemm16_prep_sums, plumb__gemm8_q4_k);
+        static const plumb_gemm_ops k8_q6k = GEMM_OPS(PLUMB_GEMM8_ROWS, false, 256, PLUMB_GEMM8_K_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
+                                                      plumb__gemm8_pack_q6_k, plumb__gemm16_prep_sums, plumb__gemm8_q6_k);
+        set.gemm[PLUMB_TYPE_Q4_K] = &k8_q4k;
+        set.gemm[PLUMB_TYPE_Q6_K] = &k8_q6k;
 #endif
         set.wide_dot[PLUMB_TYPE_Q4_0] = set.wide_dot[PLUMB_TYPE_Q5_0] = set.wide_dot[PLUMB_TYPE_Q8_0] = wide_dot;
         set.wide_dot4[PLUMB_TYPE_Q4_0] = set.wide_dot4[PLUMB_TYPE_Q5_0] = set.wide_dot4[PLUMB_TYPE_Q8_0] = wide_dot4;

@@ -39,9 +39,9 @@
 #define DS(q4k) ((q4k) ? 64 : 32)
 /* A prepared activation super-block (plumb__gemm16_prep_sums's): the 256 values (int8, element
  * order), the 16 sums of 16 and the 8 sums of 32 (int16), d and -d. */
-#define ACT_BSUMS 256
-#define ACT_S32 288
-#define ACT_D 304
+#define ACT_BSUMS PLUMB_KSUM_ACT_BSUMS
+#define ACT_S32 PLUMB_KSUM_ACT_S32
+#define ACT_D PLUMB_KSUM_ACT_D
 
 typedef struct planes {
     const uint8_t *codes, *high, *scales, *mins, *d;

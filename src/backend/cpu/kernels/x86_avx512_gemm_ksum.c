@@ -27,9 +27,9 @@
 #define OFF_Q (640 + 16 * 64)
 /* A prepared activation super-block: its 256 int8 values, the 16 sums of 16 (int16), the 8 sums
  * of 32 (int16), d. */
-#define ACT_BSUMS 256
-#define ACT_S32 288
-#define ACT_D 304
+#define ACT_BSUMS PLUMB_KSUM_ACT_BSUMS
+#define ACT_S32 PLUMB_KSUM_ACT_S32
+#define ACT_D PLUMB_KSUM_ACT_D
 
 static void pack_sums(bool q4k, const void *w, size_t ws, int nrows, void *out, int64_t n) {
     const size_t wbytes = q4k ? 144 : 210;
@@ -42,35 +42,10 @@ static void pack_sums(bool q4k, const void *w, size_t ws, int nrows, void *out, 
         for (int r = 0; r < nrows && r < ROWS; r++) {
             const uint8_t *a = (const uint8_t *)w + (size_t)r * ws + (size_t)s * wbytes;
             _Alignas(32) uint8_t codes[256];
-            uint16_t h;
-            if (q4k) {
-                memcpy(&h, a, 2);
-                d[r] = _cvtsh_ss(h);
-                memcpy(&h, a + 2, 2);
-                dmin[r] = _cvtsh_ss(h);
-                int16_t s6[8], m6[8];
-                plumb__q4k_scales_mins(a + 4, s6, m6);
-                for (int j = 0; j < 8; j++) sc[16 * j + r] = s6[j];
-                for (int k = 0; k < 4; k++) extra[32 * k + 2 * r] = m6[2 * k], extra[32 * k + 2 * r + 1] = m6[2 * k + 1];
-                const __m256i m4 = _mm256_set1_epi8(0x0F);
-                for (int c = 0; c < 4; c++) {
-                    const __m256i q = _mm256_loadu_si256((const __m256i *)(a + 16 + 32 * c));
-                    _mm256_store_si256((__m256i *)(codes + 64 * c), _mm256_and_si256(q, m4));
-                    _mm256_store_si256((__m256i *)(codes + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-                }
-            } else {
-                memcpy(&h, a + 208, 2);
-                d[r] = _cvtsh_ss(h);
-                const int8_t *s8 = (const int8_t *)(a + 192);
-                for (int g = 0; g < 16; g++) sc[16 * g + r] = s8[g];
-                for (int l = 0; l < 8; l++)
-                    extra[32 * l + 2 * r] = (int16_t)(-32 * s8[2 * l]), extra[32 * l + 2 * r + 1] = (int16_t)(-32 * s8[2 * l + 1]);
-                for (int hh = 0; hh < 2; hh++) {
-                    __m256i q[4];
-                    plumb__q6k_codes(a, hh, q);
-                    for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)(codes + 128 * hh + 32 * k), q[k]);
-                }
-            }
+            int16_t s16[16], ex[16];
+            plumb__k_codes(q4k, a, codes, &d[r], &dmin[r], s16, ex);
+            for (int g = 0; g < (q4k ? 8 : 16); g++) sc[16 * g + r] = s16[g];
+            for (int k = 0; k < (q4k ? 4 : 8); k++) extra[32 * k + 2 * r] = ex[2 * k], extra[32 * k + 2 * r + 1] = ex[2 * k + 1];
             for (int e = 0; e < 256; e += 4) memcpy(o + OFF_Q + 16 * e + 4 * r, codes + e, 4);
         }
     }
@@ -81,18 +56,6 @@ void plumb__gemm16_pack_sums_q4_k(const void *w, size_t ws, int nrows, void *out
 }
 void plumb__gemm16_pack_sums_q6_k(const void *w, size_t ws, int nrows, void *out, int64_t n) {
     pack_sums(false, w, ws, nrows, out, n);
-}
-
-/* One Q8_K activation row (292-byte blocks) to PLUMB_GEMM_KSUM_ACT_BLOCK bytes per super-block:
- * the 256 values, the 16 sums of 16, the 8 sums of 32, d and -d (also the kept K GEMM's form). */
-void plumb__gemm16_prep_sums(const void *xq, void *out, int64_t n) {
-    const uint8_t *x = xq;
-    uint8_t *o = out;
-    for (int64_t i = 0; i < n / 256; i++, x += 292, o += PLUMB_GEMM_KSUM_ACT_BLOCK) {
-        memcpy(o, x + 4, 256);
-        plumb__q8k_prep_tail(x, o + ACT_BSUMS, o + ACT_S32, o + ACT_D);
-        memset(o + ACT_D + 8, 0, PLUMB_GEMM_KSUM_ACT_BLOCK - ACT_D - 8);
-    }
 }
 
 #define TT_MAX 8

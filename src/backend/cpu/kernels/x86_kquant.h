@@ -6,6 +6,7 @@
 #define PLUMB_X86_KQUANT_H
 
 #include <immintrin.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -44,8 +45,6 @@ static inline void plumb__q8k_sums(const uint8_t *x, int16_t *bs, int16_t *s32) 
     for (int m = 0; m < 8; m++) s32[m] = (int16_t)(bs[2 * m] + bs[2 * m + 1]);
 }
 
-#if defined(__AVX512F__)
-/* The 4 bytes at p in every 32-bit lane of a 512-bit register. */
 /* What the GEMMs' activation forms keep of a Q8_K block x besides its values: the 16 sums of 16
  * at bsums, the 8 sums of 32 at s32 (int16), d and -d at d. */
 static inline void plumb__q8k_prep_tail(const uint8_t *x, uint8_t *bsums, uint8_t *s32, uint8_t *d) {
@@ -59,6 +58,46 @@ static inline void plumb__q8k_prep_tail(const uint8_t *x, uint8_t *bsums, uint8_
     memcpy(d, &v, 4);
     memcpy(d + 4, &nv, 4);
 }
+
+/* A Q4_K (144 bytes) or Q6_K (210 bytes) super-block a taken apart for the GEMMs: its 256
+ * codes, unsigned, in element order (Q4_K 0..15, Q6_K 0..63), d (and Q4_K's dmin; Q6_K 0), the
+ * scale of each group (Q4_K: 8 sub-blocks of 32 values; Q6_K: 16 groups of 16, signed), and 8
+ * int16 pairs: Q4_K the mins of sub-blocks 2k, 2k + 1 (k < 4; then zeros), Q6_K -32 times the
+ * scales of groups 2l, 2l + 1. */
+static inline void plumb__k_codes(bool q4k, const uint8_t *a, uint8_t codes[256], float *d, float *dmin, int16_t sc[16],
+                                  int16_t extra[16]) {
+    uint16_t h;
+    if (q4k) {
+        memcpy(&h, a, 2);
+        *d = _cvtsh_ss(h);
+        memcpy(&h, a + 2, 2);
+        *dmin = _cvtsh_ss(h);
+        int16_t mn[8];
+        plumb__q4k_scales_mins(a + 4, sc, mn);
+        for (int k = 0; k < 8; k++) extra[2 * k] = k < 4 ? mn[2 * k] : 0, extra[2 * k + 1] = k < 4 ? mn[2 * k + 1] : 0;
+        const __m256i m4 = _mm256_set1_epi8(0x0F);
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(a + 16 + 32 * c));
+            _mm256_storeu_si256((__m256i *)(codes + 64 * c), _mm256_and_si256(q, m4));
+            _mm256_storeu_si256((__m256i *)(codes + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+        }
+        return;
+    }
+    memcpy(&h, a + 208, 2);
+    *d = _cvtsh_ss(h);
+    *dmin = 0.0f;
+    const int8_t *s8 = (const int8_t *)(a + 192);
+    for (int g = 0; g < 16; g++) sc[g] = s8[g];
+    for (int l = 0; l < 8; l++) extra[2 * l] = (int16_t)(-32 * s8[2 * l]), extra[2 * l + 1] = (int16_t)(-32 * s8[2 * l + 1]);
+    for (int hh = 0; hh < 2; hh++) {
+        __m256i q[4];
+        plumb__q6k_codes(a, hh, q);
+        for (int k = 0; k < 4; k++) _mm256_storeu_si256((__m256i *)(codes + 128 * hh + 32 * k), q[k]);
+    }
+}
+
+#if defined(__AVX512F__)
+/* The 4 bytes at p in every 32-bit lane of a 512-bit register. */
 
 /* One output's lanes folded as hsum8 adds them, ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)), plus
  * (Q4_K, mins not NULL) its four lanes of min products as (m0 + m2) + (m1 + m3). */
