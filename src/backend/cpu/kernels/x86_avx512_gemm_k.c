@@ -121,11 +121,13 @@ void plumb__gemm16_prep_k(const void *xq, void *out, int64_t n) {
     uint8_t *o = out;
     /* int16 lane order: byte 32 m + 4 l + e to position 32 l + 4 m + e: a 4-byte transpose */
     for (int64_t i = 0; i < n / 256; i++, x += 292, o += PLUMB_GEMM_K_ACT_BLOCK) {
-        int16_t *y = (int16_t *)(void *)o;
-        const int8_t *q = (const int8_t *)(x + 4);
-        for (int m = 0; m < 8; m++)
-            for (int l = 0; l < 8; l++)
-                for (int e = 0; e < 4; e++) y[32 * l + 4 * m + e] = q[32 * m + 4 * l + e];
+        /* dword 8 m + l of the values to dword 8 l + m, two lanes a gather, widened */
+        const __m512i idx = _mm512_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56, 1, 9, 17, 25, 33, 41, 49, 57);
+        for (int l = 0; l < 8; l += 2) {
+            const __m512i v = _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(l)), x + 4, 4);
+            _mm512_storeu_si512(o + 64 * l, _mm512_cvtepi8_epi16(_mm512_castsi512_si256(v)));
+            _mm512_storeu_si512(o + 64 * l + 64, _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(v, 1)));
+        }
         plumb__q8k_prep_tail(x, o + ACT_BSUMS, o + ACT_S32, o + ACT_D);
         memset(o + ACT_D + 8, 0, PLUMB_GEMM_K_ACT_BLOCK - ACT_D - 8);
     }
