@@ -1690,6 +1690,8 @@ static void sum_squares(const float *x, int64_t ne0, int64_t nrows, double *sums
 #define GEMM_OPS(r, w, b, pb, ab, rb, pk, pr, rn)                                                                      \
     {.rows = (r), .wide = (w), .block = (b), .pack_bytes = (pb), .act_bytes = (ab), .run_bytes = (rb), .pack = (pk),  \
      .prep = (pr), .run = (rn)}
+/* a K-quant GEMM on plumb__gemm16_prep_sums's activations */
+#define KSUM_ACT_OPS(r, pb, pk, rn) GEMM_OPS(r, false, 256, pb, PLUMB_GEMM_KSUM_ACT_BLOCK, 0, pk, plumb__gemm16_prep_sums, rn)
 
 const plumb_kernel_set *PLUMB_X86_SET(void) {
     static plumb_kernel_set set;
@@ -1767,10 +1769,10 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         set.gemm_sums[PLUMB_TYPE_Q4_0] = &sums_q4_0;
         set.gemm_sums[PLUMB_TYPE_Q5_0] = &sums_q5_0;
         set.gemm_sums[PLUMB_TYPE_Q8_0] = &sums_q8_0;
-        static const plumb_gemm_ops sums_q4k = GEMM_OPS(PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
-                                                plumb__gemm16_pack_sums_q4_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q4_k);
-        static const plumb_gemm_ops sums_q6k = GEMM_OPS(PLUMB_GEMM_ROWS,  false, 256, PLUMB_GEMM_KSUM_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
-                                                plumb__gemm16_pack_sums_q6_k, plumb__gemm16_prep_sums, plumb__gemm16_sums_q6_k);
+        static const plumb_gemm_ops sums_q4k = KSUM_ACT_OPS(PLUMB_GEMM_ROWS, PLUMB_GEMM_KSUM_BLOCK, plumb__gemm16_pack_sums_q4_k,
+                                                            plumb__gemm16_sums_q4_k);
+        static const plumb_gemm_ops sums_q6k = KSUM_ACT_OPS(PLUMB_GEMM_ROWS, PLUMB_GEMM_KSUM_BLOCK, plumb__gemm16_pack_sums_q6_k,
+                                                            plumb__gemm16_sums_q6_k);
         set.gemm_sums[PLUMB_TYPE_Q4_K] = &sums_q4k;
         set.gemm_sums[PLUMB_TYPE_Q6_K] = &sums_q6k;
         set.gemm[PLUMB_TYPE_Q4_K] = &q4k;
@@ -1785,10 +1787,8 @@ const plumb_kernel_set *PLUMB_X86_SET(void) {
         static const plumb_gemm_ops legacy8 = GEMM_OPS(PLUMB_GEMM8_ROWS, true, 32, PLUMB_GEMM8_BLOCK, PLUMB_GEMM8_ACT_BLOCK,
                                                PLUMB_GEMM8_RUN_BYTES, plumb__gemm8_pack, plumb__gemm8_prep, plumb__gemm8);
         set.gemm[PLUMB_TYPE_Q4_0] = set.gemm[PLUMB_TYPE_Q5_0] = set.gemm[PLUMB_TYPE_Q8_0] = &legacy8;
-        static const plumb_gemm_ops k8_q4k = GEMM_OPS(PLUMB_GEMM8_ROWS, false, 256, PLUMB_GEMM8_K_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
-                                                      plumb__gemm8_pack_q4_k, plumb__gemm16_prep_sums, plumb__gemm8_q4_k);
-        static const plumb_gemm_ops k8_q6k = GEMM_OPS(PLUMB_GEMM8_ROWS, false, 256, PLUMB_GEMM8_K_BLOCK, PLUMB_GEMM_KSUM_ACT_BLOCK, 0,
-                                                      plumb__gemm8_pack_q6_k, plumb__gemm16_prep_sums, plumb__gemm8_q6_k);
+        static const plumb_gemm_ops k8_q4k = KSUM_ACT_OPS(PLUMB_GEMM8_ROWS, PLUMB_GEMM8_K_BLOCK, plumb__gemm8_pack_q4_k, plumb__gemm8_q4_k);
+        static const plumb_gemm_ops k8_q6k = KSUM_ACT_OPS(PLUMB_GEMM8_ROWS, PLUMB_GEMM8_K_BLOCK, plumb__gemm8_pack_q6_k, plumb__gemm8_q6_k);
         set.gemm[PLUMB_TYPE_Q4_K] = &k8_q4k;
         set.gemm[PLUMB_TYPE_Q6_K] = &k8_q6k;
 #endif
