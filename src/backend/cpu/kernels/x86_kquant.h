@@ -1,7 +1,8 @@
 /* x86_kquant.h — K-quant decoding shared by the x86 kernels (x86_avx2.c's dot products, the
- * AVX-512 GEMMs' packing and preparation): the 6-bit codes of half a Q6_K super-block as bytes, a
- * Q4_K super-block's scales and mins, a Q8_K block's sums, a 32-bit broadcast, the legacy GEMMs'
- * scale products. Needs AVX2. */
+ * GEMMs' packing and preparation): the 6-bit codes of half a Q6_K super-block as bytes, a Q4_K
+ * super-block's scales and mins, a Q8_K block's sums and prepared tail, a whole super-block's
+ * codes, scales and offsets (plumb__k_codes); with AVX-512 a 32-bit broadcast, the K lanes' fold
+ * and the legacy GEMMs' scale products. Needs AVX2. */
 #ifndef PLUMB_X86_KQUANT_H
 #define PLUMB_X86_KQUANT_H
 
@@ -97,8 +98,6 @@ static inline void plumb__k_codes(bool q4k, const uint8_t *a, uint8_t codes[256]
 }
 
 #if defined(__AVX512F__)
-/* The 4 bytes at p in every 32-bit lane of a 512-bit register. */
-
 /* One output's lanes folded as hsum8 adds them, ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)), plus
  * (Q4_K, mins not NULL) its four lanes of min products as (m0 + m2) + (m1 + m3). */
 static inline __m512 plumb__fold_k_lanes(const __m512 *l, const __m512 *mins) {
@@ -108,6 +107,7 @@ static inline __m512 plumb__fold_k_lanes(const __m512 *l, const __m512 *mins) {
     return mins ? _mm512_add_ps(r, _mm512_add_ps(_mm512_add_ps(mins[0], mins[2]), _mm512_add_ps(mins[1], mins[3]))) : r;
 }
 
+/* The 4 bytes at p in every 32-bit lane of a 512-bit register. */
 static inline __m512i plumb__bcast32(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
