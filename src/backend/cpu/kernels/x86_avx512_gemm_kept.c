@@ -131,9 +131,29 @@ static inline __attribute__((always_inline)) void unkeep(int kind, const void *k
     }
 }
 
+/* Batches of a few tokens stream the weights from memory: a tile prefetches the block this many
+ * bytes ahead (in blocks: 14 of Q4_0, 11 of Q5_0, 7 of Q8_0), in each of its three planes at
+ * that block's place (the same distance in bytes added to every plane fetched fifth bits and
+ * scales of blocks long past or not yet needed; Intel Xeon (Ice Lake), tokens interleaved in one
+ * process: tg +2-3% for Qwen2.5-Coder 0.5B and Gemma 3 270M on one and two threads). */
 #ifndef KEPT_PREFETCH
 #define KEPT_PREFETCH 4096
 #endif
+
+static size_t block_bytes(int kind) { return code_bytes(kind) + (kind == K_Q5_0 ? 64 : 0) + 32; }
+
+/* Block j's lines in every plane of the group of nb blocks at g, or, for j from nb on, of the
+ * groups after it (a matmul's groups lie one after the other; the last one's prefetches past
+ * its end are harmless). */
+static inline __attribute__((always_inline)) void prefetch_block(int kind, const uint8_t *g, int64_t nb, int64_t j) {
+    for (; j >= nb; j -= nb) g += (size_t)nb * block_bytes(kind);
+    const planes q = planes_of(kind, g, nb * 32);
+    const uint8_t *c = q.codes + (size_t)j * code_bytes(kind);
+#pragma GCC unroll 8
+    for (size_t o = 0; o < code_bytes(kind); o += 64) _mm_prefetch((const char *)(c + o), _MM_HINT_T0);
+    if (kind == K_Q5_0) _mm_prefetch((const char *)(q.bits + (size_t)j * 64), _MM_HINT_T0);
+    if (j % 2 == 0) _mm_prefetch((const char *)(q.scales + (size_t)j * 32), _MM_HINT_T0);
+}
 
 static inline int32_t load_i32(const uint8_t *p) {
     int32_t v;
@@ -142,7 +162,7 @@ static inline int32_t load_i32(const uint8_t *p) {
 }
 
 /* 16 rows x TT tokens, the weight registers made from the kept block */
-static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, const planes *p, size_t ahead_bytes,
+static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, const planes *p, int64_t ahead,
                                                        const uint8_t *xp, size_t xps, const int TT, float *out, size_t os,
                                                        __mmask16 m) {
     __m512 acc[3][8];
@@ -151,15 +171,8 @@ static inline __attribute__((always_inline)) void tile(int kind, int64_t nb, con
 #pragma GCC unroll 8
         for (int l = 0; l < 8; l++) acc[t][l] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++, xp += PLUMB_GEMM_ACT_BLOCK) {
-        /* batches of a few tokens stream the weights from memory: the lines ahead_bytes ahead in
-         * each plane */
-        {
-            const uint8_t *ahead = p->codes + (size_t)i * code_bytes(kind) + ahead_bytes;
-#pragma GCC unroll 8
-            for (size_t o = 0; o < code_bytes(kind); o += 64) _mm_prefetch((const char *)(ahead + o), _MM_HINT_T0);
-            if (kind == K_Q5_0) _mm_prefetch((const char *)(p->bits + (size_t)i * 64 + ahead_bytes), _MM_HINT_T0);
-            if (i % 2 == 0) _mm_prefetch((const char *)(p->scales + (size_t)i * 32 + ahead_bytes), _MM_HINT_T0);
-        }
+        /* the block ahead blocks on, in this group or the next */
+        prefetch_block(kind, p->codes, nb, i + ahead);
         __m512 d[3];
         plumb__scale_products(scales(p, i), xp, xps, TT, d);
 #pragma GCC unroll 8
@@ -189,15 +202,13 @@ static inline __attribute__((always_inline)) void run(int kind, int64_t n, const
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const planes p = planes_of(kind, wp, n);
     /* the first tile prefetches KEPT_PREFETCH bytes ahead; the others, which find the group in
-     * the cache, the next group's lines (the groups lie one after the other) */
-    const size_t group = (size_t)nb * (code_bytes(kind) + (kind == K_Q5_0 ? 64 : 0) + 32);
+     * the cache, the next group's blocks */
+    const int64_t first = (int64_t)(KEPT_PREFETCH / block_bytes(kind));
     const uint8_t *x = xp;
     int64_t t = 0;
-    for (; t + 3 <= T && T != 3; t += 3)
-        tile(kind, nb, &p, t ? group : KEPT_PREFETCH, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
-    for (; t + 2 <= T; t += 2)
-        tile(kind, nb, &p, t ? group : KEPT_PREFETCH, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
-    for (; t < T; t++) tile(kind, nb, &p, t ? group : KEPT_PREFETCH, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
+    for (; t + 3 <= T && T != 3; t += 3) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
+    for (; t + 2 <= T; t += 2) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
+    for (; t < T; t++) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
 }
 
 #define KEPT_FUNCS(name, kind)                                                                                          \

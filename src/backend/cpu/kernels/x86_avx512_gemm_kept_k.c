@@ -252,6 +252,21 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
  * KEPT_K_AHEAD super-blocks ahead, the next group's first ones at the end): the twelve lanes'
  * float chains in registers, each over the super-blocks in order as tile's. */
 #define KEPT_K_AHEAD 4
+
+/* Super-block j's lines in every plane of the group of nsb super-blocks at g, or, for j from nsb
+ * on, of the groups after it (they lie one after the other). */
+static inline __attribute__((always_inline)) void prefetch_sb(bool q4k, const uint8_t *g, int64_t nsb, int64_t j) {
+    for (; j >= nsb; j -= nsb) g += (size_t)nsb * (size_t)PLUMB_GEMM_KEPT_K_BLOCK(q4k);
+    const planes q = planes_of(q4k, g, nsb);
+    const size_t s = (size_t)j;
+    for (int o = 0; o < CODES; o += 64) _mm_prefetch((const char *)(q.codes + s * CODES + o), _MM_HINT_T0);
+    if (!q4k)
+        for (int o = 0; o < HIGH; o += 64) _mm_prefetch((const char *)(q.high + s * HIGH + o), _MM_HINT_T0);
+    for (int o = 0; o < SCALES(q4k); o += 64) _mm_prefetch((const char *)(q.scales + s * SCALES(q4k) + o), _MM_HINT_T0);
+    if (q4k)
+        for (int o = 0; o < MINS; o += 64) _mm_prefetch((const char *)(q.mins + s * MINS + o), _MM_HINT_T0);
+    _mm_prefetch((const char *)(q.d + s * DS(q4k)), _MM_HINT_T0);
+}
 static inline __attribute__((always_inline)) void tile1(bool q4k, int64_t nsb, const planes *p, const uint8_t *x, float *out,
                                                         __mmask16 msk) {
     __m512 lane[12];
@@ -259,12 +274,7 @@ static inline __attribute__((always_inline)) void tile1(bool q4k, int64_t nsb, c
     for (int l = 0; l < 12; l++) lane[l] = _mm512_setzero_ps();
     const size_t sb = SCALES(q4k);
     for (int64_t s = 0; s < nsb; s++) {
-        /* the lines KEPT_K_AHEAD super-blocks on in each plane (past the last, the next group's) */
-        const size_t ahead = (size_t)KEPT_K_AHEAD;
-        for (int o = 0; o < CODES; o += 64) _mm_prefetch((const char *)(p->codes + (size_t)(s + ahead) * CODES + o), _MM_HINT_T0);
-        if (!q4k)
-            for (int o = 0; o < HIGH; o += 64) _mm_prefetch((const char *)(p->high + (size_t)(s + ahead) * HIGH + o), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p->scales + (size_t)(s + ahead) * sb), _MM_HINT_T0);
+        prefetch_sb(q4k, p->codes, nsb, s + KEPT_K_AHEAD);
         const uint8_t *xs = x + (size_t)s * PLUMB_GEMM_KSUM_ACT_BLOCK, *scs = p->scales + (size_t)s * sb;
         float dx[2];
         memcpy(dx, xs + ACT_D, 8);
