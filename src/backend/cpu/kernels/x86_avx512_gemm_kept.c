@@ -202,11 +202,14 @@ static inline __attribute__((always_inline)) void run(int kind, int64_t n, const
     const __mmask16 m = nrows >= ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nrows) - 1);
     const planes p = planes_of(kind, wp, n);
     /* the first tile prefetches KEPT_PREFETCH bytes ahead; the others, which find the group in
-     * the cache, the next group's blocks */
+     * the cache, the next group's blocks. Tiles of three tokens while three remain (three tokens
+     * went as 2 + 1 before: on an Ice Lake Xeon one tile of three is 15-22% faster for the server's
+     * three streams, Gemma 3 270M and Qwen2.5-Coder 0.5B on two threads, and four tokens already
+     * stream their weights through a tile of three) */
     const int64_t first = (int64_t)(KEPT_PREFETCH / block_bytes(kind));
     const uint8_t *x = xp;
     int64_t t = 0;
-    for (; t + 3 <= T && T != 3; t += 3) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
+    for (; t + 3 <= T; t += 3) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 3, out + (size_t)t * os, os, m);
     for (; t + 2 <= T; t += 2) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 2, out + (size_t)t * os, os, m);
     for (; t < T; t++) tile(kind, nb, &p, t ? nb : first, x + (size_t)t * xps, xps, 1, out + (size_t)t * os, os, m);
 }
