@@ -248,11 +248,6 @@ static inline __attribute__((always_inline)) void tile(bool q4k, int64_t nsb, co
     for (int t = 0; t < TT; t++) _mm512_mask_storeu_ps(out + (size_t)t * os, msk, plumb__fold_k_lanes(lanes[t], q4k ? lanes[t] + 8 : NULL));
 }
 
-/* One token, super-block after super-block (the group is read once, in order, prefetched
- * KEPT_K_AHEAD super-blocks ahead, the next group's first ones at the end): the twelve lanes'
- * float chains in registers, each over the super-blocks in order as tile's. */
-#define KEPT_K_AHEAD 4
-
 /* Super-block j's lines in every plane of the group of nsb super-blocks at g, or, for j from nsb
  * on, of the groups after it (they lie one after the other). */
 static inline __attribute__((always_inline)) void prefetch_sb(bool q4k, const uint8_t *g, int64_t nsb, int64_t j) {
@@ -267,6 +262,11 @@ static inline __attribute__((always_inline)) void prefetch_sb(bool q4k, const ui
         for (int o = 0; o < MINS; o += 64) _mm_prefetch((const char *)(q.mins + s * MINS + o), _MM_HINT_T0);
     _mm_prefetch((const char *)(q.d + s * DS(q4k)), _MM_HINT_T0);
 }
+
+/* One token, super-block after super-block (the group is read once, in order, prefetched
+ * KEPT_K_AHEAD super-blocks ahead, the next group's first ones at the end): the twelve lanes'
+ * float chains in registers, each over the super-blocks in order as tile's. */
+#define KEPT_K_AHEAD 4
 static inline __attribute__((always_inline)) void tile1(bool q4k, int64_t nsb, const planes *p, const uint8_t *x, float *out,
                                                         __mmask16 msk) {
     __m512 lane[12];
