@@ -1438,6 +1438,12 @@ static void attn_softmax(float *sc, int32_t first, int32_t pos) {
     for (; j < n; j++) sc[j] = _cvtsh_ss(_cvtss_sh(sc[j] * inv, _MM_FROUND_TO_NEAREST_INT));
 }
 
+/* attn_pv walks each lane's positions 64 rows apart, which the hardware prefetchers do not
+ * follow: the value rows this many of a lane's positions ahead are prefetched (Intel Xeon (Ice
+ * Lake), Gemma 3 270M pp512 after 4096 tokens: +4% on two threads, the op alone 10-30% faster;
+ * 2 and 8 ahead gain less). */
+#define PV_AHEAD 4
+
 /* attn_pv for NH heads and NV x 8 dimensions from d0: each lane's positions are accumulated in
  * registers (NH * NV <= 8 of them) and stored once into lanes[64][NH * NV][8], which the fold
  * then reads; the value piece of a position is converted once for all NH heads. */
@@ -1461,6 +1467,7 @@ static inline __attribute__((always_inline)) void pv_chunk(const float *p, size_
         }
         for (int32_t j = j1 + 64; j <= pos; j += 64) {
             r = v + (size_t)j * vs + d0;
+            for (int k = 0; k < NV; k += 4) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + 8 * k), _MM_HINT_T0);
             for (int k = 0; k < NV; k++) vv[k] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 8 * k)));
             for (int i = 0; i < NH; i++) {
                 const __m256 w = _mm256_broadcast_ss(p + (size_t)i * ps + (size_t)(j - first));
@@ -1507,6 +1514,7 @@ static inline __attribute__((always_inline)) void pv_chunk16(const float *p, siz
         }
         for (int32_t j = j1 + 64; j <= pos; j += 64) {
             r = v + (size_t)j * vs + d0;
+            for (int k = 0; k < NV; k += 2) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + 16 * k), _MM_HINT_T0);
             for (int k = 0; k < NV; k++) vv[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
             for (int i = 0; i < NH; i++) {
                 const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j - first)]);
