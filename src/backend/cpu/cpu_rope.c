@@ -77,7 +77,7 @@ static const float *rope_table(plumb_cpu_ctx *c, const plumb_tensor *n, int ith,
             theta *= theta_scale;
         }
     }
-    plumb__cpu_barrier(c);
+    if (nth > 1) plumb__cpu_barrier(c); /* nth 1: thread 0 alone (cpu_backend.c's small nodes) */
     if (ith == 0) {
         c->rope[slot] = key;
         c->rope[slot].cs = cs;
