@@ -324,6 +324,44 @@ TEST(chunked_work_over_many_nodes_matches_one_thread) {
     free(wq), free(wf), free(x), free(ref);
 }
 
+/* Runs of small element-wise nodes go to thread 0 alone with no barrier between them
+ * (cpu_backend.c): a chain of norm, add, scale, matmul, silu, add, matmul gives the
+ * single-thread bits with 2 and 3 threads, with the element-wise nodes under the size that
+ * makes them run alone (T = 100: 6400 values), at it (128: 8192) and over it (129). */
+TEST(small_node_runs_match_one_thread) {
+    const int64_t K = 64, Ts[] = {1, 100, 128, 129};
+    uint64_t wb;
+    plumb_type_row_bytes(PLUMB_TYPE_Q8_0, K * K, &wb);
+    uint8_t *wq = malloc(wb);
+    float *wf = malloc((size_t)(K * K) * 4), *x = malloc((size_t)(K * 129) * 4), *nw = malloc((size_t)K * 4);
+    float *ref = malloc((size_t)(K * 129) * 4);
+    for (int64_t i = 0; i < K * K; i++) wf[i] = frand() * 0.2f;
+    for (int64_t i = 0; i < K * 129; i++) x[i] = frand();
+    for (int64_t i = 0; i < K; i++) nw[i] = 1 + frand();
+    plumb_quantize_row(PLUMB_TYPE_Q8_0, wf, wq, K * K);
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
+        for (int threads = 1; threads <= 3; threads++) {
+            const int64_t T = Ts[ti];
+            fixture f;
+            fixture_init(&f, threads, NULL);
+            int64_t ne_w[2] = {K, K}, ne_x[2] = {K, T}, ne_n[1] = {K};
+            plumb_tensor *w = plumb_graph_leaf(&f.g, PLUMB_TYPE_Q8_0, 2, ne_w, wq);
+            plumb_tensor *xt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 2, ne_x, x);
+            plumb_tensor *n = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 1, ne_n, nw);
+            plumb_tensor *a = plumb_graph_rms_norm(&f.g, xt, n, &(plumb_rms_norm_params){.eps = 1e-6f});
+            plumb_tensor *b = plumb_graph_scale(&f.g, plumb_graph_add(&f.g, a, xt), &(plumb_scale_params){.s = 0.5f});
+            plumb_tensor *c = plumb_graph_silu(&f.g, plumb_graph_mul_mat(&f.g, w, b));
+            plumb_tensor *y = plumb_graph_mul_mat(&f.g, w, plumb_graph_add(&f.g, c, b));
+            y->is_output = true;
+            fixture_run(&f);
+            if (threads == 1) memcpy(ref, y->data, (size_t)(K * T) * 4);
+            else if (memcmp(ref, y->data, (size_t)(K * T) * 4) != 0)
+                plumb_test_fail(__FILE__, __LINE__, "%lld tokens, %d threads: not the single-thread bits", (long long)T, threads);
+            fixture_free(&f);
+        }
+    free(wq), free(wf), free(x), free(nw), free(ref);
+}
+
 /* The op table: every op has a distinct name and at most PLUMB_MAX_SRC sources, and a typed
  * builder puts its parameters into the node's member of the union, its sources in order. */
 TEST(op_table_names_sources_and_typed_params) {
