@@ -589,6 +589,67 @@ TEST(attention_is_batch_invariant) {
         }
 }
 
+/* Streams decoding together (the server's batches: one token of each sequence, interleaved,
+ * after prompts of several sequences in one batch) give each token the bits it gets alone:
+ * every token is its own item or part of a tile of its own sequence's run, whichever thread
+ * takes it. */
+TEST(attention_of_streams_together_is_each_streams_own) {
+    const int shapes[][3] = {{4, 1, 256}, {8, 2, 64}}; /* query heads, KV heads, head size */
+    enum { N_SEQ = 3, N_CTX = 32, MAX_T = 64 };
+    /* batches of (sequence, position): prompts of 5, 7 and 3 tokens, four steps of one token a
+     * stream, then two tokens of stream 2 around one of stream 0 */
+    int32_t bseq[MAX_T], bpos[MAX_T], bend[16], nb = 0, T = 0, next[N_SEQ] = {0};
+    const int prompt[N_SEQ] = {5, 7, 3};
+    for (int sq = 0; sq < N_SEQ; sq++)
+        for (int i = 0; i < prompt[sq]; i++) bseq[T] = sq, bpos[T++] = next[sq]++;
+    bend[nb++] = T;
+    for (int step = 0; step < 4; step++) {
+        for (int sq = 0; sq < N_SEQ; sq++) bseq[T] = sq, bpos[T++] = next[sq]++;
+        bend[nb++] = T;
+    }
+    const int last[3] = {2, 0, 2};
+    for (int i = 0; i < 3; i++) bseq[T] = last[i], bpos[T++] = next[last[i]]++;
+    bend[nb++] = T;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int threads = 1; threads <= 2; threads++) {
+            const int nh = shapes[si][0], nkv = shapes[si][1], hd = shapes[si][2];
+            float *q = malloc(sizeof(float) * (size_t)(T * nh * hd)), *k = malloc(sizeof(float) * (size_t)(T * nkv * hd)),
+                  *v = malloc(sizeof(float) * (size_t)(T * nkv * hd)), *out[2];
+            for (int i = 0; i < T * nh * hd; i++) q[i] = frand() * 3.0f;
+            for (int i = 0; i < T * nkv * hd; i++) k[i] = frand(), v[i] = frand();
+            for (int mode = 0; mode < 2; mode++) { /* 0: the batches; 1: one token at a time */
+                plumb_kv_cache kv = {.n_layer = 1, .n_seq = N_SEQ, .n_ctx = N_CTX, .n_head = nh, .n_head_kv = nkv, .head_dim = hd};
+                uint16_t *kc = calloc((size_t)(N_SEQ * N_CTX * nkv * hd), 2), *vc = calloc((size_t)(N_SEQ * N_CTX * nkv * hd), 2);
+                kv.k = &kc;
+                kv.v = &vc;
+                out[mode] = malloc(sizeof(float) * (size_t)(T * nh * hd));
+                for (int b = 0, t0 = 0; t0 < T; b++) {
+                    const int t1 = mode ? t0 + 1 : bend[b], nt = t1 - t0;
+                    fixture f;
+                    fixture_init(&f, threads, NULL);
+                    int64_t ne_q[3] = {hd, nh, nt}, ne_k[3] = {hd, nkv, nt};
+                    plumb_tensor *qt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_q, q + (size_t)t0 * nh * hd);
+                    plumb_tensor *kt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, k + (size_t)t0 * nkv * hd);
+                    plumb_tensor *vt = plumb_graph_leaf(&f.g, PLUMB_TYPE_F32, 3, ne_k, v + (size_t)t0 * nkv * hd);
+                    plumb_tensor *o = plumb_graph_attn(&f.g, qt, kt, vt,
+                                                       &(plumb_attn_params){.kv = &kv, .layer = 0, .pos = bpos + t0,
+                                                                            .seq = bseq + t0, .scale = 0.125f});
+                    o->is_output = true;
+                    fixture_run(&f);
+                    memcpy(out[mode] + (size_t)t0 * nh * hd, o->data, sizeof(float) * (size_t)(nt * nh * hd));
+                    fixture_free(&f);
+                    t0 = t1;
+                }
+                free(kc), free(vc);
+            }
+            for (int t = 0; t < T; t++)
+                if (memcmp(out[0] + (size_t)t * nh * hd, out[1] + (size_t)t * nh * hd, sizeof(float) * (size_t)(nh * hd)) != 0)
+                    plumb_test_fail(__FILE__, __LINE__, "heads %d/%d hd %d, %d threads: token %d (stream %d, position %d) differs",
+                                    nh, nkv, hd, threads, t, bseq[t], bpos[t]);
+            free(q), free(k), free(v), free(out[0]), free(out[1]);
+        }
+}
+
 /* Every set's activation quantizers give the generic set's bytes: random rows at scales from
  * subnormal to huge, rows whose values are all ties of the rounding, and blocks with zeros,
  * NaNs, infinities, a positive and a negative maximum of the same size (Q8_K keeps the first),

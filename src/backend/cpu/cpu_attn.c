@@ -35,7 +35,8 @@ static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
     else group *= ATTN_TILE;
     const size_t per_head = (size_t)p->kv->n_ctx + (size_t)p->kv->head_dim;
     const size_t shared = group * ((size_t)p->kv->n_ctx / 16 + 2) + group * (size_t)nth;
-    const size_t bytes = (group * per_head + shared + 16) * sizeof(float);
+    const size_t tiles = (size_t)n->src[0]->ne[2] + 1; /* attn_tiles' table */
+    const size_t bytes = (group * per_head + shared + 16) * sizeof(float) + tiles * sizeof(int32_t);
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
@@ -172,6 +173,22 @@ static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1,
     }
 }
 
+/* The batch's tokens cut into tiles: runs of up to ATTN_TILE tokens of one sequence at
+ * consecutive positions (a prompt's), each other token alone (the server's streams decoding
+ * together, which one item holding them all would have left to one thread). Tile i is tokens
+ * start[i] .. start[i + 1] - 1; returns the count. Every thread makes the same table. */
+static int64_t attn_tiles(const plumb_attn_params *p, int64_t T, int32_t *start) {
+    int64_t n = 0;
+    for (int64_t t = 0; t < T;) {
+        int64_t e = t + 1;
+        while (e < T && e - t < ATTN_TILE && p->seq[e] == p->seq[t] && p->pos[e] == p->pos[e - 1] + 1) e++;
+        start[n++] = (int32_t)t;
+        t = e;
+    }
+    start[n] = (int32_t)T;
+    return n;
+}
+
 void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
     const plumb_attn_params *p = &n->params.attn;
     const plumb_kv_cache *kv = p->kv;
@@ -230,26 +247,19 @@ void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         }
         return;
     }
-    /* items are (tile of ATTN_TILE tokens, KV head), a few at a time to whichever thread is free
-     * (a token's cost grows with its position, and threads do not all run at the same speed) */
-    const int64_t n_tiles = (T + ATTN_TILE - 1) / ATTN_TILE, n_items = n_tiles * n_kv;
+    /* items are (tile, KV head), a few at a time to whichever thread is free (a token's cost
+     * grows with its position, and threads do not all run at the same speed) */
+    int32_t *start = (int32_t *)(void *)((uint8_t *)scratch + attn_scratch_per_thread(n, nth) - (size_t)(T + 1) * sizeof(int32_t));
+    const int64_t n_tiles = attn_tiles(p, T, start), n_items = n_tiles * n_kv;
     int64_t per = n_items / (16 * nth);
     if (per < 1) per = 1;
     const int64_t n_chunks = (n_items + per - 1) / per;
     for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
         const int64_t item_end = (ch + 1) * per < n_items ? (ch + 1) * per : n_items;
         for (int64_t item = ch * per; item < item_end; item++) {
-            const int64_t t0 = item / n_kv * ATTN_TILE, t1 = t0 + ATTN_TILE < T ? t0 + ATTN_TILE : T;
-            bool together = true; /* one sequence, consecutive positions */
-            for (int64_t t = t0 + 1; t < t1; t++)
-                together = together && p->seq[t] == p->seq[t0] && p->pos[t] == p->pos[t - 1] + 1;
-            if (together) {
-                attn_tile(c, n, t0, t1, (item % n_kv) * group, group, scratch);
-                continue;
-            }
-            for (int64_t t = t0; t < t1; t++) attn_tile(c, n, t, t + 1, (item % n_kv) * group, group, scratch);
+            const int64_t tile = item / n_kv;
+            attn_tile(c, n, start[tile], start[tile + 1], (item % n_kv) * group, group, scratch);
         }
     }
 }
-
 size_t plumb__cpu_attn_scratch(const plumb_tensor *n, int nth) { return attn_scratch_per_thread(n, nth) * (size_t)nth; }
