@@ -1021,31 +1021,42 @@ KERNEL_TEST(attention_kernels_match_generic) {
     const int32_t spans[][2] = {{0, 0},   {0, 5},     {0, 63},   {0, 64},    {0, 199}, {7, 7},
                                 {7, 70},  {61, 190},  {130, 135}, {0, 255},  {0, 256}, {0, 1099},
                                 {100, 1050}, {300, 555}, {511, 1023}};
-    enum { NPOS = 1100, PS = 1100, MAXHD = 256, MAXH = 6 };
+    enum { NPOS = 1100, PS = 1100, MAXHD = 256, MAXH = 6, NT = PLUMB_PV_TOKENS };
+    const int nspans = (int)(sizeof spans / sizeof spans[0]);
     uint16_t *v = malloc((size_t)NPOS * 300 * sizeof *v); /* rows of 300 values, heads' pieces inside */
-    float *p = malloc((size_t)MAXH * PS * sizeof *p), want[MAXH * MAXHD], got[MAXH * MAXHD];
+    float *p = malloc((size_t)NT * MAXH * PS * sizeof *p), *want = malloc(sizeof(float) * NT * MAXH * MAXHD),
+          *got = malloc(sizeof(float) * NT * MAXH * MAXHD);
     for (size_t i = 0; i < (size_t)NPOS * 300; i++) v[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 5) - 2));
-    for (size_t i = 0; i < (size_t)MAXH * PS; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
+    for (size_t i = 0; i < (size_t)NT * MAXH * PS; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
     for (size_t si = 0; si < KS_COUNT; si++) {
         const plumb_kernel_set *ks = all[si];
         if (!ks) continue;
         checked((int)si);
         for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
-            for (size_t sp = 0; sp < sizeof spans / sizeof spans[0]; sp++)
-                for (int nh = 1; nh <= MAXH; nh++) {
-                    const int64_t hd = hds[hi];
-                    const int32_t first = spans[sp][0], pos = spans[sp][1];
-                    const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
-                    pv_by_definition(p, PS, nh, vh, 300, first, pos, hd, want, MAXHD);
-                    memset(got, 0xff, sizeof got);
-                    ks->attn_pv(p, PS, nh, vh, 300, first, pos, hd, got, MAXHD);
-                    for (int i = 0; i < nh; i++)
-                        if (memcmp(want + i * MAXHD, got + i * MAXHD, (size_t)hd * sizeof *got) != 0)
-                            plumb_test_fail(__FILE__, __LINE__, "%s attn_pv hd=%lld heads=%d positions %d..%d, head %d differs",
-                                            ks->name, (long long)hd, nh, first, pos, i);
-                }
+            for (int sp = 0; sp < nspans; sp++)
+                for (int nh = 1; nh <= MAXH; nh++)
+                    for (int nt = 1; nt <= NT; nt += NT - 1) { /* one token, and a tile of tokens of other spans */
+                        const int64_t hd = hds[hi];
+                        const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
+                        plumb_attn_pv_row rows[NT];
+                        for (int t = 0; t < nt; t++) {
+                            const int32_t *span = spans[(sp + 4 * t) % nspans];
+                            rows[t] = (plumb_attn_pv_row){.p = p + (size_t)t * MAXH * PS, .first = span[0], .pos = span[1],
+                                                          .out = got + (size_t)t * MAXH * MAXHD};
+                            pv_by_definition(rows[t].p, PS, nh, vh, 300, span[0], span[1], hd, want + (size_t)t * MAXH * MAXHD, MAXHD);
+                        }
+                        memset(got, 0xff, sizeof(float) * NT * MAXH * MAXHD);
+                        ks->attn_pv(rows, nt, nh, PS, vh, 300, hd, MAXHD);
+                        for (int t = 0; t < nt; t++)
+                            for (int i = 0; i < nh; i++)
+                                if (memcmp(want + ((size_t)t * MAXH + (size_t)i) * MAXHD, got + ((size_t)t * MAXH + (size_t)i) * MAXHD,
+                                           (size_t)hd * sizeof *got) != 0)
+                                    plumb_test_fail(__FILE__, __LINE__,
+                                                    "%s attn_pv hd=%lld heads=%d, token %d of %d: positions %d..%d, head %d differs",
+                                                    ks->name, (long long)hd, nh, t, nt, rows[t].first, rows[t].pos, i);
+                    }
     }
-    free(v), free(p);
+    free(v), free(p), free(want), free(got);
 }
 
 /* Every set's scores of many queries against many keys (attn_qk) are attn_dot's, times the

@@ -27,6 +27,7 @@
 /* Tokens of a prompt whose queries meet each key row together (plumb__cpu_attn): the keys are read once
  * for all of them. */
 #define ATTN_TILE 4
+_Static_assert(ATTN_TILE <= PLUMB_PV_TOKENS, "a tile's tokens go to attn_pv together");
 
 static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
     const plumb_attn_params *p = &n->params.attn;
@@ -125,9 +126,10 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
     int64_t dlo, dhi;
     plumb__cpu_split((it->hd + 15) / 16, ith, nth, &dlo, &dhi);
     dlo *= 16, dhi = dhi * 16 < it->hd ? dhi * 16 : it->hd;
-    if (dlo < dhi)
-        c->kernels->attn_pv(shared, per_head, nh, it->v + dlo, it->kv_dim, it->first, it->pos, dhi - dlo, it->out + dlo,
-                            (size_t)it->hd);
+    if (dlo < dhi) {
+        const plumb_attn_pv_row row = {.p = shared, .first = it->first, .pos = it->pos, .out = it->out + dlo};
+        c->kernels->attn_pv(&row, 1, nh, per_head, it->v + dlo, it->kv_dim, dhi - dlo, (size_t)it->hd);
+    }
     plumb__cpu_barrier(c);
 }
 
@@ -154,6 +156,7 @@ static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1,
                               scratch + (size_t)r * per_head + kv->n_ctx, hd);
     c->kernels->attn_qk(scratch + kv->n_ctx, per_head, nq, p->kv->k[p->layer] + (seq_base + (size_t)lo) * (size_t)kv_dim + hk * hd,
                         (size_t)kv_dim, hi - lo + 1, hd, softcap > 0.0f ? 1.0f : scale, scratch, per_head);
+    plumb_attn_pv_row pv[ATTN_TILE];
     for (int64_t t = t0; t < t1; t++) {
         const int32_t pos = p->pos[t], first = attn_first(p, pos);
         float *rows = scratch + (size_t)((t - t0) * nh) * per_head + (first - lo); /* row i's score of first */
@@ -165,12 +168,14 @@ static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1,
              * rounded to F16 before they weight the values */
             c->kernels->attn_softmax(sc, first, pos);
         }
-        /* values: each output dimension is an F16 dot product over the positions padded to a
-         * multiple of 64 (so there is no scalar tail), in 64 lanes that each add their positions
-         * in order; lanes no position reaches stay zero */
-        c->kernels->attn_pv(rows, per_head, (int)nh, p->kv->v[p->layer] + seq_base * (size_t)kv_dim + hk * hd, (size_t)kv_dim,
-                            first, pos, hd, (float *)n->data + t * (n_head * hd) + h0 * hd, (size_t)hd);
+        pv[t - t0] = (plumb_attn_pv_row){.p = rows, .first = first, .pos = pos, .out = (float *)n->data + t * (n_head * hd) + h0 * hd};
     }
+    /* values, the tile's tokens together (each value row read once for all of them): each output
+     * dimension is an F16 dot product over the positions padded to a multiple of 64 (so there is
+     * no scalar tail), in 64 lanes that each add their positions in order; lanes no position
+     * reaches stay zero */
+    c->kernels->attn_pv(pv, (int)(t1 - t0), (int)nh, per_head, p->kv->v[p->layer] + seq_base * (size_t)kv_dim + hk * hd,
+                        (size_t)kv_dim, hd, (size_t)hd);
 }
 
 /* The batch's tokens cut into tiles: runs of up to ATTN_TILE tokens of one sequence at

@@ -671,8 +671,8 @@ static void attn_softmax(float *sc, int32_t first, int32_t pos) {
 
 /* Lane l's positions are first + ((l - first) mod 64), then every 64th up to pos. Dimensions go
  * 64 at a time so the lanes of one chunk stay in L1. */
-PLUMB_CLONES static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
-                                 int32_t pos, int64_t hd, float *out, size_t os) {
+PLUMB_CLONES static void attn_pv_row(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
+                                     int32_t pos, int64_t hd, float *out, size_t os) {
     float lanes[64][64];
     for (int i = 0; i < nh; i++)
         for (int64_t d0 = 0; d0 < hd; d0 += 64) {
@@ -699,6 +699,11 @@ PLUMB_CLONES static void attn_pv(const float *p, size_t ps, int nh, const uint16
                 out[(size_t)i * os + (size_t)(d0 + d)] = plumb__sum16(r);
             }
         }
+}
+
+static void attn_pv(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs, int64_t hd,
+                    size_t os) {
+    for (int t = 0; t < nt; t++) attn_pv_row(rows[t].p, ps, nh, v, vs, rows[t].first, rows[t].pos, hd, rows[t].out, os);
 }
 
 static void hsum8(const float *x, int64_t n, float *out) {

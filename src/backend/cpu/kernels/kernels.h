@@ -218,11 +218,13 @@ typedef void (*plumb_round_f16_fn)(const float *x, float *y, int64_t n);
 /* Attention over an F16 KV cache, in the reference engine's F16 order (see cpu_ops.c):
  * attn_dot gives the dot product of n floats q with n F16 values k, accumulated in 4 x 16 lanes
  * over 64-element steps, folded (0+2, 1+3, then both) and summed in a fixed tree, the tail of
- * n % 64 added in double. attn_pv gives, for each of nh heads i, the probability-weighted sum
- * of the value rows of positions first..pos: out[i * os + d] is the F16 dot product over
+ * n % 64 added in double. attn_pv gives, for each of nt tokens (plumb_attn_pv_row: up to
+ * PLUMB_PV_TOKENS, whose spans may differ) and each of its nh heads i, the probability-weighted
+ * sum of the value rows of positions first..pos: out[i * os + d] is the F16 dot product over
  * positions of p[i * ps + (j - first)] and v[j * vs + d], in 64 lanes (lane j % 64 adds its
  * positions in increasing order, its first one by a product), the lanes no position reaches
- * zero, folded as attn_dot folds its lanes (0+32, 16+48, then plumb__sum16). */
+ * zero, folded as attn_dot folds its lanes (0+32, 16+48, then plumb__sum16): each token's
+ * results whatever the others. */
 /* The fixed tree that sums 16 lanes: halves, quarters, then pairs (the reference engine's
  * reduction of its F16 accumulators). */
 static inline float plumb__sum16(const float *a) {
@@ -279,8 +281,14 @@ typedef double (*plumb_attn_exp_fn)(float *sc, int32_t first, int32_t pos, float
  * probabilities rounded to F16 values: their maximum mx (NaN scores skipped), attn_exp's
  * exponentials and sum, each times (float)(1 / sum), rounded as round_f16 rounds. */
 typedef void (*plumb_attn_softmax_fn)(float *sc, int32_t first, int32_t pos);
-typedef void (*plumb_attn_pv_fn)(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first,
-                                 int32_t pos, int64_t hd, float *out, size_t os);
+#define PLUMB_PV_TOKENS 4
+typedef struct plumb_attn_pv_row {
+    const float *p; /* head i's probability of position j at p[i * ps + (j - first)] */
+    int32_t first, pos;
+    float *out; /* head i's sums at out[i * os + d] */
+} plumb_attn_pv_row;
+typedef void (*plumb_attn_pv_fn)(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs,
+                                 int64_t hd, size_t os);
 
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */

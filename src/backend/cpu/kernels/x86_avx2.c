@@ -1516,108 +1516,155 @@ static inline __attribute__((always_inline)) void pv_chunk(const float *p, size_
 }
 
 #if defined(__AVX512F__)
-/* pv_chunk with 512-bit registers (NV x 16 dimensions; lanes[64][NH * NV][16]): the same
- * operations on twice the dimensions per instruction. */
-static inline __attribute__((always_inline)) void pv_chunk16(const float *p, size_t ps, const int NH, const int NV,
-                                                             const uint16_t *v, size_t vs, int32_t first, int32_t pos,
-                                                             int64_t d0, float *out, size_t os, float *lanes) {
+/* Lane l's sums of one token for NH heads and NV x 16 dimensions from d0 (pv_chunk's with
+ * 512-bit registers), to L[NH * NV][16]; a lane no position reaches gives zeros. The first
+ * token of a tile prefetches the rows ahead; the others find them in L1. */
+static inline __attribute__((always_inline)) void pv_lane16(const float *p, size_t ps, const int NH, const int NV,
+                                                            const uint16_t *v, size_t vs, int32_t first, int32_t pos,
+                                                            int32_t l, int64_t d0, bool fetch, float *L) {
     const int W = NH * NV;
-    for (int32_t l = 0; l < 64; l++) {
-        float *L = lanes + (size_t)l * (size_t)W * 16;
-        const int32_t j1 = first + ((l - first) & 63);
-        if (j1 > pos) {
-            for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, _mm512_setzero_ps());
-            continue;
-        }
-        __m512 acc[16], vv[4];
-        const uint16_t *r = v + (size_t)j1 * vs + d0;
+    const int32_t j1 = first + ((l - first) & 63);
+    if (j1 > pos) {
+        for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, _mm512_setzero_ps());
+        return;
+    }
+    __m512 acc[16], vv[4];
+    const uint16_t *r = v + (size_t)j1 * vs + d0;
+    for (int k = 0; k < NV; k++) vv[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
+    for (int i = 0; i < NH; i++) {
+        const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j1 - first)]);
+        for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm512_mul_ps(w, vv[k]);
+    }
+    for (int32_t j = j1 + 64; j <= pos; j += 64) {
+        r = v + (size_t)j * vs + d0;
+        if (fetch)
+            for (int k = 0; k < NV; k += 2) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + 16 * k), _MM_HINT_T0);
         for (int k = 0; k < NV; k++) vv[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
         for (int i = 0; i < NH; i++) {
-            const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j1 - first)]);
-            for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm512_mul_ps(w, vv[k]);
+            const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j - first)]);
+            for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm512_fmadd_ps(w, vv[k], acc[i * NV + k]);
         }
-        for (int32_t j = j1 + 64; j <= pos; j += 64) {
-            r = v + (size_t)j * vs + d0;
-            for (int k = 0; k < NV; k += 2) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + 16 * k), _MM_HINT_T0);
-            for (int k = 0; k < NV; k++) vv[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
-            for (int i = 0; i < NH; i++) {
-                const __m512 w = _mm512_set1_ps(p[(size_t)i * ps + (size_t)(j - first)]);
-                for (int k = 0; k < NV; k++) acc[i * NV + k] = _mm512_fmadd_ps(w, vv[k], acc[i * NV + k]);
-            }
-        }
-        for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
     }
-    const size_t lw = (size_t)W * 16;
-    for (int i = 0; i < NH; i++)
-        for (int k = 0; k < NV; k++) {
-            const float *L = lanes + (size_t)(i * NV + k) * 16;
-            __m512 t[16];
-            for (int l = 0; l < 16; l++)
-                t[l] = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(L + l * lw), _mm512_load_ps(L + (32 + l) * lw)),
-                                     _mm512_add_ps(_mm512_load_ps(L + (16 + l) * lw), _mm512_load_ps(L + (48 + l) * lw)));
-            for (int l = 0; l < 8; l++) t[l] = _mm512_add_ps(t[8 + l], t[l]);
-            for (int l = 0; l < 4; l++) t[l] = _mm512_add_ps(t[4 + l], t[l]);
-            _mm512_storeu_ps(out + (size_t)i * os + (size_t)d0 + 16 * (size_t)k,
-                             _mm512_add_ps(_mm512_add_ps(t[0], t[2]), _mm512_add_ps(t[1], t[3])));
-        }
+    for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
+}
+
+/* The value sums of nt tokens for heads i0 .. i0 + NH - 1, NV x 16 dimensions from d0, lane by
+ * lane with every token in turn: a lane's rows (64 apart) come from memory for the first token
+ * and from L1 for the others, where token by token each one's whole span of values went through
+ * the caches again (4352 positions of 256 dimensions: 2.2 MB a token, from L3). Lanes go in the
+ * fold's groups (l, l + 16, l + 32, l + 48), each folded when done, (l + (l + 32)) + ((l + 16)
+ * + (l + 48)), and the groups in an order that lets the rest of the fold (halves, quarters,
+ * pairs) go on as they come, so that a sum waits in one of four slots, part[t][NH * NV][4][16],
+ * rather than all sixteen. tmp: [nt][4][NH * NV][16]. */
+static inline __attribute__((always_inline)) void pv_tile16(const plumb_attn_pv_row *rows, int nt, size_t ps, int i0,
+                                                            const int NH, const int NV, const uint16_t *v, size_t vs,
+                                                            int64_t d0, size_t os, float *part, float *tmp) {
+    static const int8_t order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+    const size_t W = (size_t)(NH * NV);
+    for (int n = 0; n < 16; n++) {
+        const int g = order[n];
+        for (int q = 0; q < 4; q++)
+            for (int t = 0; t < nt; t++)
+                pv_lane16(rows[t].p + (size_t)i0 * ps, ps, NH, NV, v, vs, rows[t].first, rows[t].pos, g + 16 * q, d0, t == 0,
+                          tmp + ((size_t)t * 4 + (size_t)q) * W * 16);
+        for (int t = 0; t < nt; t++)
+            for (size_t k = 0; k < W; k++) {
+                const float *L = tmp + (size_t)t * 4 * W * 16 + 16 * k;
+                float *S = part + ((size_t)t * W + k) * 64;
+                const __m512 x = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(L), _mm512_load_ps(L + 2 * W * 16)),
+                                               _mm512_add_ps(_mm512_load_ps(L + W * 16), _mm512_load_ps(L + 3 * W * 16)));
+                if (n % 2 == 0) { /* group l, whose partner l + 8 comes next */
+                    _mm512_store_ps(S, x);
+                    continue;
+                }
+                const __m512 a = _mm512_add_ps(x, _mm512_load_ps(S)); /* halves: (l + 8) + l */
+                if (n % 4 == 1) {
+                    _mm512_store_ps(S + 16, a);
+                    continue;
+                }
+                const __m512 b = _mm512_add_ps(a, _mm512_load_ps(S + 16)); /* quarters: (l + 4) + l */
+                if (n % 8 == 3) {
+                    _mm512_store_ps(S + 32, b);
+                    continue;
+                }
+                const __m512 c = _mm512_add_ps(_mm512_load_ps(S + 32), b); /* pairs: 0 + 2, then 1 + 3 */
+                if (n == 7) {
+                    _mm512_store_ps(S + 48, c);
+                    continue;
+                }
+                const int i = (int)k / NV, kk = (int)k % NV;
+                _mm512_storeu_ps(rows[t].out + (size_t)(i0 + i) * os + (size_t)d0 + 16 * (size_t)kk,
+                                 _mm512_add_ps(_mm512_load_ps(S + 48), c));
+            }
+    }
 }
 #endif
 
-/* Heads four at a time; as many dimensions per chunk as keep 8 accumulators busy, then 8 at a
- * time, then one at a time. */
-static void attn_pv(const float *p, size_t ps, int nh, const uint16_t *v, size_t vs, int32_t first, int32_t pos,
-                    int64_t hd, float *out, size_t os) {
-    _Alignas(64) float lanes[64 * 16 * 16];
+/* Heads four at a time: with 512-bit registers 64 dimensions at a time for all the tokens
+ * together (pv_tile16), then 16; then token by token as many dimensions per chunk as keep 8
+ * accumulators busy, then 8 at a time, then one at a time. */
+static void attn_pv(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs, int64_t hd,
+                    size_t os) {
+    /* pv_tile16's slots, and pv_chunk's lanes after it */
+    _Alignas(64) float part[PLUMB_PV_TOKENS * 16 * 4 * 16];
+#if defined(__AVX512F__)
+    _Alignas(64) float tmp[PLUMB_PV_TOKENS * 4 * 16 * 16];
+#endif
     for (int i0 = 0; i0 < nh; i0 += 4) {
         const int g = nh - i0 < 4 ? nh - i0 : 4;
-        const float *pg = p + (size_t)i0 * ps;
-        float *og = out + (size_t)i0 * os;
-        int64_t d0 = 0;
+        int64_t dt = 0;
 #if defined(__AVX512F__)
         switch (g) {
         case 1:
-            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 1, 4, v, vs, first, pos, d0, og, os, lanes);
+            for (; dt + 64 <= hd; dt += 64) pv_tile16(rows, nt, ps, i0, 1, 4, v, vs, dt, os, part, tmp);
             break;
         case 2:
-            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 2, 4, v, vs, first, pos, d0, og, os, lanes);
+            for (; dt + 64 <= hd; dt += 64) pv_tile16(rows, nt, ps, i0, 2, 4, v, vs, dt, os, part, tmp);
             break;
         case 3:
-            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 3, 4, v, vs, first, pos, d0, og, os, lanes);
+            for (; dt + 64 <= hd; dt += 64) pv_tile16(rows, nt, ps, i0, 3, 4, v, vs, dt, os, part, tmp);
             break;
         default:
-            for (; d0 + 64 <= hd; d0 += 64) pv_chunk16(pg, ps, 4, 4, v, vs, first, pos, d0, og, os, lanes);
+            for (; dt + 64 <= hd; dt += 64) pv_tile16(rows, nt, ps, i0, 4, 4, v, vs, dt, os, part, tmp);
         }
-        for (; d0 + 16 <= hd; d0 += 16) pv_chunk16(pg, ps, g, 1, v, vs, first, pos, d0, og, os, lanes);
+        for (; dt + 16 <= hd; dt += 16) pv_tile16(rows, nt, ps, i0, g, 1, v, vs, dt, os, part, tmp);
 #endif
-        switch (g) {
-        case 1:
-            for (; d0 + 64 <= hd; d0 += 64) pv_chunk(pg, ps, 1, 8, v, vs, first, pos, d0, og, os, lanes);
-            break;
-        case 2:
-            for (; d0 + 32 <= hd; d0 += 32) pv_chunk(pg, ps, 2, 4, v, vs, first, pos, d0, og, os, lanes);
-            break;
-        case 3:
-            for (; d0 + 16 <= hd; d0 += 16) pv_chunk(pg, ps, 3, 2, v, vs, first, pos, d0, og, os, lanes);
-            break;
-        default:
-            for (; d0 + 16 <= hd; d0 += 16) pv_chunk(pg, ps, 4, 2, v, vs, first, pos, d0, og, os, lanes);
-        }
-        for (; d0 + 8 <= hd; d0 += 8)
-            for (int i = 0; i < g; i++) pv_chunk(pg + (size_t)i * ps, ps, 1, 1, v, vs, first, pos, d0, og + (size_t)i * os, os, lanes);
-        for (; d0 < hd; d0++)
-            for (int i = 0; i < g; i++) {
-                float lane[64], t[16];
-                for (int32_t l = 0; l < 64; l++) {
-                    const int32_t j1 = first + ((l - first) & 63);
-                    lane[l] = 0.0f;
-                    if (j1 > pos) continue;
-                    lane[l] = pg[(size_t)i * ps + (size_t)(j1 - first)] * _cvtsh_ss(v[(size_t)j1 * vs + (size_t)d0]);
-                    for (int32_t j = j1 + 64; j <= pos; j += 64)
-                        lane[l] = fmaf(pg[(size_t)i * ps + (size_t)(j - first)], _cvtsh_ss(v[(size_t)j * vs + (size_t)d0]), lane[l]);
-                }
-                for (int l = 0; l < 16; l++) t[l] = (lane[l] + lane[32 + l]) + (lane[16 + l] + lane[48 + l]);
-                og[(size_t)i * os + (size_t)d0] = plumb__sum16(t);
+        for (int t = 0; t < nt; t++) {
+            const float *pg = rows[t].p + (size_t)i0 * ps;
+            float *og = rows[t].out + (size_t)i0 * os;
+            const int32_t first = rows[t].first, pos = rows[t].pos;
+            float *lanes = part;
+            int64_t d0 = dt;
+            switch (g) {
+            case 1:
+                for (; d0 + 64 <= hd; d0 += 64) pv_chunk(pg, ps, 1, 8, v, vs, first, pos, d0, og, os, lanes);
+                break;
+            case 2:
+                for (; d0 + 32 <= hd; d0 += 32) pv_chunk(pg, ps, 2, 4, v, vs, first, pos, d0, og, os, lanes);
+                break;
+            case 3:
+                for (; d0 + 16 <= hd; d0 += 16) pv_chunk(pg, ps, 3, 2, v, vs, first, pos, d0, og, os, lanes);
+                break;
+            default:
+                for (; d0 + 16 <= hd; d0 += 16) pv_chunk(pg, ps, 4, 2, v, vs, first, pos, d0, og, os, lanes);
             }
+            for (; d0 + 8 <= hd; d0 += 8)
+                for (int i = 0; i < g; i++) pv_chunk(pg + (size_t)i * ps, ps, 1, 1, v, vs, first, pos, d0, og + (size_t)i * os, os, lanes);
+            for (; d0 < hd; d0++)
+                for (int i = 0; i < g; i++) {
+                    float lane[64], u[16];
+                    for (int32_t l = 0; l < 64; l++) {
+                        const int32_t j1 = first + ((l - first) & 63);
+                        lane[l] = 0.0f;
+                        if (j1 > pos) continue;
+                        lane[l] = pg[(size_t)i * ps + (size_t)(j1 - first)] * _cvtsh_ss(v[(size_t)j1 * vs + (size_t)d0]);
+                        for (int32_t j = j1 + 64; j <= pos; j += 64)
+                            lane[l] = fmaf(pg[(size_t)i * ps + (size_t)(j - first)], _cvtsh_ss(v[(size_t)j * vs + (size_t)d0]), lane[l]);
+                    }
+                    for (int l = 0; l < 16; l++) u[l] = (lane[l] + lane[32 + l]) + (lane[16 + l] + lane[48 + l]);
+                    og[(size_t)i * os + (size_t)d0] = plumb__sum16(u);
+                }
+        }
     }
 }
 
