@@ -82,6 +82,10 @@ typedef struct plumb_backend_iface {
     plumb_status (*buffer_copy)(plumb_buffer *dst, size_t doff, const plumb_buffer *src, size_t soff, size_t n);
     /* the device's description (required) */
     void (*device_info)(plumb_backend *b, plumb_device_info *out);
+    /* true when its ops read and write nodes through t->data in host memory, so that a node
+     * may be bound to host memory outside its buffers (the scheduler's output, written where
+     * the caller wants it) */
+    bool host_data;
 } plumb_backend_iface;
 
 struct plumb_backend {

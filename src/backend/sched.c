@@ -193,7 +193,7 @@ static plumb_status run(plumb_sched *s, plumb_graph *g, int b, int32_t first, in
     plumb_status st = PLUMB_OK;
     for (int32_t j = end; reads && j < next && !st; j++)
         if (is_read(s, g->nodes[j], b)) st = add_read(s, &n_reads, g->nodes[j]->src[0], g->nodes[j]->data, plumb_tensor_nbytes(g->nodes[j]));
-    if (reads && out && last && holder(s, (plumb_tensor *)out) == b && !st) {
+    if (reads && out && last && !*out_done && holder(s, (plumb_tensor *)out) == b && !st) {
         st = add_read(s, &n_reads, out, dst, n);
         *out_done = !st;
     }
@@ -224,6 +224,22 @@ static plumb_status observed_end(plumb_sched *s, plumb_graph *g, int32_t i, int3
     return PLUMB_OK;
 }
 
+/* out bound to dst when its backend works in host memory (host_data), dst is aligned as a pool
+ * is, and no other node reads it: the backend then writes it there, with no copy after (a
+ * decode step's logits: 4 MB for four sequences over Gemma 3's 262144 tokens, which the
+ * scheduler's thread copied while the backend's other threads waited). */
+static bool bind_output(const plumb_sched *s, plumb_graph *g, const plumb_tensor *out, void *dst, size_t n) {
+    plumb_tensor *o = (plumb_tensor *)out;
+    if (!dst || (uintptr_t)dst % POOL_ALIGN || o->op == PLUMB_OP_VIEW || o->op == PLUMB_OP_NONE || o->op == PLUMB_OP_COPY ||
+        n != plumb_tensor_nbytes(o) || !s->backends[o->backend]->iface->host_data)
+        return false;
+    for (int32_t i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < PLUMB_MAX_SRC; k++)
+            if (g->nodes[i]->src[k] && plumb__graph_root(g->nodes[i]->src[k]) == o) return false;
+    o->data = dst;
+    return true;
+}
+
 plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g, const plumb_tensor *out, void *dst, size_t n) {
     plumb_status st = assign(s, g);
     if (!st && s->n_backends > 1) st = insert_copies(s, g);
@@ -233,7 +249,7 @@ plumb_status plumb_sched_compute(plumb_sched *s, plumb_graph *g, const plumb_ten
     int32_t last[PLUMB_MAX_BACKENDS] = {0}; /* where each backend's last run starts */
     for (int32_t i = 0; i < g->n_nodes; i++)
         if (g->nodes[i]->op != PLUMB_OP_VIEW && g->nodes[i]->op != PLUMB_OP_COPY) last[g->nodes[i]->backend] = i;
-    bool out_done = false;
+    bool out_done = out && bind_output(s, g, out, dst, n);
     int32_t i = 0;
     while (i < g->n_nodes && !st) { /* the copies before the first run, then run by run */
         plumb_tensor *node = g->nodes[i];

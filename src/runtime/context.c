@@ -200,7 +200,12 @@ static plumb_status check_batch(const plumb_context_t *c, const plumb_batch *b, 
 static plumb_status ensure_logits(plumb_context_t *c, int32_t n) {
     if (n <= c->cap_logits) return PLUMB_OK;
     const size_t row = (size_t)(c->model->hp.n_vocab > c->model->hp.n_embd ? c->model->hp.n_vocab : c->model->hp.n_embd);
-    float *grown = realloc(c->logits, (size_t)n * row * sizeof(float));
+    /* a decode starts the rows over, so nothing is kept; aligned as a backend's own memory, so
+     * that a host backend may write its output here directly (plumb_sched_compute) */
+    free(c->logits);
+    c->logits = NULL;
+    c->cap_logits = 0;
+    float *grown = aligned_alloc(64, ((size_t)n * row * sizeof(float) + 63) / 64 * 64);
     if (!grown) return plumb__fail(PLUMB_E_NOMEM, "out of memory for %d rows of logits", n);
     c->logits = grown;
     c->cap_logits = n;

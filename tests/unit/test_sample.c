@@ -949,11 +949,11 @@ TEST(sample_penalized_distribution) {
 
 /* ---- NaN and inf ----------------------------------------------------------------------- */
 
-/* Greedy picks, on vocabularies with a tail past the vector width and logits mixing NaN,
- * +-inf, FLT_MAX and ties, the lowest id of the largest value with NaN as -inf and +inf as
- * FLT_MAX (so +inf and FLT_MAX tie). */
+/* Greedy picks, on vocabularies with a tail past the vector width (8 lanes, 32 in the AVX2
+ * kernel's four chains) and logits mixing NaN, +-inf, FLT_MAX and ties, the lowest id of the
+ * largest value with NaN as -inf and +inf as FLT_MAX (so +inf and FLT_MAX tie). */
 TEST(sample_greedy_special_values) {
-    const int sizes[] = {1, 5, 8, 13, 1001};
+    const int sizes[] = {1, 5, 8, 13, 31, 32, 40, 96, 1001};
     static float logits[1001];
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
         const int n = sizes[si];

@@ -269,6 +269,7 @@ static const plumb_backend_iface cpu_iface = {
     .buffer_get = plumb__cpu_buffer_get,
     .buffer_copy = plumb__cpu_buffer_copy,
     .device_info = plumb__cpu_device_info,
+    .host_data = true,
 };
 
 void plumb_backend_cpu_set_gemm(plumb_backend *cpu, bool repack, bool block_sums) {
