@@ -155,19 +155,25 @@ static inline __attribute__((always_inline)) void prefetch_block(int kind, const
     if (j % 2 == 0) _mm_prefetch((const char *)(q.scales + (size_t)j * 32), _MM_HINT_T0);
 }
 
-/* Half h's lines (lanes 4 h .. 4 h + 3) of block j in every plane, as prefetch_block, into the
- * cache level hint says: the two passes of tile4 stream their own halves of the group, each
- * ahead of itself. */
+/* A line to L1, or to L2 only. */
+static inline __attribute__((always_inline)) void fetch(const uint8_t *p, bool l2) {
+    if (l2) _mm_prefetch((const char *)p, _MM_HINT_T1);
+    else _mm_prefetch((const char *)p, _MM_HINT_T0);
+}
+
+/* Half h's lines (lanes 4 h .. 4 h + 3) of block j in every plane, as prefetch_block (to L2
+ * only with l2): the two passes of tile4 stream their own halves of the group, each ahead of
+ * itself. */
 static inline __attribute__((always_inline)) void prefetch_half(int kind, const uint8_t *g, int64_t nb, int64_t j, int h,
-                                                                int hint) {
+                                                                bool l2) {
     for (; j >= nb; j -= nb) g += (size_t)nb * block_bytes(kind);
     const planes q = planes_of(kind, g, nb * 32);
     const size_t half = code_bytes(kind) / 2;
     const uint8_t *c = q.codes + (size_t)j * code_bytes(kind) + half * (size_t)h;
 #pragma GCC unroll 4
-    for (size_t o = 0; o < half; o += 64) _mm_prefetch((const char *)(c + o), hint);
-    if (h == 0 && kind == K_Q5_0) _mm_prefetch((const char *)(q.bits + (size_t)j * 64), hint);
-    if (h == 0 && j % 2 == 0) _mm_prefetch((const char *)(q.scales + (size_t)j * 32), hint);
+    for (size_t o = 0; o < half; o += 64) fetch(c + o, l2);
+    if (h == 0 && kind == K_Q5_0) fetch(q.bits + (size_t)j * 64, l2);
+    if (h == 0 && j % 2 == 0) fetch(q.scales + (size_t)j * 32, l2);
 }
 
 static inline int32_t load_i32(const uint8_t *p) {
@@ -229,11 +235,11 @@ static inline __attribute__((always_inline)) void tile4(int kind, int64_t nb, co
             for (int l = 0; l < 4; l++) acc[t][l] = _mm512_setzero_ps();
         const uint8_t *x = xp;
         for (int64_t i = 0; i < nb; i++, x += PLUMB_GEMM_ACT_BLOCK) {
-            prefetch_half(kind, p->codes, nb, i + ahead, h, _MM_HINT_T0);
+            prefetch_half(kind, p->codes, nb, i + ahead, h, false);
             /* Q8_0's stream (the most bytes for its work) also to L2 twice as far ahead: Gemma 3
              * 270M's head, four tokens, two threads of an Ice Lake Xeon, 9.5-10.4 -> 8.6-10.0 ms
              * (Q5_0, whose four tokens are bound by the lanes' making, gains nothing) */
-            if (kind == K_Q8_0 && ahead != nb) prefetch_half(kind, p->codes, nb, i + 2 * ahead, h, _MM_HINT_T1);
+            if (kind == K_Q8_0 && ahead != nb) prefetch_half(kind, p->codes, nb, i + 2 * ahead, h, true);
             __m512 d[4];
             plumb__scale_products(scales(p, i), x, xps, 4, d);
 #pragma GCC unroll 4
