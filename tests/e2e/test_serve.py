@@ -587,6 +587,42 @@ def test_timings_and_access_log(plumb_bin, real_model):
         s.stop()
 
 
+def test_first_requests_after_start_are_exact(plumb_bin, real_model, run):
+    """The server warms up at load (a token of every slot's sequence decoded, then the caches
+    emptied): right after start every slot holds nothing, and the first requests, four at once,
+    each give `plumb run`'s greedy text."""
+    prompts = PROMPTS[:4]
+    want = []
+    for p in prompts:
+        cli = run(plumb_bin, "run", "-m", real_model, "-p", p, "-n", "8", "--temp", "0", "--no-stats", "-t", "2")
+        assert cli.rc == 0, cli.describe()
+        want.append(cli.stdout[:-1])
+    s = Server(plumb_bin, real_model, "--parallel", "4", "-c", "256", "--slots")
+    try:
+        st, _, b = s.request("GET", "/slots")
+        slots = json.loads(b)
+        assert st == 200 and len(slots) == 4 and all(x["n_cached"] == 0 and x["state"] == "idle" for x in slots), slots
+        results: list = [None] * 4
+
+        def worker(i):
+            try:
+                results[i] = s.post("/v1/completions", {"prompt": prompts[i], "max_tokens": 8, "temperature": 0})
+            except Exception as e:  # noqa: BLE001 - reported below
+                results[i] = e
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a request did not finish"
+        for r, w in zip(results, want):
+            assert not isinstance(r, Exception), r
+            assert r[0] == 200 and r[2]["choices"][0]["text"] == w, r
+    finally:
+        assert s.stop() == 0, s.stderr
+
+
 def test_introspection(plumb_bin, real_model):
     """GET /v1/models/{id}, /props and /slots (on with --slots, behind the API key)."""
     s = Server(plumb_bin, real_model, "--parallel", "2", "-c", "256", "--alias", "g3", "--slots", "--api-key", "k")
