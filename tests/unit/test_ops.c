@@ -1023,9 +1023,14 @@ KERNEL_TEST(attention_kernels_match_generic) {
                                 {100, 1050}, {300, 555}, {511, 1023}};
     enum { NPOS = 1100, PS = 1100, MAXHD = 256, MAXH = 6, NT = PLUMB_PV_TOKENS };
     const int nspans = (int)(sizeof spans / sizeof spans[0]);
+    /* tiles of a prompt's tokens (the first's position, the window; 0: none): the long spans
+     * that the AVX-512 set lays out lane by lane first */
+    const int32_t prompts[][2] = {{1096, 0}, {900, 512}, {1060, 700}, {1000, 444}};
+    const int nprompts = (int)(sizeof prompts / sizeof prompts[0]);
     uint16_t *v = malloc((size_t)NPOS * 300 * sizeof *v); /* rows of 300 values, heads' pieces inside */
     float *p = malloc((size_t)NT * MAXH * PS * sizeof *p), *want = malloc(sizeof(float) * NT * MAXH * MAXHD),
           *got = malloc(sizeof(float) * NT * MAXH * MAXHD);
+    float *work = aligned_alloc(64, (plumb__pv_work_floats(NPOS) * sizeof(float) + 63) / 64 * 64);
     for (size_t i = 0; i < (size_t)NPOS * 300; i++) v[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 5) - 2));
     for (size_t i = 0; i < (size_t)NT * MAXH * PS; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
     for (size_t si = 0; si < KS_COUNT; si++) {
@@ -1033,20 +1038,27 @@ KERNEL_TEST(attention_kernels_match_generic) {
         if (!ks) continue;
         checked((int)si);
         for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
-            for (int sp = 0; sp < nspans; sp++)
+            for (int sp = 0; sp < nspans + nprompts; sp++)
                 for (int nh = 1; nh <= MAXH; nh++)
-                    for (int nt = 1; nt <= NT; nt += NT - 1) { /* one token, and a tile of tokens of other spans */
+                    for (int nt = 1; nt <= NT; nt++) { /* one token, and tiles of tokens of other spans */
                         const int64_t hd = hds[hi];
                         const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
                         plumb_attn_pv_row rows[NT];
                         for (int t = 0; t < nt; t++) {
-                            const int32_t *span = spans[(sp + 4 * t) % nspans];
+                            int32_t span[2];
+                            if (sp < nspans) /* a span of the table, each token another */
+                                span[0] = spans[(sp + 4 * t) % nspans][0], span[1] = spans[(sp + 4 * t) % nspans][1];
+                            else { /* a prompt's consecutive tokens, attending all positions or a window */
+                                const int32_t *pr = prompts[sp - nspans];
+                                span[1] = pr[0] + t;
+                                span[0] = pr[1] && span[1] - pr[1] + 1 > 0 ? span[1] - pr[1] + 1 : 0;
+                            }
                             rows[t] = (plumb_attn_pv_row){.p = p + (size_t)t * MAXH * PS, .first = span[0], .pos = span[1],
                                                           .out = got + (size_t)t * MAXH * MAXHD};
                             pv_by_definition(rows[t].p, PS, nh, vh, 300, span[0], span[1], hd, want + (size_t)t * MAXH * MAXHD, MAXHD);
                         }
                         memset(got, 0xff, sizeof(float) * NT * MAXH * MAXHD);
-                        ks->attn_pv(rows, nt, nh, PS, vh, 300, hd, MAXHD);
+                        ks->attn_pv(rows, nt, nh, PS, vh, 300, hd, MAXHD, work);
                         for (int t = 0; t < nt; t++)
                             for (int i = 0; i < nh; i++)
                                 if (memcmp(want + ((size_t)t * MAXH + (size_t)i) * MAXHD, got + ((size_t)t * MAXH + (size_t)i) * MAXHD,
@@ -1056,7 +1068,7 @@ KERNEL_TEST(attention_kernels_match_generic) {
                                                     ks->name, (long long)hd, nh, t, nt, rows[t].first, rows[t].pos, i);
                     }
     }
-    free(v), free(p), free(want), free(got);
+    free(v), free(p), free(want), free(got), free(work);
 }
 
 /* Every set's scores of many queries against many keys (attn_qk) are attn_dot's, times the

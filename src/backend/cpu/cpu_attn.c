@@ -23,21 +23,29 @@
 
 /* Bytes of attention scratch per thread: for each of up to `group` heads its scores [n_ctx]
  * and rounded query [hd]; then, used in thread 0's part by the items all threads share
- * (attn_shared_item), each head's block sums [n_ctx / 16 + 2] and every thread's maxima. */
+ * (attn_shared_item), each head's block sums [n_ctx / 16 + 2] and every thread's maxima; then
+ * attn_pv's work (plumb__pv_work_floats) and the table of tiles. */
 /* Tokens of a prompt whose queries meet each key row together (plumb__cpu_attn): the keys are read once
  * for all of them. */
 #define ATTN_TILE 4
 _Static_assert(ATTN_TILE <= PLUMB_PV_TOKENS, "a tile's tokens go to attn_pv together");
 
-static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
+/* Where in a thread's scratch (floats from its start, on a cache line) attn_pv's work begins:
+ * after the scores and the shared items' sums. */
+static size_t attn_pv_work_at(const plumb_tensor *n, int nth) {
     const plumb_attn_params *p = &n->params.attn;
     size_t group = (size_t)(n->src[0]->ne[1] / n->src[1]->ne[1]);
     if (group > PLUMB_MAX_GROUP) group = 1; /* such items take one head at a time */
     else group *= ATTN_TILE;
     const size_t per_head = (size_t)p->kv->n_ctx + (size_t)p->kv->head_dim;
     const size_t shared = group * ((size_t)p->kv->n_ctx / 16 + 2) + group * (size_t)nth;
+    return (group * per_head + shared + 16 + 15) / 16 * 16;
+}
+
+static size_t attn_scratch_per_thread(const plumb_tensor *n, int nth) {
+    const plumb_attn_params *p = &n->params.attn;
     const size_t tiles = (size_t)n->src[0]->ne[2] + 1; /* attn_tiles' table */
-    const size_t bytes = (group * per_head + shared + 16) * sizeof(float) + tiles * sizeof(int32_t);
+    const size_t bytes = (attn_pv_work_at(n, nth) + plumb__pv_work_floats(p->kv->n_ctx)) * sizeof(float) + tiles * sizeof(int32_t);
     return (bytes + 63) / 64 * 64; /* each thread's part starts on a cache line */
 }
 
@@ -128,7 +136,7 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
     dlo *= 16, dhi = dhi * 16 < it->hd ? dhi * 16 : it->hd;
     if (dlo < dhi) {
         const plumb_attn_pv_row row = {.p = shared, .first = it->first, .pos = it->pos, .out = it->out + dlo};
-        c->kernels->attn_pv(&row, 1, nh, per_head, it->v + dlo, it->kv_dim, dhi - dlo, (size_t)it->hd);
+        c->kernels->attn_pv(&row, 1, nh, per_head, it->v + dlo, it->kv_dim, dhi - dlo, (size_t)it->hd, NULL);
     }
     plumb__cpu_barrier(c);
 }
@@ -140,7 +148,8 @@ static void attn_shared_item(plumb_cpu_ctx *c, const attn_item *it, size_t per_h
  * for its dot products with the F16 keys (the probabilities are rounded likewise before they
  * weight the values); every sum follows the fixed orders described above, per (token, head),
  * whatever the batch or the tile. */
-static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1, int64_t h0, int64_t nh, float *scratch) {
+static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1, int64_t h0, int64_t nh, float *scratch,
+                      float *pv_work) {
     const plumb_attn_params *p = &n->params.attn;
     const plumb_kv_cache *kv = p->kv;
     const plumb_tensor *q = n->src[0], *k = n->src[1];
@@ -175,7 +184,7 @@ static void attn_tile(plumb_cpu_ctx *c, plumb_tensor *n, int64_t t0, int64_t t1,
      * no scalar tail), in 64 lanes that each add their positions in order; lanes no position
      * reaches stay zero */
     c->kernels->attn_pv(pv, (int)(t1 - t0), (int)nh, per_head, p->kv->v[p->layer] + seq_base * (size_t)kv_dim + hk * hd,
-                        (size_t)kv_dim, hd, (size_t)hd);
+                        (size_t)kv_dim, hd, (size_t)hd, pv_work);
 }
 
 /* The batch's tokens cut into tiles: runs of up to ATTN_TILE tokens of one sequence at
@@ -218,6 +227,7 @@ void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
      * (token, head) result is computed the same way in both cases. */
     const size_t per_head = (size_t)kv->n_ctx + (size_t)hd;
     float *scratch = (float *)(c->work + attn_scratch_per_thread(n, nth) * (size_t)ith);
+    float *pv_work = scratch + attn_pv_work_at(n, nth);
     if (T * n_kv < 2 * nth && group <= PLUMB_MAX_GROUP) { /* few items: all threads on each */
         for (int64_t item = 0; item < T * n_kv; item++) {
             const int64_t t = item / n_kv, hk = item % n_kv;
@@ -248,7 +258,7 @@ void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         for (int64_t ch; (ch = plumb__cpu_next_chunk(c, ith, n_chunks)) >= 0;) {
             const int64_t item_end = (ch + 1) * per < n_items ? (ch + 1) * per : n_items;
             for (int64_t item = ch * per; item < item_end; item++)
-                attn_tile(c, n, item / n_head, item / n_head + 1, item % n_head, 1, scratch);
+                attn_tile(c, n, item / n_head, item / n_head + 1, item % n_head, 1, scratch, pv_work);
         }
         return;
     }
@@ -263,7 +273,7 @@ void plumb__cpu_attn(plumb_cpu_ctx *c, plumb_tensor *n, int ith, int nth) {
         const int64_t item_end = (ch + 1) * per < n_items ? (ch + 1) * per : n_items;
         for (int64_t item = ch * per; item < item_end; item++) {
             const int64_t tile = item / n_kv;
-            attn_tile(c, n, start[tile], start[tile + 1], (item % n_kv) * group, group, scratch);
+            attn_tile(c, n, start[tile], start[tile + 1], (item % n_kv) * group, group, scratch, pv_work);
         }
     }
 }

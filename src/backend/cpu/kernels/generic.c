@@ -702,7 +702,8 @@ PLUMB_CLONES static void attn_pv_row(const float *p, size_t ps, int nh, const ui
 }
 
 static void attn_pv(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs, int64_t hd,
-                    size_t os) {
+                    size_t os, float *work) {
+    (void)work;
     for (int t = 0; t < nt; t++) attn_pv_row(rows[t].p, ps, nh, v, vs, rows[t].first, rows[t].pos, hd, rows[t].out, os);
 }
 

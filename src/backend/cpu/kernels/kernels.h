@@ -287,8 +287,16 @@ typedef struct plumb_attn_pv_row {
     int32_t first, pos;
     float *out; /* head i's sums at out[i * os + d] */
 } plumb_attn_pv_row;
+/* work: 64-byte aligned room for plumb__pv_work_floats(n) floats, where every row's positions
+ * are below n (a set may lay the probabilities out again there); NULL: none. */
 typedef void (*plumb_attn_pv_fn)(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs,
-                                 int64_t hd, size_t os);
+                                 int64_t hd, size_t os, float *work);
+/* Rows of 64 positions (a lane's steps) that positions below n take, with room for a start
+ * not on a multiple of 64 and a rounding up to 16. */
+static inline size_t plumb__pv_steps(int32_t n) { return ((size_t)n / 64 + 2 + 15) / 16 * 16; }
+/* attn_pv's work: PLUMB_PV_TOKENS x 4 heads' probabilities lane by lane, and one lane's value
+ * rows of 64 dimensions as F32. */
+static inline size_t plumb__pv_work_floats(int32_t n) { return ((size_t)PLUMB_PV_TOKENS * 4 + 1) * 64 * plumb__pv_steps(n); }
 
 typedef struct plumb_kernel_set {
     const char *name; /* "generic", "avx2", "avx512" */

@@ -1548,6 +1548,44 @@ static inline __attribute__((always_inline)) void pv_lane16(const float *p, size
     for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
 }
 
+/* pv_tile16's fold after lane group n (its n-th in the order below) of every token: tmp holds
+ * the group's four lanes, [nt][4][NH * NV][16]; the sums wait in part[nt][NH * NV][4][16]
+ * (see pv_tile16) and the last group's go out. */
+static inline __attribute__((always_inline)) void pv_fold16(const plumb_attn_pv_row *rows, int nt, int n, int i0, const int NV,
+                                                            size_t W, int64_t d0, size_t os, float *part, const float *tmp) {
+    for (int t = 0; t < nt; t++)
+        for (size_t k = 0; k < W; k++) {
+            const float *L = tmp + (size_t)t * 4 * W * 16 + 16 * k;
+            float *S = part + ((size_t)t * W + k) * 64;
+            const __m512 x = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(L), _mm512_load_ps(L + 2 * W * 16)),
+                                           _mm512_add_ps(_mm512_load_ps(L + W * 16), _mm512_load_ps(L + 3 * W * 16)));
+            if (n % 2 == 0) { /* group l, whose partner l + 8 comes next */
+                _mm512_store_ps(S, x);
+                continue;
+            }
+            const __m512 a = _mm512_add_ps(x, _mm512_load_ps(S)); /* halves: (l + 8) + l */
+            if (n % 4 == 1) {
+                _mm512_store_ps(S + 16, a);
+                continue;
+            }
+            const __m512 b = _mm512_add_ps(a, _mm512_load_ps(S + 16)); /* quarters: (l + 4) + l */
+            if (n % 8 == 3) {
+                _mm512_store_ps(S + 32, b);
+                continue;
+            }
+            const __m512 c = _mm512_add_ps(_mm512_load_ps(S + 32), b); /* pairs: 0 + 2, then 1 + 3 */
+            if (n == 7) {
+                _mm512_store_ps(S + 48, c);
+                continue;
+            }
+            const int i = (int)k / NV, kk = (int)k % NV;
+            _mm512_storeu_ps(rows[t].out + (size_t)(i0 + i) * os + (size_t)d0 + 16 * (size_t)kk,
+                             _mm512_add_ps(_mm512_load_ps(S + 48), c));
+        }
+}
+
+static const int8_t pv_order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+
 /* The value sums of nt tokens for heads i0 .. i0 + NH - 1, NV x 16 dimensions from d0, lane by
  * lane with every token in turn: a lane's rows (64 apart) come from memory for the first token
  * and from L1 for the others, where token by token each one's whole span of values went through
@@ -1559,61 +1597,178 @@ static inline __attribute__((always_inline)) void pv_lane16(const float *p, size
 static inline __attribute__((always_inline)) void pv_tile16(const plumb_attn_pv_row *rows, int nt, size_t ps, int i0,
                                                             const int NH, const int NV, const uint16_t *v, size_t vs,
                                                             int64_t d0, size_t os, float *part, float *tmp) {
-    static const int8_t order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
     const size_t W = (size_t)(NH * NV);
     for (int n = 0; n < 16; n++) {
-        const int g = order[n];
+        const int g = pv_order[n];
         for (int q = 0; q < 4; q++)
             for (int t = 0; t < nt; t++)
                 pv_lane16(rows[t].p + (size_t)i0 * ps, ps, NH, NV, v, vs, rows[t].first, rows[t].pos, g + 16 * q, d0, t == 0,
                           tmp + ((size_t)t * 4 + (size_t)q) * W * 16);
-        for (int t = 0; t < nt; t++)
-            for (size_t k = 0; k < W; k++) {
-                const float *L = tmp + (size_t)t * 4 * W * 16 + 16 * k;
-                float *S = part + ((size_t)t * W + k) * 64;
-                const __m512 x = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(L), _mm512_load_ps(L + 2 * W * 16)),
-                                               _mm512_add_ps(_mm512_load_ps(L + W * 16), _mm512_load_ps(L + 3 * W * 16)));
-                if (n % 2 == 0) { /* group l, whose partner l + 8 comes next */
-                    _mm512_store_ps(S, x);
-                    continue;
-                }
-                const __m512 a = _mm512_add_ps(x, _mm512_load_ps(S)); /* halves: (l + 8) + l */
-                if (n % 4 == 1) {
-                    _mm512_store_ps(S + 16, a);
-                    continue;
-                }
-                const __m512 b = _mm512_add_ps(a, _mm512_load_ps(S + 16)); /* quarters: (l + 4) + l */
-                if (n % 8 == 3) {
-                    _mm512_store_ps(S + 32, b);
-                    continue;
-                }
-                const __m512 c = _mm512_add_ps(_mm512_load_ps(S + 32), b); /* pairs: 0 + 2, then 1 + 3 */
-                if (n == 7) {
-                    _mm512_store_ps(S + 48, c);
-                    continue;
-                }
-                const int i = (int)k / NV, kk = (int)k % NV;
-                _mm512_storeu_ps(rows[t].out + (size_t)(i0 + i) * os + (size_t)d0 + 16 * (size_t)kk,
-                                 _mm512_add_ps(_mm512_load_ps(S + 48), c));
-            }
+        pv_fold16(rows, nt, n, i0, NV, W, d0, os, part, tmp);
     }
+}
+
+/* Tiles of two or more tokens over spans of PV_LAID_STEPS or more lanes' steps lay their
+ * probabilities out lane by lane first (pv_lay) and take each lane's value rows into a buffer
+ * once for all tokens (pv_fill). pv_lane16 reads a probability 64 positions on at each step, a
+ * cache line of its own: a tile's (4 tokens x 4 heads x 4352 positions, 278 KB) went from L2
+ * to L1 again for every group of lanes, sixteen times per 64 dimensions; and the lane's value
+ * rows, 32 KB apart, all fall in the same sets of L1, so the tile's other tokens found them
+ * evicted (and converted them again). Same sums in the same order: Intel Xeon (Ice Lake),
+ * 4 tokens x 4 heads of 256 dimensions, 4352 positions: 0.47 -> 0.36 ms; one token stays with
+ * pv_tile16 (the layout costs more than it saves). */
+#define PV_LAID_STEPS 8
+
+/* r[k] (row k of a 16 x 16 block) to row k of its transpose. */
+static inline void pv_transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int k = 0; k < 16; k += 2) {
+        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) {
+        r[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
+        r[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
+        r[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        r[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 8; k++) {
+        const int a = k / 4 * 8 + k % 4;
+        t[a] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);
+        t[a + 4] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xDD);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+        r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
+        r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xDD);
+    }
+}
+
+/* One (token, head) row of probabilities (positions first .. pos at p[j - first]) lane by lane:
+ * o[l * steps + m] is that of position base + 64 m + l (base a multiple of 64), 0 outside the
+ * span; steps a multiple of 16. */
+static void pv_lay(const float *p, int32_t first, int32_t pos, int32_t base, int32_t steps, float *o) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i lo = _mm512_set1_epi32(first), hi = _mm512_set1_epi32(pos);
+    for (int32_t m0 = 0; m0 < steps; m0 += 16)
+        for (int l0 = 0; l0 < 64; l0 += 16) {
+            __m512 r[16];
+            for (int k = 0; k < 16; k++) {
+                const int32_t j = base + 64 * (m0 + k) + l0;
+                const __m512i jj = _mm512_add_epi32(_mm512_set1_epi32(j), iota);
+                const __mmask16 in = _mm512_cmpge_epi32_mask(jj, lo) & _mm512_cmple_epi32_mask(jj, hi);
+                r[k] = in ? _mm512_maskz_loadu_ps(in, p + ((ptrdiff_t)j - first)) : _mm512_setzero_ps();
+            }
+            pv_transpose16(r);
+            for (int k = 0; k < 16; k++) _mm512_store_ps(o + (size_t)(l0 + k) * (size_t)steps + m0, r[k]);
+        }
+}
+
+/* Rows r0 + 64 m (m = lo .. hi) of the values, 64 dimensions from d0, as F32 into buf[m - lo][64]. */
+static inline void pv_fill(const uint16_t *v, size_t vs, int32_t r0, int32_t lo, int32_t hi, int64_t d0, float *buf) {
+    for (int32_t m = lo; m <= hi; m++) {
+        const uint16_t *r = v + (size_t)(r0 + 64 * m) * vs + d0;
+        for (int k = 0; k < 4; k += 2) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + 16 * k), _MM_HINT_T0);
+        for (int k = 0; k < 4; k++)
+            _mm512_store_ps(buf + (size_t)(m - lo) * 64 + 16 * k, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k))));
+    }
+}
+
+/* pv_lane16 of one token from the laid-out probabilities (pt: its lane's row of head 0; heads hs
+ * apart) and the buffered rows (buf from step lo), steps ms .. me; none: zeros. */
+static inline __attribute__((always_inline)) void pv_walk(const float *pt, size_t hs, const int NH, const float *buf, int32_t lo,
+                                                          int32_t ms, int32_t me, float *L) {
+    const int W = NH * 4;
+    if (ms > me) {
+        for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, _mm512_setzero_ps());
+        return;
+    }
+    __m512 acc[16];
+    const float *b = buf + (size_t)(ms - lo) * 64;
+    for (int i = 0; i < NH; i++) {
+        const __m512 w = _mm512_set1_ps(pt[(size_t)i * hs + (size_t)ms]);
+        for (int k = 0; k < 4; k++) acc[i * 4 + k] = _mm512_mul_ps(w, _mm512_load_ps(b + 16 * k));
+    }
+    for (int32_t m = ms + 1; m <= me; m++) {
+        b += 64;
+        for (int i = 0; i < NH; i++) {
+            const __m512 w = _mm512_set1_ps(pt[(size_t)i * hs + (size_t)m]);
+            for (int k = 0; k < 4; k++) acc[i * 4 + k] = _mm512_fmadd_ps(w, _mm512_load_ps(b + 16 * k), acc[i * 4 + k]);
+        }
+    }
+    for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
+}
+
+/* pv_tile16 with NV = 4 from the layout pv_lay made at pt (token t's head i lane l at
+ * pt[((t * 4 + i) * 64 + l) * steps]), each lane's rows converted once into buf. */
+static inline __attribute__((always_inline)) void pv_tile16_laid(const plumb_attn_pv_row *rows, int nt, int i0, const int NH,
+                                                                 const uint16_t *v, size_t vs, int64_t d0, size_t os, int32_t base,
+                                                                 int32_t steps, const float *pt, float *buf, float *part, float *tmp) {
+    const size_t W = (size_t)NH * 4, hs = (size_t)64 * (size_t)steps;
+    for (int n = 0; n < 16; n++)
+        for (int q = 0; q < 4; q++) {
+            const int l = pv_order[n] + 16 * q;
+            int32_t ms[PLUMB_PV_TOKENS], me[PLUMB_PV_TOKENS], lo = INT32_MAX, hi = -1;
+            for (int t = 0; t < nt; t++) { /* the token's first and last steps in the lane */
+                const int32_t f = rows[t].first - base - l, e = rows[t].pos - base - l;
+                ms[t] = f <= 0 ? 0 : (f + 63) / 64;
+                me[t] = e < 0 ? -1 : e / 64;
+                if (ms[t] <= me[t]) lo = ms[t] < lo ? ms[t] : lo, hi = me[t] > hi ? me[t] : hi;
+            }
+            if (lo <= hi) pv_fill(v, vs, base + l, lo, hi, d0, buf);
+            for (int t = 0; t < nt; t++)
+                pv_walk(pt + ((size_t)t * 4 * 64 + (size_t)l) * (size_t)steps, hs, NH, buf, lo, ms[t], me[t],
+                        tmp + ((size_t)t * 4 + (size_t)q) * W * 16);
+            if (q == 3) pv_fold16(rows, nt, n, i0, 4, W, d0, os, part, tmp);
+        }
 }
 #endif
 
 /* Heads four at a time: with 512-bit registers 64 dimensions at a time for all the tokens
- * together (pv_tile16), then 16; then token by token as many dimensions per chunk as keep 8
- * accumulators busy, then 8 at a time, then one at a time. */
+ * together (pv_tile16_laid for tiles over long spans, else pv_tile16), then 16; then token by
+ * token as many dimensions per chunk as keep 8 accumulators busy, then 8 at a time, then one at
+ * a time. */
 static void attn_pv(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs, int64_t hd,
-                    size_t os) {
+                    size_t os, float *work) {
     /* pv_tile16's slots, and pv_chunk's lanes after it */
     _Alignas(64) float part[PLUMB_PV_TOKENS * 16 * 4 * 16];
 #if defined(__AVX512F__)
     _Alignas(64) float tmp[PLUMB_PV_TOKENS * 4 * 16 * 16];
+    int32_t fmin = rows[0].first, pmax = rows[0].pos;
+    for (int t = 1; t < nt; t++) {
+        fmin = rows[t].first < fmin ? rows[t].first : fmin;
+        pmax = rows[t].pos > pmax ? rows[t].pos : pmax;
+    }
+    const int32_t base = fmin & ~63, steps = ((pmax - base) / 64 + 1 + 15) / 16 * 16; /* base <= fmin <= pmax */
+    const bool laid = work && nt >= 2 && hd >= 64 && (pmax - base) / 64 + 1 >= PV_LAID_STEPS;
+    float *buf = laid ? work + (size_t)PLUMB_PV_TOKENS * 4 * 64 * (size_t)steps : NULL;
+#else
+    (void)work;
 #endif
     for (int i0 = 0; i0 < nh; i0 += 4) {
         const int g = nh - i0 < 4 ? nh - i0 : 4;
         int64_t dt = 0;
 #if defined(__AVX512F__)
+        if (laid) {
+            for (int t = 0; t < nt; t++)
+                for (int i = 0; i < g; i++)
+                    pv_lay(rows[t].p + (size_t)(i0 + i) * ps, rows[t].first, rows[t].pos, base, steps,
+                           work + ((size_t)t * 4 + (size_t)i) * 64 * (size_t)steps);
+            switch (g) {
+            case 1:
+                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 1, v, vs, dt, os, base, steps, work, buf, part, tmp);
+                break;
+            case 2:
+                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 2, v, vs, dt, os, base, steps, work, buf, part, tmp);
+                break;
+            case 3:
+                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 3, v, vs, dt, os, base, steps, work, buf, part, tmp);
+                break;
+            default:
+                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 4, v, vs, dt, os, base, steps, work, buf, part, tmp);
+            }
+        }
         switch (g) {
         case 1:
             for (; dt + 64 <= hd; dt += 64) pv_tile16(rows, nt, ps, i0, 1, 4, v, vs, dt, os, part, tmp);
