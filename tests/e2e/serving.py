@@ -164,6 +164,26 @@ class SlotHolder:
         self.close()
 
 
+def run_together(fn, n: int, timeout: float = 120.0) -> list:
+    """fn(0) .. fn(n - 1) on n threads at once; their results (an exception in place of the
+    result of a call that raised), after asserting that every call finished in time."""
+    results: list = [None] * n
+
+    def one(i):
+        try:
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 - the caller checks
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a call did not finish"
+    return results
+
+
 def wait_for(pred, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while not pred():

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from conftest import SAN_MARKERS
-from serving import Server, SlotHolder, stream_raw, wait_for
+from serving import Server, SlotHolder, run_together, stream_raw, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -602,20 +602,7 @@ def test_first_requests_after_start_are_exact(plumb_bin, real_model, run):
         st, _, b = s.request("GET", "/slots")
         slots = json.loads(b)
         assert st == 200 and len(slots) == 4 and all(x["n_cached"] == 0 and x["state"] == "idle" for x in slots), slots
-        results: list = [None] * 4
-
-        def worker(i):
-            try:
-                results[i] = s.post("/v1/completions", {"prompt": prompts[i], "max_tokens": 8, "temperature": 0})
-            except Exception as e:  # noqa: BLE001 - reported below
-                results[i] = e
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not any(t.is_alive() for t in threads), "a request did not finish"
+        results = run_together(lambda i: s.post("/v1/completions", {"prompt": prompts[i], "max_tokens": 8, "temperature": 0}), 4)
         for r, w in zip(results, want):
             assert not isinstance(r, Exception), r
             assert r[0] == 200 and r[2]["choices"][0]["text"] == w, r

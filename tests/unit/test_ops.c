@@ -1021,11 +1021,12 @@ KERNEL_TEST(attention_kernels_match_generic) {
     const int32_t spans[][2] = {{0, 0},   {0, 5},     {0, 63},   {0, 64},    {0, 199}, {7, 7},
                                 {7, 70},  {61, 190},  {130, 135}, {0, 255},  {0, 256}, {0, 1099},
                                 {100, 1050}, {300, 555}, {511, 1023}};
-    enum { NPOS = 1100, PS = 1100, MAXHD = 256, MAXH = 6, NT = PLUMB_PV_TOKENS };
+    enum { NPOS = 1700, PS = 1700, MAXHD = 256, MAXH = 6, NT = PLUMB_PV_TOKENS };
     const int nspans = (int)(sizeof spans / sizeof spans[0]);
     /* tiles of a prompt's tokens (the first's position, the window; 0: none): the long spans
-     * that the AVX-512 set lays out lane by lane first */
-    const int32_t prompts[][2] = {{1096, 0}, {900, 512}, {1060, 700}, {1000, 444}};
+     * that the AVX-512 set (8 or more of a lane's steps) and the AVX2 set (24) lay out lane by
+     * lane first */
+    const int32_t prompts[][2] = {{1096, 0}, {900, 512}, {1060, 700}, {1000, 444}, {1690, 0}, {1650, 1580}};
     const int nprompts = (int)(sizeof prompts / sizeof prompts[0]);
     uint16_t *v = malloc((size_t)NPOS * 300 * sizeof *v); /* rows of 300 values, heads' pieces inside */
     float *p = malloc((size_t)NT * MAXH * PS * sizeof *p), *want = malloc(sizeof(float) * NT * MAXH * MAXHD),
@@ -1033,30 +1034,33 @@ KERNEL_TEST(attention_kernels_match_generic) {
     float *work = aligned_alloc(64, (plumb__pv_work_floats(NPOS) * sizeof(float) + 63) / 64 * 64);
     for (size_t i = 0; i < (size_t)NPOS * 300; i++) v[i] = plumb__fp32_to_fp16(frand() * ldexpf(1.0f, (int)(i % 5) - 2));
     for (size_t i = 0; i < (size_t)NT * MAXH * PS; i++) p[i] = plumb__f16_table[plumb__fp32_to_fp16(fabsf(frand()) * 0.1f)];
-    for (size_t si = 0; si < KS_COUNT; si++) {
-        const plumb_kernel_set *ks = all[si];
-        if (!ks) continue;
-        checked((int)si);
-        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
-            for (int sp = 0; sp < nspans + nprompts; sp++)
+    for (size_t si = 0; si < KS_COUNT; si++)
+        if (all[si]) checked((int)si);
+    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+        for (int sp = 0; sp < nspans + nprompts; sp++) {
+            const int64_t hd = hds[hi];
+            const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
+            int32_t span[NT][2];
+            for (int t = 0; t < NT; t++) { /* and each token's sums by the definition, every head */
+                if (sp < nspans) /* a span of the table, each token another */
+                    span[t][0] = spans[(sp + 4 * t) % nspans][0], span[t][1] = spans[(sp + 4 * t) % nspans][1];
+                else { /* a prompt's consecutive tokens, attending all positions or a window */
+                    const int32_t *pr = prompts[sp - nspans];
+                    span[t][1] = pr[0] + t;
+                    span[t][0] = pr[1] && span[t][1] - pr[1] + 1 > 0 ? span[t][1] - pr[1] + 1 : 0;
+                }
+                pv_by_definition(p + (size_t)t * MAXH * PS, PS, MAXH, vh, 300, span[t][0], span[t][1], hd,
+                                 want + (size_t)t * MAXH * MAXHD, MAXHD);
+            }
+            for (size_t si = 0; si < KS_COUNT; si++) {
+                const plumb_kernel_set *ks = all[si];
+                if (!ks) continue;
                 for (int nh = 1; nh <= MAXH; nh++)
                     for (int nt = 1; nt <= NT; nt++) { /* one token, and tiles of tokens of other spans */
-                        const int64_t hd = hds[hi];
-                        const uint16_t *vh = v + 300 - hd; /* head piece at the end of the row */
                         plumb_attn_pv_row rows[NT];
-                        for (int t = 0; t < nt; t++) {
-                            int32_t span[2];
-                            if (sp < nspans) /* a span of the table, each token another */
-                                span[0] = spans[(sp + 4 * t) % nspans][0], span[1] = spans[(sp + 4 * t) % nspans][1];
-                            else { /* a prompt's consecutive tokens, attending all positions or a window */
-                                const int32_t *pr = prompts[sp - nspans];
-                                span[1] = pr[0] + t;
-                                span[0] = pr[1] && span[1] - pr[1] + 1 > 0 ? span[1] - pr[1] + 1 : 0;
-                            }
-                            rows[t] = (plumb_attn_pv_row){.p = p + (size_t)t * MAXH * PS, .first = span[0], .pos = span[1],
+                        for (int t = 0; t < nt; t++)
+                            rows[t] = (plumb_attn_pv_row){.p = p + (size_t)t * MAXH * PS, .first = span[t][0], .pos = span[t][1],
                                                           .out = got + (size_t)t * MAXH * MAXHD};
-                            pv_by_definition(rows[t].p, PS, nh, vh, 300, span[0], span[1], hd, want + (size_t)t * MAXH * MAXHD, MAXHD);
-                        }
                         memset(got, 0xff, sizeof(float) * NT * MAXH * MAXHD);
                         ks->attn_pv(rows, nt, nh, PS, vh, 300, hd, MAXHD, work);
                         for (int t = 0; t < nt; t++)
@@ -1067,7 +1071,8 @@ KERNEL_TEST(attention_kernels_match_generic) {
                                                     "%s attn_pv hd=%lld heads=%d, token %d of %d: positions %d..%d, head %d differs",
                                                     ks->name, (long long)hd, nh, t, nt, rows[t].first, rows[t].pos, i);
                     }
-    }
+            }
+        }
     free(v), free(p), free(want), free(got), free(work);
 }
 

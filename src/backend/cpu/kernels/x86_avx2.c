@@ -1468,6 +1468,25 @@ static void attn_softmax(float *sc, int32_t first, int32_t pos) {
  * 2 and 8 ahead gain less). */
 #define PV_AHEAD 4
 
+/* The fold of the 64 lanes of NH heads' NV x 8 dimensions from d0, lanes[64][NH * NV][8]:
+ * (l + (l + 32)) + ((l + 16) + (l + 48)), then plumb__sum16's tree, into out (heads os apart). */
+static inline __attribute__((always_inline)) void pv_fold8(const float *lanes, const int NH, const int NV, int64_t d0, float *out,
+                                                           size_t os) {
+    const size_t lw = (size_t)(NH * NV) * 8;
+    for (int i = 0; i < NH; i++)
+        for (int k = 0; k < NV; k++) {
+            const float *L = lanes + (size_t)(i * NV + k) * 8;
+            __m256 t[16];
+            for (int l = 0; l < 16; l++)
+                t[l] = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(L + l * lw), _mm256_load_ps(L + (32 + l) * lw)),
+                                     _mm256_add_ps(_mm256_load_ps(L + (16 + l) * lw), _mm256_load_ps(L + (48 + l) * lw)));
+            for (int l = 0; l < 8; l++) t[l] = _mm256_add_ps(t[8 + l], t[l]);
+            for (int l = 0; l < 4; l++) t[l] = _mm256_add_ps(t[4 + l], t[l]);
+            _mm256_storeu_ps(out + (size_t)i * os + (size_t)d0 + 8 * (size_t)k,
+                             _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3])));
+        }
+}
+
 /* attn_pv for NH heads and NV x 8 dimensions from d0: each lane's positions are accumulated in
  * registers (NH * NV <= 8 of them) and stored once into lanes[64][NH * NV][8], which the fold
  * then reads; the value piece of a position is converted once for all NH heads. */
@@ -1500,20 +1519,91 @@ static inline __attribute__((always_inline)) void pv_chunk(const float *p, size_
         }
         for (int k = 0; k < W; k++) _mm256_store_ps(L + 8 * k, acc[k]);
     }
-    const size_t lw = (size_t)W * 8;
-    for (int i = 0; i < NH; i++)
-        for (int k = 0; k < NV; k++) {
-            const float *L = lanes + (size_t)(i * NV + k) * 8;
-            __m256 t[16];
-            for (int l = 0; l < 16; l++)
-                t[l] = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(L + l * lw), _mm256_load_ps(L + (32 + l) * lw)),
-                                     _mm256_add_ps(_mm256_load_ps(L + (16 + l) * lw), _mm256_load_ps(L + (48 + l) * lw)));
-            for (int l = 0; l < 8; l++) t[l] = _mm256_add_ps(t[8 + l], t[l]);
-            for (int l = 0; l < 4; l++) t[l] = _mm256_add_ps(t[4 + l], t[l]);
-            _mm256_storeu_ps(out + (size_t)i * os + (size_t)d0 + 8 * (size_t)k,
-                             _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3])));
+    pv_fold8(lanes, NH, NV, d0, out, os);
+}
+
+/* The registers of the set's value kernels: PV_W floats. */
+#if defined(__AVX512F__)
+typedef __m512 pv_vec;
+#define PV_W 16
+#define PV_LAID_NV 4 /* pv_tile_laid's registers per head: 64 dimensions */
+static inline pv_vec pv_load(const float *p) { return _mm512_load_ps(p); }
+static inline void pv_store(float *p, pv_vec x) { _mm512_store_ps(p, x); }
+static inline void pv_storeu(float *p, pv_vec x) { _mm512_storeu_ps(p, x); }
+static inline pv_vec pv_add(pv_vec a, pv_vec b) { return _mm512_add_ps(a, b); }
+static inline pv_vec pv_mul(pv_vec a, pv_vec b) { return _mm512_mul_ps(a, b); }
+static inline pv_vec pv_fmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline pv_vec pv_set1(const float *p) { return _mm512_set1_ps(*p); }
+static inline pv_vec pv_zero(void) { return _mm512_setzero_ps(); }
+static inline pv_vec pv_half(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+#else
+typedef __m256 pv_vec;
+#define PV_W 8
+#define PV_LAID_NV 2 /* 16 dimensions */
+static inline pv_vec pv_load(const float *p) { return _mm256_load_ps(p); }
+static inline void pv_store(float *p, pv_vec x) { _mm256_store_ps(p, x); }
+static inline void pv_storeu(float *p, pv_vec x) { _mm256_storeu_ps(p, x); }
+static inline pv_vec pv_add(pv_vec a, pv_vec b) { return _mm256_add_ps(a, b); }
+static inline pv_vec pv_mul(pv_vec a, pv_vec b) { return _mm256_mul_ps(a, b); }
+static inline pv_vec pv_fmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline pv_vec pv_set1(const float *p) { return _mm256_broadcast_ss(p); }
+static inline pv_vec pv_zero(void) { return _mm256_setzero_ps(); }
+static inline pv_vec pv_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+#endif
+
+/* The fold of a tile's lanes group by group (pv_tile16, pv_tile_laid): after lane group n (its
+ * n-th in pv_order) of every token, tmp holds the group's four lanes, [nt][4][W][PV_W] (W
+ * registers of PV_W dimensions each, NV of them a head); the sums wait in part[nt][W][4][PV_W]
+ * and the last group's go out. */
+static inline __attribute__((always_inline)) void pv_fold(const plumb_attn_pv_row *rows, int nt, int n, int i0, const int NV,
+                                                          size_t W, int64_t d0, size_t os, float *part, const float *tmp) {
+    for (int t = 0; t < nt; t++)
+        for (size_t k = 0; k < W; k++) {
+            const float *L = tmp + ((size_t)t * 4 * W + k) * PV_W;
+            float *S = part + ((size_t)t * W + k) * 4 * PV_W;
+            const pv_vec x = pv_add(pv_add(pv_load(L), pv_load(L + 2 * W * PV_W)),
+                                    pv_add(pv_load(L + W * PV_W), pv_load(L + 3 * W * PV_W)));
+            if (n % 2 == 0) { /* group l, whose partner l + 8 comes next */
+                pv_store(S, x);
+                continue;
+            }
+            const pv_vec a = pv_add(x, pv_load(S)); /* halves: (l + 8) + l */
+            if (n % 4 == 1) {
+                pv_store(S + PV_W, a);
+                continue;
+            }
+            const pv_vec b = pv_add(a, pv_load(S + PV_W)); /* quarters: (l + 4) + l */
+            if (n % 8 == 3) {
+                pv_store(S + 2 * PV_W, b);
+                continue;
+            }
+            const pv_vec c = pv_add(pv_load(S + 2 * PV_W), b); /* pairs: 0 + 2, then 1 + 3 */
+            if (n == 7) {
+                pv_store(S + 3 * PV_W, c);
+                continue;
+            }
+            const int i = (int)k / NV, kk = (int)k % NV;
+            pv_storeu(rows[t].out + (size_t)(i0 + i) * os + (size_t)d0 + PV_W * (size_t)kk, pv_add(pv_load(S + 3 * PV_W), c));
         }
 }
+
+static const int8_t pv_order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+
+/* Tiles of two or more tokens over spans of PV_LAID_STEPS or more lanes' steps lay their
+ * probabilities out lane by lane first (pv_lay) and take each lane's value rows into a buffer
+ * once for all tokens (pv_fill). pv_lane16 reads a probability 64 positions on at each step, a
+ * cache line of its own: a tile's (4 tokens x 4 heads x 4352 positions, 278 KB) went from L2
+ * to L1 again for every group of lanes, sixteen times per 64 dimensions; and the lane's value
+ * rows, 32 KB apart, all fall in the same sets of L1, so the tile's other tokens found them
+ * evicted (and converted them again). Same sums in the same order: Intel Xeon (Ice Lake),
+ * 4 tokens x 4 heads of 256 dimensions: 4352 positions 0.46 -> 0.36 ms (AVX-512), 1.31 ->
+ * 0.70-0.95 ms (AVX2); 8200 positions (AVX2) 2.5 -> 1.3 ms. One token stays with pv_tile16 /
+ * pv_chunk (the layout costs more than it saves). */
+#if defined(__AVX512F__)
+#define PV_LAID_STEPS 8
+#else
+#define PV_LAID_STEPS 24 /* 256-bit registers: below ~1500 positions the layout costs more than it saves */
+#endif
 
 #if defined(__AVX512F__)
 /* Lane l's sums of one token for NH heads and NV x 16 dimensions from d0 (pv_chunk's with
@@ -1548,44 +1638,6 @@ static inline __attribute__((always_inline)) void pv_lane16(const float *p, size
     for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
 }
 
-/* pv_tile16's fold after lane group n (its n-th in the order below) of every token: tmp holds
- * the group's four lanes, [nt][4][NH * NV][16]; the sums wait in part[nt][NH * NV][4][16]
- * (see pv_tile16) and the last group's go out. */
-static inline __attribute__((always_inline)) void pv_fold16(const plumb_attn_pv_row *rows, int nt, int n, int i0, const int NV,
-                                                            size_t W, int64_t d0, size_t os, float *part, const float *tmp) {
-    for (int t = 0; t < nt; t++)
-        for (size_t k = 0; k < W; k++) {
-            const float *L = tmp + (size_t)t * 4 * W * 16 + 16 * k;
-            float *S = part + ((size_t)t * W + k) * 64;
-            const __m512 x = _mm512_add_ps(_mm512_add_ps(_mm512_load_ps(L), _mm512_load_ps(L + 2 * W * 16)),
-                                           _mm512_add_ps(_mm512_load_ps(L + W * 16), _mm512_load_ps(L + 3 * W * 16)));
-            if (n % 2 == 0) { /* group l, whose partner l + 8 comes next */
-                _mm512_store_ps(S, x);
-                continue;
-            }
-            const __m512 a = _mm512_add_ps(x, _mm512_load_ps(S)); /* halves: (l + 8) + l */
-            if (n % 4 == 1) {
-                _mm512_store_ps(S + 16, a);
-                continue;
-            }
-            const __m512 b = _mm512_add_ps(a, _mm512_load_ps(S + 16)); /* quarters: (l + 4) + l */
-            if (n % 8 == 3) {
-                _mm512_store_ps(S + 32, b);
-                continue;
-            }
-            const __m512 c = _mm512_add_ps(_mm512_load_ps(S + 32), b); /* pairs: 0 + 2, then 1 + 3 */
-            if (n == 7) {
-                _mm512_store_ps(S + 48, c);
-                continue;
-            }
-            const int i = (int)k / NV, kk = (int)k % NV;
-            _mm512_storeu_ps(rows[t].out + (size_t)(i0 + i) * os + (size_t)d0 + 16 * (size_t)kk,
-                             _mm512_add_ps(_mm512_load_ps(S + 48), c));
-        }
-}
-
-static const int8_t pv_order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
-
 /* The value sums of nt tokens for heads i0 .. i0 + NH - 1, NV x 16 dimensions from d0, lane by
  * lane with every token in turn: a lane's rows (64 apart) come from memory for the first token
  * and from L1 for the others, where token by token each one's whole span of values went through
@@ -1604,108 +1656,77 @@ static inline __attribute__((always_inline)) void pv_tile16(const plumb_attn_pv_
             for (int t = 0; t < nt; t++)
                 pv_lane16(rows[t].p + (size_t)i0 * ps, ps, NH, NV, v, vs, rows[t].first, rows[t].pos, g + 16 * q, d0, t == 0,
                           tmp + ((size_t)t * 4 + (size_t)q) * W * 16);
-        pv_fold16(rows, nt, n, i0, NV, W, d0, os, part, tmp);
+        pv_fold(rows, nt, n, i0, NV, W, d0, os, part, tmp);
     }
 }
 
-/* Tiles of two or more tokens over spans of PV_LAID_STEPS or more lanes' steps lay their
- * probabilities out lane by lane first (pv_lay) and take each lane's value rows into a buffer
- * once for all tokens (pv_fill). pv_lane16 reads a probability 64 positions on at each step, a
- * cache line of its own: a tile's (4 tokens x 4 heads x 4352 positions, 278 KB) went from L2
- * to L1 again for every group of lanes, sixteen times per 64 dimensions; and the lane's value
- * rows, 32 KB apart, all fall in the same sets of L1, so the tile's other tokens found them
- * evicted (and converted them again). Same sums in the same order: Intel Xeon (Ice Lake),
- * 4 tokens x 4 heads of 256 dimensions, 4352 positions: 0.47 -> 0.36 ms; one token stays with
- * pv_tile16 (the layout costs more than it saves). */
-#define PV_LAID_STEPS 8
-
-/* r[k] (row k of a 16 x 16 block) to row k of its transpose. */
-static inline void pv_transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int k = 0; k < 16; k += 2) {
-        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
-        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
-    }
-    for (int k = 0; k < 16; k += 4) {
-        r[k] = _mm512_shuffle_ps(t[k], t[k + 2], 0x44);
-        r[k + 1] = _mm512_shuffle_ps(t[k], t[k + 2], 0xEE);
-        r[k + 2] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-        r[k + 3] = _mm512_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-    }
-    for (int k = 0; k < 8; k++) {
-        const int a = k / 4 * 8 + k % 4;
-        t[a] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0x88);
-        t[a + 4] = _mm512_shuffle_f32x4(r[a], r[a + 4], 0xDD);
-    }
-    for (int k = 0; k < 4; k++) {
-        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
-        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
-        r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
-        r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xDD);
-    }
-}
+#endif
 
 /* One (token, head) row of probabilities (positions first .. pos at p[j - first]) lane by lane:
  * o[l * steps + m] is that of position base + 64 m + l (base a multiple of 64), 0 outside the
- * span; steps a multiple of 16. */
+ * span; steps a multiple of 8 (8 x 8 blocks, transpose8). */
 static void pv_lay(const float *p, int32_t first, int32_t pos, int32_t base, int32_t steps, float *o) {
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i lo = _mm512_set1_epi32(first), hi = _mm512_set1_epi32(pos);
-    for (int32_t m0 = 0; m0 < steps; m0 += 16)
-        for (int l0 = 0; l0 < 64; l0 += 16) {
-            __m512 r[16];
-            for (int k = 0; k < 16; k++) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i below = _mm256_set1_epi32(first - 1), above = _mm256_set1_epi32(pos + 1);
+    for (int32_t m0 = 0; m0 < steps; m0 += 8)
+        for (int l0 = 0; l0 < 64; l0 += 8) {
+            __m256 r[8];
+            for (int k = 0; k < 8; k++) {
                 const int32_t j = base + 64 * (m0 + k) + l0;
-                const __m512i jj = _mm512_add_epi32(_mm512_set1_epi32(j), iota);
-                const __mmask16 in = _mm512_cmpge_epi32_mask(jj, lo) & _mm512_cmple_epi32_mask(jj, hi);
-                r[k] = in ? _mm512_maskz_loadu_ps(in, p + ((ptrdiff_t)j - first)) : _mm512_setzero_ps();
+                const __m256i jj = _mm256_add_epi32(_mm256_set1_epi32(j), iota);
+                const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(jj, below), _mm256_cmpgt_epi32(above, jj));
+                r[k] = _mm256_testz_si256(in, in) ? _mm256_setzero_ps() : _mm256_maskload_ps(p + ((ptrdiff_t)j - first), in);
             }
-            pv_transpose16(r);
-            for (int k = 0; k < 16; k++) _mm512_store_ps(o + (size_t)(l0 + k) * (size_t)steps + m0, r[k]);
+            __m256 col[8];
+            transpose8(r, col);
+            for (int k = 0; k < 8; k++) _mm256_store_ps(o + (size_t)(l0 + k) * (size_t)steps + m0, col[k]);
         }
 }
 
-/* Rows r0 + 64 m (m = lo .. hi) of the values, 64 dimensions from d0, as F32 into buf[m - lo][64]. */
+/* Rows r0 + 64 m (m = lo .. hi) of the values, PV_LAID_NV registers of dimensions from d0, as
+ * F32 into buf[m - lo][PV_LAID_NV * PV_W]. */
 static inline void pv_fill(const uint16_t *v, size_t vs, int32_t r0, int32_t lo, int32_t hi, int64_t d0, float *buf) {
     for (int32_t m = lo; m <= hi; m++) {
         const uint16_t *r = v + (size_t)(r0 + 64 * m) * vs + d0;
-        for (int k = 0; k < 4; k += 2) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + 16 * k), _MM_HINT_T0);
-        for (int k = 0; k < 4; k++)
-            _mm512_store_ps(buf + (size_t)(m - lo) * 64 + 16 * k, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k))));
+        for (int o = 0; o < PV_LAID_NV * PV_W; o += 32) _mm_prefetch((const char *)(r + (size_t)PV_AHEAD * 64 * vs + o), _MM_HINT_T0);
+        for (int k = 0; k < PV_LAID_NV; k++) pv_store(buf + ((size_t)(m - lo) * PV_LAID_NV + (size_t)k) * PV_W, pv_half(r + PV_W * k));
     }
 }
 
-/* pv_lane16 of one token from the laid-out probabilities (pt: its lane's row of head 0; heads hs
- * apart) and the buffered rows (buf from step lo), steps ms .. me; none: zeros. */
+/* One token's lane (NH heads, PV_LAID_NV registers of dimensions) from the laid-out
+ * probabilities (pt: its lane's row of head 0; heads hs apart) and the buffered rows (buf from
+ * step lo), steps ms .. me, its first by a product; none: zeros. To L[NH * PV_LAID_NV][PV_W]. */
 static inline __attribute__((always_inline)) void pv_walk(const float *pt, size_t hs, const int NH, const float *buf, int32_t lo,
                                                           int32_t ms, int32_t me, float *L) {
-    const int W = NH * 4;
+    enum { NV = PV_LAID_NV };
+    const int W = NH * NV;
     if (ms > me) {
-        for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, _mm512_setzero_ps());
+        for (int k = 0; k < W; k++) pv_store(L + PV_W * k, pv_zero());
         return;
     }
-    __m512 acc[16];
-    const float *b = buf + (size_t)(ms - lo) * 64;
+    pv_vec acc[4 * NV];
+    const float *b = buf + (size_t)(ms - lo) * NV * PV_W;
     for (int i = 0; i < NH; i++) {
-        const __m512 w = _mm512_set1_ps(pt[(size_t)i * hs + (size_t)ms]);
-        for (int k = 0; k < 4; k++) acc[i * 4 + k] = _mm512_mul_ps(w, _mm512_load_ps(b + 16 * k));
+        const pv_vec w = pv_set1(pt + (size_t)i * hs + (size_t)ms);
+        for (int k = 0; k < NV; k++) acc[i * NV + k] = pv_mul(w, pv_load(b + PV_W * k));
     }
     for (int32_t m = ms + 1; m <= me; m++) {
-        b += 64;
+        b += NV * PV_W;
         for (int i = 0; i < NH; i++) {
-            const __m512 w = _mm512_set1_ps(pt[(size_t)i * hs + (size_t)m]);
-            for (int k = 0; k < 4; k++) acc[i * 4 + k] = _mm512_fmadd_ps(w, _mm512_load_ps(b + 16 * k), acc[i * 4 + k]);
+            const pv_vec w = pv_set1(pt + (size_t)i * hs + (size_t)m);
+            for (int k = 0; k < NV; k++) acc[i * NV + k] = pv_fmadd(w, pv_load(b + PV_W * k), acc[i * NV + k]);
         }
     }
-    for (int k = 0; k < W; k++) _mm512_store_ps(L + 16 * k, acc[k]);
+    for (int k = 0; k < W; k++) pv_store(L + PV_W * k, acc[k]);
 }
 
-/* pv_tile16 with NV = 4 from the layout pv_lay made at pt (token t's head i lane l at
- * pt[((t * 4 + i) * 64 + l) * steps]), each lane's rows converted once into buf. */
-static inline __attribute__((always_inline)) void pv_tile16_laid(const plumb_attn_pv_row *rows, int nt, int i0, const int NH,
-                                                                 const uint16_t *v, size_t vs, int64_t d0, size_t os, int32_t base,
-                                                                 int32_t steps, const float *pt, float *buf, float *part, float *tmp) {
-    const size_t W = (size_t)NH * 4, hs = (size_t)64 * (size_t)steps;
+/* The tile's sums for NH heads from i0, PV_LAID_NV registers of dimensions from d0, from the
+ * layout pv_lay made at pt (token t's head i lane l at pt[((t * 4 + i) * 64 + l) * steps]), each
+ * lane's rows converted once into buf for all the tokens, folded as pv_tile16 folds. */
+static inline __attribute__((always_inline)) void pv_tile_laid(const plumb_attn_pv_row *rows, int nt, int i0, const int NH,
+                                                               const uint16_t *v, size_t vs, int64_t d0, size_t os, int32_t base,
+                                                               int32_t steps, const float *pt, float *buf, float *part, float *tmp) {
+    const size_t W = (size_t)NH * PV_LAID_NV, hs = (size_t)64 * (size_t)steps;
     for (int n = 0; n < 16; n++)
         for (int q = 0; q < 4; q++) {
             const int l = pv_order[n] + 16 * q;
@@ -1719,56 +1740,45 @@ static inline __attribute__((always_inline)) void pv_tile16_laid(const plumb_att
             if (lo <= hi) pv_fill(v, vs, base + l, lo, hi, d0, buf);
             for (int t = 0; t < nt; t++)
                 pv_walk(pt + ((size_t)t * 4 * 64 + (size_t)l) * (size_t)steps, hs, NH, buf, lo, ms[t], me[t],
-                        tmp + ((size_t)t * 4 + (size_t)q) * W * 16);
-            if (q == 3) pv_fold16(rows, nt, n, i0, 4, W, d0, os, part, tmp);
+                        tmp + ((size_t)t * 4 + (size_t)q) * W * PV_W);
+            if (q == 3) pv_fold(rows, nt, n, i0, PV_LAID_NV, W, d0, os, part, tmp);
         }
 }
-#endif
 
-/* Heads four at a time: with 512-bit registers 64 dimensions at a time for all the tokens
- * together (pv_tile16_laid for tiles over long spans, else pv_tile16), then 16; then token by
- * token as many dimensions per chunk as keep 8 accumulators busy, then 8 at a time, then one at
- * a time. */
+/* Heads four at a time: a tile over a long span laid out (pv_tile_laid: 64 dimensions at a time
+ * with 512-bit registers, 16 with AVX2); with 512-bit registers 64 dimensions at a time for all
+ * the tokens together (pv_tile16), then 16; then token by token as many dimensions per chunk as
+ * keep 8 accumulators busy, then 8 at a time, then one at a time. */
 static void attn_pv(const plumb_attn_pv_row *rows, int nt, int nh, size_t ps, const uint16_t *v, size_t vs, int64_t hd,
                     size_t os, float *work) {
     /* pv_tile16's slots, and pv_chunk's lanes after it */
     _Alignas(64) float part[PLUMB_PV_TOKENS * 16 * 4 * 16];
-#if defined(__AVX512F__)
-    _Alignas(64) float tmp[PLUMB_PV_TOKENS * 4 * 16 * 16];
     int32_t fmin = rows[0].first, pmax = rows[0].pos;
     for (int t = 1; t < nt; t++) {
         fmin = rows[t].first < fmin ? rows[t].first : fmin;
         pmax = rows[t].pos > pmax ? rows[t].pos : pmax;
     }
     const int32_t base = fmin & ~63, steps = ((pmax - base) / 64 + 1 + 15) / 16 * 16; /* base <= fmin <= pmax */
-    const bool laid = work && nt >= 2 && hd >= 64 && (pmax - base) / 64 + 1 >= PV_LAID_STEPS;
+    const int64_t laid_dims = PV_LAID_NV * PV_W;
+    const bool laid = work && nt >= 2 && hd >= laid_dims && (pmax - base) / 64 + 1 >= PV_LAID_STEPS;
     float *buf = laid ? work + (size_t)PLUMB_PV_TOKENS * 4 * 64 * (size_t)steps : NULL;
-#else
-    (void)work;
-#endif
+    _Alignas(64) float tmp[PLUMB_PV_TOKENS * 4 * 16 * 16]; /* a lane group's sums, [nt][4][16 registers][PV_W] at most */
     for (int i0 = 0; i0 < nh; i0 += 4) {
         const int g = nh - i0 < 4 ? nh - i0 : 4;
         int64_t dt = 0;
-#if defined(__AVX512F__)
         if (laid) {
             for (int t = 0; t < nt; t++)
                 for (int i = 0; i < g; i++)
                     pv_lay(rows[t].p + (size_t)(i0 + i) * ps, rows[t].first, rows[t].pos, base, steps,
                            work + ((size_t)t * 4 + (size_t)i) * 64 * (size_t)steps);
-            switch (g) {
-            case 1:
-                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 1, v, vs, dt, os, base, steps, work, buf, part, tmp);
-                break;
-            case 2:
-                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 2, v, vs, dt, os, base, steps, work, buf, part, tmp);
-                break;
-            case 3:
-                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 3, v, vs, dt, os, base, steps, work, buf, part, tmp);
-                break;
-            default:
-                for (; dt + 64 <= hd; dt += 64) pv_tile16_laid(rows, nt, i0, 4, v, vs, dt, os, base, steps, work, buf, part, tmp);
-            }
+            for (; dt + laid_dims <= hd; dt += laid_dims) switch (g) {
+                case 1: pv_tile_laid(rows, nt, i0, 1, v, vs, dt, os, base, steps, work, buf, part, tmp); break;
+                case 2: pv_tile_laid(rows, nt, i0, 2, v, vs, dt, os, base, steps, work, buf, part, tmp); break;
+                case 3: pv_tile_laid(rows, nt, i0, 3, v, vs, dt, os, base, steps, work, buf, part, tmp); break;
+                default: pv_tile_laid(rows, nt, i0, 4, v, vs, dt, os, base, steps, work, buf, part, tmp);
+                }
         }
+#if defined(__AVX512F__)
         switch (g) {
         case 1:
             for (; dt + 64 <= hd; dt += 64) pv_tile16(rows, nt, ps, i0, 1, 4, v, vs, dt, os, part, tmp);
