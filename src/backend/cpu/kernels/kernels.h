@@ -281,7 +281,7 @@ typedef double (*plumb_attn_exp_fn)(float *sc, int32_t first, int32_t pos, float
  * probabilities rounded to F16 values: their maximum mx (NaN scores skipped), attn_exp's
  * exponentials and sum, each times (float)(1 / sum), rounded as round_f16 rounds. */
 typedef void (*plumb_attn_softmax_fn)(float *sc, int32_t first, int32_t pos);
-#define PLUMB_PV_TOKENS 4
+#define PLUMB_PV_TOKENS 8
 typedef struct plumb_attn_pv_row {
     const float *p; /* head i's probability of position j at p[i * ps + (j - first)] */
     int32_t first, pos;

@@ -1239,19 +1239,23 @@ static inline __m512 qk_reduce16(const float *c) {
 static inline __attribute__((always_inline)) void qk_c16_4x4(const float *q, size_t qs, const float *kf, const int S,
                                                              float *cb, int jb) {
     _Alignas(64) float t0[16][16], t1[16][16];
-    const __m512 zero = _mm512_setzero_ps();
     static const int order[4] = {0, 2, 1, 3};
 #pragma GCC unroll 4
     for (int oi = 0; oi < 4; oi++) {
         const int a = order[oi];
+        /* each accumulator its own zeroing idiom: from one shared zero register (or
+         * fma(q, k, zero)) the compiler copies a register for every chain, 64 moves a call; these
+         * cost no port (the scores 6-9% faster on an Ice Lake Xeon) */
         __m512 acc[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) __asm__ volatile("vpxord %x0, %x0, %x0" : "=v"(acc[i][j]));
 #pragma GCC unroll 4
         for (int st = 0; st < S; st++) {
             __m512 qv[4], kv[4];
             for (int i = 0; i < 4; i++) qv[i] = _mm512_loadu_ps(q + (size_t)i * qs + 64 * st + 16 * a);
             for (int j = 0; j < 4; j++) kv[j] = _mm512_load_ps(kf + (size_t)j * 256 + 64 * st + 16 * a);
             for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(qv[i], kv[j], st ? acc[i][j] : zero);
+                for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(qv[i], kv[j], acc[i][j]);
         }
         for (int i = 0; i < 4; i++)
             for (int j = 0; j < 4; j++) {
@@ -1417,16 +1421,48 @@ static inline __m256 exp_poly8(__m256 x) {
 }
 
 /* Whole blocks of 16 positions two registers at a time, the 16-lane tree across them. */
+#if defined(__AVX512F__)
+/* plumb__exp_poly on 16 lanes: the same operations; p * 2^n by vscalefps, which rounds the
+ * exact product once to float (to nearest even, subnormals included), as the double product
+ * converted to float does, where exp_poly8 widens to double and back (Intel Xeon (Ice Lake),
+ * Gemma 3 270M pp512 after 4096 tokens: attention 38.0% -> 36.8% of the time). */
+static inline __m512 exp_poly16(__m512 x) {
+    const __m512 shift = _mm512_set1_ps(0x1.8p23f);
+    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift), shift);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 p = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 r = _mm512_scalef_ps(p, n);
+    /* |n| > 192: infinity for n > 0, else 0 (NaN compares false and stays NaN) */
+    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+    const __mmask16 pos = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_mask_blend_ps(big, r, _mm512_maskz_mov_ps(pos, _mm512_set1_ps(INFINITY)));
+}
+#endif
+
 static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *bsum) {
     double sum = 0.0;
+#if defined(__AVX512F__)
+    const __m512 m = _mm512_set1_ps(mx);
+#else
     const __m256 m = _mm256_set1_ps(mx);
+#endif
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
         if (c0 >= first && c0 + 15 <= pos) {
             float *p = sc + (c0 - first);
+#if defined(__AVX512F__)
+            const __m512 e = exp_poly16(_mm512_sub_ps(_mm512_loadu_ps(p), m));
+            _mm512_storeu_ps(p, e);
+            const __m256 e0 = _mm512_castps512_ps256(e), e1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1));
+#else
             const __m256 e0 = exp_poly8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
             const __m256 e1 = exp_poly8(_mm256_sub_ps(_mm256_loadu_ps(p + 8), m));
             _mm256_storeu_ps(p, e0);
             _mm256_storeu_ps(p + 8, e1);
+#endif
             const __m256 t8 = _mm256_add_ps(e1, e0);
             const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
             const __m128 t2 = _mm_add_ps(t4, _mm_movehl_ps(t4, t4));
