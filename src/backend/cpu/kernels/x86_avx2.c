@@ -1934,8 +1934,66 @@ static void gelu_f16(const float *table, const float *x, const float *y, float *
 /* Eight rows at a time: 8 x 8 blocks transposed so that a register holds one column of the
  * eight rows, squared in float, widened and added to the rows' double chains in column order
  * (two chains of four rows each); the other columns and rows one at a time. */
+#if defined(__AVX512F__)
+/* A 16 x 16 block of floats transposed: col[c] lane k is r[k] lane c (unpacks within 128-bit
+ * lanes, then the 128-bit lanes gathered in two steps). */
+static inline void transpose16(const __m512 r[16], __m512 col[16]) {
+#define SEL(a, b, c_, d) ((a) | (b) << 2 | (c_) << 4 | (d) << 6)
+    __m512 t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int j = 0; j < 4; j++) { /* u[4 j + e], 128-bit lane L: element 4 L + e of rows 4 j .. 4 j + 3 */
+        const __m512d a = _mm512_castps_pd(t[4 * j]), b = _mm512_castps_pd(t[4 * j + 1]);
+        const __m512d c = _mm512_castps_pd(t[4 * j + 2]), d = _mm512_castps_pd(t[4 * j + 3]);
+        u[4 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int e = 0; e < 4; e++) {
+        const __m512 p0 = _mm512_shuffle_f32x4(u[e], u[4 + e], SEL(0, 1, 0, 1)), p1 = _mm512_shuffle_f32x4(u[e], u[4 + e], SEL(2, 3, 2, 3));
+        const __m512 q0 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], SEL(0, 1, 0, 1));
+        const __m512 q1 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], SEL(2, 3, 2, 3));
+        col[e] = _mm512_shuffle_f32x4(p0, q0, SEL(0, 2, 0, 2));
+        col[4 + e] = _mm512_shuffle_f32x4(p0, q0, SEL(1, 3, 1, 3));
+        col[8 + e] = _mm512_shuffle_f32x4(p1, q1, SEL(0, 2, 0, 2));
+        col[12 + e] = _mm512_shuffle_f32x4(p1, q1, SEL(1, 3, 1, 3));
+    }
+#undef SEL
+}
+#endif
+
 static void sum_squares(const float *x, int64_t ne0, int64_t nrows, double *sums) {
     int64_t r = 0;
+#if defined(__AVX512F__)
+    /* sixteen rows at a time: 16 x 16 blocks transposed, each row's chain a double lane (two
+     * chains of eight rows): fewer shuffles an element and twice the rows a chain step of the
+     * eight-row form */
+    for (; r + 16 <= nrows; r += 16) {
+        const float *xr = x + r * ne0;
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        int64_t i = 0;
+        for (; i + 16 <= ne0; i += 16) {
+            __m512 m[16], col[16];
+            for (int k = 0; k < 16; k++) m[k] = _mm512_loadu_ps(xr + k * ne0 + i);
+            transpose16(m, col);
+            for (int c = 0; c < 16; c++) {
+                const __m512 sq = _mm512_mul_ps(col[c], col[c]);
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+                hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sq), 1))));
+            }
+        }
+        double s[16];
+        _mm512_storeu_pd(s, lo);
+        _mm512_storeu_pd(s + 8, hi);
+        for (int k = 0; k < 16; k++) {
+            for (int64_t j = i; j < ne0; j++) s[k] += (double)(xr[k * ne0 + j] * xr[k * ne0 + j]);
+            sums[r + k] = s[k];
+        }
+    }
+#endif
     for (; r + 8 <= nrows; r += 8) {
         const float *xr = x + r * ne0;
         __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
