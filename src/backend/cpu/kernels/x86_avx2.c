@@ -1397,71 +1397,87 @@ static void attn_qk(const float *q, size_t qs, int nq, const uint16_t *k, size_t
     }
 }
 
-/* plumb__exp_poly on 8 lanes: the same operations, the 2^n scaling in double. */
-static inline __m256 exp_poly8(__m256 x) {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f), sign = _mm256_set1_ps(-0.0f);
-    const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift), shift);
-    const __m256 mn = _mm256_xor_ps(n, sign);
-    const __m256 b = _mm256_fmadd_ps(mn, _mm256_set1_ps(0x1.7f7d1cp-20f), _mm256_fmadd_ps(mn, _mm256_set1_ps(0x1.62e4p-1f), x));
-    const __m256 u = _mm256_mul_ps(b, b);
-    const __m256 p = _mm256_fmadd_ps(
-        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
-                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
-        u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+/* The set's widest float registers, PV_W floats (the exponentials and the value kernels). */
+#if defined(__AVX512F__)
+typedef __m512 pv_vec;
+#define PV_W 16
+#define PV_LAID_NV 4 /* pv_tile_laid's registers per head: 64 dimensions */
+static inline pv_vec pv_load(const float *p) { return _mm512_load_ps(p); }
+static inline pv_vec pv_loadu(const float *p) { return _mm512_loadu_ps(p); }
+static inline pv_vec pv_const(float x) { return _mm512_set1_ps(x); }
+static inline pv_vec pv_sub(pv_vec a, pv_vec b) { return _mm512_sub_ps(a, b); }
+static inline pv_vec pv_fnmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm512_fnmadd_ps(a, b, c); }
+static inline void pv_store(float *p, pv_vec x) { _mm512_store_ps(p, x); }
+static inline void pv_storeu(float *p, pv_vec x) { _mm512_storeu_ps(p, x); }
+static inline pv_vec pv_add(pv_vec a, pv_vec b) { return _mm512_add_ps(a, b); }
+static inline pv_vec pv_mul(pv_vec a, pv_vec b) { return _mm512_mul_ps(a, b); }
+static inline pv_vec pv_fmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline pv_vec pv_set1(const float *p) { return _mm512_set1_ps(*p); }
+static inline pv_vec pv_zero(void) { return _mm512_setzero_ps(); }
+static inline pv_vec pv_half(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+#else
+typedef __m256 pv_vec;
+#define PV_W 8
+#define PV_LAID_NV 2 /* 16 dimensions */
+static inline pv_vec pv_load(const float *p) { return _mm256_load_ps(p); }
+static inline pv_vec pv_loadu(const float *p) { return _mm256_loadu_ps(p); }
+static inline pv_vec pv_const(float x) { return _mm256_set1_ps(x); }
+static inline pv_vec pv_sub(pv_vec a, pv_vec b) { return _mm256_sub_ps(a, b); }
+static inline pv_vec pv_fnmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm256_fnmadd_ps(a, b, c); }
+static inline void pv_store(float *p, pv_vec x) { _mm256_store_ps(p, x); }
+static inline void pv_storeu(float *p, pv_vec x) { _mm256_storeu_ps(p, x); }
+static inline pv_vec pv_add(pv_vec a, pv_vec b) { return _mm256_add_ps(a, b); }
+static inline pv_vec pv_mul(pv_vec a, pv_vec b) { return _mm256_mul_ps(a, b); }
+static inline pv_vec pv_fmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline pv_vec pv_set1(const float *p) { return _mm256_broadcast_ss(p); }
+static inline pv_vec pv_zero(void) { return _mm256_setzero_ps(); }
+static inline pv_vec pv_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+#endif
+
+/* plumb__exp_poly on PV_W lanes: the same operations. p * 2^n, rounded once to float: with
+ * AVX-512 by vscalefps (to nearest even, subnormals included, as the double product converted
+ * to float; Intel Xeon (Ice Lake), Gemma 3 270M pp512 after 4096 tokens: attention 38.0% ->
+ * 36.8% of the time), with AVX2 as that double product. */
+static inline pv_vec exp_poly_vec(pv_vec x) {
+    const pv_vec shift = pv_const(0x1.8p23f);
+    const pv_vec n = pv_sub(pv_fmadd(x, pv_const(0x1.715476p+0f), shift), shift);
+    const pv_vec b = pv_fnmadd(n, pv_const(0x1.7f7d1cp-20f), pv_fnmadd(n, pv_const(0x1.62e4p-1f), x));
+    const pv_vec u = pv_mul(b, b);
+    const pv_vec p = pv_fmadd(pv_fmadd(pv_fmadd(pv_const(0x1.0e4020p-7f), b, pv_const(0x1.573e2ep-5f)), u,
+                                       pv_fmadd(pv_const(0x1.555e66p-3f), b, pv_const(0x1.fffdb6p-2f))),
+                              u, pv_fmadd(pv_const(0x1.ffffecp-1f), b, pv_const(1.0f)));
+    /* |n| > 192: infinity for n > 0, else 0 (NaN compares false and stays NaN) */
+#if defined(__AVX512F__)
+    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+    const __mmask16 up = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_mask_blend_ps(big, _mm512_scalef_ps(p, n), _mm512_maskz_mov_ps(up, _mm512_set1_ps(INFINITY)));
+#else
     const __m256i ni = _mm256_cvtps_epi32(n); /* n is a whole number */
     const __m256i bias = _mm256_set1_epi64x(1023);
     const __m256d s_lo = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(ni)), bias), 52));
     const __m256d s_hi = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(ni, 1)), bias), 52));
     const __m128 r_lo = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(p)), s_lo));
     const __m128 r_hi = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)), s_hi));
-    /* |n| > 192: infinity for n > 0, else 0 (NaN compares false and stays NaN) */
+    const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(sign, n), _mm256_set1_ps(192.0f), _CMP_GT_OQ);
     const __m256 special = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(INFINITY));
     return _mm256_blendv_ps(_mm256_set_m128(r_hi, r_lo), special, big);
-}
-
-/* Whole blocks of 16 positions two registers at a time, the 16-lane tree across them. */
-#if defined(__AVX512F__)
-/* plumb__exp_poly on 16 lanes: the same operations; p * 2^n by vscalefps, which rounds the
- * exact product once to float (to nearest even, subnormals included), as the double product
- * converted to float does, where exp_poly8 widens to double and back (Intel Xeon (Ice Lake),
- * Gemma 3 270M pp512 after 4096 tokens: attention 38.0% -> 36.8% of the time). */
-static inline __m512 exp_poly16(__m512 x) {
-    const __m512 shift = _mm512_set1_ps(0x1.8p23f);
-    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift), shift);
-    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
-    const __m512 u = _mm512_mul_ps(b, b);
-    const __m512 p = _mm512_fmadd_ps(
-        _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
-                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
-        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
-    const __m512 r = _mm512_scalef_ps(p, n);
-    /* |n| > 192: infinity for n > 0, else 0 (NaN compares false and stays NaN) */
-    const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
-    const __mmask16 pos = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_GT_OQ);
-    return _mm512_mask_blend_ps(big, r, _mm512_maskz_mov_ps(pos, _mm512_set1_ps(INFINITY)));
-}
 #endif
+}
 
+/* Whole blocks of 16 positions a register or two at a time, the 16-lane tree across them. */
 static double attn_exp(float *sc, int32_t first, int32_t pos, float mx, float *bsum) {
     double sum = 0.0;
-#if defined(__AVX512F__)
-    const __m512 m = _mm512_set1_ps(mx);
-#else
-    const __m256 m = _mm256_set1_ps(mx);
-#endif
+    const pv_vec m = pv_const(mx);
     for (int32_t c0 = first / 16 * 16; c0 <= pos; c0 += 16) {
         if (c0 >= first && c0 + 15 <= pos) {
             float *p = sc + (c0 - first);
+            pv_vec e[16 / PV_W];
+            for (int h = 0; h < 16 / PV_W; h++) pv_storeu(p + PV_W * h, e[h] = exp_poly_vec(pv_sub(pv_loadu(p + PV_W * h), m)));
 #if defined(__AVX512F__)
-            const __m512 e = exp_poly16(_mm512_sub_ps(_mm512_loadu_ps(p), m));
-            _mm512_storeu_ps(p, e);
-            const __m256 e0 = _mm512_castps512_ps256(e), e1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1));
+            const __m256 e0 = _mm512_castps512_ps256(e[0]), e1 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e[0]), 1));
 #else
-            const __m256 e0 = exp_poly8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
-            const __m256 e1 = exp_poly8(_mm256_sub_ps(_mm256_loadu_ps(p + 8), m));
-            _mm256_storeu_ps(p, e0);
-            _mm256_storeu_ps(p + 8, e1);
+            const __m256 e0 = e[0], e1 = e[1];
 #endif
             const __m256 t8 = _mm256_add_ps(e1, e0);
             const __m128 t4 = _mm_add_ps(_mm256_extractf128_ps(t8, 1), _mm256_castps256_ps128(t8));
@@ -1557,35 +1573,6 @@ static inline __attribute__((always_inline)) void pv_chunk(const float *p, size_
     }
     pv_fold8(lanes, NH, NV, d0, out, os);
 }
-
-/* The registers of the set's value kernels: PV_W floats. */
-#if defined(__AVX512F__)
-typedef __m512 pv_vec;
-#define PV_W 16
-#define PV_LAID_NV 4 /* pv_tile_laid's registers per head: 64 dimensions */
-static inline pv_vec pv_load(const float *p) { return _mm512_load_ps(p); }
-static inline void pv_store(float *p, pv_vec x) { _mm512_store_ps(p, x); }
-static inline void pv_storeu(float *p, pv_vec x) { _mm512_storeu_ps(p, x); }
-static inline pv_vec pv_add(pv_vec a, pv_vec b) { return _mm512_add_ps(a, b); }
-static inline pv_vec pv_mul(pv_vec a, pv_vec b) { return _mm512_mul_ps(a, b); }
-static inline pv_vec pv_fmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm512_fmadd_ps(a, b, c); }
-static inline pv_vec pv_set1(const float *p) { return _mm512_set1_ps(*p); }
-static inline pv_vec pv_zero(void) { return _mm512_setzero_ps(); }
-static inline pv_vec pv_half(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-#else
-typedef __m256 pv_vec;
-#define PV_W 8
-#define PV_LAID_NV 2 /* 16 dimensions */
-static inline pv_vec pv_load(const float *p) { return _mm256_load_ps(p); }
-static inline void pv_store(float *p, pv_vec x) { _mm256_store_ps(p, x); }
-static inline void pv_storeu(float *p, pv_vec x) { _mm256_storeu_ps(p, x); }
-static inline pv_vec pv_add(pv_vec a, pv_vec b) { return _mm256_add_ps(a, b); }
-static inline pv_vec pv_mul(pv_vec a, pv_vec b) { return _mm256_mul_ps(a, b); }
-static inline pv_vec pv_fmadd(pv_vec a, pv_vec b, pv_vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline pv_vec pv_set1(const float *p) { return _mm256_broadcast_ss(p); }
-static inline pv_vec pv_zero(void) { return _mm256_setzero_ps(); }
-static inline pv_vec pv_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-#endif
 
 /* The fold of a tile's lanes group by group (pv_tile16, pv_tile_laid): after lane group n (its
  * n-th in pv_order) of every token, tmp holds the group's four lanes, [nt][4][W][PV_W] (W
